@@ -1,0 +1,1 @@
+"""k8s-access-bot: time-boxed, personal, audited Kubernetes access through Slack."""

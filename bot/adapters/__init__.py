@@ -1,0 +1,1 @@
+"""Adapters: the ports of ``bot.domain.ports`` implemented with real technology."""

@@ -1,0 +1,36 @@
+"""Ports for running without Slack: the CLI when Slack is down, or one-shot jobs.
+
+``ConfigDirectory`` knows people from the config's ``users:`` mapping only; ``LogNotifier``
+writes each notice to the log, so an operator sees what would have been said.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.config import Config
+from bot.domain.ports import Notice, UserInfo
+
+log = logging.getLogger("bot.notices")
+
+
+class ConfigDirectory:
+    def __init__(self, config: Config) -> None:
+        self._users = config.file.users
+
+    def user_info(self, user_id: str) -> UserInfo:
+        mapping = self._users.get(user_id)
+        return UserInfo(slack_user_id=user_id, email=mapping.email if mapping else None)
+
+    def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
+        return frozenset()
+
+
+class LogNotifier:
+    def notify(self, notice: Notice) -> None:
+        request = notice.request
+        log.info(
+            "notice %s: request #%s (%s for %s) is %s",
+            notice.kind.value, request.id, request.target, request.requester_id,
+            request.state.value,
+        )

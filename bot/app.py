@@ -1,0 +1,71 @@
+"""The composition root: settings and config in, a :class:`Context` with real adapters out.
+
+This is the one place that knows which technology implements which port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
+from bot.adapters.local import ConfigDirectory, LogNotifier
+from bot.config import Config, ConfigError, Settings
+from bot.domain.ports import Directory, Granter, Notifier
+from bot.services.context import Context
+
+GranterFactory = Callable[[Settings, Config, str], Granter]
+
+
+def _backends() -> dict[str, GranterFactory]:
+    """Backend name → factory. Imported lazily so that one backend's libraries stay optional."""
+    return {}
+
+
+def build_granters(settings: Settings, config: Config) -> dict[str, Granter]:
+    factories = _backends()
+    granters: dict[str, Granter] = {}
+    for name, cluster in config.clusters.items():
+        factory = factories.get(cluster.backend)
+        if factory is None:
+            raise ConfigError(
+                f"{config.source}: clusters.{name}.backend: '{cluster.backend}' is not "
+                f"available in this version (available: {', '.join(sorted(factories)) or 'none'})"
+            )
+        granters[name] = factory(settings, config, name)
+    return granters
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_context(
+    settings: Settings,
+    config: Config,
+    *,
+    engine: Engine | None = None,
+    granters: Mapping[str, Granter] | None = None,
+    notifier: Notifier | None = None,
+    directory: Directory | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> Context:
+    engine = engine if engine is not None else make_engine(settings.database_url)
+    sessions = unit_of_work_factory(engine)
+    return Context(
+        config=config,
+        unit_of_work=lambda: SqlAlchemyUnitOfWork(sessions),
+        granters=granters if granters is not None else build_granters(settings, config),
+        notifier=notifier if notifier is not None else LogNotifier(),
+        directory=directory if directory is not None else ConfigDirectory(config),
+        clock=clock,
+        worker_id=worker_id(),
+    )

@@ -1,0 +1,226 @@
+"""The ``k8s-access-bot`` command: database, config, grants, audit and jobs from a shell.
+
+Every command reads the settings and the config once and calls the same use cases as Slack.
+Errors print one clear line (or one per field for a bad config) and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from bot.adapters.db import migrate
+from bot.adapters.db.store import make_engine
+from bot.config import Config, ConfigError, Settings, load_config
+from bot.domain.durations import format_duration
+from bot.domain.errors import DomainError
+from bot.domain.model import Actor, Kind, State
+from bot.services import audit as audit_service
+from bot.services import grants as grant_service
+from bot.services import requests as request_service
+from bot.services.context import Context
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _explained(function: F) -> F:
+    """Turn the errors people cause into a message and an exit code, never a traceback."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ConfigError as error:
+            click.echo(f"configuration error:\n{error}", err=True)
+            sys.exit(2)
+        except DomainError as error:
+            click.echo(f"error: {error.message}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                           for e in error.errors())
+        raise ConfigError(f"environment: {fields}") from None
+
+
+def _config(settings: Settings) -> Config:
+    return load_config(settings.k8s_access_config)
+
+
+def _context(*, backends: bool = True) -> Context:
+    """The use-case context; without ``backends`` for commands that only read the database."""
+    from bot.app import build_context
+
+    settings = _settings()
+    return build_context(settings, _config(settings), granters=None if backends else {})
+
+
+def _operator() -> Actor:
+    """Whoever runs the CLI has the database: they act as an admin, recorded by login name."""
+    return Actor(user_id=f"cli:{getpass.getuser()}", is_admin=True)
+
+
+@click.group()
+def main() -> None:
+    """Time-boxed, personal, audited Kubernetes access through Slack."""
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@_explained
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    engine = make_engine(_settings().database_url)
+    migrate.upgrade(engine, revision)
+    click.echo(f"database at {migrate.current(engine)}")
+
+
+@db.command("current")
+@_explained
+def db_current() -> None:
+    """Show the database's revision and whether it is at head."""
+    engine = make_engine(_settings().database_url)
+    current, head = migrate.current(engine), migrate.head(engine)
+    state = "at head" if current == head else f"behind head {head}: run `db upgrade`"
+    click.echo(f"{current or 'empty (no migrations applied)'} ({state})")
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """The configuration file."""
+
+
+@config.command("check")
+@click.option("--connect", is_flag=True, help="Also reach each backend with its credentials.")
+@_explained
+def config_check(connect: bool) -> None:
+    """Validate the file (K8S_ACCESS_CONFIG) and the environment."""
+    settings = _settings()
+    loaded = _config(settings)
+    for name, cluster in loaded.clusters.items():
+        roles = ", ".join(loaded.clusters[name].roles)
+        click.echo(f"cluster {name}: backend {cluster.backend}; roles {roles}")
+    if connect:
+        from bot.app import build_granters
+
+        failures = 0
+        for name, granter in build_granters(settings, loaded).items():
+            check = getattr(granter, "check", None)
+            try:
+                message = check() if check is not None else "nothing to check"
+            except DomainError as error:
+                failures += 1
+                click.echo(f"cluster {name}: FAILED: {error.message}", err=True)
+            else:
+                click.echo(f"cluster {name}: ok: {message}")
+        if failures:
+            sys.exit(1)
+    click.echo(f"{loaded.source}: ok")
+
+
+# --- grants -------------------------------------------------------------------------------
+
+
+@main.group()
+def grants() -> None:
+    """Grants, for operators (works while Slack is down)."""
+
+
+@grants.command("list")
+@click.option("--active", is_flag=True, help="Only grants in effect now.")
+@click.option("--limit", default=100, show_default=True)
+@_explained
+def grants_list(active: bool, limit: int) -> None:
+    ctx = _context(backends=False)
+    with ctx.transaction() as store:
+        found = store.find(states=[State.ACTIVE] if active else None, kind=Kind.ACCESS,
+                           limit=limit)
+    now = ctx.clock()
+    click.echo(f"{'ID':>6}  {'STATE':<10} {'TARGET':<40} {'SUBJECT':<30} {'REQUESTER':<12} LEFT")
+    for request in found:
+        left = request.time_left(now)
+        shown = format_duration(left) if left and request.state is State.ACTIVE else "-"
+        click.echo(
+            f"{request.id:>6}  {request.state.value:<10} {request.target:<40.40} "
+            f"{request.subject:<30.30} {request.requester_id:<12} {shown}"
+        )
+
+
+@grants.command("revoke")
+@click.argument("request_id", type=int)
+@click.option("--reason", required=True, help="Why, for the audit log and the grantee.")
+@_explained
+def grants_revoke(request_id: int, reason: str) -> None:
+    """Revoke grant REQUEST_ID now, as an operator."""
+    ctx = _context()
+    request = grant_service.revoke_as(ctx, request_id, _operator(), reason)
+    if request.state is State.REVOKED:
+        click.echo(f"request #{request_id} revoked")
+    else:
+        click.echo(f"request #{request_id}: revocation owed, the backend failed "
+                   f"({request.last_error}); `jobs run retry` or the running bot will retry")
+        sys.exit(1)
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="A date, an ISO timestamp, or a duration ago (7d).")
+@click.option("--format", "fmt", type=click.Choice(audit_service.FORMATS), default="jsonl",
+              show_default=True)
+@_explained
+def audit_export(since: str | None, fmt: str) -> None:
+    """Write the audit log to standard output."""
+    for chunk in audit_service.export(_context(backends=False), since=since, fmt=fmt):
+        click.echo(chunk, nl=False)
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+_JOBS: dict[str, Callable[[Context], int]] = {
+    "expire": grant_service.expire_due,
+    "retry": grant_service.run_due,
+    "timeout": request_service.time_out_pending,
+}
+
+
+@main.group()
+def jobs() -> None:
+    """One pass of a periodic job (for a Kubernetes CronJob)."""
+
+
+@jobs.command("run")
+@click.argument("job", type=click.Choice(sorted(_JOBS)))
+@_explained
+def jobs_run(job: str) -> None:
+    count = _JOBS[job](_context())
+    click.echo(f"{job}: {count} handled")

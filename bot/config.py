@@ -1,0 +1,440 @@
+"""Settings, read once: the environment and the YAML file, validated into frozen objects.
+
+Everything else receives a :class:`Settings` and a :class:`Config`; nothing else reads the
+environment or the file. A bad file raises :class:`ConfigError` naming the file, the field and
+the reason, and start-up stops there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.domain.durations import parse_duration
+from bot.domain.errors import InvalidInput, NotFound
+from bot.domain.model import Actor
+from bot.domain.policy import RolePolicy
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names file, field and reason."""
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """The environment variables of the bot (see README, Configuration)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str | None = None
+    database_url: str = "sqlite:///k8s-access.db"
+    k8s_access_config: Path = Path("k8s-access.yaml")
+    gitlab_url: str | None = None
+    gitlab_token: SecretStr | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "console"
+
+
+# --- the YAML file ------------------------------------------------------------------------
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except InvalidInput as error:
+            raise ValueError(error.message) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"write durations with a unit, like '{value}m' or '{value}h'")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_slack_ids(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        if not _SLACK_ID.match(value):
+            raise ValueError(
+                f"'{value}' is not a Slack user ID (U…/W…) or user group ID (S…); "
+                "copy it from the person's or group's profile"
+            )
+    return values
+
+
+class PolicyFields(_Strict):
+    """Policy that a cluster sets for its roles and a role may override."""
+
+    approvers: list[str] | None = None
+    approvers_channel: str | None = None
+    approvals_required: int | None = Field(default=None, ge=1, le=10)
+    max_duration: Duration | None = None
+    default_duration: Duration | None = None
+    require_reason: bool | None = None
+    timeout: Duration | None = None
+    break_glass: bool | None = None
+    auto_approve_up_to: Duration | None = None
+    self_extend: bool | None = None
+
+    _approvers = field_validator("approvers")(_check_slack_ids)
+
+
+ACCESS_LEVELS = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
+
+
+class RoleConfig(PolicyFields):
+    description: str = ""
+    group: str | int | None = None
+    """gitlab: the group authorized in the agent's ``user_access`` (numeric ID or full path)."""
+    access_level: Literal["developer", "maintainer", "owner"] = "developer"
+    cluster_role: str | None = None
+    """certificate/rbac: bind this ClusterRole cluster-wide …"""
+    role: str | None = None
+    """… or this Role (or ClusterRole, with ``role_kind``) in each of ``namespaces``."""
+    role_kind: Literal["Role", "ClusterRole"] = "Role"
+    namespaces: list[str] = Field(default_factory=list)
+    allow_own_csr: bool = False
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _NAME.match(value):
+                raise ValueError(f"'{value}' is not a valid namespace name")
+        return values
+
+
+class GitLabClusterConfig(_Strict):
+    agent_id: int = Field(ge=1)
+    kas_proxy_url: str
+    url: str | None = None
+    """GitLab's URL; ``GITLAB_URL`` when left out."""
+
+    @field_validator("kas_proxy_url", "url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"'{value}' is not a URL: write it as https://…")
+        return value
+
+
+class KubernetesClusterConfig(_Strict):
+    server: str
+    """The API server URL that users' kubeconfigs point at."""
+    ca_file: str | None = None
+    """The cluster CA that users' kubeconfigs carry; the bot's kubeconfig CA when left out."""
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    username_template: str = "{email}"
+    key_algorithm: Literal["ecdsa-p256", "rsa-2048", "rsa-4096"] = "ecdsa-p256"
+    csr_timeout: Duration = timedelta(minutes=1)
+    oidc_issuer_url: str | None = None
+    oidc_client_id: str | None = None
+
+    @field_validator("username_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = set(re.findall(r"{(\w*)}", value))
+        unknown = fields - {"email", "slack_id", "name", "local"}
+        if not fields or unknown:
+            raise ValueError(
+                "use {email}, {local} (the part before @), {name} or {slack_id}, "
+                f"for example 'oidc:{{email}}'; found {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> KubernetesClusterConfig:
+        if self.in_cluster and self.kubeconfig:
+            raise ValueError("set either kubeconfig or in_cluster: true, not both")
+        if not self.in_cluster and not self.kubeconfig:
+            raise ValueError("the bot needs credentials: set kubeconfig (a path) or in_cluster")
+        return self
+
+
+class ClusterConfig(PolicyFields):
+    backend: Literal["gitlab", "certificate", "rbac"]
+    description: str = ""
+    gitlab: GitLabClusterConfig | None = None
+    kubernetes: KubernetesClusterConfig | None = None
+    roles: dict[str, RoleConfig]
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> ClusterConfig:
+        if not self.roles:
+            raise ValueError("a cluster needs at least one role")
+        if self.backend == "gitlab":
+            if self.gitlab is None:
+                raise ValueError(
+                    "backend gitlab needs a 'gitlab:' section (agent_id, kas_proxy_url)"
+                )
+            for name, role in self.roles.items():
+                if role.group is None:
+                    raise ValueError(f"role {name}: backend gitlab needs 'group' (ID or full path)")
+        else:
+            if self.kubernetes is None:
+                raise ValueError(
+                    f"backend {self.backend} needs a 'kubernetes:' section (server, kubeconfig)"
+                )
+            for name, role in self.roles.items():
+                if (role.cluster_role is None) == (role.role is None):
+                    raise ValueError(
+                        f"role {name}: set exactly one of 'cluster_role' "
+                        "or 'role' (with namespaces)"
+                    )
+                if role.role is not None and not role.namespaces:
+                    raise ValueError(f"role {name}: a namespaced 'role' needs 'namespaces'")
+                if role.cluster_role is not None and role.namespaces:
+                    raise ValueError(
+                        f"role {name}: 'cluster_role' is cluster-wide; use 'role' for namespaces"
+                    )
+                if role.allow_own_csr and self.backend != "certificate":
+                    raise ValueError(f"role {name}: allow_own_csr needs backend certificate")
+        return self
+
+
+class Schedules(_Strict):
+    timezone: str = "UTC"
+    reminders: str = "0 9 * * MON"
+    expiry_sweep: Duration = timedelta(minutes=1)
+    nudge_before: Duration = timedelta(hours=1)
+    renotify_after: Duration = timedelta(hours=4)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"'{value}' is not a time zone, like 'UTC' or 'Europe/Berlin'"
+            ) from None
+        return value
+
+    @field_validator("reminders")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"'{value}' is not a cron expression, like '0 9 * * MON'")
+        return value
+
+
+class UserMapping(_Strict):
+    gitlab: str | None = None
+    kubernetes: str | None = None
+    email: str | None = None
+
+
+class FileConfig(_Strict):
+    admins: list[str] = Field(default_factory=list)
+    defaults: PolicyFields = PolicyFields()
+    schedules: Schedules = Schedules()
+    users: dict[str, UserMapping] = Field(default_factory=dict)
+    clusters: dict[str, ClusterConfig]
+
+    _admins = field_validator("admins")(_check_slack_ids)
+
+    @field_validator("clusters")
+    @classmethod
+    def _cluster_names(cls, value: dict[str, ClusterConfig]) -> dict[str, ClusterConfig]:
+        if not value:
+            raise ValueError("configure at least one cluster")
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"'{name}' is not a valid cluster name (lowercase, digits, -)")
+        return value
+
+
+# --- the validated result -----------------------------------------------------------------
+
+_BUILTIN = {
+    "approvals_required": 1,
+    "max_duration": timedelta(hours=8),
+    "default_duration": timedelta(hours=1),
+    "require_reason": True,
+    "timeout": timedelta(hours=24),
+    "break_glass": False,
+    "auto_approve_up_to": None,
+    "self_extend": False,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated file, with each role's effective policy worked out once."""
+
+    source: Path
+    file: FileConfig
+    policies: Mapping[tuple[str, str], RolePolicy]
+
+    @property
+    def clusters(self) -> Mapping[str, ClusterConfig]:
+        return self.file.clusters
+
+    def cluster(self, name: str) -> ClusterConfig:
+        try:
+            return self.file.clusters[name]
+        except KeyError:
+            raise NotFound(
+                f"There is no cluster '{name}'. Clusters: {', '.join(self.file.clusters)}."
+            ) from None
+
+    def role(self, cluster: str, role: str) -> RoleConfig:
+        roles = self.cluster(cluster).roles
+        try:
+            return roles[role]
+        except KeyError:
+            raise NotFound(
+                f"Cluster {cluster} has no role '{role}'. Roles: {', '.join(roles)}."
+            ) from None
+
+    def policy(self, cluster: str, role: str) -> RolePolicy:
+        self.role(cluster, role)
+        return self.policies[(cluster, role)]
+
+    def approvers_channel(self, cluster: str, role: str) -> str | None:
+        cluster_config = self.cluster(cluster)
+        return (
+            self.role(cluster, role).approvers_channel
+            or cluster_config.approvers_channel
+            or self.file.defaults.approvers_channel
+        )
+
+    def all_approver_groups(self) -> frozenset[str]:
+        """Every Slack user group named anywhere as approvers or admins."""
+        names = {a for p in self.policies.values() for a in p.approvers | p.cluster_approvers}
+        names |= set(self.file.admins)
+        return frozenset(n for n in names if n.startswith("S"))
+
+    def is_admin(self, actor_id: str, groups: frozenset[str] = frozenset()) -> bool:
+        admins = set(self.file.admins)
+        return actor_id in admins or bool(groups & admins)
+
+    def actor(self, user_id: str, groups: frozenset[str] = frozenset()) -> Actor:
+        return Actor(user_id=user_id, groups=groups, is_admin=self.is_admin(user_id, groups))
+
+
+def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
+    policies: dict[tuple[str, str], RolePolicy] = {}
+    for cluster_name, cluster in file.clusters.items():
+        layers: list[PolicyFields] = [file.defaults, cluster]
+        every_approver: set[str] = set()
+        for role_name, role in cluster.roles.items():
+            merged: dict[str, Any] = dict(_BUILTIN)
+            for layer in [*layers, role]:
+                merged.update({k: v for k, v in layer.model_dump().items()
+                               if k in _BUILTIN and v is not None})
+            approvers = role.approvers or cluster.approvers or file.defaults.approvers or []
+            every_approver |= set(approvers)
+            where = f"clusters.{cluster_name}.roles.{role_name}"
+            if merged["default_duration"] > merged["max_duration"]:
+                raise ValueError(f"{where}: default_duration is longer than max_duration")
+            if not approvers and not (merged["auto_approve_up_to"] or merged["break_glass"]):
+                raise ValueError(f"{where}: nobody can approve it: set approvers")
+            if approvers and len(approvers) < merged["approvals_required"] and not any(
+                a.startswith("S") for a in approvers
+            ):
+                raise ValueError(
+                    f"{where}: approvals_required is {merged['approvals_required']} "
+                    f"but only {len(approvers)} approvers are listed"
+                )
+            policies[(cluster_name, role_name)] = RolePolicy(
+                cluster=cluster_name,
+                role=role_name,
+                approvers=frozenset(approvers),
+                cluster_approvers=frozenset(),
+                max_duration=merged["max_duration"],
+                default_duration=merged["default_duration"],
+                approvals_required=merged["approvals_required"],
+                require_reason=merged["require_reason"],
+                pending_timeout=merged["timeout"],
+                break_glass=merged["break_glass"],
+                auto_approve_up_to=merged["auto_approve_up_to"],
+                self_extend=merged["self_extend"],
+                namespaces=tuple(role.namespaces),
+            )
+        for role_name in cluster.roles:
+            key = (cluster_name, role_name)
+            policy = policies[key]
+            policies[key] = RolePolicy(**{**policy.__dict__,
+                                          "cluster_approvers": frozenset(every_approver)})
+    return policies
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def parse_config(data: Any, source: Path) -> Config:
+    """Validate already-parsed YAML. Raises :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must be a mapping with 'clusters:' at the top")
+    try:
+        file = FileConfig.model_validate(data)
+        policies = _effective_policies(file)
+    except ValidationError as error:
+        lines = [
+            f"{source}: {_location(e['loc']) or '(top)'}: {_reason(e)}" for e in error.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from None
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return Config(source=source, file=file, policies=policies)
+
+
+def _reason(error: Any) -> str:
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown field (check the spelling against examples/k8s-access.yaml)"
+    return message.removeprefix("Value error, ")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the YAML file at ``path``. Raises :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file. Set K8S_ACCESS_CONFIG or start from examples/k8s-access.yaml"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}: {where}not valid YAML: {problem}") from None
+    return parse_config(data, path)

@@ -1,0 +1,354 @@
+"""The request lifecycle: every allowed transition, every refusal with its reason.
+
+::
+
+    pending ──approve (quorum)──▶ approved ──provisioned──▶ active ──▶ expired
+       │                            │                        └──revoke──▶ revoked
+       ├──deny──▶ denied            └──permanent error──▶ failed
+       ├──cancel──▶ cancelled
+       └──no decision in time──▶ timed_out
+
+The functions here check who acts and what the policy says, then move the request. They mutate
+the request they are given and never touch storage, a backend or a clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from bot.domain.durations import format_duration
+from bot.domain.errors import InvalidInput, InvalidTransition, NotAuthorized, PolicyViolation
+from bot.domain.model import (
+    POLICY_ACTOR,
+    AccessRequest,
+    Actor,
+    Approval,
+    Decision,
+    Kind,
+    State,
+)
+from bot.domain.policy import RolePolicy
+
+MIN_DURATION = timedelta(minutes=10)
+"""Kubernetes refuses client certificates shorter than 600 seconds; no grant is shorter."""
+
+
+class Event(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+    CANCEL = "cancel"
+    TIME_OUT = "time out"
+    PROVISION = "provision"
+    FAIL = "fail"
+    EXPIRE = "expire"
+    REVOKE = "revoke"
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.PENDING, Event.APPROVE): State.APPROVED,
+    (State.PENDING, Event.DENY): State.DENIED,
+    (State.PENDING, Event.CANCEL): State.CANCELLED,
+    (State.PENDING, Event.TIME_OUT): State.TIMED_OUT,
+    (State.APPROVED, Event.PROVISION): State.ACTIVE,
+    (State.APPROVED, Event.FAIL): State.FAILED,
+    (State.ACTIVE, Event.EXPIRE): State.EXPIRED,
+    (State.ACTIVE, Event.REVOKE): State.REVOKED,
+}
+
+
+def next_state(request: AccessRequest, event: Event) -> State:
+    """The state ``event`` leads to, or :class:`InvalidTransition` saying why it cannot happen."""
+    target = TRANSITIONS.get((request.state, event))
+    if target is None:
+        raise InvalidTransition(
+            f"Request {request.label} is {request.state.value.replace('_', ' ')}: "
+            f"it cannot {event.value} any more."
+            if request.state.is_final
+            else f"Request {request.label} is {request.state.value}: it cannot {event.value} now."
+        )
+    return target
+
+
+def _move(request: AccessRequest, event: Event) -> None:
+    request.state = next_state(request, event)
+
+
+# --- filing -------------------------------------------------------------------------------
+
+
+def check_duration(policy: RolePolicy, duration: timedelta) -> None:
+    if duration < MIN_DURATION:
+        raise PolicyViolation(
+            f"{format_duration(duration)} is too short: access lasts at least "
+            f"{format_duration(MIN_DURATION)}."
+        )
+    if duration > policy.max_duration:
+        raise PolicyViolation(
+            f"{format_duration(duration)} is longer than {policy.cluster}/{policy.role} allows: "
+            f"ask for {format_duration(policy.max_duration)} or less."
+        )
+
+
+def _check_reason(policy: RolePolicy, reason: str, *, required: bool) -> str:
+    reason = reason.strip()
+    if not reason and (required or policy.require_reason):
+        raise PolicyViolation(
+            f"{policy.cluster}/{policy.role} needs a reason: say why you need access, "
+            "for example `deploy hotfix for INC-123`."
+        )
+    if len(reason) > 2000:
+        raise InvalidInput("The reason is too long: keep it under 2000 characters.")
+    return reason
+
+
+def _check_namespace(policy: RolePolicy, namespace: str | None) -> str | None:
+    if not policy.namespaced:
+        if namespace:
+            raise InvalidInput(
+                f"{policy.cluster}/{policy.role} is cluster-wide: leave the namespace out."
+            )
+        return None
+    if namespace is None and len(policy.namespaces) == 1:
+        return policy.namespaces[0]
+    if namespace not in policy.namespaces:
+        choices = ", ".join(policy.namespaces)
+        what = f"'{namespace}' is not a namespace of" if namespace else "Name a namespace for"
+        raise InvalidInput(f"{what} {policy.cluster}/{policy.role}: choose one of {choices}.")
+    return namespace
+
+
+def file_request(
+    *,
+    policy: RolePolicy,
+    requester: Actor,
+    subject: str,
+    duration: timedelta | None,
+    reason: str,
+    now: datetime,
+    namespace: str | None = None,
+    break_glass: bool = False,
+) -> AccessRequest:
+    """A new access request, approved at once where the policy says so.
+
+    Break-glass and auto-approve requests come back ``approved`` by the policy itself.
+    """
+    duration = duration if duration is not None else policy.default_duration
+    check_duration(policy, duration)
+    if break_glass and not policy.break_glass:
+        raise PolicyViolation(
+            f"{policy.cluster}/{policy.role} has no break-glass: ask for approval instead."
+        )
+    request = AccessRequest(
+        requester_id=requester.user_id,
+        cluster=policy.cluster,
+        role=policy.role,
+        namespace=_check_namespace(policy, namespace),
+        duration=duration,
+        reason=_check_reason(policy, reason, required=break_glass),
+        subject=subject,
+        created_at=now,
+        break_glass=break_glass,
+    )
+    if break_glass:
+        _approve_by_policy(request, now, "break-glass: self-activated, flagged for review")
+    elif policy.auto_approves(duration):
+        limit = format_duration(policy.auto_approve_up_to or duration)
+        _approve_by_policy(request, now, f"auto-approved up to {limit}")
+    return request
+
+
+def _approve_by_policy(request: AccessRequest, now: datetime, comment: str) -> None:
+    request.approvals.append(Approval(POLICY_ACTOR, Decision.APPROVE, now, comment))
+    request.approved_by_policy = True
+    request.decided_at = now
+    _move(request, Event.APPROVE)
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, verb: str) -> None:
+    next_state(request, Event.APPROVE if verb == "approve" else Event.DENY)
+    if actor.user_id == request.requester_id:
+        raise NotAuthorized(f"You cannot {verb} your own request {request.label}.")
+    if not policy.is_approver(actor):
+        raise NotAuthorized(
+            f"You are not an approver for {policy.cluster}/{policy.role}, "
+            f"so you cannot {verb} request {request.label}."
+        )
+    if any(a.approver_id == actor.user_id for a in request.approvals):
+        raise InvalidTransition(f"You already decided on request {request.label}.")
+
+
+def approve(
+    request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, comment: str = ""
+) -> bool:
+    """Record ``actor``'s approval; True when it completes the quorum and approves the request."""
+    _check_decider(request, actor, policy, "approve")
+    request.approvals.append(Approval(actor.user_id, Decision.APPROVE, now, comment.strip()))
+    if len(set(request.approvers_so_far())) < policy.approvals_required:
+        return False
+    request.decided_at = now
+    _move(request, Event.APPROVE)
+    return True
+
+
+def approvals_missing(request: AccessRequest, policy: RolePolicy) -> int:
+    return max(policy.approvals_required - len(set(request.approvers_so_far())), 0)
+
+
+def deny(
+    request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, reason: str
+) -> None:
+    _check_decider(request, actor, policy, "deny")
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("Say why you deny it, so the requester knows what to change.")
+    request.approvals.append(Approval(actor.user_id, Decision.DENY, now, reason))
+    request.decided_at = now
+    _end(request, Event.DENY, now, actor.user_id, reason)
+
+
+def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
+    next_state(request, Event.CANCEL)
+    if actor.user_id != request.requester_id:
+        raise NotAuthorized(f"Only the requester can cancel request {request.label}.")
+    _end(request, Event.CANCEL, now, actor.user_id, "cancelled by the requester")
+
+
+def time_out(request: AccessRequest, policy: RolePolicy, now: datetime) -> None:
+    next_state(request, Event.TIME_OUT)
+    if now < request.created_at + policy.pending_timeout:
+        raise InvalidTransition(f"Request {request.label} has not waited long enough to time out.")
+    _end(
+        request, Event.TIME_OUT, now, POLICY_ACTOR,
+        f"no decision within {format_duration(policy.pending_timeout)}",
+    )
+
+
+# --- the grant ----------------------------------------------------------------------------
+
+
+def check_no_duplicate(request: AccessRequest, open_requests: list[AccessRequest]) -> None:
+    """One pending request or active grant per person, cluster, role and namespace."""
+    for other in open_requests:
+        same = (other.cluster, other.role, other.namespace) == (
+            request.cluster, request.role, request.namespace)
+        if not same or other.kind is not Kind.ACCESS:
+            continue
+        if other.state is State.ACTIVE:
+            raise PolicyViolation(
+                f"You already have access to {other.target} with request {other.label}: "
+                f"extend it instead (`extend {other.id} 2h reason`)."
+            )
+        if other.state in (State.PENDING, State.APPROVED):
+            raise PolicyViolation(
+                f"You already asked for {other.target} with request {other.label}; "
+                "it is still waiting. Cancel it first to ask again."
+            )
+
+
+def activate(request: AccessRequest, now: datetime) -> None:
+    """The backend granted access: the clock starts now."""
+    _move(request, Event.PROVISION)
+    request.activated_at = now
+    if request.kind is Kind.ACCESS:
+        request.ends_at = now + request.duration
+    request.last_error = None
+
+
+def fail(request: AccessRequest, now: datetime, error: str) -> None:
+    request.last_error = error
+    _end(request, Event.FAIL, now, POLICY_ACTOR, error)
+
+
+def expire(request: AccessRequest, now: datetime) -> None:
+    next_state(request, Event.EXPIRE)
+    if request.ends_at is None or request.ends_at > now:
+        raise InvalidTransition(f"Request {request.label} has time left; it cannot expire yet.")
+    _end(request, Event.EXPIRE, now, POLICY_ACTOR, "time is up")
+
+
+def check_revoke(request: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
+    """Refuse unless the grant is active and ``actor`` is its grantee, an approver or an admin."""
+    next_state(request, Event.REVOKE)
+    if not policy.may_revoke(actor, request.requester_id):
+        raise NotAuthorized(
+            f"Only the grantee, approvers of {policy.cluster} and admins may revoke "
+            f"request {request.label}."
+        )
+
+
+def revoke(request: AccessRequest, by: str, now: datetime, reason: str) -> None:
+    """The backend confirmed the revocation ``by`` asked for (see :func:`check_revoke`)."""
+    _end(request, Event.REVOKE, now, by, reason.strip() or "revoked")
+
+
+def _end(request: AccessRequest, event: Event, now: datetime, by: str, reason: str) -> None:
+    _move(request, event)
+    request.ended_at = now
+    request.ended_by = by
+    request.end_reason = reason
+
+
+# --- extensions ---------------------------------------------------------------------------
+
+
+def file_extension(
+    *,
+    grant: AccessRequest,
+    policy: RolePolicy,
+    requester: Actor,
+    duration: timedelta,
+    reason: str,
+    now: datetime,
+) -> AccessRequest:
+    """Ask for more time on an active grant.
+
+    Approved at once when the role allows self-extension and the whole grant stays within the
+    role's maximum; otherwise it waits for approval like any request.
+    """
+    if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
+        raise InvalidTransition(
+            f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
+        )
+    if requester.user_id != grant.requester_id:
+        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
+    check_duration(policy, duration)
+    assert grant.activated_at is not None and grant.ends_at is not None
+    extension = AccessRequest(
+        requester_id=requester.user_id,
+        cluster=grant.cluster,
+        role=grant.role,
+        namespace=grant.namespace,
+        duration=duration,
+        reason=_check_reason(policy, reason, required=False),
+        subject=grant.subject,
+        created_at=now,
+        kind=Kind.EXTENSION,
+        parent_id=grant.id,
+    )
+    within_maximum = grant.ends_at + duration - grant.activated_at <= policy.max_duration
+    if policy.self_extend and within_maximum:
+        _approve_by_policy(extension, now, "self-extension within the role's maximum")
+    return extension
+
+
+def apply_extension(extension: AccessRequest, grant: AccessRequest, now: datetime) -> None:
+    """The backend accepted the longer grant: move the grant's end and mark the extension active."""
+    if grant.state is not State.ACTIVE or grant.ends_at is None:
+        raise InvalidTransition(
+            f"Request {grant.label} is {grant.state.value}: the extension cannot apply."
+        )
+    activate(extension, now)
+    grant.ends_at = grant.ends_at + extension.duration
+    extension.ends_at = grant.ends_at
+
+
+def end_with_parent(extension: AccessRequest, grant: AccessRequest) -> None:
+    """An applied extension ends when its grant ends, in the same way."""
+    assert grant.ended_at is not None
+    event = Event.EXPIRE if grant.state is State.EXPIRED else Event.REVOKE
+    _end(extension, event, grant.ended_at, grant.ended_by or POLICY_ACTOR,
+         grant.end_reason or "the grant ended")

@@ -1,0 +1,175 @@
+"""The access request and the records around it, as plain data.
+
+One :class:`AccessRequest` follows a person's ask from filing to its end. An extension is an
+access request of kind ``extension`` whose ``parent_id`` names the grant it lengthens; it follows
+the same lifecycle and, once applied, shares its parent's end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {State.EXPIRED, State.REVOKED, State.DENIED, State.CANCELLED, State.TIMED_OUT, State.FAILED}
+)
+
+
+class Kind(StrEnum):
+    ACCESS = "access"
+    EXTENSION = "extension"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+POLICY_ACTOR = "policy"
+"""The approver recorded when the policy itself approved (auto-approve, break-glass)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a Slack user with the user groups they belong to, or the bot itself."""
+
+    user_id: str
+    groups: frozenset[str] = frozenset()
+    is_admin: bool = False
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        return cls(user_id=name)
+
+
+@dataclass
+class Approval:
+    approver_id: str
+    decision: Decision
+    decided_at: datetime
+    comment: str = ""
+
+
+@dataclass
+class AccessRequest:
+    requester_id: str
+    cluster: str
+    role: str
+    duration: timedelta
+    reason: str
+    subject: str
+    created_at: datetime
+    state: State = State.PENDING
+    kind: Kind = Kind.ACCESS
+    namespace: str | None = None
+    parent_id: int | None = None
+    break_glass: bool = False
+    approved_by_policy: bool = False
+    decided_at: datetime | None = None
+    activated_at: datetime | None = None
+    ends_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
+    last_error: str | None = None
+    approvals: list[Approval] = field(default_factory=list)
+    backend_ref: dict[str, Any] = field(default_factory=dict)
+    message_refs: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    version: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"#{self.id}" if self.id is not None else "the new request"
+
+    @property
+    def target(self) -> str:
+        """``cluster/role`` with the namespace when the role is namespaced."""
+        base = f"{self.cluster}/{self.role}"
+        return f"{base} in namespace {self.namespace}" if self.namespace else base
+
+    def approvers_so_far(self) -> list[str]:
+        return [a.approver_id for a in self.approvals if a.decision is Decision.APPROVE]
+
+    def time_left(self, now: datetime) -> timedelta | None:
+        if self.ends_at is None:
+            return None
+        return max(self.ends_at - now, timedelta())
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One line of the append-only audit log: who did what to which request, when and why."""
+
+    at: datetime
+    actor: str
+    action: str
+    request_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+
+class OperationKind(StrEnum):
+    GRANT = "grant"
+    EXTEND = "extend"
+    REVOKE = "revoke"
+
+
+class OperationState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class Operation:
+    """A backend call the bot owes: recorded before it is made, completed after it succeeded.
+
+    A row per request and kind makes the call happen once; a lease lets one worker hold it; a
+    worker that dies mid-call lets the lease lapse and the next pass finishes the work.
+    """
+
+    request_id: int
+    kind: OperationKind
+    next_attempt_at: datetime
+    state: OperationState = OperationState.PENDING
+    attempts: int = 0
+    intent: dict[str, Any] = field(default_factory=dict)
+    """Why the call is owed (for a revocation: by whom, why, expiry or revocation)."""
+    prepared: dict[str, Any] | None = None
+    """What the backend looked like before the first attempt, so that retries undo exactly it."""
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class IdentityLink:
+    """A Slack user's tie to an account elsewhere (``provider`` is ``gitlab``)."""
+
+    slack_user_id: str
+    provider: str
+    username: str
+    confirmed: bool
+    created_at: datetime
+    confirmed_by: str | None = None

@@ -1,0 +1,53 @@
+"""Who may approve what, for how long: the policy of one role on one cluster.
+
+Configuration builds these objects (``bot.config``); the lifecycle reads them. Cluster-wide
+settings are already folded into each role's policy, with the role's own overrides on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.domain.model import Actor
+
+
+@dataclass(frozen=True)
+class RolePolicy:
+    cluster: str
+    role: str
+    approvers: frozenset[str]
+    """Slack user IDs (``U…``/``W…``) and Slack user group IDs (``S…``) that may approve."""
+    cluster_approvers: frozenset[str]
+    """Everyone who approves any role of the cluster: they may also revoke its grants."""
+    max_duration: timedelta
+    default_duration: timedelta
+    approvals_required: int = 1
+    require_reason: bool = True
+    pending_timeout: timedelta = timedelta(hours=24)
+    break_glass: bool = False
+    auto_approve_up_to: timedelta | None = None
+    self_extend: bool = False
+    namespaces: tuple[str, ...] = ()
+    """Non-empty for a namespaced role: a request must name one of these namespaces."""
+
+    @property
+    def namespaced(self) -> bool:
+        return bool(self.namespaces)
+
+    def is_approver(self, actor: Actor) -> bool:
+        return _matches(self.approvers, actor)
+
+    def may_revoke(self, actor: Actor, grantee_id: str) -> bool:
+        return (
+            actor.is_admin
+            or actor.user_id == grantee_id
+            or _matches(self.approvers | self.cluster_approvers, actor)
+        )
+
+    def auto_approves(self, duration: timedelta) -> bool:
+        return self.auto_approve_up_to is not None and duration <= self.auto_approve_up_to
+
+
+def _matches(approvers: frozenset[str], actor: Actor) -> bool:
+    return actor.user_id in approvers or bool(actor.groups & approvers)

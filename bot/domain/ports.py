@@ -1,0 +1,215 @@
+"""The ports the use cases talk through, as protocols.
+
+Adapters implement them after their technology (``SqlAlchemyUnitOfWork``,
+``GitLabMembershipGranter``, ``SlackNotifier``); the composition root picks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bot.domain.model import (
+    AccessRequest,
+    AuditEvent,
+    IdentityLink,
+    Kind,
+    Operation,
+    OperationKind,
+    State,
+)
+
+# --- backends -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What the bot knows of a Slack user when it resolves their identity on a backend."""
+
+    slack_user_id: str
+    email: str | None = None
+    name: str | None = None
+    links: dict[str, str] = field(default_factory=dict)
+    """Confirmed links by provider, e.g. ``{"gitlab": "alice"}``."""
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    """Everything a backend needs to grant, extend or revoke one request's access."""
+
+    request_id: int
+    requester_id: str
+    cluster: str
+    role: str
+    namespace: str | None
+    subject: str
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the grantee connects: a message and perhaps a file such as a kubeconfig.
+
+    The file may hold a private key: it is handed to the notifier and then dropped, never
+    stored and never logged (its ``repr`` hides the content).
+    """
+
+    instructions: str
+    filename: str | None = None
+    content: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    reference: dict[str, Any]
+    """What revocation needs to undo exactly this grant; stored with the request."""
+    delivery: Delivery
+
+
+class Granter(Protocol):
+    """One cluster's backend: GitLab group membership, X509 certificate, or RBAC binding."""
+
+    def resolve_subject(self, user: UserInfo) -> str:
+        """The identity the grant will carry; :class:`PolicyViolation` when it cannot be found."""
+        ...
+
+    def prepare(self, spec: GrantSpec) -> dict[str, Any]:
+        """Read what exists before granting (recorded once, before the first attempt)."""
+        ...
+
+    def grant(self, spec: GrantSpec, prepared: dict[str, Any]) -> GrantResult:
+        """Grant access until ``spec.ends_at``. Idempotent for the same request."""
+        ...
+
+    def extend(self, spec: GrantSpec, reference: dict[str, Any]) -> GrantResult:
+        """Make an existing grant last until the new ``spec.ends_at``."""
+        ...
+
+    def revoke(self, spec: GrantSpec, reference: dict[str, Any]) -> None:
+        """Undo exactly what ``grant`` did. Access already gone counts as revoked."""
+        ...
+
+    def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
+        """A line for people: what the backend holds for this grant."""
+        ...
+
+
+# --- people -------------------------------------------------------------------------------
+
+
+class Directory(Protocol):
+    """Who people are: email and user-group membership (Slack in production)."""
+
+    def user_info(self, user_id: str) -> UserInfo: ...
+
+    def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
+        """Which of the ``candidates`` user groups ``user_id`` belongs to."""
+        ...
+
+
+class NoticeKind(StrEnum):
+    FILED = "filed"
+    DECISION = "decision"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    EXTENDED = "extended"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something people should hear about, sent after the transaction that caused it commits."""
+
+    kind: NoticeKind
+    request: AccessRequest
+    actor: str | None = None
+    delivery: Delivery | None = None
+    parent: AccessRequest | None = None
+    approvals_missing: int = 0
+
+
+class Notifier(Protocol):
+    def notify(self, notice: Notice) -> None: ...
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+class RequestStore(Protocol):
+    def add(self, request: AccessRequest) -> AccessRequest: ...
+
+    def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
+        """The request; :class:`NotFound` when there is none. ``for_update`` locks its row."""
+        ...
+
+    def save(self, request: AccessRequest) -> None:
+        """Write the request if nobody changed it since it was read, else
+        :class:`ConcurrentModification`."""
+        ...
+
+    def find(
+        self,
+        *,
+        requester_id: str | None = None,
+        states: Sequence[State] | None = None,
+        clusters: Sequence[str] | None = None,
+        kind: Kind | None = None,
+        parent_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AccessRequest]:
+        """Newest first."""
+        ...
+
+    def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:
+        """Active grants whose end has come and whose revocation is not yet owed."""
+        ...
+
+    def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]: ...
+
+    def record(self, event: AuditEvent) -> None: ...
+
+    def audit_events(self, since: datetime | None = None) -> Iterator[AuditEvent]: ...
+
+    def enqueue(self, operation: Operation) -> bool:
+        """Owe an operation; False when the same request already owes one of that kind."""
+        ...
+
+    def operation(self, request_id: int, kind: OperationKind) -> Operation | None: ...
+
+    def save_operation(self, operation: Operation) -> None: ...
+
+    def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
+        """Take the lease on a pending, due operation nobody else holds."""
+        ...
+
+    def due_operations(self, now: datetime, limit: int) -> list[Operation]: ...
+
+    def link(self, slack_user_id: str, provider: str) -> IdentityLink | None: ...
+
+    def save_link(self, link: IdentityLink) -> None: ...
+
+    def mark_sent(self, key: str, now: datetime) -> bool:
+        """Claim a notification's unique key; False when it was claimed before."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction: commit explicitly, roll back on leaving without a commit."""
+
+    @property
+    def store(self) -> RequestStore: ...
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def commit(self) -> None: ...

@@ -1,0 +1,70 @@
+"""The audit log, exported for reviewers: JSON lines or CSV, optionally since a moment."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from bot.domain.durations import parse_duration
+from bot.domain.errors import InvalidInput, NotAuthorized
+from bot.domain.model import AuditEvent
+from bot.services.context import Context
+
+FORMATS = ("jsonl", "csv")
+_COLUMNS = ["id", "at", "actor", "action", "request_id", "details"]
+
+
+def parse_since(text: str | None, now: datetime) -> datetime | None:
+    """``2026-11-01``, ``2026-11-01T09:00:00+01:00`` or a duration back from now (``7d``)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            return now - parse_duration(text)
+        except InvalidInput:
+            raise InvalidInput(
+                f"'{text}' is not a time: write a date like 2026-11-01, an ISO timestamp, "
+                "or a duration back from now like 7d."
+            ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _row(event: AuditEvent) -> dict[str, object]:
+    return {
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "request_id": event.request_id,
+        "details": event.details,
+    }
+
+
+def export(ctx: Context, *, since: str | None = None, fmt: str = "jsonl",
+           user_id: str | None = None) -> Iterator[str]:
+    """Yield the export line by line. From Slack only admins may export (``user_id`` given)."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"'{fmt}' is not an export format: use jsonl or csv.")
+    if user_id is not None and not ctx.actor(user_id).is_admin:
+        raise NotAuthorized("Only admins may export the audit log.")
+    start = parse_since(since, ctx.clock())
+    with ctx.transaction() as store:
+        if fmt == "csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            yield buffer.getvalue()
+            for event in store.audit_events(start):
+                buffer.seek(0)
+                buffer.truncate()
+                row = _row(event)
+                writer.writerow({**row, "details": json.dumps(row["details"], sort_keys=True)})
+                yield buffer.getvalue()
+        else:
+            for event in store.audit_events(start):
+                yield json.dumps(_row(event), sort_keys=True) + "\n"

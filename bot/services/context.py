@@ -1,0 +1,133 @@
+"""What every use case receives: the configuration and the ports, bundled once at start-up."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from bot.config import Config
+from bot.domain.errors import ConcurrentModification, NotFound
+from bot.domain.model import AccessRequest, Actor, AuditEvent
+from bot.domain.ports import (
+    Directory,
+    Granter,
+    Notice,
+    Notifier,
+    RequestStore,
+    UnitOfWork,
+    UserInfo,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for backend calls that failed for a reason that may pass."""
+
+    first_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(hours=1)
+    grant_attempts: int = 8
+    """After this many failed attempts a grant is marked failed; revocations never give up."""
+    lease: timedelta = timedelta(minutes=5)
+    """How long one worker holds an operation before another may take it over."""
+    jitter: float = 0.2
+
+    def delay(self, attempts: int, hint_seconds: float | None = None) -> timedelta:
+        base = self.first_delay * (2 ** max(attempts - 1, 0))
+        if hint_seconds is not None:
+            base = max(base, timedelta(seconds=hint_seconds))
+        base = min(base, self.max_delay)
+        jittered: timedelta = base * (1 + random.uniform(0, self.jitter))
+        return jittered
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    unit_of_work: Callable[[], UnitOfWork]
+    granters: Mapping[str, Granter]
+    notifier: Notifier
+    directory: Directory
+    clock: Callable[[], datetime]
+    worker_id: str = "worker"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def granter(self, cluster: str) -> Granter:
+        try:
+            return self.granters[cluster]
+        except KeyError:
+            raise NotFound(f"No backend is configured for cluster {cluster}.") from None
+
+    def actor(self, user_id: str) -> Actor:
+        groups = self.config.all_approver_groups()
+        member_of = self.directory.groups_of(user_id, groups) if groups else frozenset()
+        return self.config.actor(user_id, member_of)
+
+    def user_info(self, user_id: str, store: RequestStore) -> UserInfo:
+        """Directory facts, overridden by the config's explicit mapping and confirmed links."""
+        info = self.directory.user_info(user_id)
+        links: dict[str, str] = {}
+        link = store.link(user_id, "gitlab")
+        if link is not None and link.confirmed:
+            links["gitlab"] = link.username
+        mapping = self.config.file.users.get(user_id)
+        if mapping is not None:
+            links.update({k: v for k, v in
+                          (("gitlab", mapping.gitlab), ("kubernetes", mapping.kubernetes))
+                          if v})
+        email = mapping.email if mapping is not None and mapping.email else info.email
+        return UserInfo(slack_user_id=user_id, email=email, name=info.name, links=links)
+
+    def notify(self, *notices: Notice) -> None:
+        """Tell people, after the commit; a failing notifier never undoes what happened."""
+        for notice in notices:
+            try:
+                self.notifier.notify(notice)
+            except Exception:
+                log.exception(
+                    "notification %s for request %s failed", notice.kind, notice.request.id
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[RequestStore]:
+        """One unit of work; commits when the block ends without an error."""
+        with self.unit_of_work() as uow:
+            yield uow.store
+            uow.commit()
+
+
+def audit(
+    store: RequestStore,
+    now: datetime,
+    actor: str,
+    action: str,
+    request: AccessRequest | None = None,
+    **details: Any,
+) -> None:
+    store.record(
+        AuditEvent(
+            at=now,
+            actor=actor,
+            action=action,
+            request_id=request.id if request is not None else None,
+            details={k: v for k, v in details.items() if v is not None},
+        )
+    )
+
+
+def retrying(action: Callable[[], T], attempts: int = 5) -> T:
+    """Run a transactional action again when a concurrent writer won the race."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except ConcurrentModification:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,277 @@
+"""Backend work: grant, extend and revoke, each owed in the database before it is attempted.
+
+An approval, a revocation or an expiry records an :class:`Operation`; :func:`run_operation`
+takes its lease, calls the backend outside any transaction, and completes the request in one
+transaction afterwards. A worker that dies mid-call leaves the operation owed with a lapsing
+lease, so the next pass (``jobs run retry``) finishes it; the backends are idempotent, so the
+repeated call grants nothing twice. Failures that may pass are retried with backoff; grants give
+up after a limit, revocations never do.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from bot.domain import lifecycle
+from bot.domain.errors import (
+    DomainError,
+    InvalidTransition,
+    PermanentBackendError,
+    TemporaryBackendError,
+)
+from bot.domain.model import (
+    POLICY_ACTOR,
+    AccessRequest,
+    Actor,
+    Kind,
+    Operation,
+    OperationKind,
+    OperationState,
+    State,
+)
+from bot.domain.ports import GrantResult, GrantSpec, Notice, NoticeKind, RequestStore
+from bot.services.context import Context, audit, retrying
+
+log = logging.getLogger(__name__)
+
+
+def spec_for(request: AccessRequest, ends_at: datetime) -> GrantSpec:
+    assert request.id is not None
+    return GrantSpec(
+        request_id=request.id,
+        requester_id=request.requester_id,
+        cluster=request.cluster,
+        role=request.role,
+        namespace=request.namespace,
+        subject=request.subject,
+        ends_at=ends_at,
+    )
+
+
+def owe(store: RequestStore, request: AccessRequest, kind: OperationKind, now: datetime,
+        **intent: str) -> Operation | None:
+    """Record that the backend owes ``kind`` for ``request``; None when it is owed already."""
+    assert request.id is not None
+    operation = Operation(request_id=request.id, kind=kind, next_attempt_at=now, intent=intent)
+    return operation if store.enqueue(operation) else None
+
+
+def owe_approved(store: RequestStore, request: AccessRequest, now: datetime) -> Operation | None:
+    """The backend work an approved request needs: a grant, or an extension of its parent."""
+    kind = OperationKind.EXTEND if request.kind is Kind.EXTENSION else OperationKind.GRANT
+    return owe(store, request, kind, now)
+
+
+# --- revocation and expiry ----------------------------------------------------------------
+
+
+def revoke(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
+    """End an active grant early: the grantee, the cluster's approvers and admins may."""
+    actor = ctx.actor(user_id)
+    return revoke_as(ctx, request_id, actor, reason)
+
+
+def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> AccessRequest:
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        request = store.get(request_id, for_update=True)
+        policy = ctx.config.policy(request.cluster, request.role)
+        if request.kind is not Kind.ACCESS:
+            raise InvalidTransition(
+                f"Request {request.label} is an extension: revoke its grant #{request.parent_id}."
+            )
+        lifecycle.check_revoke(request, actor, policy)
+        operation = owe(store, request, OperationKind.REVOKE, now, event="revoke",
+                        by=actor.user_id, reason=reason.strip() or "revoked")
+        if operation is None:
+            raise InvalidTransition(f"Request {request.label} is already being revoked.")
+        audit(store, now, actor.user_id, "revocation requested", request, reason=reason)
+    run_operation(ctx, operation)
+    return get(ctx, request_id)
+
+
+def expire_due(ctx: Context, limit: int = 500) -> int:
+    """Revoke every grant whose time is up; returns how many were found due."""
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        due = store.due_to_expire(now, limit)
+        owed = [op for request in due
+                if (op := owe(store, request, OperationKind.REVOKE, now, event="expire",
+                              by=POLICY_ACTOR, reason="time is up")) is not None]
+    for operation in owed:
+        run_operation(ctx, operation)
+    return len(owed)
+
+
+def run_due(ctx: Context, limit: int = 100) -> int:
+    """One retry pass: every owed operation whose time has come; returns how many were run."""
+    with ctx.transaction() as store:
+        due = store.due_operations(ctx.clock(), limit)
+    return sum(1 for operation in due if run_operation(ctx, operation))
+
+
+def get(ctx: Context, request_id: int) -> AccessRequest:
+    with ctx.transaction() as store:
+        return store.get(request_id)
+
+
+# --- running an operation -----------------------------------------------------------------
+
+
+def run_operation(ctx: Context, operation: Operation) -> bool:
+    """Do the owed backend call if nobody else holds it; False when another worker does."""
+    assert operation.id is not None
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        if not store.claim(operation.id, ctx.worker_id, now, now + ctx.retry.lease):
+            return False
+    with ctx.transaction() as store:
+        claimed = store.operation(operation.request_id, operation.kind)
+        assert claimed is not None
+        request = store.get(claimed.request_id)
+        parent = store.get(request.parent_id) if request.parent_id is not None else None
+    started = ctx.clock()
+    try:
+        result = _call_backend(ctx, claimed, request, parent, started)
+    except TemporaryBackendError as error:
+        _postpone(ctx, claimed, error.message, error.delay_seconds)
+    except PermanentBackendError as error:
+        _give_up(ctx, claimed, error.message)
+    except DomainError as error:
+        _give_up(ctx, claimed, error.message)
+    except Exception as error:  # an adapter let a library error through: retry, keep a trace
+        log.exception("backend call for request %s failed unexpectedly", request.id)
+        _postpone(ctx, claimed, f"unexpected error: {type(error).__name__}: {error}", None)
+    else:
+        _complete(ctx, claimed, result, started)
+    return True
+
+
+def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
+                  parent: AccessRequest | None, started: datetime) -> GrantResult | None:
+    granter = ctx.granter(request.cluster)
+    if operation.kind is OperationKind.GRANT:
+        spec = spec_for(request, started + request.duration)
+        if operation.prepared is None:
+            operation.prepared = granter.prepare(spec)
+            with ctx.transaction() as store:
+                store.save_operation(operation)
+        return granter.grant(spec, operation.prepared)
+    if operation.kind is OperationKind.EXTEND:
+        assert parent is not None
+        if parent.state is not State.ACTIVE or parent.ends_at is None:
+            raise InvalidTransition(
+                f"Request {parent.label} is {parent.state.value}: the extension cannot apply."
+            )
+        return granter.extend(spec_for(parent, parent.ends_at + request.duration),
+                              parent.backend_ref)
+    granter.revoke(spec_for(request, request.ends_at or started), request.backend_ref)
+    return None
+
+
+def _finish(store: RequestStore, operation: Operation, state: OperationState,
+            error: str | None = None) -> None:
+    operation.state = state
+    operation.lease_owner = None
+    operation.lease_until = None
+    operation.last_error = error
+    store.save_operation(operation)
+
+
+def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
+              started: datetime) -> None:
+    def commit() -> list[Notice]:
+        now = ctx.clock()
+        with ctx.transaction() as store:
+            request = store.get(operation.request_id, for_update=True)
+            notices = _apply(store, operation, request, result, started, now)
+            _finish(store, operation, OperationState.DONE)
+        return notices
+
+    ctx.notify(*retrying(commit))
+
+
+def _apply(store: RequestStore, operation: Operation, request: AccessRequest,
+           result: GrantResult | None, started: datetime, now: datetime) -> list[Notice]:
+    """Move the request (and its parent or extensions) now that the backend has done its part."""
+    if operation.kind is OperationKind.GRANT:
+        assert result is not None
+        lifecycle.activate(request, started)
+        request.backend_ref = result.reference
+        store.save(request)
+        audit(store, now, POLICY_ACTOR, "activated", request,
+              ends_at=_iso(request.ends_at), backend=result.reference)
+        return [Notice(NoticeKind.ACTIVE, request, delivery=result.delivery)]
+    if operation.kind is OperationKind.EXTEND:
+        assert result is not None and request.parent_id is not None
+        parent = store.get(request.parent_id, for_update=True)
+        lifecycle.apply_extension(request, parent, started)
+        parent.backend_ref = result.reference
+        store.save(request)
+        store.save(parent)
+        audit(store, now, POLICY_ACTOR, "extended", parent, extension=request.id,
+              ends_at=_iso(parent.ends_at))
+        return [Notice(NoticeKind.EXTENDED, request, delivery=result.delivery, parent=parent)]
+    if operation.intent.get("event") == "expire":
+        lifecycle.expire(request, now)
+        kind, action = NoticeKind.EXPIRED, "expired"
+    else:
+        lifecycle.revoke(request, operation.intent.get("by", POLICY_ACTOR), now,
+                         operation.intent.get("reason", "revoked"))
+        kind, action = NoticeKind.REVOKED, "revoked"
+    store.save(request)
+    for extension in store.find(parent_id=request.id, states=[State.ACTIVE]):
+        lifecycle.end_with_parent(extension, request)
+        store.save(extension)
+    audit(store, now, request.ended_by or POLICY_ACTOR, action, request,
+          reason=request.end_reason)
+    return [Notice(kind, request, actor=request.ended_by)]
+
+
+def _postpone(ctx: Context, operation: Operation, error: str, hint: float | None) -> None:
+    gives_up = (operation.kind is not OperationKind.REVOKE
+                and operation.attempts >= ctx.retry.grant_attempts)
+    if gives_up:
+        _give_up(ctx, operation, f"{error} (gave up after {operation.attempts} attempts)")
+        return
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        request = store.get(operation.request_id, for_update=True)
+        request.last_error = error
+        store.save(request)
+        operation.next_attempt_at = now + ctx.retry.delay(operation.attempts, hint)
+        _finish(store, operation, OperationState.PENDING, error)
+        audit(store, now, POLICY_ACTOR, f"{operation.kind.value} attempt failed", request,
+              attempt=operation.attempts, error=error,
+              next_attempt_at=_iso(operation.next_attempt_at))
+    log.warning("%s for request %s failed (attempt %s), retrying at %s: %s",
+                operation.kind.value, request.id, operation.attempts,
+                operation.next_attempt_at.isoformat(), error)
+    if operation.attempts == 1:
+        ctx.notify(Notice(NoticeKind.RETRYING, request))
+
+
+def _give_up(ctx: Context, operation: Operation, error: str) -> None:
+    if operation.kind is OperationKind.REVOKE:
+        # Access must end: a refusal is retried at the longest delay until it is confirmed.
+        _postpone(ctx, operation, error, ctx.retry.max_delay.total_seconds())
+        return
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        request = store.get(operation.request_id, for_update=True)
+        try:
+            lifecycle.fail(request, now, error)
+        except InvalidTransition:
+            log.warning("request %s is %s; not marking it failed", request.id, request.state)
+        store.save(request)
+        _finish(store, operation, OperationState.FAILED, error)
+        audit(store, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
+    log.error("%s for request %s failed for good: %s", operation.kind.value, request.id, error)
+    ctx.notify(Notice(NoticeKind.FAILED, request))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+

@@ -1,0 +1,226 @@
+"""What people do with requests: file, approve, deny, cancel, extend, list, time out.
+
+Each function is one use case in one transaction with its audit event; the people concerned
+hear of it after the commit; backend work that an approval makes due runs right after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from bot.domain import lifecycle
+from bot.domain.errors import InvalidInput, PolicyViolation
+from bot.domain.model import AccessRequest, Actor, Kind, Operation, State
+from bot.domain.ports import Notice, NoticeKind
+from bot.services import grants
+from bot.services.context import Context, audit, retrying
+
+
+def file_request(
+    ctx: Context,
+    user_id: str,
+    cluster: str,
+    role: str,
+    *,
+    duration: timedelta | None = None,
+    reason: str = "",
+    namespace: str | None = None,
+    break_glass: bool = False,
+) -> AccessRequest:
+    """File a request; approvers hear of it, or the policy approves it at once."""
+    policy = ctx.config.policy(cluster, role)
+    granter = ctx.granter(cluster)
+    requester = ctx.actor(user_id)
+    with ctx.transaction() as store:
+        user = ctx.user_info(user_id, store)
+    subject = granter.resolve_subject(user)
+    now = ctx.clock()
+    request = lifecycle.file_request(
+        policy=policy, requester=requester, subject=subject, duration=duration, reason=reason,
+        now=now, namespace=namespace, break_glass=break_glass,
+    )
+    with ctx.transaction() as store:
+        lifecycle.check_no_duplicate(request, store.find(
+            requester_id=user_id, states=[State.PENDING, State.APPROVED, State.ACTIVE],
+            clusters=[cluster], kind=Kind.ACCESS))
+        store.add(request)
+        audit(store, now, user_id, "requested", request, target=request.target,
+              duration=int(request.duration.total_seconds()), reason=request.reason,
+              subject=subject, break_glass=request.break_glass or None)
+        operation = None
+        if request.state is State.APPROVED:
+            operation = grants.owe_approved(store, request, now)
+            audit(store, now, "policy", "approved", request,
+                  rule="break-glass" if break_glass else "auto-approve")
+    ctx.notify(Notice(NoticeKind.FILED, request,
+                      approvals_missing=lifecycle.approvals_missing(request, policy)))
+    if operation is not None:
+        grants.run_operation(ctx, operation)
+        return grants.get(ctx, request.id or 0)
+    return request
+
+
+def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
+           reason: str = "") -> AccessRequest:
+    """Ask for more time on an active grant (approved at once where the role allows)."""
+    requester = ctx.actor(user_id)
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        grant = store.get(grant_id, for_update=True)
+        policy = ctx.config.policy(grant.cluster, grant.role)
+        extension = lifecycle.file_extension(
+            grant=grant, policy=policy, requester=requester, duration=duration, reason=reason,
+            now=now)
+        waiting = store.find(parent_id=grant_id, states=[State.PENDING, State.APPROVED])
+        if waiting:
+            raise PolicyViolation(
+                f"Request {grant.label} already has extension #{waiting[0].id} waiting.")
+        store.add(extension)
+        audit(store, now, user_id, "extension requested", extension, grant=grant_id,
+              duration=int(duration.total_seconds()), reason=extension.reason)
+        operation = grants.owe_approved(store, extension, now) \
+            if extension.state is State.APPROVED else None
+    ctx.notify(Notice(NoticeKind.FILED, extension, parent=grant,
+                      approvals_missing=lifecycle.approvals_missing(extension, policy)))
+    if operation is not None:
+        grants.run_operation(ctx, operation)
+        return grants.get(ctx, extension.id or 0)
+    return extension
+
+
+def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> AccessRequest:
+    """Record an approval; the last one the quorum needs approves and provisions the request."""
+    actor = ctx.actor(user_id)
+
+    def decide() -> tuple[AccessRequest, int, Operation | None]:
+        now = ctx.clock()
+        with ctx.transaction() as store:
+            request = store.get(request_id, for_update=True)
+            policy = ctx.config.policy(request.cluster, request.role)
+            complete = lifecycle.approve(request, actor, policy, now, comment)
+            store.save(request)
+            audit(store, now, user_id, "approved" if complete else "approval recorded",
+                  request, comment=comment or None)
+            operation = grants.owe_approved(store, request, now) if complete else None
+        return request, lifecycle.approvals_missing(request, policy), operation
+
+    request, missing, operation = retrying(decide)
+    ctx.notify(Notice(NoticeKind.DECISION, request, actor=user_id, approvals_missing=missing))
+    if operation is None:
+        return request
+    ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
+    grants.run_operation(ctx, operation)
+    return grants.get(ctx, request_id)
+
+
+def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
+    actor = ctx.actor(user_id)
+
+    def decide() -> AccessRequest:
+        now = ctx.clock()
+        with ctx.transaction() as store:
+            request = store.get(request_id, for_update=True)
+            policy = ctx.config.policy(request.cluster, request.role)
+            lifecycle.deny(request, actor, policy, now, reason)
+            store.save(request)
+            audit(store, now, user_id, "denied", request, reason=request.end_reason)
+        return request
+
+    request = retrying(decide)
+    ctx.notify(Notice(NoticeKind.DENIED, request, actor=user_id))
+    return request
+
+
+def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
+    actor = Actor(user_id)
+
+    def withdraw() -> AccessRequest:
+        now = ctx.clock()
+        with ctx.transaction() as store:
+            request = store.get(request_id, for_update=True)
+            lifecycle.cancel(request, actor, now)
+            store.save(request)
+            audit(store, now, user_id, "cancelled", request)
+        return request
+
+    request = retrying(withdraw)
+    ctx.notify(Notice(NoticeKind.CANCELLED, request, actor=user_id))
+    return request
+
+
+def time_out_pending(ctx: Context, limit: int = 500) -> int:
+    """Close requests nobody decided on within their role's timeout; returns how many."""
+    now = ctx.clock()
+    shortest = min(p.pending_timeout for p in ctx.config.policies.values())
+    notices = []
+    with ctx.transaction() as store:
+        for request in store.pending_created_before(now - shortest, limit):
+            policy = ctx.config.policies.get((request.cluster, request.role))
+            if policy is None or now < request.created_at + policy.pending_timeout:
+                continue
+            lifecycle.time_out(request, policy, now)
+            store.save(request)
+            audit(store, now, "policy", "timed out", request, reason=request.end_reason)
+            notices.append(Notice(NoticeKind.TIMED_OUT, request))
+    ctx.notify(*notices)
+    return len(notices)
+
+
+class Scope(StrEnum):
+    MINE = "mine"
+    PENDING = "pending"
+    ACTIVE = "active"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class Listing:
+    scope: Scope
+    requests: list[AccessRequest]
+
+
+def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 50) -> Listing:
+    """What ``user_id`` may see: their own, or what they may act on as approver or admin."""
+    try:
+        chosen = Scope(scope.strip().lower() or "mine")
+    except ValueError:
+        raise InvalidInput(
+            f"'{scope}' is not a list: use `list mine`, `list pending`, `list active` "
+            "or `list all`."
+        ) from None
+    actor = ctx.actor(user_id)
+    policies = ctx.config.policies.values()
+    approves = [p for p in policies if p.is_approver(actor)]
+    revokes = {p.cluster for p in policies if p.may_revoke(actor, "")}
+    with ctx.transaction() as store:
+        if chosen is Scope.MINE:
+            found = store.find(requester_id=user_id, limit=limit)
+        elif chosen is Scope.PENDING:
+            clusters = None if actor.is_admin else sorted({p.cluster for p in approves})
+            found = [r for r in store.find(states=[State.PENDING], clusters=clusters, limit=limit)
+                     if actor.is_admin or any((r.cluster, r.role) == (p.cluster, p.role)
+                                              for p in approves)]
+            if not actor.is_admin:
+                found = [r for r in found if r.requester_id != user_id]
+        elif chosen is Scope.ACTIVE:
+            clusters = None if actor.is_admin else sorted(revokes)
+            found = store.find(states=[State.ACTIVE], clusters=clusters, kind=Kind.ACCESS,
+                               limit=limit)
+            if not actor.is_admin and not clusters:
+                found = []
+            mine = store.find(requester_id=user_id, states=[State.ACTIVE], kind=Kind.ACCESS)
+            found = _merge(found, mine)
+        else:
+            clusters = None if actor.is_admin else sorted(revokes)
+            found = store.find(clusters=clusters, limit=limit) if actor.is_admin or clusters \
+                else []
+            found = _merge(found, store.find(requester_id=user_id, limit=limit))[:limit]
+    return Listing(chosen, found)
+
+
+def _merge(first: list[AccessRequest], second: list[AccessRequest]) -> list[AccessRequest]:
+    seen = {r.id for r in first}
+    merged = first + [r for r in second if r.id not in seen]
+    return sorted(merged, key=lambda r: (r.created_at, r.id or 0), reverse=True)

@@ -1,0 +1,1 @@
+"""Test doubles that follow the documented contract of the ports they stand in for."""

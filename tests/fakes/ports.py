@@ -1,0 +1,120 @@
+"""In-memory granter, notifier, directory and clock for use-case tests.
+
+The granter behaves like a real backend: idempotent per request, revocation of what is gone
+counts as done, and it can be told to fail temporarily or permanently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.domain.errors import PermanentBackendError, PolicyViolation, TemporaryBackendError
+from bot.domain.ports import Delivery, GrantResult, GrantSpec, Notice, NoticeKind, UserInfo
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self.now += delta
+
+
+@dataclass
+class InMemoryGranter:
+    """Grants are entries in ``active``: subject → ends_at, keyed by request ID."""
+
+    active: dict[int, tuple[str, datetime]] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    fail_next: list[Exception] = field(default_factory=list)
+    """Raised, in order, by the next calls to grant/extend/revoke."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def resolve_subject(self, user: UserInfo) -> str:
+        if user.links.get("kubernetes"):
+            return user.links["kubernetes"]
+        if not user.email:
+            raise PolicyViolation(f"No email is known for <@{user.slack_user_id}>.")
+        return user.email
+
+    def _maybe_fail(self, what: str) -> None:
+        with self.lock:
+            self.calls[what] += 1
+            if self.fail_next:
+                raise self.fail_next.pop(0)
+
+    def prepare(self, spec: GrantSpec) -> dict[str, Any]:
+        self.calls["prepare"] += 1
+        return {"existed": spec.request_id in self.active}
+
+    def grant(self, spec: GrantSpec, prepared: dict[str, Any]) -> GrantResult:
+        self._maybe_fail("grant")
+        with self.lock:
+            if spec.request_id not in self.active:
+                self.calls["granted"] += 1
+            self.active[spec.request_id] = (spec.subject, spec.ends_at)
+        return GrantResult(
+            reference={"binding": f"k8s-access-{spec.request_id}"},
+            delivery=Delivery(f"connect as {spec.subject}", "kubeconfig.yaml",
+                              b"client-key-data: SECRET"),
+        )
+
+    def extend(self, spec: GrantSpec, reference: dict[str, Any]) -> GrantResult:
+        self._maybe_fail("extend")
+        with self.lock:
+            self.active[spec.request_id] = (spec.subject, spec.ends_at)
+        return GrantResult(reference=reference, delivery=Delivery("extended"))
+
+    def revoke(self, spec: GrantSpec, reference: dict[str, Any]) -> None:
+        self._maybe_fail("revoke")
+        with self.lock:
+            if self.active.pop(spec.request_id, None) is not None:
+                self.calls["revoked"] += 1
+
+    def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
+        return f"binding {reference.get('binding')}"
+
+
+def temporary(message: str = "backend unavailable") -> TemporaryBackendError:
+    return TemporaryBackendError(message)
+
+
+def permanent(message: str = "forbidden") -> PermanentBackendError:
+    return PermanentBackendError(message)
+
+
+@dataclass
+class RecordingNotifier:
+    notices: list[Notice] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def notify(self, notice: Notice) -> None:
+        with self.lock:
+            self.notices.append(notice)
+
+    def kinds(self, request_id: int | None = None) -> list[NoticeKind]:
+        return [n.kind for n in self.notices
+                if request_id is None or n.request.id == request_id]
+
+
+@dataclass
+class StaticDirectory:
+    emails: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, set[str]] = field(default_factory=dict)
+
+    def user_info(self, user_id: str) -> UserInfo:
+        return UserInfo(slack_user_id=user_id, email=self.emails.get(user_id),
+                        name=user_id.lower())
+
+    def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
+        return frozenset(g for g in candidates if user_id in self.groups.get(g, set()))

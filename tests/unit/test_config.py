@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.config import ConfigError, Settings, load_config, parse_config
+from bot.domain.errors import NotFound
+from tests.conftest import TEST_CONFIG
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "k8s-access.yaml"
+
+
+def test_example_loads_with_every_backend() -> None:
+    config = load_config(EXAMPLE)
+    assert {c.backend for c in config.clusters.values()} == {"gitlab", "certificate", "rbac"}
+    edit = config.policy("staging", "edit")
+    assert edit.max_duration == timedelta(days=1)
+    assert edit.default_duration == timedelta(hours=4)
+    assert edit.approvers == frozenset({"S0PLATFORM1"})
+    assert edit.self_extend
+    prod = config.policy("production", "deploy")
+    assert prod.approvals_required == 2
+    assert prod.namespaces == ("shop", "payments")
+    assert config.policy("staging", "view").auto_approve_up_to == timedelta(hours=8)
+    assert config.policy("production", "admin").break_glass
+    assert config.approvers_channel("staging", "view") == "C0APPROVALS"
+    assert config.approvers_channel("production", "view") is None
+    assert config.all_approver_groups() == frozenset({"S0PLATFORM1"})
+
+
+def test_unknown_cluster_and_role_list_the_valid_ones() -> None:
+    config = load_config(EXAMPLE)
+    with pytest.raises(NotFound, match="Clusters: staging, production, analytics"):
+        config.policy("qa", "view")
+    with pytest.raises(NotFound, match="Roles: view, deploy, admin"):
+        config.policy("production", "owner")
+
+
+def broken(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "k8s-access.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(str(path))
+    return message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no such file\. Set K8S_ACCESS_CONFIG"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    message = broken(tmp_path, "clusters:\n  a:\n    backend: rbac\n   roles: x\n")
+    assert "line 4, column 4: not valid YAML" in message
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    assert "must be a mapping" in broken(tmp_path, "- just\n- a list\n")
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(TEST_CONFIG, sort_keys=False))
+    for dotted, value in changes.items():
+        node = data
+        *path, last = dotted.split("__")
+        for part in path:
+            node = node[part]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"clusters__staging__roles__view__max_duration": "4x"},
+         "clusters.staging.roles.view.max_duration: '4x' is not a duration"),
+        ({"clusters__staging__roles__view__max_duration": 4},
+         "clusters.staging.roles.view.max_duration: write durations with a unit"),
+        ({"clusters__staging__roles__view__colour": "blue"},
+         "clusters.staging.roles.view.colour: unknown field"),
+        ({"clusters__staging__backend": "ldap"}, "clusters.staging.backend: Input should be"),
+        ({"clusters__staging__approvers": ["bob"]},
+         "clusters.staging.approvers: 'bob' is not a Slack user ID"),
+        ({"clusters__staging__roles__edit__role": "edit"},
+         "role edit: set exactly one of 'cluster_role' or 'role'"),
+        ({"clusters__staging__roles__deploy__namespaces": []},
+         "role deploy: a namespaced 'role' needs 'namespaces'"),
+        ({"clusters__staging__kubernetes": None}, "backend rbac needs a 'kubernetes:' section"),
+        ({"clusters__prod__roles__view__default_duration": "5h"},
+         "clusters.prod.roles.view: default_duration is longer than max_duration"),
+        ({"clusters__prod__approvals_required": 4},
+         "approvals_required is 4 but only 3 approvers"),
+        ({"clusters__staging__approvers": None},
+         "nobody can approve it: set approvers"),
+        ({"schedules": {"reminders": "every monday"}},
+         "schedules.reminders: 'every monday' is not a cron expression"),
+        ({"schedules": {"timezone": "Mars/Olympus"}},
+         "schedules.timezone: 'Mars/Olympus' is not a time zone"),
+        ({"clusters": {}}, "clusters: configure at least one cluster"),
+        ({"clusters__prod__roles__admin__allow_own_csr": True},
+         "allow_own_csr needs backend certificate"),
+    ],
+)
+def test_bad_fields_are_named_with_their_reason(changes: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(with_changes(**changes), Path("k8s-access.yaml"))
+    assert says in str(error.value)
+    assert str(error.value).startswith("k8s-access.yaml: ")
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "K8S_ACCESS_CONFIG", "LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.database_url == "sqlite:///k8s-access.db"
+    assert settings.k8s_access_config == Path("k8s-access.yaml")
+    assert settings.log_format == "console"
+
+
+def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-very-secret")
+    monkeypatch.setenv("GITLAB_TOKEN", "glpat-very-secret")
+    text = repr(Settings()) + str(Settings())
+    assert "very-secret" not in text
