@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -17,6 +20,10 @@ from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigError, Settings
 from bot.domain.ports import Directory, Granter, Notifier
 from bot.services.context import Context
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+    from slack_sdk import WebClient
 
 GranterFactory = Callable[[Settings, Config, str], Granter]
 
@@ -46,6 +53,37 @@ def utc_now() -> datetime:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class SlackRuntime:
+    ctx: Context
+    app: App
+    client: WebClient
+    engine: Engine
+
+
+def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
+                        engine: Engine | None = None,
+                        granters: Mapping[str, Granter] | None = None,
+                        clock: Callable[[], datetime] = utc_now,
+                        executor: Executor | None = None) -> SlackRuntime:
+    """Everything ``serve`` runs: the context with Slack as notifier and directory, the app."""
+    from bot.adapters.slack.app import build_bolt_app
+    from bot.adapters.slack.client import make_client
+    from bot.adapters.slack.directory import SlackDirectory
+    from bot.adapters.slack.notifier import SlackNotifier
+
+    client = make_client(settings)
+    engine = engine if engine is not None else make_engine(settings.database_url)
+    directory = SlackDirectory(client)
+    sessions = unit_of_work_factory(engine)
+    notifier = SlackNotifier(client, config, directory, lambda: SqlAlchemyUnitOfWork(sessions))
+    ctx = build_context(settings, config, engine=engine, granters=granters, notifier=notifier,
+                        directory=directory, clock=clock)
+    app = build_bolt_app(settings, ctx, client, http=http, executor=executor)
+    return SlackRuntime(ctx=ctx, app=app,
+                        client=client, engine=engine)
 
 
 def build_context(

@@ -224,3 +224,29 @@ def jobs() -> None:
 def jobs_run(job: str) -> None:
     count = _JOBS[job](_context())
     click.echo(f"{job}: {count} handled")
+
+
+# --- serve --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--socket-mode", "socket_mode", is_flag=True,
+              help="Connect out to Slack (needs SLACK_APP_TOKEN); no public URL needed.")
+@click.option("--http", "http", is_flag=True,
+              help="Receive Slack's requests at POST /slack/events (needs SLACK_SIGNING_SECRET).")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+@_explained
+def serve(socket_mode: bool, http: bool, host: str, port: int) -> None:
+    """Run the bot, its scheduler and the /healthz, /readyz and /metrics endpoints.
+
+    Without a flag: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode.
+    """
+    from bot.serve import run
+
+    settings = _settings()
+    if socket_mode and http:
+        raise ConfigError("choose one of --socket-mode and --http")
+    if not socket_mode and not http:
+        socket_mode = settings.slack_app_token is not None
+    run(settings, _config(settings), socket_mode=socket_mode, host=host, port=port)

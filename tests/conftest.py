@@ -65,8 +65,12 @@ def migrated_engine(database_url: str) -> Iterator[Engine]:
 def engine(migrated_engine: Engine) -> Iterator[Engine]:
     yield migrated_engine
     with migrated_engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
+        if ON_POSTGRES:
+            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(table.delete())
 
 
 ALICE, BOB, CAROL, DAVE, ADMIN = "U0ALICE01", "U0BOB0002", "U0CAROL03", "U0DAVE004", "U0ADMIN05"

@@ -14,11 +14,18 @@ the request they are given and never touch storage, a backend or a clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bot.domain.durations import format_duration
-from bot.domain.errors import InvalidInput, InvalidTransition, NotAuthorized, PolicyViolation
+from bot.domain.errors import (
+    DomainError,
+    InvalidInput,
+    InvalidTransition,
+    NotAuthorized,
+    PolicyViolation,
+)
 from bot.domain.model import (
     POLICY_ACTOR,
     AccessRequest,
@@ -116,6 +123,25 @@ def _check_namespace(policy: RolePolicy, namespace: str | None) -> str | None:
         what = f"'{namespace}' is not a namespace of" if namespace else "Name a namespace for"
         raise InvalidInput(f"{what} {policy.cluster}/{policy.role}: choose one of {choices}.")
     return namespace
+
+
+def field_errors(
+    policy: RolePolicy, *, duration: timedelta, reason: str, namespace: str | None,
+    break_glass: bool = False,
+) -> dict[str, str]:
+    """What is wrong with each field of a request form, by field name; empty when all is well."""
+    checks: dict[str, Callable[[], object]] = {
+        "duration": lambda: check_duration(policy, duration),
+        "reason": lambda: _check_reason(policy, reason, required=break_glass),
+        "namespace": lambda: _check_namespace(policy, namespace),
+    }
+    errors: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            check()
+        except DomainError as error:
+            errors[name] = error.message
+    return errors
 
 
 def file_request(

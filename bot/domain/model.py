@@ -93,7 +93,6 @@ class AccessRequest:
     last_error: str | None = None
     approvals: list[Approval] = field(default_factory=list)
     backend_ref: dict[str, Any] = field(default_factory=dict)
-    message_refs: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     version: int = 0
 

@@ -197,8 +197,20 @@ class RequestStore(Protocol):
 
     def save_link(self, link: IdentityLink) -> None: ...
 
-    def mark_sent(self, key: str, now: datetime) -> bool:
-        """Claim a notification's unique key; False when it was claimed before."""
+    def claim_key(self, key: str, now: datetime) -> bool:
+        """Claim a unique key once across all replicas; False when it was claimed before."""
+        ...
+
+    def forget_keys(self, prefix: str, before: datetime) -> int:
+        """Drop claimed keys with ``prefix`` older than ``before``; returns how many."""
+        ...
+
+    def add_message(self, request_id: int, purpose: str, channel: str, ts: str) -> None:
+        """Remember where a message about the request was posted (``purpose``: approval…)."""
+        ...
+
+    def messages(self, request_id: int, purpose: str) -> list[tuple[str, str]]:
+        """``(channel, ts)`` of the request's messages for ``purpose``, oldest first."""
         ...
 
 

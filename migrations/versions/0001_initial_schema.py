@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 12:11:29.983949
+Create Date: 2026-11-28 12:18:45.356553
 """
 
 from collections.abc import Sequence
@@ -43,7 +43,6 @@ def upgrade() -> None:
         sa.Column("end_reason", sa.Text(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("backend_ref", sa.JSON(), nullable=False),
-        sa.Column("message_refs", sa.JSON(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["parent_id"],
@@ -68,6 +67,17 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "claimed_keys",
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("claimed_at", bot.adapters.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_claimed_keys")),
+    )
+    with op.batch_alter_table("claimed_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_claimed_keys_claimed_at"), ["claimed_at"], unique=False
+        )
+
+    op.create_table(
         "identity_links",
         sa.Column("slack_user_id", sa.String(length=32), nullable=False),
         sa.Column("provider", sa.String(length=16), nullable=False),
@@ -76,12 +86,6 @@ def upgrade() -> None:
         sa.Column("created_at", bot.adapters.db.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("confirmed_by", sa.String(length=32), nullable=True),
         sa.PrimaryKeyConstraint("slack_user_id", "provider", name=op.f("pk_identity_links")),
-    )
-    op.create_table(
-        "sent_notifications",
-        sa.Column("key", sa.String(length=255), nullable=False),
-        sa.Column("sent_at", bot.adapters.db.models.UTCDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("key", name=op.f("pk_sent_notifications")),
     )
     op.create_table(
         "approvals",
@@ -123,6 +127,26 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "messages",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("purpose", sa.String(length=16), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("ts", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["access_requests.id"],
+            name=op.f("fk_messages_request_id_access_requests"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
+        sa.UniqueConstraint(
+            "request_id", "purpose", "channel", name=op.f("uq_messages_request_id_purpose_channel")
+        ),
+    )
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_messages_request_id"), ["request_id"], unique=False)
+
+    op.create_table(
         "operations",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("request_id", sa.Integer(), nullable=False),
@@ -156,14 +180,21 @@ def downgrade() -> None:
         batch_op.drop_index("ix_operations_state_next_attempt_at")
 
     op.drop_table("operations")
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_messages_request_id"))
+
+    op.drop_table("messages")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_events_request_id"))
         batch_op.drop_index(batch_op.f("ix_audit_events_at"))
 
     op.drop_table("audit_events")
     op.drop_table("approvals")
-    op.drop_table("sent_notifications")
     op.drop_table("identity_links")
+    with op.batch_alter_table("claimed_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_claimed_keys_claimed_at"))
+
+    op.drop_table("claimed_keys")
     with op.batch_alter_table("access_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_access_requests_state_ends_at")
         batch_op.drop_index("ix_access_requests_state_created")

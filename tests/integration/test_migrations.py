@@ -14,7 +14,7 @@ from bot.adapters.db.store import make_engine
 from tests.conftest import create_database
 
 TABLES = {"access_requests", "approvals", "audit_events", "operations", "identity_links",
-          "sent_notifications"}
+          "claimed_keys", "messages"}
 
 
 def test_upgrade_downgrade_upgrade_without_drift(tmp_path: Path) -> None:

@@ -86,7 +86,6 @@ class RequestRow(Base):
     end_reason: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
     backend_ref: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    message_refs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=0)
 
     approvals: Mapped[list[ApprovalRow]] = relationship(
@@ -167,10 +166,25 @@ class IdentityLinkRow(Base):
     confirmed_by: Mapped[str | None] = mapped_column(String(32))
 
 
-class SentNotificationRow(Base):
-    """A notification's unique key (say ``remind:U123:2026-W48``): sent once, by one replica."""
+class ClaimedKeyRow(Base):
+    """A unique key claimed once across all replicas: a reminder for one week
+    (``remind:U123:2026-W48``) or a Slack request signature seen once (replay protection)."""
 
-    __tablename__ = "sent_notifications"
+    __tablename__ = "claimed_keys"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    sent_at: Mapped[datetime]
+    claimed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MessageRow(Base):
+    """Where a request's messages were posted, so they can be updated in place."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("access_requests.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (UniqueConstraint("request_id", "purpose", "channel"),)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exists, select, update
+from sqlalchemy import Engine, create_engine, delete, event, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -20,10 +20,11 @@ from sqlalchemy.orm.exc import StaleDataError
 from bot.adapters.db.models import (
     ApprovalRow,
     AuditRow,
+    ClaimedKeyRow,
     IdentityLinkRow,
+    MessageRow,
     OperationRow,
     RequestRow,
-    SentNotificationRow,
 )
 from bot.domain.errors import ConcurrentModification, NotFound
 from bot.domain.model import (
@@ -96,7 +97,6 @@ def _to_request(row: RequestRow) -> AccessRequest:
         end_reason=row.end_reason,
         last_error=row.last_error,
         backend_ref=dict(row.backend_ref or {}),
-        message_refs=dict(row.message_refs or {}),
         approvals=[
             Approval(a.approver_id, Decision(a.decision), a.decided_at, a.comment)
             for a in row.approvals
@@ -127,7 +127,6 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
     row.end_reason = request.end_reason
     row.last_error = request.last_error
     row.backend_ref = dict(request.backend_ref)
-    row.message_refs = dict(request.message_refs)
     for approval in request.approvals[len(row.approvals):]:
         row.approvals.append(
             ApprovalRow(
@@ -375,15 +374,44 @@ class SqlAlchemyRequestStore:
         )
         self.session.flush()
 
-    # notifications
+    # once-only keys
 
-    def mark_sent(self, key: str, now: datetime) -> bool:
+    def claim_key(self, key: str, now: datetime) -> bool:
         try:
             with self.session.begin_nested():
-                self.session.add(SentNotificationRow(key=key, sent_at=now))
+                self.session.add(ClaimedKeyRow(key=key, claimed_at=now))
         except IntegrityError:
             return False
         return True
+
+    def forget_keys(self, prefix: str, before: datetime) -> int:
+        result = self.session.execute(
+            delete(ClaimedKeyRow).where(
+                ClaimedKeyRow.key.startswith(prefix, autoescape=True),
+                ClaimedKeyRow.claimed_at < before,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # messages
+
+    def add_message(self, request_id: int, purpose: str, channel: str, ts: str) -> None:
+        self.session.merge(self._message(request_id, purpose, channel) or MessageRow(
+            request_id=request_id, purpose=purpose, channel=channel, ts=ts))
+        self.session.flush()
+
+    def _message(self, request_id: int, purpose: str, channel: str) -> MessageRow | None:
+        return self.session.scalars(select(MessageRow).where(
+            MessageRow.request_id == request_id, MessageRow.purpose == purpose,
+            MessageRow.channel == channel)).one_or_none()
+
+    def messages(self, request_id: int, purpose: str) -> list[tuple[str, str]]:
+        rows = self.session.scalars(
+            select(MessageRow)
+            .where(MessageRow.request_id == request_id, MessageRow.purpose == purpose)
+            .order_by(MessageRow.id)
+        )
+        return [(row.channel, row.ts) for row in rows]
 
 
 class SqlAlchemyUnitOfWork:

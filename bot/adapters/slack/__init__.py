@@ -1,0 +1,1 @@
+"""Slack at the edge: commands parsed, use cases called, Block Kit rendered, messages sent."""

@@ -1,0 +1,125 @@
+"""Parse the text of ``/k8s-access …`` into a typed command, or say how to write it right.
+
+Pure: no Slack client, no database. The listeners dispatch on the result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from bot.domain.durations import parse_duration
+from bot.domain.errors import InvalidInput
+
+USAGE = {
+    "request": "request [CLUSTER [ROLE [DURATION]]] [REASON…]   (options: -n NAMESPACE, "
+               "--break-glass)",
+    "list": "list [mine|pending|active|all]",
+    "approve": "approve ID [COMMENT]",
+    "deny": "deny ID REASON",
+    "cancel": "cancel ID",
+    "revoke": "revoke ID [REASON]",
+    "extend": "extend ID DURATION [REASON]",
+    "clusters": "clusters",
+    "whoami": "whoami",
+    "link": "link gitlab USERNAME",
+    "help": "help",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    request_id: int | None = None
+    cluster: str | None = None
+    role: str | None = None
+    namespace: str | None = None
+    duration: timedelta | None = None
+    text: str = ""
+    """The free text: reason, comment, list scope or the linked username."""
+    break_glass: bool = False
+    words: tuple[str, ...] = field(default_factory=tuple)
+
+
+def usage(verb: str) -> str:
+    return f"`/k8s-access {USAGE[verb]}`"
+
+
+def _request_id(word: str | None, verb: str) -> int:
+    if word is None:
+        raise InvalidInput(f"Which request? Write {usage(verb)}, for example `{verb} 42`.")
+    match = re.fullmatch(r"#?(\d{1,12})", word)
+    if match is None:
+        raise InvalidInput(f"'{word}' is not a request ID: write {usage(verb)}, like `{verb} 42`.")
+    return int(match.group(1))
+
+
+def _parse_request(words: list[str]) -> Command:
+    namespace = None
+    break_glass = False
+    rest: list[str] = []
+    iterator = iter(words)
+    for word in iterator:
+        if word in ("-n", "--namespace"):
+            namespace = next(iterator, None)
+            if namespace is None:
+                raise InvalidInput(f"`{word}` needs a namespace: {usage('request')}.")
+        elif word.startswith("--namespace="):
+            namespace = word.split("=", 1)[1]
+        elif word == "--break-glass":
+            break_glass = True
+        elif word.startswith("--"):
+            raise InvalidInput(f"Unknown option `{word}`: {usage('request')}.")
+        else:
+            rest.append(word)
+    cluster = rest.pop(0) if rest else None
+    role = rest.pop(0) if rest else None
+    # A word that starts with a digit is meant as the duration: a typo there is an error,
+    # not the start of the reason.
+    duration = parse_duration(rest.pop(0)) if rest and rest[0][:1].isdigit() else None
+    return Command("request", cluster=cluster, role=role, namespace=namespace,
+                   duration=duration, text=" ".join(rest), break_glass=break_glass)
+
+
+def parse(text: str) -> Command:
+    """The command in ``text``; :class:`InvalidInput` that shows the right form otherwise."""
+    words = text.split()
+    if not words:
+        return Command("help")
+    verb, rest = words[0].lower(), words[1:]
+    if verb in ("help", "clusters", "whoami"):
+        return Command(verb)
+    if verb == "request":
+        return _parse_request(rest)
+    if verb == "list":
+        if len(rest) > 1:
+            raise InvalidInput(f"Write {usage('list')}.")
+        return Command("list", text=rest[0] if rest else "mine")
+    if verb in ("approve", "deny", "cancel", "revoke"):
+        request_id = _request_id(rest[0] if rest else None, verb)
+        return Command(verb, request_id=request_id, text=" ".join(rest[1:]))
+    if verb == "extend":
+        request_id = _request_id(rest[0] if rest else None, verb)
+        if len(rest) < 2:
+            raise InvalidInput(f"How much longer? Write {usage('extend')}, like `extend 42 2h`.")
+        return Command("extend", request_id=request_id, duration=parse_duration(rest[1]),
+                       text=" ".join(rest[2:]))
+    if verb == "link":
+        if len(rest) != 2 or rest[0].lower() != "gitlab":
+            raise InvalidInput(f"Write {usage('link')}, like `link gitlab alice`.")
+        return Command("link", text=rest[1].lstrip("@"))
+    raise InvalidInput(
+        f"`{words[0]}` is not a command. Try one of: {', '.join(USAGE)} "
+        "(`/k8s-access help` shows how)."
+    )
+
+
+def help_text() -> str:
+    lines = [f"• `/k8s-access {form}`" for form in USAGE.values()]
+    return (
+        "*k8s-access*: time-boxed Kubernetes access, approved in Slack.\n"
+        + "\n".join(lines)
+        + "\nDurations look like `90m`, `4h`, `2d`, `1w` or `1h30m`. "
+        "Example: `/k8s-access request staging edit 4h deploy hotfix`."
+    )

@@ -1,0 +1,76 @@
+"""Who people are, from Slack: email by ``users.info``, user groups by
+``usergroups.users.list``, both cached for a few minutes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.domain.errors import TemporaryBackendError
+from bot.domain.ports import UserInfo
+
+T = TypeVar("T")
+
+
+class _TtlCache:
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._items: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, load: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]  # type: ignore[no-any-return]
+        value = load()
+        with self._lock:
+            self._items[key] = (now + self._ttl, value)
+        return value
+
+
+class SlackDirectory:
+    def __init__(self, client: WebClient, ttl_seconds: float = 300) -> None:
+        self._client = client
+        self._users = _TtlCache(ttl_seconds)
+        self._groups = _TtlCache(ttl_seconds)
+
+    def user_info(self, user_id: str) -> UserInfo:
+        return self._users.get(user_id, lambda: self._load_user(user_id))
+
+    def _load_user(self, user_id: str) -> UserInfo:
+        try:
+            user = self._client.users_info(user=user_id)["user"]
+        except SlackApiError as error:
+            if error.response.get("error") == "user_not_found":
+                return UserInfo(slack_user_id=user_id)
+            raise TemporaryBackendError(
+                f"Slack did not say who {user_id} is: {error.response.get('error')}"
+            ) from None
+        profile = user.get("profile", {})
+        return UserInfo(
+            slack_user_id=user_id,
+            email=profile.get("email"),
+            name=user.get("name") or profile.get("display_name"),
+        )
+
+    def members(self, group_id: str) -> frozenset[str]:
+        return self._groups.get(group_id, lambda: self._load_group(group_id))
+
+    def _load_group(self, group_id: str) -> frozenset[str]:
+        try:
+            users = self._client.usergroups_users_list(usergroup=group_id)["users"]
+        except SlackApiError as error:
+            raise TemporaryBackendError(
+                f"Slack did not list user group {group_id}: {error.response.get('error')}"
+            ) from None
+        return frozenset(users)
+
+    def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
+        return frozenset(g for g in candidates if user_id in self.members(g))

@@ -1,0 +1,400 @@
+"""Slack listeners: parse, call one use case, render. No business rule lives here.
+
+Each listener acknowledges first (Slack allows 3 seconds) and does the work after; every error
+a person can cause comes back to them as an ephemeral message, every other error is logged and
+answered with an apology, never a crash. Modal submissions validate their fields before the
+acknowledgement so that errors show on the field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from slack_bolt import Ack, App, BoltResponse, Respond
+from slack_sdk import WebClient
+
+from bot.adapters.slack import blocks, commands
+from bot.domain import lifecycle
+from bot.domain.durations import format_duration, parse_duration
+from bot.domain.errors import DomainError, InvalidInput
+from bot.domain.model import AccessRequest, State
+from bot.services import grants, identity, requests
+from bot.services.context import Context
+
+log = logging.getLogger(__name__)
+SLASH_COMMAND = "/k8s-access"
+REPLAY_PREFIX = "slack-request:"
+REPLAY_WINDOW = timedelta(minutes=10)
+"""Slack's own check refuses requests older than five minutes: their signatures can go then."""
+
+
+def forget_old_signatures(ctx: Context) -> int:
+    """Drop the replay-protection keys that Slack's timestamp check has made useless."""
+    with ctx.transaction() as store:
+        return store.forget_keys(REPLAY_PREFIX, ctx.clock() - REPLAY_WINDOW)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    blocks: list[blocks.Block] = field(default_factory=list)
+
+
+def _reply(text: str) -> Reply:
+    return Reply(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}])
+
+
+class Listeners:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def register(self, app: App) -> None:
+        app.middleware(self.reject_replays)
+        app.command(SLASH_COMMAND)(self.on_command)
+        app.action(blocks.APPROVE)(self.on_approve)
+        app.action(blocks.DENY)(self.on_deny)
+        app.action(blocks.REVOKE)(self.on_revoke)
+        app.action(blocks.EXTEND)(self.on_extend)
+        app.action(blocks.CANCEL)(self.on_cancel)
+        app.action(blocks.PICK_CLUSTER)(self.on_pick)
+        app.action(blocks.PICK_ROLE)(self.on_pick)
+        app.action("namespace")(self.on_noop)
+        app.view(blocks.REQUEST_MODAL)(self.on_request_submitted)
+        app.view(blocks.DENY_MODAL)(self.on_deny_submitted)
+        app.view(blocks.EXTEND_MODAL)(self.on_extend_submitted)
+        app.event("app_home_opened")(self.on_home_opened)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def reject_replays(self, req: Any, resp: Any, next: Callable[[], Any]) -> Any:
+        """A signed request is accepted once: the same signature again is a replay."""
+        signature = req.headers.get("x-slack-signature", [None])[0]
+        if signature and req.mode == "http":
+            with self.ctx.transaction() as store:
+                fresh = store.claim_key(REPLAY_PREFIX + signature, self.ctx.clock())
+            if not fresh:
+                log.warning("rejected a replayed Slack request")
+                return BoltResponse(status=401, body="")
+        return next()
+
+    def _run(self, user_id: str, action: Callable[[], Reply | None]) -> Reply | None:
+        try:
+            return action()
+        except DomainError as error:
+            return _reply(error.message)
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("handler failed for %s (reference %s)", user_id, reference)
+            return _reply(f":warning: Something went wrong on the bot's side (reference "
+                          f"`{reference}`). Nothing was changed; try again or ask the "
+                          "platform team.")
+
+    def _tell(self, client: WebClient, body: dict[str, Any], respond: Respond | None,
+              reply: Reply | None) -> None:
+        """Answer the person who acted: ephemeral where Slack allows, else in a DM."""
+        if reply is None:
+            return
+        user_id = _user_id(body)
+        if respond is not None and body.get("response_url"):
+            respond(text=reply.text, blocks=reply.blocks, response_type="ephemeral",
+                    replace_original=False)
+            return
+        channel = body.get("channel", {}).get("id") if isinstance(body.get("channel"), dict) \
+            else None
+        if channel:
+            client.chat_postEphemeral(channel=channel, user=user_id, text=reply.text,
+                                      blocks=reply.blocks)
+            return
+        dm = client.conversations_open(users=user_id)["channel"]["id"]
+        client.chat_postMessage(channel=dm, text=reply.text, blocks=reply.blocks)
+
+    def _refresh_home(self, client: WebClient, body: dict[str, Any]) -> None:
+        if body.get("view", {}).get("type") == "home":
+            self.publish_home(client, _user_id(body))
+
+    # --- the slash command --------------------------------------------------------------
+
+    def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond,
+                   client: WebClient) -> None:
+        ack()
+        user_id = command["user_id"]
+
+        def act() -> Reply | None:
+            parsed = commands.parse(command.get("text", ""))
+            if parsed.verb == "request" and not self._complete(parsed):
+                prefill = {"cluster": parsed.cluster, "role": parsed.role,
+                           "namespace": parsed.namespace, "reason": parsed.text,
+                           "break_glass": parsed.break_glass,
+                           "duration": _spell(parsed)}
+                client.views_open(trigger_id=command["trigger_id"],
+                                  view=blocks.request_modal(self.ctx.config, prefill))
+                return None
+            return self.execute(parsed, user_id)
+
+        reply = self._run(user_id, act)
+        if reply is not None:
+            respond(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
+
+    def _complete(self, parsed: commands.Command) -> bool:
+        """True when the typed request needs no form; unknown names raise with the choices."""
+        if parsed.cluster is None or parsed.role is None:
+            if parsed.cluster is not None:
+                self.ctx.config.cluster(parsed.cluster)
+            return False
+        policy = self.ctx.config.policy(parsed.cluster, parsed.role)
+        if policy.namespaces and parsed.namespace is None and len(policy.namespaces) > 1:
+            return False
+        return not (policy.require_reason or parsed.break_glass) or bool(parsed.text.strip())
+
+    def execute(self, parsed: commands.Command, user_id: str) -> Reply:
+        """Run a parsed command as ``user_id`` and say what happened."""
+        ctx = self.ctx
+        verb = parsed.verb
+        if verb == "help":
+            return _reply(commands.help_text())
+        if verb == "clusters":
+            return _reply(blocks.clusters_overview(ctx.config))
+        if verb == "whoami":
+            return _reply(_whoami(identity.whoami(ctx, user_id)))
+        if verb == "list":
+            found = requests.list_requests(ctx, user_id, parsed.text)
+            return Reply(*blocks.listing(found.scope.value, found.requests, ctx.clock()))
+        if verb == "request":
+            assert parsed.cluster is not None and parsed.role is not None
+            filed = requests.file_request(
+                ctx, user_id, parsed.cluster, parsed.role, duration=parsed.duration,
+                reason=parsed.text, namespace=parsed.namespace, break_glass=parsed.break_glass)
+            return _reply(blocks.filed_message(filed, self._missing(filed)))
+        if verb == "link":
+            raise InvalidInput("Linking a GitLab account needs a cluster with backend gitlab.")
+        assert parsed.request_id is not None
+        request_id = parsed.request_id
+        if verb == "approve":
+            done = requests.approve(ctx, request_id, user_id, parsed.text)
+            return _reply(f"You approved request #{request_id}. "
+                          f"{blocks.status(done, self._missing(done))}")
+        if verb == "deny":
+            requests.deny(ctx, request_id, user_id, parsed.text)
+            return _reply(f"You denied request #{request_id}.")
+        if verb == "cancel":
+            requests.cancel(ctx, request_id, user_id)
+            return _reply(f"Request #{request_id} is cancelled.")
+        if verb == "revoke":
+            revoked = grants.revoke(ctx, request_id, user_id, parsed.text or "revoked in Slack")
+            return _reply(_revocation(revoked))
+        if verb == "extend":
+            assert parsed.duration is not None
+            extension = requests.extend(ctx, request_id, user_id, parsed.duration, parsed.text)
+            return _reply(f"Extension #{extension.id} of grant #{request_id}: "
+                          f"{blocks.status(extension, self._missing(extension))}")
+        raise InvalidInput(commands.help_text())
+
+    def _missing(self, request: AccessRequest) -> int:
+        return lifecycle.approvals_missing(
+            request, self.ctx.config.policy(request.cluster, request.role))
+
+    # --- buttons ------------------------------------------------------------------------
+
+    def _button(self, ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient,
+                action: Callable[[int, str], Reply | None]) -> None:
+        ack()
+        user_id = _user_id(body)
+
+        def act() -> Reply | None:
+            return action(_button_request_id(body), user_id)
+
+        self._tell(client, body, respond, self._run(user_id, act))
+        self._refresh_home(client, body)
+
+    def on_approve(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                   client: WebClient) -> None:
+        self._button(ack, body, respond, client, lambda request_id, user_id: self.execute(
+            commands.Command("approve", request_id=request_id), user_id))
+
+    def on_revoke(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                  client: WebClient) -> None:
+        self._button(ack, body, respond, client, lambda request_id, user_id: self.execute(
+            commands.Command("revoke", request_id=request_id), user_id))
+
+    def on_cancel(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                  client: WebClient) -> None:
+        self._button(ack, body, respond, client, lambda request_id, user_id: self.execute(
+            commands.Command("cancel", request_id=request_id), user_id))
+
+    def _open_modal(self, body: dict[str, Any], client: WebClient,
+                    build: Callable[[AccessRequest, str], dict[str, Any]]) -> Reply | None:
+        request = grants.get(self.ctx, _button_request_id(body))
+        client.views_open(trigger_id=body["trigger_id"], view=build(request, _user_id(body)))
+        return None
+
+    def on_deny(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                client: WebClient) -> None:
+        def build(request: AccessRequest, user_id: str) -> dict[str, Any]:
+            lifecycle.next_state(request, lifecycle.Event.DENY)
+            return blocks.deny_modal(request)
+
+        self._button(ack, body, respond, client,
+                     lambda *_: self._open_modal(body, client, build))
+
+    def on_extend(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                  client: WebClient) -> None:
+        def build(request: AccessRequest, user_id: str) -> dict[str, Any]:
+            if request.state is not State.ACTIVE:
+                raise InvalidInput(f"Request #{request.id} is {request.state.value}: "
+                                   "only an active grant can be extended.")
+            return blocks.extend_modal(request)
+
+        self._button(ack, body, respond, client,
+                     lambda *_: self._open_modal(body, client, build))
+
+    def on_pick(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        """The cluster or role changed in the request form: rebuild it with the right choices."""
+        ack()
+        view = body["view"]
+        prefill = {**json.loads(view.get("private_metadata") or "{}"),
+                   **_form_values(view["state"]["values"])}
+        if body["actions"][0]["action_id"] == blocks.PICK_CLUSTER:
+            prefill.pop("role", None)
+            prefill.pop("namespace", None)
+        client.views_update(view_id=view["id"], hash=view.get("hash"),
+                            view=blocks.request_modal(self.ctx.config, prefill))
+
+    def on_noop(self, ack: Ack) -> None:
+        ack()
+
+    # --- modal submissions --------------------------------------------------------------
+
+    def on_request_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
+                             client: WebClient) -> None:
+        user_id = _user_id(body)
+        values = _form_values(view["state"]["values"])
+        meta = json.loads(view.get("private_metadata") or "{}")
+        errors = self._request_form_errors(values, bool(meta.get("break_glass")))
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        ack()
+
+        def act() -> Reply:
+            filed = requests.file_request(
+                self.ctx, user_id, values["cluster"], values["role"],
+                duration=parse_duration(values["duration"]), reason=values.get("reason", ""),
+                namespace=values.get("namespace"), break_glass=bool(meta.get("break_glass")))
+            return _reply(blocks.filed_message(filed, self._missing(filed)))
+
+        self._tell(client, body, None, self._run(user_id, act))
+
+    def _request_form_errors(self, values: dict[str, str], break_glass: bool) -> dict[str, str]:
+        config = self.ctx.config
+        if values.get("cluster") not in config.clusters:
+            return {"cluster": "Choose a cluster."}
+        if values.get("role") not in config.clusters[values["cluster"]].roles:
+            return {"role": "Choose a role."}
+        policy = config.policy(values["cluster"], values["role"])
+        try:
+            duration = parse_duration(values.get("duration", ""))
+        except DomainError as error:
+            return {"duration": error.message}
+        return lifecycle.field_errors(policy, duration=duration, reason=values.get("reason", ""),
+                                      namespace=values.get("namespace"), break_glass=break_glass)
+
+    def on_deny_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user_id = _user_id(body)
+        reason = _form_values(view["state"]["values"]).get("reason", "")
+        try:
+            requests.deny(self.ctx, int(view["private_metadata"]), user_id, reason)
+        except DomainError as error:
+            ack(response_action="errors", errors={"reason": error.message})
+            return
+        except Exception:
+            log.exception("deny failed")
+            ack(response_action="errors", errors={"reason": "Something went wrong; try again."})
+            return
+        ack()
+
+    def on_extend_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
+                            client: WebClient) -> None:
+        user_id = _user_id(body)
+        values = _form_values(view["state"]["values"])
+        grant_id = int(view["private_metadata"])
+        try:
+            duration = parse_duration(values.get("duration", ""))
+        except DomainError as error:
+            ack(response_action="errors", errors={"duration": error.message})
+            return
+        ack()
+        reply = self._run(user_id, lambda: self.execute(
+            commands.Command("extend", request_id=grant_id, duration=duration,
+                             text=values.get("reason", "")), user_id))
+        self._tell(client, body, None, reply)
+
+    # --- App Home -----------------------------------------------------------------------
+
+    def on_home_opened(self, event: dict[str, Any], client: WebClient) -> None:
+        if event.get("tab", "home") == "home":
+            self.publish_home(client, event["user"])
+
+    def publish_home(self, client: WebClient, user_id: str) -> None:
+        ctx = self.ctx
+        mine = requests.list_requests(ctx, user_id, "mine").requests
+        waiting = requests.list_requests(ctx, user_id, "pending").requests
+        missing = {r.id: self._missing(r) for r in [*mine, *waiting]
+                   if r.id is not None and r.state is State.PENDING}
+        client.views_publish(user_id=user_id,
+                             view=blocks.home_view(mine, waiting, ctx.clock(), missing))
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _user_id(body: dict[str, Any]) -> str:
+    user = body.get("user") or {}
+    return str(user.get("id") or body.get("user_id"))
+
+
+def _button_request_id(body: dict[str, Any]) -> int:
+    value = body["actions"][0].get("value", "")
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput("That button is broken; use the command instead.") from None
+
+
+def _form_values(state: dict[str, dict[str, Any]]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for block_id, elements in state.items():
+        for element in elements.values():
+            if element.get("type") == "static_select":
+                selected = element.get("selected_option")
+                if selected:
+                    values[block_id] = selected["value"]
+            elif element.get("value") is not None:
+                values[block_id] = element["value"]
+    return values
+
+
+def _spell(parsed: commands.Command) -> str | None:
+    return format_duration(parsed.duration) if parsed.duration else None
+
+
+def _revocation(request: AccessRequest) -> str:
+    if request.state is State.REVOKED:
+        return f"Request #{request.id} is revoked."
+    return (f"Revocation of request #{request.id} is under way; the backend failed "
+            f"({request.last_error}) and the bot keeps retrying.")
+
+
+def _whoami(who: identity.Identities) -> str:
+    lines = [f"*Slack*: <@{who.slack_user_id}>", f"*Email*: {who.email or 'unknown'}"]
+    if who.links:
+        lines += [f"*{provider.capitalize()}*: `{name}`" for provider, name in who.links.items()]
+    lines += [f"*{cluster}*: {subject}" for cluster, subject in who.subjects.items()]
+    if who.is_admin:
+        lines.append("You are an admin.")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Tell people in Slack: approval messages kept up to date in place, DMs to the requester,
+files (kubeconfigs) uploaded into a DM opened with ``conversations.open``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.adapters.slack import blocks
+from bot.adapters.slack.directory import SlackDirectory
+from bot.config import Config
+from bot.domain import lifecycle
+from bot.domain.errors import NotFound
+from bot.domain.model import AccessRequest
+from bot.domain.ports import Notice, NoticeKind, UnitOfWork
+
+log = logging.getLogger(__name__)
+APPROVAL = "approval"
+
+
+class SlackNotifier:
+    def __init__(self, client: WebClient, config: Config, directory: SlackDirectory,
+                 unit_of_work: Callable[[], UnitOfWork]) -> None:
+        self._client = client
+        self._config = config
+        self._directory = directory
+        self._unit_of_work = unit_of_work
+
+    def notify(self, notice: Notice) -> None:
+        request = notice.request
+        if notice.kind is NoticeKind.FILED:
+            self._post_approval(request)
+        else:
+            self._update_approval(request)
+            if notice.parent is not None:
+                self._update_approval(notice.parent)
+        if notice.kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
+            self._tell_approvers(request)
+        dm = blocks.requester_message(notice)
+        if dm is not None:
+            self._dm(request.requester_id, *dm)
+        if notice.delivery is not None and notice.delivery.content is not None:
+            self._send_file(request.requester_id, notice.delivery.filename or "kubeconfig.yaml",
+                            notice.delivery.content, f"Kubeconfig for request #{request.id}")
+
+    # --- approval messages ------------------------------------------------------------
+
+    def _missing(self, request: AccessRequest) -> int:
+        try:
+            policy = self._config.policy(request.cluster, request.role)
+        except NotFound:
+            return 0
+        return lifecycle.approvals_missing(request, policy)
+
+    def _approver_users(self, request: AccessRequest) -> list[str]:
+        policy = self._config.policy(request.cluster, request.role)
+        users: set[str] = set()
+        for approver in policy.approvers:
+            users |= self._directory.members(approver) if approver.startswith("S") \
+                else {approver}
+        users.discard(request.requester_id)
+        return sorted(users)
+
+    def _post_approval(self, request: AccessRequest) -> None:
+        assert request.id is not None
+        text, content = blocks.approval_message(request, self._missing(request))
+        if request.break_glass:
+            text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
+        channel = self._config.approvers_channel(request.cluster, request.role)
+        targets = [channel] if channel else [
+            self._open_dm(user) for user in self._approver_users(request)]
+        for target in targets:
+            response = self._client.chat_postMessage(channel=target, text=text, blocks=content)
+            with self._unit_of_work() as uow:
+                uow.store.add_message(request.id, APPROVAL, response["channel"], response["ts"])
+                uow.commit()
+
+    def _messages(self, request: AccessRequest) -> list[tuple[str, str]]:
+        assert request.id is not None
+        with self._unit_of_work() as uow:
+            return uow.store.messages(request.id, APPROVAL)
+
+    def _update_approval(self, request: AccessRequest) -> None:
+        text, content = blocks.approval_message(request, self._missing(request))
+        for channel, ts in self._messages(request):
+            try:
+                self._client.chat_update(channel=channel, ts=ts, text=text, blocks=content)
+            except SlackApiError as error:
+                log.warning("could not update the approval message of request %s in %s: %s",
+                            request.id, channel, error.response.get("error"))
+
+    def _tell_approvers(self, request: AccessRequest) -> None:
+        text = (f":warning: Request #{request.id} ({request.target}): "
+                f"{blocks.status(request, self._missing(request))}")
+        for channel, ts in self._messages(request)[:1]:
+            self._client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
+                                          reply_broadcast=request.state.is_final)
+
+    # --- direct messages --------------------------------------------------------------
+
+    def _open_dm(self, user_id: str) -> str:
+        channel: str = self._client.conversations_open(users=user_id)["channel"]["id"]
+        return channel
+
+    def _dm(self, user_id: str, text: str, content: list[blocks.Block]) -> None:
+        self._client.chat_postMessage(channel=self._open_dm(user_id), text=text, blocks=content)
+
+    def _send_file(self, user_id: str, filename: str, content: bytes, title: str) -> None:
+        self._client.files_upload_v2(channel=self._open_dm(user_id), filename=filename,
+                                     content=content, title=title)

@@ -1,0 +1,71 @@
+"""The periodic passes, and the scheduler that runs them inside ``serve``.
+
+Every pass is a use case that is safe to run on several replicas at once: the database decides
+who does each piece of work. ``k8s-access-bot jobs run NAME`` runs one pass from a CronJob.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.services import grants, requests
+from bot.services.context import Context
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[Context], int]
+    every: timedelta
+
+
+def default_jobs(ctx: Context) -> list[Job]:
+    sweep = ctx.config.file.schedules.expiry_sweep
+    return [
+        Job("expire", grants.expire_due, sweep),
+        Job("retry", grants.run_due, sweep),
+        Job("timeout", requests.time_out_pending, sweep),
+    ]
+
+
+class Scheduler:
+    """Runs each job every so often on a daemon thread until :meth:`stop`."""
+
+    def __init__(self, ctx: Context, jobs: list[Job]) -> None:
+        self._ctx = ctx
+        self._jobs = jobs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def run_once(self, job: Job) -> None:
+        try:
+            handled = job.run(self._ctx)
+        except Exception:
+            log.exception("job %s failed; it runs again at its next turn", job.name)
+            return
+        if handled:
+            log.info("job %s handled %s", job.name, handled)
+
+    def _loop(self) -> None:
+        next_run = {job.name: 0.0 for job in self._jobs}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for job in self._jobs:
+                if now >= next_run[job.name]:
+                    self.run_once(job)
+                    next_run[job.name] = time.monotonic() + job.every.total_seconds()
+            wait = max(min(next_run.values()) - time.monotonic(), 0.05)
+            self._stop.wait(wait)

@@ -1,0 +1,174 @@
+"""A running bot: the real Bolt app and Slack adapters, pointed at a local fake Slack, over the
+test database, with an in-memory backend. Requests are signed like Slack signs them."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
+from sqlalchemy import Engine
+
+from bot.app import SlackRuntime, build_slack_runtime
+from bot.config import Config, Settings
+from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
+from tests.fakes.ports import FakeClock, InMemoryGranter
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+
+APPROVALS_CHANNEL = "C0APPROVE"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Listeners finish after their acknowledgement: wait until they have done their part."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack(
+        users={u: {"email": f"{u.lower()}@example.com", "name": u.lower()}
+               for u in (ALICE, BOB, CAROL, DAVE, ADMIN)},
+        usergroups={APPROVER_GROUP: [DAVE]},
+        channels={APPROVALS_CHANNEL, "C0GENERAL"},
+    ).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def settings(slack: FakeSlack) -> Settings:
+    return Settings(slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                    slack_api_url=slack.api_url)
+
+
+@pytest.fixture
+def slack_config(config: Config) -> Config:
+    from bot.config import parse_config
+    from tests.conftest import TEST_CONFIG
+
+    data = json.loads(json.dumps(TEST_CONFIG))
+    data["clusters"]["staging"]["approvers_channel"] = APPROVALS_CHANNEL
+    return parse_config(data, config.source)
+
+
+@pytest.fixture
+def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: InMemoryGranter,
+            clock: FakeClock) -> Iterator[SlackRuntime]:
+    executor = ThreadPoolExecutor(max_workers=8)
+    yield build_slack_runtime(settings, slack_config, http=True, engine=engine,
+                              granters={"staging": granter, "prod": granter}, clock=clock,
+                              executor=executor)
+    executor.shutdown(wait=True)  # no listener may outlive its test
+
+
+@dataclass
+class Driver:
+    """Sends what Slack would send, signed, into the app."""
+
+    runtime: SlackRuntime
+    slack: FakeSlack
+
+    def dispatch(self, body: str, content_type: str = "application/x-www-form-urlencoded",
+                 **header_changes: Any) -> BoltResponse:
+        headers = signed_headers(body, content_type=content_type)
+        headers.update(header_changes)
+        return self.runtime.app.dispatch(BoltRequest(body=body, headers=headers))
+
+    def command(self, user: str, text: str, channel: str = "C0GENERAL") -> BoltResponse:
+        return self.dispatch(command_body(self.slack, user, text, self.slack.response_url(),
+                                          channel))
+
+    def ask(self, user: str, text: str) -> dict[str, Any]:
+        """Send the command and wait for the bot's answer to it."""
+        url = self.slack.response_url()
+        response = self.dispatch(command_body(self.slack, user, text, url))
+        assert response.status == 200, response.body
+        answer: dict[str, Any] = wait_for(lambda: self.slack.responses_to(url))[0]
+        return answer
+
+    def press(self, user: str, action_id: str, value: str, **kwargs: Any) -> str:
+        """Click and wait for the ephemeral answer to that click."""
+        seen = len(self.slack.responses)
+        self.click(user, action_id, value, **kwargs)
+        return str(wait_for(lambda: self.slack.responses[seen:])[0]["text"])
+
+    def click(self, user: str, action_id: str, value: str, *, channel: str = APPROVALS_CHANNEL,
+              ts: str | None = None, home: bool = False) -> BoltResponse:
+        payload: dict[str, Any] = {
+            "type": "block_actions",
+            "user": {"id": user},
+            "team": {"id": "T0TEAM"},
+            "api_app_id": "A0APP",
+            "trigger_id": "trigger-" + value,
+            "actions": [{"type": "button", "action_id": action_id, "block_id": f"b:{value}",
+                         "value": value, "action_ts": str(time.time())}],
+        }
+        if home:
+            payload["view"] = {"id": "VHOME", "type": "home", "hash": "h"}
+            payload["container"] = {"type": "view", "view_id": "VHOME"}
+        else:
+            payload["channel"] = {"id": channel}
+            payload["container"] = {"type": "message", "channel_id": channel,
+                                    "message_ts": ts or "1.000001"}
+            payload["message"] = {"ts": ts or "1.000001"}
+            payload["response_url"] = self.slack.response_url()
+        return self.dispatch(urlencode({"payload": json.dumps(payload)}))
+
+    def submit(self, user: str, view: dict[str, Any],
+               values: dict[str, dict[str, Any]]) -> BoltResponse:
+        payload = {
+            "type": "view_submission",
+            "user": {"id": user},
+            "team": {"id": "T0TEAM"},
+            "api_app_id": "A0APP",
+            "view": {**view, "id": "VMODAL", "hash": "h", "state": {"values": values}},
+        }
+        return self.dispatch(urlencode({"payload": json.dumps(payload)}))
+
+    def event(self, event: dict[str, Any]) -> BoltResponse:
+        body = json.dumps({"type": "event_callback", "team_id": "T0TEAM", "api_app_id": "A0APP",
+                           "event_id": f"Ev{time.time_ns()}", "event": event})
+        return self.dispatch(body, content_type="application/json")
+
+
+
+def command_body(slack: FakeSlack, user: str, text: str, response_url: str,
+                 channel: str = "C0GENERAL") -> str:
+    return urlencode({
+        "token": "legacy", "team_id": "T0TEAM", "user_id": user, "user_name": user.lower(),
+        "channel_id": channel, "command": "/k8s-access", "text": text,
+        "response_url": response_url, "trigger_id": f"trigger-{time.time_ns()}",
+        "api_app_id": "A0APP",
+    })
+
+
+@pytest.fixture
+def driver(runtime: SlackRuntime, slack: FakeSlack) -> Driver:
+    return Driver(runtime, slack)
+
+
+def text_input(action_id: str, value: str) -> dict[str, Any]:
+    return {action_id: {"type": "plain_text_input", "value": value}}
+
+
+def selected(action_id: str, value: str | None) -> dict[str, Any]:
+    option = {"text": {"type": "plain_text", "text": value}, "value": value} if value else None
+    return {action_id: {"type": "static_select", "selected_option": option}}
+
+
+__all__ = ["ADMIN", "ALICE", "BOB", "CAROL", "DAVE", "Driver", "selected", "text_input",
+           "wait_for"]

@@ -1,0 +1,237 @@
+"""The Slack surface end to end: signed requests in, the fake Slack Web API out, database state
+checked alongside the messages Slack received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.app import SlackRuntime
+from bot.domain.errors import NotFound
+from bot.domain.model import State
+from bot.services import grants
+from tests.fakes.ports import InMemoryGranter
+from tests.fakes.slack import FakeSlack
+from tests.scenario.conftest import (
+    ALICE,
+    APPROVALS_CHANNEL,
+    BOB,
+    CAROL,
+    DAVE,
+    Driver,
+    selected,
+    text_input,
+    wait_for,
+)
+
+
+def state_of(runtime: SlackRuntime, request_id: int) -> State | None:
+    try:
+        return grants.get(runtime.ctx, request_id).state
+    except NotFound:
+        return None
+
+
+def approval_message(slack: FakeSlack) -> tuple[str, dict[str, Any]]:
+    posted = wait_for(lambda: [m for m in slack.called("chat.postMessage")
+                               if m["channel"] == APPROVALS_CHANNEL])
+    ts = wait_for(lambda: [ts for (c, ts) in slack.messages if c == APPROVALS_CHANNEL])[0]
+    assert posted
+    return ts, slack.message(APPROVALS_CHANNEL, ts)
+
+
+def buttons(message: dict[str, Any]) -> list[str]:
+    return [e["action_id"] for b in message["blocks"] if b["type"] == "actions"
+            for e in b["elements"]]
+
+
+def test_request_approve_revoke(driver: Driver, slack: FakeSlack, runtime: SlackRuntime,
+                                granter: InMemoryGranter) -> None:
+    answer = driver.ask(ALICE, "request staging edit 2h deploy hotfix")
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"].startswith("Request #1 filed: <@U0ALICE01> asks 2h for *staging/edit*")
+
+    ts, message = approval_message(slack)
+    assert buttons(message) == ["approve", "deny"]
+    rendered = str(message["blocks"])
+    assert "u0alice01@example.com" in rendered and "deploy hotfix" in rendered
+    assert "Waiting for 1 more approval" in rendered
+
+    driver.click(BOB, "approve", "1", ts=ts)
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    assert granter.calls["granted"] == 1
+    updated = wait_for(lambda: "Active until" in str(slack.message(APPROVALS_CHANNEL, ts))
+                       and slack.message(APPROVALS_CHANNEL, ts))
+    assert buttons(updated) == []
+    assert "<@U0BOB0002>" in str(updated["blocks"])
+
+    dms = wait_for(lambda: [m for m in slack.dms_to(ALICE) if "is active" in m["text"]])
+    assert "connect as u0alice01@example.com" in dms[0]["text"]
+    assert [b["elements"][0]["action_id"] for b in dms[0]["blocks"]
+            if b["type"] == "actions"] == ["extend"]
+    files = wait_for(lambda: slack.uploaded_to(slack.dm_channel(ALICE)))
+    assert files[0]["filename"] == "kubeconfig.yaml"
+    assert files[0]["content"] == b"client-key-data: SECRET"
+    assert slack.called("conversations.open")[0]["users"] == ALICE
+
+    listed = driver.ask(ALICE, "list active")
+    assert "*#1* staging/edit for <@U0ALICE01>: active, 2h left" in str(listed["blocks"])
+
+    driver.click(ALICE, "revoke", "1", channel=slack.dm_channel(ALICE))
+    wait_for(lambda: state_of(runtime, 1) is State.REVOKED)
+    assert 1 not in granter.active
+    wait_for(lambda: "Revoked by <@U0ALICE01>" in str(slack.message(APPROVALS_CHANNEL, ts)))
+    wait_for(lambda: [m for m in slack.dms_to(ALICE) if "was revoked" in m["text"]])
+
+
+def test_list_shows_the_grant(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    assert "Active until" in driver.ask(ALICE, "request staging view 1h")["text"]
+    listed = driver.ask(ALICE, "list")
+    assert listed["text"] == "1 requests in mine"
+    assert "*#1* staging/view for <@U0ALICE01>: active, 1h left" in str(listed["blocks"])
+
+
+def test_group_member_approves(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    driver.command(ALICE, "request staging edit 1h fix")
+    ts, _ = approval_message(slack)
+    driver.click(DAVE, "approve", "1", ts=ts)
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    assert slack.called("usergroups.users.list")[0]["usergroup"] == "S0SRE0001"
+
+
+def test_refused_clicks_explain_and_change_nothing(driver: Driver, slack: FakeSlack,
+                                                   runtime: SlackRuntime) -> None:
+    driver.command(ALICE, "request staging edit 1h fix")
+    ts, _ = approval_message(slack)
+    for user, says in [(ALICE, "cannot approve your own request #1"),
+                       (CAROL, "not an approver for staging/edit")]:
+        assert says in driver.press(user, "approve", "1", ts=ts)
+    assert state_of(runtime, 1) is State.PENDING
+    assert grants.get(runtime.ctx, 1).approvals == []
+
+
+def test_double_click_grants_once(driver: Driver, slack: FakeSlack, runtime: SlackRuntime,
+                                  granter: InMemoryGranter) -> None:
+    driver.command(ALICE, "request staging edit 1h fix")
+    ts, _ = approval_message(slack)
+    seen = len(slack.responses)
+    driver.click(BOB, "approve", "1", ts=ts)
+    driver.click(BOB, "approve", "1", ts=ts)
+    answers = [r["text"] for r in wait_for(lambda: len(slack.responses) >= seen + 2
+                                           and slack.responses[seen:])]
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    assert granter.calls["grant"] == 1
+    assert len([a for a in answers if a.startswith("You approved request #1")]) == 1
+    assert len([a for a in answers if "already decided" in a or "cannot approve" in a]) == 1
+
+
+def test_deny_asks_for_a_reason(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    driver.command(ALICE, "request staging edit 1h fix")
+    ts, _ = approval_message(slack)
+    driver.click(BOB, "deny", "1", ts=ts)
+    modal = wait_for(lambda: [v for v in slack.views if v.get("callback_id") == "deny_modal"])[0]
+    empty = driver.submit(BOB, modal, {"reason": text_input("reason", "")})
+    assert empty.status == 200 and '"response_action": "errors"' in empty.body
+    assert "Say why" in empty.body
+    assert state_of(runtime, 1) is State.PENDING
+    stranger = driver.submit(CAROL, modal, {"reason": text_input("reason", "no")})
+    assert "not an approver" in stranger.body
+    done = driver.submit(BOB, modal, {"reason": text_input("reason", "use view")})
+    assert done.status == 200 and done.body == ""
+    assert state_of(runtime, 1) is State.DENIED
+    wait_for(lambda: [m for m in slack.dms_to(ALICE) if "denied by <@U0BOB0002>: use view"
+                      in m["text"]])
+    wait_for(lambda: buttons(slack.message(APPROVALS_CHANNEL, ts)) == [])
+
+
+def test_incomplete_request_opens_a_prefilled_modal(driver: Driver, slack: FakeSlack,
+                                                    runtime: SlackRuntime) -> None:
+    driver.command(ALICE, "request staging deploy 2h")
+    modal = wait_for(lambda: slack.called("views.open"))[0]["view"]
+    assert modal["callback_id"] == "request_modal"
+    block_ids = [b["block_id"] for b in modal["blocks"]]
+    assert block_ids == ["cluster", "role", "namespace", "duration", "reason"]
+    assert modal["blocks"][3]["element"]["initial_value"] == "2h"
+
+    values = {"cluster": selected("pick_cluster", "staging"),
+              "role": selected("pick_role", "deploy"),
+              "namespace": selected("namespace", None),
+              "duration": text_input("duration", "3x"),
+              "reason": text_input("reason", "")}
+    refused = driver.submit(ALICE, modal, values)
+    assert "'3x' is not a duration" in refused.body
+    values["duration"] = text_input("duration", "9h")
+    refused = driver.submit(ALICE, modal, values)
+    errors = refused.body
+    assert "longer than staging/deploy allows" in errors
+    assert "needs a reason" in errors and "Name a namespace" in errors
+
+    values.update(duration=text_input("duration", "2h"), reason=text_input("reason", "rollout"),
+                  namespace=selected("namespace", "shop"))
+    accepted = driver.submit(ALICE, modal, values)
+    assert accepted.body == ""
+    wait_for(lambda: [m for m in slack.dms_to(ALICE) if "Request #1 filed" in m["text"]])
+    filed = grants.get(runtime.ctx, 1)
+    assert (filed.target, filed.reason) == ("staging/deploy in namespace shop", "rollout")
+
+
+def test_modal_roles_follow_the_cluster(driver: Driver, slack: FakeSlack) -> None:
+    driver.command(ALICE, "request")
+    modal = wait_for(lambda: slack.called("views.open"))[0]["view"]
+    assert [b["block_id"] for b in modal["blocks"]] == ["cluster"]
+    payload_view = {**modal, "id": "VMODAL", "hash": "h",
+                    "state": {"values": {"cluster": selected("pick_cluster", "prod")}}}
+    import json
+    from urllib.parse import urlencode
+    body = urlencode({"payload": json.dumps({
+        "type": "block_actions", "user": {"id": ALICE}, "team": {"id": "T0TEAM"},
+        "api_app_id": "A0APP", "trigger_id": "t", "view": payload_view,
+        "container": {"type": "view", "view_id": "VMODAL"},
+        "actions": [{"type": "static_select", "action_id": "pick_cluster", "block_id": "cluster",
+                     "selected_option": {"value": "prod"}}]})})
+    driver.dispatch(body)
+    updated = wait_for(lambda: slack.called("views.update"))[0]["view"]
+    roles = [o["value"] for b in updated["blocks"] if b["block_id"] == "role"
+             for o in b["element"]["options"]]
+    assert roles == ["view", "admin"]
+
+
+def test_app_home(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    driver.ask(ALICE, "request staging view 1h")
+    driver.ask(ALICE, "request prod view 1h debugging")
+    driver.event({"type": "app_home_opened", "user": ALICE, "tab": "home"})
+    home = wait_for(lambda: slack.called("views.publish"))[0]
+    assert home["user_id"] == ALICE
+    text = str(home["view"]["blocks"])
+    assert "Your active grants" in text and "staging/view" in text
+    assert "Waiting for 2 more approvals" in text
+    driver.event({"type": "app_home_opened", "user": BOB, "tab": "home"})
+    bob = wait_for(lambda: [p for p in slack.called("views.publish") if p["user_id"] == BOB])[0]
+    assert "Waiting for your decision* (1)" in str(bob["view"]["blocks"])
+
+
+def test_break_glass_is_loud(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    driver.command(ALICE, "request prod admin 30m --break-glass prod is down")
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    dms = [m for m in slack.called("chat.postMessage") if "BREAK-GLASS" in m["text"]]
+    assert {m["channel"] for m in dms} == {slack.dm_channel(u) for u in (BOB, CAROL, DAVE)}
+    assert all(m["text"].startswith("<!here>") for m in dms)
+
+
+def test_extend_button(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    driver.command(ALICE, "request staging edit 1h fix")
+    ts, _ = approval_message(slack)
+    driver.click(BOB, "approve", "1", ts=ts)
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    ends = grants.get(runtime.ctx, 1).ends_at
+    assert ends is not None
+    driver.click(ALICE, "extend", "1", channel=slack.dm_channel(ALICE))
+    modal = wait_for(lambda: [v for v in slack.views if v.get("callback_id") == "extend_modal"])[0]
+    refused = driver.submit(ALICE, modal, {"duration": text_input("duration", "soon"),
+                                           "reason": text_input("reason", "")})
+    assert "'soon' is not a duration" in refused.body
+    driver.submit(ALICE, modal, {"duration": text_input("duration", "2h"),
+                                 "reason": text_input("reason", "slow rollout")})
+    wait_for(lambda: grants.get(runtime.ctx, 1).ends_at != ends)
+    from datetime import timedelta
+    assert grants.get(runtime.ctx, 1).ends_at == ends + timedelta(hours=2)
+    wait_for(lambda: [m for m in slack.dms_to(ALICE) if "now lasts until" in m["text"]])
