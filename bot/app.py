@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigError, Settings
+from bot.domain.errors import DomainError
 from bot.domain.ports import Directory, Granter, Notifier
 from bot.services.context import Context
 
@@ -28,9 +29,26 @@ if TYPE_CHECKING:
 GranterFactory = Callable[[Settings, Config, str], Granter]
 
 
+def _kubernetes(kind: str) -> GranterFactory:
+    def build(settings: Settings, config: Config, cluster: str) -> Granter:
+        from bot.adapters.kubernetes.api import KubernetesApi
+        from bot.adapters.kubernetes.granters import (
+            KubernetesCertificateGranter,
+            KubernetesRbacGranter,
+        )
+
+        kubernetes = config.cluster(cluster).kubernetes
+        assert kubernetes is not None
+        api = KubernetesApi.from_config(cluster, kubernetes)
+        granter = KubernetesCertificateGranter if kind == "certificate" else KubernetesRbacGranter
+        return granter(config, cluster, api)
+
+    return build
+
+
 def _backends() -> dict[str, GranterFactory]:
-    """Backend name → factory. Imported lazily so that one backend's libraries stay optional."""
-    return {}
+    """Backend name → factory; each imports its libraries only when a cluster uses it."""
+    return {"certificate": _kubernetes("certificate"), "rbac": _kubernetes("rbac")}
 
 
 def build_granters(settings: Settings, config: Config) -> dict[str, Granter]:
@@ -43,7 +61,10 @@ def build_granters(settings: Settings, config: Config) -> dict[str, Granter]:
                 f"{config.source}: clusters.{name}.backend: '{cluster.backend}' is not "
                 f"available in this version (available: {', '.join(sorted(factories)) or 'none'})"
             )
-        granters[name] = factory(settings, config, name)
+        try:
+            granters[name] = factory(settings, config, name)
+        except DomainError as error:
+            raise ConfigError(f"{config.source}: clusters.{name}: {error.message}") from None
     return granters
 
 

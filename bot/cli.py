@@ -185,6 +185,20 @@ def grants_revoke(request_id: int, reason: str) -> None:
         sys.exit(1)
 
 
+@grants.command("reconcile")
+@click.option("--fix", is_flag=True, help="Remove what no grant explains.")
+@_explained
+def grants_reconcile(fix: bool) -> None:
+    """Find bindings labelled as the bot's that no active grant explains."""
+    strays = grant_service.reconcile(_context(), fix=fix)
+    for stray in strays:
+        state = "removed" if stray.removed else "found"
+        click.echo(f"{state}: {stray.cluster} {stray.grant.describe()} "
+                   f"(User {stray.grant.subject}): {stray.why}")
+    click.echo(f"{len(strays)} stray{'s' if len(strays) != 1 else ''}"
+               + ("" if fix or not strays else "; run with --fix to remove them"))
+
+
 # --- audit --------------------------------------------------------------------------------
 
 

@@ -382,6 +382,7 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
                 break_glass=merged["break_glass"],
                 auto_approve_up_to=merged["auto_approve_up_to"],
                 self_extend=merged["self_extend"],
+                allow_own_csr=role.allow_own_csr,
                 namespaces=tuple(role.namespaces),
             )
         for role_name in cluster.roles:

@@ -29,6 +29,7 @@ def default_jobs(ctx: Context) -> list[Job]:
     sweep = ctx.config.file.schedules.expiry_sweep
     return [
         Job("expire", grants.expire_due, sweep),
+        Job("reconcile", grants.reconcile_and_fix, sweep * 10),
         Job("retry", grants.run_due, sweep),
         Job("timeout", requests.time_out_pending, sweep),
     ]

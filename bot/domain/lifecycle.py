@@ -154,6 +154,7 @@ def file_request(
     now: datetime,
     namespace: str | None = None,
     break_glass: bool = False,
+    user_csr: str | None = None,
 ) -> AccessRequest:
     """A new access request, approved at once where the policy says so.
 
@@ -161,6 +162,10 @@ def file_request(
     """
     duration = duration if duration is not None else policy.default_duration
     check_duration(policy, duration)
+    if user_csr and not policy.allow_own_csr:
+        raise PolicyViolation(
+            f"{policy.cluster}/{policy.role} issues its own keys: leave the CSR out."
+        )
     if break_glass and not policy.break_glass:
         raise PolicyViolation(
             f"{policy.cluster}/{policy.role} has no break-glass: ask for approval instead."
@@ -175,6 +180,7 @@ def file_request(
         subject=subject,
         created_at=now,
         break_glass=break_glass,
+        user_csr=user_csr or None,
     )
     if break_glass:
         _approve_by_policy(request, now, "break-glass: self-activated, flagged for review")

@@ -91,6 +91,8 @@ class AccessRequest:
     ended_by: str | None = None
     end_reason: str | None = None
     last_error: str | None = None
+    user_csr: str | None = None
+    """A CSR the requester pasted (roles with ``allow_own_csr``): public, so it may be stored."""
     approvals: list[Approval] = field(default_factory=list)
     backend_ref: dict[str, Any] = field(default_factory=dict)
     id: int | None = None

@@ -28,6 +28,7 @@ class RolePolicy:
     break_glass: bool = False
     auto_approve_up_to: timedelta | None = None
     self_extend: bool = False
+    allow_own_csr: bool = False
     namespaces: tuple[str, ...] = ()
     """Non-empty for a namespaced role: a request must name one of these namespaces."""
 

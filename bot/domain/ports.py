@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.domain.model import (
     AccessRequest,
@@ -47,6 +47,7 @@ class GrantSpec:
     namespace: str | None
     subject: str
     ends_at: datetime
+    user_csr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class Granter(Protocol):
         """The identity the grant will carry; :class:`PolicyViolation` when it cannot be found."""
         ...
 
+    def check_user_csr(self, csr_pem: str, subject: str) -> None:
+        """Refuse a pasted CSR unless it is valid for ``subject`` (certificate backend only)."""
+        ...
+
     def prepare(self, spec: GrantSpec) -> dict[str, Any]:
         """Read what exists before granting (recorded once, before the first attempt)."""
         ...
@@ -95,6 +100,28 @@ class Granter(Protocol):
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         """A line for people: what the backend holds for this grant."""
         ...
+
+
+@dataclass(frozen=True)
+class ManagedGrant:
+    """Something a backend holds that is labelled as the bot's, such as a RoleBinding."""
+
+    name: str
+    namespace: str | None
+    request_id: int | None
+    subject: str | None
+
+    def describe(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+@runtime_checkable
+class Reconcilable(Protocol):
+    """A backend that can list what it holds for the bot, to find what no grant explains."""
+
+    def managed(self) -> list[ManagedGrant]: ...
+
+    def remove(self, grant: ManagedGrant) -> None: ...
 
 
 # --- people -------------------------------------------------------------------------------
@@ -164,9 +191,9 @@ class RequestStore(Protocol):
         clusters: Sequence[str] | None = None,
         kind: Kind | None = None,
         parent_id: int | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
     ) -> list[AccessRequest]:
-        """Newest first."""
+        """Newest first; ``limit=None`` for all."""
         ...
 
     def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:

@@ -11,6 +11,7 @@ up after a limit, revocations never do.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from bot.domain import lifecycle
@@ -30,7 +31,15 @@ from bot.domain.model import (
     OperationState,
     State,
 )
-from bot.domain.ports import GrantResult, GrantSpec, Notice, NoticeKind, RequestStore
+from bot.domain.ports import (
+    GrantResult,
+    GrantSpec,
+    ManagedGrant,
+    Notice,
+    NoticeKind,
+    Reconcilable,
+    RequestStore,
+)
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,7 @@ def spec_for(request: AccessRequest, ends_at: datetime) -> GrantSpec:
         namespace=request.namespace,
         subject=request.subject,
         ends_at=ends_at,
+        user_csr=request.user_csr,
     )
 
 
@@ -109,6 +119,53 @@ def run_due(ctx: Context, limit: int = 100) -> int:
     with ctx.transaction() as store:
         due = store.due_operations(ctx.clock(), limit)
     return sum(1 for operation in due if run_operation(ctx, operation))
+
+
+@dataclass(frozen=True)
+class Stray:
+    cluster: str
+    grant: ManagedGrant
+    why: str
+    removed: bool
+
+
+def reconcile(ctx: Context, fix: bool = False) -> list[Stray]:
+    """Find what backends hold under the bot's label that no grant explains; remove it on
+    ``fix``. A grant being provisioned (approved) explains its bindings too."""
+    with ctx.transaction() as store:
+        live = {r.id: r for r in store.find(states=[State.ACTIVE, State.APPROVED],
+                                            kind=Kind.ACCESS, limit=None)}
+    strays: list[Stray] = []
+    for cluster, granter in ctx.granters.items():
+        if not isinstance(granter, Reconcilable):
+            continue
+        for held in granter.managed():
+            request = live.get(held.request_id) if held.request_id is not None else None
+            if request is None:
+                why = "no active grant has this request ID"
+            elif request.cluster != cluster:
+                why = f"request #{request.id} is for cluster {request.cluster}"
+            elif request.subject != held.subject:
+                why = f"request #{request.id} is for {request.subject}, not {held.subject}"
+            else:
+                continue
+            removed = False
+            if fix:
+                granter.remove(held)
+                removed = True
+                with ctx.transaction() as store:
+                    audit(store, ctx.clock(), "reconcile", "stray removed", None,
+                          cluster=cluster, binding=held.describe(), subject=held.subject,
+                          claimed_request=held.request_id, why=why)
+            log.warning("stray %s on %s (%s)%s", held.describe(), cluster, why,
+                        ": removed" if removed else "")
+            strays.append(Stray(cluster, held, why, removed))
+    return strays
+
+
+def reconcile_and_fix(ctx: Context) -> int:
+    """The scheduled form: remove strays, return how many."""
+    return len(reconcile(ctx, fix=True))
 
 
 def get(ctx: Context, request_id: int) -> AccessRequest:

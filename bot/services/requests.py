@@ -28,6 +28,7 @@ def file_request(
     reason: str = "",
     namespace: str | None = None,
     break_glass: bool = False,
+    user_csr: str | None = None,
 ) -> AccessRequest:
     """File a request; approvers hear of it, or the policy approves it at once."""
     policy = ctx.config.policy(cluster, role)
@@ -39,8 +40,10 @@ def file_request(
     now = ctx.clock()
     request = lifecycle.file_request(
         policy=policy, requester=requester, subject=subject, duration=duration, reason=reason,
-        now=now, namespace=namespace, break_glass=break_glass,
+        now=now, namespace=namespace, break_glass=break_glass, user_csr=user_csr,
     )
+    if request.user_csr:
+        granter.check_user_csr(request.user_csr, subject)
     with ctx.transaction() as store:
         lifecycle.check_no_duplicate(request, store.find(
             requester_id=user_id, states=[State.PENDING, State.APPROVED, State.ACTIVE],

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 12:18:45.356553
+Create Date: 2026-11-28 12:29:28.716541
 """
 
 from collections.abc import Sequence
@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("ended_by", sa.String(length=32), nullable=True),
         sa.Column("end_reason", sa.Text(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("user_csr", sa.Text(), nullable=True),
         sa.Column("backend_ref", sa.JSON(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(

@@ -53,6 +53,10 @@ class InMemoryGranter:
             if self.fail_next:
                 raise self.fail_next.pop(0)
 
+    def check_user_csr(self, csr_pem: str, subject: str) -> None:
+        if "BEGIN CERTIFICATE REQUEST" not in csr_pem:
+            raise PolicyViolation("not a CSR")
+
     def prepare(self, spec: GrantSpec) -> dict[str, Any]:
         self.calls["prepare"] += 1
         return {"existed": spec.request_id in self.active}

@@ -50,7 +50,8 @@ def manifest() -> dict[str, Any]:
 
 
 def called_methods() -> set[str]:
-    source = "\n".join(p.read_text() for p in (ROOT / "bot").rglob("*.py"))
+    slack_code = ROOT / "bot" / "adapters" / "slack"
+    source = "\n".join(p.read_text() for p in slack_code.rglob("*.py"))
     return set(re.findall(r"client\.([a-z]+_[A-Za-z_0-9]+)\(", source))
 
 

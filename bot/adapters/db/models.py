@@ -85,6 +85,7 @@ class RequestRow(Base):
     ended_by: Mapped[str | None] = mapped_column(String(32))
     end_reason: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
+    user_csr: Mapped[str | None] = mapped_column(Text)
     backend_ref: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=0)
 

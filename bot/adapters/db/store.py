@@ -96,6 +96,7 @@ def _to_request(row: RequestRow) -> AccessRequest:
         ended_by=row.ended_by,
         end_reason=row.end_reason,
         last_error=row.last_error,
+        user_csr=row.user_csr,
         backend_ref=dict(row.backend_ref or {}),
         approvals=[
             Approval(a.approver_id, Decision(a.decision), a.decided_at, a.comment)
@@ -126,6 +127,7 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
     row.ended_by = request.ended_by
     row.end_reason = request.end_reason
     row.last_error = request.last_error
+    row.user_csr = request.user_csr
     row.backend_ref = dict(request.backend_ref)
     for approval in request.approvals[len(row.approvals):]:
         row.approvals.append(
@@ -205,7 +207,7 @@ class SqlAlchemyRequestStore:
         clusters: Sequence[str] | None = None,
         kind: Kind | None = None,
         parent_id: int | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
     ) -> list[AccessRequest]:
         query = select(RequestRow)
         if requester_id is not None:
@@ -218,7 +220,9 @@ class SqlAlchemyRequestStore:
             query = query.where(RequestRow.kind == kind.value)
         if parent_id is not None:
             query = query.where(RequestRow.parent_id == parent_id)
-        query = query.order_by(RequestRow.created_at.desc(), RequestRow.id.desc()).limit(limit)
+        query = query.order_by(RequestRow.created_at.desc(), RequestRow.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
         return [_to_request(row) for row in self.session.scalars(query)]
 
     def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:

@@ -336,6 +336,13 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
                                  {"type": "plain_text_input", "action_id": "reason",
                                   "multiline": True, "initial_value": prefill.get("reason", "")},
                                  optional=not policy.require_reason))
+            if policy.allow_own_csr:
+                blocks.append(_input(
+                    "csr", "Your own CSR (optional)",
+                    {"type": "plain_text_input", "action_id": "csr", "multiline": True},
+                    optional=True,
+                    hint="Paste a PEM CSR with CN set to your Kubernetes username and no O to "
+                         "keep your private key to yourself; leave empty to get a new key."))
     return {
         "type": "modal",
         "callback_id": REQUEST_MODAL,

@@ -285,7 +285,8 @@ class Listeners:
             filed = requests.file_request(
                 self.ctx, user_id, values["cluster"], values["role"],
                 duration=parse_duration(values["duration"]), reason=values.get("reason", ""),
-                namespace=values.get("namespace"), break_glass=bool(meta.get("break_glass")))
+                namespace=values.get("namespace"), break_glass=bool(meta.get("break_glass")),
+                user_csr=values.get("csr") or None)
             return _reply(blocks.filed_message(filed, self._missing(filed)))
 
         self._tell(client, body, None, self._run(user_id, act))

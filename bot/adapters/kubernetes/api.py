@@ -1,0 +1,108 @@
+"""The Kubernetes API as the bot uses it: JSON in, JSON out, errors with meaning.
+
+The official client supplies the connection (kubeconfig or in-cluster credentials, TLS, auth);
+this module sends plain JSON bodies through it so that the wire format is exactly the API's,
+and translates every failure: 5xx, 429, timeouts and connection errors are temporary; 401, 403
+and validation errors are permanent, with a message that tells the operator what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from bot.config import KubernetesClusterConfig
+from bot.domain.errors import PermanentBackendError, TemporaryBackendError
+
+log = logging.getLogger(__name__)
+
+
+class Missing(Exception):
+    """404: the object is not there."""
+
+
+class Conflict(Exception):
+    """409: an object of that name exists already."""
+
+
+class KubernetesApi:
+    def __init__(self, cluster: str, api_client: Any, timeout: float = 15) -> None:
+        self.cluster = cluster
+        self._client = api_client
+        self._timeout = timeout
+
+    @classmethod
+    def from_config(cls, cluster: str, settings: KubernetesClusterConfig) -> KubernetesApi:
+        """Credentials from a kubeconfig (and context) or the pod's service account."""
+        configuration = k8s.Configuration()
+        try:
+            if settings.in_cluster:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            else:
+                k8s_config.load_kube_config(config_file=settings.kubeconfig,
+                                            context=settings.context,
+                                            client_configuration=configuration,
+                                            persist_config=False)
+        except (k8s_config.ConfigException, OSError, ValueError) as error:
+            source = "the in-cluster service account" if settings.in_cluster \
+                else f"kubeconfig {settings.kubeconfig}"
+            raise PermanentBackendError(
+                f"cluster {cluster}: cannot load {source}: {error}") from None
+        return cls(cluster, k8s.ApiClient(configuration))
+
+    @property
+    def ca_file(self) -> str | None:
+        ca: str | None = self._client.configuration.ssl_ca_cert
+        return ca
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                query: dict[str, str] | None = None) -> dict[str, Any]:
+        """Send one request; the parsed JSON answer, or :class:`Missing`/:class:`Conflict`."""
+        serialized = self._client.param_serialize(
+            method, path, query_params=list((query or {}).items()),
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=body, auth_settings=["BearerToken"])
+        try:
+            response = self._client.call_api(*serialized[:5], _request_timeout=self._timeout)
+            response.read()
+        except ApiException as error:  # TLS failures arrive as status 0
+            raise TemporaryBackendError(
+                f"cluster {self.cluster}: cannot reach the API server: {error.reason}") from None
+        except urllib3.exceptions.HTTPError as error:
+            raise TemporaryBackendError(
+                f"cluster {self.cluster}: API server unreachable or too slow: "
+                f"{type(error).__name__}") from None
+        status = response.status
+        try:
+            payload: dict[str, Any] = json.loads(response.data or b"{}")
+        except ValueError:
+            payload = {"message": (response.data or b"")[:200].decode(errors="replace")}
+        if 200 <= status < 300:
+            return payload
+        message = payload.get("message") or response.reason or f"HTTP {status}"
+        if status == 404:
+            raise Missing(message)
+        if status == 409:
+            raise Conflict(message)
+        if status == 401:
+            raise PermanentBackendError(
+                f"cluster {self.cluster}: the API server rejected the bot's credentials (401); "
+                "check its kubeconfig or service account token.")
+        if status == 403:
+            raise PermanentBackendError(
+                f"cluster {self.cluster}: the bot lacks rights: {message}. Give its account "
+                "the RBAC listed in the README (certificate backend).")
+        if status == 429 or status >= 500:
+            raise TemporaryBackendError(f"cluster {self.cluster}: API server answered {status}: "
+                                        f"{message}")
+        raise PermanentBackendError(f"cluster {self.cluster}: API server refused ({status}): "
+                                    f"{message}")
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,511 @@
+"""A local TLS server that speaks the part of the Kubernetes API the bot and kubectl use.
+
+Mutual TLS against a test CA: the client certificate's CN is the user and its O the groups.
+Every request is authorized by the stored RBAC (ClusterRoles, Roles and their bindings), with
+the API's own checks: ``bind`` on the role a binding grants, ``approve`` on the signer for CSR
+approval. Approved CSRs for ``kubernetes.io/kube-apiserver-client`` are signed with the test CA,
+honouring ``expirationSeconds``. Errors are ``Status`` objects like the API server sends. Faults
+(5xx, hangs, a signer that never signs) can be switched on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tests.fakes.pki import TestCA
+
+RBAC = "rbac.authorization.k8s.io"
+CERTS = "certificates.k8s.io"
+SIGNER = "kubernetes.io/kube-apiserver-client"
+
+BUILTIN_CLUSTER_ROLES: dict[str, list[dict[str, Any]]] = {
+    "view": [{"apiGroups": ["", "apps"], "resources": ["pods", "services", "configmaps",
+                                                       "deployments", "namespaces"],
+              "verbs": ["get", "list", "watch"]}],
+    "edit": [{"apiGroups": ["", "apps"], "resources": ["pods", "services", "configmaps",
+                                                       "deployments", "secrets"],
+              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
+    "cluster-admin": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+}
+
+# What the README tells operators to give the bot's own account: tests install exactly this.
+BOT_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [CERTS], "resources": ["certificatesigningrequests"],
+     "verbs": ["create", "get", "list", "watch"]},
+    {"apiGroups": [CERTS], "resources": ["certificatesigningrequests/approval"],
+     "verbs": ["update"]},
+    {"apiGroups": [CERTS], "resources": ["signers"], "resourceNames": [SIGNER],
+     "verbs": ["approve"]},
+    {"apiGroups": [RBAC], "resources": ["clusterrolebindings", "rolebindings"],
+     "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [RBAC], "resources": ["clusterroles", "roles"], "verbs": ["bind"],
+     "resourceNames": ["view", "edit", "cluster-admin"]},
+]
+
+DISCOVERY: dict[str, list[tuple[str, bool, list[str]]]] = {
+    "v1": [("pods", True, ["get", "list", "create", "delete"]),
+           ("services", True, ["get", "list"]), ("configmaps", True, ["get", "list"]),
+           ("secrets", True, ["get", "list"]), ("namespaces", False, ["get", "list"])],
+    "apps/v1": [("deployments", True, ["get", "list", "create", "update", "delete"])],
+    f"{RBAC}/v1": [("clusterroles", False, ["get", "list"]), ("roles", True, ["get", "list"]),
+                   ("clusterrolebindings", False, ["create", "get", "list", "delete"]),
+                   ("rolebindings", True, ["create", "get", "list", "delete"])],
+    f"{CERTS}/v1": [("certificatesigningrequests", False, ["create", "get", "list"])],
+    "authentication.k8s.io/v1": [("selfsubjectreviews", False, ["create"])],
+    "authorization.k8s.io/v1": [("selfsubjectaccessreviews", False, ["create"])],
+}
+
+
+@dataclass
+class User:
+    name: str
+    groups: list[str]
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+@dataclass
+class FakeKubernetes:
+    folder: Path
+    superusers: set[str] = field(default_factory=lambda: {"admin"})
+    namespaces: set[str] = field(default_factory=lambda: {"default", "shop", "payments"})
+    signing: bool = True
+    fail_next: list[int] = field(default_factory=list)
+    hang_next: int = 0
+    hang_seconds: float = 3.0
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    """(user, method, path) of every request, in order."""
+
+    def __post_init__(self) -> None:
+        self.ca = TestCA()
+        self.lock = threading.RLock()
+        self.csrs: dict[str, dict[str, Any]] = {}
+        self.cluster_roles = {name: {"metadata": {"name": name}, "rules": rules}
+                              for name, rules in BUILTIN_CLUSTER_ROLES.items()}
+        self.roles: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cluster_role_bindings: dict[str, dict[str, Any]] = {}
+        self.role_bindings: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ca_path = self.folder / "ca.crt"
+        self.ca_path.write_bytes(self.ca.pem)
+        cert, key = self.ca.write(self.folder, "server", "kube-apiserver", server=True)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(self.ca_path)
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.tls = context
+        self._server = _TLSServer(("127.0.0.1", 0), _handler(self), context)
+        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    def start(self) -> FakeKubernetes:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- setting up ---------------------------------------------------------------------
+
+    def kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = (),
+                   certificate: bytes | None = None, key: bytes | None = None) -> Path:
+        """A kubeconfig for ``user`` (a fresh client certificate unless one is given)."""
+        if certificate is None or key is None:
+            certificate, key = self.ca.issue(user, groups)
+        path = self.folder / f"{name}.kubeconfig"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {
+                "server": self.url,
+                "certificate-authority-data": base64.b64encode(self.ca.pem).decode()}}],
+            "users": [{"name": user, "user": {
+                "client-certificate-data": base64.b64encode(certificate).decode(),
+                "client-key-data": base64.b64encode(key).decode()}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": user}}],
+            "current-context": "fake",
+        }))
+        return path
+
+    def allow_bot(self, user: str = "k8s-access-bot",
+                  rules: list[dict[str, Any]] | None = None) -> None:
+        """Give the bot's account the README's RBAC (or other ``rules``)."""
+        with self.lock:
+            self.cluster_roles["k8s-access-bot"] = {"metadata": {"name": "k8s-access-bot"},
+                                                    "rules": rules or BOT_RULES}
+            self.cluster_role_bindings["k8s-access-bot"] = {
+                "metadata": {"name": "k8s-access-bot"},
+                "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "k8s-access-bot"},
+                "subjects": [{"kind": "User", "apiGroup": RBAC, "name": user}]}
+
+    # --- authorization ------------------------------------------------------------------
+
+    def _rules_for(self, user: User, namespace: str | None) -> list[dict[str, Any]]:
+        def matches(subjects: list[dict[str, Any]]) -> bool:
+            return any((s.get("kind") == "User" and s.get("name") == user.name)
+                       or (s.get("kind") == "Group" and s.get("name") in user.groups)
+                       for s in subjects or [])
+
+        rules: list[dict[str, Any]] = []
+        for binding in self.cluster_role_bindings.values():
+            if matches(binding.get("subjects")):
+                rules += self.cluster_roles.get(binding["roleRef"]["name"], {}).get("rules", [])
+        if namespace is not None:
+            for (ns, _), binding in self.role_bindings.items():
+                if ns != namespace or not matches(binding.get("subjects")):
+                    continue
+                ref = binding["roleRef"]
+                role = self.cluster_roles.get(ref["name"]) if ref["kind"] == "ClusterRole" \
+                    else self.roles.get((ns, ref["name"]))
+                rules += (role or {}).get("rules", [])
+        return rules
+
+    def allowed(self, user: User, verb: str, group: str, resource: str,
+                namespace: str | None = None, name: str | None = None) -> bool:
+        if user.name in self.superusers or "system:masters" in user.groups:
+            return True
+        with self.lock:
+            for rule in self._rules_for(user, namespace):
+                if not ({"*", verb} & set(rule.get("verbs", []))):
+                    continue
+                if not ({"*", group} & set(rule.get("apiGroups", []))):
+                    continue
+                if not ({"*", resource} & set(rule.get("resources", []))):
+                    continue
+                names = rule.get("resourceNames") or []
+                if names and name not in names:
+                    continue
+                return True
+        return False
+
+    # --- signing ------------------------------------------------------------------------
+
+    def _sign(self, csr_object: dict[str, Any]) -> None:
+        spec = csr_object["spec"]
+        request = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
+        seconds = spec.get("expirationSeconds") or 3600
+        now = datetime.now(UTC)
+        pem = self.ca.sign(request.subject, request.public_key(), now + timedelta(seconds=seconds),
+                           not_before=now - timedelta(minutes=5))
+        csr_object.setdefault("status", {})["certificate"] = base64.b64encode(pem).decode()
+
+    # --- the API ------------------------------------------------------------------------
+
+    def handle(self, user: User, method: str, path: str, query: dict[str, str],
+               body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.requests.append((user.name, method, path))
+            if self.fail_next:
+                code = self.fail_next.pop(0)
+                return code, _status(code, "InternalError", "etcdserver: request timed out")
+        if path in ("/version", "/version/"):
+            return 200, {"major": "1", "minor": "37", "gitVersion": "v1.37.0"}
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"],
+                         "serverAddressByClientCIDRs": []}
+        if path == "/apis":
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": gv.split("/")[0], "versions": [{"groupVersion": gv,
+                                                         "version": gv.split("/")[1]}],
+                 "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}}
+                for gv in DISCOVERY if "/" in gv]}
+        for group_version, resources in DISCOVERY.items():
+            prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+            if path == prefix:
+                return 200, {"kind": "APIResourceList", "apiVersion": "v1",
+                             "groupVersion": group_version, "resources": [
+                                 {"name": r, "singularName": r.rstrip("s"), "namespaced": ns,
+                                  "kind": r.capitalize(), "verbs": verbs}
+                                 for r, ns, verbs in resources]}
+        with self.lock:
+            return self._resource(user, method, path, query, body)
+
+    def _forbidden(self, user: User, verb: str, group: str, resource: str,
+                   namespace: str | None) -> tuple[int, dict[str, Any]]:
+        where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+        qualified = f"{resource}.{group}" if group else resource
+        return 403, _status(403, "Forbidden",
+                            f'{qualified} is forbidden: User "{user.name}" cannot {verb} resource '
+                            f'"{resource}" in API group "{group}" {where}')
+
+    def _resource(self, user: User, method: str, path: str, query: dict[str, str],
+                  body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        if path == "/apis/authentication.k8s.io/v1/selfsubjectreviews" and method == "POST":
+            return 201, {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                         "metadata": {}, "status": {"userInfo": {
+                             "username": user.name, "groups": [*user.groups,
+                                                                 "system:authenticated"]}}}
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
+            assert body is not None
+            attributes = body["spec"].get("resourceAttributes") or {}
+            allowed = self.allowed(user, attributes.get("verb", ""), attributes.get("group", ""),
+                                   attributes.get("resource", "") + (
+                                       "/" + attributes["subresource"]
+                                       if attributes.get("subresource") else ""),
+                                   attributes.get("namespace") or None, attributes.get("name"))
+            return 201, {**body, "status": {"allowed": allowed}}
+        match = re.fullmatch(rf"/apis/{CERTS}/v1/certificatesigningrequests(?:/([^/]+))?"
+                             r"(?:/(approval|status))?", path)
+        if match:
+            return self._csr(user, method, match.group(1), match.group(2), body)
+        match = re.fullmatch(rf"/apis/{RBAC}/v1(?:/namespaces/([^/]+))?/"
+                             r"(clusterrolebindings|rolebindings)(?:/([^/]+))?", path)
+        if match:
+            return self._binding(user, method, match.group(1), match.group(2), match.group(3),
+                                 query, body)
+        return 404, _status(404, "NotFound", "the server could not find the requested resource")
+
+    def _csr(self, user: User, method: str, name: str | None, sub: str | None,
+             body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        resource = "certificatesigningrequests" + (f"/{sub}" if sub else "")
+        verb = {"POST": "create", "GET": "get" if name else "list", "PUT": "update",
+                "DELETE": "delete"}[method]
+        if not self.allowed(user, verb, CERTS, resource, None, name):
+            return self._forbidden(user, verb, CERTS, resource, None)
+        if method == "POST":
+            assert body is not None
+            new_name = body["metadata"]["name"]
+            if new_name in self.csrs:
+                return 409, _status(409, "AlreadyExists",
+                                    f'certificatesigningrequests.{CERTS} "{new_name}" '
+                                    "already exists")
+            if (body["spec"].get("expirationSeconds") or 600) < 600:
+                return 422, _status(422, "Invalid", "spec.expirationSeconds: Invalid value: "
+                                    "may not specify a duration less than 600 seconds (10m0s)")
+            stored = {**body, "status": {}}
+            stored["metadata"]["creationTimestamp"] = datetime.now(UTC).isoformat()
+            self.csrs[new_name] = stored
+            return 201, stored
+        if name is None:
+            return 200, {"kind": "CertificateSigningRequestList",
+                         "items": list(self.csrs.values())}
+        if name not in self.csrs:
+            return 404, _status(404, "NotFound",
+                                f'certificatesigningrequests.{CERTS} "{name}" not found')
+        stored = self.csrs[name]
+        if method == "GET":
+            return 200, stored
+        if method == "PUT" and sub == "approval":
+            assert body is not None
+            signer = stored["spec"]["signerName"]
+            if not self.allowed(user, "approve", CERTS, "signers", None, signer):
+                return 403, _status(403, "Forbidden",
+                                    f'certificatesigningrequests.{CERTS} "{name}" is forbidden: '
+                                    f'user not permitted to approve requests with signerName '
+                                    f'"{signer}"')
+            stored["status"]["conditions"] = body.get("status", {}).get("conditions", [])
+            approved = any(c.get("type") == "Approved" for c in stored["status"]["conditions"])
+            if approved and self.signing and signer == SIGNER:
+                self._sign(stored)
+            return 200, stored
+        if method == "DELETE":
+            del self.csrs[name]
+            return 200, _status(200, "", "") | {"status": "Success"}
+        return 405, _status(405, "MethodNotAllowed", "method not allowed")
+
+    def _binding(self, user: User, method: str, namespace: str | None, plural: str,
+                 name: str | None, query: dict[str, str],
+                 body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        cluster_scoped = plural == "clusterrolebindings"
+        verb = {"POST": "create", "GET": "get" if name else "list", "DELETE": "delete",
+                "PUT": "update"}[method]
+        if not self.allowed(user, verb, RBAC, plural, namespace, name):
+            return self._forbidden(user, verb, RBAC, plural, namespace)
+        if cluster_scoped:
+            store: dict[Any, dict[str, Any]] = self.cluster_role_bindings
+        else:
+            store = self.role_bindings
+        kind = "ClusterRoleBinding" if cluster_scoped else "RoleBinding"
+        if method == "GET" and name is None:
+            selector = query.get("labelSelector", "")
+            items = [b for key, b in store.items()
+                     if cluster_scoped or namespace is None or key[0] == namespace]
+            if selector:
+                label, _, value = selector.partition("=")
+                items = [b for b in items
+                         if (b["metadata"].get("labels") or {}).get(label) == value]
+            return 200, {"kind": f"{kind}List", "apiVersion": f"{RBAC}/v1", "items": items}
+        if method == "POST":
+            assert body is not None
+            new_name = body["metadata"]["name"]
+            key: Any = new_name if cluster_scoped else (namespace, new_name)
+            if not cluster_scoped and namespace not in self.namespaces:
+                return 404, _status(404, "NotFound", f'namespaces "{namespace}" not found')
+            ref = body["roleRef"]
+            role_resource = "clusterroles" if ref["kind"] == "ClusterRole" else "roles"
+            role_namespace = None if ref["kind"] == "ClusterRole" else namespace
+            if not self.allowed(user, "bind", RBAC, role_resource, role_namespace, ref["name"]):
+                return 403, _status(403, "Forbidden",
+                                    f'{plural}.{RBAC} "{new_name}" is forbidden: user '
+                                    f'"{user.name}" is attempting to grant RBAC permissions not '
+                                    f'currently held (no bind permission on {ref["kind"]} '
+                                    f'{ref["name"]})')
+            if key in store:
+                return 409, _status(409, "AlreadyExists",
+                                    f'{plural}.{RBAC} "{new_name}" already exists')
+            stored = json.loads(json.dumps(body))
+            if not cluster_scoped:
+                stored["metadata"]["namespace"] = namespace
+            store[key] = stored
+            return 201, stored
+        key = name if cluster_scoped else (namespace, name)
+        if key not in store:
+            return 404, _status(404, "NotFound", f'{plural}.{RBAC} "{name}" not found')
+        if method == "GET":
+            return 200, store[key]
+        if method == "DELETE":
+            del store[key]
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        return 405, _status(405, "MethodNotAllowed", "method not allowed")
+
+
+class _TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """The TLS handshake happens in the request's own thread, so a bad client blocks
+        nobody."""
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(tls, client_address)
+
+
+def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _user(self) -> User:
+            certificate = self.connection.getpeercert()  # type: ignore[attr-defined]
+            name, groups = "", []
+            for rdn in certificate.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        name = value
+                    elif key == "organizationName":
+                        groups.append(value)
+            return User(name, groups)
+
+        def _serve(self) -> None:
+            url = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            content_type = self.headers.get("Content-Type", "")
+            if raw and "protobuf" in content_type:
+                body = _from_protobuf(url.path, raw)  # kubectl sends auth reviews as protobuf
+            else:
+                body = json.loads(raw) if raw else None
+            with kube.lock:
+                hang = kube.hang_next > 0
+                if hang:
+                    kube.hang_next -= 1
+            if hang:
+                time.sleep(kube.hang_seconds)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            status, payload = kube.handle(self._user(), self.command, url.path, query, body)
+            self._reply(status, payload)
+
+        def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    return Handler
+
+
+def subject_of(pem: bytes) -> tuple[str, list[str]]:
+    certificate = x509.load_pem_x509_certificate(pem)
+    names = certificate.subject
+    return (str(names.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value),
+            [str(a.value) for a in names.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)])
+
+
+# --- the little protobuf kubectl speaks to the review APIs ---------------------------------
+
+
+def _fields(data: bytes) -> dict[int, list[bytes | int]]:
+    """Decode one protobuf message into field number → values (varints and byte strings)."""
+    fields: dict[int, list[bytes | int]] = {}
+    index = 0
+
+    def varint() -> int:
+        nonlocal index
+        shift = result = 0
+        while True:
+            byte = data[index]
+            index += 1
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result
+            shift += 7
+
+    while index < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields.setdefault(number, []).append(varint())
+        elif wire == 2:
+            length = varint()
+            fields.setdefault(number, []).append(data[index:index + length])
+            index += length
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return fields
+
+
+def _string(fields: dict[int, list[bytes | int]], number: int) -> str:
+    value = fields.get(number, [b""])[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _from_protobuf(path: str, raw: bytes) -> dict[str, Any] | None:
+    """The JSON form of a SelfSubjectAccessReview (or an empty SelfSubjectReview) sent in the
+    ``k8s\\0`` protobuf envelope (runtime.Unknown)."""
+    if not raw.startswith(b"k8s\x00"):
+        raise ValueError("not a Kubernetes protobuf envelope")
+    if path.endswith("/selfsubjectreviews"):
+        return None
+    unknown = _fields(raw[4:])
+    review = _fields(unknown[2][0])  # type: ignore[arg-type]
+    spec = _fields(review.get(2, [b""])[0])  # type: ignore[arg-type]
+    attributes = _fields(spec.get(1, [b""])[0])  # type: ignore[arg-type]
+    names = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource",
+             6: "subresource", 7: "name"}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {key: _string(attributes, number)
+                                            for number, key in names.items()}}}

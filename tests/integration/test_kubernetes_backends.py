@@ -1,0 +1,368 @@
+"""The certificate and rbac backends against a local TLS Kubernetes API server, proven with the
+real kubectl: after a grant the issued kubeconfig works, after revocation it authorizes nothing."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import Engine, MetaData, select
+
+from bot.adapters.kubernetes.api import KubernetesApi
+from bot.adapters.kubernetes.granters import KubernetesCertificateGranter, KubernetesRbacGranter
+from bot.app import build_context
+from bot.config import Config, Settings, parse_config
+from bot.domain.errors import InvalidInput, PolicyViolation
+from bot.domain.model import State
+from bot.domain.ports import Granter, NoticeKind
+from bot.services import grants, requests
+from bot.services.context import Context, RetryPolicy
+from tests.conftest import ALICE, BOB, CAROL
+from tests.fakes.kubernetes import BOT_RULES, FakeKubernetes
+from tests.fakes.ports import RecordingNotifier, StaticDirectory
+
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[FakeKubernetes]:
+    server = FakeKubernetes(tmp_path).start()
+    server.allow_bot()
+    yield server
+    server.stop()
+
+
+def cluster_config(kube: FakeKubernetes, backend: str) -> dict[str, Any]:
+    bot_kubeconfig = str(kube.kubeconfig("bot", "k8s-access-bot"))
+    return {
+        "backend": backend,
+        "kubernetes": {"server": kube.url, "kubeconfig": bot_kubeconfig,
+                       "username_template": "{email}" if backend == "certificate"
+                       else "oidc:{email}",
+                       "csr_timeout": timedelta(seconds=2)},
+        "approvers": [BOB, CAROL],
+        "roles": {
+            "view": {"cluster_role": "view"},
+            "deploy": {"role": "edit", "role_kind": "ClusterRole",
+                       "namespaces": ["shop", "payments"],
+                       "allow_own_csr": backend == "certificate"},
+            "admin": {"cluster_role": "cluster-admin"},
+        },
+    }
+
+
+@pytest.fixture
+def k8s_config(kube: FakeKubernetes) -> Config:
+    return parse_config({"clusters": {"prod": cluster_config(kube, "certificate"),
+                                      "oidc": cluster_config(kube, "rbac")}},
+                        Path("k8s.yaml"))
+
+
+def granters_for(config: Config, timeout: float = 5) -> dict[str, Granter]:
+    made: dict[str, Granter] = {}
+    for name, cls in (("prod", KubernetesCertificateGranter), ("oidc", KubernetesRbacGranter)):
+        settings = config.cluster(name).kubernetes
+        assert settings is not None
+        api = KubernetesApi.from_config(name, settings)
+        made[name] = cls(config, name, KubernetesApi(name, api._client, timeout=timeout))
+    return made
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def kctx(engine: Engine, k8s_config: Config, notifier: RecordingNotifier,
+         directory: StaticDirectory) -> Context:
+    context = build_context(Settings(), k8s_config, engine=engine,
+                            granters=granters_for(k8s_config), notifier=notifier,
+                            directory=directory)
+    return dataclasses.replace(context, retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
+
+
+def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def issued_kubeconfig(notifier: RecordingNotifier, folder: Path, request_id: int) -> Path:
+    delivered = [n.delivery for n in notifier.notices
+                 if n.kind is NoticeKind.ACTIVE and n.request.id == request_id]
+    assert delivered and delivered[0] is not None and delivered[0].content is not None
+    path = folder / f"issued-{request_id}.kubeconfig"
+    path.write_bytes(delivered[0].content)
+    return path
+
+
+def grant(ctx: Context, cluster: str, role: str, namespace: str | None = None,
+          duration: timedelta = H) -> int:
+    request = requests.file_request(ctx, ALICE, cluster, role, duration=duration,
+                                    reason="incident", namespace=namespace)
+    assert request.id is not None
+    requests.approve(ctx, request.id, BOB)
+    return request.id
+
+
+def test_certificate_grant_works_with_kubectl_and_revocation_ends_it(
+        kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier, tmp_path: Path) -> None:
+    request_id = grant(kctx, "prod", "view")
+    granted = grants.get(kctx, request_id)
+    assert granted.state is State.ACTIVE
+    kubeconfig = issued_kubeconfig(notifier, tmp_path, request_id)
+
+    whoami = kubectl(kubeconfig, "auth", "whoami")
+    assert whoami.returncode == 0, whoami.stderr
+    assert "u0alice01@example.com" in whoami.stdout
+    assert kubectl(kubeconfig, "auth", "can-i", "get", "pods").stdout.strip() == "yes"
+    assert kubectl(kubeconfig, "auth", "can-i", "delete", "pods").stdout.strip() == "no"
+
+    binding = kube.cluster_role_bindings[f"k8s-access-{request_id}"]
+    assert binding["subjects"] == [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
+                                    "name": "u0alice01@example.com"}]
+    assert binding["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "k8s-access-bot"}
+    assert binding["metadata"]["annotations"]["k8s-access-bot/request-id"] == str(request_id)
+    csr = next(iter(kube.csrs.values()))
+    assert csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client"
+    assert csr["spec"]["usages"] == ["client auth"]
+    assert 3590 <= csr["spec"]["expirationSeconds"] <= 3600
+
+    grants.revoke(kctx, request_id, ALICE, "done")
+    assert grants.get(kctx, request_id).state is State.REVOKED
+    assert f"k8s-access-{request_id}" not in kube.cluster_role_bindings
+    assert kubectl(kubeconfig, "auth", "can-i", "get", "pods").stdout.strip() == "no"
+    assert kubectl(kubeconfig, "auth", "whoami").returncode == 0  # still authenticates
+    # Revoking twice is harmless in the backend: the binding is gone, which counts as revoked.
+    kctx.granter("prod").revoke(grants.spec_for(granted, datetime.now(UTC)), granted.backend_ref)
+
+
+def test_issued_certificate(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
+                            tmp_path: Path) -> None:
+    request_id = grant(kctx, "prod", "view", duration=2 * H)
+    document = yaml.safe_load(issued_kubeconfig(notifier, tmp_path, request_id).read_text())
+    user = document["users"][0]["user"]
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(
+        user["client-certificate-data"]))
+    certificate.verify_directly_issued_by(kube.ca.certificate)
+    assert certificate.subject.rfc4514_string() == "CN=u0alice01@example.com"
+    assert not certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    ends_at = grants.get(kctx, request_id).ends_at
+    assert ends_at is not None
+    assert abs(certificate.not_valid_after_utc - ends_at) < timedelta(minutes=1)
+    key = serialization.load_pem_private_key(base64.b64decode(user["client-key-data"]), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert document["clusters"][0]["cluster"]["server"] == kube.url
+    assert base64.b64decode(document["clusters"][0]["cluster"]["certificate-authority-data"]) \
+        == kube.ca.pem
+    assert document["current-context"] == "prod"
+
+
+def test_no_key_material_in_the_database_or_logs(kctx: Context, engine: Engine,
+                                                 notifier: RecordingNotifier, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    request_id = grant(kctx, "prod", "view")
+    key_b64 = yaml.safe_load(issued_kubeconfig(notifier, tmp_path, request_id).read_text())[
+        "users"][0]["user"]["client-key-data"]
+    key_pem = base64.b64decode(key_b64).decode()
+    key_body = "".join(key_pem.splitlines()[1:-1])
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as connection:
+        dump = "\n".join(str(row) for table in metadata.sorted_tables
+                         for row in connection.execute(select(table)))
+    assert f"k8s-access-{request_id}" in dump  # the scan does see the grant's rows
+    for haystack in (dump, caplog.text):
+        assert "PRIVATE KEY" not in haystack
+        assert key_body[:40] not in haystack and key_b64[:40] not in haystack
+
+
+def test_namespaced_role(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
+                         tmp_path: Path) -> None:
+    request_id = grant(kctx, "prod", "deploy", namespace="shop")
+    kubeconfig = issued_kubeconfig(notifier, tmp_path, request_id)
+    assert ("shop", f"k8s-access-{request_id}") in kube.role_bindings
+    assert kubectl(kubeconfig, "auth", "can-i", "delete", "pods", "-n", "shop").stdout.strip() \
+        == "yes"
+    assert kubectl(kubeconfig, "auth", "can-i", "get", "pods", "-n", "payments").stdout.strip() \
+        == "no"
+
+
+def test_api_server_failure_is_retried(kctx: Context, kube: FakeKubernetes) -> None:
+    kube.fail_next = [500]
+    request = requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert request.id is not None
+    waiting = requests.approve(kctx, request.id, BOB)
+    assert waiting.state is State.APPROVED
+    assert "API server answered 500" in (waiting.last_error or "")
+    assert grants.run_due(kctx) == 1
+    assert grants.get(kctx, request.id).state is State.ACTIVE
+
+
+def test_api_server_hanging_is_retried(engine: Engine, k8s_config: Config,
+                                       kube: FakeKubernetes, directory: StaticDirectory) -> None:
+    ctx = dataclasses.replace(
+        build_context(Settings(), k8s_config, engine=engine,
+                      granters=granters_for(k8s_config, timeout=0.5),
+                      notifier=RecordingNotifier(), directory=directory),
+        retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
+    kube.hang_next, kube.hang_seconds = 1, 2.0
+    request = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert request.id is not None
+    waiting = requests.approve(ctx, request.id, BOB)
+    assert waiting.state is State.APPROVED
+    assert "unreachable or too slow" in (waiting.last_error or "")
+    grants.run_due(ctx)
+    assert grants.get(ctx, request.id).state is State.ACTIVE
+
+
+def test_unsigned_csr_fails_for_good(kctx: Context, kube: FakeKubernetes,
+                                     notifier: RecordingNotifier) -> None:
+    kube.signing = False
+    request = requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert request.id is not None
+    failed = requests.approve(kctx, request.id, BOB)
+    assert failed.state is State.FAILED
+    assert "approved but not signed within 2s" in (failed.end_reason or "")
+    assert NoticeKind.FAILED in notifier.kinds(request.id)
+    assert not kube.cluster_role_bindings.keys() - {"k8s-access-bot"}
+
+
+@pytest.mark.parametrize(("missing", "says"), [
+    ("bind", "no bind permission on ClusterRole cluster-admin"),
+    ("approve", "user not permitted to approve requests with signerName"),
+])
+def test_missing_rights_fail_with_an_operator_message(kctx: Context, kube: FakeKubernetes,
+                                                      missing: str, says: str) -> None:
+    rules = copy.deepcopy(BOT_RULES)
+    rules = [r for r in rules if missing not in r["verbs"]] if missing == "approve" else [
+        {**r, "resourceNames": ["view", "edit"]} if "bind" in r["verbs"] else r for r in rules]
+    kube.allow_bot(rules=rules)
+    request = requests.file_request(kctx, ALICE, "prod", "admin", duration=H, reason="x")
+    assert request.id is not None
+    failed = requests.approve(kctx, request.id, BOB)
+    assert failed.state is State.FAILED
+    assert "the bot lacks rights" in (failed.end_reason or "")
+    assert says in (failed.end_reason or "")
+
+
+def make_csr(common_name: str, organizations: tuple[str, ...] = ()) -> tuple[str, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    names += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names)).sign(
+        key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode(), key
+
+
+def test_bring_your_own_csr(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
+                            tmp_path: Path) -> None:
+    pem, key = make_csr("u0alice01@example.com")
+    request = requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
+                                    namespace="shop", user_csr=pem)
+    assert request.id is not None
+    requests.approve(kctx, request.id, BOB)
+    path = issued_kubeconfig(notifier, tmp_path, request.id)
+    document = yaml.safe_load(path.read_text())
+    assert "client-key-data" not in document["users"][0]["user"]
+    document["users"][0]["user"]["client-key-data"] = base64.b64encode(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())).decode()
+    path.write_text(yaml.safe_dump(document))
+    assert kubectl(path, "auth", "can-i", "create", "deployments", "-n", "shop").stdout.strip() \
+        == "yes"
+
+
+def tampered(pem: str) -> str:
+    der = bytearray(x509.load_pem_x509_csr(pem.encode()).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01  # flip a bit of the signature
+    body = base64.encodebytes(bytes(der)).decode()
+    return f"-----BEGIN CERTIFICATE REQUEST-----\n{body}-----END CERTIFICATE REQUEST-----\n"
+
+
+@pytest.mark.parametrize(("csr", "says"), [
+    (make_csr("u0bob0002@example.com")[0], "common name must be exactly"),
+    (make_csr("u0alice01@example.com", ("system:masters",))[0], "must carry no organization"),
+    (tampered(make_csr("u0alice01@example.com")[0]), "signature does not verify"),
+    ("hello", "not a PEM certificate signing request"),
+], ids=["other-user", "system-masters", "bad-signature", "garbage"])
+def test_forged_csrs_are_rejected_before_anyone_is_asked(kctx: Context, kube: FakeKubernetes,
+                                                         notifier: RecordingNotifier, csr: str,
+                                                         says: str) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
+                              namespace="shop", user_csr=csr)
+    assert notifier.notices == [] and kube.csrs == {}
+    with kctx.transaction() as store:
+        assert store.find() == []
+
+
+def test_own_csr_only_where_the_role_allows(kctx: Context) -> None:
+    with pytest.raises(PolicyViolation, match="issues its own keys"):
+        requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x",
+                              user_csr=make_csr("u0alice01@example.com")[0])
+
+
+def test_system_usernames_are_refused(kctx: Context, directory: StaticDirectory) -> None:
+    directory.emails[ALICE] = "system:masters"
+    with pytest.raises(PolicyViolation, match="reserved for Kubernetes itself"):
+        requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+
+
+# --- rbac ---------------------------------------------------------------------------------
+
+
+def test_rbac_grant_and_revoke(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
+                               tmp_path: Path) -> None:
+    request_id = grant(kctx, "oidc", "view")
+    binding = kube.cluster_role_bindings[f"k8s-access-{request_id}"]
+    assert binding["subjects"][0]["name"] == "oidc:u0alice01@example.com"
+    delivery = next(n.delivery for n in notifier.notices if n.kind is NoticeKind.ACTIVE)
+    assert delivery is not None and "Sign in to oidc as usual" in delivery.instructions
+    as_user = kube.kubeconfig("oidc-alice", "oidc:u0alice01@example.com")  # stands in for OIDC
+    assert kubectl(as_user, "auth", "can-i", "list", "pods").stdout.strip() == "yes"
+    grants.revoke(kctx, request_id, BOB, "over")
+    assert kubectl(as_user, "auth", "can-i", "list", "pods").stdout.strip() == "no"
+
+
+def test_reconcile_removes_only_labelled_strays(kctx: Context, kube: FakeKubernetes) -> None:
+    # Both test clusters share one API server; reconcile one, as each real cluster is its own.
+    kctx = dataclasses.replace(kctx, granters={"oidc": kctx.granter("oidc")})
+    live = grant(kctx, "oidc", "view")
+    labelled = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "k8s-access-9999",
+                             "labels": {"app.kubernetes.io/managed-by": "k8s-access-bot"},
+                             "annotations": {"k8s-access-bot/request-id": "9999"}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "view"},
+                "subjects": [{"kind": "User", "name": "mallory"}]}
+    kube.cluster_role_bindings["k8s-access-9999"] = labelled
+    kube.cluster_role_bindings["hand-made"] = {**labelled, "metadata": {"name": "hand-made"}}
+    found = grants.reconcile(kctx)
+    assert [(s.cluster, s.grant.name, s.removed, s.why) for s in found] == [
+        ("oidc", "k8s-access-9999", False, "no active grant has this request ID")]
+    assert "k8s-access-9999" in kube.cluster_role_bindings
+    grants.reconcile(kctx, fix=True)
+    assert "k8s-access-9999" not in kube.cluster_role_bindings
+    assert "hand-made" in kube.cluster_role_bindings
+    assert f"k8s-access-{live}" in kube.cluster_role_bindings
+    with kctx.transaction() as store:
+        assert "stray removed" in [e.action for e in store.audit_events()]
