@@ -46,9 +46,17 @@ def _kubernetes(kind: str) -> GranterFactory:
     return build
 
 
+def _gitlab(settings: Settings, config: Config, cluster: str) -> Granter:
+    from bot.adapters.gitlab import GitLabMembershipGranter
+
+    token = settings.gitlab_token.get_secret_value() if settings.gitlab_token else None
+    return GitLabMembershipGranter.connect(config, cluster, settings.gitlab_url, token)
+
+
 def _backends() -> dict[str, GranterFactory]:
     """Backend name → factory; each imports its libraries only when a cluster uses it."""
-    return {"certificate": _kubernetes("certificate"), "rbac": _kubernetes("rbac")}
+    return {"certificate": _kubernetes("certificate"), "rbac": _kubernetes("rbac"),
+            "gitlab": _gitlab}
 
 
 def build_granters(settings: Settings, config: Config) -> dict[str, Granter]:

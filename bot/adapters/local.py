@@ -25,6 +25,9 @@ class ConfigDirectory:
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         return frozenset()
 
+    def members(self, group_id: str) -> frozenset[str]:
+        return frozenset()
+
 
 class LogNotifier:
     def notify(self, notice: Notice) -> None:

@@ -124,6 +124,20 @@ class Reconcilable(Protocol):
     def remove(self, grant: ManagedGrant) -> None: ...
 
 
+@dataclass(frozen=True)
+class ExternalAccount:
+    username: str
+    email: str | None
+    """The email as the backend shows it to the bot; None when it keeps it private."""
+
+
+@runtime_checkable
+class AccountDirectory(Protocol):
+    """A backend with accounts of its own that people link to (GitLab)."""
+
+    def account(self, username: str) -> ExternalAccount | None: ...
+
+
 # --- people -------------------------------------------------------------------------------
 
 
@@ -134,6 +148,10 @@ class Directory(Protocol):
 
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         """Which of the ``candidates`` user groups ``user_id`` belongs to."""
+        ...
+
+    def members(self, group_id: str) -> frozenset[str]:
+        """The users of a user group."""
         ...
 
 

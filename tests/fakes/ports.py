@@ -13,7 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain.errors import PermanentBackendError, PolicyViolation, TemporaryBackendError
-from bot.domain.ports import Delivery, GrantResult, GrantSpec, Notice, NoticeKind, UserInfo
+from bot.domain.ports import (
+    Delivery,
+    ExternalAccount,
+    GrantResult,
+    GrantSpec,
+    Notice,
+    NoticeKind,
+    UserInfo,
+)
 
 
 class FakeClock:
@@ -36,9 +44,14 @@ class InMemoryGranter:
 
     active: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
+    accounts: dict[str, ExternalAccount] = field(default_factory=dict)
+    """Accounts people may link to, as a GitLab backend has."""
     fail_next: list[Exception] = field(default_factory=list)
     """Raised, in order, by the next calls to grant/extend/revoke."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def account(self, username: str) -> ExternalAccount | None:
+        return self.accounts.get(username)
 
     def resolve_subject(self, user: UserInfo) -> str:
         if user.links.get("kubernetes"):
@@ -122,3 +135,6 @@ class StaticDirectory:
 
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         return frozenset(g for g in candidates if user_id in self.groups.get(g, set()))
+
+    def members(self, group_id: str) -> frozenset[str]:
+        return frozenset(self.groups.get(group_id, set()))

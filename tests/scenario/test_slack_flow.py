@@ -235,3 +235,23 @@ def test_extend_button(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) 
     from datetime import timedelta
     assert grants.get(runtime.ctx, 1).ends_at == ends + timedelta(hours=2)
     wait_for(lambda: [m for m in slack.dms_to(ALICE) if "now lasts until" in m["text"]])
+
+
+def test_link_gitlab_waits_for_an_admin(driver: Driver, slack: FakeSlack,
+                                        granter: InMemoryGranter, runtime: SlackRuntime) -> None:
+    from bot.domain.ports import ExternalAccount
+    from tests.conftest import ADMIN
+
+    assert "GitLab has no user 'ghost'" in driver.ask(ALICE, "link gitlab ghost")["text"]
+    granter.accounts["alice"] = ExternalAccount("alice", "u0alice01@example.com")
+    granter.accounts["al"] = ExternalAccount("al", None)
+    assert driver.ask(ALICE, "link gitlab @alice")["text"] == "Linked to GitLab user `alice`."
+    answer = driver.ask(ALICE, "link gitlab al")["text"]
+    assert "an admin must confirm the link; the admins have been asked" in answer
+    asked = wait_for(lambda: slack.dms_to(ADMIN))[0]
+    assert asked["blocks"][1]["elements"][0]["action_id"] == "confirm_link"
+    assert "Only admins may confirm" in driver.press(BOB, "confirm_link", ALICE,
+                                                     channel=slack.dm_channel(BOB))
+    assert "is now linked to GitLab user `al`" in driver.press(ADMIN, "confirm_link", ALICE,
+                                                               channel=slack.dm_channel(ADMIN))
+    assert "*Gitlab*: `al`" in driver.ask(ALICE, "whoami")["text"]

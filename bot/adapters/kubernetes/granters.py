@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.adapters.kubeconfig import kubeconfig
 from bot.adapters.kubernetes import certificates
 from bot.adapters.kubernetes.api import KubernetesApi, Missing
 from bot.adapters.kubernetes.bindings import (
@@ -141,7 +142,7 @@ class KubernetesCertificateGranter(_KubernetesGranter):
     def _result(self, spec: GrantSpec, issued: certificates.IssuedCertificate,
                 key: bytes | None, bindings: list[dict[str, str | None]],
                 instructions: str) -> GrantResult:
-        content = certificates.kubeconfig(
+        content = kubeconfig(
             cluster=spec.cluster, server=self.settings.server, ca_pem=self._ca_pem(),
             user=spec.subject, certificate_pem=issued.pem, key=key, namespace=spec.namespace)
         reference = {"bindings": bindings,
@@ -249,7 +250,7 @@ class KubernetesRbacGranter(_KubernetesGranter):
                      f"--oidc-client-id={settings.oidc_client_id}"],
             "interactiveMode": "IfAvailable",
         }
-        content = certificates.kubeconfig(
+        content = kubeconfig(
             cluster=spec.cluster, server=settings.server, ca_pem=self._ca_pem(),
             user=spec.subject, namespace=spec.namespace, exec_plugin=exec_plugin)
         return Delivery(text + " The attached kubeconfig signs in with `kubectl oidc-login` "

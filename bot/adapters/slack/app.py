@@ -35,5 +35,5 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, *,
             f"Slack refused SLACK_BOT_TOKEN ({error}); copy the Bot User OAuth Token again "
             "from the app's OAuth & Permissions page."
         ) from None
-    Listeners(ctx).register(app)
+    Listeners(ctx, client).register(app)
     return app

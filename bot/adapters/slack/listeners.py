@@ -51,8 +51,9 @@ def _reply(text: str) -> Reply:
 
 
 class Listeners:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, client: WebClient | None = None) -> None:
         self.ctx = ctx
+        self.client = client
 
     def register(self, app: App) -> None:
         app.middleware(self.reject_replays)
@@ -62,6 +63,7 @@ class Listeners:
         app.action(blocks.REVOKE)(self.on_revoke)
         app.action(blocks.EXTEND)(self.on_extend)
         app.action(blocks.CANCEL)(self.on_cancel)
+        app.action(blocks.CONFIRM_LINK)(self.on_confirm_link)
         app.action(blocks.PICK_CLUSTER)(self.on_pick)
         app.action(blocks.PICK_ROLE)(self.on_pick)
         app.action("namespace")(self.on_noop)
@@ -172,7 +174,12 @@ class Listeners:
                 reason=parsed.text, namespace=parsed.namespace, break_glass=parsed.break_glass)
             return _reply(blocks.filed_message(filed, self._missing(filed)))
         if verb == "link":
-            raise InvalidInput("Linking a GitLab account needs a cluster with backend gitlab.")
+            link = identity.link_gitlab(ctx, user_id, parsed.text)
+            if link.confirmed:
+                return _reply(f"Linked to GitLab user `{link.username}`.")
+            asked = self._ask_admins(user_id, link.username)
+            return _reply(f"GitLab does not show `{link.username}` with your Slack email, so an "
+                          f"admin must confirm the link; {asked}.")
         assert parsed.request_id is not None
         request_id = parsed.request_id
         if verb == "approve":
@@ -194,6 +201,36 @@ class Listeners:
             return _reply(f"Extension #{extension.id} of grant #{request_id}: "
                           f"{blocks.status(extension, self._missing(extension))}")
         raise InvalidInput(commands.help_text())
+
+    def _ask_admins(self, user_id: str, username: str) -> str:
+        admins: set[str] = set()
+        for admin in self.ctx.config.file.admins:
+            admins |= self.ctx.directory.members(admin) if admin.startswith("S") else {admin}
+        if self.client is None or not admins:
+            return "ask one of the admins"
+        text = (f"<@{user_id}> wants to be GitLab user `{username}`, whose email GitLab does not "
+                "show as theirs. Confirm only if you know it is their account.")
+        for admin in sorted(admins):
+            dm = self.client.conversations_open(users=admin)["channel"]["id"]
+            self.client.chat_postMessage(channel=dm, text=text, blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+                {"type": "actions", "block_id": f"link:{user_id}", "elements": [
+                    {"type": "button", "action_id": blocks.CONFIRM_LINK, "style": "primary",
+                     "text": {"type": "plain_text", "text": "Confirm link"},
+                     "value": user_id}]}])
+        return "the admins have been asked"
+
+    def on_confirm_link(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                        client: WebClient) -> None:
+        ack()
+        admin_id = _user_id(body)
+
+        def act() -> Reply:
+            user_id = body["actions"][0].get("value", "")
+            link = identity.confirm_link(self.ctx, admin_id, user_id)
+            return _reply(f"<@{user_id}> is now linked to GitLab user `{link.username}`.")
+
+        self._tell(client, body, respond, self._run(admin_id, act))
 
     def _missing(self, request: AccessRequest) -> int:
         return lifecycle.approvals_missing(

@@ -1,0 +1,303 @@
+"""The ``gitlab`` backend: access through the GitLab agent for Kubernetes, granted as
+membership of a group that the agent's ``user_access`` authorizes.
+
+The agent impersonates ``gitlab:user:<username>`` with groups
+``gitlab:group_role:<group_id>:<role>``, which the cluster's RBAC binds. Granting adds the user to
+the role's group (``expires_at`` the day after the grant ends, GitLab's daily backstop);
+revoking removes exactly what the bot added. A membership the bot did not create is never
+removed or lowered: an equal or higher one is left alone, a lower one is raised and restored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabAuthenticationError, GitlabError
+
+from bot.adapters.kubeconfig import kubeconfig
+from bot.config import ACCESS_LEVELS, Config, GitLabClusterConfig
+from bot.domain.errors import (
+    PermanentBackendError,
+    PolicyViolation,
+    TemporaryBackendError,
+)
+from bot.domain.ports import Delivery, ExternalAccount, GrantResult, GrantSpec, UserInfo
+
+log = logging.getLogger(__name__)
+OWNER = ACCESS_LEVELS["owner"]
+
+
+class _NotFound(Exception):
+    pass
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """GitLab's failures as the bot's errors: 5xx and network trouble pass, the rest not."""
+    try:
+        yield
+    except GitlabAuthenticationError:
+        raise PermanentBackendError(
+            "GitLab rejected the bot's token (401): set a valid GITLAB_TOKEN (api scope)."
+        ) from None
+    except GitlabError as error:
+        code = error.response_code or 0
+        message = error.error_message
+        if code == 404:
+            raise _NotFound(message) from None
+        if code == 403:
+            raise PermanentBackendError(
+                f"GitLab refused to {what} (403): the bot's token needs the Owner role on the "
+                "group (or an admin token).") from None
+        if code == 429 or code >= 500:
+            raise TemporaryBackendError(f"GitLab answered {code} while trying to {what}: "
+                                        f"{message}") from None
+        raise PermanentBackendError(f"GitLab refused to {what} ({code}): {message}") from None
+    except requests.RequestException as error:
+        raise TemporaryBackendError(
+            f"GitLab unreachable or too slow while trying to {what}: {type(error).__name__}"
+        ) from None
+
+
+class GitLabMembershipGranter:
+    def __init__(self, config: Config, cluster: str, client: gitlab.Gitlab) -> None:
+        self.config = config
+        self.cluster = cluster
+        settings = config.cluster(cluster).gitlab
+        assert settings is not None
+        self.settings: GitLabClusterConfig = settings
+        self.gl = client
+
+    @classmethod
+    def connect(cls, config: Config, cluster: str, url: str | None, token: str | None,
+                timeout: float = 10) -> GitLabMembershipGranter:
+        settings = config.cluster(cluster).gitlab
+        assert settings is not None
+        base = settings.url or url
+        if not base:
+            raise PermanentBackendError("backend gitlab needs GITLAB_URL (or gitlab.url)")
+        if not token:
+            raise PermanentBackendError(
+                "backend gitlab needs GITLAB_TOKEN: a token with the api scope whose user is "
+                "Owner of each configured group")
+        return cls(config, cluster, gitlab.Gitlab(base, private_token=token, timeout=timeout))
+
+    # --- identities ---------------------------------------------------------------------
+
+    def account(self, username: str) -> ExternalAccount | None:
+        """A GitLab account by username, with the email GitLab shows the bot (if any)."""
+        with _translated(f"look up user {username}"):
+            found = self.gl.users.list(username=username, get_all=False)
+        if not found:
+            return None
+        attributes = found[0].attributes
+        return ExternalAccount(attributes["username"],
+                       attributes.get("email") or attributes.get("public_email") or None)
+
+    def _user_id(self, username: str) -> int:
+        with _translated(f"look up user {username}"):
+            found = self.gl.users.list(username=username, get_all=False)
+        if not found:
+            raise PermanentBackendError(f"GitLab has no user {username}")
+        return int(found[0].id)
+
+    def resolve_subject(self, user: UserInfo) -> str:
+        linked = user.links.get("gitlab")
+        if linked:
+            return linked
+        if not user.email:
+            raise PolicyViolation(
+                "Slack shows no email for you, so the bot cannot find your GitLab account: "
+                "link it with `/k8s-access link gitlab USERNAME`.")
+        try:
+            with _translated("search users by email"):
+                found = self.gl.users.list(search=user.email, get_all=False)
+        except PermanentBackendError as error:
+            raise PolicyViolation(
+                f"The bot could not look you up in GitLab by email ({error.message}; email "
+                "lookup needs an admin token). Link your account with "
+                "`/k8s-access link gitlab USERNAME`.") from None
+        matches = [u for u in found if user.email.lower() in {
+            str(u.attributes.get("email") or "").lower(),
+            str(u.attributes.get("public_email") or "").lower()}]
+        if len(matches) != 1:
+            raise PolicyViolation(
+                f"No single GitLab account shows the email {user.email} to the bot (finding "
+                "accounts by a private email needs an admin token). Link yours with "
+                "`/k8s-access link gitlab USERNAME`.")
+        return str(matches[0].username)
+
+    def check_user_csr(self, csr_pem: str, subject: str) -> None:
+        raise PolicyViolation(f"Cluster {self.cluster} grants through GitLab: no CSR needed.")
+
+    # --- grant and revoke ---------------------------------------------------------------
+
+    def _group(self, role: str) -> Any:
+        reference = self.config.role(self.cluster, role).group
+        assert reference is not None  # the config requires a group for gitlab roles
+        try:
+            with _translated(f"read group {reference}"):
+                return self.gl.groups.get(reference)
+        except _NotFound:
+            raise PermanentBackendError(
+                f"GitLab group {reference} (role {role} of {self.cluster}) does not exist "
+                "or the bot's token cannot see it") from None
+
+    def _level(self, spec: GrantSpec) -> int:
+        return ACCESS_LEVELS[self.config.role(spec.cluster, spec.role).access_level]
+
+    @staticmethod
+    def _membership(manager: Any, user_id: int, what: str) -> dict[str, Any] | None:
+        try:
+            with _translated(what):
+                member = manager.get(user_id)
+        except _NotFound:
+            return None
+        return {"access_level": int(member.access_level),
+                "expires_at": member.attributes.get("expires_at")}
+
+    def prepare(self, spec: GrantSpec) -> dict[str, Any]:
+        """What the user had in the group before the bot did anything."""
+        group = self._group(spec.role)
+        user_id = self._user_id(spec.subject)
+        return {
+            "group_id": int(group.id),
+            "group_path": group.attributes.get("full_path"),
+            "user_id": user_id,
+            "direct": self._membership(group.members, user_id, "read the membership"),
+            "effective": self._membership(group.members_all, user_id,
+                                          "read the inherited membership"),
+        }
+
+    def grant(self, spec: GrantSpec, prepared: dict[str, Any]) -> GrantResult:
+        level = self._level(spec)
+        expires = _expiry(spec.ends_at)
+        group = self._group(spec.role)
+        user_id = int(prepared["user_id"])
+        direct, effective = prepared.get("direct"), prepared.get("effective")
+        if effective is not None and effective["access_level"] >= level and (
+                direct is None or direct["access_level"] >= level):
+            action = "pre_existing"
+        elif direct is not None:
+            action = "raised"
+            self._update(group, user_id, level, expires)
+        else:
+            action = "created"
+            self._create(group, user_id, level, expires)
+        reference = {"group_id": int(group.id), "group_path": prepared.get("group_path"),
+                     "user_id": user_id, "username": spec.subject, "action": action,
+                     "access_level": level, "previous": direct}
+        log.info("gitlab membership for request %s: %s", spec.request_id, action)
+        return GrantResult(reference=reference, delivery=self._how_to_connect(spec, group))
+
+    def _create(self, group: Any, user_id: int, level: int, expires: str) -> None:
+        try:
+            with _translated("add the member"):
+                group.members.create({"user_id": user_id, "access_level": level,
+                                      "expires_at": expires})
+        except PermanentBackendError as error:
+            if "already exists" not in error.message.lower():
+                raise
+            # A retry after a crash: the bot added it on an earlier attempt (prepare saw none).
+            self._update(group, user_id, level, expires)
+
+    def _update(self, group: Any, user_id: int, level: int, expires: str | None) -> None:
+        try:
+            with _translated("change the membership"):
+                member = group.members.get(user_id)
+                member.access_level = level
+                member.expires_at = expires
+                member.save()
+        except _NotFound:
+            raise TemporaryBackendError("the membership vanished while it was being changed") \
+                from None
+
+    def extend(self, spec: GrantSpec, reference: dict[str, Any]) -> GrantResult:
+        group = self._group(spec.role)
+        if reference.get("action") in ("created", "raised"):
+            self._update(group, int(reference["user_id"]), int(reference["access_level"]),
+                         _expiry(spec.ends_at))
+        return GrantResult(reference=reference,
+                           delivery=Delivery("Your GitLab access lasts until the new end."))
+
+    def revoke(self, spec: GrantSpec, reference: dict[str, Any]) -> None:
+        action = reference.get("action")
+        if action not in ("created", "raised"):
+            return  # nothing of the bot's to undo (pre-existing, or never granted)
+        group_id, user_id = reference["group_id"], int(reference["user_id"])
+        try:
+            with _translated(f"read group {group_id}"):
+                group = self.gl.groups.get(group_id)
+        except _NotFound:
+            return  # the group is gone, and the membership with it
+        if action == "created":
+            try:
+                with _translated("remove the member"):
+                    group.members.delete(user_id)
+            except _NotFound:
+                pass
+            return
+        previous = reference.get("previous") or {}
+        try:
+            self._update(group, user_id, int(previous["access_level"]),
+                         previous.get("expires_at"))
+        except TemporaryBackendError:
+            log.info("raised membership of request %s is gone; nothing to restore",
+                     spec.request_id)
+
+    def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
+        return (f"GitLab membership of {reference.get('username')} in "
+                f"{reference.get('group_path') or reference.get('group_id')}: "
+                f"{reference.get('action')}")
+
+    def check(self) -> str:
+        """For ``config check --connect``: the token works and may manage every role's group."""
+        with _translated("check the bot's token"):
+            self.gl.auth()
+        me = self.gl.user
+        assert me is not None
+        admin = bool(me.attributes.get("is_admin"))
+        for role_name in self.config.cluster(self.cluster).roles:
+            group = self._group(role_name)
+            if admin:
+                continue
+            mine = self._membership(group.members_all, int(me.id), "read the bot's membership")
+            if mine is None or mine["access_level"] < OWNER:
+                raise PermanentBackendError(
+                    f"the bot's GitLab user {me.username} is not Owner of group "
+                    f"{group.attributes.get('full_path')} (role {role_name}); make it Owner "
+                    "there so that it can add and remove members")
+        return f"GitLab token of {me.username} may manage every role's group"
+
+    def _how_to_connect(self, spec: GrantSpec, group: Any) -> Delivery:
+        agent = self.settings.agent_id
+        exec_plugin: dict[str, object] = {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "glab",
+            "args": ["cluster", "agent", "get-token", "--agent", str(agent)],
+            "interactiveMode": "IfAvailable",
+        }
+        content = kubeconfig(cluster=spec.cluster, server=self.settings.kas_proxy_url,
+                             ca_pem=None, user=spec.subject, namespace=spec.namespace,
+                             exec_plugin=exec_plugin)
+        text = (f"You are in GitLab group {group.attributes.get('full_path')} until the grant "
+                f"ends; the agent lets you in as `gitlab:user:{spec.subject}`. The attached "
+                "kubeconfig gets a token with `glab` (run `glab auth login` once). Without "
+                "glab, use a personal access token with the k8s_proxy scope instead: "
+                f"`kubectl config set-credentials {spec.subject}@{spec.cluster} "
+                f"--token=pat:{agent}:<your token>`.")
+        return Delivery(text, f"{spec.cluster}.kubeconfig", content)
+
+
+def _expiry(ends_at: datetime) -> str:
+    """GitLab expires memberships by date, in a daily job: the day after the grant ends."""
+    day: date = (ends_at + timedelta(days=1)).date()
+    return day.isoformat()
+
+

@@ -1,0 +1,238 @@
+"""The gitlab backend through python-gitlab against a local server speaking GitLab's REST API."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import Engine
+
+from bot.adapters.gitlab import GitLabMembershipGranter
+from bot.app import build_context
+from bot.config import Config, Settings, parse_config
+from bot.domain.errors import NotAuthorized, PermanentBackendError, PolicyViolation
+from bot.domain.model import OperationKind, State
+from bot.domain.ports import NoticeKind
+from bot.services import grants, identity, requests
+from bot.services.context import Context, RetryPolicy
+from tests.conftest import ADMIN, ALICE, BOB
+from tests.fakes.gitlab import FakeGitLab, GitLabUser, Group
+from tests.fakes.ports import RecordingNotifier, StaticDirectory
+
+H = timedelta(hours=1)
+BOT_TOKEN = "glpat-bot-token"
+
+
+@dataclasses.dataclass
+class World:
+    gitlab: FakeGitLab
+    bot: GitLabUser
+    alice: GitLabUser
+    parent: Group
+    view: Group
+    edit: Group
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    fake = FakeGitLab().start()
+    bot = fake.add_user("access-bot", "bot@example.com", admin=True, token=BOT_TOKEN)
+    alice = fake.add_user("alice", "u0alice01@example.com")
+    fake.add_user("alice2", "someone@example.com", public_email="public@example.com",
+                  token="glpat-plain")
+    parent = fake.add_group("platform")
+    view = fake.add_group("platform/k8s-view", parent)
+    edit = fake.add_group("platform/k8s-edit", parent)
+    yield World(fake, bot, alice, parent, view, edit)
+    fake.stop()
+
+
+@pytest.fixture
+def gl_config(world: World) -> Config:
+    return gitlab_config(world)
+
+
+def gitlab_config(world: World, users: dict[str, dict[str, str]] | None = None) -> Config:
+    return parse_config({
+        "admins": [ADMIN],
+        "users": users or {},
+        "clusters": {"staging": {
+            "backend": "gitlab",
+            "gitlab": {"agent_id": 42, "kas_proxy_url": "https://kas.example.com/k8s-proxy",
+                       "url": world.gitlab.url},
+            "approvers": [BOB],
+            "roles": {
+                "view": {"group": "platform/k8s-view"},
+                "edit": {"group": world.edit.id, "access_level": "maintainer"},
+            },
+        }},
+    }, Path("gitlab.yaml"))
+
+
+def context(engine: Engine, config: Config, directory: StaticDirectory,
+            token: str = BOT_TOKEN, timeout: float = 5) -> tuple[Context, RecordingNotifier]:
+    notifier = RecordingNotifier()
+    granter = GitLabMembershipGranter.connect(config, "staging", None, token, timeout=timeout)
+    ctx = build_context(Settings(), config, engine=engine, granters={"staging": granter},
+                        notifier=notifier, directory=directory)
+    return dataclasses.replace(ctx, retry=RetryPolicy(jitter=0, first_delay=timedelta(0))), \
+        notifier
+
+
+@pytest.fixture
+def gctx(engine: Engine, gl_config: Config, directory: StaticDirectory) -> Context:
+    return context(engine, gl_config, directory)[0]
+
+
+def grant(ctx: Context, role: str = "view") -> int:
+    request = requests.file_request(ctx, ALICE, "staging", role, duration=2 * H, reason="x")
+    assert request.id is not None
+    requests.approve(ctx, request.id, BOB)
+    return request.id
+
+
+def test_grant_adds_the_member_and_revoke_removes_it(gctx: Context, world: World) -> None:
+    request_id = grant(gctx)
+    granted = grants.get(gctx, request_id)
+    assert granted.state is State.ACTIVE and granted.subject == "alice"
+    assert granted.ends_at is not None
+    member = world.gitlab.member(world.view, world.alice)
+    assert member == {"access_level": 30,
+                      "expires_at": (granted.ends_at + timedelta(days=1)).date().isoformat()}
+    assert granted.backend_ref["action"] == "created"
+    grants.revoke(gctx, request_id, ALICE, "done")
+    assert world.gitlab.member(world.view, world.alice) is None
+    # Revoking what is already gone is harmless.
+    gctx.granter("staging").revoke(grants.spec_for(granted, granted.ends_at),
+                                   granted.backend_ref)
+
+
+def test_higher_membership_is_left_alone(gctx: Context, world: World) -> None:
+    world.view.members[world.alice.id] = {"access_level": 40, "expires_at": None}
+    request_id = grant(gctx)
+    assert grants.get(gctx, request_id).backend_ref["action"] == "pre_existing"
+    grants.revoke(gctx, request_id, ALICE, "done")
+    assert world.gitlab.member(world.view, world.alice) == {"access_level": 40,
+                                                            "expires_at": None}
+
+
+def test_lower_membership_is_raised_then_restored(gctx: Context, world: World) -> None:
+    world.view.members[world.alice.id] = {"access_level": 20, "expires_at": "2027-01-31"}
+    request_id = grant(gctx)
+    assert world.gitlab.member(world.view, world.alice)["access_level"] == 30  # type: ignore[index]
+    grants.revoke(gctx, request_id, ALICE, "done")
+    assert world.gitlab.member(world.view, world.alice) == {"access_level": 20,
+                                                            "expires_at": "2027-01-31"}
+
+
+def test_inherited_lower_membership_gets_a_direct_one(gctx: Context, world: World) -> None:
+    world.parent.members[world.alice.id] = {"access_level": 30, "expires_at": None}
+    request_id = grant(gctx, "edit")
+    assert world.gitlab.member(world.edit, world.alice)["access_level"] == 40  # type: ignore[index]
+    grants.revoke(gctx, request_id, ALICE, "done")
+    assert world.gitlab.member(world.edit, world.alice) is None
+    assert world.gitlab.member(world.parent, world.alice) is not None
+
+
+def test_gitlab_failing_mid_grant_is_retried(gctx: Context, world: World) -> None:
+    request = requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert request.id is not None
+    world.gitlab.fail_next = [502]
+    waiting = requests.approve(gctx, request.id, BOB)
+    assert waiting.state is State.APPROVED
+    assert "GitLab answered 502" in (waiting.last_error or "")
+    grants.run_due(gctx)
+    assert grants.get(gctx, request.id).state is State.ACTIVE
+
+
+def test_gitlab_hanging_is_retried(engine: Engine, gl_config: Config, world: World,
+                                   directory: StaticDirectory) -> None:
+    ctx, _ = context(engine, gl_config, directory, timeout=0.5)
+    request = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert request.id is not None
+    world.gitlab.hang_next = 1
+    waiting = requests.approve(ctx, request.id, BOB)
+    assert waiting.state is State.APPROVED
+    assert "unreachable or too slow" in (waiting.last_error or "")
+    grants.run_due(ctx)
+    assert grants.get(ctx, request.id).state is State.ACTIVE
+
+
+def test_member_added_before_a_crash_is_still_the_bots(gctx: Context, world: World) -> None:
+    request = requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert request.id is not None
+    granter = gctx.granter("staging")
+    approved = dataclasses.replace(request, state=State.APPROVED)
+    spec = grants.spec_for(approved, request.created_at + H)
+    prepared = granter.prepare(spec)
+    granter.grant(spec, prepared)  # the worker died after this call, before its commit
+    second = granter.grant(spec, prepared)
+    assert second.reference["action"] == "created"
+    granter.revoke(spec, second.reference)
+    assert world.gitlab.member(world.view, world.alice) is None
+
+
+def test_token_without_rights_fails_with_an_operator_message(
+        engine: Engine, gl_config: Config, world: World, directory: StaticDirectory) -> None:
+    directory.emails[ALICE] = "u0alice01@example.com"
+    ctx, notifier = context(engine, gl_config, directory, token="glpat-plain")
+    with pytest.raises(PolicyViolation, match="by a private email needs an admin token"):
+        requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    with ctx.transaction() as store:
+        assert store.find() == []
+    identity.link_gitlab(ctx, ALICE, "alice")  # pending: GitLab hides her email from this token
+    identity.confirm_link(ctx, ADMIN, ALICE)
+    request = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert request.id is not None and request.subject == "alice"
+    failed = requests.approve(ctx, request.id, BOB)
+    assert failed.state is State.FAILED
+    assert "needs the Owner role on the group" in (failed.end_reason or "")
+    assert NoticeKind.FAILED in notifier.kinds(request.id)
+    with pytest.raises(PermanentBackendError, match="not Owner of group platform/k8s-view"):
+        ctx.granter("staging").check()  # type: ignore[attr-defined]
+
+
+def test_connect_check_passes_for_an_owner(gctx: Context) -> None:
+    assert "may manage every role's group" in gctx.granter("staging").check()  # type: ignore[attr-defined]
+
+
+def test_identity_by_email_link_and_mapping(gctx: Context, world: World, engine: Engine,
+                                            gl_config: Config,
+                                            directory: StaticDirectory) -> None:
+    assert identity.whoami(gctx, ALICE).subjects["staging"] == "`alice`"
+    directory.emails[ALICE] = "nobody@example.com"
+    with pytest.raises(PolicyViolation, match="No single GitLab account shows the email"):
+        requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    pending = identity.link_gitlab(gctx, ALICE, "alice")
+    assert not pending.confirmed
+    with pytest.raises(NotAuthorized):
+        identity.confirm_link(gctx, BOB, ALICE)
+    assert identity.confirm_link(gctx, ADMIN, ALICE).confirmed
+    assert identity.whoami(gctx, ALICE).subjects["staging"] == "`alice`"
+    directory.emails[ALICE] = "u0alice01@example.com"
+    assert identity.link_gitlab(gctx, ALICE, "alice").confirmed  # same email: at once
+    ctx, _ = context(engine, gitlab_config(world, users={ALICE: {"gitlab": "alice2"}}),
+                     directory)
+    assert identity.whoami(ctx, ALICE).subjects["staging"] == "`alice2`"
+
+
+def test_kubeconfig_for_the_agent(engine: Engine, gl_config: Config,
+                                  directory: StaticDirectory) -> None:
+    ctx, notifier = context(engine, gl_config, directory)
+    request_id = grant(ctx)
+    delivery = next(n.delivery for n in notifier.notices if n.kind is NoticeKind.ACTIVE)
+    assert delivery is not None and delivery.content is not None
+    document = yaml.safe_load(delivery.content)
+    assert document["clusters"][0]["cluster"]["server"] == "https://kas.example.com/k8s-proxy"
+    assert document["users"][0]["user"]["exec"]["args"] == [
+        "cluster", "agent", "get-token", "--agent", "42"]
+    assert "--token=pat:42:<your token>" in delivery.instructions
+    assert "gitlab:user:alice" in delivery.instructions
+    with ctx.transaction() as store:
+        operation = store.operation(request_id, OperationKind.GRANT)
+    assert operation is not None and operation.prepared is not None
+    assert operation.prepared["direct"] is None
