@@ -92,13 +92,10 @@ class SlackRuntime:
     engine: Engine
 
 
-def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
-                        engine: Engine | None = None,
+def build_slack_context(settings: Settings, config: Config, *, engine: Engine | None = None,
                         granters: Mapping[str, Granter] | None = None,
-                        clock: Callable[[], datetime] = utc_now,
-                        executor: Executor | None = None) -> SlackRuntime:
-    """Everything ``serve`` runs: the context with Slack as notifier and directory, the app."""
-    from bot.adapters.slack.app import build_bolt_app
+                        clock: Callable[[], datetime] = utc_now) -> tuple[Context, WebClient]:
+    """The use-case context with Slack as notifier and directory (jobs and ``serve``)."""
     from bot.adapters.slack.client import make_client
     from bot.adapters.slack.directory import SlackDirectory
     from bot.adapters.slack.notifier import SlackNotifier
@@ -107,12 +104,26 @@ def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
     engine = engine if engine is not None else make_engine(settings.database_url)
     directory = SlackDirectory(client)
     sessions = unit_of_work_factory(engine)
-    notifier = SlackNotifier(client, config, directory, lambda: SqlAlchemyUnitOfWork(sessions))
+    notifier = SlackNotifier(client, config, directory, lambda: SqlAlchemyUnitOfWork(sessions),
+                             clock)
     ctx = build_context(settings, config, engine=engine, granters=granters, notifier=notifier,
                         directory=directory, clock=clock)
+    return ctx, client
+
+
+def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
+                        engine: Engine | None = None,
+                        granters: Mapping[str, Granter] | None = None,
+                        clock: Callable[[], datetime] = utc_now,
+                        executor: Executor | None = None) -> SlackRuntime:
+    """Everything ``serve`` runs: the Slack context and the Bolt app on top of it."""
+    from bot.adapters.slack.app import build_bolt_app
+
+    engine = engine if engine is not None else make_engine(settings.database_url)
+    ctx, client = build_slack_context(settings, config, engine=engine, granters=granters,
+                                      clock=clock)
     app = build_bolt_app(settings, ctx, client, http=http, executor=executor)
-    return SlackRuntime(ctx=ctx, app=app,
-                        client=client, engine=engine)
+    return SlackRuntime(ctx=ctx, app=app, client=client, engine=engine)
 
 
 def build_context(

@@ -21,8 +21,10 @@ from bot.config import Config, ConfigError, Settings, load_config
 from bot.domain.durations import format_duration
 from bot.domain.errors import DomainError
 from bot.domain.model import Actor, Kind, State
+from bot.domain.ports import Granter
 from bot.services import audit as audit_service
 from bot.services import grants as grant_service
+from bot.services import reminders
 from bot.services import requests as request_service
 from bot.services.context import Context
 
@@ -60,11 +62,19 @@ def _config(settings: Settings) -> Config:
 
 
 def _context(*, backends: bool = True) -> Context:
-    """The use-case context; without ``backends`` for commands that only read the database."""
-    from bot.app import build_context
+    """The use-case context; without ``backends`` for commands that only read the database.
+
+    With SLACK_BOT_TOKEN set, people hear of what the command did in Slack; without it (Slack
+    down, say) the notices go to the log.
+    """
+    from bot.app import build_context, build_slack_context
 
     settings = _settings()
-    return build_context(settings, _config(settings), granters=None if backends else {})
+    config = _config(settings)
+    granters: dict[str, Granter] | None = None if backends else {}
+    if settings.slack_bot_token is not None and backends:
+        return build_slack_context(settings, config, granters=granters)[0]
+    return build_context(settings, config, granters=granters)
 
 
 def _operator() -> Actor:
@@ -220,8 +230,13 @@ def audit_export(since: str | None, fmt: str) -> None:
 
 # --- jobs ---------------------------------------------------------------------------------
 
+def _expire(ctx: Context) -> int:
+    return grant_service.expire_due(ctx) + grant_service.reconcile_and_fix(ctx)
+
+
 _JOBS: dict[str, Callable[[Context], int]] = {
-    "expire": grant_service.expire_due,
+    "expire": _expire,
+    "remind": reminders.remind,
     "retry": grant_service.run_due,
     "timeout": request_service.time_out_pending,
 }

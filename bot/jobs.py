@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from bot.services import grants, requests
+from bot.services import grants, reminders, requests
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def default_jobs(ctx: Context) -> list[Job]:
         Job("reconcile", grants.reconcile_and_fix, sweep * 10),
         Job("retry", grants.run_due, sweep),
         Job("timeout", requests.time_out_pending, sweep),
+        Job("remind", reminders.remind, sweep),
     ]
 
 

@@ -7,8 +7,10 @@ writes each notice to the log, so an operator sees what would have been said.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from bot.config import Config
+from bot.domain.model import AccessRequest
 from bot.domain.ports import Notice, UserInfo
 
 log = logging.getLogger("bot.notices")
@@ -30,6 +32,12 @@ class ConfigDirectory:
 
 
 class LogNotifier:
+    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+        log.info("reminder for %s: grants %s end soon", user_id, [g.id for g in grants])
+
+    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+        log.info("access review for %s: %s active grants", conversation, len(grants))
+
     def notify(self, notice: Notice) -> None:
         request = notice.request
         log.info(

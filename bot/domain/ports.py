@@ -168,6 +168,8 @@ class NoticeKind(StrEnum):
     EXTENDED = "extended"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    EXPIRING = "expiring"
+    STILL_PENDING = "still_pending"
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,15 @@ class Notice:
 
 class Notifier(Protocol):
     def notify(self, notice: Notice) -> None: ...
+
+    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+        """The weekly DM: the user's grants that end soon, each with an Extend button."""
+        ...
+
+    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+        """The weekly access review: every active grant an approvers channel (``C…``) or an
+        approver (``U…``) oversees, each with a Revoke button."""
+        ...
 
 
 # --- storage ------------------------------------------------------------------------------
@@ -244,6 +255,14 @@ class RequestStore(Protocol):
 
     def claim_key(self, key: str, now: datetime) -> bool:
         """Claim a unique key once across all replicas; False when it was claimed before."""
+        ...
+
+    def release_key(self, key: str) -> None:
+        """Give a claimed key back, when what it stood for could not be done."""
+        ...
+
+    def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
+        """Active grants whose end comes before ``until``, soonest first."""
         ...
 
     def forget_keys(self, prefix: str, before: datetime) -> int:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain.errors import PermanentBackendError, PolicyViolation, TemporaryBackendError
+from bot.domain.model import AccessRequest
 from bot.domain.ports import (
     Delivery,
     ExternalAccount,
@@ -113,7 +115,17 @@ def permanent(message: str = "forbidden") -> PermanentBackendError:
 @dataclass
 class RecordingNotifier:
     notices: list[Notice] = field(default_factory=list)
+    reminders: list[tuple[str, list[int]]] = field(default_factory=list)
+    reviews: list[tuple[str, list[int]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+        with self.lock:
+            self.reminders.append((user_id, [g.id or 0 for g in grants]))
+
+    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+        with self.lock:
+            self.reviews.append((conversation, [g.id or 0 for g in grants]))
 
     def notify(self, notice: Notice) -> None:
         with self.lock:

@@ -255,3 +255,36 @@ def test_link_gitlab_waits_for_an_admin(driver: Driver, slack: FakeSlack,
     assert "is now linked to GitLab user `al`" in driver.press(ADMIN, "confirm_link", ALICE,
                                                                channel=slack.dm_channel(ADMIN))
     assert "*Gitlab*: `al`" in driver.ask(ALICE, "whoami")["text"]
+
+
+def test_weekly_reminder_and_review_in_slack(driver: Driver, slack: FakeSlack,
+                                             runtime: SlackRuntime) -> None:
+    from bot.services import reminders
+
+    driver.ask(ALICE, "request staging view 1h")  # auto-approved, active
+    slack.rate_limited["chat.postMessage"] = 1
+    assert reminders.weekly(runtime.ctx) == 2  # Monday 09:00: the DM and the review
+    dm = [m for m in slack.dms_to(ALICE) if "end within a week" in m["text"]]
+    assert [e["action_id"] for b in dm[0]["blocks"] if b["type"] == "actions"
+            for e in b["elements"]] == ["extend"]
+    review = [m for m in slack.channel_messages(APPROVALS_CHANNEL)
+              if "Access review: 1 active grant" in (m["text"] or "")]
+    assert review[0]["blocks"][1]["accessory"]["action_id"] == "revoke"
+    assert "as `u0alice01@example.com`" in review[0]["blocks"][1]["text"]["text"]
+    assert reminders.weekly(runtime.ctx) == 0
+
+
+def test_failure_is_announced_to_the_approvers(driver: Driver, slack: FakeSlack,
+                                               runtime: SlackRuntime,
+                                               granter: InMemoryGranter) -> None:
+    from tests.fakes.ports import permanent
+
+    driver.ask(ALICE, "request staging edit 1h deploy")
+    ts, _ = approval_message(slack)
+    granter.fail_next = [permanent("the bot may not bind edit")]
+    driver.click(BOB, "approve", "1", ts=ts)
+    wait_for(lambda: state_of(runtime, 1) is State.FAILED)
+    thread = wait_for(lambda: [m for m in slack.channel_messages(APPROVALS_CHANNEL)
+                               if m.get("thread_ts") == ts])
+    assert "Failed: the bot may not bind edit" in thread[0]["text"]
+    wait_for(lambda: [m for m in slack.dms_to(ALICE) if "could not be granted" in m["text"]])

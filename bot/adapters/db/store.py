@@ -243,6 +243,16 @@ class SqlAlchemyRequestStore:
         )
         return [_to_request(row) for row in self.session.scalars(query)]
 
+    def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
+        query = (
+            select(RequestRow)
+            .where(RequestRow.state == State.ACTIVE.value, RequestRow.ends_at < until,
+                   RequestRow.kind == Kind.ACCESS.value)
+            .order_by(RequestRow.ends_at)
+            .limit(limit)
+        )
+        return [_to_request(row) for row in self.session.scalars(query)]
+
     def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]:
         query = (
             select(RequestRow)
@@ -387,6 +397,9 @@ class SqlAlchemyRequestStore:
         except IntegrityError:
             return False
         return True
+
+    def release_key(self, key: str) -> None:
+        self.session.execute(delete(ClaimedKeyRow).where(ClaimedKeyRow.key == key))
 
     def forget_keys(self, prefix: str, before: datetime) -> int:
         result = self.session.execute(

@@ -183,6 +183,10 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
     elif kind is NoticeKind.RETRYING:
         text = (f":warning: Request {label} is approved but the backend failed "
                 f"({request.last_error}). The bot keeps retrying; you will hear when it works.")
+    elif kind is NoticeKind.EXPIRING:
+        text = (f":alarm_clock: Your access {label} ends {when(request.ends_at)}. "
+                "Extend it if you still need it.")
+        buttons = [grant_buttons(request)]
     elif kind is NoticeKind.EXPIRED:
         text = f":checkered_flag: Your access {label} has expired."
     elif kind is NoticeKind.REVOKED:
@@ -195,6 +199,41 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
         text += ("\nYour client certificate stays valid until it expires, but its RBAC "
                  "binding is gone, so it grants nothing.")
     return text, [_text(text), *buttons]
+
+
+def weekly_reminder(grants: Sequence[AccessRequest], now: datetime) -> tuple[str, list[Block]]:
+    text = f":calendar: {len(grants)} of your grants end within a week."
+    blocks: list[Block] = [_text(text)]
+    for grant in grants[:MAX_LISTED * 3]:
+        blocks += [_text(f"{request_line(grant, now)}, ends {when(grant.ends_at)}"),
+                   _actions(grant.id, button("Extend", EXTEND, grant.id))]
+    return text, blocks[:100]
+
+
+def access_review(grants: Sequence[AccessRequest], now: datetime) -> list[tuple[str,
+                                                                              list[Block]]]:
+    """The weekly review, split into messages that fit Slack's 50-block limit."""
+    confirm = {"title": _plain("Revoke access?"),
+               "text": {"type": "mrkdwn", "text": "The grant ends now."},
+               "confirm": _plain("Revoke"), "deny": _plain("Keep it")}
+    head = f":mag: Access review: {len(grants)} active grant{'s' if len(grants) != 1 else ''}."
+    messages = []
+    per_message = 24
+    for start in range(0, max(len(grants), 1), per_message):
+        chunk = grants[start:start + per_message]
+        blocks: list[Block] = [_text(head if start == 0 else f"{head} (continued)")]
+        for grant in chunk:
+            approvers = ", ".join(mention(a) for a in grant.approvers_so_far()) or "-"
+            blocks.append({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": (
+                    f"*#{grant.id}* {mention(grant.requester_id)} on *{grant.target}* as "
+                    f"`{grant.subject}`\nsince {when(grant.activated_at)}, until "
+                    f"{when(grant.ends_at)}, approved by {approvers}")[:3000]},
+                "accessory": button("Revoke", REVOKE, grant.id, "danger", confirm),
+            })
+        messages.append((head, blocks))
+    return messages
 
 
 def filed_message(request: AccessRequest, missing: int) -> str:

@@ -4,7 +4,8 @@ files (kubeconfigs) uploaded into a DM opened with ``conversations.open``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -23,11 +24,22 @@ APPROVAL = "approval"
 
 class SlackNotifier:
     def __init__(self, client: WebClient, config: Config, directory: SlackDirectory,
-                 unit_of_work: Callable[[], UnitOfWork]) -> None:
+                 unit_of_work: Callable[[], UnitOfWork],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._client = client
         self._config = config
         self._directory = directory
         self._unit_of_work = unit_of_work
+        self._clock = clock
+
+    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+        self._dm(user_id, *blocks.weekly_reminder(grants, self._clock()))
+
+    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+        target = self._open_dm(conversation) if conversation[:1] in ("U", "W") \
+            else conversation
+        for text, content in blocks.access_review(grants, self._clock()):
+            self._client.chat_postMessage(channel=target, text=text, blocks=content)
 
     def notify(self, notice: Notice) -> None:
         request = notice.request
@@ -39,6 +51,9 @@ class SlackNotifier:
                 self._update_approval(notice.parent)
         if notice.kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
             self._tell_approvers(request)
+        if notice.kind is NoticeKind.STILL_PENDING:
+            self._remind_approvers(request)
+            return
         dm = blocks.requester_message(notice)
         if dm is not None:
             self._dm(request.requester_id, *dm)
@@ -98,6 +113,14 @@ class SlackNotifier:
         for channel, ts in self._messages(request)[:1]:
             self._client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
                                           reply_broadcast=request.state.is_final)
+
+    def _remind_approvers(self, request: AccessRequest) -> None:
+        text = (f":hourglass: Request #{request.id} ({request.target}) has waited since "
+                f"{blocks.when(request.created_at)}: "
+                f"{blocks.status(request, self._missing(request))}")
+        for channel, ts in self._messages(request):
+            self._client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
+                                          reply_broadcast=True)
 
     # --- direct messages --------------------------------------------------------------
 

@@ -1,0 +1,131 @@
+"""Reminders: the weekly DM and access review, the nudge before a grant ends, and the nudge to
+approvers about requests still waiting.
+
+Each message has a unique key (who, what, which week or which end) claimed in the database
+before it is sent, so several replicas send it once; a send that fails gives its key back so
+the next pass tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from bot.domain.model import AccessRequest, Kind, State
+from bot.domain.ports import Notice, NoticeKind
+from bot.services.context import Context
+
+log = logging.getLogger(__name__)
+
+WEEKLY_HORIZON = timedelta(days=7)
+"""The weekly DM lists the grants that end within this."""
+CATCH_UP = timedelta(hours=12)
+"""A replica that was down at the scheduled moment still sends within this; later, it skips
+to the next week rather than send a stale reminder."""
+
+
+def last_occurrence(cron: str, timezone: str, now: datetime) -> datetime:
+    """The latest scheduled moment at or before ``now``, in UTC."""
+    local = now.astimezone(ZoneInfo(timezone))
+    previous: datetime = croniter(cron, local + timedelta(seconds=1)).get_prev(datetime)
+    return previous.astimezone(now.tzinfo)
+
+
+def _once(ctx: Context, key: str, send: Callable[[], None]) -> bool:
+    """Send under a claimed key; False when another replica or an earlier pass sent it."""
+    with ctx.transaction() as store:
+        if not store.claim_key(key, ctx.clock()):
+            return False
+    try:
+        send()
+    except Exception:
+        log.exception("sending %s failed; it will be tried again", key)
+        with ctx.transaction() as store:
+            store.release_key(key)
+        return False
+    return True
+
+
+def weekly(ctx: Context) -> int:
+    """The weekly DMs and access reviews, if this week's are due and not yet sent."""
+    schedules = ctx.config.file.schedules
+    now = ctx.clock()
+    occurrence = last_occurrence(schedules.reminders, schedules.timezone, now)
+    if now - occurrence > CATCH_UP:
+        return 0
+    period = occurrence.strftime("%Y-%m-%dT%H:%M")
+    with ctx.transaction() as store:
+        found = store.find(states=[State.ACTIVE], kind=Kind.ACCESS, limit=None)
+    # A grant whose end has passed is the expiry sweep's, whatever its state says right now.
+    active = [g for g in found if g.ends_at is not None and g.ends_at > now]
+    sent = 0
+    ending: dict[str, list[AccessRequest]] = defaultdict(list)
+    for grant in active:
+        if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
+            ending[grant.requester_id].append(grant)
+    for user_id, grants in sorted(ending.items()):
+        ordered = sorted(grants, key=lambda g: g.ends_at or now)
+        sent += _once(ctx, f"remind:{period}:{user_id}",
+                      lambda u=user_id, g=ordered: ctx.notifier.remind(u, g))  # type: ignore[misc]
+    for audience, grants in sorted(_review_audiences(ctx, active).items()):
+        sent += _once(ctx, f"review:{period}:{audience}",
+                      lambda a=audience, g=grants: ctx.notifier.review(a, g))  # type: ignore[misc]
+    return sent
+
+
+def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
+    """Each approvers channel, or each approver where a role has no channel, with its grants."""
+    audiences: dict[str, list[AccessRequest]] = defaultdict(list)
+    for grant in active:
+        policy = ctx.config.policies.get((grant.cluster, grant.role))
+        if policy is None:
+            continue
+        channel = ctx.config.approvers_channel(grant.cluster, grant.role)
+        if channel:
+            audiences[channel].append(grant)
+            continue
+        people: set[str] = set()
+        for approver in policy.approvers:
+            people |= ctx.directory.members(approver) if approver.startswith("S") \
+                else {approver}
+        for person in people:
+            audiences[person].append(grant)
+    return audiences
+
+
+def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
+    """Tell grantees their access ends soon (grants longer than the nudge only)."""
+    before = ctx.config.file.schedules.nudge_before
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        soon = store.active_ending_before(now + before, limit)
+    sent = 0
+    for grant in soon:
+        assert grant.ends_at is not None and grant.activated_at is not None
+        if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
+            continue
+        sent += _once(ctx, f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
+                      lambda g=grant: ctx.notifier.notify(  # type: ignore[misc]
+                          Notice(NoticeKind.EXPIRING, g)))
+    return sent
+
+
+def renotify_pending(ctx: Context, limit: int = 1000) -> int:
+    """Remind approvers, once, of requests still waiting after ``renotify_after``."""
+    after = ctx.config.file.schedules.renotify_after
+    with ctx.transaction() as store:
+        waiting = store.pending_created_before(ctx.clock() - after, limit)
+    return sum(_once(ctx, f"renotify:{request.id}",
+                     lambda r=request: ctx.notifier.notify(  # type: ignore[misc]
+                         Notice(NoticeKind.STILL_PENDING, r)))
+               for request in waiting)
+
+
+def remind(ctx: Context) -> int:
+    """One reminder pass: weekly messages when due, nudges, waiting requests."""
+    return weekly(ctx) + nudge_expiring(ctx) + renotify_pending(ctx)

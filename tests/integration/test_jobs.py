@@ -1,0 +1,197 @@
+"""The periodic passes with a controllable clock, and several runners racing over the same
+work on one database: every expiry, reminder and nudge happens exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from bot.app import build_context
+from bot.config import Config, Settings, parse_config
+from bot.domain.model import State
+from bot.domain.ports import NoticeKind
+from bot.jobs import Job, Scheduler
+from bot.services import grants, reminders, requests
+from bot.services.context import Context, RetryPolicy
+from tests.conftest import ALICE, BOB, CAROL, DAVE
+from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
+
+MONDAY_8 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+H, M, D = timedelta(hours=1), timedelta(minutes=1), timedelta(days=1)
+
+
+@pytest.fixture
+def jobs_config() -> Config:
+    return parse_config({
+        "schedules": {"reminders": "0 9 * * MON", "timezone": "UTC", "nudge_before": "1h",
+                      "renotify_after": "4h"},
+        "clusters": {"staging": {
+            "backend": "rbac",
+            "kubernetes": {"server": "https://staging.example", "kubeconfig": "/dev/null"},
+            "approvers": [BOB, CAROL],
+            "approvers_channel": "C0APPROVE",
+            "roles": {"edit": {"cluster_role": "edit", "max_duration": "2w",
+                               "auto_approve_up_to": "2w", "require_reason": False}},
+        }, "prod": {
+            "backend": "rbac",
+            "kubernetes": {"server": "https://prod.example", "kubeconfig": "/dev/null"},
+            "approvers": [BOB],
+            "roles": {"view": {"cluster_role": "view", "require_reason": False}},
+        }},
+    }, Path("jobs.yaml"))
+
+
+def make_context(engine: Engine, config: Config, granter: InMemoryGranter,
+                 notifier: RecordingNotifier, directory: StaticDirectory, clock: FakeClock,
+                 worker: str = "one") -> Context:
+    ctx = build_context(Settings(), config, engine=engine,
+                        granters={"staging": granter, "prod": granter}, notifier=notifier,
+                        directory=directory, clock=clock)
+    return dataclasses.replace(ctx, worker_id=worker, retry=RetryPolicy(jitter=0))
+
+
+@pytest.fixture
+def jctx(engine: Engine, jobs_config: Config, granter: InMemoryGranter,
+         notifier: RecordingNotifier, directory: StaticDirectory, clock: FakeClock) -> Context:
+    clock.now = MONDAY_8
+    return make_context(engine, jobs_config, granter, notifier, directory, clock)
+
+
+def active_grant(ctx: Context, user: str, duration: timedelta) -> int:
+    request = requests.file_request(ctx, user, "staging", "edit", duration=duration)
+    assert request.state is State.ACTIVE and request.id is not None
+    return request.id
+
+
+def test_expiry_nudges_and_weekly_reminders(jctx: Context, notifier: RecordingNotifier,
+                                            granter: InMemoryGranter, clock: FakeClock) -> None:
+    now_ending = active_grant(jctx, ALICE, H)
+    in_59m = active_grant(jctx, BOB, H + 59 * M)
+    in_6d = active_grant(jctx, CAROL, 6 * D + H)
+    in_8d = active_grant(jctx, DAVE, 8 * D + H)
+    waiting = requests.file_request(jctx, ALICE, "prod", "view", duration=H)
+    clock.advance(H)  # Monday 09:00 UTC: the weekly moment
+
+    assert grants.expire_due(jctx) == 1
+    assert grants.get(jctx, now_ending).state is State.EXPIRED
+    assert reminders.nudge_expiring(jctx) == 1
+    assert [n.request.id for n in notifier.notices if n.kind is NoticeKind.EXPIRING] == [in_59m]
+    assert reminders.weekly(jctx) == 3  # two owners, one approvers channel
+    assert sorted(notifier.reminders) == sorted([(BOB, [in_59m]), (CAROL, [in_6d])])
+    assert notifier.reviews == [("C0APPROVE", [in_8d, in_6d, in_59m])]
+    assert reminders.remind(jctx) == 0  # everything already sent
+    assert waiting.id is not None
+    clock.advance(3 * H)
+    assert reminders.renotify_pending(jctx) == 1
+    assert reminders.renotify_pending(jctx) == 0
+    assert [n.request.id for n in notifier.notices
+            if n.kind is NoticeKind.STILL_PENDING] == [waiting.id]
+    assert granter.calls["revoked"] == 1
+
+
+def test_weekly_reminders_wait_for_their_moment(jctx: Context, notifier: RecordingNotifier,
+                                                clock: FakeClock) -> None:
+    active_grant(jctx, ALICE, 2 * D)
+    assert reminders.weekly(jctx) == 0  # Monday 08:00: not yet
+    clock.advance(H)
+    assert reminders.weekly(jctx) == 2
+    clock.advance(13 * H)  # too late to catch up Monday's: wait for next week
+    assert reminders.weekly(jctx) == 0
+    clock.advance(6 * D)
+    assert reminders.weekly(jctx) == 0  # Sunday night: no new weekly moment yet
+    clock.advance(11 * H)  # the next Monday 09:00, the grant long expired
+    grants.expire_due(jctx)
+    assert reminders.weekly(jctx) == 0
+    assert len(notifier.reminders) == 1 and len(notifier.reviews) == 1
+
+
+def test_a_failed_send_is_tried_again(jctx: Context, notifier: RecordingNotifier,
+                                      clock: FakeClock) -> None:
+    active_grant(jctx, ALICE, 2 * D)
+    clock.advance(H)
+    calls = {"n": 0}
+    original = notifier.remind
+
+    def flaky(user_id: str, grants_: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("Slack unreachable")
+        original(user_id, grants_)
+
+    notifier.remind = flaky  # type: ignore[method-assign]
+    assert reminders.weekly(jctx) == 1  # the review went out, the DM did not
+    assert reminders.weekly(jctx) == 1  # the DM, on the next pass
+    assert notifier.reminders == [(ALICE, [1])]
+
+
+def test_last_occurrence_follows_the_time_zone() -> None:
+    now = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
+    berlin = reminders.last_occurrence("0 9 * * MON", "Europe/Berlin", now)
+    assert berlin == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    utc = reminders.last_occurrence("0 9 * * MON", "UTC", now)
+    assert utc == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def test_three_runners_race_over_the_same_work(engine: Engine, jobs_config: Config,
+                                               granter: InMemoryGranter,
+                                               notifier: RecordingNotifier,
+                                               directory: StaticDirectory,
+                                               clock: FakeClock) -> None:
+    clock.now = MONDAY_8
+    runners = [make_context(engine, jobs_config, granter, notifier, directory, clock,
+                            worker=f"replica-{n}") for n in range(3)]
+    users = [f"U0RACE{n:04d}" for n in range(12)]
+    for user in users:
+        directory.emails[user] = f"{user.lower()}@example.com"
+    expiring = [active_grant(runners[0], user, H) for user in users[:6]]
+    staying = [active_grant(runners[0], user, 3 * D) for user in users[6:]]
+    clock.advance(H)
+    barrier = threading.Barrier(3)
+
+    def run(ctx: Context) -> None:
+        barrier.wait()
+        for job in (grants.expire_due, reminders.remind, grants.run_due):
+            job(ctx)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(run, runners))
+
+    assert granter.calls["revoke"] == len(expiring)
+    assert granter.calls["revoked"] == len(expiring)
+    assert all(grants.get(runners[0], i).state is State.EXPIRED for i in expiring)
+    assert all(grants.get(runners[0], i).state is State.ACTIVE for i in staying)
+    sent = Counter(user for user, _ in notifier.reminders)
+    assert sent == Counter(users[6:])  # every reminder once, none skipped
+    assert len(notifier.reviews) == 1
+    expired = Counter(n.request.id for n in notifier.notices if n.kind is NoticeKind.EXPIRED)
+    assert expired == Counter(expiring)
+
+
+def test_scheduler_runs_the_passes(jctx: Context, clock: FakeClock) -> None:
+    request_id = active_grant(jctx, ALICE, H)
+    clock.advance(H)
+    ran = threading.Event()
+
+    def expire(ctx: Context) -> int:
+        handled = grants.expire_due(ctx)
+        ran.set()
+        return handled
+
+    failing: Callable[[Context], int] = lambda ctx: 1 // 0  # noqa: E731
+    scheduler = Scheduler(jctx, [Job("boom", failing, timedelta(milliseconds=10)),
+                                 Job("expire", expire, timedelta(milliseconds=10))])
+    scheduler.start()
+    try:
+        assert ran.wait(5)
+    finally:
+        scheduler.stop()
+    assert grants.get(jctx, request_id).state is State.EXPIRED
