@@ -19,12 +19,14 @@ from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_wor
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigError, Settings
 from bot.domain.errors import DomainError
-from bot.domain.ports import Directory, Granter, Notifier
-from bot.services.context import Context
+from bot.domain.ports import Directory, Granter, Metrics, Notifier
+from bot.services.context import Context, NullMetrics
 
 if TYPE_CHECKING:
     from slack_bolt import App
     from slack_sdk import WebClient
+
+    from bot.adapters.metrics import PrometheusMetrics
 
 GranterFactory = Callable[[Settings, Config, str], Granter]
 
@@ -94,20 +96,21 @@ class SlackRuntime:
 
 def build_slack_context(settings: Settings, config: Config, *, engine: Engine | None = None,
                         granters: Mapping[str, Granter] | None = None,
-                        clock: Callable[[], datetime] = utc_now) -> tuple[Context, WebClient]:
+                        clock: Callable[[], datetime] = utc_now,
+                        metrics: PrometheusMetrics | None = None) -> tuple[Context, WebClient]:
     """The use-case context with Slack as notifier and directory (jobs and ``serve``)."""
     from bot.adapters.slack.client import make_client
     from bot.adapters.slack.directory import SlackDirectory
     from bot.adapters.slack.notifier import SlackNotifier
 
-    client = make_client(settings)
+    client = make_client(settings, on_error=metrics.slack_error if metrics else None)
     engine = engine if engine is not None else make_engine(settings.database_url)
     directory = SlackDirectory(client)
     sessions = unit_of_work_factory(engine)
     notifier = SlackNotifier(client, config, directory, lambda: SqlAlchemyUnitOfWork(sessions),
                              clock)
     ctx = build_context(settings, config, engine=engine, granters=granters, notifier=notifier,
-                        directory=directory, clock=clock)
+                        directory=directory, clock=clock, metrics=metrics)
     return ctx, client
 
 
@@ -115,13 +118,14 @@ def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
                         engine: Engine | None = None,
                         granters: Mapping[str, Granter] | None = None,
                         clock: Callable[[], datetime] = utc_now,
-                        executor: Executor | None = None) -> SlackRuntime:
+                        executor: Executor | None = None,
+                        metrics: PrometheusMetrics | None = None) -> SlackRuntime:
     """Everything ``serve`` runs: the Slack context and the Bolt app on top of it."""
     from bot.adapters.slack.app import build_bolt_app
 
     engine = engine if engine is not None else make_engine(settings.database_url)
     ctx, client = build_slack_context(settings, config, engine=engine, granters=granters,
-                                      clock=clock)
+                                      clock=clock, metrics=metrics)
     app = build_bolt_app(settings, ctx, client, http=http, executor=executor)
     return SlackRuntime(ctx=ctx, app=app, client=client, engine=engine)
 
@@ -135,6 +139,7 @@ def build_context(
     notifier: Notifier | None = None,
     directory: Directory | None = None,
     clock: Callable[[], datetime] = utc_now,
+    metrics: Metrics | None = None,
 ) -> Context:
     engine = engine if engine is not None else make_engine(settings.database_url)
     sessions = unit_of_work_factory(engine)
@@ -146,4 +151,5 @@ def build_context(
         directory=directory if directory is not None else ConfigDirectory(config),
         clock=clock,
         worker_id=worker_id(),
+        metrics=metrics if metrics is not None else NullMetrics(),
     )

@@ -50,11 +50,15 @@ def _explained(function: F) -> F:
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
         fields = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
                            for e in error.errors())
         raise ConfigError(f"environment: {fields}") from None
+    from bot.logs import configure
+
+    configure(settings.log_level, settings.log_format, settings.secret_values())
+    return settings
 
 
 def _config(settings: Settings) -> Config:
@@ -251,7 +255,12 @@ def jobs() -> None:
 @click.argument("job", type=click.Choice(sorted(_JOBS)))
 @_explained
 def jobs_run(job: str) -> None:
-    count = _JOBS[job](_context())
+    from bot.jobs import run_job
+
+    count = run_job(_context(), job, _JOBS[job])
+    if count is None:
+        click.echo(f"{job}: failed; see the log", err=True)
+        sys.exit(1)
     click.echo(f"{job}: {count} handled")
 
 

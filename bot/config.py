@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
 
+    def secret_values(self) -> list[str]:
+        """Every secret in the environment, for the log redactor."""
+        values = (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
+                  self.gitlab_token)
+        return [v.get_secret_value() for v in values if v is not None]
+
 
 # --- the YAML file ------------------------------------------------------------------------
 

@@ -36,6 +36,21 @@ def default_jobs(ctx: Context) -> list[Job]:
     ]
 
 
+def run_job(ctx: Context, name: str, run: Callable[[Context], int]) -> int | None:
+    """One pass of a job, timed and counted; its failure is logged, never raised."""
+    started = time.monotonic()
+    try:
+        handled = run(ctx)
+    except Exception:
+        log.exception("job %s failed; it runs again at its next turn", name)
+        ctx.metrics.job_run(name, time.monotonic() - started, 0, ok=False)
+        return None
+    ctx.metrics.job_run(name, time.monotonic() - started, handled, ok=True)
+    if handled:
+        log.info("job %s handled %s", name, handled)
+    return handled
+
+
 class Scheduler:
     """Runs each job every so often on a daemon thread until :meth:`stop`."""
 
@@ -53,13 +68,7 @@ class Scheduler:
         self._thread.join(timeout)
 
     def run_once(self, job: Job) -> None:
-        try:
-            handled = job.run(self._ctx)
-        except Exception:
-            log.exception("job %s failed; it runs again at its next turn", job.name)
-            return
-        if handled:
-            log.info("job %s handled %s", job.name, handled)
+        run_job(self._ctx, job.name, job.run)
 
     def _loop(self) -> None:
         next_run = {job.name: 0.0 for job in self._jobs}

@@ -14,6 +14,8 @@ from sqlalchemy import text
 from waitress.server import create_server
 
 from bot.adapters.db import migrate
+from bot.adapters.db.store import make_engine
+from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.slack.listeners import forget_old_signatures
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime, build_slack_runtime
@@ -60,12 +62,15 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
             "connections:write scope, from your Slack app's Basic Information page. Or run "
             "`serve --http` with SLACK_SIGNING_SECRET."
         )
-    runtime = build_slack_runtime(settings, config, http=not socket_mode)
+    engine = make_engine(settings.database_url)
+    metrics = PrometheusMetrics(engine)
+    runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
+                                  metrics=metrics)
     jobs = [*default_jobs(runtime.ctx), Job("forget-signatures", forget_old_signatures,
                                             config.file.schedules.expiry_sweep * 5)]
     scheduler = Scheduler(runtime.ctx, jobs)
     scheduler.start()
-    web = WebApp(None if socket_mode else runtime.app, readiness(runtime))
+    web = WebApp(None if socket_mode else runtime.app, readiness(runtime), metrics.render)
     server = create_server(web, host=host, port=port, threads=8,
                                     ident="k8s-access-bot")
     handler = None

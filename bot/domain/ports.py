@@ -197,6 +197,25 @@ class Notifier(Protocol):
         ...
 
 
+# --- observation ------------------------------------------------------------------------
+
+
+class Metrics(Protocol):
+    """What operators graph: every audited action, backend calls, job runs, expiry lag."""
+
+    def event(self, action: str, cluster: str) -> None: ...
+
+    def backend_call(self, operation: str, cluster: str, seconds: float, outcome: str) -> None:
+        """``outcome``: ok, temporary, permanent or unexpected."""
+        ...
+
+    def job_run(self, job: str, seconds: float, handled: int, ok: bool) -> None: ...
+
+    def expiry_lag(self, seconds: float) -> None:
+        """How long after its end a grant was actually revoked."""
+        ...
+
+
 # --- storage ------------------------------------------------------------------------------
 
 

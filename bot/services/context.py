@@ -6,6 +6,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from bot.domain.model import AccessRequest, Actor, AuditEvent
 from bot.domain.ports import (
     Directory,
     Granter,
+    Metrics,
     Notice,
     Notifier,
     RequestStore,
@@ -48,6 +50,26 @@ class RetryPolicy:
         return jittered
 
 
+class NullMetrics:
+    """Counts nothing: for the CLI and tests that do not look."""
+
+    def event(self, action: str, cluster: str) -> None:
+        pass
+
+    def backend_call(self, operation: str, cluster: str, seconds: float, outcome: str) -> None:
+        pass
+
+    def job_run(self, job: str, seconds: float, handled: int, ok: bool) -> None:
+        pass
+
+    def expiry_lag(self, seconds: float) -> None:
+        pass
+
+
+_committed_events: ContextVar[list[tuple[str, str]] | None] = ContextVar(
+    "committed_events", default=None)
+
+
 @dataclass(frozen=True)
 class Context:
     config: Config
@@ -58,6 +80,7 @@ class Context:
     clock: Callable[[], datetime]
     worker_id: str = "worker"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics: Metrics = field(default_factory=NullMetrics)
 
     def granter(self, cluster: str) -> Granter:
         try:
@@ -97,10 +120,18 @@ class Context:
 
     @contextmanager
     def transaction(self) -> Iterator[RequestStore]:
-        """One unit of work; commits when the block ends without an error."""
-        with self.unit_of_work() as uow:
-            yield uow.store
-            uow.commit()
+        """One unit of work; commits when the block ends without an error. The actions it
+        audited are counted once it has committed."""
+        events: list[tuple[str, str]] = []
+        token = _committed_events.set(events)
+        try:
+            with self.unit_of_work() as uow:
+                yield uow.store
+                uow.commit()
+        finally:
+            _committed_events.reset(token)
+        for action, cluster in events:
+            self.metrics.event(action, cluster)
 
 
 def audit(
@@ -111,6 +142,10 @@ def audit(
     request: AccessRequest | None = None,
     **details: Any,
 ) -> None:
+    pending = _committed_events.get()
+    if pending is not None:
+        pending.append((action, request.cluster if request is not None
+                        else str(details.get("cluster", "-"))))
     store.record(
         AuditEvent(
             at=now,

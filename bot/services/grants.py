@@ -11,6 +11,7 @@ up after a limit, revocations never do.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +41,7 @@ from bot.domain.ports import (
     Reconcilable,
     RequestStore,
 )
+from bot.logcontext import request_scope, scoped
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,14 @@ def owe_approved(store: RequestStore, request: AccessRequest, now: datetime) -> 
 # --- revocation and expiry ----------------------------------------------------------------
 
 
+@scoped
 def revoke(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
     """End an active grant early: the grantee, the cluster's approvers and admins may."""
     actor = ctx.actor(user_id)
     return revoke_as(ctx, request_id, actor, reason)
 
 
+@scoped
 def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> AccessRequest:
     now = ctx.clock()
     with ctx.transaction() as store:
@@ -188,20 +192,27 @@ def run_operation(ctx: Context, operation: Operation) -> bool:
         assert claimed is not None
         request = store.get(claimed.request_id)
         parent = store.get(request.parent_id) if request.parent_id is not None else None
-    started = ctx.clock()
-    try:
-        result = _call_backend(ctx, claimed, request, parent, started)
-    except TemporaryBackendError as error:
-        _postpone(ctx, claimed, error.message, error.delay_seconds)
-    except PermanentBackendError as error:
-        _give_up(ctx, claimed, error.message)
-    except DomainError as error:
-        _give_up(ctx, claimed, error.message)
-    except Exception as error:  # an adapter let a library error through: retry, keep a trace
-        log.exception("backend call for request %s failed unexpectedly", request.id)
-        _postpone(ctx, claimed, f"unexpected error: {type(error).__name__}: {error}", None)
-    else:
-        _complete(ctx, claimed, result, started)
+    with request_scope(request.id):
+        started = ctx.clock()
+        timer = time.monotonic()
+        outcome = "ok"
+        try:
+            result = _call_backend(ctx, claimed, request, parent, started)
+        except TemporaryBackendError as error:
+            outcome = "temporary"
+            _postpone(ctx, claimed, error.message, error.delay_seconds)
+        except (PermanentBackendError, DomainError) as error:
+            outcome = "permanent"
+            _give_up(ctx, claimed, error.message)
+        except Exception as error:  # an adapter let a library error through: retry, keep a trace
+            outcome = "unexpected"
+            log.exception("backend call for request %s failed unexpectedly", request.id)
+            _postpone(ctx, claimed, f"unexpected error: {type(error).__name__}: {error}", None)
+        else:
+            _complete(ctx, claimed, result, started)
+        finally:
+            ctx.metrics.backend_call(claimed.kind.value, request.cluster,
+                                     time.monotonic() - timer, outcome)
     return True
 
 
@@ -246,7 +257,12 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
             _finish(store, operation, OperationState.DONE)
         return notices
 
-    ctx.notify(*retrying(commit))
+    notices = retrying(commit)
+    for notice in notices:
+        ended = notice.request
+        if notice.kind is NoticeKind.EXPIRED and ended.ended_at and ended.ends_at:
+            ctx.metrics.expiry_lag((ended.ended_at - ended.ends_at).total_seconds())
+    ctx.notify(*notices)
 
 
 def _apply(store: RequestStore, operation: Operation, request: AccessRequest,

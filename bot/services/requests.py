@@ -6,6 +6,7 @@ hear of it after the commit; backend work that an approval makes due runs right 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -14,8 +15,11 @@ from bot.domain import lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, State
 from bot.domain.ports import Notice, NoticeKind
+from bot.logcontext import request_scope, scoped
 from bot.services import grants
 from bot.services.context import Context, audit, retrying
+
+log = logging.getLogger(__name__)
 
 
 def file_request(
@@ -57,14 +61,18 @@ def file_request(
             operation = grants.owe_approved(store, request, now)
             audit(store, now, "policy", "approved", request,
                   rule="break-glass" if break_glass else "auto-approve")
-    ctx.notify(Notice(NoticeKind.FILED, request,
-                      approvals_missing=lifecycle.approvals_missing(request, policy)))
-    if operation is not None:
-        grants.run_operation(ctx, operation)
-        return grants.get(ctx, request.id or 0)
+    with request_scope(request.id):
+        log.info("%s asked for %s for %s as %s", user_id, request.target,
+                 request.duration, subject)
+        ctx.notify(Notice(NoticeKind.FILED, request,
+                          approvals_missing=lifecycle.approvals_missing(request, policy)))
+        if operation is not None:
+            grants.run_operation(ctx, operation)
+            return grants.get(ctx, request.id or 0)
     return request
 
 
+@scoped
 def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
            reason: str = "") -> AccessRequest:
     """Ask for more time on an active grant (approved at once where the role allows)."""
@@ -93,6 +101,7 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
     return extension
 
 
+@scoped
 def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> AccessRequest:
     """Record an approval; the last one the quorum needs approves and provisions the request."""
     actor = ctx.actor(user_id)
@@ -110,6 +119,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
         return request, lifecycle.approvals_missing(request, policy), operation
 
     request, missing, operation = retrying(decide)
+    log.info("%s approved; %s more approvals needed", user_id, missing)
     ctx.notify(Notice(NoticeKind.DECISION, request, actor=user_id, approvals_missing=missing))
     if operation is None:
         return request
@@ -118,6 +128,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
     return grants.get(ctx, request_id)
 
 
+@scoped
 def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
     actor = ctx.actor(user_id)
 
@@ -136,6 +147,7 @@ def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequ
     return request
 
 
+@scoped
 def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
     actor = Actor(user_id)
 

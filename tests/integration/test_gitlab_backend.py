@@ -17,10 +17,10 @@ from bot.config import Config, Settings, parse_config
 from bot.domain.errors import NotAuthorized, PermanentBackendError, PolicyViolation
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import NoticeKind
+from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
 from bot.services import grants, identity, requests
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ADMIN, ALICE, BOB
-from tests.fakes.gitlab import FakeGitLab, GitLabUser, Group
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
 
 H = timedelta(hours=1)

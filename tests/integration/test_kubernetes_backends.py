@@ -29,10 +29,10 @@ from bot.config import Config, Settings, parse_config
 from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import State
 from bot.domain.ports import Granter, NoticeKind
+from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
 from bot.services import grants, requests
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ALICE, BOB, CAROL
-from tests.fakes.kubernetes import BOT_RULES, FakeKubernetes
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")

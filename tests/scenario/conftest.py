@@ -18,9 +18,9 @@ from sqlalchemy import Engine
 
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
 from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter
-from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
 
 APPROVALS_CHANNEL = "C0APPROVE"
 

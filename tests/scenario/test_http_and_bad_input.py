@@ -15,9 +15,9 @@ from waitress.server import create_server
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime
 from bot.domain.model import State
+from bot.fakes.slack import FakeSlack, signed_headers
 from bot.services import grants
 from tests.fakes.ports import InMemoryGranter
-from tests.fakes.slack import FakeSlack, signed_headers
 from tests.scenario.conftest import (
     ALICE,
     APPROVALS_CHANNEL,

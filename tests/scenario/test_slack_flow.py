@@ -8,9 +8,9 @@ from typing import Any
 from bot.app import SlackRuntime
 from bot.domain.errors import NotFound
 from bot.domain.model import State
+from bot.fakes.slack import FakeSlack
 from bot.services import grants
 from tests.fakes.ports import InMemoryGranter
-from tests.fakes.slack import FakeSlack
 from tests.scenario.conftest import (
     ALICE,
     APPROVALS_CHANNEL,

@@ -2,19 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 from bot.config import ConfigError, Settings
 
 DEFAULT_API_URL = "https://slack.com/api/"
+ErrorCounter = Callable[[str, str], None]
 
 
-def make_client(settings: Settings, *, rate_limit_retries: int = 10) -> WebClient:
+class CountingWebClient(WebClient):
+    """A WebClient that reports each failed call (after its retries) to ``on_error``."""
+
+    def __init__(self, *args: Any, on_error: ErrorCounter | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_error = on_error
+
+    def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().api_call(api_method, *args, **kwargs)
+        except SlackApiError as error:
+            if self._on_error is not None:
+                self._on_error(api_method, str(error.response.get("error", "unknown")))
+            raise
+
+
+class CountingRateLimitHandler(RateLimitErrorRetryHandler):
+    """Waits out ``Retry-After`` like the SDK's handler, and counts each 429."""
+
+    def __init__(self, max_retry_count: int, on_error: ErrorCounter | None) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._on_error = on_error
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest,
+                   response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        limited: bool = super()._can_retry(state=state, request=request, response=response,
+                                           error=error)
+        if limited and self._on_error is not None:
+            self._on_error(request.url.rsplit("/", 1)[-1], "ratelimited")
+        return limited
+
+
+def make_client(settings: Settings, *, rate_limit_retries: int = 10,
+                on_error: ErrorCounter | None = None) -> WebClient:
     """A client that waits out ``Retry-After`` on 429s and retries connection and 5xx errors."""
     if settings.slack_bot_token is None:
         raise ConfigError(
@@ -22,12 +64,13 @@ def make_client(settings: Settings, *, rate_limit_retries: int = 10) -> WebClien
             "app's OAuth & Permissions page (create the app from app-manifest.yaml)."
         )
     base_url = settings.slack_api_url or DEFAULT_API_URL
-    return WebClient(
+    return CountingWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         timeout=15,
+        on_error=on_error,
         retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+            CountingRateLimitHandler(rate_limit_retries, on_error),
             ConnectionErrorRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],

@@ -169,8 +169,8 @@ class FakeSlack:
         return self._view(params)
 
     def _view(self, params: dict[str, Any]) -> dict[str, Any]:
-        view = params.get("view")
-        view = json.loads(view) if isinstance(view, str) else view
+        raw = params.get("view")
+        view: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
         self.views.append(view)
         return {"ok": True, "view": {**view, "id": f"V{len(self.views)}", "hash": "h"}}
 
@@ -181,8 +181,8 @@ class FakeSlack:
         return {"ok": True, "file_id": file_id, "upload_url": f"{self.url}/upload/{file_id}"}
 
     def api_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
-        files = params.get("files")
-        files = json.loads(files) if isinstance(files, str) else files
+        raw = params.get("files")
+        files: list[dict[str, Any]] = json.loads(raw) if isinstance(raw, str) else list(raw or [])
         channel = params.get("channel_id")
         shared = []
         for item in files:
@@ -274,4 +274,4 @@ def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | 
     stamp = str(timestamp if timestamp is not None else int(time.time()))
     signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
     return {"content-type": content_type, "x-slack-request-timestamp": stamp,
-            "x-slack-signature": signature}
+            "x-slack-signature": signature or ""}

@@ -27,7 +27,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.fakes.pki import TestCA
+from bot.fakes.pki import TestCA
 
 RBAC = "rbac.authorization.k8s.io"
 CERTS = "certificates.k8s.io"
@@ -98,8 +98,9 @@ class FakeKubernetes:
         self.ca = TestCA()
         self.lock = threading.RLock()
         self.csrs: dict[str, dict[str, Any]] = {}
-        self.cluster_roles = {name: {"metadata": {"name": name}, "rules": rules}
-                              for name, rules in BUILTIN_CLUSTER_ROLES.items()}
+        self.cluster_roles: dict[str, dict[str, Any]] = {
+            name: {"metadata": {"name": name}, "rules": rules}
+            for name, rules in BUILTIN_CLUSTER_ROLES.items()}
         self.roles: dict[tuple[str, str], dict[str, Any]] = {}
         self.cluster_role_bindings: dict[str, dict[str, Any]] = {}
         self.role_bindings: dict[tuple[str, str], dict[str, Any]] = {}
@@ -159,7 +160,7 @@ class FakeKubernetes:
     # --- authorization ------------------------------------------------------------------
 
     def _rules_for(self, user: User, namespace: str | None) -> list[dict[str, Any]]:
-        def matches(subjects: list[dict[str, Any]]) -> bool:
+        def matches(subjects: list[dict[str, Any]] | None) -> bool:
             return any((s.get("kind") == "User" and s.get("name") == user.name)
                        or (s.get("kind") == "Group" and s.get("name") in user.groups)
                        for s in subjects or [])
@@ -403,7 +404,7 @@ def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _user(self) -> User:
-            certificate = self.connection.getpeercert()  # type: ignore[attr-defined]
+            certificate = self.connection.getpeercert()
             name, groups = "", []
             for rdn in certificate.get("subject", ()):
                 for key, value in rdn:

@@ -1,0 +1,92 @@
+"""Prometheus metrics for ``/metrics``: what the bot does, how fast its backends answer, how its
+jobs keep up, how often Slack refuses; and the requests by state and cluster, counted in the
+database at scrape time so that every replica reports the same truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from bot.adapters.db.models import RequestRow
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class RequestsByState(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("k8s_access_requests", "Access requests by state and cluster",
+                                   labels=["state", "cluster"])
+        query = select(RequestRow.state, RequestRow.cluster, func.count()).group_by(
+            RequestRow.state, RequestRow.cluster)
+        with self._engine.connect() as connection:
+            for state, cluster, count in connection.execute(query):
+                family.add_metric([state, cluster], count)
+        yield family
+
+
+class PrometheusMetrics:
+    def __init__(self, engine: Engine | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("k8s_access_events_total",
+                              "Audited actions (requested, approved, activated, revoked, …)",
+                              ["action", "cluster"], registry=r)
+        self.backend_seconds = Histogram("k8s_access_backend_call_seconds",
+                                         "Grant, extend and revoke calls to the backends",
+                                         ["operation", "cluster", "outcome"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_errors = Counter("k8s_access_backend_errors_total",
+                                      "Failed backend calls by kind", ["operation", "cluster",
+                                                                       "kind"], registry=r)
+        self.job_runs = Counter("k8s_access_job_runs_total", "Job passes by outcome",
+                                ["job", "outcome"], registry=r)
+        self.job_seconds = Histogram("k8s_access_job_duration_seconds", "Job pass duration",
+                                     ["job"], buckets=LATENCY_BUCKETS, registry=r)
+        self.job_handled = Counter("k8s_access_job_handled_total", "Items handled by jobs",
+                                   ["job"], registry=r)
+        self.job_last_success = Gauge("k8s_access_job_last_success_timestamp_seconds",
+                                      "When each job last ran without error", ["job"],
+                                      registry=r)
+        self.expiry_lag_seconds = Histogram("k8s_access_expiry_lag_seconds",
+                                            "From a grant's end to its revocation",
+                                            buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600),
+                                            registry=r)
+        self.slack_errors = Counter("k8s_access_slack_api_errors_total",
+                                    "Slack Web API errors by method and error",
+                                    ["method", "error"], registry=r)
+        if engine is not None:
+            r.register(RequestsByState(engine))
+
+    def event(self, action: str, cluster: str) -> None:
+        self.events.labels(action, cluster).inc()
+
+    def backend_call(self, operation: str, cluster: str, seconds: float, outcome: str) -> None:
+        self.backend_seconds.labels(operation, cluster, outcome).observe(seconds)
+        if outcome != "ok":
+            self.backend_errors.labels(operation, cluster, outcome).inc()
+
+    def job_run(self, job: str, seconds: float, handled: int, ok: bool) -> None:
+        self.job_runs.labels(job, "ok" if ok else "error").inc()
+        self.job_seconds.labels(job).observe(seconds)
+        self.job_handled.labels(job).inc(handled)
+        if ok:
+            self.job_last_success.labels(job).set(time.time())
+
+    def expiry_lag(self, seconds: float) -> None:
+        self.expiry_lag_seconds.observe(max(seconds, 0))
+
+    def slack_error(self, method: str, error: str) -> None:
+        self.slack_errors.labels(method, error).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
