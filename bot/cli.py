@@ -274,8 +274,10 @@ def jobs_run(job: str) -> None:
               help="Receive Slack's requests at POST /slack/events (needs SLACK_SIGNING_SECRET).")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--jobs/--no-jobs", default=True, show_default=True,
+              help="Run the periodic jobs in this process (off when CronJobs run them).")
 @_explained
-def serve(socket_mode: bool, http: bool, host: str, port: int) -> None:
+def serve(socket_mode: bool, http: bool, host: str, port: int, jobs: bool) -> None:
     """Run the bot, its scheduler and the /healthz, /readyz and /metrics endpoints.
 
     Without a flag: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode.
@@ -287,4 +289,14 @@ def serve(socket_mode: bool, http: bool, host: str, port: int) -> None:
         raise ConfigError("choose one of --socket-mode and --http")
     if not socket_mode and not http:
         socket_mode = settings.slack_app_token is not None
-    run(settings, _config(settings), socket_mode=socket_mode, host=host, port=port)
+    run(settings, _config(settings), socket_mode=socket_mode, host=host, port=port,
+        jobs=jobs)
+
+
+@main.command()
+@_explained
+def demo() -> None:
+    """Watch the whole flow locally: no Slack workspace, GitLab or cluster needed."""
+    from bot.demo import run
+
+    run()

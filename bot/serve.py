@@ -55,7 +55,8 @@ def readiness(runtime: SlackRuntime, slack_ttl: float = 60) -> Callable[[], dict
     return check
 
 
-def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, port: int) -> None:
+def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, port: int,
+        jobs: bool = True) -> None:
     if socket_mode and settings.slack_app_token is None:
         raise ConfigError(
             "SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-…) with the "
@@ -66,9 +67,11 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     metrics = PrometheusMetrics(engine)
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
-    jobs = [*default_jobs(runtime.ctx), Job("forget-signatures", forget_old_signatures,
-                                            config.file.schedules.expiry_sweep * 5)]
-    scheduler = Scheduler(runtime.ctx, jobs)
+    passes = [Job("forget-signatures", forget_old_signatures,
+                  config.file.schedules.expiry_sweep * 5)]
+    if jobs:
+        passes += default_jobs(runtime.ctx)
+    scheduler = Scheduler(runtime.ctx, passes)
     scheduler.start()
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime), metrics.render)
     server = create_server(web, host=host, port=port, threads=8,

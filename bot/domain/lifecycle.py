@@ -51,6 +51,12 @@ class Event(StrEnum):
     EXPIRE = "expire"
     REVOKE = "revoke"
 
+    @property
+    def passive(self) -> str:
+        """How the refusal says it: "it cannot *be approved* now"."""
+        return {"approve": "be approved", "deny": "be denied", "cancel": "be cancelled",
+                "provision": "be activated", "revoke": "be revoked"}.get(self.value, self.value)
+
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.PENDING, Event.APPROVE): State.APPROVED,
@@ -68,12 +74,10 @@ def next_state(request: AccessRequest, event: Event) -> State:
     """The state ``event`` leads to, or :class:`InvalidTransition` saying why it cannot happen."""
     target = TRANSITIONS.get((request.state, event))
     if target is None:
-        raise InvalidTransition(
-            f"Request {request.label} is {request.state.value.replace('_', ' ')}: "
-            f"it cannot {event.value} any more."
-            if request.state.is_final
-            else f"Request {request.label} is {request.state.value}: it cannot {event.value} now."
-        )
+        state = request.state.value.replace("_", " ")
+        when = "any more" if request.state.is_final else "now"
+        raise InvalidTransition(f"Request {request.label} is {state}: it cannot {event.passive} "
+                                f"{when}.")
     return target
 
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +42,8 @@ class FakeSlack:
     rate_limited: dict[str, int] = field(default_factory=dict)
     """Method name → how many of its next calls get a 429 with Retry-After."""
     retry_after: int = 1
+    on_call: Callable[[str, dict[str, Any]], None] | None = None
+    """Called with each successful call, as it arrives (the demo prints them)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -106,7 +109,10 @@ class FakeSlack:
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
         with self._lock:
-            return 200, handler(params), {}
+            answer = handler(params)
+        if self.on_call is not None and answer.get("ok"):
+            self.on_call(method, params)
+        return 200, answer, {}
 
     def _known(self, channel: str) -> bool:
         return channel in self.channels or channel.startswith("D")

@@ -133,7 +133,7 @@ def test_deny_and_cancel(ctx: Context, notifier: RecordingNotifier) -> None:
     with pytest.raises(NotAuthorized):
         requests.cancel(ctx, second, BOB)
     assert requests.cancel(ctx, second, ALICE).state is State.CANCELLED
-    with pytest.raises(InvalidTransition, match="cancelled: it cannot cancel any more"):
+    with pytest.raises(InvalidTransition, match="cancelled: it cannot be cancelled any more"):
         requests.cancel(ctx, second, ALICE)
     assert NoticeKind.DENIED in notifier.kinds(first)
     assert NoticeKind.CANCELLED in notifier.kinds(second)

@@ -121,7 +121,7 @@ def test_double_click_grants_once(driver: Driver, slack: FakeSlack, runtime: Sla
     wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
     assert granter.calls["grant"] == 1
     assert len([a for a in answers if a.startswith("You approved request #1")]) == 1
-    assert len([a for a in answers if "already decided" in a or "cannot approve" in a]) == 1
+    assert len([a for a in answers if "already decided" in a or "cannot be approved" in a]) == 1
 
 
 def test_deny_asks_for_a_reason(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -10,14 +11,23 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+
+def migrations_folder() -> Path:
+    """``K8S_ACCESS_MIGRATIONS``, else the checkout this code runs from, else ``./migrations``
+    (the container image's working directory)."""
+    candidates = [Path(p) for p in [os.environ.get("K8S_ACCESS_MIGRATIONS")] if p]
+    candidates += [Path(__file__).resolve().parents[3] / "migrations", Path.cwd() / "migrations"]
+    for folder in candidates:
+        if (folder / "env.py").exists():
+            return folder
+    raise FileNotFoundError(
+        "the migrations folder is missing: set K8S_ACCESS_MIGRATIONS to the project's "
+        f"migrations/ (looked in {', '.join(map(str, candidates))})")
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
-    if not (MIGRATIONS / "env.py").exists():
-        raise FileNotFoundError(f"the migrations folder is missing: {MIGRATIONS}")
     config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations_folder()))
     config.attributes["engine"] = engine
     return config
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from bot.domain.errors import TemporaryBackendError
 from bot.domain.ports import UserInfo
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _TtlCache:
@@ -67,6 +69,11 @@ class SlackDirectory:
         try:
             users = self._client.usergroups_users_list(usergroup=group_id)["users"]
         except SlackApiError as error:
+            if error.response.get("error") in ("no_such_subteam", "subteam_not_found"):
+                # A wrong ID in the config must not lock everyone else out: it has no members.
+                log.error("user group %s in the configuration does not exist in Slack",
+                          group_id)
+                return frozenset()
             raise TemporaryBackendError(
                 f"Slack did not list user group {group_id}: {error.response.get('error')}"
             ) from None

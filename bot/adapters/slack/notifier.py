@@ -45,7 +45,7 @@ class SlackNotifier:
         request = notice.request
         if notice.kind is NoticeKind.FILED:
             self._post_approval(request)
-        else:
+        elif notice.kind is not NoticeKind.APPROVED:  # the decision notice showed it already
             self._update_approval(request)
             if notice.parent is not None:
                 self._update_approval(notice.parent)
