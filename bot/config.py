@@ -433,7 +433,8 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no such file. Set K8S_ACCESS_CONFIG or start from examples/k8s-access.yaml"
+            f"{path}: no such file. Set K8S_ACCESS_CONFIG, or start from "
+            "examples/quickstart.yaml"
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot be read: {error}") from None

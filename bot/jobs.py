@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bot.domain.errors import DomainError
 from bot.services import grants, reminders, requests
 from bot.services.context import Context
 
@@ -41,6 +42,10 @@ def run_job(ctx: Context, name: str, run: Callable[[Context], int]) -> int | Non
     started = time.monotonic()
     try:
         handled = run(ctx)
+    except DomainError as error:  # explained already: no traceback needed
+        log.error("job %s failed, it runs again at its next turn: %s", name, error.message)
+        ctx.metrics.job_run(name, time.monotonic() - started, 0, ok=False)
+        return None
     except Exception:
         log.exception("job %s failed; it runs again at its next turn", name)
         ctx.metrics.job_run(name, time.monotonic() - started, 0, ok=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,20 +83,23 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         handler = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value(),
                                     web_client=runtime.client)
         handler.connect()  # type: ignore[no-untyped-call]
-    stopping = threading.Event()
-
     def stop(signum: int, _frame: Any) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            log.info("stopping on signal %s", signum)
-            server.close()
+        raise _Stop(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("serving %s on %s:%s", "Socket Mode" if socket_mode else "HTTP", host, port)
     try:
         server.run()
+    except _Stop as signum:
+        log.info("stopping on signal %s", signum)
     finally:
+        server.close()
         scheduler.stop()
         if handler is not None:
             handler.close()  # type: ignore[no-untyped-call]
+    log.info("stopped")
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: leave the serving loop and shut down in order."""

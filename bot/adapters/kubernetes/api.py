@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import urllib3
@@ -45,7 +46,8 @@ class KubernetesApi:
             if settings.in_cluster:
                 k8s_config.load_incluster_config(client_configuration=configuration)
             else:
-                k8s_config.load_kube_config(config_file=settings.kubeconfig,
+                path = os.path.expanduser(settings.kubeconfig or "")
+                k8s_config.load_kube_config(config_file=path,
                                             context=settings.context,
                                             client_configuration=configuration,
                                             persist_config=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Executor, ThreadPoolExecutor
+from urllib.error import URLError
 
 from slack_bolt import App
 from slack_bolt.error import BoltError
@@ -34,6 +35,12 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, *,
         raise ConfigError(
             f"Slack refused SLACK_BOT_TOKEN ({error}); copy the Bot User OAuth Token again "
             "from the app's OAuth & Permissions page."
+        ) from None
+    except (URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError(
+            f"cannot reach Slack at {client.base_url} ({reason}); check the network, a proxy "
+            "(HTTPS_PROXY) or SLACK_API_URL."
         ) from None
     Listeners(ctx, client).register(app)
     return app

@@ -1,0 +1,87 @@
+"""The real ``k8s-access-bot serve`` process: it starts, answers Slack over HTTP, reports
+health, readiness and metrics, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.adapters.db import migrate
+from bot.adapters.db.store import make_engine
+from bot.fakes.kubernetes import FakeKubernetes
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+from tests.scenario.conftest import command_body, wait_for
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[tuple[str, FakeSlack]]:
+    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
+    kube = FakeKubernetes(tmp_path).start()
+    kube.allow_bot("bot")
+    config = tmp_path / "k8s-access.yaml"
+    config.write_text(yaml.safe_dump({"clusters": {"dev": {
+        "backend": "rbac", "approvers": ["U0BOB0002"],
+        "kubernetes": {"server": kube.url, "kubeconfig": str(kube.kubeconfig("bot", "bot"))},
+        "roles": {"view": {"cluster_role": "view"}}}}}))
+    database = f"sqlite:///{tmp_path / 'bot.db'}"
+    migrate.upgrade(make_engine(database))
+    port = free_port()
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database,
+           "K8S_ACCESS_CONFIG": str(config), "LOG_FORMAT": "json"}
+    env.pop("SLACK_APP_TOKEN", None)
+    process = subprocess.Popen([str(BIN / "k8s-access-bot"), "serve", "--http", "--host",
+                                "127.0.0.1", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return urllib.request.urlopen(base + "/healthz", timeout=1).status == 200
+        except OSError:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            return False
+
+    try:
+        wait_for(up, timeout=30)
+        yield base, slack
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert BOT_TOKEN not in output and SIGNING_SECRET not in output
+        kube.stop()
+        slack.stop()
+
+
+def test_serve_answers_slack_and_its_probes(serving: tuple[str, FakeSlack]) -> None:
+    base, slack = serving
+    assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+    url = slack.response_url()
+    body = command_body(slack, "U0ALICE01", "clusters", url)
+    request = urllib.request.Request(base + "/slack/events", data=body.encode(),
+                                     headers=signed_headers(body), method="POST")
+    assert urllib.request.urlopen(request, timeout=5).status == 200
+    answer = wait_for(lambda: slack.responses_to(url))[0]
+    assert "*dev* (rbac)" in answer["text"]
+    time.sleep(0.2)
+    metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    assert "k8s_access_job_runs_total" in metrics
