@@ -11,6 +11,7 @@ import itertools
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,9 +45,16 @@ class FakeSlack:
     retry_after: int = 1
     on_call: Callable[[str, dict[str, Any]], None] | None = None
     """Called with each successful call, as it arrives (the demo prints them)."""
+    per_channel_interval: float = 0.0
+    """Like Slack's chat.postMessage limit: at most one message per channel this often."""
+    global_per_second: int = 0
+    """A workspace-wide cap on chat.postMessage calls per second (0: none)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self.limited = 0
+        self._last_post: dict[str, float] = {}
+        self._window: deque[float] = deque()
         self._ts = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -99,8 +107,10 @@ class FakeSlack:
         with self._lock:
             self.calls.append(Call(method, params))
             remaining = self.rate_limited.get(method, 0)
-            if remaining:
-                self.rate_limited[method] = remaining - 1
+            if remaining or (method == "chat.postMessage" and self._over_limits(params)):
+                if remaining:
+                    self.rate_limited[method] = remaining - 1
+                self.limited += 1
                 return 429, {"ok": False, "error": "ratelimited"}, {
                     "Retry-After": str(self.retry_after)}
         if token != BOT_TOKEN and method != "api.test":
@@ -113,6 +123,22 @@ class FakeSlack:
         if self.on_call is not None and answer.get("ok"):
             self.on_call(method, params)
         return 200, answer, {}
+
+    def _over_limits(self, params: dict[str, Any]) -> bool:
+        """Slack's posting limits, as configured; counts the post when it is allowed."""
+        now = time.monotonic()
+        channel = str(params.get("channel", ""))
+        if self.per_channel_interval and now - self._last_post.get(channel, -1e9) \
+                < self.per_channel_interval:
+            return True
+        if self.global_per_second:
+            while self._window and now - self._window[0] >= 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.global_per_second:
+                return True
+            self._window.append(now)
+        self._last_post[channel] = now
+        return False
 
     def _known(self, channel: str) -> bool:
         return channel in self.channels or channel.startswith("D")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,7 @@ from bot.services.context import Context
 
 log = logging.getLogger(__name__)
 
+SEND_CONCURRENCY = 8
 WEEKLY_HORIZON = timedelta(days=7)
 """The weekly DM lists the grants that end within this."""
 CATCH_UP = timedelta(hours=12)
@@ -63,19 +65,29 @@ def weekly(ctx: Context) -> int:
         found = store.find(states=[State.ACTIVE], kind=Kind.ACCESS, limit=None)
     # A grant whose end has passed is the expiry sweep's, whatever its state says right now.
     active = [g for g in found if g.ends_at is not None and g.ends_at > now]
-    sent = 0
     ending: dict[str, list[AccessRequest]] = defaultdict(list)
     for grant in active:
         if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
             ending[grant.requester_id].append(grant)
+    tasks: list[tuple[str, Callable[[], None]]] = []
     for user_id, grants in sorted(ending.items()):
         ordered = sorted(grants, key=lambda g: g.ends_at or now)
-        sent += _once(ctx, f"remind:{period}:{user_id}",
-                      lambda u=user_id, g=ordered: ctx.notifier.remind(u, g))  # type: ignore[misc]
+        tasks.append((f"remind:{period}:{user_id}",
+                      lambda u=user_id, g=ordered: ctx.notifier.remind(u, g)))  # type: ignore[misc]
     for audience, grants in sorted(_review_audiences(ctx, active).items()):
-        sent += _once(ctx, f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: ctx.notifier.review(a, g))  # type: ignore[misc]
-    return sent
+        tasks.append((f"review:{period}:{audience}",
+                      lambda a=audience, g=grants: ctx.notifier.review(a, g)))  # type: ignore[misc]
+    return _send_all(ctx, tasks)
+
+
+def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], None]]]) -> int:
+    """Send many messages a few at a time: Slack answers in parallel, and rate limits are the
+    notifier's to respect. Each still claims its key first."""
+    if len(tasks) <= 1:
+        return sum(_once(ctx, key, send) for key, send in tasks)
+    with ThreadPoolExecutor(max_workers=SEND_CONCURRENCY,
+                            thread_name_prefix="reminders") as pool:
+        return sum(pool.map(lambda task: _once(ctx, *task), tasks))
 
 
 def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
@@ -104,15 +116,15 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
     now = ctx.clock()
     with ctx.transaction() as store:
         soon = store.active_ending_before(now + before, limit)
-    sent = 0
+    tasks: list[tuple[str, Callable[[], None]]] = []
     for grant in soon:
         assert grant.ends_at is not None and grant.activated_at is not None
         if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
             continue
-        sent += _once(ctx, f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
+        tasks.append((f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
                       lambda g=grant: ctx.notifier.notify(  # type: ignore[misc]
-                          Notice(NoticeKind.EXPIRING, g)))
-    return sent
+                          Notice(NoticeKind.EXPIRING, g))))
+    return _send_all(ctx, tasks)
 
 
 def renotify_pending(ctx: Context, limit: int = 1000) -> int:
@@ -120,10 +132,10 @@ def renotify_pending(ctx: Context, limit: int = 1000) -> int:
     after = ctx.config.file.schedules.renotify_after
     with ctx.transaction() as store:
         waiting = store.pending_created_before(ctx.clock() - after, limit)
-    return sum(_once(ctx, f"renotify:{request.id}",
-                     lambda r=request: ctx.notifier.notify(  # type: ignore[misc]
-                         Notice(NoticeKind.STILL_PENDING, r)))
-               for request in waiting)
+    return _send_all(ctx, [(f"renotify:{request.id}",
+                            lambda r=request: ctx.notifier.notify(  # type: ignore[misc]
+                                Notice(NoticeKind.STILL_PENDING, r)))
+                           for request in waiting])
 
 
 def remind(ctx: Context) -> int:

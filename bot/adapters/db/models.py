@@ -100,6 +100,7 @@ class RequestRow(Base):
         Index("ix_access_requests_state_ends_at", "state", "ends_at"),
         Index("ix_access_requests_state_created", "state", "created_at"),
         Index("ix_access_requests_parent_id", "parent_id"),
+        Index("ix_access_requests_created_at", "created_at"),
     )
 
 

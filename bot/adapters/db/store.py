@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, exists, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -20,6 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from bot.adapters.db.models import (
     ApprovalRow,
     AuditRow,
+    Base,
     ClaimedKeyRow,
     IdentityLinkRow,
     MessageRow,
@@ -185,7 +188,8 @@ class SqlAlchemyRequestStore:
 
     def save(self, request: AccessRequest) -> None:
         assert request.id is not None
-        row = self._row(request.id)
+        # Read in this same transaction, as a use case does: the session has it already.
+        row = self.session.get(RequestRow, request.id) or self._row(request.id)
         if row.version != request.version:
             raise ConcurrentModification(
                 f"Request {request.label} was changed by someone else meanwhile; try again."
@@ -318,7 +322,7 @@ class SqlAlchemyRequestStore:
         return None if row is None else _to_operation(row)
 
     def save_operation(self, operation: Operation) -> None:
-        row = self.session.get(OperationRow, operation.id, populate_existing=True)
+        row = self.session.get(OperationRow, operation.id)
         if row is None:
             raise NotFound(f"There is no operation {operation.id}.")
         row.state = operation.state.value
@@ -391,12 +395,14 @@ class SqlAlchemyRequestStore:
     # once-only keys
 
     def claim_key(self, key: str, now: datetime) -> bool:
-        try:
-            with self.session.begin_nested():
-                self.session.add(ClaimedKeyRow(key=key, claimed_at=now))
-        except IntegrityError:
-            return False
-        return True
+        # One statement that skips a duplicate: cheap enough to run on every Slack request.
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        table = Base.metadata.tables[ClaimedKeyRow.__tablename__]
+        statement = (insert(table).values(key=key, claimed_at=now)
+                     .on_conflict_do_nothing(index_elements=["key"])
+                     .returning(table.c.key))
+        return self.session.execute(statement).first() is not None
 
     def release_key(self, key: str) -> None:
         self.session.execute(delete(ClaimedKeyRow).where(ClaimedKeyRow.key == key))

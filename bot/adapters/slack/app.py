@@ -42,5 +42,5 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, *,
             f"cannot reach Slack at {client.base_url} ({reason}); check the network, a proxy "
             "(HTTPS_PROXY) or SLACK_API_URL."
         ) from None
-    Listeners(ctx, client).register(app)
+    Listeners(ctx, client, executor).register(app)
     return app

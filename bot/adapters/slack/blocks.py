@@ -5,6 +5,8 @@ Every message has a plain-text fallback (``text``) for notifications and screen 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -210,13 +212,34 @@ def weekly_reminder(grants: Sequence[AccessRequest], now: datetime) -> tuple[str
     return text, blocks[:100]
 
 
-def access_review(grants: Sequence[AccessRequest], now: datetime) -> list[tuple[str,
-                                                                              list[Block]]]:
-    """The weekly review, split into messages that fit Slack's 50-block limit."""
+REVIEW_DETAILED = 96
+"""Grants shown one by one, with a Revoke button, in the weekly review; the rest go in a CSV."""
+
+
+def access_review_csv(grants: Sequence[AccessRequest]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "requester", "cluster", "role", "namespace", "subject", "since",
+                     "until", "approved_by"])
+    for grant in grants:
+        writer.writerow([grant.id, grant.requester_id, grant.cluster, grant.role,
+                         grant.namespace or "", grant.subject,
+                         grant.activated_at.isoformat() if grant.activated_at else "",
+                         grant.ends_at.isoformat() if grant.ends_at else "",
+                         " ".join(grant.approvers_so_far())])
+    return buffer.getvalue()
+
+
+def access_review(grants: Sequence[AccessRequest], total: int,
+                  now: datetime) -> list[tuple[str, list[Block]]]:
+    """The weekly review of ``grants`` (the first of ``total``), in messages that fit Slack's
+    50-block limit."""
     confirm = {"title": _plain("Revoke access?"),
                "text": {"type": "mrkdwn", "text": "The grant ends now."},
                "confirm": _plain("Revoke"), "deny": _plain("Keep it")}
-    head = f":mag: Access review: {len(grants)} active grant{'s' if len(grants) != 1 else ''}."
+    head = f":mag: Access review: {total} active grant{'s' if total != 1 else ''}."
+    if total > len(grants):
+        head += f" The first {len(grants)} are below; all of them are in the attached CSV."
     messages = []
     per_message = 24
     for start in range(0, max(len(grants), 1), per_message):

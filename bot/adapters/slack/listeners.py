@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -51,9 +52,23 @@ def _reply(text: str) -> Reply:
 
 
 class Listeners:
-    def __init__(self, ctx: Context, client: WebClient | None = None) -> None:
+    """Every listener acknowledges, then hands the work to ``work``: Bolt's own threads stay
+    free for the next acknowledgement however slow GitLab or a cluster is."""
+
+    def __init__(self, ctx: Context, client: WebClient | None = None,
+                 work: Executor | None = None) -> None:
         self.ctx = ctx
         self.client = client
+        self.work = work or ThreadPoolExecutor(max_workers=8, thread_name_prefix="slack-work")
+
+    def _after_ack(self, task: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                task()
+            except Exception:  # answering failed too (Slack down?): keep the worker alive
+                log.exception("work after the acknowledgement failed")
+
+        self.work.submit(guarded)
 
     def register(self, app: App) -> None:
         app.middleware(self.reject_replays)
@@ -125,6 +140,9 @@ class Listeners:
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond,
                    client: WebClient) -> None:
         ack()
+        self._after_ack(lambda: self._command(command, respond, client))
+
+    def _command(self, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         user_id = command["user_id"]
 
         def act() -> Reply | None:
@@ -230,7 +248,7 @@ class Listeners:
             link = identity.confirm_link(self.ctx, admin_id, user_id)
             return _reply(f"<@{user_id}> is now linked to GitLab user `{link.username}`.")
 
-        self._tell(client, body, respond, self._run(admin_id, act))
+        self._after_ack(lambda: self._tell(client, body, respond, self._run(admin_id, act)))
 
     def _missing(self, request: AccessRequest) -> int:
         return lifecycle.approvals_missing(
@@ -246,8 +264,11 @@ class Listeners:
         def act() -> Reply | None:
             return action(_button_request_id(body), user_id)
 
-        self._tell(client, body, respond, self._run(user_id, act))
-        self._refresh_home(client, body)
+        def work() -> None:
+            self._tell(client, body, respond, self._run(user_id, act))
+            self._refresh_home(client, body)
+
+        self._after_ack(work)
 
     def on_approve(self, ack: Ack, body: dict[str, Any], respond: Respond,
                    client: WebClient) -> None:
@@ -326,7 +347,7 @@ class Listeners:
                 user_csr=values.get("csr") or None)
             return _reply(blocks.filed_message(filed, self._missing(filed)))
 
-        self._tell(client, body, None, self._run(user_id, act))
+        self._after_ack(lambda: self._tell(client, body, None, self._run(user_id, act)))
 
     def _request_form_errors(self, values: dict[str, str], break_glass: bool) -> dict[str, str]:
         config = self.ctx.config
@@ -367,16 +388,16 @@ class Listeners:
             ack(response_action="errors", errors={"duration": error.message})
             return
         ack()
-        reply = self._run(user_id, lambda: self.execute(
-            commands.Command("extend", request_id=grant_id, duration=duration,
-                             text=values.get("reason", "")), user_id))
-        self._tell(client, body, None, reply)
+        self._after_ack(lambda: self._tell(client, body, None, self._run(
+            user_id, lambda: self.execute(
+                commands.Command("extend", request_id=grant_id, duration=duration,
+                                 text=values.get("reason", "")), user_id))))
 
     # --- App Home -----------------------------------------------------------------------
 
     def on_home_opened(self, event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") == "home":
-            self.publish_home(client, event["user"])
+            self._after_ack(lambda: self.publish_home(client, event["user"]))
 
     def publish_home(self, client: WebClient, user_id: str) -> None:
         ctx = self.ctx

@@ -4,6 +4,8 @@ files (kubeconfigs) uploaded into a DM opened with ``conversations.open``."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -31,15 +33,25 @@ class SlackNotifier:
         self._directory = directory
         self._unit_of_work = unit_of_work
         self._clock = clock
+        self._lock = threading.Lock()
+        self._dm_channels: dict[str, str] = {}
+        self._next_post: dict[str, float] = {}
+        self.per_channel_interval = 1.0
 
     def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
-        self._dm(user_id, *blocks.weekly_reminder(grants, self._clock()))
+        self._dm(user_id, *blocks.weekly_reminder(grants, self._clock()), paced=True)
 
     def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+        """The detailed review for the first grants; all of them as a CSV file beyond that."""
         target = self._open_dm(conversation) if conversation[:1] in ("U", "W") \
             else conversation
-        for text, content in blocks.access_review(grants, self._clock()):
-            self._client.chat_postMessage(channel=target, text=text, blocks=content)
+        detailed = list(grants)[:blocks.REVIEW_DETAILED]
+        for text, content in blocks.access_review(detailed, len(grants), self._clock()):
+            self._post(target, text, content, paced=True)
+        if len(grants) > len(detailed):
+            self._client.files_upload_v2(
+                channel=target, filename="access-review.csv", title="All active grants",
+                content=blocks.access_review_csv(grants))
 
     def notify(self, notice: Notice) -> None:
         request = notice.request
@@ -125,11 +137,34 @@ class SlackNotifier:
     # --- direct messages --------------------------------------------------------------
 
     def _open_dm(self, user_id: str) -> str:
+        """The DM channel with ``user_id``; Slack keeps it stable, so it is asked for once."""
+        with self._lock:
+            known = self._dm_channels.get(user_id)
+        if known is not None:
+            return known
         channel: str = self._client.conversations_open(users=user_id)["channel"]["id"]
+        with self._lock:
+            self._dm_channels[user_id] = channel
         return channel
 
-    def _dm(self, user_id: str, text: str, content: list[blocks.Block]) -> None:
-        self._client.chat_postMessage(channel=self._open_dm(user_id), text=text, blocks=content)
+    def _post(self, channel: str, text: str, content: list[blocks.Block],
+              paced: bool = False) -> None:
+        """Post a message; ``paced`` bulk sends keep to one message a second per channel, as
+        Slack asks. 429s are waited out by the client either way."""
+        if not paced:
+            self._client.chat_postMessage(channel=channel, text=text, blocks=content)
+            return
+        with self._lock:
+            wait = self._next_post.get(channel, 0.0) - time.monotonic()
+            self._next_post[channel] = max(time.monotonic(), self._next_post.get(
+                channel, 0.0)) + self.per_channel_interval
+        if wait > 0:
+            time.sleep(wait)
+        self._client.chat_postMessage(channel=channel, text=text, blocks=content)
+
+    def _dm(self, user_id: str, text: str, content: list[blocks.Block],
+            paced: bool = False) -> None:
+        self._post(self._open_dm(user_id), text, content, paced)
 
     def _send_file(self, user_id: str, filename: str, content: bytes, title: str) -> None:
         self._client.files_upload_v2(channel=self._open_dm(user_id), filename=filename,

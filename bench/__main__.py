@@ -1,0 +1,510 @@
+"""Benchmarks: ``python -m bench`` (PostgreSQL, a few minutes on two cores).
+
+Every number is set beside a baseline measured in the same run, and reported as a ratio:
+the bot's acknowledgements beside a bare slack-bolt app that only acknowledges; queries and
+the expiry sweep at 10⁶ rows beside the same work at 10⁴; the reminder run beside the floor that
+Slack's rate limits set. Nothing here is a test: there are no thresholds, only a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_bolt import App
+from slack_bolt.request import BoltRequest
+from slack_sdk import WebClient
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from waitress.server import create_server
+
+from bot.adapters.db import migrate
+from bot.adapters.db.store import make_engine
+from bot.adapters.slack.listeners import Listeners
+from bot.adapters.web import WebApp
+from bot.app import SlackRuntime, build_slack_runtime
+from bot.config import Config, Settings, parse_config
+from bot.domain.errors import PolicyViolation
+from bot.domain.ports import Delivery, GrantResult, GrantSpec, UserInfo
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+from bot.services import grants, reminders, requests
+
+ME, APPROVER = "U0BENCHME", "U0APPROVER"
+CLUSTERS = ["staging", "prod", "dev", "qa"]
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def row(section: str, measure: str, value: str, ratio: str) -> None:
+    ROWS.append((section, measure, value, ratio))
+    print(f"  {section:<18} {measure:<46} {value:>16} {ratio:>12}", flush=True)
+
+
+# --- setting up -------------------------------------------------------------------------
+
+
+class QuickGranter:
+    """A backend that answers at once: the benchmarks measure the bot, not a cluster."""
+
+    def resolve_subject(self, user: UserInfo) -> str:
+        return user.email or user.slack_user_id
+
+    def check_user_csr(self, csr_pem: str, subject: str) -> None:
+        raise PolicyViolation("no CSRs here")
+
+    def prepare(self, spec: GrantSpec) -> dict[str, Any]:
+        return {}
+
+    def grant(self, spec: GrantSpec, prepared: dict[str, Any]) -> GrantResult:
+        return GrantResult({"binding": spec.request_id}, Delivery("ok"))
+
+    def extend(self, spec: GrantSpec, reference: dict[str, Any]) -> GrantResult:
+        return GrantResult(reference, Delivery("ok"))
+
+    def revoke(self, spec: GrantSpec, reference: dict[str, Any]) -> None:
+        pass
+
+    def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
+        return "quick"
+
+
+def bench_config() -> Config:
+    cluster = {"backend": "rbac", "approvers": [APPROVER], "approvers_channel": "C0REVIEW",
+               "kubernetes": {"server": "https://k8s.example", "kubeconfig": "/dev/null"},
+               "roles": {"view": {"cluster_role": "view", "max_duration": "2w",
+                                  "require_reason": False}}}
+    return parse_config({"clusters": {name: cluster for name in CLUSTERS}}, Path("bench.yaml"))
+
+
+@contextmanager
+def database(base_url: str) -> Iterator[str]:
+    url = make_url(base_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"k8sab_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed_history(engine: Engine, upto: int) -> None:
+    """Grow the requests table to ``upto`` rows of finished history (10 of them ``ME``'s)."""
+    with engine.begin() as connection:
+        have = connection.execute(text("SELECT count(*) FROM access_requests")).scalar_one()
+        if have >= upto:
+            return
+        connection.execute(text("""
+            INSERT INTO access_requests (kind, requester_id, cluster, role, namespace,
+                duration_seconds, reason, subject, state, break_glass, approved_by_policy,
+                created_at, decided_at, activated_at, ends_at, ended_at, backend_ref, version)
+            SELECT 'access', 'U0H' || (i % 20000), (ARRAY['staging','prod','dev','qa'])[1 + i % 4],
+                'view', NULL, 3600, 'history', 'user' || (i % 20000) || '@example.com',
+                (ARRAY['expired','expired','expired','revoked','denied','cancelled'])[1 + i % 6],
+                false, false,
+                now() - make_interval(secs => i * 30), now() - make_interval(secs => i * 30),
+                now() - make_interval(secs => i * 30), now() - make_interval(secs => i * 30 - 3600),
+                now() - make_interval(secs => i * 30 - 3600), '{}'::json, 0
+            FROM generate_series(:start, :stop) AS i
+        """), {"start": have + 1, "stop": upto})
+        connection.execute(text("ANALYZE access_requests"))
+
+
+def clear_live(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM claimed_keys"))
+        connection.execute(text("DELETE FROM messages"))
+        connection.execute(text("DELETE FROM operations"))
+        connection.execute(text("DELETE FROM approvals"))
+        connection.execute(text("DELETE FROM audit_events"))
+        connection.execute(text("DELETE FROM access_requests WHERE reason <> 'history'"))
+
+
+def runtime_for(engine: Engine, slack: FakeSlack, clock: Callable[[], datetime] | None = None,
+                ) -> SlackRuntime:
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                        slack_api_url=slack.api_url)
+    granter = QuickGranter()
+    return build_slack_runtime(settings, bench_config(), http=True, engine=engine,
+                               granters={name: granter for name in CLUSTERS},
+                               clock=clock or (lambda: datetime.now(UTC)))
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * share), len(ordered) - 1)]
+
+
+def timed(action: Callable[[], object], repeat: int) -> float:
+    """Median seconds of ``repeat`` runs, after one warm-up."""
+    action()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+# --- 1. acknowledgement latency ------------------------------------------------------------
+
+
+def serve(app: App) -> tuple[str, Callable[[], None]]:
+    server = create_server(WebApp(app, lambda: {}), host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    port = server.effective_port  # type: ignore[union-attr]
+    return f"http://127.0.0.1:{port}/slack/events", server.close
+
+
+def bare_app(slack: FakeSlack) -> App:
+    app = App(signing_secret=SIGNING_SECRET, token_verification_enabled=False,
+              client=WebClient(token=BOT_TOKEN, base_url=slack.api_url))
+
+    @app.command("/k8s-access")
+    def command(ack: Callable[[], None]) -> None:
+        ack()
+
+    @app.action("approve")
+    def click(ack: Callable[[], None]) -> None:
+        ack()
+
+    return app
+
+
+def payloads(slack: FakeSlack, count: int, request_ids: list[int]) -> list[str]:
+    bodies = []
+    for n in range(count):
+        if n % 2:
+            bodies.append(urlencode({
+                "user_id": ME, "command": "/k8s-access", "text": "list",
+                "response_url": slack.response_url(), "trigger_id": f"t{n}", "team_id": "T"}))
+        else:
+            action = {"type": "block_actions", "user": {"id": APPROVER}, "team": {"id": "T"},
+                      "trigger_id": f"t{n}", "response_url": slack.response_url(),
+                      "channel": {"id": "C0REVIEW"},
+                      "actions": [{"type": "button", "action_id": "approve", "block_id": "b",
+                                   "value": str(random.choice(request_ids))}]}
+            bodies.append(urlencode({"payload": json.dumps(action)}))
+    return bodies
+
+
+def dispatch_times(app: App, bodies: list[str]) -> list[float]:
+    """Bolt's own dispatch, no HTTP: the acknowledgement path alone."""
+    times = []
+    for body in bodies:
+        request = BoltRequest(body=body, headers=signed_headers(body))
+        started = time.perf_counter()
+        response = app.dispatch(request)
+        times.append(time.perf_counter() - started)
+        assert response.status == 200, response.body
+    time.sleep(0.5)  # let the work after each acknowledgement finish before the next phase
+    return times
+
+
+def latencies(endpoint: str, bodies: list[str], concurrency: int) -> list[float]:
+    def send(body: str) -> float:
+        request = urllib.request.Request(endpoint, data=body.encode(),
+                                         headers=signed_headers(body), method="POST")
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            assert response.status == 200
+        return time.perf_counter() - started
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(send, bodies))
+
+
+def bench_ack(engine: Engine, count: int, concurrency: int) -> None:
+    print("\n1. Acknowledgement latency (100 000 historic requests in PostgreSQL)")
+    seed_history(engine, 100_000)
+    slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
+    runtime = runtime_for(engine, slack)
+    ids = [requests.file_request(runtime.ctx, ME, c, "view", duration=timedelta(hours=1)).id or 0
+           for c in CLUSTERS[:1]]
+    plain = bare_app(slack)
+    isolated = {name: statistics.median(dispatch_times(app, payloads(slack, 100, ids)))
+                for name, app in (("bare", plain), ("ours", runtime.app))}
+    row("ack", "in-process, one at a time: bare bolt app", f"{isolated['bare'] * 1000:.1f} ms",
+        "1.00×")
+    row("ack", "in-process, one at a time: k8s-access-bot", f"{isolated['ours'] * 1000:.1f} ms",
+        f"{isolated['ours'] / isolated['bare']:.2f}×")
+    ours, stop_ours = serve(runtime.app)
+    bare, stop_bare = serve(plain)
+    try:
+        latencies(bare, payloads(slack, 40, ids), concurrency)  # warm both up
+        latencies(ours, payloads(slack, 40, ids), concurrency)
+        baseline = latencies(bare, payloads(slack, count, ids), concurrency)
+        measured = latencies(ours, payloads(slack, count, ids), concurrency)
+    finally:
+        stop_ours()
+        stop_bare()
+        time.sleep(1)
+        slack.stop()
+    for label, share in (("p50", 0.5), ("p99", 0.99)):
+        base, mine = percentile(baseline, share), percentile(measured, share)
+        row("ack", f"{label} bare bolt app (baseline)", f"{base * 1000:.1f} ms", "1.00×")
+        row("ack", f"{label} k8s-access-bot, {count} requests x{concurrency}",
+            f"{mine * 1000:.1f} ms", f"{mine / base:.2f}×")
+    row("ack", "slowest of all, against Slack's 3 s", f"{max(measured) * 1000:.0f} ms",
+        f"{max(measured) / 3:.3f}")
+    clear_live(engine)
+
+
+# --- 2. query scaling ----------------------------------------------------------------------
+
+
+class StatementLog:
+    """The SQL a call sends, to EXPLAIN it afterwards."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[tuple[str, Any]] = []
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "access_requests" in statement:
+            self.statements.append((statement, parameters))
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def plans(self) -> list[str]:
+        found = []
+        with self.engine.connect() as connection:
+            for statement, parameters in self.statements:
+                plan = connection.exec_driver_sql("EXPLAIN " + statement, parameters).all()
+                found.append("\n".join(line[0] for line in plan))
+        return found
+
+
+def live_requests(runtime: SlackRuntime) -> None:
+    """What the queries look for: ME's few requests and a few pending for the approver."""
+    for cluster in CLUSTERS:
+        requests.file_request(runtime.ctx, ME, cluster, "view", duration=timedelta(hours=2))
+    for n in range(20):
+        requests.file_request(runtime.ctx, f"U0ASK{n:04d}", CLUSTERS[n % 4], "view",
+                              duration=timedelta(hours=3))
+
+
+def bench_queries(engine: Engine, sizes: list[int]) -> None:
+    print("\n2. Query scaling with the size of the history")
+    slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
+    runtime = runtime_for(engine, slack)
+    listeners = Listeners(runtime.ctx, runtime.client)
+    queries: dict[str, Callable[[], object]] = {
+        "list mine": lambda: requests.list_requests(runtime.ctx, ME, "mine"),
+        "list pending (approver)": lambda: requests.list_requests(runtime.ctx, APPROVER,
+                                                                  "pending"),
+        "list all (admin view of an approver)": lambda: requests.list_requests(
+            runtime.ctx, APPROVER, "all"),
+        "App Home (both lists + render + publish)": lambda: listeners.publish_home(
+            runtime.client, APPROVER),
+    }
+    base: dict[str, float] = {}
+    try:
+        for size in sizes:
+            seed_history(engine, size)
+            clear_live(engine)
+            live_requests(runtime)
+            for name, query in queries.items():
+                seconds = timed(query, 15)
+                base.setdefault(name, seconds)
+                row("queries", f"{name} @ {size:,} rows", f"{seconds * 1000:.2f} ms",
+                    f"{seconds / base[name]:.2f}×")
+        log = StatementLog(engine)
+        for query in queries.values():
+            query()
+        log.close()
+        indexes: Counter[str] = Counter()
+        for plan in log.plans():
+            indexes.update(re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\S+)", plan))
+            indexes.update("SEQUENTIAL SCAN of access_requests"
+                           for _ in re.findall(r"Seq Scan on access_requests", plan))
+        row("queries", "EXPLAIN at the largest size: scans used",
+            ", ".join(f"{k}×{v}" for k, v in sorted(indexes.items())), "")
+    finally:
+        slack.stop()
+        clear_live(engine)
+
+
+# --- 3. expiry sweep -----------------------------------------------------------------------
+
+
+def bench_expiry(engine: Engine, sizes: list[int], due: int) -> None:
+    print(f"\n3. Expiry sweep: {due} grants due")
+    slack = FakeSlack(users={}, channels={"C0REVIEW"}).start()
+    now = datetime.now(UTC)
+    first: float | None = None
+    try:
+        for size in sizes:
+            seed_history(engine, size)
+            clear_live(engine)
+            runtime = runtime_for(engine, slack, clock=lambda: now)
+            ctx = replace(runtime.ctx, notifier=_Silent())
+            with engine.begin() as connection:  # active grants, ended a minute ago
+                connection.execute(text("""
+                    INSERT INTO access_requests (kind, requester_id, cluster, role,
+                        duration_seconds, reason, subject, state, break_glass,
+                        approved_by_policy, created_at, activated_at, ends_at, backend_ref,
+                        version)
+                    SELECT 'access', 'U0DUE' || i, 'staging', 'view', 3600, 'due',
+                        'due' || i || '@example.com', 'active', false, true,
+                        :now - interval '61 minutes', :now - interval '61 minutes',
+                        :now - interval '1 minute', '{}'::json, 0
+                    FROM generate_series(1, :due) AS i
+                """), {"now": now, "due": due})
+            started = time.perf_counter()
+            handled = 0
+            while (done := grants.expire_due(ctx, limit=500)):
+                handled += done
+            seconds = time.perf_counter() - started
+            assert handled == due, handled
+            first = first or seconds
+            row("expiry", f"{due} due among {size:,} rows", f"{seconds:.2f} s",
+                f"{seconds / first:.2f}×")
+            row("expiry", f"  per grant @ {size:,}", f"{seconds / due * 1000:.2f} ms", "")
+    finally:
+        slack.stop()
+        clear_live(engine)
+
+
+class _Silent:
+    def notify(self, notice: Any) -> None:
+        pass
+
+    def remind(self, user_id: str, grants_: Any) -> None:
+        pass
+
+    def review(self, conversation: str, grants_: Any) -> None:
+        pass
+
+
+# --- 4. weekly reminders under Slack's rate limits -----------------------------------------
+
+
+def bench_reminders(engine: Engine, users: int, global_rate: int) -> None:
+    print(f"\n4. Weekly reminders for {users:,} users under Slack-like rate limits")
+    clear_live(engine)
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    slack = FakeSlack(users={}, channels={"C0REVIEW"}, per_channel_interval=1.0,
+                      global_per_second=global_rate).start()
+    try:
+        runtime = runtime_for(engine, slack, clock=lambda: monday)
+        with engine.begin() as connection:
+            connection.execute(text("""
+                INSERT INTO access_requests (kind, requester_id, cluster, role,
+                    duration_seconds, reason, subject, state, break_glass, approved_by_policy,
+                    created_at, activated_at, ends_at, backend_ref, version)
+                SELECT 'access', 'U0R' || lpad(i::text, 6, '0'), 'staging', 'view', 86400,
+                    'reminded', 'r' || i || '@example.com', 'active', false, true,
+                    :now - interval '1 day', :now - interval '1 day',
+                    :now + interval '2 days', '{}'::json, 0
+                FROM generate_series(1, :users) AS i
+            """), {"now": monday, "users": users})
+        rss_before = _rss_mib()
+        started = time.perf_counter()
+        sent = reminders.weekly(runtime.ctx)
+        seconds = time.perf_counter() - started
+        rss_after = _rss_mib()
+        dms = Counter(p["channel"] for p in slack.called("chat.postMessage")
+                      if p["channel"].startswith("D"))
+        # Each user has one DM channel: at most one message each, so the per-channel limit
+        # never bites there; the workspace-wide rate sets the floor.
+        floor = users / global_rate
+        row("reminders", f"messages sent ({users:,} DMs + the review)", f"{sent:,}", "")
+        row("reminders", "every user reminded exactly once",
+            "yes" if len(dms) == users and set(dms.values()) == {1} else "NO", "")
+        row("reminders", "429 answers survived", f"{slack.limited:,}", "")
+        row("reminders", f"floor set by {global_rate}/s workspace-wide", f"{floor:.1f} s",
+            "1.00×")
+        row("reminders", "total time", f"{seconds:.1f} s", f"{seconds / floor:.2f}×")
+        row("memory", "benchmark process before / after the reminder run",
+            f"{rss_before:.0f} / {rss_after:.0f} MiB", "")
+    finally:
+        slack.stop()
+        clear_live(engine)
+
+
+def _rss_mib(pid: str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_serve_memory(database_url: str) -> None:
+    """``serve`` at rest: a real process, its resident memory after start-up."""
+    import subprocess
+    import sys
+    import tempfile
+
+    slack = FakeSlack(users={}).start()
+    folder = Path(tempfile.mkdtemp())
+    config = folder / "k8s-access.yaml"
+    config.write_text(json.dumps({"clusters": {"staging": {
+        "backend": "gitlab", "approvers": [APPROVER],
+        "gitlab": {"agent_id": 1, "kas_proxy_url": "https://kas.example/k8s-proxy",
+                   "url": "https://gitlab.example"},
+        "roles": {"view": {"group": "a/b"}}}}}))
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database_url,
+           "K8S_ACCESS_CONFIG": str(config), "GITLAB_TOKEN": "glpat-bench"}
+    env.pop("SLACK_APP_TOKEN", None)
+    process = subprocess.Popen([str(Path(sys.executable).parent / "k8s-access-bot"), "serve",
+                                "--http", "--port", "0", "--no-jobs"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(4)
+        row("memory", "serve at rest (resident)", f"{_rss_mib(str(process.pid)):.0f} MiB", "")
+    finally:
+        process.terminate()
+        process.wait(10)
+        slack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--postgres", default=os.environ.get(
+        "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    print(f"{'':2}{'section':<18} {'measure':<46} {'value':>16} {'ratio':>12}")
+    with database(args.postgres) as url:
+        engine = make_engine(url, pool_size=20, max_overflow=10)
+        migrate.upgrade(engine)
+        for concurrency in (4, 16):
+            bench_ack(engine, 200 if args.quick else 600, concurrency)
+        bench_queries(engine, sizes)
+        bench_expiry(engine, [sizes[0], sizes[-1]], 200 if args.quick else 1000)
+        bench_reminders(engine, 1_000 if args.quick else 10_000, 300)
+        bench_serve_memory(url)
+        engine.dispose()
+    print("\n| section | measure | value | ratio |\n| --- | --- | --- | --- |")
+    for section, measure, value, ratio in ROWS:
+        print(f"| {section} | {measure.strip()} | {value} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
