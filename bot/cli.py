@@ -192,7 +192,9 @@ def grants_revoke(request_id: int, reason: str) -> None:
     ctx = _context()
     request = grant_service.revoke_as(ctx, request_id, _operator(), reason)
     if request.state is State.REVOKED:
-        click.echo(f"request #{request_id} revoked")
+        undone = ctx.granter(request.cluster).describe(
+            grant_service.spec_for(request, request.ended_at or ctx.clock()), request.backend_ref)
+        click.echo(f"request #{request_id} revoked ({undone})")
     else:
         click.echo(f"request #{request_id}: revocation owed, the backend failed "
                    f"({request.last_error}); `jobs run retry` or the running bot will retry")

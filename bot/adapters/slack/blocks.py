@@ -23,8 +23,6 @@ APPROVE, DENY, REVOKE, EXTEND, CANCEL = "approve", "deny", "revoke", "extend", "
 CONFIRM_LINK = "confirm_link"
 REQUEST_MODAL, DENY_MODAL, EXTEND_MODAL = "request_modal", "deny_modal", "extend_modal"
 PICK_CLUSTER, PICK_ROLE = "pick_cluster", "pick_role"
-ACTION_IDS = (APPROVE, DENY, REVOKE, EXTEND, CANCEL, CONFIRM_LINK, PICK_CLUSTER, PICK_ROLE)
-VIEW_IDS = (REQUEST_MODAL, DENY_MODAL, EXTEND_MODAL)
 MAX_LISTED = 15
 
 
