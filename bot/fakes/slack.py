@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 from slack_sdk.signature import SignatureVerifier
 
 BOT_TOKEN = "xoxb-test-token-0123456789"
+APP_TOKEN = "xapp-test-token-0123456789"
 SIGNING_SECRET = "test-signing-secret-abcdef0123456789"
 
 
@@ -49,6 +50,8 @@ class FakeSlack:
     """Like Slack's chat.postMessage limit: at most one message per channel this often."""
     global_per_second: int = 0
     """A workspace-wide cap on chat.postMessage calls per second (0: none)."""
+    socket_url: str | None = None
+    """What ``apps.connections.open`` hands out (a ``FakeSocketMode``'s URL)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -113,7 +116,8 @@ class FakeSlack:
                 self.limited += 1
                 return 429, {"ok": False, "error": "ratelimited"}, {
                     "Retry-After": str(self.retry_after)}
-        if token != BOT_TOKEN and method != "api.test":
+        expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if token != expected and method != "api.test":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         handler = getattr(self, "api_" + method.replace(".", "_"), None)
         if handler is None:
@@ -149,6 +153,11 @@ class FakeSlack:
     def api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "user_id": "U0BOT", "bot_id": "B0BOT", "team_id": "T0TEAM",
                 "team": "Test", "url": self.url + "/"}
+
+    def api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.socket_url is None:
+            return {"ok": False, "error": "socket_mode_not_enabled"}
+        return {"ok": True, "url": self.socket_url}
 
     def api_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(params.get("user", ""))

@@ -85,3 +85,48 @@ def test_serve_answers_slack_and_its_probes(serving: tuple[str, FakeSlack]) -> N
     time.sleep(0.2)
     metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
     assert "k8s_access_job_runs_total" in metrics
+
+
+def test_serve_in_socket_mode(tmp_path: Path) -> None:
+    from bot.fakes.slack import APP_TOKEN
+    from bot.fakes.socket_mode import FakeSocketMode
+
+    socket_mode = FakeSocketMode()
+    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}},
+                      socket_url=socket_mode.url).start()
+    kube = FakeKubernetes(tmp_path).start()
+    kube.allow_bot("bot")
+    config = tmp_path / "k8s-access.yaml"
+    config.write_text(yaml.safe_dump({"clusters": {"dev": {
+        "backend": "rbac", "approvers": ["U0BOB0002"],
+        "kubernetes": {"server": kube.url, "kubeconfig": str(kube.kubeconfig("bot", "bot"))},
+        "roles": {"view": {"cluster_role": "view", "auto_approve_up_to": "1h",
+                           "require_reason": False}}}}}))
+    database = f"sqlite:///{tmp_path / 'bot.db'}"
+    migrate.upgrade(make_engine(database))
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN,
+           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database,
+           "K8S_ACCESS_CONFIG": str(config)}
+    env.pop("SLACK_SIGNING_SECRET", None)
+    process = subprocess.Popen([str(BIN / "k8s-access-bot"), "serve", "--host", "127.0.0.1",
+                                "--port", str(free_port())], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert socket_mode.connected.wait(30), "the bot never opened its Socket Mode link"
+        url = slack.response_url()
+        envelope = socket_mode.push("slash_commands", {
+            "command": "/k8s-access", "text": "request dev view 30m", "user_id": "U0ALICE01",
+            "team_id": "T0TEAM", "channel_id": "C0GENERAL", "response_url": url,
+            "trigger_id": "t"})
+        wait_for(lambda: socket_mode.acked(envelope), timeout=10)
+        answer = wait_for(lambda: slack.responses_to(url), timeout=10)[0]
+        assert "Active until" in answer["text"]
+        assert "k8s-access-1" in kube.cluster_role_bindings
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        socket_mode.stop()
+        kube.stop()
+        slack.stop()
+    assert process.returncode == 0, output
+    assert APP_TOKEN not in output and BOT_TOKEN not in output
