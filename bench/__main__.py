@@ -13,8 +13,11 @@ import json
 import os
 import random
 import re
+import socket
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -30,15 +33,13 @@ from urllib.parse import urlencode
 
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
-from slack_sdk import WebClient
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from waitress.server import create_server
 
+from bench.bare_app import bare_app
 from bot.adapters.db import migrate
 from bot.adapters.db.store import make_engine
 from bot.adapters.slack.listeners import Listeners
-from bot.adapters.web import WebApp
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import PolicyViolation
@@ -181,27 +182,49 @@ def timed(action: Callable[[], object], repeat: int) -> float:
 # --- 1. acknowledgement latency ------------------------------------------------------------
 
 
-def serve(app: App) -> tuple[str, Callable[[], None]]:
-    server = create_server(WebApp(app, lambda: {}), host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    port = server.effective_port  # type: ignore[union-attr]
-    return f"http://127.0.0.1:{port}/slack/events", server.close
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
-def bare_app(slack: FakeSlack) -> App:
-    app = App(signing_secret=SIGNING_SECRET, token_verification_enabled=False,
-              client=WebClient(token=BOT_TOKEN, base_url=slack.api_url))
+@contextmanager
+def process(args: list[str], env: dict[str, str], health: str) -> Iterator[None]:
+    """A server in a process of its own, so that the load generator shares no CPU lock."""
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(health, timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise RuntimeError(f"{args[0]} did not start") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        child.terminate()
+        child.wait(10)
 
-    @app.command("/k8s-access")
-    def command(ack: Callable[[], None]) -> None:
-        ack()
 
-    @app.action("approve")
-    def click(ack: Callable[[], None]) -> None:
-        ack()
-
-    return app
+def bot_process(database_url: str, slack: FakeSlack, folder: Path, port: int) -> Any:
+    config = folder / "k8s-access.yaml"
+    cluster = {"backend": "gitlab", "approvers": [APPROVER], "approvers_channel": "C0REVIEW",
+               "gitlab": {"agent_id": 1, "kas_proxy_url": "https://kas.invalid/k8s-proxy",
+                          "url": "http://127.0.0.1:9"},
+               "roles": {"view": {"group": "a/b", "max_duration": "2w",
+                                  "require_reason": False}}}
+    config.write_text(json.dumps({"clusters": {name: cluster for name in CLUSTERS}}))
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database_url,
+           "K8S_ACCESS_CONFIG": str(config), "GITLAB_TOKEN": "glpat-bench",
+           "LOG_LEVEL": "WARNING"}
+    env.pop("SLACK_APP_TOKEN", None)
+    return process([str(Path(sys.executable).parent / "k8s-access-bot"), "serve", "--http",
+                    "--host", "127.0.0.1", "--port", str(port), "--no-jobs"], env,
+                   f"http://127.0.0.1:{port}/healthz")
 
 
 def payloads(slack: FakeSlack, count: int, request_ids: list[int]) -> list[str]:
@@ -248,32 +271,43 @@ def latencies(endpoint: str, bodies: list[str], concurrency: int) -> list[float]
         return list(pool.map(send, bodies))
 
 
-def bench_ack(engine: Engine, count: int, concurrency: int) -> None:
+def bench_ack(engine: Engine, database_url: str, count: int,
+              concurrencies: tuple[int, ...]) -> None:
     print("\n1. Acknowledgement latency (100 000 historic requests in PostgreSQL)")
     seed_history(engine, 100_000)
     slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
     runtime = runtime_for(engine, slack)
     ids = [requests.file_request(runtime.ctx, ME, c, "view", duration=timedelta(hours=1)).id or 0
            for c in CLUSTERS[:1]]
-    plain = bare_app(slack)
+    plain = bare_app(slack.api_url)
     isolated = {name: statistics.median(dispatch_times(app, payloads(slack, 100, ids)))
                 for name, app in (("bare", plain), ("ours", runtime.app))}
     row("ack", "in-process, one at a time: bare bolt app", f"{isolated['bare'] * 1000:.1f} ms",
         "1.00×")
     row("ack", "in-process, one at a time: k8s-access-bot", f"{isolated['ours'] * 1000:.1f} ms",
         f"{isolated['ours'] / isolated['bare']:.2f}×")
-    ours, stop_ours = serve(runtime.app)
-    bare, stop_bare = serve(plain)
+    ours_port, bare_port = free_port(), free_port()
+    ours = f"http://127.0.0.1:{ours_port}/slack/events"
+    bare = f"http://127.0.0.1:{bare_port}/slack/events"
+    bare_args = [sys.executable, "-m", "bench.bare_app", str(bare_port), slack.api_url]
+    folder = Path(tempfile.mkdtemp())
     try:
-        latencies(bare, payloads(slack, 40, ids), concurrency)  # warm both up
-        latencies(ours, payloads(slack, 40, ids), concurrency)
-        baseline = latencies(bare, payloads(slack, count, ids), concurrency)
-        measured = latencies(ours, payloads(slack, count, ids), concurrency)
+        with bot_process(database_url, slack, folder, ours_port), \
+                process(bare_args, {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                        f"http://127.0.0.1:{bare_port}/healthz"):
+            for concurrency in concurrencies:
+                latencies(bare, payloads(slack, 40, ids), concurrency)  # warm both up
+                latencies(ours, payloads(slack, 40, ids), concurrency)
+                baseline = latencies(bare, payloads(slack, count, ids), concurrency)
+                measured = latencies(ours, payloads(slack, count, ids), concurrency)
+                _ack_rows(baseline, measured, count, concurrency)
     finally:
-        stop_ours()
-        stop_bare()
-        time.sleep(1)
         slack.stop()
+    clear_live(engine)
+
+
+def _ack_rows(baseline: list[float], measured: list[float], count: int,
+              concurrency: int) -> None:
     for label, share in (("p50", 0.5), ("p99", 0.99)):
         base, mine = percentile(baseline, share), percentile(measured, share)
         row("ack", f"{label} bare bolt app (baseline)", f"{base * 1000:.1f} ms", "1.00×")
@@ -281,7 +315,6 @@ def bench_ack(engine: Engine, count: int, concurrency: int) -> None:
             f"{mine * 1000:.1f} ms", f"{mine / base:.2f}×")
     row("ack", "slowest of all, against Slack's 3 s", f"{max(measured) * 1000:.0f} ms",
         f"{max(measured) / 3:.3f}")
-    clear_live(engine)
 
 
 # --- 2. query scaling ----------------------------------------------------------------------
@@ -469,10 +502,6 @@ def _rss_mib(pid: str = "self") -> float:
 
 def bench_serve_memory(database_url: str) -> None:
     """``serve`` at rest: a real process, its resident memory after start-up."""
-    import subprocess
-    import sys
-    import tempfile
-
     slack = FakeSlack(users={}).start()
     folder = Path(tempfile.mkdtemp())
     config = folder / "k8s-access.yaml"
@@ -508,8 +537,7 @@ def main() -> None:
     with database(args.postgres) as url:
         engine = make_engine(url, pool_size=20, max_overflow=10)
         migrate.upgrade(engine)
-        for concurrency in (4, 16):
-            bench_ack(engine, 200 if args.quick else 600, concurrency)
+        bench_ack(engine, url, 200 if args.quick else 600, (4, 16))
         bench_queries(engine, sizes)
         bench_expiry(engine, [sizes[0], sizes[-1]], 200 if args.quick else 1000)
         bench_reminders(engine, 1_000 if args.quick else 10_000, 300)
