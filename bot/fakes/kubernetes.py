@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from bot.fakes.pki import TestCA
+from bot.fakes.server import BackgroundServer
 
 RBAC = "rbac.authorization.k8s.io"
 CERTS = "certificates.k8s.io"
@@ -112,18 +113,16 @@ class FakeKubernetes:
         context.load_verify_locations(self.ca_path)
         context.verify_mode = ssl.CERT_REQUIRED
         self.tls = context
-        self._server = _TLSServer(("127.0.0.1", 0), _handler(self), context)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._server = BackgroundServer(_TLSServer(("127.0.0.1", 0), _handler(self), context),
+                                        scheme="https")
+        self.url = self._server.url
 
     def start(self) -> FakeKubernetes:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     # --- setting up ---------------------------------------------------------------------
 

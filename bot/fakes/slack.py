@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlparse
 
 from slack_sdk.signature import SignatureVerifier
 
+from bot.fakes.server import BackgroundServer
+
 BOT_TOKEN = "xoxb-test-token-0123456789"
 APP_TOKEN = "xapp-test-token-0123456789"
 SIGNING_SECRET = "test-signing-secret-abcdef0123456789"
@@ -59,20 +61,16 @@ class FakeSlack:
         self._last_post: dict[str, float] = {}
         self._window: deque[float] = deque()
         self._ts = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = BackgroundServer(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
+        self.url = self._server.url
         self.api_url = self.url + "/api/"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
 
     def start(self) -> FakeSlack:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     # --- what tests look at -------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The real ``k8s-access-bot serve`` process: it starts, answers Slack over HTTP, reports
-health, readiness and metrics, and stops cleanly on SIGTERM."""
+"""The real ``k8s-access-bot serve`` process: it starts, answers Slack over HTTP and through
+Socket Mode, reports health, readiness and metrics, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import yaml
 
 from bot.adapters.db import migrate
 from bot.adapters.db.store import make_engine
 from bot.fakes.kubernetes import FakeKubernetes
-from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+from bot.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
+from bot.fakes.socket_mode import FakeSocketMode
 from tests.scenario.conftest import command_body, wait_for
 
 BIN = Path(sys.executable).parent
@@ -31,24 +32,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def serving(tmp_path: Path) -> Iterator[tuple[str, FakeSlack]]:
-    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
+@contextmanager
+def bot(tmp_path: Path, slack: FakeSlack, *args: str) -> Iterator[tuple[str, FakeKubernetes]]:
+    """``serve ARGS`` over a fresh SQLite file and one rbac cluster on a local API server;
+    yields its base URL once it answers /healthz, and checks it stops cleanly."""
     kube = FakeKubernetes(tmp_path).start()
     kube.allow_bot("bot")
     config = tmp_path / "k8s-access.yaml"
     config.write_text(yaml.safe_dump({"clusters": {"dev": {
         "backend": "rbac", "approvers": ["U0BOB0002"],
         "kubernetes": {"server": kube.url, "kubeconfig": str(kube.kubeconfig("bot", "bot"))},
-        "roles": {"view": {"cluster_role": "view"}}}}}))
+        "roles": {"view": {"cluster_role": "view", "auto_approve_up_to": "1h",
+                           "require_reason": False}}}}}))
     database = f"sqlite:///{tmp_path / 'bot.db'}"
     migrate.upgrade(make_engine(database))
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database,
-           "K8S_ACCESS_CONFIG": str(config), "LOG_FORMAT": "json"}
-    env.pop("SLACK_APP_TOKEN", None)
-    process = subprocess.Popen([str(BIN / "k8s-access-bot"), "serve", "--http", "--host",
+           "SLACK_APP_TOKEN": APP_TOKEN, "SLACK_API_URL": slack.api_url,
+           "DATABASE_URL": database, "K8S_ACCESS_CONFIG": str(config), "LOG_FORMAT": "json"}
+    process = subprocess.Popen([str(BIN / "k8s-access-bot"), "serve", *args, "--host",
                                 "127.0.0.1", "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -62,71 +64,51 @@ def serving(tmp_path: Path) -> Iterator[tuple[str, FakeSlack]]:
 
     try:
         wait_for(up, timeout=30)
-        yield base, slack
+        yield base, kube
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-        assert BOT_TOKEN not in output and SIGNING_SECRET not in output
         kube.stop()
+    assert process.returncode == 0, output
+    for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET):
+        assert secret not in output
+
+
+def test_serve_answers_slack_and_its_probes(tmp_path: Path) -> None:
+    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
+    try:
+        with bot(tmp_path, slack, "--http") as (base, _):
+            assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+            url = slack.response_url()
+            body = command_body(slack, "U0ALICE01", "clusters", url)
+            request = urllib.request.Request(base + "/slack/events", data=body.encode(),
+                                             headers=signed_headers(body), method="POST")
+            assert urllib.request.urlopen(request, timeout=5).status == 200
+            answer = wait_for(lambda: slack.responses_to(url))[0]
+            assert "*dev* (rbac)" in answer["text"]
+            time.sleep(0.2)
+            metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+            assert "k8s_access_job_runs_total" in metrics
+    finally:
         slack.stop()
-
-
-def test_serve_answers_slack_and_its_probes(serving: tuple[str, FakeSlack]) -> None:
-    base, slack = serving
-    assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
-    url = slack.response_url()
-    body = command_body(slack, "U0ALICE01", "clusters", url)
-    request = urllib.request.Request(base + "/slack/events", data=body.encode(),
-                                     headers=signed_headers(body), method="POST")
-    assert urllib.request.urlopen(request, timeout=5).status == 200
-    answer = wait_for(lambda: slack.responses_to(url))[0]
-    assert "*dev* (rbac)" in answer["text"]
-    time.sleep(0.2)
-    metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-    assert "k8s_access_job_runs_total" in metrics
 
 
 def test_serve_in_socket_mode(tmp_path: Path) -> None:
-    from bot.fakes.slack import APP_TOKEN
-    from bot.fakes.socket_mode import FakeSocketMode
-
     socket_mode = FakeSocketMode()
     slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}},
                       socket_url=socket_mode.url).start()
-    kube = FakeKubernetes(tmp_path).start()
-    kube.allow_bot("bot")
-    config = tmp_path / "k8s-access.yaml"
-    config.write_text(yaml.safe_dump({"clusters": {"dev": {
-        "backend": "rbac", "approvers": ["U0BOB0002"],
-        "kubernetes": {"server": kube.url, "kubeconfig": str(kube.kubeconfig("bot", "bot"))},
-        "roles": {"view": {"cluster_role": "view", "auto_approve_up_to": "1h",
-                           "require_reason": False}}}}}))
-    database = f"sqlite:///{tmp_path / 'bot.db'}"
-    migrate.upgrade(make_engine(database))
-    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN,
-           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database,
-           "K8S_ACCESS_CONFIG": str(config)}
-    env.pop("SLACK_SIGNING_SECRET", None)
-    process = subprocess.Popen([str(BIN / "k8s-access-bot"), "serve", "--host", "127.0.0.1",
-                                "--port", str(free_port())], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert socket_mode.connected.wait(30), "the bot never opened its Socket Mode link"
-        url = slack.response_url()
-        envelope = socket_mode.push("slash_commands", {
-            "command": "/k8s-access", "text": "request dev view 30m", "user_id": "U0ALICE01",
-            "team_id": "T0TEAM", "channel_id": "C0GENERAL", "response_url": url,
-            "trigger_id": "t"})
-        wait_for(lambda: socket_mode.acked(envelope), timeout=10)
-        answer = wait_for(lambda: slack.responses_to(url), timeout=10)[0]
-        assert "Active until" in answer["text"]
-        assert "k8s-access-1" in kube.cluster_role_bindings
+        with bot(tmp_path, slack, "--socket-mode") as (_, kube):
+            assert socket_mode.connected.wait(30), "the bot never opened its Socket Mode link"
+            url = slack.response_url()
+            envelope = socket_mode.push("slash_commands", {
+                "command": "/k8s-access", "text": "request dev view 30m",
+                "user_id": "U0ALICE01", "team_id": "T0TEAM", "channel_id": "C0GENERAL",
+                "response_url": url, "trigger_id": "t"})
+            wait_for(lambda: socket_mode.acked(envelope), timeout=10)
+            answer = wait_for(lambda: slack.responses_to(url), timeout=10)[0]
+            assert "Active until" in answer["text"]
+            assert "k8s-access-1" in kube.cluster_role_bindings
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
         socket_mode.stop()
-        kube.stop()
         slack.stop()
-    assert process.returncode == 0, output
-    assert APP_TOKEN not in output and BOT_TOKEN not in output
