@@ -80,7 +80,6 @@ def owe_approved(store: RequestStore, request: AccessRequest, now: datetime) -> 
 # --- revocation and expiry ----------------------------------------------------------------
 
 
-@scoped
 def revoke(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
     """End an active grant early: the grantee, the cluster's approvers and admins may."""
     actor = ctx.actor(user_id)
