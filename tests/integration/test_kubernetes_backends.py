@@ -366,3 +366,21 @@ def test_reconcile_removes_only_labelled_strays(kctx: Context, kube: FakeKuberne
     assert f"k8s-access-{live}" in kube.cluster_role_bindings
     with kctx.transaction() as store:
         assert "stray removed" in [e.action for e in store.audit_events()]
+
+
+def test_rsa_keys_where_configured(engine: Engine, kube: FakeKubernetes,
+                                   directory: StaticDirectory, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    data = {"clusters": {"prod": cluster_config(kube, "certificate"),
+                         "oidc": cluster_config(kube, "rbac")}}
+    data["clusters"]["prod"]["kubernetes"]["key_algorithm"] = "rsa-2048"
+    config = parse_config(data, Path("rsa.yaml"))
+    notifier = RecordingNotifier()
+    ctx = build_context(Settings(), config, engine=engine, granters=granters_for(config),
+                        notifier=notifier, directory=directory)
+    request_id = grant(ctx, "prod", "view")
+    user = yaml.safe_load(issued_kubeconfig(notifier, tmp_path, request_id).read_text())[
+        "users"][0]["user"]
+    key = serialization.load_pem_private_key(base64.b64decode(user["client-key-data"]), None)
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
