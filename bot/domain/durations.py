@@ -30,15 +30,6 @@ def parse_duration(text: str) -> timedelta:
     return total
 
 
-def looks_like_duration(text: str) -> bool:
-    """True when ``text`` parses as a duration (used to read optional positional words)."""
-    try:
-        parse_duration(text)
-    except InvalidInput:
-        return False
-    return True
-
-
 def format_duration(value: timedelta) -> str:
     """The shortest exact spelling of ``value`` in the syntax :func:`parse_duration` reads."""
     minutes = int(value.total_seconds() // 60)

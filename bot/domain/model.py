@@ -56,10 +56,6 @@ class Actor:
     groups: frozenset[str] = frozenset()
     is_admin: bool = False
 
-    @classmethod
-    def system(cls, name: str) -> Actor:
-        return cls(user_id=name)
-
 
 @dataclass
 class Approval:

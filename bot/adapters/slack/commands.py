@@ -6,7 +6,7 @@ Pure: no Slack client, no database. The listeners dispatch on the result.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.durations import parse_duration
@@ -39,7 +39,6 @@ class Command:
     text: str = ""
     """The free text: reason, comment, list scope or the linked username."""
     break_glass: bool = False
-    words: tuple[str, ...] = field(default_factory=tuple)
 
 
 def usage(verb: str) -> str:
