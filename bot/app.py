@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -27,6 +26,8 @@ if TYPE_CHECKING:
     from slack_sdk import WebClient
 
     from bot.adapters.metrics import PrometheusMetrics
+    from bot.adapters.slack.inbox import SlackInbox
+    from bot.adapters.slack.worker import SlackWorker
 
 GranterFactory = Callable[[Settings, Config, str], Granter]
 
@@ -90,8 +91,20 @@ def worker_id() -> str:
 class SlackRuntime:
     ctx: Context
     app: App
+    """Faces Slack: keeps each request in the inbox and acknowledges it."""
+    work_app: App
+    """Does the work of the requests in the inbox (see :class:`SlackWorker`)."""
+    inbox: SlackInbox
     client: WebClient
     engine: Engine
+
+    def worker(self, threads: int = 8) -> SlackWorker:
+        """A worker for this runtime's inbox, woken whenever a request comes in."""
+        from bot.adapters.slack.worker import SlackWorker
+
+        worker = SlackWorker(self.work_app, self.inbox, self.ctx.worker_id, threads)
+        self.inbox.notify(worker.wake)
+        return worker
 
 
 def build_slack_context(settings: Settings, config: Config, *, engine: Engine | None = None,
@@ -118,16 +131,18 @@ def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
                         engine: Engine | None = None,
                         granters: Mapping[str, Granter] | None = None,
                         clock: Callable[[], datetime] = utc_now,
-                        executor: Executor | None = None,
                         metrics: PrometheusMetrics | None = None) -> SlackRuntime:
-    """Everything ``serve`` runs: the Slack context and the Bolt app on top of it."""
-    from bot.adapters.slack.app import build_bolt_app
+    """Everything ``serve`` runs: the Slack context, the inbox and the Bolt apps on top."""
+    from bot.adapters.slack.app import build_bolt_app, build_work_app
+    from bot.adapters.slack.inbox import SlackInbox
 
     engine = engine if engine is not None else make_engine(settings.database_url)
     ctx, client = build_slack_context(settings, config, engine=engine, granters=granters,
                                       clock=clock, metrics=metrics)
-    app = build_bolt_app(settings, ctx, client, http=http, executor=executor)
-    return SlackRuntime(ctx=ctx, app=app, client=client, engine=engine)
+    inbox = SlackInbox(engine, clock)
+    app = build_bolt_app(settings, ctx, client, inbox, http=http)
+    return SlackRuntime(ctx=ctx, app=app, work_app=build_work_app(ctx, client), inbox=inbox,
+                        client=client, engine=engine)
 
 
 def build_context(

@@ -284,6 +284,7 @@ def serve(socket_mode: bool, http: bool, host: str, port: int, jobs: bool) -> No
 
     Without a flag: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode.
     """
+    _count_across_processes()
     from bot.serve import run
 
     settings = _settings()
@@ -296,9 +297,45 @@ def serve(socket_mode: bool, http: bool, host: str, port: int, jobs: bool) -> No
 
 
 @main.command()
+@click.option("--jobs/--no-jobs", default=True, show_default=True,
+              help="Run the periodic jobs in this process (off when CronJobs run them).")
+@click.option("--wake-on-stdin", is_flag=True, hidden=True,
+              help="Started by serve: each byte on stdin means work; end of input means stop.")
+@_explained
+def work(jobs: bool, wake_on_stdin: bool) -> None:
+    """Do the work of the Slack requests that serve acknowledged, and run the periodic jobs.
+
+    serve starts one itself; run more (on other machines, say) to share the work.
+    """
+    from bot.serve import work as run_worker
+
+    settings = _settings()
+    run_worker(settings, _config(settings), jobs=jobs, wake_on_stdin=wake_on_stdin)
+
+
+def _count_across_processes() -> None:
+    """serve and its worker count metrics into files that /metrics adds up. prometheus_client
+    reads the variable when it is first imported, so it is set before anything imports it."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder is None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="k8s-access-metrics-")
+        return
+    for stale in Path(folder).glob("*.db"):  # a previous run's counts
+        stale.unlink()
+
+
+@main.command()
 @_explained
 def demo() -> None:
     """Watch the whole flow locally: no Slack workspace, GitLab or cluster needed."""
     from bot.demo import run
 
     run()
+
+
+if __name__ == "__main__":
+    main()

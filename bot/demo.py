@@ -141,6 +141,7 @@ def run() -> None:
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     runtime = build_slack_runtime(settings, config, http=True, engine=engine)
+    worker = runtime.worker().start()
     server = create_server(WebApp(runtime.app, lambda: {}), host="127.0.0.1", port=0)
     threading.Thread(target=server.run, daemon=True).start()
     port = server.effective_port  # type: ignore[union-attr]  # one socket: a BaseWSGIServer
@@ -186,5 +187,6 @@ def run() -> None:
                            f"#{event.request_id or '-'}")
     finally:
         server.close()
+        worker.stop()
         for fake in (slack, kube, gitlab):
             fake.stop()

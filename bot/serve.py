@@ -1,9 +1,21 @@
-"""``k8s-access-bot serve``: the Slack app, the scheduler and the probes in one process."""
+"""``k8s-access-bot serve`` and ``k8s-access-bot work``: two processes, one deployment.
+
+``serve`` faces Slack and answers the probes; it only keeps each request in the inbox and
+acknowledges it, so that acknowledgements never wait for work. It starts ``work`` as its child
+and restarts it if it dies: the worker does what the requests ask and runs the scheduled jobs.
+The inbox is in the database, so a request survives a crash of either, and several replicas
+share the work.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,21 +27,86 @@ from waitress.server import create_server
 from bot.adapters.db import migrate
 from bot.adapters.db.store import make_engine
 from bot.adapters.metrics import PrometheusMetrics
-from bot.adapters.slack.listeners import forget_old_signatures
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
 
 log = logging.getLogger(__name__)
+WORKER_NICENESS = 19
 
 
-def readiness(runtime: SlackRuntime, slack_ttl: float = 60) -> Callable[[], dict[str, str]]:
-    """Database reachable, migrations at head, Slack accepting the token (cached a minute)."""
+class WorkerProcess:
+    """``k8s-access-bot work`` as a child: woken through its stdin, restarted when it dies."""
+
+    def __init__(self, jobs: bool) -> None:
+        self._args = [sys.executable, "-m", "bot.cli", "work", "--wake-on-stdin",
+                      "--jobs" if jobs else "--no-jobs"]
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._monitor.start()
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wake(self) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        # Failing means it is already awake with bytes to read, or restarting: it polls anyway.
+        with contextlib.suppress(OSError, ValueError):
+            os.write(process.stdin.fileno(), b".")
+
+    def stop(self, timeout: float = 40) -> None:
+        """Let the worker finish what it is doing, then kill it if it takes too long."""
+        self._stopping.set()
+        process = self._process
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("the worker did not stop in %ss; killing it", timeout)
+            process.kill()
+            process.wait()
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(self._args, stdin=subprocess.PIPE)
+        assert self._process.stdin is not None
+        os.set_blocking(self._process.stdin.fileno(), False)
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            process = self._process
+            assert process is not None
+            started = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30)
+            log.error("the worker process exited with %s; starting another in %.0fs", code,
+                      backoff)
+            if self._stopping.wait(backoff):
+                return
+            self._spawn()
+
+
+def readiness(runtime: SlackRuntime, worker: WorkerProcess | None = None,
+              slack_ttl: float = 60) -> Callable[[], dict[str, str]]:
+    """Database reachable, migrations at head, the worker running, Slack accepting the token
+    (cached a minute)."""
     last: dict[str, Any] = {"at": 0.0, "error": None}
 
     def check() -> dict[str, str]:
         failed: dict[str, str] = {}
+        if worker is not None and not worker.alive():
+            failed["worker"] = "the worker process is not running; it is being restarted"
         try:
             with runtime.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -66,15 +143,12 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     metrics = PrometheusMetrics(engine)
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
-    passes = [Job("forget-signatures", forget_old_signatures,
-                  config.file.schedules.expiry_sweep * 5)]
-    if jobs:
-        passes += default_jobs(runtime.ctx)
-    scheduler = Scheduler(runtime.ctx, passes)
-    scheduler.start()
-    web = WebApp(None if socket_mode else runtime.app, readiness(runtime), metrics.render)
-    server = create_server(web, host=host, port=port, threads=8,
-                                    ident="k8s-access-bot")
+    worker = WorkerProcess(jobs)
+    runtime.inbox.notify(worker.wake)
+    worker.start()
+    web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
+                 metrics.render)
+    server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
     handler = None
     if socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -83,6 +157,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         handler = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value(),
                                     web_client=runtime.client)
         handler.connect()  # type: ignore[no-untyped-call]
+
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signum)
 
@@ -95,10 +170,55 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         log.info("stopping on signal %s", signum)
     finally:
         server.close()
-        scheduler.stop()
         if handler is not None:
             handler.close()  # type: ignore[no-untyped-call]
+        worker.stop()
+        runtime.inbox.close()
     log.info("stopped")
+
+
+def work(settings: Settings, config: Config, *, jobs: bool, wake_on_stdin: bool) -> None:
+    """The worker: the inbox's requests and the scheduled jobs, until SIGTERM (or, started by
+    ``serve``, until its stdin closes)."""
+    engine = make_engine(settings.database_url)
+    runtime = build_slack_runtime(settings, config, http=False, engine=engine,
+                                  metrics=PrometheusMetrics())
+    worker = runtime.worker()
+    passes = [Job("forget-signatures", lambda _: runtime.inbox.forget(),
+                  config.file.schedules.expiry_sweep * 5)]
+    if jobs:
+        passes += default_jobs(runtime.ctx)
+    scheduler = Scheduler(runtime.ctx, passes)
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if wake_on_stdin:
+        # Next to serve, acknowledgements come first: Slack's 3 seconds are a hard limit, the
+        # answers after them are not. The worker takes the CPU that serve leaves.
+        os.nice(WORKER_NICENESS)
+        threading.Thread(target=_wake_on_input, args=(worker.wake, stopping), daemon=True,
+                         name="wake-on-stdin").start()
+    worker.start()
+    scheduler.start()
+    log.info("working")
+    while not stopping.wait(1):
+        pass
+    log.info("stopping the worker")
+    scheduler.stop()
+    worker.stop()
+    runtime.inbox.close()
+    log.info("stopped")
+
+
+def _wake_on_input(wake: Callable[[], None], stopping: threading.Event) -> None:
+    """Each byte ``serve`` writes means a request came in; end of input means it is gone."""
+    while os.read(sys.stdin.fileno(), 4096):
+        wake()
+    stopping.set()
 
 
 class _Stop(Exception):

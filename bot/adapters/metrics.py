@@ -1,15 +1,22 @@
 """Prometheus metrics for ``/metrics``: what the bot does, how fast its backends answer, how its
 jobs keep up, how often Slack refuses; and the requests by state and cluster, counted in the
-database at scrape time so that every replica reports the same truth."""
+database at scrape time so that every replica reports the same truth.
+
+``serve`` and its worker are two processes: with ``PROMETHEUS_MULTIPROC_DIR`` set (``serve``
+sets it before this module is imported), both count into files there and ``/metrics`` adds
+them up.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
@@ -56,7 +63,7 @@ class PrometheusMetrics:
                                    ["job"], registry=r)
         self.job_last_success = Gauge("k8s_access_job_last_success_timestamp_seconds",
                                       "When each job last ran without error", ["job"],
-                                      registry=r)
+                                      multiprocess_mode="max", registry=r)
         self.expiry_lag_seconds = Histogram("k8s_access_expiry_lag_seconds",
                                             "From a grant's end to its revocation",
                                             buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600),
@@ -64,8 +71,12 @@ class PrometheusMetrics:
         self.slack_errors = Counter("k8s_access_slack_api_errors_total",
                                     "Slack Web API errors by method and error",
                                     ["method", "error"], registry=r)
+        self._exposed = r
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)  # type: ignore[no-untyped-call]
         if engine is not None:
-            r.register(RequestsByState(engine))
+            self._exposed.register(RequestsByState(engine))
 
     def event(self, action: str, cluster: str) -> None:
         self.events.labels(action, cluster).inc()
@@ -89,4 +100,4 @@ class PrometheusMetrics:
         self.slack_errors.labels(method, error).inc()
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._exposed), CONTENT_TYPE_LATEST

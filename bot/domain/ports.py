@@ -284,10 +284,6 @@ class RequestStore(Protocol):
         """Active grants whose end comes before ``until``, soonest first."""
         ...
 
-    def forget_keys(self, prefix: str, before: datetime) -> int:
-        """Drop claimed keys with ``prefix`` older than ``before``; returns how many."""
-        ...
-
     def add_message(self, request_id: int, purpose: str, channel: str, ts: str) -> None:
         """Remember where a message about the request was posted (``purpose``: approval…)."""
         ...

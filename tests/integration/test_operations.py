@@ -122,6 +122,7 @@ def test_metrics_and_logs_of_a_full_flow(slack: FakeSlack, config: Config, engin
                                   granters={"staging": granter, "prod": granter}, clock=clock)
     from tests.scenario.conftest import Driver, wait_for
 
+    worker = runtime.worker().start()
     try:
         driver = Driver(runtime, slack)
         driver.ask(ALICE, "request staging edit 1h deploy " + BOT_TOKEN)
@@ -133,6 +134,8 @@ def test_metrics_and_logs_of_a_full_flow(slack: FakeSlack, config: Config, engin
         driver.ask(ALICE, "revoke 1 done")
         driver.ask(ALICE, "request staging view 1h")  # auto-approved by the policy
     finally:
+        worker.stop()
+        runtime.inbox.close()
         logging.getLogger().removeHandler(handler)
     exposition = metrics.render()[0].decode()
     assert 'k8s_access_events_total{action="approved",cluster="staging"} 2.0' in exposition

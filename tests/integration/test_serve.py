@@ -33,9 +33,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def bot(tmp_path: Path, slack: FakeSlack, *args: str) -> Iterator[tuple[str, FakeKubernetes]]:
+def bot(tmp_path: Path, slack: FakeSlack,
+        *args: str) -> Iterator[tuple[str, FakeKubernetes, int]]:
     """``serve ARGS`` over a fresh SQLite file and one rbac cluster on a local API server;
-    yields its base URL once it answers /healthz, and checks it stops cleanly."""
+    yields its base URL, the cluster and its process ID once it answers /healthz, and checks it
+    stops cleanly."""
     kube = FakeKubernetes(tmp_path).start()
     kube.allow_bot("bot")
     config = tmp_path / "k8s-access.yaml"
@@ -64,7 +66,7 @@ def bot(tmp_path: Path, slack: FakeSlack, *args: str) -> Iterator[tuple[str, Fak
 
     try:
         wait_for(up, timeout=30)
-        yield base, kube
+        yield base, kube, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -77,7 +79,7 @@ def bot(tmp_path: Path, slack: FakeSlack, *args: str) -> Iterator[tuple[str, Fak
 def test_serve_answers_slack_and_its_probes(tmp_path: Path) -> None:
     slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
     try:
-        with bot(tmp_path, slack, "--http") as (base, _):
+        with bot(tmp_path, slack, "--http") as (base, _, _):
             assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
             url = slack.response_url()
             body = command_body(slack, "U0ALICE01", "clusters", url)
@@ -98,7 +100,7 @@ def test_serve_in_socket_mode(tmp_path: Path) -> None:
     slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}},
                       socket_url=socket_mode.url).start()
     try:
-        with bot(tmp_path, slack, "--socket-mode") as (_, kube):
+        with bot(tmp_path, slack, "--socket-mode") as (_, kube, _):
             assert socket_mode.connected.wait(30), "the bot never opened its Socket Mode link"
             url = slack.response_url()
             envelope = socket_mode.push("slash_commands", {
@@ -111,4 +113,36 @@ def test_serve_in_socket_mode(tmp_path: Path) -> None:
             assert "k8s-access-1" in kube.cluster_role_bindings
     finally:
         socket_mode.stop()
+        slack.stop()
+
+
+def worker_of(serve: int) -> int:
+    """The process ID of the worker ``serve`` started."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == serve and b"--wake-on-stdin" in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError("serve has no worker")
+
+
+def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(tmp_path: Path) -> None:
+    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
+    try:
+        with bot(tmp_path, slack, "--http") as (base, _, serve):
+            first = wait_for(lambda: worker_of(serve), timeout=10)
+            os.kill(first, signal.SIGKILL)
+            url = slack.response_url()
+            body = command_body(slack, "U0ALICE01", "clusters", url)
+            request = urllib.request.Request(base + "/slack/events", data=body.encode(),
+                                             headers=signed_headers(body), method="POST")
+            assert urllib.request.urlopen(request, timeout=5).status == 200  # while it is down
+            answer = wait_for(lambda: slack.responses_to(url), timeout=30)[0]
+            assert "*dev* (rbac)" in answer["text"]
+            assert worker_of(serve) != first
+            assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+    finally:
         slack.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -68,11 +67,12 @@ def slack_config(config: Config) -> Config:
 @pytest.fixture
 def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: InMemoryGranter,
             clock: FakeClock) -> Iterator[SlackRuntime]:
-    executor = ThreadPoolExecutor(max_workers=8)
-    yield build_slack_runtime(settings, slack_config, http=True, engine=engine,
-                              granters={"staging": granter, "prod": granter}, clock=clock,
-                              executor=executor)
-    executor.shutdown(wait=True)  # no listener may outlive its test
+    runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
+                                  granters={"staging": granter, "prod": granter}, clock=clock)
+    worker = runtime.worker().start()
+    yield runtime
+    worker.stop()  # no listener may outlive its test
+    runtime.inbox.close()
 
 
 @dataclass

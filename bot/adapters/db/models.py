@@ -170,12 +170,26 @@ class IdentityLinkRow(Base):
 
 class ClaimedKeyRow(Base):
     """A unique key claimed once across all replicas: a reminder for one week
-    (``remind:U123:2026-W48``) or a Slack request signature seen once (replay protection)."""
+    (``remind:U123:2026-W48``)."""
 
     __tablename__ = "claimed_keys"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     claimed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SlackInboxRow(Base):
+    """Every Slack request the bot acknowledged, by its signature (so that a replay is refused
+    on any replica), with its body until a worker has done what it asks."""
+
+    __tablename__ = "slack_inbox"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    body: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
 
 
 class MessageRow(Base):

@@ -399,7 +399,7 @@ class SqlAlchemyRequestStore:
     # once-only keys
 
     def claim_key(self, key: str, now: datetime) -> bool:
-        # One statement that skips a duplicate: cheap enough to run on every Slack request.
+        # One statement that skips a duplicate: replicas racing for a key never fail.
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         table = Base.metadata.tables[ClaimedKeyRow.__tablename__]
@@ -410,15 +410,6 @@ class SqlAlchemyRequestStore:
 
     def release_key(self, key: str) -> None:
         self.session.execute(delete(ClaimedKeyRow).where(ClaimedKeyRow.key == key))
-
-    def forget_keys(self, prefix: str, before: datetime) -> int:
-        result = self.session.execute(
-            delete(ClaimedKeyRow).where(
-                ClaimedKeyRow.key.startswith(prefix, autoescape=True),
-                ClaimedKeyRow.claimed_at < before,
-            )
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
 
     # messages
 

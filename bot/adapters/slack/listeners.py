@@ -1,9 +1,11 @@
 """Slack listeners: parse, call one use case, render. No business rule lives here.
 
-Each listener acknowledges first (Slack allows 3 seconds) and does the work after; every error
-a person can cause comes back to them as an ephemeral message, every other error is logged and
-answered with an apology, never a crash. Modal submissions validate their fields before the
-acknowledgement so that errors show on the field.
+Each request is handled twice, by two Bolt apps over the same listeners. The app that faces
+Slack (:meth:`Listeners.register`) keeps the request in the inbox (which also refuses replays)
+and acknowledges: Slack allows 3 seconds. Modal submissions validate their fields there, so that
+errors show on the field. The worker's app (:meth:`Listeners.register_work`) then does the work
+and answers; every error a person can cause comes back to them as an ephemeral message, every
+other error is logged and answered with an apology, never a crash.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from slack_bolt import Ack, App, BoltResponse, Respond
 from slack_sdk import WebClient
 
 from bot.adapters.slack import blocks, commands
+from bot.adapters.slack.inbox import SlackInbox
 from bot.domain import lifecycle
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import DomainError, InvalidInput
@@ -30,15 +31,6 @@ from bot.services.context import Context
 
 log = logging.getLogger(__name__)
 SLASH_COMMAND = "/k8s-access"
-REPLAY_PREFIX = "slack-request:"
-REPLAY_WINDOW = timedelta(minutes=10)
-"""Slack's own check refuses requests older than five minutes: their signatures can go then."""
-
-
-def forget_old_signatures(ctx: Context) -> int:
-    """Drop the replay-protection keys that Slack's timestamp check has made useless."""
-    with ctx.transaction() as store:
-        return store.forget_keys(REPLAY_PREFIX, ctx.clock() - REPLAY_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -52,26 +44,28 @@ def _reply(text: str) -> Reply:
 
 
 class Listeners:
-    """Every listener acknowledges, then hands the work to ``work``: Bolt's own threads stay
-    free for the next acknowledgement however slow GitLab or a cluster is."""
-
     def __init__(self, ctx: Context, client: WebClient | None = None,
-                 work: Executor | None = None) -> None:
+                 inbox: SlackInbox | None = None) -> None:
         self.ctx = ctx
         self.client = client
-        self.work = work or ThreadPoolExecutor(max_workers=8, thread_name_prefix="slack-work")
-
-    def _after_ack(self, task: Callable[[], None]) -> None:
-        def guarded() -> None:
-            try:
-                task()
-            except Exception:  # answering failed too (Slack down?): keep the worker alive
-                log.exception("work after the acknowledgement failed")
-
-        self.work.submit(guarded)
+        self.inbox = inbox
 
     def register(self, app: App) -> None:
-        app.middleware(self.reject_replays)
+        """The app that faces Slack: keep, validate, acknowledge."""
+        app.middleware(self.receive)
+        app.command(SLASH_COMMAND)(self.acknowledge)
+        for action in (blocks.APPROVE, blocks.DENY, blocks.REVOKE, blocks.EXTEND, blocks.CANCEL,
+                       blocks.CONFIRM_LINK, "namespace"):
+            app.action(action)(self.acknowledge)
+        app.action(blocks.PICK_CLUSTER)(self.on_pick)
+        app.action(blocks.PICK_ROLE)(self.on_pick)
+        app.view(blocks.REQUEST_MODAL)(self.check_request_form)
+        app.view(blocks.DENY_MODAL)(self.on_deny_submitted)
+        app.view(blocks.EXTEND_MODAL)(self.check_extend_form)
+        app.event("app_home_opened")(self.acknowledge)
+
+    def register_work(self, app: App) -> None:
+        """The worker's app: the work each acknowledged request asks for."""
         app.command(SLASH_COMMAND)(self.on_command)
         app.action(blocks.APPROVE)(self.on_approve)
         app.action(blocks.DENY)(self.on_deny)
@@ -79,26 +73,30 @@ class Listeners:
         app.action(blocks.EXTEND)(self.on_extend)
         app.action(blocks.CANCEL)(self.on_cancel)
         app.action(blocks.CONFIRM_LINK)(self.on_confirm_link)
-        app.action(blocks.PICK_CLUSTER)(self.on_pick)
-        app.action(blocks.PICK_ROLE)(self.on_pick)
-        app.action("namespace")(self.on_noop)
+        for done_on_receipt in (blocks.PICK_CLUSTER, blocks.PICK_ROLE, "namespace"):
+            app.action(done_on_receipt)(self.acknowledge)
         app.view(blocks.REQUEST_MODAL)(self.on_request_submitted)
-        app.view(blocks.DENY_MODAL)(self.on_deny_submitted)
+        app.view(blocks.DENY_MODAL)(self.acknowledge)
         app.view(blocks.EXTEND_MODAL)(self.on_extend_submitted)
         app.event("app_home_opened")(self.on_home_opened)
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def reject_replays(self, req: Any, resp: Any, next: Callable[[], Any]) -> Any:
-        """A signed request is accepted once: the same signature again is a replay."""
+    def receive(self, req: Any, resp: Any, next: Callable[[], Any]) -> Any:
+        """Keep the request for the worker. A signed request is kept once: the same signature
+        again is a replay."""
+        if self.inbox is None:
+            return next()
         signature = req.headers.get("x-slack-signature", [None])[0]
-        if signature and req.mode == "http":
-            with self.ctx.transaction() as store:
-                fresh = store.claim_key(REPLAY_PREFIX + signature, self.ctx.clock())
-            if not fresh:
-                log.warning("rejected a replayed Slack request")
-                return BoltResponse(status=401, body="")
+        key = signature if signature and req.mode == "http" else f"socket:{uuid.uuid4().hex}"
+        if not self.inbox.receive(key, json.dumps(req.body)):
+            log.warning("rejected a replayed Slack request")
+            return BoltResponse(status=401, body="")
         return next()
+
+    @staticmethod
+    def acknowledge(ack: Ack) -> None:
+        ack()
 
     def _run(self, user_id: str, action: Callable[[], Reply | None]) -> Reply | None:
         try:
@@ -140,9 +138,6 @@ class Listeners:
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond,
                    client: WebClient) -> None:
         ack()
-        self._after_ack(lambda: self._command(command, respond, client))
-
-    def _command(self, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         user_id = command["user_id"]
 
         def act() -> Reply | None:
@@ -248,7 +243,7 @@ class Listeners:
             link = identity.confirm_link(self.ctx, admin_id, user_id)
             return _reply(f"<@{user_id}> is now linked to GitLab user `{link.username}`.")
 
-        self._after_ack(lambda: self._tell(client, body, respond, self._run(admin_id, act)))
+        self._tell(client, body, respond, self._run(admin_id, act))
 
     def _missing(self, request: AccessRequest) -> int:
         return lifecycle.approvals_missing(
@@ -264,11 +259,8 @@ class Listeners:
         def act() -> Reply | None:
             return action(_button_request_id(body), user_id)
 
-        def work() -> None:
-            self._tell(client, body, respond, self._run(user_id, act))
-            self._refresh_home(client, body)
-
-        self._after_ack(work)
+        self._tell(client, body, respond, self._run(user_id, act))
+        self._refresh_home(client, body)
 
     def on_approve(self, ack: Ack, body: dict[str, Any], respond: Respond,
                    client: WebClient) -> None:
@@ -323,21 +315,25 @@ class Listeners:
         client.views_update(view_id=view["id"], hash=view.get("hash"),
                             view=blocks.request_modal(self.ctx.config, prefill))
 
-    def on_noop(self, ack: Ack) -> None:
-        ack()
-
     # --- modal submissions --------------------------------------------------------------
 
-    def on_request_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
-                             client: WebClient) -> None:
-        user_id = _user_id(body)
-        values = _form_values(view["state"]["values"])
+    def check_request_form(self, ack: Ack, view: dict[str, Any]) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
-        errors = self._request_form_errors(values, bool(meta.get("break_glass")))
+        errors = self._request_form_errors(_form_values(view["state"]["values"]),
+                                           bool(meta.get("break_glass")))
         if errors:
             ack(response_action="errors", errors=errors)
             return
         ack()
+
+    def on_request_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
+                             client: WebClient) -> None:
+        ack()
+        user_id = _user_id(body)
+        values = _form_values(view["state"]["values"])
+        meta = json.loads(view.get("private_metadata") or "{}")
+        if self._request_form_errors(values, bool(meta.get("break_glass"))):
+            return  # shown on the form when it was submitted
 
         def act() -> Reply:
             filed = requests.file_request(
@@ -347,7 +343,7 @@ class Listeners:
                 user_csr=values.get("csr") or None)
             return _reply(blocks.filed_message(filed, self._missing(filed)))
 
-        self._after_ack(lambda: self._tell(client, body, None, self._run(user_id, act)))
+        self._tell(client, body, None, self._run(user_id, act))
 
     def _request_form_errors(self, values: dict[str, str], break_glass: bool) -> dict[str, str]:
         config = self.ctx.config
@@ -377,27 +373,34 @@ class Listeners:
             return
         ack()
 
+    def check_extend_form(self, ack: Ack, view: dict[str, Any]) -> None:
+        try:
+            parse_duration(_form_values(view["state"]["values"]).get("duration", ""))
+        except DomainError as error:
+            ack(response_action="errors", errors={"duration": error.message})
+            return
+        ack()
+
     def on_extend_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
                             client: WebClient) -> None:
+        ack()
         user_id = _user_id(body)
         values = _form_values(view["state"]["values"])
         grant_id = int(view["private_metadata"])
         try:
             duration = parse_duration(values.get("duration", ""))
-        except DomainError as error:
-            ack(response_action="errors", errors={"duration": error.message})
-            return
-        ack()
-        self._after_ack(lambda: self._tell(client, body, None, self._run(
+        except DomainError:
+            return  # shown on the form when it was submitted
+        self._tell(client, body, None, self._run(
             user_id, lambda: self.execute(
                 commands.Command("extend", request_id=grant_id, duration=duration,
-                                 text=values.get("reason", "")), user_id))))
+                                 text=values.get("reason", "")), user_id)))
 
     # --- App Home -----------------------------------------------------------------------
 
     def on_home_opened(self, event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") == "home":
-            self._after_ack(lambda: self.publish_home(client, event["user"]))
+            self.publish_home(client, event["user"])
 
     def publish_home(self, client: WebClient, user_id: str) -> None:
         ctx = self.ctx
