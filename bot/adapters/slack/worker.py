@@ -87,6 +87,6 @@ class SlackWorker:
         """Dispatch one request to the work listeners, in this thread."""
         request = BoltRequest(body=received.body, headers={"content-type": "application/json"})
         response = self._app.dispatch(request)
-        if response.status >= 400:
-            log.error("no work listener answered a Slack request (%s): %s", response.status,
+        if response.status >= 400:  # no listener for it (404) or one that raised (500)
+            log.error("the work for a Slack request ended with status %s: %s", response.status,
                       response.body[:200])
