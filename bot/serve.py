@@ -165,10 +165,11 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     signal.signal(signal.SIGINT, stop)
     log.info("serving %s on %s:%s", "Socket Mode" if socket_mode else "HTTP", host, port)
     try:
-        server.run()
-    except _Stop as signum:
-        log.info("stopping on signal %s", signum)
+        server.run()  # returns when the signal arrives inside waitress's loop
+    except _Stop:
+        pass  # it arrived elsewhere in this thread
     finally:
+        log.info("stopping")
         server.close()
         if handler is not None:
             handler.close()  # type: ignore[no-untyped-call]
@@ -221,5 +222,6 @@ def _wake_on_input(wake: Callable[[], None], stopping: threading.Event) -> None:
     stopping.set()
 
 
-class _Stop(Exception):
-    """SIGTERM or SIGINT: leave the serving loop and shut down in order."""
+class _Stop(SystemExit):
+    """SIGTERM or SIGINT: leave the serving loop and shut down in order. A ``SystemExit``, so
+    that waitress's connection handlers let it through wherever it arrives, and its loop ends."""
