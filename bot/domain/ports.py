@@ -280,6 +280,10 @@ class RequestStore(Protocol):
         """Give a claimed key back, when what it stood for could not be done."""
         ...
 
+    def forget_keys(self, claimed_before: datetime) -> int:
+        """Delete the keys claimed before ``claimed_before``; how many."""
+        ...
+
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
         """Active grants whose end comes before ``until``, soonest first."""
         ...

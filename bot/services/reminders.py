@@ -29,6 +29,7 @@ WEEKLY_HORIZON = timedelta(days=7)
 CATCH_UP = timedelta(hours=12)
 """A replica that was down at the scheduled moment still sends within this; later, it skips
 to the next week rather than send a stale reminder."""
+KEY_MARGIN = timedelta(days=1)
 
 
 def last_occurrence(cron: str, timezone: str, now: datetime) -> datetime:
@@ -139,5 +140,22 @@ def renotify_pending(ctx: Context, limit: int = 1000) -> int:
 
 
 def remind(ctx: Context) -> int:
-    """One reminder pass: weekly messages when due, nudges, waiting requests."""
-    return weekly(ctx) + nudge_expiring(ctx) + renotify_pending(ctx)
+    """One reminder pass: weekly messages when due, nudges, waiting requests. Returns how many
+    messages went out."""
+    sent = weekly(ctx) + nudge_expiring(ctx) + renotify_pending(ctx)
+    forget_spent_keys(ctx)
+    return sent
+
+
+def forget_spent_keys(ctx: Context) -> int:
+    """Delete the keys no pass can ask for again, so that the table holds weeks, not years.
+
+    A weekly key matters for :data:`CATCH_UP` after its moment, a nudge's until its grant ends
+    (``nudge_before`` after it was sent; an extension makes a new key), a waiting request's
+    until the request times out. Keys older than the longest of these, and a day, are spent.
+    """
+    config = ctx.config
+    longest = max([CATCH_UP, config.file.schedules.nudge_before,
+                   *(policy.pending_timeout for policy in config.policies.values())])
+    with ctx.transaction() as store:
+        return store.forget_keys(ctx.clock() - longest - KEY_MARGIN)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
@@ -112,6 +112,33 @@ def test_weekly_reminders_wait_for_their_moment(jctx: Context, notifier: Recordi
     grants.expire_due(jctx)
     assert reminders.weekly(jctx) == 0
     assert len(notifier.reminders) == 1 and len(notifier.reviews) == 1
+
+
+def claimed_keys(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return sorted(connection.execute(text("SELECT key FROM claimed_keys")).scalars())
+
+
+def test_spent_keys_are_forgotten_and_no_message_goes_twice(
+        jctx: Context, notifier: RecordingNotifier, clock: FakeClock, engine: Engine) -> None:
+    active_grant(jctx, ALICE, 2 * D)
+    waiting = requests.file_request(jctx, BOB, "prod", "view", duration=H)
+    clock.advance(H)  # Monday 09:00
+    assert reminders.remind(jctx) == 2  # Alice's DM and the channel's review
+    clock.advance(4 * H)
+    assert reminders.remind(jctx) == 1  # the approvers, of Bob's waiting request
+    assert [key.split(":")[0] for key in claimed_keys(engine)] == ["remind", "renotify",
+                                                                   "review"]
+    # The longest window is the 24 h pending timeout: keys stay for it and a day, 48 h.
+    clock.advance(D + 18 * H)  # Wednesday 07:00, the weekly keys 46 h old
+    assert reminders.remind(jctx) == 0
+    assert len(claimed_keys(engine)) == 3
+    clock.advance(3 * H)  # 49 h: the weekly keys are spent, the waiting request's is not
+    assert reminders.remind(jctx) == 0
+    assert grants.get(jctx, waiting.id or 0).state is State.PENDING
+    assert [key.split(":")[0] for key in claimed_keys(engine)] == ["renotify"]
+    assert len(notifier.reminders) == 1 and len(notifier.reviews) == 1
+    assert len([n for n in notifier.notices if n.kind is NoticeKind.STILL_PENDING]) == 1
 
 
 def test_a_failed_send_is_tried_again(jctx: Context, notifier: RecordingNotifier,

@@ -411,6 +411,11 @@ class SqlAlchemyRequestStore:
     def release_key(self, key: str) -> None:
         self.session.execute(delete(ClaimedKeyRow).where(ClaimedKeyRow.key == key))
 
+    def forget_keys(self, claimed_before: datetime) -> int:
+        result = self.session.execute(
+            delete(ClaimedKeyRow).where(ClaimedKeyRow.claimed_at < claimed_before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
     # messages
 
     def add_message(self, request_id: int, purpose: str, channel: str, ts: str) -> None:
