@@ -10,6 +10,7 @@ share the work.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -33,7 +34,6 @@ from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
 
 log = logging.getLogger(__name__)
-WORKER_NICENESS = 19
 
 
 class WorkerProcess:
@@ -143,6 +143,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     metrics = PrometheusMetrics(engine)
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
+    settle_heap()
     worker = WorkerProcess(jobs)
     runtime.inbox.notify(worker.wake)
     worker.start()
@@ -184,6 +185,7 @@ def work(settings: Settings, config: Config, *, jobs: bool, wake_on_stdin: bool)
     engine = make_engine(settings.database_url)
     runtime = build_slack_runtime(settings, config, http=False, engine=engine,
                                   metrics=PrometheusMetrics())
+    settle_heap()
     worker = runtime.worker()
     passes = [Job("forget-signatures", lambda _: runtime.inbox.forget(),
                   config.file.schedules.expiry_sweep * 5)]
@@ -198,9 +200,7 @@ def work(settings: Settings, config: Config, *, jobs: bool, wake_on_stdin: bool)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if wake_on_stdin:
-        # Next to serve, acknowledgements come first: Slack's 3 seconds are a hard limit, the
-        # answers after them are not. The worker takes the CPU that serve leaves.
-        os.nice(WORKER_NICENESS)
+        yield_to_serve()
         threading.Thread(target=_wake_on_input, args=(worker.wake, stopping), daemon=True,
                          name="wake-on-stdin").start()
     worker.start()
@@ -213,6 +213,28 @@ def work(settings: Settings, config: Config, *, jobs: bool, wake_on_stdin: bool)
     worker.stop()
     runtime.inbox.close()
     log.info("stopped")
+
+
+def yield_to_serve() -> None:
+    """Next to ``serve``, acknowledgements come first: Slack's 3 seconds are a hard limit, the
+    answers after them are not. The worker takes only the CPU that serve leaves (Linux's idle
+    scheduling class; the lowest niceness elsewhere). Threads started later inherit it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+def settle_heap() -> None:
+    """Keep the full garbage collections short.
+
+    Python's oldest generation holds everything imported and built at start (the Slack, GitLab
+    and Kubernetes clients: most of the heap). A full collection walks all of it, tens of
+    milliseconds that every request in flight waits for. Frozen objects are never walked; what
+    requests allocate is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _wake_on_input(wake: Callable[[], None], stopping: threading.Event) -> None:

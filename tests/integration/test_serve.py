@@ -134,6 +134,8 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(tmp_path:
     try:
         with bot(tmp_path, slack, "--http") as (base, _, serve):
             first = wait_for(lambda: worker_of(serve), timeout=10)
+            # It takes only the CPU that acknowledgements leave.
+            wait_for(lambda: os.sched_getscheduler(first) == os.SCHED_IDLE, timeout=20)
             os.kill(first, signal.SIGKILL)
             url = slack.response_url()
             body = command_body(slack, "U0ALICE01", "clusters", url)

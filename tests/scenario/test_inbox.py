@@ -14,7 +14,7 @@ from bot.adapters.slack.inbox import LEASE, MAX_ATTEMPTS, REPLAY_WINDOW
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings
 from bot.fakes.slack import FakeSlack, signed_headers
-from tests.conftest import ALICE
+from tests.conftest import ALICE, ON_POSTGRES
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import Driver, command_body, wait_for
 
@@ -103,3 +103,18 @@ def test_keys_are_forgotten_once_done_and_past_the_replay_window(
     assert inbox.forget() == 1  # the undone one stays, however old
     assert inbox.waiting() == 1
     assert rows(engine) == [(1, False, True)]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the acknowledgement's own connections: PostgreSQL")
+def test_acknowledgements_survive_the_database_dropping_their_connections(
+        unattended: SlackRuntime, slack: FakeSlack, engine: Engine) -> None:
+    driver = Driver(unattended, slack)
+    assert driver.dispatch(command_body(slack, ALICE, "help", slack.response_url())).status == 200
+    with engine.connect() as connection:  # as a restart or a failover would
+        dropped = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+    assert dropped >= 1
+    assert driver.dispatch(command_body(slack, ALICE, "whoami",
+                                        slack.response_url())).status == 200
+    assert rows(engine) == [(0, False, True), (0, False, True)]
