@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
+import itertools
 import json
 import os
 import random
@@ -19,18 +21,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
@@ -194,7 +197,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], health: str) -> Iterator[None]:
+def process(args: list[str], env: dict[str, str], health: str) -> Iterator[int]:
     """A server in a process of its own, so that the load generator shares no CPU lock."""
     child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -208,7 +211,7 @@ def process(args: list[str], env: dict[str, str], health: str) -> Iterator[None]
                 if time.monotonic() > deadline or child.poll() is not None:
                     raise RuntimeError(f"{args[0]} did not start") from None
                 time.sleep(0.1)
-        yield
+        yield child.pid
     finally:
         child.terminate()
         child.wait(10)
@@ -276,7 +279,8 @@ def dispatch_times(app: App, bodies: list[str]) -> list[float]:
     """Bolt's own dispatch, no HTTP: the acknowledgement path alone."""
     times = []
     for body in bodies:
-        request = BoltRequest(body=body, headers=signed_headers(body))
+        headers: dict[str, str | Sequence[str]] = {**signed_headers(body)}
+        request = BoltRequest(body=body, headers=headers)
         started = time.perf_counter()
         response = app.dispatch(request)
         times.append(time.perf_counter() - started)
@@ -285,14 +289,29 @@ def dispatch_times(app: App, bodies: list[str]) -> list[float]:
     return times
 
 
-def latencies(endpoint: str, bodies: list[str], concurrency: int) -> list[float]:
+def latencies(endpoint: str, bodies: list[str], concurrency: int, keep_alive: bool) -> list[float]:
+    """Seconds per request, ``concurrency`` at a time: each on a new connection, or each client
+    keeping its connection open (as an ingress proxy in front of the bot does)."""
+    address = urlsplit(endpoint)
+    clients = threading.local()
+
     def send(body: str) -> float:
-        request = urllib.request.Request(endpoint, data=body.encode(),
-                                         headers=signed_headers(body), method="POST")
         started = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=30) as response:
+        if keep_alive:
+            if not hasattr(clients, "connection"):
+                clients.connection = http.client.HTTPConnection(
+                    address.hostname or "127.0.0.1", address.port, timeout=30)
+            clients.connection.request("POST", address.path, body=body.encode(),
+                                       headers=signed_headers(body))
+            response = clients.connection.getresponse()
             response.read()
             assert response.status == 200
+        else:
+            request = urllib.request.Request(endpoint, data=body.encode(),
+                                             headers=signed_headers(body), method="POST")
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                answer.read()
+                assert answer.status == 200
         return time.perf_counter() - started
 
     # The load generator's own full collections (its heap holds the whole bot) would stall
@@ -354,9 +373,14 @@ def bench_ack(engine: Engine, database_url: str, count: int,
     try:
         with bot_process(database_url, remote.url, folder, ours_port), \
                 bare_process(default_port), bare_process(same_port, "before-response"):
-            for concurrency in concurrencies:
+            for concurrency, keep_alive in itertools.product(concurrencies, (False, True)):
+                def run(port: int, count: int, keep_alive: bool = keep_alive,
+                        concurrency: int = concurrency) -> list[float]:
+                    return latencies(endpoint(port), payloads(remote, count, ids), concurrency,
+                                     keep_alive)
+
                 for port in (default_port, same_port, ours_port):  # warm all three up
-                    latencies(endpoint(port), payloads(remote, 40, ids), concurrency)
+                    run(port, 40)
                 sent += 40
                 # Rounds taking turns, so that a slow moment of the machine falls on all three.
                 runs: dict[int, list[float]] = {default_port: [], same_port: [], ours_port: []}
@@ -364,12 +388,13 @@ def bench_ack(engine: Engine, database_url: str, count: int,
                 for _ in range(ROUNDS):
                     for port in runs:
                         drained(engine)
-                        runs[port] += latencies(endpoint(port), payloads(remote, count, ids),
-                                                concurrency)
+                        runs[port] += run(port, count)
                     sent += count
                     drain_times.append(drained(engine))
-                _ack_rows(runs[default_port], runs[same_port], runs[ours_port], concurrency)
-                row("ack", "then until the worker had answered them all (slowest round)",
+                setting = (f"x{concurrency}, " + ("kept-alive connections" if keep_alive
+                                                  else "a connection per request"))
+                _ack_rows(runs[default_port], runs[same_port], runs[ours_port], setting)
+                row("ack", f"  {setting}: until the worker had answered all",
                     f"{max(drain_times) * 1000:.0f} ms", "")
     finally:
         answered = remote.stop()
@@ -377,19 +402,16 @@ def bench_ack(engine: Engine, database_url: str, count: int,
     clear_live(engine)
 
 
-def _ack_rows(default: list[float], same: list[float], measured: list[float],
-              concurrency: int) -> None:
+def _ack_rows(default: list[float], same: list[float], ours: list[float], setting: str) -> None:
+    """p50 and p99 of the three apps; the bot's ratios to Bolt's default app, then to the app
+    in the bot's own mode."""
     for label, share in (("p50", 0.5), ("p99", 0.99)):
-        base, mine = percentile(same, share), percentile(measured, share)
-        bolt_default = percentile(default, share)
-        row("ack", f"{label} bare bolt app, default mode", f"{bolt_default * 1000:.1f} ms",
-            f"{bolt_default / base:.2f}×")
-        row("ack", f"{label} bare bolt app, same mode as the bot (baseline)",
-            f"{base * 1000:.1f} ms", "1.00×")
-        row("ack", f"{label} k8s-access-bot, {len(measured)} requests x{concurrency}",
-            f"{mine * 1000:.1f} ms", f"{mine / base:.2f}×")
-    row("ack", "slowest of all, against Slack's 3 s", f"{max(measured) * 1000:.0f} ms",
-        f"{max(measured) / 3:.3f}")
+        values = [percentile(times, share) * 1000 for times in (default, same, ours)]
+        row("ack", f"{label} {setting}: default / same mode / bot",
+            " / ".join(f"{value:.1f}" for value in values) + " ms",
+            f"{values[2] / values[0]:.2f}× / {values[2] / values[1]:.2f}×")
+    row("ack", f"  {setting}: slowest of the bot's {len(ours)}, against Slack's 3 s",
+        f"{max(ours) * 1000:.0f} ms", f"{max(ours) / 3:.3f}")
 
 
 # --- 2. query scaling ----------------------------------------------------------------------
@@ -526,6 +548,21 @@ class _Silent:
 # --- 4. weekly reminders under Slack's rate limits -----------------------------------------
 
 
+def seed_active_grants(engine: Engine, users: int, now: datetime) -> None:
+    """One active grant each for ``users`` people, ending in two days: all due a weekly DM."""
+    with engine.begin() as connection:
+        connection.execute(text("""
+            INSERT INTO access_requests (kind, requester_id, cluster, role,
+                duration_seconds, reason, subject, state, break_glass, approved_by_policy,
+                created_at, activated_at, ends_at, backend_ref, version)
+            SELECT 'access', 'U0R' || lpad(i::text, 6, '0'), 'staging', 'view', 86400,
+                'reminded', 'r' || i || '@example.com', 'active', false, true,
+                :now - interval '1 day', :now - interval '1 day',
+                :now + interval '2 days', '{}'::json, 0
+            FROM generate_series(1, CAST(:users AS integer)) AS i
+        """), {"now": now, "users": users})
+
+
 def bench_reminders(engine: Engine, users: int, global_rate: int) -> None:
     print(f"\n4. Weekly reminders for {users:,} users under Slack-like rate limits")
     clear_live(engine)
@@ -534,23 +571,11 @@ def bench_reminders(engine: Engine, users: int, global_rate: int) -> None:
                       global_per_second=global_rate).start()
     try:
         runtime = runtime_for(engine, slack, clock=lambda: monday)
-        with engine.begin() as connection:
-            connection.execute(text("""
-                INSERT INTO access_requests (kind, requester_id, cluster, role,
-                    duration_seconds, reason, subject, state, break_glass, approved_by_policy,
-                    created_at, activated_at, ends_at, backend_ref, version)
-                SELECT 'access', 'U0R' || lpad(i::text, 6, '0'), 'staging', 'view', 86400,
-                    'reminded', 'r' || i || '@example.com', 'active', false, true,
-                    :now - interval '1 day', :now - interval '1 day',
-                    :now + interval '2 days', '{}'::json, 0
-                FROM generate_series(1, CAST(:users AS integer)) AS i
-            """), {"now": monday, "users": users})
-        rss_before = _rss_mib()
+        seed_active_grants(engine, users, monday)
         started = time.perf_counter()
         sent = reminders.weekly(runtime.ctx)
         seconds = time.perf_counter() - started
-        rss_after = _rss_mib()
-        dms = Counter(channel for channel, _ in slack.messages if channel.startswith("D"))
+        dms = _dms(slack)
         # Each user has one DM channel: at most one message each, so the per-channel limit
         # never bites there; the workspace-wide rate sets the floor.
         floor = users / global_rate
@@ -561,8 +586,6 @@ def bench_reminders(engine: Engine, users: int, global_rate: int) -> None:
         row("reminders", f"floor set by {global_rate}/s workspace-wide", f"{floor:.1f} s",
             "1.00×")
         row("reminders", "total time", f"{seconds:.1f} s", f"{seconds / floor:.2f}×")
-        row("memory", "benchmark process before / after the reminder run",
-            f"{rss_before:.0f} / {rss_after:.0f} MiB", "")
     finally:
         slack.stop()
         clear_live(engine)
@@ -575,30 +598,71 @@ def _rss_mib(pid: str = "self") -> float:
     return float("nan")
 
 
-def bench_serve_memory(database_url: str) -> None:
-    """``serve`` at rest: a real process, its resident memory after start-up."""
-    slack = FakeSlack(users={}).start()
+def bench_serve_memory(engine: Engine, database_url: str, users: int) -> None:
+    """``serve`` with its worker, as deployed: resident memory at rest, then after the worker's
+    own weekly run has sent ``users`` DMs."""
+    print(f"\n5. Memory of serve and its worker, at rest and after {users:,} reminders")
+    clear_live(engine)
+    slack = FakeSlack(users={}, channels={"C0REVIEW"}).start()
     folder = Path(tempfile.mkdtemp())
     config = folder / "k8s-access.yaml"
-    config.write_text(json.dumps({"clusters": {"staging": {
-        "backend": "gitlab", "approvers": [APPROVER],
-        "gitlab": {"agent_id": 1, "kas_proxy_url": "https://kas.example/k8s-proxy",
-                   "url": "https://gitlab.example"},
-        "roles": {"view": {"group": "a/b"}}}}}))
+    now = datetime.now(UTC)
+    config.write_text(json.dumps({
+        # This minute's weekly moment: a worker that starts within the catch-up sends it.
+        "schedules": {"reminders": f"{now.minute} {now.hour} * * *"},
+        "clusters": {"staging": {
+            "backend": "gitlab", "approvers": [APPROVER], "approvers_channel": "C0REVIEW",
+            "gitlab": {"agent_id": 1, "kas_proxy_url": "https://kas.invalid/k8s-proxy",
+                       "url": "http://127.0.0.1:9"},
+            "roles": {"view": {"group": "a/b"}}}}}))
+    port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
            "SLACK_API_URL": slack.api_url, "DATABASE_URL": database_url,
-           "K8S_ACCESS_CONFIG": str(config), "GITLAB_TOKEN": "glpat-bench"}
+           "K8S_ACCESS_CONFIG": str(config), "GITLAB_TOKEN": "glpat-bench",
+           "LOG_LEVEL": "CRITICAL"}
     env.pop("SLACK_APP_TOKEN", None)
-    process = subprocess.Popen([str(Path(sys.executable).parent / "k8s-access-bot"), "serve",
-                                "--http", "--port", "0", "--no-jobs"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [str(Path(sys.executable).parent / "k8s-access-bot"), "serve", "--http",
+            "--host", "127.0.0.1", "--port", str(port)]
+    health = f"http://127.0.0.1:{port}/healthz"
     try:
-        time.sleep(4)
-        row("memory", "serve at rest (resident)", f"{_rss_mib(str(process.pid)):.0f} MiB", "")
+        with process(args, env, health) as serve:  # nobody to remind yet
+            time.sleep(4)
+            row("memory", "serve + worker at rest", _memory_of(serve), "")
+        seed_active_grants(engine, users, now)
+        started = time.perf_counter()
+        with process(args, env, health) as serve:  # its worker sends the reminders at once
+            while len(_dms(slack)) < users and time.perf_counter() - started < 300:
+                time.sleep(0.2)
+            seconds = time.perf_counter() - started
+            row("memory", f"serve + worker after the reminder run ({seconds:.0f} s)",
+                _memory_of(serve), "")
+        dms = _dms(slack)
+        row("memory", "every user reminded exactly once by the worker",
+            "yes" if len(dms) == users and set(dms.values()) == {1} else "NO", "")
     finally:
-        process.terminate()
-        process.wait(10)
         slack.stop()
+        clear_live(engine)
+
+
+def _dms(slack: FakeSlack) -> Counter[str]:
+    """Messages per DM channel: each user has one."""
+    return Counter(channel for channel, _ in list(slack.messages) if channel.startswith("D"))
+
+
+def _memory_of(serve: int) -> str:
+    return f"{_rss_mib(str(serve)):.0f} + {_rss_mib(str(_worker_of(serve))):.0f} MiB"
+
+
+def _worker_of(serve: int) -> int:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == serve and b"--wake-on-stdin" in cmdline:
+            return int(stat.parent.name)
+    raise RuntimeError("serve started no worker")
 
 
 def main() -> None:
@@ -616,7 +680,7 @@ def main() -> None:
         bench_queries(engine, sizes)
         bench_expiry(engine, [sizes[0], sizes[-1]], 200 if args.quick else 1000)
         bench_reminders(engine, 1_000 if args.quick else 10_000, 300)
-        bench_serve_memory(url)
+        bench_serve_memory(engine, url, 1_000 if args.quick else 10_000)
         engine.dispose()
     print("\n| section | measure | value | ratio |\n| --- | --- | --- | --- |")
     for section, measure, value, ratio in ROWS:
