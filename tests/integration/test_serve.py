@@ -69,7 +69,11 @@ def bot(tmp_path: Path, slack: FakeSlack,
         yield base, kube, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # its worker ends with it: its stdin closes
+            output = process.communicate()[0] + "\n(killed: serve did not stop on SIGTERM)"
         kube.stop()
     assert process.returncode == 0, output
     for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET):
