@@ -459,11 +459,7 @@ def test_clusters_sharing_an_api_server_leave_each_other_alone(
     stray = copy.deepcopy(kube.cluster_role_bindings[f"k8s-access-{ended}"])
     grants.revoke(ctx, ended, ALICE, "done")
     kube.cluster_role_bindings[f"k8s-access-{ended}"] = stray
-
-    assert grants.reconcile(only(ctx, "prod"), fix=True, grace=timedelta(0)) == []
-    assert {f"k8s-access-{on_prod}", f"k8s-access-{on_sandbox}",
-            f"k8s-access-{ended}"} <= set(kube.cluster_role_bindings)
-    # Another installation on the same API server judges none of them either.
+    # Another installation on the same API server judges none of them.
     other = dataclasses.replace(config, file=config.file.model_copy(
         update={"installation": "blue"}))
     blue = {name: type(granter)(other, name, granter.api)  # type: ignore[attr-defined]
@@ -471,9 +467,14 @@ def test_clusters_sharing_an_api_server_leave_each_other_alone(
     assert grants.reconcile(dataclasses.replace(ctx, granters=blue), fix=True,
                             grace=timedelta(0)) == []
     assert f"k8s-access-{ended}" in kube.cluster_role_bindings
+    kube.cluster_role_bindings["older-version"] = labelled_binding(  # no cluster label
+        "older-version", ended, stray["subjects"][0]["name"])
+    assert grants.reconcile(only(ctx, "prod"), fix=True, grace=timedelta(0)) == []
+    assert {f"k8s-access-{on_prod}", f"k8s-access-{on_sandbox}",
+            f"k8s-access-{ended}", "older-version"} <= set(kube.cluster_role_bindings)
     removed = grants.reconcile(only(ctx, "sandbox"), fix=True, grace=timedelta(0))
-    assert [(s.cluster, s.grant.name, s.removed) for s in removed] == [
-        ("sandbox", f"k8s-access-{ended}", True)]
+    assert sorted((s.cluster, s.grant.name, s.removed) for s in removed) == [
+        ("sandbox", f"k8s-access-{ended}", True), ("sandbox", "older-version", True)]
     assert {f"k8s-access-{on_prod}", f"k8s-access-{on_sandbox}"} <= \
         set(kube.cluster_role_bindings)
     assert grants.get(ctx, on_prod).state is grants.get(ctx, on_sandbox).state is State.ACTIVE
