@@ -416,13 +416,14 @@ def test_reconcile_removes_only_provable_strays(kctx: Context, kube: FakeKuberne
 @pytest.mark.parametrize("cluster", ["prod", "oidc"])
 def test_a_grant_approved_while_reconcile_lists_keeps_its_binding(
         kctx: Context, kube: FakeKubernetes, cluster: str) -> None:
+    ctx = only(kctx, cluster)
     approved: list[int] = []
-    kube.before_list = lambda: approved.append(grant(kctx, cluster, "view"))
+    kube.before_list = lambda: approved.append(grant(ctx, cluster, "view"))
     # No grace period: the judgement in the removal's transaction alone must spare it.
-    strays = grants.reconcile(kctx, fix=True, grace=timedelta(0))
+    strays = grants.reconcile(ctx, fix=True, grace=timedelta(0))
     assert approved and strays == []
     assert f"k8s-access-{approved[0]}" in kube.cluster_role_bindings
-    assert grants.get(kctx, approved[0]).state is State.ACTIVE
+    assert grants.get(ctx, approved[0]).state is State.ACTIVE
 
 
 @pytest.mark.parametrize("cluster", ["prod", "oidc"])
