@@ -51,8 +51,8 @@ class _NotFound(Exception):
     """404: the group, user or membership is not there."""
 
 
-class _Conflict(Exception):
-    """409: the membership exists already."""
+class _Conflict(PermanentBackendError):
+    """409: the membership exists already (a refusal wherever nobody resolves it)."""
 
 
 @contextmanager
@@ -70,7 +70,7 @@ def _translated(what: str) -> Iterator[None]:
         if code == 404:
             raise _NotFound(message) from None
         if code == 409:
-            raise _Conflict(message) from None
+            raise _Conflict(f"GitLab refused to {what} (409): {message}") from None
         if code == 403:
             raise PermanentBackendError(
                 f"GitLab refused to {what} (403): the bot's token needs the Owner role on the "

@@ -158,10 +158,17 @@ def reconcile(ctx: Context, fix: bool = False, grace: timedelta = RECONCILE_GRAC
     not are reported at most, never removed.
     """
     strays: list[Stray] = []
+    unreadable: list[str] = []
     for cluster, granter in ctx.granters.items():
         if not isinstance(granter, Reconcilable):
             continue
-        for held in granter.managed():
+        try:
+            holdings = granter.managed()
+        except (TemporaryBackendError, PermanentBackendError) as error:
+            log.error("reconcile cannot read cluster %s: %s", cluster, error.message)
+            unreadable.append(f"{cluster}: {error.message}")
+            continue
+        for held in holdings:
             if held.created_at is None or ctx.clock() - held.created_at < grace:
                 continue
             stray = _judge(ctx, cluster, granter, held, fix)
@@ -169,6 +176,8 @@ def reconcile(ctx: Context, fix: bool = False, grace: timedelta = RECONCILE_GRAC
                 log.warning("stray %s on %s (%s)%s", held.describe(), cluster, stray.why,
                             ": removed" if stray.removed else "")
                 strays.append(stray)
+    if unreadable:  # the other clusters were judged; say which could not be
+        raise TemporaryBackendError("reconcile could not read " + "; ".join(unreadable))
     return strays
 
 

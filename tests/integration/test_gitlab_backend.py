@@ -14,7 +14,12 @@ from sqlalchemy import Engine
 from bot.adapters.gitlab import GitLabMembershipGranter
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
-from bot.domain.errors import NotAuthorized, PermanentBackendError, PolicyViolation
+from bot.domain.errors import (
+    NotAuthorized,
+    PermanentBackendError,
+    PolicyViolation,
+    TemporaryBackendError,
+)
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import NoticeKind
 from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
@@ -327,3 +332,10 @@ def test_kubeconfig_for_the_agent(engine: Engine, gl_config: Config,
         operation = store.operation(request_id, OperationKind.GRANT)
     assert operation is not None and operation.prepared is not None
     assert operation.prepared["direct"] is None
+
+
+def test_the_sweep_says_when_gitlab_cannot_be_read(gctx: Context, world: World) -> None:
+    world.gitlab.fail_next = [503]
+    with pytest.raises(TemporaryBackendError, match="reconcile could not read staging: GitLab "
+                                                    "answered 503"):
+        grants.reconcile(gctx, fix=True)

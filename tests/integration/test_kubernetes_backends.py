@@ -141,6 +141,7 @@ def test_certificate_grant_works_with_kubectl_and_revocation_ends_it(
                                              "k8s-access-bot/cluster": "prod"}
     assert binding["metadata"]["annotations"]["k8s-access-bot/request-id"] == str(request_id)
     csr = next(iter(kube.csrs.values()))
+    assert csr["metadata"]["labels"] == binding["metadata"]["labels"]
     assert csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client"
     assert csr["spec"]["usages"] == ["client auth"]
     assert 3590 <= csr["spec"]["expirationSeconds"] <= 3600
