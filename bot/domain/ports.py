@@ -133,7 +133,8 @@ class Reconcilable(Protocol):
         ...
 
     def explained_by(self, grant: ManagedGrant, request: AccessRequest) -> bool:
-        """Whether ``request`` (of this cluster, not ended) accounts for ``grant``."""
+        """Whether ``request`` (of this cluster, in any state) is about ``grant``: the same
+        group or binding."""
         ...
 
     def remove(self, grant: ManagedGrant) -> None: ...

@@ -247,7 +247,8 @@ def _verdict_by_subject(store: RequestStore, cluster: str, granter: Reconcilable
                 not store.get(request.id, for_update=True).state.is_final:
             return None
     created = [r for r in records
-               if r.backend_ref.get("action") == "created" or r.state is State.FAILED]
+               if (r.backend_ref.get("action") == "created" or r.state is State.FAILED)
+               and (held.created_at is None or held.created_at >= r.created_at)]
     if not created:
         return ("made by the bot's account, but no request of this bot made it; left "
                 "alone"), False

@@ -339,3 +339,16 @@ def test_the_sweep_says_when_gitlab_cannot_be_read(gctx: Context, world: World) 
     with pytest.raises(TemporaryBackendError, match="reconcile could not read staging: GitLab "
                                                     "answered 503"):
         grants.reconcile(gctx, fix=True)
+
+
+@pytest.mark.parametrize(("before", "removed"), [(True, False), (False, True)])
+def test_the_sweep_removes_a_membership_only_if_made_after_the_request(
+        gctx: Context, world: World, before: bool, removed: bool) -> None:
+    request_id = grant(gctx)
+    grants.revoke(gctx, request_id, ALICE, "done")
+    filed = grants.get(gctx, request_id).created_at
+    world.gitlab.add_member(world.view, world.alice, 30, by=world.bot,  # now, or before filing
+                            created_at=filed - timedelta(minutes=10) if before else None)
+    strays = grants.reconcile(gctx, fix=True, grace=timedelta(0))
+    assert [s.removed for s in strays] == [removed]
+    assert (world.gitlab.member(world.view, world.alice) is None) is removed
