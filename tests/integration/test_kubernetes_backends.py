@@ -440,6 +440,24 @@ def test_reconcile_never_removes_what_was_just_made(kctx: Context, kube: FakeKub
         == [True]
 
 
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("labels", [{"cluster": "elsewhere"}, {"installation": "blue"}, {}])
+def test_a_binding_of_the_same_name_made_by_another_is_not_taken_over(
+        kctx: Context, kube: FakeKubernetes, directory: StaticDirectory, cluster: str,
+        labels: dict[str, str]) -> None:
+    request = requests.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
+    assert request.id is not None
+    name = f"k8s-access-{request.id}"
+    theirs = labelled_binding(name, request.id, request.subject,
+                              cluster=labels.get("cluster", cluster) if labels else None,
+                              installation=labels.get("installation", "default"))
+    kube.cluster_role_bindings[name] = theirs
+    failed = requests.approve(kctx, request.id, BOB)
+    assert failed.state is State.FAILED
+    assert "exists and was not made by this bot" in (failed.end_reason or "")
+    assert kube.cluster_role_bindings[name] == theirs
+
+
 @pytest.mark.parametrize("backends", [("certificate", "rbac"), ("rbac", "rbac"),
                                       ("certificate", "certificate")])
 def test_clusters_sharing_an_api_server_leave_each_other_alone(
