@@ -22,10 +22,9 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import DomainError
 from bot.domain.model import Actor, Kind, State
 from bot.domain.ports import Granter
+from bot.jobs import JOBS
 from bot.services import audit as audit_service
 from bot.services import grants as grant_service
-from bot.services import reminders
-from bot.services import requests as request_service
 from bot.services.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -205,7 +204,8 @@ def grants_revoke(request_id: int, reason: str) -> None:
 @click.option("--fix", is_flag=True, help="Remove what no grant explains.")
 @_explained
 def grants_reconcile(fix: bool) -> None:
-    """Find bindings labelled as the bot's that no active grant explains."""
+    """Find what backends hold as the bot's that no live grant explains (never younger than
+    five minutes, never another cluster's or installation's); --fix removes it."""
     strays = grant_service.reconcile(_context(), fix=fix)
     for stray in strays:
         state = "removed" if stray.removed else "found"
@@ -236,16 +236,7 @@ def audit_export(since: str | None, fmt: str) -> None:
 
 # --- jobs ---------------------------------------------------------------------------------
 
-def _expire(ctx: Context) -> int:
-    return grant_service.expire_due(ctx) + grant_service.reconcile_and_fix(ctx)
-
-
-_JOBS: dict[str, Callable[[Context], int]] = {
-    "expire": _expire,
-    "remind": reminders.remind,
-    "retry": grant_service.run_due,
-    "timeout": request_service.time_out_pending,
-}
+_JOBS: dict[str, Callable[[Context], int]] = JOBS
 
 
 @main.group()

@@ -263,6 +263,10 @@ class UserMapping(_Strict):
 
 
 class FileConfig(_Strict):
+    installation: str = "default"
+    """Names this bot installation on every object it creates (label
+    ``k8s-access-bot/installation``); give each installation that shares an API server or a
+    GitLab group its own name."""
     admins: list[str] = Field(default_factory=list)
     defaults: PolicyFields = PolicyFields()
     schedules: Schedules = Schedules()
@@ -270,6 +274,14 @@ class FileConfig(_Strict):
     clusters: dict[str, ClusterConfig]
 
     _admins = field_validator("admins")(_check_slack_ids)
+
+    @field_validator("installation")
+    @classmethod
+    def _installation_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"'{value}' is not a valid installation name (lowercase, digits, -, "
+                             "at most 63 characters)")
+        return value
 
     @field_validator("clusters")
     @classmethod

@@ -26,15 +26,22 @@ class Job:
     every: timedelta
 
 
+JOBS: dict[str, Callable[[Context], int]] = {
+    "expire": grants.expire_due,
+    "reconcile": grants.reconcile_and_fix,
+    "retry": grants.run_due,
+    "timeout": requests.time_out_pending,
+    "remind": reminders.remind,
+}
+"""Every periodic pass by name; each does only what it names. ``reconcile`` removes the
+backend objects no grant explains (see :func:`bot.services.grants.reconcile`)."""
+EVERY_SWEEPS = {"reconcile": 10}
+"""How many expiry-sweep intervals apart a job runs inside ``serve`` (default one)."""
+
+
 def default_jobs(ctx: Context) -> list[Job]:
     sweep = ctx.config.file.schedules.expiry_sweep
-    return [
-        Job("expire", grants.expire_due, sweep),
-        Job("reconcile", grants.reconcile_and_fix, sweep * 10),
-        Job("retry", grants.run_due, sweep),
-        Job("timeout", requests.time_out_pending, sweep),
-        Job("remind", reminders.remind, sweep),
-    ]
+    return [Job(name, run, sweep * EVERY_SWEEPS.get(name, 1)) for name, run in JOBS.items()]
 
 
 def run_job(ctx: Context, name: str, run: Callable[[Context], int]) -> int | None:

@@ -6,6 +6,12 @@ The agent impersonates ``gitlab:user:<username>`` with groups
 the role's group (``expires_at`` the day after the grant ends, GitLab's daily backstop);
 revoking removes exactly what the bot added. A membership the bot did not create is never
 removed or lowered: an equal or higher one is left alone, a lower one is raised and restored.
+
+What the bot created is proven, never assumed: before its first attempt it records what the user
+held (``prepare``), and a membership counts as its own only when that record shows none and
+GitLab's ``created_by`` is the bot's user. A 409 on adding is resolved by reading the membership
+that is there. The stray sweep (``managed``) lists the memberships the bot's user created; the
+bot's records decide which of them it may remove.
 """
 
 from __future__ import annotations
@@ -27,14 +33,26 @@ from bot.domain.errors import (
     PolicyViolation,
     TemporaryBackendError,
 )
-from bot.domain.ports import Delivery, ExternalAccount, GrantResult, GrantSpec, UserInfo
+from bot.domain.model import AccessRequest
+from bot.domain.ports import (
+    Delivery,
+    ExternalAccount,
+    GrantResult,
+    GrantSpec,
+    ManagedGrant,
+    UserInfo,
+)
 
 log = logging.getLogger(__name__)
 OWNER = ACCESS_LEVELS["owner"]
 
 
 class _NotFound(Exception):
-    pass
+    """404: the group, user or membership is not there."""
+
+
+class _Conflict(PermanentBackendError):
+    """409: the membership exists already (a refusal wherever nobody resolves it)."""
 
 
 @contextmanager
@@ -51,6 +69,8 @@ def _translated(what: str) -> Iterator[None]:
         message = error.error_message
         if code == 404:
             raise _NotFound(message) from None
+        if code == 409:
+            raise _Conflict(f"GitLab refused to {what} (409): {message}") from None
         if code == 403:
             raise PermanentBackendError(
                 f"GitLab refused to {what} (403): the bot's token needs the Owner role on the "
@@ -73,6 +93,7 @@ class GitLabMembershipGranter:
         assert settings is not None
         self.settings: GitLabClusterConfig = settings
         self.gl = client
+        self._bot_user_id: int | None = None
 
     @classmethod
     def connect(cls, config: Config, cluster: str, url: str | None, token: str | None,
@@ -159,8 +180,16 @@ class GitLabMembershipGranter:
                 member = manager.get(user_id)
         except _NotFound:
             return None
-        return {"access_level": int(member.access_level),
-                "expires_at": member.attributes.get("expires_at")}
+        return _membership_of(member.attributes)
+
+    def _bot_id(self) -> int:
+        """The GitLab user behind the bot's token: what ``created_by`` shows for its work."""
+        if self._bot_user_id is None:
+            with _translated("check the bot's token"):
+                self.gl.auth()
+            assert self.gl.user is not None
+            self._bot_user_id = int(self.gl.user.id)
+        return self._bot_user_id
 
     def prepare(self, spec: GrantSpec) -> dict[str, Any]:
         """What the user had in the group before the bot did anything."""
@@ -188,24 +217,41 @@ class GitLabMembershipGranter:
             action = "raised"
             self._update(group, user_id, level, expires)
         else:
-            action = "created"
-            self._create(group, user_id, level, expires)
+            action, found = self._create(group, user_id, level, expires)
+            if found is not None:
+                direct = _previous(found)
         reference = {"group_id": int(group.id), "group_path": prepared.get("group_path"),
                      "user_id": user_id, "username": spec.subject, "action": action,
                      "access_level": level, "previous": direct}
         log.info("gitlab membership for request %s: %s", spec.request_id, action)
         return GrantResult(reference=reference, delivery=self._how_to_connect(spec, group))
 
-    def _create(self, group: Any, user_id: int, level: int, expires: str) -> None:
+    def _create(self, group: Any, user_id: int, level: int,
+                expires: str) -> tuple[str, dict[str, Any] | None]:
+        """Add the member (``prepare`` recorded none). On 409, read what is there: the bot's
+        own earlier attempt (its user created it) is finished; anything else was made by
+        someone else after ``prepare`` and is kept (``pre_existing``) or raised, as if
+        ``prepare`` had seen it. Returns the action and the membership found on a 409."""
         try:
             with _translated("add the member"):
                 group.members.create({"user_id": user_id, "access_level": level,
                                       "expires_at": expires})
-        except PermanentBackendError as error:
-            if "already exists" not in error.message.lower():
-                raise
-            # A retry after a crash: the bot added it on an earlier attempt (prepare saw none).
+            return "created", None
+        except _Conflict:
+            pass
+        found = self._membership(group.members, user_id, "read the existing membership")
+        if found is None:
+            raise TemporaryBackendError(
+                "GitLab said the membership exists (409) but it is gone; trying again")
+        if found.get("created_by") == self._bot_id():
             self._update(group, user_id, level, expires)
+            return "created", None
+        log.warning("user %s was added to group %s by GitLab user %s meanwhile; the bot keeps "
+                    "that membership", user_id, group.id, found.get("created_by"))
+        if found["access_level"] >= level:
+            return "pre_existing", found
+        self._update(group, user_id, level, expires)
+        return "raised", found
 
     def _update(self, group: Any, user_id: int, level: int, expires: str | None) -> None:
         try:
@@ -251,6 +297,64 @@ class GitLabMembershipGranter:
             log.info("raised membership of request %s is gone; nothing to restore",
                      spec.request_id)
 
+    # --- the stray sweep ------------------------------------------------------------------
+
+    def managed(self) -> list[ManagedGrant]:
+        """Direct memberships of this cluster's role groups that the bot's user created
+        (``created_by``); whether this installation made them is for its records to say."""
+        bot = self._bot_id()
+        found: list[ManagedGrant] = []
+        seen: set[int] = set()
+        for role_name in self.config.cluster(self.cluster).roles:
+            group = self._group(role_name)
+            if int(group.id) in seen:
+                continue
+            seen.add(int(group.id))
+            with _translated(f"list the members of group {group.id}"):
+                members = group.members.list(get_all=True)
+            for member in members:
+                membership = _membership_of(member.attributes)
+                if membership["created_by"] != bot:
+                    continue
+                found.append(ManagedGrant(
+                    name=str(member.attributes["username"]),
+                    namespace=str(group.attributes.get("full_path") or group.id),
+                    request_id=None, subject=str(member.attributes["username"]),
+                    created_at=_created_at(membership["created_at"]), owned=False,
+                    key=(int(group.id), int(member.id))))
+        return found
+
+    def explained_by(self, grant: ManagedGrant, request: AccessRequest) -> bool:
+        """The request's grant is (or would be) a membership of the same group."""
+        if request.backend_ref.get("group_id") is not None:
+            return int(request.backend_ref["group_id"]) == grant.key[0]
+        role = self.config.cluster(self.cluster).roles.get(request.role)
+        if role is None or role.group is None:
+            return False
+        return str(role.group) in {str(grant.key[0]), grant.namespace}
+
+    def remove(self, grant: ManagedGrant) -> None:
+        """Remove the membership if it is still the one the bot's user created."""
+        group_id, user_id = grant.key
+        try:
+            with _translated(f"read group {group_id}"):
+                group = self.gl.groups.get(group_id)
+        except _NotFound:
+            return
+        now = self._membership(group.members, user_id, "read the membership")
+        if now is None:
+            return
+        if now["created_by"] != self._bot_id() or \
+                _created_at(now["created_at"]) != grant.created_at:
+            raise PermanentBackendError(
+                f"the membership of {grant.subject} in {grant.namespace} changed since it was "
+                "listed; left alone")
+        try:
+            with _translated("remove the member"):
+                group.members.delete(user_id)
+        except _NotFound:
+            pass
+
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         return (f"GitLab membership of {reference.get('username')} in "
                 f"{reference.get('group_path') or reference.get('group_id')}: "
@@ -293,6 +397,30 @@ class GitLabMembershipGranter:
                 f"`kubectl config set-credentials {spec.subject}@{spec.cluster} "
                 f"--token=pat:{agent}:<your token>`.")
         return Delivery(text, f"{spec.cluster}.kubeconfig", content)
+
+
+def _membership_of(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The parts of GitLab's member entity the bot records and judges by."""
+    creator = attributes.get("created_by") or {}
+    return {"access_level": int(attributes["access_level"]),
+            "expires_at": attributes.get("expires_at"),
+            "created_at": attributes.get("created_at"),
+            "created_by": int(creator["id"]) if creator.get("id") is not None else None}
+
+
+def _previous(membership: dict[str, Any]) -> dict[str, Any]:
+    """What a revocation restores: the level and expiry that were there."""
+    return {"access_level": membership["access_level"],
+            "expires_at": membership.get("expires_at")}
+
+
+def _created_at(raw: object) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _expiry(ends_at: datetime) -> str:

@@ -104,12 +104,21 @@ class Granter(Protocol):
 
 @dataclass(frozen=True)
 class ManagedGrant:
-    """Something a backend holds that is labelled as the bot's, such as a RoleBinding."""
+    """Something a backend holds that says it is the bot's: a RoleBinding labelled for this
+    installation and cluster, or a GitLab membership the bot's user created."""
 
     name: str
     namespace: str | None
     request_id: int | None
+    """The request it names (a binding's annotation); None when it names none (GitLab)."""
     subject: str | None
+    created_at: datetime | None = None
+    """When the backend made it (``creationTimestamp``, GitLab's ``created_at``)."""
+    owned: bool = True
+    """False for what only the bot's records can claim: a binding of an older version without
+    installation and cluster labels; its request must be of this cluster and this subject."""
+    key: tuple[int, ...] = ()
+    """Backend identifiers the removal needs (GitLab: group ID, user ID)."""
 
     def describe(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
@@ -119,7 +128,14 @@ class ManagedGrant:
 class Reconcilable(Protocol):
     """A backend that can list what it holds for the bot, to find what no grant explains."""
 
-    def managed(self) -> list[ManagedGrant]: ...
+    def managed(self) -> list[ManagedGrant]:
+        """Everything this cluster's backend holds as the bot's; never another cluster's."""
+        ...
+
+    def explained_by(self, grant: ManagedGrant, request: AccessRequest) -> bool:
+        """Whether ``request`` (of this cluster, in any state) is about ``grant``: the same
+        group or binding."""
+        ...
 
     def remove(self, grant: ManagedGrant) -> None: ...
 
@@ -240,8 +256,9 @@ class RequestStore(Protocol):
         kind: Kind | None = None,
         parent_id: int | None = None,
         limit: int | None = 100,
+        subject: str | None = None,
     ) -> list[AccessRequest]:
-        """Newest first; ``limit=None`` for all."""
+        """Newest first; ``limit=None`` for all; ``subject``: the identity granted to."""
         ...
 
     def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:

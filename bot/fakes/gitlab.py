@@ -1,10 +1,13 @@
 """A local HTTP server speaking the part of GitLab's REST API v4 the bot uses, with real state.
 
 Users, groups (by ID or URL-encoded full path, with parents for inherited membership) and
-members; ``members`` and ``members/all``; pagination headers; error bodies as GitLab sends them
-(``{"message": "404 Not found"}``, ``{"message": "Member already exists"}``); tokens that are
-users, admins searching by private email, and Owner required to manage members. Faults: the next
-requests can fail with a status or hang.
+members; ``members`` and ``members/all``, each member with ``created_at`` and ``created_by`` (the
+user whose token added it, as GitLab's member entity shows); pagination headers; error bodies as
+GitLab sends them (``{"message": "404 Member Not Found"}``, ``{"message": "403 Forbidden"}``,
+409 ``{"message": "Member already exists"}``); tokens that are users, admins searching by private
+email, and Owner required to manage members. Faults: the next requests (or the next of one HTTP
+method) can fail with a status, fail after doing their work (an answer lost on the way), or hang;
+``before_list`` runs once while the next list of a group's members is being answered.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -45,6 +50,12 @@ class FakeGitLab:
     groups: dict[int, Group] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)
+    fail_on: dict[str, list[int]] = field(default_factory=dict)
+    """By HTTP method: the statuses the next requests of that method fail with."""
+    lose_answer_on: dict[str, list[int]] = field(default_factory=dict)
+    """By HTTP method: the next requests of that method do their work, then answer this status."""
+    before_list: Callable[[], None] | None = None
+    """Runs once, before the next list of a group's members is answered."""
     hang_next: int = 0
     hang_seconds: float = 2.0
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -80,6 +91,17 @@ class FakeGitLab:
     def member(self, group: Group, user: GitLabUser) -> dict[str, Any] | None:
         return group.members.get(user.id)
 
+    def add_member(self, group: Group, user: GitLabUser, access_level: int,
+                   by: GitLabUser | None = None, expires_at: str | None = None,
+                   created_at: datetime | None = None) -> dict[str, Any]:
+        """A membership made outside the bot (by ``by``, a group owner, in the web UI)."""
+        with self.lock:
+            group.members[user.id] = {
+                "access_level": access_level, "expires_at": expires_at,
+                "created_at": _timestamp(created_at or datetime.now(UTC)),
+                "created_by": by.id if by is not None else None}
+            return group.members[user.id]
+
     # --- the API ------------------------------------------------------------------------
 
     def _group(self, ref: str) -> Group | None:
@@ -100,9 +122,17 @@ class FakeGitLab:
 
     def _member_json(self, user_id: int, membership: dict[str, Any]) -> dict[str, Any]:
         user = self.users[user_id]
-        return {"id": user.id, "username": user.username, "name": user.username,
+        data = {"id": user.id, "username": user.username, "name": user.username,
                 "state": "active", "access_level": membership["access_level"],
+                "created_at": membership.get("created_at"),
                 "expires_at": membership.get("expires_at")}
+        creator = self.users.get(membership.get("created_by") or 0)
+        if creator is not None:
+            data["created_by"] = {"id": creator.id, "username": creator.username,
+                                  "name": creator.username, "state": "active",
+                                  "avatar_url": None,
+                                  "web_url": f"{self.url}/{creator.username}"}
+        return data
 
     def _user_json(self, user: GitLabUser, viewer: GitLabUser) -> dict[str, Any]:
         data: dict[str, Any] = {"id": user.id, "username": user.username,
@@ -117,8 +147,9 @@ class FakeGitLab:
                body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         with self.lock:
             self.calls.append((method, path))
-            if self.fail_next:
-                code = self.fail_next.pop(0)
+            failing = self.fail_on.get(method)
+            if self.fail_next or failing:
+                code = (failing or self.fail_next).pop(0)
                 return code, {"message": f"{code} Internal Server Error"}, {}
             viewer_id = self.tokens.get(token or "")
             if viewer_id is None:
@@ -195,7 +226,9 @@ class FakeGitLab:
                     f"should be greater than or equal to {inherited_level} inherited "
                     "membership from group"]}}, {}
             group.members[user_id] = {"access_level": level,
-                                      "expires_at": body.get("expires_at")}
+                                      "expires_at": body.get("expires_at"),
+                                      "created_at": _timestamp(datetime.now(UTC)),
+                                      "created_by": viewer.id}
             return 201, self._member_json(user_id, group.members[user_id]), {}
         if not ids:
             return 405, {"message": "405 Method Not Allowed"}, {}
@@ -204,6 +237,7 @@ class FakeGitLab:
             return 404, {"message": "404 Member Not Found"}, {}
         if method == "PUT":
             group.members[user_id] = {
+                **group.members[user_id],
                 "access_level": int(body.get("access_level",
                                              group.members[user_id]["access_level"])),
                 "expires_at": body.get("expires_at"),
@@ -213,6 +247,11 @@ class FakeGitLab:
             del group.members[user_id]
             return 204, None, {}
         return 405, {"message": "405 Method Not Allowed"}, {}
+
+
+def _timestamp(moment: datetime) -> str:
+    """GitLab's form: ``2026-12-01T02:03:04.123Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _handler(fake: FakeGitLab) -> type[BaseHTTPRequestHandler]:
@@ -238,8 +277,18 @@ def _handler(fake: FakeGitLab) -> type[BaseHTTPRequestHandler]:
             if hang:
                 time.sleep(fake.hang_seconds)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if self.command == "GET" and url.path.endswith("/members"):
+                with fake.lock:
+                    hook, fake.before_list = fake.before_list, None
+                if hook is not None:
+                    hook()
             status, payload, headers = fake.handle(self.headers.get("PRIVATE-TOKEN"),
                                                    self.command, url.path, query, body)
+            with fake.lock:
+                lost = fake.lose_answer_on.get(self.command)
+                if lost and 200 <= status < 300:
+                    code = lost.pop(0)
+                    status, payload, headers = (code, {"message": f"{code} Bad Gateway"}, {})
             data = b"" if payload is None else json.dumps(payload).encode()
             try:
                 self.send_response(status)

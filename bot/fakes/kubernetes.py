@@ -4,8 +4,11 @@ Mutual TLS against a test CA: the client certificate's CN is the user and its O 
 Every request is authorized by the stored RBAC (ClusterRoles, Roles and their bindings), with
 the API's own checks: ``bind`` on the role a binding grants, ``approve`` on the signer for CSR
 approval. Approved CSRs for ``kubernetes.io/kube-apiserver-client`` are signed with the test CA,
-honouring ``expirationSeconds``. Errors are ``Status`` objects like the API server sends. Faults
-(5xx, hangs, a signer that never signs) can be switched on.
+honouring ``expirationSeconds``. Created bindings get ``creationTimestamp``, ``uid`` and
+``resourceVersion``; lists filter by equality-based label selectors (``a=b,c!=d,!e,f``). Errors
+are ``Status`` objects like the API server sends. Faults (5xx, hangs, a signer that never signs)
+can be switched on, and ``before_list`` runs once while the next list of bindings is being
+answered, to put an event in the middle of a slow list.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import re
 import ssl
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +99,9 @@ class FakeKubernetes:
     hang_seconds: float = 3.0
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     """(user, method, path) of every request, in order."""
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    before_list: Callable[[], None] | None = None
+    """Runs once, before the next list of (Cluster)RoleBindings is answered."""
 
     def __post_init__(self) -> None:
         self.ca = TestCA()
@@ -235,6 +243,11 @@ class FakeKubernetes:
                                  {"name": r, "singularName": r.rstrip("s"), "namespaced": ns,
                                   "kind": r.capitalize(), "verbs": verbs}
                                  for r, ns, verbs in resources]}
+        if method == "GET" and path.endswith("rolebindings"):
+            with self.lock:
+                hook, self.before_list = self.before_list, None
+            if hook is not None:
+                hook()
         with self.lock:
             return self._resource(user, method, path, query, body)
 
@@ -337,11 +350,8 @@ class FakeKubernetes:
         if method == "GET" and name is None:
             selector = query.get("labelSelector", "")
             items = [b for key, b in store.items()
-                     if cluster_scoped or namespace is None or key[0] == namespace]
-            if selector:
-                label, _, value = selector.partition("=")
-                items = [b for b in items
-                         if (b["metadata"].get("labels") or {}).get(label) == value]
+                     if (cluster_scoped or namespace is None or key[0] == namespace)
+                     and _selected(b["metadata"].get("labels") or {}, selector)]
             return 200, {"kind": f"{kind}List", "apiVersion": f"{RBAC}/v1", "items": items}
         if method == "POST":
             assert body is not None
@@ -364,6 +374,9 @@ class FakeKubernetes:
             stored = json.loads(json.dumps(body))
             if not cluster_scoped:
                 stored["metadata"]["namespace"] = namespace
+            stored["metadata"].update(
+                creationTimestamp=self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                uid=str(uuid.uuid4()), resourceVersion=str(len(self.requests)))
             store[key] = stored
             return 201, stored
         key = name if cluster_scoped else (namespace, name)
@@ -375,6 +388,25 @@ class FakeKubernetes:
             del store[key]
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
         return 405, _status(405, "MethodNotAllowed", "method not allowed")
+
+
+def _selected(labels: dict[str, str], selector: str) -> bool:
+    """Equality-based label selector requirements, comma-separated (all must hold)."""
+    for requirement in filter(None, (r.strip() for r in selector.split(","))):
+        if requirement.startswith("!"):
+            if requirement[1:] in labels:
+                return False
+        elif "!=" in requirement:
+            key, _, value = requirement.partition("!=")
+            if labels.get(key) == value:
+                return False
+        elif "=" in requirement:
+            key, _, value = requirement.partition("=")
+            if labels.get(key) != value.lstrip("="):
+                return False
+        elif requirement not in labels:
+            return False
+    return True
 
 
 class _TLSServer(ThreadingHTTPServer):

@@ -14,12 +14,13 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.domain import lifecycle
 from bot.domain.errors import (
     DomainError,
     InvalidTransition,
+    NotFound,
     PermanentBackendError,
     TemporaryBackendError,
 )
@@ -134,6 +135,10 @@ def _run_all(ctx: Context, operations: list[Operation]) -> int:
         return sum(pool.map(lambda operation: run_operation(ctx, operation), operations))
 
 
+RECONCILE_GRACE = timedelta(minutes=5)
+"""What a backend made this recently is never judged a stray: its grant may be on its way."""
+
+
 @dataclass(frozen=True)
 class Stray:
     cluster: str
@@ -142,43 +147,118 @@ class Stray:
     removed: bool
 
 
-def reconcile(ctx: Context, fix: bool = False) -> list[Stray]:
-    """Find what backends hold under the bot's label that no grant explains; remove it on
-    ``fix``. A grant being provisioned (approved) explains its bindings too."""
-    with ctx.transaction() as store:
-        live = {r.id: r for r in store.find(states=[State.ACTIVE, State.APPROVED],
-                                            kind=Kind.ACCESS, limit=None)}
+def reconcile(ctx: Context, fix: bool = False, grace: timedelta = RECONCILE_GRACE) -> list[Stray]:
+    """Find what each cluster's backend holds as the bot's that no grant explains; remove it on
+    ``fix``.
+
+    Whatever was read before, each object is judged in the transaction that records its removal,
+    with its request's row locked: a request that is not ended (pending, approved and being
+    provisioned, or active) explains it, and an approval cannot slip in between the judgement and
+    the removal. Objects younger than ``grace`` and objects only the records could claim but do
+    not are reported at most, never removed.
+    """
     strays: list[Stray] = []
+    unreadable: list[str] = []
     for cluster, granter in ctx.granters.items():
         if not isinstance(granter, Reconcilable):
             continue
-        for held in granter.managed():
-            request = live.get(held.request_id) if held.request_id is not None else None
-            if request is None:
-                why = "no active grant has this request ID"
-            elif request.cluster != cluster:
-                why = f"request #{request.id} is for cluster {request.cluster}"
-            elif request.subject != held.subject:
-                why = f"request #{request.id} is for {request.subject}, not {held.subject}"
-            else:
+        try:
+            holdings = granter.managed()
+        except (TemporaryBackendError, PermanentBackendError) as error:
+            log.error("reconcile cannot read cluster %s: %s", cluster, error.message)
+            unreadable.append(f"{cluster}: {error.message}")
+            continue
+        for held in holdings:
+            if held.created_at is None or ctx.clock() - held.created_at < grace:
                 continue
-            removed = False
-            if fix:
-                granter.remove(held)
-                removed = True
-                with ctx.transaction() as store:
-                    audit(store, ctx.clock(), "reconcile", "stray removed", None,
-                          cluster=cluster, binding=held.describe(), subject=held.subject,
-                          claimed_request=held.request_id, why=why)
-            log.warning("stray %s on %s (%s)%s", held.describe(), cluster, why,
-                        ": removed" if removed else "")
-            strays.append(Stray(cluster, held, why, removed))
+            stray = _judge(ctx, cluster, granter, held, fix)
+            if stray is not None:
+                log.warning("stray %s on %s (%s)%s", held.describe(), cluster, stray.why,
+                            ": removed" if stray.removed else "")
+                strays.append(stray)
+    if unreadable:  # the other clusters were judged; say which could not be
+        raise TemporaryBackendError("reconcile could not read " + "; ".join(unreadable))
     return strays
+
+
+def _judge(ctx: Context, cluster: str, granter: Reconcilable, held: ManagedGrant,
+           fix: bool) -> Stray | None:
+    """One object, judged and (on ``fix``) removed inside one transaction."""
+    with ctx.transaction() as store:
+        verdict = _verdict(store, cluster, granter, held)
+        if verdict is None:
+            return None
+        why, removable = verdict
+        if not (fix and removable):
+            return Stray(cluster, held, why, removed=False)
+        try:
+            granter.remove(held)
+        except (TemporaryBackendError, PermanentBackendError) as error:
+            return Stray(cluster, held, f"{why}; removal failed: {error.message}", removed=False)
+        audit(store, ctx.clock(), "reconcile", "stray removed", None,
+              cluster=cluster, binding=held.describe(), subject=held.subject,
+              claimed_request=held.request_id, why=why)
+    return Stray(cluster, held, why, removed=True)
+
+
+def _verdict(store: RequestStore, cluster: str, granter: Reconcilable,
+             held: ManagedGrant) -> tuple[str, bool] | None:
+    """None when a live request explains ``held``; else why it is a stray and whether the bot
+    may remove it (only what its labels or its records prove to be its own)."""
+    if held.request_id is None:
+        if held.owned:
+            return "labelled as this bot's for this cluster, but names no request", True
+        return _verdict_by_subject(store, cluster, granter, held)
+    try:
+        request: AccessRequest | None = store.get(held.request_id, for_update=True)
+    except NotFound:
+        request = None
+    if request is None:
+        if held.owned:
+            return "no request of this bot has this ID", True
+        return ("labelled as the bot's by an older version, but no request of this bot has "
+                "this ID; left alone"), False
+    if request.cluster != cluster:
+        if held.owned:
+            return f"request #{request.id} is for cluster {request.cluster}", True
+        return None  # an older version's binding of another cluster: that cluster judges it
+    if request.subject != held.subject:
+        if held.owned:
+            return f"request #{request.id} is for {request.subject}, not {held.subject}", True
+        return (f"request #{request.id} is for {request.subject}, not {held.subject}; an older "
+                "version's label alone does not prove it the bot's, left alone"), False
+    if not request.state.is_final:
+        return None
+    return f"request #{request.id} is {request.state.value}", True
+
+
+def _verdict_by_subject(store: RequestStore, cluster: str, granter: Reconcilable,
+                        held: ManagedGrant) -> tuple[str, bool] | None:
+    """For what names no request (a GitLab membership): the cluster's requests for its subject
+    decide, the live ones locked."""
+    if held.subject is None:
+        return None
+    records = [r for r in store.find(clusters=[cluster], subject=held.subject,
+                                     kind=Kind.ACCESS, limit=None)
+               if granter.explained_by(held, r)]
+    for request in records:
+        assert request.id is not None
+        if not request.state.is_final and \
+                not store.get(request.id, for_update=True).state.is_final:
+            return None
+    created = [r for r in records
+               if (r.backend_ref.get("action") == "created" or r.state is State.FAILED)
+               and (held.created_at is None or held.created_at >= r.created_at)]
+    if not created:
+        return ("made by the bot's account, but no request of this bot made it; left "
+                "alone"), False
+    return (f"made for request #{created[0].id} ({created[0].state.value}); no live grant "
+            "explains it"), True
 
 
 def reconcile_and_fix(ctx: Context) -> int:
     """The scheduled form: remove strays, return how many."""
-    return len(reconcile(ctx, fix=True))
+    return sum(stray.removed for stray in reconcile(ctx, fix=True))
 
 
 def get(ctx: Context, request_id: int) -> AccessRequest:

@@ -118,15 +118,20 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
 
         kube.cluster_role_bindings["k8s-access-77"] = {
             "metadata": {"name": "k8s-access-77",
-                         "labels": {"app.kubernetes.io/managed-by": "k8s-access-bot"},
-                         "annotations": {"k8s-access-bot/request-id": "77"}},
+                         "labels": {"app.kubernetes.io/managed-by": "k8s-access-bot",
+                                    "k8s-access-bot/installation": "default",
+                                    "k8s-access-bot/cluster": "dev"},
+                         "annotations": {"k8s-access-bot/request-id": "77"},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                         "name": "view"},
             "subjects": [{"kind": "User", "name": "mallory"}]}
         found = run(env, "grants", "reconcile")
         assert "found: dev k8s-access-77 (User mallory)" in found.output
         assert "1 stray; run with --fix to remove them" in found.output
-        assert run(env, "jobs", "run", "expire").stdout == "expire: 1 handled\n"
+        assert run(env, "jobs", "run", "expire").stdout == "expire: 0 handled\n"
+        assert "k8s-access-77" in kube.cluster_role_bindings  # expire only expires
+        assert run(env, "jobs", "run", "reconcile").stdout == "reconcile: 1 handled\n"
         assert "k8s-access-77" not in kube.cluster_role_bindings
         audit_lines = run(env, "audit", "export").stdout.splitlines()
         assert any('"actor": "cli:' in line and '"revoked"' in line for line in audit_lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,12 @@ from sqlalchemy import Engine
 from bot.adapters.gitlab import GitLabMembershipGranter
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
-from bot.domain.errors import NotAuthorized, PermanentBackendError, PolicyViolation
+from bot.domain.errors import (
+    NotAuthorized,
+    PermanentBackendError,
+    PolicyViolation,
+    TemporaryBackendError,
+)
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import NoticeKind
 from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
@@ -101,8 +106,9 @@ def test_grant_adds_the_member_and_revoke_removes_it(gctx: Context, world: World
     assert granted.state is State.ACTIVE and granted.subject == "alice"
     assert granted.ends_at is not None
     member = world.gitlab.member(world.view, world.alice)
-    assert member == {"access_level": 30,
-                      "expires_at": (granted.ends_at + timedelta(days=1)).date().isoformat()}
+    assert member is not None and member["created_by"] == world.bot.id
+    assert {k: member[k] for k in ("access_level", "expires_at")} == {
+        "access_level": 30, "expires_at": (granted.ends_at + timedelta(days=1)).date().isoformat()}
     assert granted.backend_ref["action"] == "created"
     grants.revoke(gctx, request_id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None
@@ -176,6 +182,96 @@ def test_member_added_before_a_crash_is_still_the_bots(gctx: Context, world: Wor
     assert world.gitlab.member(world.view, world.alice) is None
 
 
+@pytest.mark.parametrize(("role", "group", "by_hand", "action"), [
+    ("view", "view", 30, "pre_existing"),   # Developer by hand, Developer asked: kept as is
+    ("view", "view", 40, "pre_existing"),
+    ("view", "view", 20, "raised"),         # Reporter by hand: raised, then restored
+    ("edit", "edit", 30, "raised"),
+])
+def test_a_membership_made_by_hand_before_the_retry_is_not_taken_over(
+        gctx: Context, world: World, role: str, group: str, by_hand: int, action: str) -> None:
+    owner = world.gitlab.add_user("owner", "owner@example.com")
+    world.gitlab.add_member(world.parent, owner, 50)
+    target = getattr(world, group)
+    request = requests.file_request(gctx, ALICE, "staging", role, duration=H, reason="x")
+    assert request.id is not None
+    world.gitlab.fail_on["POST"] = [500]
+    assert requests.approve(gctx, request.id, BOB).state is State.APPROVED
+    made = world.gitlab.add_member(target, world.alice, by_hand, by=owner)
+    grants.run_due(gctx)  # the retry's POST answers 409 Member already exists
+    granted = grants.get(gctx, request.id)
+    assert granted.state is State.ACTIVE
+    assert granted.backend_ref["action"] == action
+    grants.revoke(gctx, request.id, ALICE, "done")
+    assert world.gitlab.member(target, world.alice) == made  # exactly what the owner made
+
+
+def test_a_lost_answer_is_the_bots_own_membership(gctx: Context, world: World) -> None:
+    request = requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert request.id is not None
+    world.gitlab.lose_answer_on["POST"] = [502]  # GitLab added her, the answer never arrived
+    assert requests.approve(gctx, request.id, BOB).state is State.APPROVED
+    grants.run_due(gctx)
+    assert grants.get(gctx, request.id).backend_ref["action"] == "created"
+    grants.revoke(gctx, request.id, ALICE, "done")
+    assert world.gitlab.member(world.view, world.alice) is None
+
+
+def test_the_sweep_removes_only_memberships_the_bot_made_and_no_grant_explains(
+        engine: Engine, gl_config: Config, world: World, directory: StaticDirectory) -> None:
+    ctx, _ = context(engine, gl_config, directory)
+    ctx = dataclasses.replace(ctx, retry=dataclasses.replace(ctx.retry, grant_attempts=1))
+    owner = world.gitlab.add_user("owner", "owner@example.com")
+    carol = world.gitlab.add_user("carol", "carol@example.com")
+    dave = world.gitlab.add_user("dave", "dave@example.com")
+    world.gitlab.add_member(world.parent, owner, 50)
+    failed = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert failed.id is not None
+    world.gitlab.lose_answer_on["POST"] = [502]  # added, but the grant gave up
+    assert requests.approve(ctx, failed.id, BOB).state is State.FAILED
+    live = grant(ctx, "edit")
+    world.gitlab.add_member(world.view, carol, 30, by=owner)       # by hand
+    world.gitlab.add_member(world.view, dave, 30, by=world.bot)    # the bot's user, no record
+    assert world.gitlab.member(world.view, world.alice) is not None
+
+    found = {s.grant.describe(): (s.removed, s.why)
+             for s in grants.reconcile(ctx, grace=timedelta(0))}
+    assert found == {
+        "platform/k8s-view/alice": (False, f"made for request #{failed.id} (failed); no live "
+                                           "grant explains it"),
+        "platform/k8s-view/dave": (False, "made by the bot's account, but no request of this "
+                                          "bot made it; left alone"),
+    }
+    assert grants.reconcile(ctx, fix=True) == []  # all younger than the grace period
+    removed = [s.grant.describe() for s in grants.reconcile(ctx, fix=True, grace=timedelta(0))
+               if s.removed]
+    assert removed == ["platform/k8s-view/alice"]
+    assert world.gitlab.member(world.view, world.alice) is None
+    assert world.gitlab.member(world.view, carol) is not None
+    assert world.gitlab.member(world.view, dave) is not None
+    assert world.gitlab.member(world.edit, world.alice) is not None
+    assert grants.get(ctx, live).state is State.ACTIVE
+
+
+def test_a_grant_approved_while_the_sweep_lists_keeps_its_membership(
+        gctx: Context, world: World) -> None:
+    approved: list[int] = []
+    world.gitlab.before_list = lambda: approved.append(grant(gctx))
+    assert grants.reconcile(gctx, fix=True, grace=timedelta(0)) == []
+    assert approved and grants.get(gctx, approved[0]).state is State.ACTIVE
+    assert world.gitlab.member(world.view, world.alice) is not None
+
+
+def test_members_show_who_created_them(world: World) -> None:
+    made = world.gitlab.add_member(world.view, world.alice, 30, by=world.bot,
+                                   created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert made["created_at"] == "2026-01-02T03:04:05.000Z"
+    granter = GitLabMembershipGranter.connect(gitlab_config(world), "staging", None, BOT_TOKEN)
+    held = granter.managed()
+    assert [(g.subject, g.key, g.created_at) for g in held] == [
+        ("alice", (world.view.id, world.alice.id), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))]
+
+
 def test_token_without_rights_fails_with_an_operator_message(
         engine: Engine, gl_config: Config, world: World, directory: StaticDirectory) -> None:
     directory.emails[ALICE] = "u0alice01@example.com"
@@ -236,3 +332,23 @@ def test_kubeconfig_for_the_agent(engine: Engine, gl_config: Config,
         operation = store.operation(request_id, OperationKind.GRANT)
     assert operation is not None and operation.prepared is not None
     assert operation.prepared["direct"] is None
+
+
+def test_the_sweep_says_when_gitlab_cannot_be_read(gctx: Context, world: World) -> None:
+    world.gitlab.fail_next = [503]
+    with pytest.raises(TemporaryBackendError, match="reconcile could not read staging: GitLab "
+                                                    "answered 503"):
+        grants.reconcile(gctx, fix=True)
+
+
+@pytest.mark.parametrize(("before", "removed"), [(True, False), (False, True)])
+def test_the_sweep_removes_a_membership_only_if_made_after_the_request(
+        gctx: Context, world: World, before: bool, removed: bool) -> None:
+    request_id = grant(gctx)
+    grants.revoke(gctx, request_id, ALICE, "done")
+    filed = grants.get(gctx, request_id).created_at
+    world.gitlab.add_member(world.view, world.alice, 30, by=world.bot,  # now, or before filing
+                            created_at=filed - timedelta(minutes=10) if before else None)
+    strays = grants.reconcile(gctx, fix=True, grace=timedelta(0))
+    assert [s.removed for s in strays] == [removed]
+    assert (world.gitlab.member(world.view, world.alice) is None) is removed

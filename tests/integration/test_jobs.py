@@ -222,3 +222,13 @@ def test_scheduler_runs_the_passes(jctx: Context, clock: FakeClock) -> None:
     finally:
         scheduler.stop()
     assert grants.get(jctx, request_id).state is State.EXPIRED
+
+
+def test_each_job_does_only_what_it_names(jctx: Context) -> None:
+    from bot.jobs import JOBS, default_jobs
+
+    assert JOBS["expire"] is grants.expire_due
+    assert JOBS["reconcile"] is grants.reconcile_and_fix
+    every = {job.name: job.every for job in default_jobs(jctx)}
+    assert set(every) == set(JOBS)
+    assert every["reconcile"] == 10 * every["expire"]

@@ -136,9 +136,12 @@ def test_certificate_grant_works_with_kubectl_and_revocation_ends_it(
     binding = kube.cluster_role_bindings[f"k8s-access-{request_id}"]
     assert binding["subjects"] == [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
                                     "name": "u0alice01@example.com"}]
-    assert binding["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "k8s-access-bot"}
+    assert binding["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "k8s-access-bot",
+                                             "k8s-access-bot/installation": "default",
+                                             "k8s-access-bot/cluster": "prod"}
     assert binding["metadata"]["annotations"]["k8s-access-bot/request-id"] == str(request_id)
     csr = next(iter(kube.csrs.values()))
+    assert csr["metadata"]["labels"] == binding["metadata"]["labels"]
     assert csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client"
     assert csr["spec"]["usages"] == ["client auth"]
     assert 3590 <= csr["spec"]["expirationSeconds"] <= 3600
@@ -343,29 +346,158 @@ def test_rbac_grant_and_revoke(kctx: Context, kube: FakeKubernetes, notifier: Re
     assert kubectl(as_user, "auth", "can-i", "list", "pods").stdout.strip() == "no"
 
 
-def test_reconcile_removes_only_labelled_strays(kctx: Context, kube: FakeKubernetes) -> None:
-    # Both test clusters share one API server; reconcile one, as each real cluster is its own.
-    kctx = dataclasses.replace(kctx, granters={"oidc": kctx.granter("oidc")})
-    live = grant(kctx, "oidc", "view")
-    labelled = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": "k8s-access-9999",
-                             "labels": {"app.kubernetes.io/managed-by": "k8s-access-bot"},
-                             "annotations": {"k8s-access-bot/request-id": "9999"}},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                            "name": "view"},
-                "subjects": [{"kind": "User", "name": "mallory"}]}
-    kube.cluster_role_bindings["k8s-access-9999"] = labelled
-    kube.cluster_role_bindings["hand-made"] = {**labelled, "metadata": {"name": "hand-made"}}
-    found = grants.reconcile(kctx)
-    assert [(s.cluster, s.grant.name, s.removed, s.why) for s in found] == [
-        ("oidc", "k8s-access-9999", False, "no active grant has this request ID")]
+LONG_AGO = "2026-01-01T00:00:00Z"
+
+
+def labelled_binding(name: str, request_id: int | None, subject: str, *,
+                     cluster: str | None = None, installation: str = "default",
+                     created: str = LONG_AGO) -> dict[str, Any]:
+    """A ClusterRoleBinding as the bot labels it (only ``managed-by`` when ``cluster`` is None,
+    as older versions did)."""
+    labels = {"app.kubernetes.io/managed-by": "k8s-access-bot"}
+    if cluster is not None:
+        labels |= {"k8s-access-bot/installation": installation, "k8s-access-bot/cluster": cluster}
+    annotations = {} if request_id is None else {"k8s-access-bot/request-id": str(request_id)}
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations,
+                         "creationTimestamp": created},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "view"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
+                          "name": subject}]}
+
+
+def only(ctx: Context, cluster: str) -> Context:
+    return dataclasses.replace(ctx, granters={cluster: ctx.granter(cluster)})
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+def test_reconcile_removes_only_provable_strays(kctx: Context, kube: FakeKubernetes,
+                                               cluster: str) -> None:
+    ctx = only(kctx, cluster)
+    live = grant(ctx, cluster, "view")
+    ended = grant(ctx, cluster, "admin")
+    ended_body = copy.deepcopy(kube.cluster_role_bindings[f"k8s-access-{ended}"])
+    subject = ended_body["subjects"][0]["name"]
+    grants.revoke(ctx, ended, ALICE, "done")
+    ended_body["metadata"]["creationTimestamp"] = LONG_AGO
+    bindings = kube.cluster_role_bindings
+    bindings[f"k8s-access-{ended}"] = ended_body  # the revocation's delete was lost
+    bindings["k8s-access-9999"] = labelled_binding("k8s-access-9999", 9999, "mallory",
+                                                   cluster=cluster)
+    bindings["k8s-access-9998"] = labelled_binding("k8s-access-9998", 9998, "mallory",
+                                                   cluster=cluster,
+                                                   created=datetime.now(UTC).isoformat())
+    bindings["old-unknown"] = labelled_binding("old-unknown", 9997, "mallory")
+    bindings["old-ended"] = labelled_binding("old-ended", ended, subject)
+    bindings["old-other-subject"] = labelled_binding("old-other-subject", ended, "mallory")
+    bindings["hand-made"] = {**labelled_binding("hand-made", 9996, "mallory"),
+                             "metadata": {"name": "hand-made"}}
+
+    found = {s.grant.name: (s.removed, s.why) for s in grants.reconcile(ctx)}
+    assert found == {
+        f"k8s-access-{ended}": (False, f"request #{ended} is revoked"),
+        "k8s-access-9999": (False, "no request of this bot has this ID"),
+        "old-unknown": (False, "labelled as the bot's by an older version, but no request of "
+                               "this bot has this ID; left alone"),
+        "old-ended": (False, f"request #{ended} is revoked"),
+        "old-other-subject": (False, f"request #{ended} is for {subject}, not mallory; an older "
+                                     "version's label alone does not prove it the bot's, left "
+                                     "alone"),
+    }
+    fixed = {s.grant.name for s in grants.reconcile(ctx, fix=True) if s.removed}
+    assert fixed == {f"k8s-access-{ended}", "k8s-access-9999", "old-ended"}
+    assert set(bindings) == {f"k8s-access-{live}", "k8s-access-9998", "old-unknown",
+                             "old-other-subject", "hand-made", "k8s-access-bot"}
+    assert grants.get(ctx, live).state is State.ACTIVE
+    with ctx.transaction() as store:
+        assert [e.action for e in store.audit_events()].count("stray removed") == 3
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+def test_a_grant_approved_while_reconcile_lists_keeps_its_binding(
+        kctx: Context, kube: FakeKubernetes, cluster: str) -> None:
+    ctx = only(kctx, cluster)
+    approved: list[int] = []
+    kube.before_list = lambda: approved.append(grant(ctx, cluster, "view"))
+    # No grace period: the judgement in the removal's transaction alone must spare it.
+    strays = grants.reconcile(ctx, fix=True, grace=timedelta(0))
+    assert approved and strays == []
+    assert f"k8s-access-{approved[0]}" in kube.cluster_role_bindings
+    assert grants.get(ctx, approved[0]).state is State.ACTIVE
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+def test_reconcile_never_removes_what_was_just_made(kctx: Context, kube: FakeKubernetes,
+                                                   cluster: str) -> None:
+    ctx = only(kctx, cluster)
+    kube.cluster_role_bindings["k8s-access-9999"] = labelled_binding(
+        "k8s-access-9999", 9999, "mallory", cluster=cluster,
+        created=(datetime.now(UTC) - timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert grants.reconcile(ctx, fix=True) == []
     assert "k8s-access-9999" in kube.cluster_role_bindings
-    grants.reconcile(kctx, fix=True)
-    assert "k8s-access-9999" not in kube.cluster_role_bindings
-    assert "hand-made" in kube.cluster_role_bindings
-    assert f"k8s-access-{live}" in kube.cluster_role_bindings
-    with kctx.transaction() as store:
-        assert "stray removed" in [e.action for e in store.audit_events()]
+    assert [s.removed for s in grants.reconcile(ctx, fix=True, grace=timedelta(minutes=3))] \
+        == [True]
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("labels", [{"cluster": "elsewhere"}, {"installation": "blue"}, {}])
+def test_a_binding_of_the_same_name_made_by_another_is_not_taken_over(
+        kctx: Context, kube: FakeKubernetes, directory: StaticDirectory, cluster: str,
+        labels: dict[str, str]) -> None:
+    request = requests.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
+    assert request.id is not None
+    name = f"k8s-access-{request.id}"
+    theirs = labelled_binding(name, request.id, request.subject,
+                              cluster=labels.get("cluster", cluster) if labels else None,
+                              installation=labels.get("installation", "default"))
+    kube.cluster_role_bindings[name] = theirs
+    failed = requests.approve(kctx, request.id, BOB)
+    assert failed.state is State.FAILED
+    assert "exists and was not made by this bot" in (failed.end_reason or "")
+    assert kube.cluster_role_bindings[name] == theirs
+
+
+@pytest.mark.parametrize("backends", [("certificate", "rbac"), ("rbac", "rbac"),
+                                      ("certificate", "certificate")])
+def test_clusters_sharing_an_api_server_leave_each_other_alone(
+        engine: Engine, kube: FakeKubernetes, directory: StaticDirectory,
+        backends: tuple[str, str]) -> None:
+    config = parse_config({"clusters": {"prod": cluster_config(kube, backends[0]),
+                                        "sandbox": cluster_config(kube, backends[1])}},
+                          Path("shared.yaml"))
+    classes = {"certificate": KubernetesCertificateGranter, "rbac": KubernetesRbacGranter}
+    made: dict[str, Granter] = {}
+    for name, backend in zip(("prod", "sandbox"), backends, strict=True):
+        settings = config.cluster(name).kubernetes
+        assert settings is not None
+        made[name] = classes[backend](config, name, KubernetesApi.from_config(name, settings))
+    ctx = build_context(Settings(), config, engine=engine, granters=made,
+                        notifier=RecordingNotifier(), directory=directory)
+    on_prod, on_sandbox = grant(ctx, "prod", "view"), grant(ctx, "sandbox", "view")
+    ended = grant(ctx, "sandbox", "admin")
+    stray = copy.deepcopy(kube.cluster_role_bindings[f"k8s-access-{ended}"])
+    grants.revoke(ctx, ended, ALICE, "done")
+    kube.cluster_role_bindings[f"k8s-access-{ended}"] = stray
+    # Another installation on the same API server judges none of them.
+    other = dataclasses.replace(config, file=config.file.model_copy(
+        update={"installation": "blue"}))
+    blue = {name: type(granter)(other, name, granter.api)  # type: ignore[attr-defined]
+            for name, granter in made.items()}
+    assert grants.reconcile(dataclasses.replace(ctx, granters=blue), fix=True,
+                            grace=timedelta(0)) == []
+    assert f"k8s-access-{ended}" in kube.cluster_role_bindings
+    kube.cluster_role_bindings["older-version"] = labelled_binding(  # no cluster label
+        "older-version", ended, stray["subjects"][0]["name"])
+    assert grants.reconcile(only(ctx, "prod"), fix=True, grace=timedelta(0)) == []
+    assert {f"k8s-access-{on_prod}", f"k8s-access-{on_sandbox}",
+            f"k8s-access-{ended}", "older-version"} <= set(kube.cluster_role_bindings)
+    removed = grants.reconcile(only(ctx, "sandbox"), fix=True, grace=timedelta(0))
+    assert sorted((s.cluster, s.grant.name, s.removed) for s in removed) == [
+        ("sandbox", f"k8s-access-{ended}", True), ("sandbox", "older-version", True)]
+    assert {f"k8s-access-{on_prod}", f"k8s-access-{on_sandbox}"} <= \
+        set(kube.cluster_role_bindings)
+    assert grants.get(ctx, on_prod).state is grants.get(ctx, on_sandbox).state is State.ACTIVE
 
 
 def test_rsa_keys_where_configured(engine: Engine, kube: FakeKubernetes,

@@ -216,8 +216,11 @@ class SqlAlchemyRequestStore:
         kind: Kind | None = None,
         parent_id: int | None = None,
         limit: int | None = 100,
+        subject: str | None = None,
     ) -> list[AccessRequest]:
         query = select(RequestRow)
+        if subject is not None:
+            query = query.where(RequestRow.subject == subject)
         if requester_id is not None:
             query = query.where(RequestRow.requester_id == requester_id)
         if states is not None:

@@ -1,13 +1,19 @@
 """RoleBindings and ClusterRoleBindings for one User, created and deleted only by the bot.
 
-Each binding is named from the request ID, labelled ``app.kubernetes.io/managed-by:
-k8s-access-bot`` and annotated with the request; the bot deletes nothing without that label.
+Each binding is named from the request ID and says who made it: the labels
+``app.kubernetes.io/managed-by: k8s-access-bot``, ``k8s-access-bot/installation: <installation>``
+and ``k8s-access-bot/cluster: <configured cluster>``, and the annotation
+``k8s-access-bot/request-id``. The bot deletes nothing without the first label, nothing labelled
+for another installation or another configured cluster (several may share one API server), and
+treats a binding of an older version (only the first label) as its own only where its records
+say so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from bot.adapters.kubernetes.api import Conflict, KubernetesApi, Missing
@@ -17,8 +23,49 @@ from bot.domain.ports import ManagedGrant
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 BOT = "k8s-access-bot"
+INSTALLATION_LABEL = "k8s-access-bot/installation"
+CLUSTER_LABEL = "k8s-access-bot/cluster"
 REQUEST_ANNOTATION = "k8s-access-bot/request-id"
 RBAC = "rbac.authorization.k8s.io"
+DEFAULT_INSTALLATION = "default"
+
+
+class Claim(StrEnum):
+    """Whose an object labelled as the bot's is, as seen by one installation's cluster."""
+
+    OURS = "ours"
+    """Labelled for this installation and this configured cluster."""
+    UNCLAIMED = "unclaimed"
+    """Made by an older version: only ``managed-by``; its request ID and the records decide."""
+    OTHERS = "others"
+    """Another installation's or another configured cluster's: never touched."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The installation and configured cluster that make and judge objects."""
+
+    installation: str
+    cluster: str
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {MANAGED_BY: BOT, INSTALLATION_LABEL: self.installation,
+                CLUSTER_LABEL: self.cluster}
+
+    def claim(self, item: dict[str, Any]) -> Claim:
+        labels = item.get("metadata", {}).get("labels") or {}
+        if labels.get(MANAGED_BY) != BOT:
+            return Claim.OTHERS
+        installation, cluster = labels.get(INSTALLATION_LABEL), labels.get(CLUSTER_LABEL)
+        if installation is None and cluster is None:
+            return Claim.UNCLAIMED
+        if installation == self.installation and cluster == self.cluster:
+            return Claim.OURS
+        return Claim.OTHERS
+
+    def binding_name(self, request_id: int) -> str:
+        return binding_name(request_id, self.installation)
 
 
 @dataclass(frozen=True)
@@ -44,20 +91,25 @@ class BindingRef:
             else f"ClusterRoleBinding {self.name}"
 
 
-def binding_name(request_id: int) -> str:
-    return f"k8s-access-{request_id}"
+def binding_name(request_id: int, installation: str = DEFAULT_INSTALLATION) -> str:
+    """``k8s-access-<id>``; another installation's name goes in too, so that two installations
+    on one API server never reach for the same name."""
+    if installation == DEFAULT_INSTALLATION:
+        return f"k8s-access-{request_id}"
+    return f"k8s-access-{installation}-{request_id}"
 
 
-def plan(request_id: int, role: RoleConfig, namespace: str | None) -> list[BindingRef]:
+def plan(owner: Owner, request_id: int, role: RoleConfig,
+         namespace: str | None) -> list[BindingRef]:
     """The bindings one grant needs: one ClusterRoleBinding, or a RoleBinding in its namespace."""
-    name = binding_name(request_id)
+    name = owner.binding_name(request_id)
     if role.cluster_role is not None:
         return [BindingRef(name, None)]
     namespaces = [namespace] if namespace else list(role.namespaces)
     return [BindingRef(name, ns) for ns in namespaces]
 
 
-def _body(ref: BindingRef, role: RoleConfig, username: str, request_id: int,
+def _body(owner: Owner, ref: BindingRef, role: RoleConfig, username: str, request_id: int,
           requester: str, ends_at: datetime) -> dict[str, Any]:
     if ref.namespace is None:
         kind, role_ref = "ClusterRoleBinding", {"apiGroup": RBAC, "kind": "ClusterRole",
@@ -67,7 +119,7 @@ def _body(ref: BindingRef, role: RoleConfig, username: str, request_id: int,
                                          "name": role.role}
     metadata: dict[str, Any] = {
         "name": ref.name,
-        "labels": {MANAGED_BY: BOT},
+        "labels": owner.labels,
         "annotations": {REQUEST_ANNOTATION: str(request_id),
                         "k8s-access-bot/requester": requester,
                         "k8s-access-bot/ends-at": ends_at.isoformat()},
@@ -83,70 +135,93 @@ def _body(ref: BindingRef, role: RoleConfig, username: str, request_id: int,
     }
 
 
-def _is_ours(existing: dict[str, Any], username: str | None = None) -> bool:
-    labels = existing.get("metadata", {}).get("labels") or {}
-    if labels.get(MANAGED_BY) != BOT:
-        return False
-    if username is None:
-        return True
-    return [s.get("name") for s in existing.get("subjects") or []] == [username]
+def _request_id(item: dict[str, Any]) -> int | None:
+    raw = (item.get("metadata", {}).get("annotations") or {}).get(REQUEST_ANNOTATION, "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _subjects(item: dict[str, Any]) -> list[str | None]:
+    return [s.get("name") for s in item.get("subjects") or []]
+
+
+def _created_at(item: dict[str, Any]) -> datetime | None:
+    raw = item.get("metadata", {}).get("creationTimestamp")
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class Bindings:
-    def __init__(self, api: KubernetesApi) -> None:
+    def __init__(self, api: KubernetesApi, owner: Owner) -> None:
         self.api = api
+        self.owner = owner
 
     def create(self, refs: list[BindingRef], role: RoleConfig, username: str, request_id: int,
                requester: str, ends_at: datetime) -> None:
-        """Create each binding; one the bot made before for the same user counts as made."""
+        """Create each binding; one this installation's cluster made before for the same request
+        and user counts as made."""
         for ref in refs:
-            body = _body(ref, role, username, request_id, requester, ends_at)
+            body = _body(self.owner, ref, role, username, request_id, requester, ends_at)
             try:
                 self.api.request("POST", ref.collection, body)
             except Conflict:
                 existing = self.api.request("GET", ref.path)
-                if not _is_ours(existing, username):
+                if not (self.owner.claim(existing) is Claim.OURS
+                        and _request_id(existing) == request_id
+                        and _subjects(existing) == [username]):
                     raise PermanentBackendError(
                         f"cluster {self.api.cluster}: {ref.describe()} exists and was not made "
-                        f"by the bot for {username}; remove or rename it") from None
+                        f"by this bot for request #{request_id} and {username}; remove or "
+                        "rename it") from None
             except Missing:
                 raise PermanentBackendError(
                     f"cluster {self.api.cluster}: namespace {ref.namespace} does not exist"
                 ) from None
 
-    def delete(self, refs: list[BindingRef]) -> None:
-        """Delete each binding the bot made; one already gone counts as deleted."""
+    def delete(self, refs: list[BindingRef], request_id: int | None = None) -> None:
+        """Delete each binding the bot made (for ``request_id``, when given); one already gone
+        counts as deleted. A binding of another installation or cluster is never deleted."""
         for ref in refs:
             try:
                 existing = self.api.request("GET", ref.path)
             except Missing:
                 continue
-            if not _is_ours(existing):
+            claim = self.owner.claim(existing)
+            if claim is Claim.OTHERS or (
+                    request_id is not None and _request_id(existing) != request_id):
                 raise PermanentBackendError(
-                    f"cluster {self.api.cluster}: {ref.describe()} is no longer labelled as the "
-                    "bot's; it leaves it alone, remove it by hand if it must go")
+                    f"cluster {self.api.cluster}: {ref.describe()} is not labelled as this "
+                    f"bot's for cluster {self.owner.cluster}"
+                    + (f" and request #{request_id}" if request_id is not None else "")
+                    + "; it leaves it alone, remove it by hand if it must go")
             try:
                 self.api.request("DELETE", ref.path)
             except Missing:
                 continue
 
     def managed(self) -> list[ManagedGrant]:
-        """Every binding labelled as the bot's, in the whole cluster."""
+        """Every binding on the API server labelled as this installation's for this configured
+        cluster, and every binding of an older version (``owned=False``); none of another."""
         selector = {"labelSelector": f"{MANAGED_BY}={BOT}"}
         found = []
         for path, namespaced in ((f"/apis/{RBAC}/v1/clusterrolebindings", False),
                                  (f"/apis/{RBAC}/v1/rolebindings", True)):
             for item in self.api.request("GET", path, query=selector).get("items", []):
-                metadata = item.get("metadata", {})
-                if not _is_ours(item):
+                claim = self.owner.claim(item)
+                if claim is Claim.OTHERS:
                     continue
-                raw_id = (metadata.get("annotations") or {}).get(REQUEST_ANNOTATION, "")
-                subjects = item.get("subjects") or []
+                metadata = item.get("metadata", {})
+                subjects = _subjects(item)
                 found.append(ManagedGrant(
                     name=metadata["name"],
                     namespace=metadata.get("namespace") if namespaced else None,
-                    request_id=int(raw_id) if raw_id.isdigit() else None,
-                    subject=subjects[0].get("name") if subjects else None,
+                    request_id=_request_id(item),
+                    subject=subjects[0] if subjects else None,
+                    created_at=_created_at(item),
+                    owned=claim is Claim.OURS,
                 ))
         return found
 

@@ -24,16 +24,16 @@ from bot.adapters.kubeconfig import kubeconfig
 from bot.adapters.kubernetes import certificates
 from bot.adapters.kubernetes.api import KubernetesApi, Missing
 from bot.adapters.kubernetes.bindings import (
-    BOT,
-    MANAGED_BY,
     REQUEST_ANNOTATION,
     BindingRef,
     Bindings,
+    Owner,
     plan,
     refs_from,
 )
 from bot.config import Config, KubernetesClusterConfig
 from bot.domain.errors import PermanentBackendError, PolicyViolation
+from bot.domain.model import AccessRequest
 from bot.domain.ports import Delivery, GrantResult, GrantSpec, ManagedGrant, UserInfo
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class _KubernetesGranter:
         assert settings is not None
         self.settings: KubernetesClusterConfig = settings
         self.api = api
-        self.bindings = Bindings(api)
+        self.owner = Owner(config.file.installation, cluster)
+        self.bindings = Bindings(api, self.owner)
         self.clock = clock
 
     def resolve_subject(self, user: UserInfo) -> str:
@@ -89,7 +90,7 @@ class _KubernetesGranter:
 
     def _bind(self, spec: GrantSpec) -> list[dict[str, str | None]]:
         role = self.config.role(spec.cluster, spec.role)
-        refs = plan(spec.request_id, role, spec.namespace)
+        refs = plan(self.owner, spec.request_id, role, spec.namespace)
         self.bindings.create(refs, role, spec.subject, spec.request_id, spec.requester_id,
                              spec.ends_at)
         return [ref.as_dict() for ref in refs]
@@ -97,9 +98,9 @@ class _KubernetesGranter:
     def revoke(self, spec: GrantSpec, reference: dict[str, Any]) -> None:
         refs = refs_from(reference)
         if not refs:  # the grant failed before binding: plan what it would have made
-            refs = plan(spec.request_id, self.config.role(spec.cluster, spec.role),
-                        spec.namespace)
-        self.bindings.delete(refs)
+            refs = plan(self.owner, spec.request_id,
+                        self.config.role(spec.cluster, spec.role), spec.namespace)
+        self.bindings.delete(refs, spec.request_id)
 
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         made = ", ".join(ref.describe() for ref in refs_from(reference)) or "no bindings"
@@ -108,8 +109,12 @@ class _KubernetesGranter:
     def managed(self) -> list[ManagedGrant]:
         return self.bindings.managed()
 
+    def explained_by(self, grant: ManagedGrant, request: AccessRequest) -> bool:
+        assert request.id is not None
+        return grant.name == self.owner.binding_name(request.id)
+
     def remove(self, grant: ManagedGrant) -> None:
-        self.bindings.delete([BindingRef(grant.name, grant.namespace)])
+        self.bindings.delete([BindingRef(grant.name, grant.namespace)], grant.request_id)
 
     def check(self) -> str:
         """For ``config check --connect``: the API answers and the bot may list bindings."""
@@ -166,11 +171,11 @@ class KubernetesCertificateGranter(_KubernetesGranter):
             private = certificates.generate_key(self.settings.key_algorithm)
             csr_pem = certificates.build_csr(private, spec.subject)
             key = certificates.key_pem(private)
-        name = f"k8s-access-{spec.request_id}-{secrets.token_hex(3)}"
+        name = f"{self.owner.binding_name(spec.request_id)}-{secrets.token_hex(3)}"
         self.api.request("POST", CSR_PATH, {
             "apiVersion": "certificates.k8s.io/v1",
             "kind": "CertificateSigningRequest",
-            "metadata": {"name": name, "labels": {MANAGED_BY: BOT},
+            "metadata": {"name": name, "labels": self.owner.labels,
                          "annotations": {REQUEST_ANNOTATION: str(spec.request_id)}},
             "spec": {"request": base64.b64encode(csr_pem).decode(), "signerName": SIGNER,
                      "usages": ["client auth"], "expirationSeconds": seconds},
