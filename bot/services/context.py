@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from bot.config import Config
 from bot.domain.errors import ConcurrentModification, NotFound
-from bot.domain.model import AccessRequest, Actor, AuditEvent
+from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
 from bot.domain.ports import (
     Directory,
     Granter,
@@ -65,6 +65,9 @@ class NullMetrics:
     def expiry_lag(self, seconds: float) -> None:
         pass
 
+    def undelivered(self, purpose: str, error: str, kind: str) -> None:
+        pass
+
 
 _committed_events: ContextVar[list[tuple[str, str]] | None] = ContextVar(
     "committed_events", default=None)
@@ -111,12 +114,18 @@ class Context:
     def notify(self, *notices: Notice) -> None:
         """Tell people, after the commit; a failing notifier never undoes what happened."""
         for notice in notices:
-            try:
-                self.notifier.notify(notice)
-            except Exception:
-                log.exception(
-                    "notification %s for request %s failed", notice.kind, notice.request.id
-                )
+            self.announce(notice)
+
+    def announce(self, notice: Notice) -> Reach | None:
+        """Tell people, after the commit, and say where it went (see ``Notifier.notify``);
+        None when the notifier failed or cannot know."""
+        try:
+            return self.notifier.notify(notice)
+        except Exception:
+            log.exception(
+                "notification %s for request %s failed", notice.kind, notice.request.id
+            )
+            return None
 
     @contextmanager
     def transaction(self) -> Iterator[RequestStore]:

@@ -2,8 +2,10 @@
 approvers about requests still waiting.
 
 Each message has a unique key (who, what, which week or which end) claimed in the database
-before it is sent, so several replicas send it once; a send that fails gives its key back so
-the next pass tries again.
+before it is sent, so several replicas send it once. A send that fails for a reason that may
+pass (Slack rate-limiting or down) gives its key back so the next pass tries again; one that
+Slack refused for good (the recipient cannot receive it, or the message itself is invalid)
+keeps its key: it is logged and counted, never sent again unchanged every minute.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services.context import Context
@@ -39,13 +42,22 @@ def last_occurrence(cron: str, timezone: str, now: datetime) -> datetime:
     return previous.astimezone(now.tzinfo)
 
 
-def _once(ctx: Context, key: str, send: Callable[[], None]) -> bool:
+def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
     """Send under a claimed key; False when another replica or an earlier pass sent it."""
     with ctx.transaction() as store:
         if not store.claim_key(key, ctx.clock()):
             return False
     try:
         send()
+    except Undeliverable as error:
+        if not error.retryable:
+            log.error("%s was not delivered and is not tried again: %s (%s)", key,
+                      error.message, error.kind)
+            return False
+        log.warning("%s was not delivered; it will be tried again: %s", key, error.message)
+        with ctx.transaction() as store:
+            store.release_key(key)
+        return False
     except Exception:
         log.exception("sending %s failed; it will be tried again", key)
         with ctx.transaction() as store:
@@ -70,7 +82,7 @@ def weekly(ctx: Context) -> int:
     for grant in active:
         if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
             ending[grant.requester_id].append(grant)
-    tasks: list[tuple[str, Callable[[], None]]] = []
+    tasks: list[tuple[str, Callable[[], object]]] = []
     for user_id, grants in sorted(ending.items()):
         ordered = sorted(grants, key=lambda g: g.ends_at or now)
         tasks.append((f"remind:{period}:{user_id}",
@@ -81,7 +93,7 @@ def weekly(ctx: Context) -> int:
     return _send_all(ctx, tasks)
 
 
-def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], None]]]) -> int:
+def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], object]]]) -> int:
     """Send many messages a few at a time: Slack answers in parallel, and rate limits are the
     notifier's to respect. Each still claims its key first."""
     if len(tasks) <= 1:
@@ -117,7 +129,7 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
     now = ctx.clock()
     with ctx.transaction() as store:
         soon = store.active_ending_before(now + before, limit)
-    tasks: list[tuple[str, Callable[[], None]]] = []
+    tasks: list[tuple[str, Callable[[], object]]] = []
     for grant in soon:
         assert grant.ends_at is not None and grant.activated_at is not None
         if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
