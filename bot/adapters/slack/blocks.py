@@ -258,6 +258,11 @@ def access_review(grants: Sequence[AccessRequest], total: int,
 
 
 def filed_message(request: AccessRequest, missing: int) -> str:
+    if request.state is State.PENDING and request.notified is not None \
+            and not request.notified.reached:
+        return (f"Request #{request.id} filed: {summary(request)}.\n"
+                f"{reach_line(request.notified)} It stays pending, and the approvers are told "
+                "again later.")
     if request.state is State.PENDING:
         return (f"Request #{request.id} filed: {summary(request)}. "
                 f"Waiting for {missing} approval{'s' if missing != 1 else ''}"
@@ -305,8 +310,8 @@ def undelivered_reason(failure: Undelivered) -> str:
 
 
 def reach_line(reach: Reach | None) -> str:
-    """The end of "Waiting for N approvals…": where the request went, or the truth that it
-    went nowhere. Empty (a full stop) when it is not known."""
+    """The end of "Waiting for N approvals…": where the request went; or, alone, the truth
+    that it went nowhere. A full stop when it is not known."""
     if reach is None:
         return "."
     reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered)
@@ -315,7 +320,7 @@ def reach_line(reach: Reach | None) -> str:
     if reach.people:
         line = f" from {', '.join(mention(p) for p in reach.people)}, told by DM."
         return line + (f" (Not reached: {reasons}.)" if reasons else "")
-    return f".\n{_nobody(reach, reasons)}"
+    return _nobody(reach, reasons)
 
 
 def _told(reach: Reach) -> str:
