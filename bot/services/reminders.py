@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from bot.domain.errors import Undeliverable
+from bot.domain.errors import DomainError, Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services.context import Context
@@ -116,8 +116,14 @@ def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, li
             continue
         people: set[str] = set()
         for approver in policy.approvers:
-            people |= ctx.directory.members(approver) if approver.startswith("S") \
-                else {approver}
+            if not approver.startswith("S"):
+                people.add(approver)
+                continue
+            try:
+                people |= ctx.directory.members(approver)
+            except DomainError as error:  # the other audiences still get theirs
+                log.error("the access review skips user group %s: %s", approver,
+                          error.message)
         for person in people:
             audiences[person].append(grant)
     return audiences
