@@ -339,6 +339,9 @@ class FakeSlack:
 
     def api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel", "")
+        if channel.startswith("D"):
+            return {"ok": True, "channel": {"id": channel, "is_im": True, "is_member": True,
+                                            "user": channel[1:], "is_archived": False}}
         if channel not in self.channels | self.outside | self.archived:
             return {"ok": False, "error": "channel_not_found"}
         name = self.channel_names.get(channel, channel.lower())

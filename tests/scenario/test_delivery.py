@@ -294,6 +294,8 @@ def test_a_weekly_message_slack_refuses_is_not_retried_unchanged(
     assert undelivered(metrics, purpose, error, kind) == 1
     assert any("is not tried again" in r.getMessage() and error in r.getMessage()
                for r in caplog.records)
+    reports = [m for m in slack.dms_to(ADMIN) if f"refused it (`{error}`)" in m["text"]]
+    assert len(reports) == (1 if kind == "invalid" else 0)  # only a change to the bot helps
 
 
 def test_a_weekly_message_slack_could_not_take_yet_goes_out_on_the_next_pass(

@@ -342,6 +342,13 @@ def unreachable_message(request: AccessRequest, reach: Reach) -> str:
             f"later; `/k8s-access cancel {request.id}` withdraws it.")
 
 
+def refused_report(purpose: str, recipient: str, error: str) -> str:
+    """The admins' DM when Slack refused a weekly message as invalid."""
+    return (f":warning: The weekly {purpose} for {_recipient(recipient)} was not sent: Slack "
+            f"refused it (`{error}`). It is not tried again; the bot's log has Slack's details "
+            "(look for \"not tried again\"). Please report it.")
+
+
 def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
     """The admins' DM when nobody could be told of a request."""
     reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered) or \

@@ -53,8 +53,12 @@ class SlackNotifier:
         self.per_channel_interval = 1.0
 
     def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
-        self._dm("reminder", user_id, *blocks.weekly_reminder(grants, self._clock()),
-                 paced=True)
+        try:
+            self._dm("reminder", user_id, *blocks.weekly_reminder(grants, self._clock()),
+                     paced=True)
+        except Undeliverable as error:
+            self._report_refused("reminder", error)
+            raise
 
     def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
         """The detailed review for the first grants; all of them as a CSV file beyond that.
@@ -79,6 +83,7 @@ class SlackNotifier:
             except Undeliverable as error:
                 failed.append(error)
         if failed:
+            self._report_refused("review", failed[0])
             raise failed[0]
 
     def notify(self, notice: Notice) -> Reach | None:
@@ -197,6 +202,17 @@ class SlackNotifier:
         self._try(lambda: self._dm("requester", request.requester_id, truth,
                                    [blocks.section(truth)]))
         return Reach(people=tuple(told))
+
+    def _report_refused(self, purpose: str, error: Undeliverable) -> None:
+        """Tell the admins of a message Slack refused as invalid: it is not sent again, and
+        only a change to the bot makes it fit."""
+        if error.kind != Undeliverable.INVALID:
+            return
+        admins, _ = self._people(self._config.file.admins)
+        text = blocks.refused_report(purpose, error.recipient, error.error)
+        for admin in admins:
+            self._try(lambda a=admin: self._dm(  # type: ignore[misc]
+                "admin", a, text, [blocks.section(text)]))
 
     def _messages(self, request: AccessRequest) -> list[tuple[str, str]]:
         assert request.id is not None
