@@ -331,3 +331,17 @@ def test_a_weekly_reminder_over_slacks_limits_is_sent_at_most_once(
 
 def state_of(runtime: SlackRuntime, request_id: int) -> State:
     return grants.get(runtime.ctx, request_id).state
+
+
+def test_a_kubeconfig_slack_would_not_share_is_announced_to_the_requester(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    slack.fail("files.completeUploadExternal", "restricted_action",
+               channel_id=slack.dm_channel(ALICE))
+    driver.ask(ALICE, "request staging edit 1h deploy")
+    ts = wait_for(lambda: [ts for (c, ts) in slack.messages if c == APPROVALS_CHANNEL])[0]
+    driver.click(BOB, "approve", "1", ts=ts)
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    told = wait_for(lambda: [m for m in slack.dms_to(ALICE)
+                             if "could not be delivered" in m["text"]])
+    assert "`restricted_action`" in told[0]["text"]
+    assert "/k8s-access revoke 1" in told[0]["text"]

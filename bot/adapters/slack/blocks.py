@@ -342,6 +342,13 @@ def unreachable_message(request: AccessRequest, reach: Reach) -> str:
             f"later; `/k8s-access cancel {request.id}` withdraws it.")
 
 
+def file_undelivered(request: AccessRequest, error: str) -> str:
+    """The requester's DM when their kubeconfig could not be shared (it is never kept)."""
+    return (f":warning: Your kubeconfig for request #{request.id} could not be delivered: "
+            f"Slack answered `{error}`. The bot keeps no copy of it: revoke the grant with "
+            f"`/k8s-access revoke {request.id}` and ask again for a new one.")
+
+
 def refused_report(purpose: str, recipient: str, error: str) -> str:
     """The admins' DM when Slack refused a weekly message as invalid."""
     return (f":warning: The weekly {purpose} for {_recipient(recipient)} was not sent: Slack "

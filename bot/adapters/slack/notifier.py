@@ -106,9 +106,13 @@ class SlackNotifier:
             self._try(lambda: self._dm("requester", request.requester_id, *dm))
         if notice.delivery is not None and notice.delivery.content is not None:
             delivery = notice.delivery
-            self._try(lambda: self._send_file(
-                request.requester_id, delivery.filename or "kubeconfig.yaml",
-                delivery.content or b"", f"Kubeconfig for request #{request.id}"))
+            try:
+                self._send_file(request.requester_id, delivery.filename or "kubeconfig.yaml",
+                                delivery.content or b"", f"Kubeconfig for request #{request.id}")
+            except Undeliverable as error:  # the file is gone with it: say so
+                text = blocks.file_undelivered(request, error.error)
+                self._try(lambda: self._dm("requester", request.requester_id, text,
+                                           [blocks.section(text)]))
         return None
 
     # --- approval messages ------------------------------------------------------------
