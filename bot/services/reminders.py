@@ -147,14 +147,45 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
 
 
 def renotify_pending(ctx: Context, limit: int = 1000) -> int:
-    """Remind approvers, once, of requests still waiting after ``renotify_after``."""
+    """Remind the approvers of requests still waiting: after ``renotify_after``, then after
+    twice as long again each time (4 h, 12 h, 28 h…), until the request times out. Each
+    reminder goes once; one that reached nobody leaves the next to try again."""
     after = ctx.config.file.schedules.renotify_after
+    now = ctx.clock()
     with ctx.transaction() as store:
-        waiting = store.pending_created_before(ctx.clock() - after, limit)
-    return _send_all(ctx, [(f"renotify:{request.id}",
-                            lambda r=request: ctx.notifier.notify(  # type: ignore[misc]
-                                Notice(NoticeKind.STILL_PENDING, r)))
-                           for request in waiting])
+        waiting = store.pending_created_before(now - after, limit)
+    tasks: list[tuple[str, Callable[[], object]]] = []
+    for request in waiting:
+        policy = ctx.config.policies.get((request.cluster, request.role))
+        if policy is not None and now >= request.created_at + policy.pending_timeout:
+            continue  # the timeout pass closes it
+        step = renotify_step(now - request.created_at, after)
+        tasks.append((f"renotify:{request.id}:{step}",
+                      lambda r=request: _renotify(ctx, r)))  # type: ignore[misc]
+    return _send_all(ctx, tasks)
+
+
+def renotify_step(waited: timedelta, after: timedelta) -> int:
+    """Which re-notification a request that has ``waited`` is due: 1 from ``after``, 2 from
+    ``3 × after``, 3 from ``7 × after``, … (each interval twice the one before)."""
+    step, due = 1, after
+    while waited >= due + after * 2 ** step:
+        due += after * 2 ** step
+        step += 1
+    return step
+
+
+def _renotify(ctx: Context, request: AccessRequest) -> None:
+    """Remind the approvers; a reminder that still reached nobody is undeliverable."""
+    reach = ctx.notifier.notify(Notice(NoticeKind.STILL_PENDING, request))
+    if reach is None or reach.reached:
+        return
+    first = reach.undelivered[0] if reach.undelivered else None
+    raise Undeliverable(
+        f"request {request.id} still reached no approver: "
+        + (", ".join(f"{u.recipient} {u.error}" for u in reach.undelivered) or "none set"),
+        recipient=first.recipient if first else "-",
+        error=first.error if first else "no_approvers", kind=Undeliverable.RECIPIENT)
 
 
 def remind(ctx: Context) -> int:

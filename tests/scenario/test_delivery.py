@@ -170,10 +170,16 @@ def test_renotification_reaches_approvers_whose_first_notice_failed(
     driver.ask(ALICE, "request staging edit 1h test")
     assert not slack.channel_messages(APPROVALS_CHANNEL)
 
+    clock.advance(4 * H)
+    assert reminders.renotify_pending(runtime.ctx) == 0  # still nobody: logged, not counted
+    clock.advance(timedelta(minutes=1))
+    assert reminders.renotify_pending(runtime.ctx) == 0  # and not tried every minute
+
     slack.outside.discard(APPROVALS_CHANNEL)  # someone typed /invite
     slack.channels.add(APPROVALS_CHANNEL)
-    clock.advance(4 * H)
+    clock.advance(8 * H)  # 12 h after filing: the second re-notification
     assert reminders.renotify_pending(runtime.ctx) == 1
+    assert reminders.renotify_pending(runtime.ctx) == 0
 
     posted = [(ts, m) for (c, ts), m in slack.messages.items() if c == APPROVALS_CHANNEL]
     assert len(posted) == 1
