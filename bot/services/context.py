@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.config import Config
-from bot.domain.errors import ConcurrentModification, NotFound
+from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
 from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
 from bot.domain.ports import (
     Directory,
@@ -121,6 +121,10 @@ class Context:
         None when the notifier failed or cannot know."""
         try:
             return self.notifier.notify(notice)
+        except Undeliverable as error:  # logged and counted where it happened
+            log.warning("notification %s for request %s was not delivered: %s",
+                        notice.kind, notice.request.id, error.message)
+            return None
         except Exception:
             log.exception(
                 "notification %s for request %s failed", notice.kind, notice.request.id

@@ -351,3 +351,21 @@ def test_a_kubeconfig_slack_would_not_share_is_announced_to_the_requester(
                              if "could not be delivered" in m["text"]])
     assert "`restricted_action`" in told[0]["text"]
     assert "/k8s-access revoke 1" in told[0]["text"]
+
+
+@pytest.mark.parametrize(("error", "times", "retried"), [
+    ("service_unavailable", 3, True),  # Slack down for longer than the client's own retries
+    ("messages_tab_disabled", None, False),
+])
+def test_the_nudge_before_the_end_is_retried_only_when_it_may_work(
+        error: str, times: int | None, retried: bool, slack: FakeSlack, runtime: SlackRuntime,
+        clock: FakeClock) -> None:
+    requests.file_request(runtime.ctx, ALICE, "staging", "view", duration=2 * H)
+    slack.fail("chat.postMessage", error, times=times, channel=slack.dm_channel(ALICE))
+    clock.advance(H + 5 * timedelta(minutes=1))
+    assert reminders.nudge_expiring(runtime.ctx) == 0
+    clock.advance(timedelta(minutes=1))
+    assert reminders.nudge_expiring(runtime.ctx) == (1 if retried else 0)
+    nudges = [p for p in slack.called("chat.postMessage")
+              if p.get("channel") == slack.dm_channel(ALICE) and "ends" in p["text"]]
+    assert len(nudges) == (4 if retried else 1)  # the outage: a call and the client's 2 retries

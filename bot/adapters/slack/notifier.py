@@ -101,9 +101,13 @@ class SlackNotifier:
             self._tell_approvers(request)
         if kind is NoticeKind.STILL_PENDING:
             return self._remind_approvers(request)
+        later: list[Undeliverable] = []
         dm = blocks.requester_message(notice)
         if dm is not None:
-            self._try(lambda: self._dm("requester", request.requester_id, *dm))
+            try:
+                self._dm("requester", request.requester_id, *dm)
+            except Undeliverable as error:
+                later.append(error)
         if notice.delivery is not None and notice.delivery.content is not None:
             delivery = notice.delivery
             try:
@@ -113,6 +117,8 @@ class SlackNotifier:
                 text = blocks.file_undelivered(request, error.error)
                 self._try(lambda: self._dm("requester", request.requester_id, text,
                                            [blocks.section(text)]))
+        if later:  # everything else was tried; a caller that sends once decides what to do
+            raise later[0]
         return None
 
     # --- approval messages ------------------------------------------------------------
