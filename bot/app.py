@@ -121,7 +121,7 @@ def build_slack_context(settings: Settings, config: Config, *, engine: Engine | 
     directory = SlackDirectory(client)
     sessions = unit_of_work_factory(engine)
     notifier = SlackNotifier(client, config, directory, lambda: SqlAlchemyUnitOfWork(sessions),
-                             clock)
+                             clock, metrics)
     ctx = build_context(settings, config, engine=engine, granters=granters, notifier=notifier,
                         directory=directory, clock=clock, metrics=metrics)
     return ctx, client

@@ -71,6 +71,11 @@ class PrometheusMetrics:
         self.slack_errors = Counter("k8s_access_slack_api_errors_total",
                                     "Slack Web API errors by method and error",
                                     ["method", "error"], registry=r)
+        self.slack_undelivered = Counter(
+            "k8s_access_slack_undelivered_total",
+            "Messages that reached nobody, by purpose, Slack's error and kind (temporary: "
+            "retried; recipient: cannot receive, skipped; invalid: refused, not retried)",
+            ["purpose", "error", "kind"], registry=r)
         self._exposed = r
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             self._exposed = CollectorRegistry()
@@ -95,6 +100,9 @@ class PrometheusMetrics:
 
     def expiry_lag(self, seconds: float) -> None:
         self.expiry_lag_seconds.observe(max(seconds, 0))
+
+    def undelivered(self, purpose: str, error: str, kind: str) -> None:
+        self.slack_undelivered.labels(purpose, error, kind).inc()
 
     def slack_error(self, method: str, error: str) -> None:
         self.slack_errors.labels(method, error).inc()

@@ -53,3 +53,28 @@ class TemporaryBackendError(BackendError):
 
 class PermanentBackendError(BackendError):
     """The backend refused in a way retrying will not fix: stop and tell a human."""
+
+
+class Undeliverable(DomainError):
+    """A message did not reach ``recipient`` (a channel or user ID). ``error`` is the
+    messaging service's reason (``not_in_channel``, ``user_disabled``, ``invalid_blocks``…);
+    ``kind`` what to do about it:
+
+    - ``temporary``: the service was rate-limiting or down; sending again later may work;
+    - ``recipient``: this recipient cannot receive (deactivated, bot not in the channel,
+      archived…); skip them, tell someone, do not retry;
+    - ``invalid``: the service refused the content itself (too many blocks, too long); sending
+      it again unchanged never works.
+    """
+
+    TEMPORARY, RECIPIENT, INVALID = "temporary", "recipient", "invalid"
+
+    def __init__(self, message: str, *, recipient: str, error: str, kind: str) -> None:
+        super().__init__(message)
+        self.recipient = recipient
+        self.error = error
+        self.kind = kind
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind == self.TEMPORARY

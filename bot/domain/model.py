@@ -65,6 +65,31 @@ class Approval:
     comment: str = ""
 
 
+@dataclass(frozen=True)
+class Undelivered:
+    """A message that did not reach ``recipient`` (a channel or user ID), and why, in the
+    messaging service's own words (``not_in_channel``, ``user_disabled``, …)."""
+
+    recipient: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where the approvers of a request were told of it: the approvers channel, or the
+    approvers DMed one by one; what could not be reached; and the admins told when nobody
+    could be."""
+
+    channel: str | None = None
+    people: tuple[str, ...] = ()
+    undelivered: tuple[Undelivered, ...] = ()
+    admins: tuple[str, ...] = ()
+
+    @property
+    def reached(self) -> bool:
+        return self.channel is not None or bool(self.people)
+
+
 @dataclass
 class AccessRequest:
     requester_id: str
@@ -93,6 +118,9 @@ class AccessRequest:
     backend_ref: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     version: int = 0
+    notified: Reach | None = field(default=None, compare=False)
+    """Where the approvers were told of it, as the notifier reported when it was filed; not
+    stored, so None on a request read back from the store."""
 
     @property
     def label(self) -> str:

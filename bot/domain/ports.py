@@ -19,6 +19,7 @@ from bot.domain.model import (
     Kind,
     Operation,
     OperationKind,
+    Reach,
     State,
 )
 
@@ -186,6 +187,8 @@ class NoticeKind(StrEnum):
     REVOKED = "revoked"
     EXPIRING = "expiring"
     STILL_PENDING = "still_pending"
+    UNREACHABLE = "unreachable"
+    """No approver could be told of the request: the requester and the admins hear why."""
 
 
 @dataclass(frozen=True)
@@ -198,18 +201,27 @@ class Notice:
     delivery: Delivery | None = None
     parent: AccessRequest | None = None
     approvals_missing: int = 0
+    reach: Reach | None = None
+    """For ``UNREACHABLE``: where the request could not go, and why."""
 
 
 class Notifier(Protocol):
-    def notify(self, notice: Notice) -> None: ...
+    def notify(self, notice: Notice) -> Reach | None:
+        """Tell the people ``notice`` concerns, each on their own: one who cannot be reached
+        never stops the others. For ``FILED`` and ``STILL_PENDING``, where the approvers were
+        told (falling back from their channel to DMs); for ``UNREACHABLE``, the admins told;
+        None for the rest, or where the notifier cannot know."""
+        ...
 
     def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
-        """The weekly DM: the user's grants that end soon, each with an Extend button."""
+        """The weekly DM: the user's grants that end soon, each with an Extend button.
+        :class:`Undeliverable` when it could not be delivered."""
         ...
 
     def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
         """The weekly access review: every active grant an approvers channel (``C…``) or an
-        approver (``U…``) oversees, each with a Revoke button."""
+        approver (``U…``) oversees, each with a Revoke button. :class:`Undeliverable` when
+        (part of) it could not be delivered."""
         ...
 
 
@@ -229,6 +241,12 @@ class Metrics(Protocol):
 
     def expiry_lag(self, seconds: float) -> None:
         """How long after its end a grant was actually revoked."""
+        ...
+
+    def undelivered(self, purpose: str, error: str, kind: str) -> None:
+        """A message that reached nobody: ``purpose`` (approval, requester, reminder, …),
+        the messaging service's ``error``, and its ``kind``: temporary (retried), recipient
+        (that recipient cannot receive; skipped) or invalid (content refused; not retried)."""
         ...
 
 

@@ -1,8 +1,21 @@
 """A local HTTP server that speaks the part of the Slack Web API the bot uses.
 
-It keeps state (messages, views, files, DMs), records every call, checks the bot token, answers
-``channel_not_found`` for channels it does not know, and can be told to rate-limit a method with
-a 429 and ``Retry-After`` like Slack does. Response URLs and file upload URLs point back at it.
+It keeps state (messages, views, files, DMs), records every call, checks the bot token, and
+answers like a workspace does where Slack would refuse:
+
+- channels it does not know are ``channel_not_found``; channels the bot was not invited to
+  (``outside``) are ``not_in_channel``; archived ones are ``is_archived``; deactivated users
+  cannot be DMed (``user_disabled``), nor can bot users (``cannot_dm_bot``);
+- messages over Slack's limits are refused: more than 50 blocks, section text over 3,000
+  characters, fields over 2,000, button text over 75, … answer ``invalid_blocks`` with Slack's
+  ``errors`` list (JSON pointers); ``text`` over 40,000 characters is ``msg_too_long``; views
+  over 100 blocks or with a title over 24 characters answer ``invalid_arguments``;
+- any documented error of any method can be produced on demand, for one channel or user:
+  ``fake.fail("chat.postMessage", "not_in_channel", channel="C0APPROVE")``;
+  ``ratelimited`` answers 429 with ``Retry-After`` and 5xx errors their HTTP status.
+
+Response URLs and file upload URLs point back at it. Error names and limits follow Slack's
+method reference (docs.slack.dev/reference/methods/…) and Block Kit reference.
 """
 
 from __future__ import annotations
@@ -33,11 +46,94 @@ class Call:
     params: dict[str, Any]
 
 
+ERRORS: dict[str, frozenset[str]] = {
+    "chat.postMessage": frozenset({
+        "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
+        "invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "too_many_attachments",
+        "restricted_action", "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel", "restricted_action_non_threadable_channel",
+        "messages_tab_disabled", "ekm_access_denied", "team_access_not_granted",
+        "duplicate_channel_not_found", "rate_limited"}),
+    "chat.update": frozenset({
+        "channel_not_found", "message_not_found", "cant_update_message", "edit_window_closed",
+        "msg_too_long", "no_text", "invalid_blocks", "invalid_blocks_format",
+        "msg_blocks_too_long", "is_inactive", "too_many_attachments", "update_failed",
+        "not_in_channel", "is_archived"}),
+    "chat.postEphemeral": frozenset({
+        "channel_not_found", "is_archived", "msg_too_long", "no_text", "not_in_channel",
+        "user_not_in_channel", "invalid_blocks", "restricted_action"}),
+    "conversations.open": frozenset({
+        "user_not_found", "user_disabled", "user_not_visible", "cannot_dm_bot",
+        "channel_not_found", "not_enough_users", "too_many_users", "invalid_user_combination",
+        "method_not_supported_for_channel_type"}),
+    "conversations.info": frozenset({
+        "channel_not_found", "team_not_found", "method_not_supported_for_channel_type"}),
+    "files.getUploadURLExternal": frozenset({"invalid_arguments", "invalid_file_type"}),
+    "files.completeUploadExternal": frozenset({
+        "channel_not_found", "not_in_channel", "is_archived", "file_not_found",
+        "file_update_failed", "invalid_channel", "posting_to_general_channel_denied",
+        "restricted_action"}),
+    "views.open": frozenset({
+        "expired_trigger_id", "invalid_trigger_id", "exchanged_trigger_id", "view_too_large",
+        "duplicate_external_id", "invalid_arguments"}),
+    "views.update": frozenset({
+        "not_found", "hash_conflict", "view_too_large", "duplicate_external_id",
+        "invalid_arguments"}),
+    "views.publish": frozenset({
+        "not_found", "hash_conflict", "view_too_large", "duplicate_external_id",
+        "invalid_arguments", "user_not_found"}),
+    "users.info": frozenset({"user_not_found", "user_not_visible"}),
+    "usergroups.users.list": frozenset({"no_such_subteam", "subteam_not_found"}),
+}
+"""Each method's own errors as Slack documents them; every method also answers the errors any
+call can meet (:data:`COMMON_ERRORS`)."""
+
+COMMON_ERRORS = frozenset({
+    "ratelimited", "not_authed", "invalid_auth", "account_inactive", "token_revoked",
+    "token_expired", "no_permission", "missing_scope", "access_denied", "org_login_required",
+    "invalid_arguments", "invalid_arg_name", "invalid_form_data", "request_timeout",
+    "service_unavailable", "fatal_error", "internal_error", "team_added_to_org",
+    "ekm_access_denied", "accesslimited"})
+
+HTTP_STATUS = {"ratelimited": 429, "service_unavailable": 503, "fatal_error": 500,
+               "internal_error": 500}
+"""Errors Slack answers with an HTTP status other than 200."""
+
+MESSAGE_BLOCKS, VIEW_BLOCKS = 50, 100
+MESSAGE_TEXT = 40_000
+"""Slack truncates or refuses ``text`` beyond this (``msg_too_long``)."""
+
+
+@dataclass
+class Failure:
+    """One error :meth:`FakeSlack.fail` was told to produce."""
+
+    method: str
+    error: str
+    match: dict[str, str]
+    times: int | None
+    """How many more calls fail; None for every call until :meth:`FakeSlack.heal`."""
+
+    def applies(self, method: str, params: dict[str, Any]) -> bool:
+        return method == self.method and self.times != 0 and all(
+            str(params.get(key, "")) == value for key, value in self.match.items())
+
+
 @dataclass
 class FakeSlack:
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
+    """Channels the bot is a member of."""
+    outside: set[str] = field(default_factory=set)
+    """Channels that exist but the bot was never invited to: posting answers not_in_channel."""
+    archived: set[str] = field(default_factory=set)
+    """Archived channels (members or not): posting answers is_archived."""
+    channel_names: dict[str, str] = field(default_factory=dict)
+    deactivated: set[str] = field(default_factory=set)
+    """Users whose account is deactivated: conversations.open answers user_disabled."""
+    bot_users: set[str] = field(default_factory=set)
+    """Bot users: conversations.open answers cannot_dm_bot."""
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
@@ -58,6 +154,9 @@ class FakeSlack:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.limited = 0
+        self.failures: list[Failure] = []
+        self.refused: list[tuple[str, str, dict[str, Any]]] = []
+        """``(method, error, params)`` of every call answered with an error."""
         self._last_post: dict[str, float] = {}
         self._window: deque[float] = deque()
         self._ts = itertools.count(1)
@@ -101,12 +200,61 @@ class FakeSlack:
         with self._lock:
             return [r for r in self.responses if r["_url"] == path]
 
+    def errors(self, method: str | None = None) -> list[str]:
+        """The errors answered so far, of ``method`` or of every method."""
+        with self._lock:
+            return [e for m, e, _ in self.refused if method is None or m == method]
+
+    # --- what tests arrange -------------------------------------------------------------
+
+    def fail(self, method: str, error: str, *, times: int | None = None,
+             **match: str) -> Failure:
+        """Answer ``method`` with ``error`` when its parameters match ``match`` (e.g.
+        ``channel="C0APPROVE"``, ``users="U0BOB0002"``, ``trigger_id=…``): ``times`` calls, or
+        every call until :meth:`heal`. Only errors Slack documents for the method are allowed."""
+        if error not in ERRORS.get(method, frozenset()) | COMMON_ERRORS:
+            raise ValueError(f"Slack does not document {error} for {method}")
+        failure = Failure(method, error, {k: str(v) for k, v in match.items()}, times)
+        with self._lock:
+            self.failures.append(failure)
+        return failure
+
+    def heal(self, method: str | None = None) -> None:
+        """Forget the failures arranged with :meth:`fail` (for ``method``, or all)."""
+        with self._lock:
+            self.failures = [f for f in self.failures
+                             if method is not None and f.method != method]
+
     # --- the API ------------------------------------------------------------------------
 
     def handle(self, method: str, params: dict[str, Any],
                token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        status, answer, headers = self._answer(method, params, token)
+        if not answer.get("ok"):
+            with self._lock:
+                self.refused.append((method, str(answer.get("error")), params))
+        return status, answer, headers
+
+    def _injected(self, method: str,
+                  params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        for failure in self.failures:
+            if failure.applies(method, params):
+                if failure.times is not None:
+                    failure.times -= 1
+                status = HTTP_STATUS.get(failure.error, 200)
+                headers = {"Retry-After": str(self.retry_after)} if status == 429 else {}
+                return status, {"ok": False, "error": failure.error}, headers
+        return None
+
+    def _answer(self, method: str, params: dict[str, Any],
+                token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
             self.calls.append(Call(method, params))
+            injected = self._injected(method, params)
+            if injected is not None:
+                if injected[0] == 429:
+                    self.limited += 1
+                return injected
             remaining = self.rate_limited.get(method, 0)
             if remaining or (method == "chat.postMessage" and self._over_limits(params)):
                 if remaining:
@@ -145,6 +293,16 @@ class FakeSlack:
     def _known(self, channel: str) -> bool:
         return channel in self.channels or channel.startswith("D")
 
+    def _cannot_post(self, channel: str) -> str | None:
+        """Why the bot cannot post in ``channel``, as Slack says it; None when it can."""
+        if channel in self.archived:
+            return "is_archived"
+        if channel in self.outside:
+            return "not_in_channel"
+        if not self._known(channel):
+            return "channel_not_found"
+        return None
+
     def _ts_now(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
@@ -173,12 +331,30 @@ class FakeSlack:
 
     def api_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         users = params.get("users", "")
+        if users in self.deactivated:
+            return {"ok": False, "error": "user_disabled"}
+        if users in self.bot_users:
+            return {"ok": False, "error": "cannot_dm_bot"}
         return {"ok": True, "channel": {"id": self.dm_channel(users)}}
+
+    def api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel", "")
+        if channel.startswith("D"):
+            return {"ok": True, "channel": {"id": channel, "is_im": True, "is_member": True,
+                                            "user": channel[1:], "is_archived": False}}
+        if channel not in self.channels | self.outside | self.archived:
+            return {"ok": False, "error": "channel_not_found"}
+        name = self.channel_names.get(channel, channel.lower())
+        return {"ok": True, "channel": {
+            "id": channel, "name": name, "name_normalized": name, "is_channel": True,
+            "is_private": False, "is_im": False, "is_archived": channel in self.archived,
+            "is_member": channel in self.channels and channel not in self.outside}}
 
     def api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel", "")
-        if not self._known(channel):
-            return {"ok": False, "error": "channel_not_found"}
+        refused = self._cannot_post(channel) or _refused_message(params)
+        if refused:
+            return _error(refused)
         ts = self._ts_now()
         self.messages[(channel, ts)] = {"text": params.get("text"),
                                         "blocks": _blocks(params.get("blocks")),
@@ -187,15 +363,21 @@ class FakeSlack:
 
     def api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         key = (params.get("channel", ""), params.get("ts", ""))
+        if key[0] in self.archived:
+            return {"ok": False, "error": "is_archived"}
         if key not in self.messages:
             return {"ok": False, "error": "message_not_found"}
+        refused = _refused_message(params)
+        if refused:
+            return _error(refused)
         self.messages[key] = {**self.messages[key], "text": params.get("text"),
                               "blocks": _blocks(params.get("blocks"))}
         return {"ok": True, "channel": key[0], "ts": key[1]}
 
     def api_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
-        if not self._known(params.get("channel", "")):
-            return {"ok": False, "error": "channel_not_found"}
+        refused = self._cannot_post(params.get("channel", "")) or _refused_message(params)
+        if refused:
+            return _error(refused)
         return {"ok": True, "message_ts": self._ts_now()}
 
     def api_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +392,10 @@ class FakeSlack:
     def _view(self, params: dict[str, Any]) -> dict[str, Any]:
         raw = params.get("view")
         view: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        problems = _view_problems(view)
+        if problems:
+            return {"ok": False, "error": "invalid_arguments",
+                    "response_metadata": {"messages": [f"[ERROR] {p}" for p in problems]}}
         self.views.append(view)
         return {"ok": True, "view": {**view, "id": f"V{len(self.views)}", "hash": "h"}}
 
@@ -223,6 +409,9 @@ class FakeSlack:
         raw = params.get("files")
         files: list[dict[str, Any]] = json.loads(raw) if isinstance(raw, str) else list(raw or [])
         channel = params.get("channel_id")
+        refused = self._cannot_post(str(channel or ""))
+        if refused:
+            return {"ok": False, "error": refused}
         shared = []
         for item in files:
             stored = self.files.get(item["id"])
@@ -248,6 +437,115 @@ def _blocks(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return list(json.loads(value))
     return list(value or [])
+
+
+def _error(refused: str | list[str]) -> dict[str, Any]:
+    if isinstance(refused, str):
+        return {"ok": False, "error": refused}
+    return {"ok": False, "error": "invalid_blocks", "errors": refused,
+            "response_metadata": {"messages": [f"[ERROR] {p}" for p in refused]}}
+
+
+def _refused_message(params: dict[str, Any]) -> str | list[str] | None:
+    """Why Slack would refuse this message's content: ``msg_too_long``, the ``invalid_blocks``
+    problems, ``no_text``; None when it fits."""
+    text = params.get("text")
+    blocks = _blocks(params.get("blocks"))
+    if not text and not blocks:
+        return "no_text"
+    if text is not None and len(str(text)) > MESSAGE_TEXT:
+        return "msg_too_long"
+    problems = _block_problems(blocks, MESSAGE_BLOCKS, "/blocks")
+    return problems or None
+
+
+def _view_problems(view: dict[str, Any]) -> list[str]:
+    problems = _block_problems(list(view.get("blocks") or []), VIEW_BLOCKS, "/view/blocks")
+    for key in ("title", "submit", "close"):
+        problems += _too_long(view.get(key), 24, f"/view/{key}")
+    if len(str(view.get("private_metadata") or "")) > 3000:
+        problems.append("must be less than 3001 characters [json-pointer:/view/private_metadata]")
+    return problems
+
+
+def _too_long(text: Any, limit: int, pointer: str) -> list[str]:
+    """A text object (or a string) longer than ``limit``, or empty, in Slack's words."""
+    value = text.get("text") if isinstance(text, dict) else text
+    if value is None:
+        return []
+    if len(str(value)) > limit:
+        return [f"must be less than {limit + 1} characters [json-pointer:{pointer}/text]"]
+    if not str(value):
+        return [f"must be more than 0 characters [json-pointer:{pointer}/text]"]
+    return []
+
+
+def _element_problems(element: dict[str, Any], pointer: str) -> list[str]:
+    problems: list[str] = []
+    kind = element.get("type")
+    if kind == "button":
+        problems += _too_long(element.get("text"), 75, f"{pointer}/text")
+        if len(str(element.get("value") or "")) > 2000:
+            problems.append(f"must be less than 2001 characters [json-pointer:{pointer}/value]")
+    elif kind == "static_select":
+        options = element.get("options") or []
+        if len(options) > 100:
+            problems.append(f"no more than 100 items allowed [json-pointer:{pointer}/options]")
+        for j, option in enumerate(options):
+            problems += _too_long(option.get("text"), 75, f"{pointer}/options/{j}/text")
+            if len(str(option.get("value") or "")) > 150:
+                problems.append(
+                    f"must be less than 151 characters [json-pointer:{pointer}/options/{j}/value]")
+    elif kind == "plain_text_input":
+        problems += _too_long(element.get("initial_value") or None, 3000,
+                              f"{pointer}/initial_value")
+    if len(str(element.get("action_id") or "")) > 255:
+        problems.append(f"must be less than 256 characters [json-pointer:{pointer}/action_id]")
+    return problems
+
+
+def _block_problems(blocks: list[dict[str, Any]], limit: int, pointer: str) -> list[str]:
+    """Block Kit's limits: blocks per surface, section text 3,000, fields 10 of 2,000 each,
+    header 150, actions 25 elements, context 10, button text 75, options 100 of 75."""
+    problems: list[str] = []
+    if len(blocks) > limit:
+        problems.append(f"no more than {limit} items allowed [json-pointer:{pointer}]")
+    for i, block in enumerate(blocks):
+        at = f"{pointer}/{i}"
+        kind = block.get("type")
+        if len(str(block.get("block_id") or "")) > 255:
+            problems.append(f"must be less than 256 characters [json-pointer:{at}/block_id]")
+        if kind == "section":
+            if block.get("text") is None and not block.get("fields"):
+                problems.append(f"must provide text or fields [json-pointer:{at}]")
+            problems += _too_long(block.get("text"), 3000, f"{at}/text")
+            fields = block.get("fields") or []
+            if len(fields) > 10:
+                problems.append(f"no more than 10 items allowed [json-pointer:{at}/fields]")
+            for j, item in enumerate(fields):
+                problems += _too_long(item, 2000, f"{at}/fields/{j}")
+            if isinstance(block.get("accessory"), dict):
+                problems += _element_problems(block["accessory"], f"{at}/accessory")
+        elif kind == "header":
+            problems += _too_long(block.get("text"), 150, f"{at}/text")
+        elif kind == "context":
+            elements = block.get("elements") or []
+            if len(elements) > 10:
+                problems.append(f"no more than 10 items allowed [json-pointer:{at}/elements]")
+            for j, item in enumerate(elements):
+                problems += _too_long(item, 3000, f"{at}/elements/{j}")
+        elif kind == "actions":
+            elements = block.get("elements") or []
+            if len(elements) > 25:
+                problems.append(f"no more than 25 items allowed [json-pointer:{at}/elements]")
+            for j, item in enumerate(elements):
+                problems += _element_problems(item, f"{at}/elements/{j}")
+        elif kind == "input":
+            problems += _too_long(block.get("label"), 2000, f"{at}/label")
+            problems += _too_long(block.get("hint"), 2000, f"{at}/hint")
+            if isinstance(block.get("element"), dict):
+                problems += _element_problems(block["element"], f"{at}/element")
+    return problems
 
 
 def _handler(slack: FakeSlack) -> type[BaseHTTPRequestHandler]:

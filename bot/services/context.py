@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.config import Config
-from bot.domain.errors import ConcurrentModification, NotFound
-from bot.domain.model import AccessRequest, Actor, AuditEvent
+from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
+from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
 from bot.domain.ports import (
     Directory,
     Granter,
@@ -65,6 +65,9 @@ class NullMetrics:
     def expiry_lag(self, seconds: float) -> None:
         pass
 
+    def undelivered(self, purpose: str, error: str, kind: str) -> None:
+        pass
+
 
 _committed_events: ContextVar[list[tuple[str, str]] | None] = ContextVar(
     "committed_events", default=None)
@@ -111,12 +114,22 @@ class Context:
     def notify(self, *notices: Notice) -> None:
         """Tell people, after the commit; a failing notifier never undoes what happened."""
         for notice in notices:
-            try:
-                self.notifier.notify(notice)
-            except Exception:
-                log.exception(
-                    "notification %s for request %s failed", notice.kind, notice.request.id
-                )
+            self.announce(notice)
+
+    def announce(self, notice: Notice) -> Reach | None:
+        """Tell people, after the commit, and say where it went (see ``Notifier.notify``);
+        None when the notifier failed or cannot know."""
+        try:
+            return self.notifier.notify(notice)
+        except Undeliverable as error:  # logged and counted where it happened
+            log.warning("notification %s for request %s was not delivered: %s",
+                        notice.kind, notice.request.id, error.message)
+            return None
+        except Exception:
+            log.exception(
+                "notification %s for request %s failed", notice.kind, notice.request.id
+            )
+            return None
 
     @contextmanager
     def transaction(self) -> Iterator[RequestStore]:

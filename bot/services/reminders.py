@@ -2,8 +2,10 @@
 approvers about requests still waiting.
 
 Each message has a unique key (who, what, which week or which end) claimed in the database
-before it is sent, so several replicas send it once; a send that fails gives its key back so
-the next pass tries again.
+before it is sent, so several replicas send it once. A send that fails for a reason that may
+pass (Slack rate-limiting or down) gives its key back so the next pass tries again; one that
+Slack refused for good (the recipient cannot receive it, or the message itself is invalid)
+keeps its key: it is logged and counted, never sent again unchanged every minute.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from bot.domain.errors import DomainError, Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services.context import Context
@@ -39,13 +42,22 @@ def last_occurrence(cron: str, timezone: str, now: datetime) -> datetime:
     return previous.astimezone(now.tzinfo)
 
 
-def _once(ctx: Context, key: str, send: Callable[[], None]) -> bool:
+def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
     """Send under a claimed key; False when another replica or an earlier pass sent it."""
     with ctx.transaction() as store:
         if not store.claim_key(key, ctx.clock()):
             return False
     try:
         send()
+    except Undeliverable as error:
+        if not error.retryable:
+            log.error("%s was not delivered and is not tried again: %s (%s)", key,
+                      error.message, error.kind)
+            return False
+        log.warning("%s was not delivered; it will be tried again: %s", key, error.message)
+        with ctx.transaction() as store:
+            store.release_key(key)
+        return False
     except Exception:
         log.exception("sending %s failed; it will be tried again", key)
         with ctx.transaction() as store:
@@ -70,7 +82,7 @@ def weekly(ctx: Context) -> int:
     for grant in active:
         if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
             ending[grant.requester_id].append(grant)
-    tasks: list[tuple[str, Callable[[], None]]] = []
+    tasks: list[tuple[str, Callable[[], object]]] = []
     for user_id, grants in sorted(ending.items()):
         ordered = sorted(grants, key=lambda g: g.ends_at or now)
         tasks.append((f"remind:{period}:{user_id}",
@@ -81,7 +93,7 @@ def weekly(ctx: Context) -> int:
     return _send_all(ctx, tasks)
 
 
-def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], None]]]) -> int:
+def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], object]]]) -> int:
     """Send many messages a few at a time: Slack answers in parallel, and rate limits are the
     notifier's to respect. Each still claims its key first."""
     if len(tasks) <= 1:
@@ -104,8 +116,14 @@ def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, li
             continue
         people: set[str] = set()
         for approver in policy.approvers:
-            people |= ctx.directory.members(approver) if approver.startswith("S") \
-                else {approver}
+            if not approver.startswith("S"):
+                people.add(approver)
+                continue
+            try:
+                people |= ctx.directory.members(approver)
+            except DomainError as error:  # the other audiences still get theirs
+                log.error("the access review skips user group %s: %s", approver,
+                          error.message)
         for person in people:
             audiences[person].append(grant)
     return audiences
@@ -117,7 +135,7 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
     now = ctx.clock()
     with ctx.transaction() as store:
         soon = store.active_ending_before(now + before, limit)
-    tasks: list[tuple[str, Callable[[], None]]] = []
+    tasks: list[tuple[str, Callable[[], object]]] = []
     for grant in soon:
         assert grant.ends_at is not None and grant.activated_at is not None
         if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
@@ -129,14 +147,45 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
 
 
 def renotify_pending(ctx: Context, limit: int = 1000) -> int:
-    """Remind approvers, once, of requests still waiting after ``renotify_after``."""
+    """Remind the approvers of requests still waiting: after ``renotify_after``, then after
+    twice as long again each time (4 h, 12 h, 28 h…), until the request times out. Each
+    reminder goes once; one that reached nobody leaves the next to try again."""
     after = ctx.config.file.schedules.renotify_after
+    now = ctx.clock()
     with ctx.transaction() as store:
-        waiting = store.pending_created_before(ctx.clock() - after, limit)
-    return _send_all(ctx, [(f"renotify:{request.id}",
-                            lambda r=request: ctx.notifier.notify(  # type: ignore[misc]
-                                Notice(NoticeKind.STILL_PENDING, r)))
-                           for request in waiting])
+        waiting = store.pending_created_before(now - after, limit)
+    tasks: list[tuple[str, Callable[[], object]]] = []
+    for request in waiting:
+        policy = ctx.config.policies.get((request.cluster, request.role))
+        if policy is not None and now >= request.created_at + policy.pending_timeout:
+            continue  # the timeout pass closes it
+        step = renotify_step(now - request.created_at, after)
+        tasks.append((f"renotify:{request.id}:{step}",
+                      lambda r=request: _renotify(ctx, r)))  # type: ignore[misc]
+    return _send_all(ctx, tasks)
+
+
+def renotify_step(waited: timedelta, after: timedelta) -> int:
+    """Which re-notification a request that has ``waited`` is due: 1 from ``after``, 2 from
+    ``3 × after``, 3 from ``7 × after``, … (each interval twice the one before)."""
+    step, due = 1, after
+    while waited >= due + after * 2 ** step:
+        due += after * 2 ** step
+        step += 1
+    return step
+
+
+def _renotify(ctx: Context, request: AccessRequest) -> None:
+    """Remind the approvers; a reminder that still reached nobody is undeliverable."""
+    reach = ctx.notifier.notify(Notice(NoticeKind.STILL_PENDING, request))
+    if reach is None or reach.reached:
+        return
+    first = reach.undelivered[0] if reach.undelivered else None
+    raise Undeliverable(
+        f"request {request.id} still reached no approver: "
+        + (", ".join(f"{u.recipient} {u.error}" for u in reach.undelivered) or "none set"),
+        recipient=first.recipient if first else "-",
+        error=first.error if first else "no_approvers", kind=Undeliverable.RECIPIENT)
 
 
 def remind(ctx: Context) -> int:

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from bot.domain import lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, Operation, State
+from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
 from bot.services import grants
@@ -64,12 +64,31 @@ def file_request(
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
-        ctx.notify(Notice(NoticeKind.FILED, request,
-                          approvals_missing=lifecycle.approvals_missing(request, policy)))
+        request.notified = announce(ctx, Notice(
+            NoticeKind.FILED, request,
+            approvals_missing=lifecycle.approvals_missing(request, policy)))
         if operation is not None:
             grants.run_operation(ctx, operation)
             return grants.get(ctx, request.id or 0)
     return request
+
+
+def announce(ctx: Context, notice: Notice) -> Reach | None:
+    """Tell the approvers of a new request and return where it went. When it reached nobody
+    and still needs a decision (or is break-glass, which the approvers must see), that is
+    audited, and the admins and the requester are told why."""
+    request = notice.request
+    reach = ctx.announce(notice)
+    if reach is None or reach.reached or not (
+            request.state is State.PENDING or request.break_glass):
+        return reach
+    now = ctx.clock()
+    with ctx.transaction() as store:
+        audit(store, now, "bot", "approvers unreachable", request,
+              undelivered={u.recipient: u.error for u in reach.undelivered})
+    told = ctx.announce(Notice(NoticeKind.UNREACHABLE, request, reach=reach))
+    return Reach(channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
+                 admins=told.people if told is not None else ())
 
 
 @scoped
@@ -93,8 +112,9 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
               duration=int(duration.total_seconds()), reason=extension.reason)
         operation = grants.owe_approved(store, extension, now) \
             if extension.state is State.APPROVED else None
-    ctx.notify(Notice(NoticeKind.FILED, extension, parent=grant,
-                      approvals_missing=lifecycle.approvals_missing(extension, policy)))
+    extension.notified = announce(ctx, Notice(
+        NoticeKind.FILED, extension, parent=grant,
+        approvals_missing=lifecycle.approvals_missing(extension, policy)))
     if operation is not None:
         grants.run_operation(ctx, operation)
         return grants.get(ctx, extension.id or 0)

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.config import Config
 from bot.domain.durations import format_duration
-from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, State
+from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
 from bot.domain.ports import Notice, NoticeKind
 
 Block = dict[str, Any]
@@ -258,10 +258,111 @@ def access_review(grants: Sequence[AccessRequest], total: int,
 
 
 def filed_message(request: AccessRequest, missing: int) -> str:
+    if request.state is State.PENDING and request.notified is not None \
+            and not request.notified.reached:
+        return (f"Request #{request.id} filed: {summary(request)}.\n"
+                f"{reach_line(request.notified)} It stays pending, and the approvers are told "
+                "again later.")
     if request.state is State.PENDING:
         return (f"Request #{request.id} filed: {summary(request)}. "
-                f"Waiting for {missing} approval{'s' if missing != 1 else ''}.")
+                f"Waiting for {missing} approval{'s' if missing != 1 else ''}"
+                f"{reach_line(request.notified)}")
     return f"Request #{request.id}: {status(request, missing)}"
+
+
+# --- delivery -----------------------------------------------------------------------------
+
+
+def section(text: str) -> Block:
+    """One mrkdwn section, for messages that are a single paragraph."""
+    return _text(text)
+
+
+def _recipient(recipient: str) -> str:
+    if recipient[:1] in ("C", "G"):
+        return f"<#{recipient}>"
+    if recipient[:1] == "S":
+        return f"<!subteam^{recipient}>"
+    return f"<@{recipient}>"
+
+
+_WHY = {
+    "not_in_channel": "the bot is not in {who} (invite it with `/invite`)",
+    "channel_not_found": "channel `{id}` does not exist or is private to the bot",
+    "is_archived": "{who} is archived",
+    "user_disabled": "{who} is deactivated",
+    "account_inactive": "{who} is deactivated",
+    "user_not_found": "{who} is not a user of this workspace",
+    "user_not_visible": "{who} is not visible to the bot",
+    "cannot_dm_bot": "{who} is a bot and cannot get DMs",
+    "messages_tab_disabled": "{who} has turned off messages from apps",
+    "usergroup_unavailable": "Slack did not list the members of {who}",
+}
+
+
+def undelivered_reason(failure: Undelivered) -> str:
+    """Why one recipient was not reached, for people (Slack's error code for the rest)."""
+    who = _recipient(failure.recipient)
+    template = _WHY.get(failure.error)
+    if template is not None:
+        return template.format(who=who, id=failure.recipient)
+    return f"Slack answered `{failure.error}` for {who}"
+
+
+def reach_line(reach: Reach | None) -> str:
+    """The end of "Waiting for N approvals…": where the request went; or, alone, the truth
+    that it went nowhere. A full stop when it is not known."""
+    if reach is None:
+        return "."
+    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered)
+    if reach.channel is not None:
+        return f" from the approvers in {_recipient(reach.channel)}."
+    if reach.people:
+        line = f" from {', '.join(mention(p) for p in reach.people)}, told by DM."
+        return line + (f" (Not reached: {reasons}.)" if reasons else "")
+    return _nobody(reach, reasons)
+
+
+def _told(reach: Reach) -> str:
+    return ("an admin has been told" if reach.admins
+            else "no admin could be told either: tell the platform team yourself")
+
+
+def _nobody(reach: Reach, reasons: str) -> str:
+    return (f":warning: No approver could be reached: {reasons or 'no approvers are set'}; "
+            f"{_told(reach)}.")
+
+
+def unreachable_message(request: AccessRequest, reach: Reach) -> str:
+    """The requester's DM when nobody could be told of their request."""
+    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered) or \
+        "no approvers are set"
+    return (f":warning: Request #{request.id} ({request.target}) reached no approver: "
+            f"{reasons}; {_told(reach)}. It stays pending and the approvers are told again "
+            f"later; `/k8s-access cancel {request.id}` withdraws it.")
+
+
+def file_undelivered(request: AccessRequest, error: str) -> str:
+    """The requester's DM when their kubeconfig could not be shared (it is never kept)."""
+    return (f":warning: Your kubeconfig for request #{request.id} could not be delivered: "
+            f"Slack answered `{error}`. The bot keeps no copy of it: revoke the grant with "
+            f"`/k8s-access revoke {request.id}` and ask again for a new one.")
+
+
+def refused_report(purpose: str, recipient: str, error: str) -> str:
+    """The admins' DM when Slack refused a weekly message as invalid."""
+    return (f":warning: The weekly {purpose} for {_recipient(recipient)} was not sent: Slack "
+            f"refused it (`{error}`). It is not tried again; the bot's log has Slack's details "
+            "(look for \"not tried again\"). Please report it.")
+
+
+def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
+    """The admins' DM when nobody could be told of a request."""
+    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered) or \
+        "no approvers are set"
+    return (f":rotating_light: {title(request)} from {mention(request.requester_id)} "
+            f"({request.target}) reached no approver: {reasons}. Fix the approvers channel or "
+            f"the approvers in the configuration; the approvers are told again later.")
 
 
 # --- lists and overviews ------------------------------------------------------------------

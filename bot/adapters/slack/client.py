@@ -1,4 +1,5 @@
-"""The Slack Web API client, configured once: base URL, retries on 429s and dropped connections."""
+"""The Slack Web API client, configured once: base URL, retries on 429s and dropped connections;
+and what a Slack error means for a message (:func:`undeliverable`)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,51 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from bot.config import ConfigError, Settings
+from bot.domain.errors import Undeliverable
 
 DEFAULT_API_URL = "https://slack.com/api/"
 ErrorCounter = Callable[[str, str], None]
+
+TEMPORARY_ERRORS = frozenset({
+    "ratelimited", "rate_limited", "service_unavailable", "fatal_error", "internal_error",
+    "request_timeout", "team_added_to_org", "org_login_required",
+    # The token, not the message: retried, so that the next pass works once it is fixed.
+    "not_authed", "invalid_auth", "token_revoked", "token_expired", "missing_scope",
+})
+"""Errors that may pass: sending the same message again later can work."""
+
+INVALID_ERRORS = frozenset({
+    "invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long",
+    "no_text", "too_many_attachments", "invalid_attachments", "invalid_arguments",
+    "invalid_arg_name", "invalid_form_data", "invalid_metadata_format", "metadata_too_large",
+    "view_too_large",
+})
+"""Errors about the content: Slack refuses the message itself, so it never goes out unchanged."""
+# Everything else (not_in_channel, channel_not_found, is_archived, user_disabled,
+# account_inactive, user_not_found, cannot_dm_bot, restricted_action…) is about the recipient.
+
+
+def undeliverable(error: Exception, recipient: str) -> Undeliverable | None:
+    """What a failed call to Slack means for a message to ``recipient``: an
+    :class:`Undeliverable` of kind temporary, recipient or invalid; None when ``error`` is not
+    Slack's nor the network's (a bug to let through)."""
+    if isinstance(error, SlackApiError):
+        status = getattr(error.response, "status_code", 200)
+        data = error.response.data if isinstance(error.response.data, dict) else {}
+        code = str(data.get("error") or f"http_{status}")
+        if code in TEMPORARY_ERRORS or status == 429 or status >= 500:
+            kind = Undeliverable.TEMPORARY
+        elif code in INVALID_ERRORS:
+            kind = Undeliverable.INVALID
+        else:
+            kind = Undeliverable.RECIPIENT
+        detail = "; ".join(str(m) for m in data.get("errors") or [])
+    elif isinstance(error, OSError):  # connection refused or reset, timeouts, DNS
+        code, kind, detail = "unreachable", Undeliverable.TEMPORARY, str(error)
+    else:
+        return None
+    message = f"Slack answered {code} for {recipient}" + (f": {detail}" if detail else "")
+    return Undeliverable(message, recipient=recipient, error=code, kind=kind)
 
 
 class CountingWebClient(WebClient):

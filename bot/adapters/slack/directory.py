@@ -50,7 +50,7 @@ class SlackDirectory:
         try:
             user = self._client.users_info(user=user_id)["user"]
         except SlackApiError as error:
-            if error.response.get("error") == "user_not_found":
+            if error.response.get("error") in ("user_not_found", "user_not_visible"):
                 return UserInfo(slack_user_id=user_id)
             raise TemporaryBackendError(
                 f"Slack did not say who {user_id} is: {error.response.get('error')}"

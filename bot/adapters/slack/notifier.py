@@ -1,77 +1,125 @@
 """Tell people in Slack: approval messages kept up to date in place, DMs to the requester,
-files (kubeconfigs) uploaded into a DM opened with ``conversations.open``."""
+files (kubeconfigs) uploaded into a DM opened with ``conversations.open``.
+
+Delivery is checked, never assumed. Every Slack call is made for one recipient and what Slack
+answers is translated into an :class:`Undeliverable` of a kind (see
+:func:`bot.adapters.slack.client.undeliverable`), logged and counted; one recipient that cannot
+be reached never stops the others. A request's approvers are told in their channel, or by DM
+when there is no channel or the bot cannot post there; :meth:`SlackNotifier.notify` reports
+where it went (:class:`Reach`), so that the use case can tell the requester, and the admins
+when nobody could be told.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks
+from bot.adapters.slack.client import undeliverable
 from bot.adapters.slack.directory import SlackDirectory
 from bot.config import Config
 from bot.domain import lifecycle
-from bot.domain.errors import NotFound
-from bot.domain.model import AccessRequest
-from bot.domain.ports import Notice, NoticeKind, UnitOfWork
+from bot.domain.errors import DomainError, NotFound, Undeliverable
+from bot.domain.model import AccessRequest, Reach, Undelivered
+from bot.domain.ports import Metrics, Notice, NoticeKind, UnitOfWork
 
 log = logging.getLogger(__name__)
 APPROVAL = "approval"
+T = TypeVar("T")
 
 
 class SlackNotifier:
     def __init__(self, client: WebClient, config: Config, directory: SlackDirectory,
                  unit_of_work: Callable[[], UnitOfWork],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 metrics: Metrics | None = None) -> None:
         self._client = client
         self._config = config
         self._directory = directory
         self._unit_of_work = unit_of_work
         self._clock = clock
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._dm_channels: dict[str, str] = {}
         self._next_post: dict[str, float] = {}
         self.per_channel_interval = 1.0
 
     def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
-        self._dm(user_id, *blocks.weekly_reminder(grants, self._clock()), paced=True)
+        try:
+            self._dm("reminder", user_id, *blocks.weekly_reminder(grants, self._clock()),
+                     paced=True)
+        except Undeliverable as error:
+            self._report_refused("reminder", error)
+            raise
 
     def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
-        """The detailed review for the first grants; all of them as a CSV file beyond that."""
-        target = self._open_dm(conversation) if conversation[:1] in ("U", "W") \
+        """The detailed review for the first grants; all of them as a CSV file beyond that.
+        Each part is tried; the first part that could not be delivered is raised after."""
+        purpose = "review"
+        target = self._open_dm(purpose, conversation) if conversation[:1] in ("U", "W") \
             else conversation
         detailed = list(grants)[:blocks.REVIEW_DETAILED]
+        failed: list[Undeliverable] = []
         for text, content in blocks.access_review(detailed, len(grants), self._clock()):
-            self._post(target, text, content, paced=True)
+            try:
+                self._post(purpose, target, text, content, paced=True, recipient=conversation)
+            except Undeliverable as error:
+                if error.kind != Undeliverable.INVALID:
+                    raise  # the next part would meet the same recipient or outage
+                failed.append(error)
         if len(grants) > len(detailed):
-            self._client.files_upload_v2(
-                channel=target, filename="access-review.csv", title="All active grants",
-                content=blocks.access_review_csv(grants))
+            try:
+                self._call(purpose, conversation, lambda: self._client.files_upload_v2(
+                    channel=target, filename="access-review.csv", title="All active grants",
+                    content=blocks.access_review_csv(grants)))
+            except Undeliverable as error:
+                failed.append(error)
+        if failed:
+            self._report_refused("review", failed[0])
+            raise failed[0]
 
-    def notify(self, notice: Notice) -> None:
+    def notify(self, notice: Notice) -> Reach | None:
         request = notice.request
-        if notice.kind is NoticeKind.FILED:
-            self._post_approval(request)
-        elif notice.kind is not NoticeKind.APPROVED:  # the decision notice showed it already
+        kind = notice.kind
+        if kind is NoticeKind.FILED:
+            return self._announce(request)
+        if kind is NoticeKind.UNREACHABLE:
+            return self._tell_unreachable(request, notice.reach or Reach())
+        if kind is not NoticeKind.APPROVED:  # the decision notice showed it already
             self._update_approval(request)
             if notice.parent is not None:
                 self._update_approval(notice.parent)
-        if notice.kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
+        if kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
             self._tell_approvers(request)
-        if notice.kind is NoticeKind.STILL_PENDING:
-            self._remind_approvers(request)
-            return
+        if kind is NoticeKind.STILL_PENDING:
+            return self._remind_approvers(request)
+        later: list[Undeliverable] = []
         dm = blocks.requester_message(notice)
         if dm is not None:
-            self._dm(request.requester_id, *dm)
+            try:
+                self._dm("requester", request.requester_id, *dm)
+            except Undeliverable as error:
+                later.append(error)
         if notice.delivery is not None and notice.delivery.content is not None:
-            self._send_file(request.requester_id, notice.delivery.filename or "kubeconfig.yaml",
-                            notice.delivery.content, f"Kubeconfig for request #{request.id}")
+            delivery = notice.delivery
+            try:
+                self._send_file(request.requester_id, delivery.filename or "kubeconfig.yaml",
+                                delivery.content or b"", f"Kubeconfig for request #{request.id}")
+            except Undeliverable as error:  # the file is gone with it: say so
+                text = blocks.file_undelivered(request, error.error)
+                self._try(lambda: self._dm("requester", request.requester_id, text,
+                                           [blocks.section(text)]))
+        if later:  # everything else was tried; a caller that sends once decides what to do
+            raise later[0]
+        return None
 
     # --- approval messages ------------------------------------------------------------
 
@@ -82,28 +130,99 @@ class SlackNotifier:
             return 0
         return lifecycle.approvals_missing(request, policy)
 
-    def _approver_users(self, request: AccessRequest) -> list[str]:
-        policy = self._config.policy(request.cluster, request.role)
+    def _people(self, who: Iterable[str]) -> tuple[list[str], list[Undelivered]]:
+        """Users, with user groups (``S…``) expanded; groups Slack could not list are
+        returned as undelivered, so that the others are still told."""
         users: set[str] = set()
-        for approver in policy.approvers:
-            users |= self._directory.members(approver) if approver.startswith("S") \
-                else {approver}
-        users.discard(request.requester_id)
-        return sorted(users)
+        failed: list[Undelivered] = []
+        for name in who:
+            if not name.startswith("S"):
+                users.add(name)
+                continue
+            try:
+                users |= self._directory.members(name)
+            except DomainError as error:
+                log.warning("could not list user group %s: %s", name, error.message)
+                failed.append(Undelivered(name, "usergroup_unavailable"))
+        return sorted(users), failed
 
-    def _post_approval(self, request: AccessRequest) -> None:
+    def _approver_users(self, request: AccessRequest) -> tuple[list[str], list[Undelivered]]:
+        policy = self._config.policy(request.cluster, request.role)
+        users, failed = self._people(policy.approvers)
+        return [u for u in users if u != request.requester_id], failed
+
+    def _announce(self, request: AccessRequest) -> Reach:
+        """Post the approval message in the approvers channel; where there is none, or the bot
+        cannot post there, DM each approver instead, each on their own."""
         assert request.id is not None
         text, content = blocks.approval_message(request, self._missing(request))
         if request.break_glass:
             text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
+        undelivered: list[Undelivered] = []
         channel = self._config.approvers_channel(request.cluster, request.role)
-        targets = [channel] if channel else [
-            self._open_dm(user) for user in self._approver_users(request)]
-        for target in targets:
-            response = self._client.chat_postMessage(channel=target, text=text, blocks=content)
-            with self._unit_of_work() as uow:
-                uow.store.add_message(request.id, APPROVAL, response["channel"], response["ts"])
-                uow.commit()
+        if channel:
+            try:
+                self._post_approval(request, "approval", channel, channel, text, content)
+                return Reach(channel=channel)
+            except Undeliverable as error:
+                log.error("request %s: the approvers channel %s refused the approval message "
+                          "(%s); telling the approvers by DM", request.id, channel, error.error)
+                undelivered.append(Undelivered(channel, error.error))
+        people, failed = self._approver_users(request)
+        undelivered += failed
+        reached: list[str] = []
+        for user in people:
+            try:
+                dm = self._open_dm("approval_dm", user)
+                self._post_approval(request, "approval_dm", user, dm, text, content)
+                reached.append(user)
+            except Undeliverable as error:
+                undelivered.append(Undelivered(user, error.error))
+        if not reached:
+            log.error("request %s reached no approver: %s", request.id,
+                      ", ".join(f"{u.recipient} {u.error}" for u in undelivered) or "none set")
+        return Reach(people=tuple(reached), undelivered=tuple(undelivered))
+
+    def _post_approval(self, request: AccessRequest, purpose: str, recipient: str,
+                       channel: str, text: str, content: list[blocks.Block]) -> None:
+        assert request.id is not None
+        response = self._call(purpose, recipient, lambda: self._client.chat_postMessage(
+            channel=channel, text=text, blocks=content))
+        with self._unit_of_work() as uow:
+            uow.store.add_message(request.id, APPROVAL, response["channel"], response["ts"])
+            uow.commit()
+
+    def _tell_unreachable(self, request: AccessRequest, reach: Reach) -> Reach:
+        """Nobody could be told of ``request``: tell the admins, each on their own, then the
+        requester (saying whether the admins know). The admins told, as ``people``."""
+        admins, _ = self._people(self._config.file.admins)
+        alert = blocks.unreachable_alert(request, reach)
+        told: list[str] = []
+        for admin in admins:
+            try:
+                self._dm("admin", admin, alert, [blocks.section(alert)])
+                told.append(admin)
+            except Undeliverable:
+                pass  # logged and counted; the others are still told
+        if not told:
+            log.error("request %s reached no approver and no admin", request.id)
+        truth = blocks.unreachable_message(request, Reach(
+            channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
+            admins=tuple(told)))
+        self._try(lambda: self._dm("requester", request.requester_id, truth,
+                                   [blocks.section(truth)]))
+        return Reach(people=tuple(told))
+
+    def _report_refused(self, purpose: str, error: Undeliverable) -> None:
+        """Tell the admins of a message Slack refused as invalid: it is not sent again, and
+        only a change to the bot makes it fit."""
+        if error.kind != Undeliverable.INVALID:
+            return
+        admins, _ = self._people(self._config.file.admins)
+        text = blocks.refused_report(purpose, error.recipient, error.error)
+        for admin in admins:
+            self._try(lambda a=admin: self._dm(  # type: ignore[misc]
+                "admin", a, text, [blocks.section(text)]))
 
     def _messages(self, request: AccessRequest) -> list[tuple[str, str]]:
         assert request.id is not None
@@ -113,59 +232,96 @@ class SlackNotifier:
     def _update_approval(self, request: AccessRequest) -> None:
         text, content = blocks.approval_message(request, self._missing(request))
         for channel, ts in self._messages(request):
-            try:
-                self._client.chat_update(channel=channel, ts=ts, text=text, blocks=content)
-            except SlackApiError as error:
-                log.warning("could not update the approval message of request %s in %s: %s",
-                            request.id, channel, error.response.get("error"))
+            self._try(lambda c=channel, t=ts: self._call(  # type: ignore[misc]
+                "approval_update", c, lambda: self._client.chat_update(
+                    channel=c, ts=t, text=text, blocks=content)))
 
     def _tell_approvers(self, request: AccessRequest) -> None:
         text = (f":warning: Request #{request.id} ({request.target}): "
                 f"{blocks.status(request, self._missing(request))}")
         for channel, ts in self._messages(request)[:1]:
-            self._client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
-                                          reply_broadcast=request.state.is_final)
+            self._try(lambda c=channel, t=ts: self._call(  # type: ignore[misc]
+                "approval_thread", c, lambda: self._client.chat_postMessage(
+                    channel=c, thread_ts=t, text=text, reply_broadcast=request.state.is_final)))
 
-    def _remind_approvers(self, request: AccessRequest) -> None:
+    def _remind_approvers(self, request: AccessRequest) -> Reach:
+        """Nudge the approvers in the threads of their messages; where the first notice never
+        arrived, there is no thread: post the approval message now."""
+        messages = self._messages(request)
+        if not messages:
+            return self._announce(request)
         text = (f":hourglass: Request #{request.id} ({request.target}) has waited since "
                 f"{blocks.when(request.created_at)}: "
                 f"{blocks.status(request, self._missing(request))}")
-        for channel, ts in self._messages(request):
-            self._client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
-                                          reply_broadcast=True)
+        reached: list[str] = []
+        undelivered: list[Undelivered] = []
+        for channel, ts in messages:
+            try:
+                self._call("approval_thread", channel, lambda c=channel, t=ts: (  # type: ignore[misc]
+                    self._client.chat_postMessage(channel=c, thread_ts=t, text=text,
+                                                  reply_broadcast=True)))
+                reached.append(channel)
+            except Undeliverable as error:
+                undelivered.append(Undelivered(channel, error.error))
+        return Reach(channel=reached[0] if reached else None, undelivered=tuple(undelivered))
+
+    # --- calls to Slack ---------------------------------------------------------------
+
+    def _call(self, purpose: str, recipient: str, call: Callable[[], T]) -> T:
+        """Make one call for ``recipient``; what Slack refuses becomes an
+        :class:`Undeliverable`, logged and counted under ``purpose``."""
+        try:
+            return call()
+        except Exception as error:
+            failure = undeliverable(error, recipient)
+            if failure is None:
+                raise
+            log.warning("%s message to %s not delivered: %s (%s)", purpose, recipient,
+                        failure.message, failure.kind)
+            if self._metrics is not None:
+                self._metrics.undelivered(purpose, failure.error, failure.kind)
+            raise failure from None
+
+    @staticmethod
+    def _try(send: Callable[[], object]) -> None:
+        """Send, and go on when it could not be delivered (already logged and counted)."""
+        with contextlib.suppress(Undeliverable):
+            send()
 
     # --- direct messages --------------------------------------------------------------
 
-    def _open_dm(self, user_id: str) -> str:
+    def _open_dm(self, purpose: str, user_id: str) -> str:
         """The DM channel with ``user_id``; Slack keeps it stable, so it is asked for once."""
         with self._lock:
             known = self._dm_channels.get(user_id)
         if known is not None:
             return known
-        channel: str = self._client.conversations_open(users=user_id)["channel"]["id"]
+        channel: str = self._call(purpose, user_id, lambda: self._client.conversations_open(
+            users=user_id))["channel"]["id"]
         with self._lock:
             self._dm_channels[user_id] = channel
         return channel
 
-    def _post(self, channel: str, text: str, content: list[blocks.Block],
-              paced: bool = False) -> None:
+    def _post(self, purpose: str, channel: str, text: str, content: list[blocks.Block],
+              paced: bool = False, recipient: str | None = None) -> None:
         """Post a message; ``paced`` bulk sends keep to one message a second per channel, as
         Slack asks. 429s are waited out by the client either way."""
-        if not paced:
-            self._client.chat_postMessage(channel=channel, text=text, blocks=content)
-            return
-        with self._lock:
-            wait = self._next_post.get(channel, 0.0) - time.monotonic()
-            self._next_post[channel] = max(time.monotonic(), self._next_post.get(
-                channel, 0.0)) + self.per_channel_interval
-        if wait > 0:
-            time.sleep(wait)
-        self._client.chat_postMessage(channel=channel, text=text, blocks=content)
+        if paced:
+            with self._lock:
+                wait = self._next_post.get(channel, 0.0) - time.monotonic()
+                self._next_post[channel] = max(time.monotonic(), self._next_post.get(
+                    channel, 0.0)) + self.per_channel_interval
+            if wait > 0:
+                time.sleep(wait)
+        self._call(purpose, recipient or channel, lambda: self._client.chat_postMessage(
+            channel=channel, text=text, blocks=content))
 
-    def _dm(self, user_id: str, text: str, content: list[blocks.Block],
+    def _dm(self, purpose: str, user_id: str, text: str, content: list[blocks.Block],
             paced: bool = False) -> None:
-        self._post(self._open_dm(user_id), text, content, paced)
+        self._post(purpose, self._open_dm(purpose, user_id), text, content, paced,
+                   recipient=user_id)
 
     def _send_file(self, user_id: str, filename: str, content: bytes, title: str) -> None:
-        self._client.files_upload_v2(channel=self._open_dm(user_id), filename=filename,
-                                     content=content, title=title)
+        channel = self._open_dm("file", user_id)
+        self._call("file", user_id, lambda: self._client.files_upload_v2(
+            channel=channel, filename=filename, content=content, title=title))
