@@ -31,6 +31,8 @@ from bot.adapters.kubernetes.api import KubernetesApi
 from bot.adapters.kubernetes.granters import KubernetesCertificateGranter, KubernetesRbacGranter
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
+from bot.domain.lifecycle import MIN_DURATION
+from bot.domain.model import State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
@@ -91,17 +93,18 @@ def granter_for(config: Config, backend: str) -> Granter:
     return kind(config, backend, KubernetesApi.from_config(backend, settings))
 
 
-def handed_out(engine: Engine, servers: Servers, backend: str, folder: Path) -> Path:
+def handed_out(engine: Engine, servers: Servers, backend: str, folder: Path,
+               duration: timedelta = timedelta(hours=1)) -> Path:
     """Alice asks for view on the backend's cluster, Bob approves: her kubeconfig, saved."""
     config = config_for(servers)
     notifier = RecordingNotifier()
     ctx = build_context(Settings(), config, engine=engine,
                         granters={backend: granter_for(config, backend)}, notifier=notifier,
                         directory=StaticDirectory(emails={ALICE: "u0alice01@example.com"}))
-    request = requests.file_request(ctx, ALICE, backend, "view", duration=timedelta(hours=1),
+    request = requests.file_request(ctx, ALICE, backend, "view", duration=duration,
                                     reason="kubeconfig check")
     assert request.id is not None
-    requests.approve(ctx, request.id, BOB)
+    assert requests.approve(ctx, request.id, BOB).state is State.ACTIVE
     [delivery] = [n.delivery for n in notifier.notices if n.kind is NoticeKind.ACTIVE]
     assert delivery is not None and delivery.content is not None, delivery
     assert delivery.filename == f"{backend}.kubeconfig"
@@ -160,6 +163,20 @@ def test_certificate_kubeconfig_validates_and_authenticates(
     whoami = kubectl(path, "auth", "whoami", "-o", "json")
     assert whoami.returncode == 0, whoami.stderr
     assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == "u0alice01@example.com"
+
+
+@pytest.mark.parametrize("backend", ["certificate", "rbac", "gitlab"])
+def test_the_shortest_grant_a_person_may_ask_for_is_handed_out(
+        engine: Engine, servers: Servers, tmp_path: Path, backend: str) -> None:
+    """The clock starts at activation, so the signer sees a moment less than the request."""
+    path = handed_out(engine, servers, backend, tmp_path, duration=MIN_DURATION)
+    user = minified(path)["users"][0]["user"]
+    if backend == "certificate":
+        certificate = x509.load_pem_x509_certificate(
+            base64.b64decode(user["client-certificate-data"]))
+        lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+        # the local signer dates notBefore five minutes back
+        assert lifetime - timedelta(minutes=5) == MIN_DURATION
 
 
 @pytest.mark.parametrize(("backend", "command", "args", "hint"), [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 SIGNER = "kubernetes.io/kube-apiserver-client"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 MIN_CERTIFICATE_SECONDS = 600
+CERTIFICATE_ROUND_UP_SECONDS = 60
+"""A grant of the shortest length (600 s) reaches the signer a moment after it began: its
+certificate may outlast it by up to this much; the binding still ends on time."""
 
 
 def render_username(template: str, user: UserInfo, *, for_certificate: bool) -> str:
@@ -154,7 +158,10 @@ class KubernetesCertificateGranter(_KubernetesGranter):
 
     def _issue(self, spec: GrantSpec) -> tuple[certificates.IssuedCertificate, bytes | None,
                                                 str]:
-        seconds = int((spec.ends_at - self.clock()).total_seconds())
+        seconds = math.ceil((spec.ends_at - self.clock()).total_seconds())
+        if MIN_CERTIFICATE_SECONDS - CERTIFICATE_ROUND_UP_SECONDS <= seconds \
+                < MIN_CERTIFICATE_SECONDS:
+            seconds = MIN_CERTIFICATE_SECONDS
         if seconds < MIN_CERTIFICATE_SECONDS:
             raise PermanentBackendError(
                 f"only {seconds}s of the grant are left; Kubernetes issues client certificates "
