@@ -22,6 +22,18 @@ GLAB_INSTALL_URL = "https://gitlab.com/gitlab-org/cli#installation"
 KUBELOGIN_INSTALL_URL = "https://github.com/int128/kubelogin#setup"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes text of several lines (install hints) as a YAML block, readable in an editor."""
+
+
+def _text(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data,
+                                   style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _text)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -54,7 +66,7 @@ def kubeconfig(*, cluster: str, server: str, ca_pem: bytes | None, user: str,
         "contexts": [{"name": cluster, "context": context}],
         "current-context": cluster,
     }
-    return yaml.safe_dump(document, sort_keys=False).encode()
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False).encode()
 
 
 # --- GitLab agent for Kubernetes: glab ---------------------------------------------------
