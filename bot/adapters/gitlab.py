@@ -26,7 +26,12 @@ import gitlab
 import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 
-from bot.adapters.kubeconfig import kubeconfig
+from bot.adapters.kubeconfig import (
+    GLAB_INSTALL_URL,
+    glab_exec,
+    glab_login_command,
+    kubeconfig,
+)
 from bot.config import ACCESS_LEVELS, Config, GitLabClusterConfig
 from bot.domain.errors import (
     PermanentBackendError,
@@ -381,18 +386,15 @@ class GitLabMembershipGranter:
 
     def _how_to_connect(self, spec: GrantSpec, group: Any) -> Delivery:
         agent = self.settings.agent_id
-        exec_plugin: dict[str, object] = {
-            "apiVersion": "client.authentication.k8s.io/v1",
-            "command": "glab",
-            "args": ["cluster", "agent", "get-token", "--agent", str(agent)],
-            "interactiveMode": "IfAvailable",
-        }
+        exec_plugin = glab_exec(agent_id=agent, gitlab_url=self.gl.url)
         content = kubeconfig(cluster=spec.cluster, server=self.settings.kas_proxy_url,
                              ca_pem=None, user=spec.subject, namespace=spec.namespace,
                              exec_plugin=exec_plugin)
         text = (f"You are in GitLab group {group.attributes.get('full_path')} until the grant "
                 f"ends; the agent lets you in as `gitlab:user:{spec.subject}`. The attached "
-                "kubeconfig gets a token with `glab` (run `glab auth login` once). Without "
+                f"kubeconfig gets a token with the GitLab CLI, glab ({GLAB_INSTALL_URL}): log "
+                f"in once with `{glab_login_command(self.gl.url)}`, then run "
+                f"`kubectl --kubeconfig {spec.cluster}.kubeconfig auth whoami`. Without "
                 "glab, use a personal access token with the k8s_proxy scope instead: "
                 f"`kubectl config set-credentials {spec.subject}@{spec.cluster} "
                 f"--token=pat:{agent}:<your token>`.")

@@ -177,7 +177,7 @@ def test_demo_shows_the_whole_flow() -> None:
     result = CliRunner().invoke(main, ["demo"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for line in ("Username    alice@example.com", "$ kubectl auth can-i list pods\n      yes",
-                 "Revoked: the binding is gone", "alice is now in platform/k8s-staging-edit",
+                 "Access #1 ended on time", "alice is now in platform/k8s-staging-edit",
                  "Revoked: the membership the bot created is removed."):
         assert line in result.output
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.adapters.kubeconfig import kubeconfig
+from bot.adapters.kubeconfig import KUBELOGIN_INSTALL_URL, kubeconfig, oidc_login_exec
 from bot.adapters.kubernetes import certificates
 from bot.adapters.kubernetes.api import KubernetesApi, Missing
 from bot.adapters.kubernetes.bindings import (
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 SIGNER = "kubernetes.io/kube-apiserver-client"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 MIN_CERTIFICATE_SECONDS = 600
+CERTIFICATE_ROUND_UP_SECONDS = 60
+"""A grant of the shortest length (600 s) reaches the signer a moment after it began: its
+certificate may outlast it by up to this much; the binding still ends on time."""
 
 
 def render_username(template: str, user: UserInfo, *, for_certificate: bool) -> str:
@@ -159,7 +163,10 @@ class KubernetesCertificateGranter(_KubernetesGranter):
 
     def _issue(self, spec: GrantSpec) -> tuple[certificates.IssuedCertificate, bytes | None,
                                                 str]:
-        seconds = int((spec.ends_at - self.clock()).total_seconds())
+        seconds = math.ceil((spec.ends_at - self.clock()).total_seconds())
+        if MIN_CERTIFICATE_SECONDS - CERTIFICATE_ROUND_UP_SECONDS <= seconds \
+                < MIN_CERTIFICATE_SECONDS:
+            seconds = MIN_CERTIFICATE_SECONDS
         if seconds < MIN_CERTIFICATE_SECONDS:
             raise PermanentBackendError(
                 f"only {seconds}s of the grant are left; Kubernetes issues client certificates "
@@ -243,23 +250,29 @@ class KubernetesRbacGranter(_KubernetesGranter):
 
     def _how_to_connect(self, spec: GrantSpec) -> Delivery:
         settings = self.settings
-        text = (f"Sign in to {spec.cluster} as usual: the cluster now lets `{spec.subject}` "
-                f"act as {spec.role}.")
+        where = f" in namespace {spec.namespace}" if spec.namespace else ""
+        granted = (f"the cluster ({settings.server}) now lets `{spec.subject}` act as "
+                   f"{spec.role}{where}.")
         if not (settings.oidc_issuer_url and settings.oidc_client_id):
-            return Delivery(text)
-        exec_plugin: dict[str, object] = {
-            "apiVersion": "client.authentication.k8s.io/v1beta1",
-            "command": "kubectl",
-            "args": ["oidc-login", "get-token",
-                     f"--oidc-issuer-url={settings.oidc_issuer_url}",
-                     f"--oidc-client-id={settings.oidc_client_id}"],
-            "interactiveMode": "IfAvailable",
-        }
+            return Delivery(
+                f"Sign in to {spec.cluster} as usual, through your OIDC login: {granted} "
+                f"`kubectl auth whoami` must show `{spec.subject}`. No OIDC login for this "
+                "cluster yet? Install kubelogin (`kubectl krew install oidc-login`, or "
+                f"{KUBELOGIN_INSTALL_URL}), ask the cluster's admins for its OIDC issuer URL "
+                "and client ID, and run `kubectl oidc-login setup --oidc-issuer-url=ISSUER_URL "
+                "--oidc-client-id=CLIENT_ID`: it signs you in and prints the kubeconfig entry "
+                "to add.")
+        exec_plugin = oidc_login_exec(issuer_url=settings.oidc_issuer_url,
+                                      client_id=settings.oidc_client_id)
         content = kubeconfig(
             cluster=spec.cluster, server=settings.server, ca_pem=self._ca_pem(),
             user=spec.subject, namespace=spec.namespace, exec_plugin=exec_plugin)
-        return Delivery(text + " The attached kubeconfig signs in with `kubectl oidc-login` "
-                        "(install it with `kubectl krew install oidc-login`).",
-                        f"{spec.cluster}.kubeconfig", content)
+        return Delivery(
+            f"Sign in to {spec.cluster} with the attached kubeconfig: {granted} It signs you "
+            f"in at {settings.oidc_issuer_url} "
+            "with kubelogin (install it once with `kubectl krew install oidc-login`, or "
+            f"{KUBELOGIN_INSTALL_URL}); `kubectl --kubeconfig {spec.cluster}.kubeconfig auth "
+            f"whoami` opens a browser to sign in and then shows `{spec.subject}`.",
+            f"{spec.cluster}.kubeconfig", content)
 
 
