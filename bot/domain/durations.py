@@ -8,7 +8,7 @@ from datetime import timedelta
 from bot.domain.errors import InvalidInput
 
 _MINUTES = {"w": 7 * 24 * 60, "d": 24 * 60, "h": 60, "m": 1}
-_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?", re.ASCII)
 _HOW = "write it like 90m, 4h, 2d, 1w or 1h30m"
 LONGEST = timedelta(days=3650)
 """No access lasts longer than this, whatever a role allows: a longer duration is a typo."""

@@ -82,10 +82,20 @@ class SlackHttpHandler(SlackRequestHandler):
             return self.app.dispatch(bolt_request)
         secret = getattr(self.app, "signing_secret", "")
         flat = {k: v if isinstance(v, str) else next(iter(v), "") for k, v in headers.items()}
-        if not secret or not SignatureVerifier(secret).is_valid_request(raw, flat):
+        # Slack signs UTF-8 text; a body that is not cannot be checked, and nothing is read
+        # from it either: it is refused as malformed.
+        if _utf8(raw) and not (secret and SignatureVerifier(secret).is_valid_request(raw, flat)):
             return BoltResponse(status=401, body="")
         log.warning("refused a malformed Slack request: %s", problem)
         return BoltResponse(status=400, body="malformed payload")
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _app(client: WebClient, signing_secret: str, *, verify: bool) -> App:

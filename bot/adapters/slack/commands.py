@@ -55,7 +55,7 @@ def parse_request_id(word: str | None, verb: str) -> int:
     if word is None:
         raise InvalidInput(f"Which request? Write {usage(verb)}, for example `{verb} 42`.")
     shown = word if len(word) <= 40 else word[:39] + "…"
-    match = re.fullmatch(r"#?(\d+)", word.strip())
+    match = re.fullmatch(r"#?(\d+)", word.strip(), re.ASCII)
     if match is None:
         raise InvalidInput(f"'{shown}' is not a request ID: write {usage(verb)}, like `{verb} 42`.")
     digits = match.group(1).lstrip("0")

@@ -91,9 +91,6 @@ def _block_actions(body: dict[str, Any]) -> None:
             raise MalformedPayload(f"{action_id} outside the request form")
         _values(view)
         form_memory(view)
-    view = body.get("view")
-    if view is not None and not isinstance(view, dict):
-        raise MalformedPayload("a view that is not an object")
 
 
 def _view_submission(body: dict[str, Any]) -> None:
@@ -139,6 +136,9 @@ def check(body: Any) -> None:
     kind = body.get("type")
     if kind is not None and not isinstance(kind, str):
         raise MalformedPayload("type is not a string")
+    view = body.get("view")
+    if view is not None and (not isinstance(view, dict) or not _text(view.get("type"))):
+        raise MalformedPayload("a view without its type")
     checker = _CHECKS.get(kind or "")
     if checker is not None:
         checker(body)
