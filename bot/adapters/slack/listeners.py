@@ -487,7 +487,7 @@ def _revocation(request: AccessRequest) -> str:
     if request.state is State.REVOKED:
         return f"Request #{request.id} is revoked."
     return (f"Revocation of request #{request.id} is under way; the backend failed "
-            f"({request.last_error}) and the bot keeps retrying.")
+            f"({blocks.escape(request.last_error)}) and the bot keeps retrying.")
 
 
 def _whoami(who: identity.Identities) -> str:
