@@ -133,6 +133,12 @@ def test_gitlab_username_typed_in_link(driver: Driver, slack: FakeSlack,
     assert_inert(slack)
 
 
+def test_namespace_typed_in_the_command(driver: Driver, slack: FakeSlack) -> None:
+    answer = driver.ask(ALICE, "request staging deploy 1h -n <!channel> x")["text"]
+    assert "is not a namespace of staging/deploy" in answer
+    assert_inert(slack)
+
+
 # --- bounded numbers ----------------------------------------------------------------------
 
 

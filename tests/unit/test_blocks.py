@@ -299,3 +299,15 @@ def test_escape_is_slacks_three_characters_only() -> None:
 ])
 def test_shorten_never_cuts_markup_in_half(text: str, limit: int, expected: str) -> None:
     assert blocks.shorten(text, limit) == expected
+
+
+@FEW
+@given(SLACK_IDS, TYPED)
+def test_link_confirmation_fits(user_id: str, username: str) -> None:
+    check_message(blocks.link_confirmation(user_id, username))
+
+
+@FEW
+@given(TYPED)
+def test_any_reply_fits_once_escaped(text: str) -> None:
+    check_message(blocks.reply(blocks.escape(text) or "-"))

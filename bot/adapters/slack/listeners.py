@@ -1,11 +1,12 @@
 """Slack listeners: parse, call one use case, render. No business rule lives here.
 
 Each request is handled twice, by two Bolt apps over the same listeners. The app that faces
-Slack (:meth:`Listeners.register`) keeps the request in the inbox (which also refuses replays)
-and acknowledges: Slack allows 3 seconds. Modal submissions validate their fields there, so that
-errors show on the field. The worker's app (:meth:`Listeners.register_work`) then does the work
-and answers; every error a person can cause comes back to them as an ephemeral message, every
-other error is logged and answered with an apology, never a crash.
+Slack (:meth:`Listeners.register`) refuses a malformed payload with a 400
+(:mod:`bot.adapters.slack.payloads`), keeps the request in the inbox (which also refuses
+replays) and acknowledges: Slack allows 3 seconds. Modal submissions validate their fields
+there, so that errors show on the field. The worker's app (:meth:`Listeners.register_work`)
+then does the work and answers; every error a person can cause comes back to them as an
+ephemeral message, every other error is logged and answered with an apology, never a crash.
 """
 
 from __future__ import annotations
