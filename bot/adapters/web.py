@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.adapters.slack.app import SlackHttpHandler
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -23,7 +24,7 @@ ReadinessCheck = Callable[[], dict[str, str]]
 class WebApp:
     def __init__(self, slack: App | None, ready: ReadinessCheck,
                  metrics: Callable[[], tuple[bytes, str]] | None = None) -> None:
-        self._slack = SlackRequestHandler(slack, path=SLACK_PATH) if slack is not None else None
+        self._slack = SlackHttpHandler(slack, path=SLACK_PATH) if slack is not None else None
         self._ready = ready
         self._metrics = metrics
 

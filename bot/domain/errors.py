@@ -2,6 +2,8 @@
 
 Every message is written for the person who caused it: it says what was wrong and, where it
 can, how to do it right. Adapters translate library errors into these at their boundary.
+Messages are plain text that may quote what a person typed: an edge that renders markup
+escapes them whole, so they carry no markup of their own (no ``<@U…>`` mentions).
 """
 
 from __future__ import annotations

@@ -217,6 +217,12 @@ def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, ver
         raise InvalidTransition(f"You already decided on request {request.label}.")
 
 
+def check_deny(request: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
+    """Refuse unless ``actor`` may deny ``request`` now: what :func:`deny` checks before the
+    reason, so that the Deny form opens only for those who may use it."""
+    _check_decider(request, actor, policy, "deny")
+
+
 def approve(
     request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, comment: str = ""
 ) -> bool:
@@ -331,6 +337,17 @@ def _end(request: AccessRequest, event: Event, now: datetime, by: str, reason: s
 # --- extensions ---------------------------------------------------------------------------
 
 
+def check_extend(grant: AccessRequest, requester: Actor) -> None:
+    """Refuse unless ``grant`` is an active grant and ``requester`` its grantee: what
+    :func:`file_extension` checks first, so that the Extend form opens only for them."""
+    if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
+        raise InvalidTransition(
+            f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
+        )
+    if requester.user_id != grant.requester_id:
+        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
+
+
 def file_extension(
     *,
     grant: AccessRequest,
@@ -345,12 +362,7 @@ def file_extension(
     Approved at once when the role allows self-extension and the whole grant stays within the
     role's maximum; otherwise it waits for approval like any request.
     """
-    if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
-        raise InvalidTransition(
-            f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
-        )
-    if requester.user_id != grant.requester_id:
-        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
+    check_extend(grant, requester)
     check_duration(policy, duration)
     assert grant.activated_at is not None and grant.ends_at is not None
     extension = AccessRequest(

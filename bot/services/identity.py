@@ -51,7 +51,7 @@ def confirm_link(ctx: Context, admin_id: str, user_id: str) -> IdentityLink:
     with ctx.transaction() as store:
         pending = store.link(user_id, "gitlab")
         if pending is None:
-            raise NotFound(f"<@{user_id}> has asked for no GitLab link.")
+            raise NotFound(f"Slack user {user_id} has asked for no GitLab link.")
         link = dataclasses.replace(pending, confirmed=True, confirmed_by=admin_id)
         store.save_link(link)
         audit(store, now, admin_id, "gitlab link confirmed", user=user_id,

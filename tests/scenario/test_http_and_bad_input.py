@@ -3,11 +3,15 @@ Web API misbehaving like Slack does (429 with Retry-After, channel_not_found).""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 from waitress.server import create_server
@@ -15,7 +19,7 @@ from waitress.server import create_server
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime
 from bot.domain.model import State
-from bot.fakes.slack import FakeSlack, signed_headers
+from bot.fakes.slack import SIGNING_SECRET, FakeSlack, signed_headers
 from bot.services import grants
 from tests.fakes.ports import InMemoryGranter
 from tests.scenario.conftest import (
@@ -157,3 +161,107 @@ def test_unknown_channel_does_not_lose_the_request(driver: Driver, slack: FakeSl
     assert answer["text"].startswith("Request #1 filed")
     assert grants.get(runtime.ctx, 1).state is State.PENDING
     assert slack.called("chat.postMessage")[0]["channel"] == APPROVALS_CHANNEL
+
+
+def _payload(**fields: object) -> str:
+    base: dict[str, object] = {"team": {"id": "T0TEAM"}, "api_app_id": "A0APP"}
+    return urlencode({"payload": json.dumps({**base, **fields})})
+
+
+def _button(action_id: str = "approve", value: object = "1") -> dict[str, object]:
+    return {"type": "button", "action_id": action_id, "block_id": "b", "value": value}
+
+
+def _view(callback_id: str, metadata: object, values: object = None) -> dict[str, object]:
+    return {"id": "V1", "type": "modal", "callback_id": callback_id, "private_metadata": metadata,
+            "state": {"values": {} if values is None else values}}
+
+
+MALFORMED: dict[str, str | bytes] = {
+    "payload not JSON": urlencode({"payload": "{not json"}),
+    "payload a list": urlencode({"payload": "[1, 2]"}),
+    "payload a string": urlencode({"payload": '"block_actions"'}),
+    "body not UTF-8": b"payload=\xff\xfe",
+    "empty actions": _payload(type="block_actions", user={"id": ALICE}, actions=[]),
+    "actions not a list": _payload(type="block_actions", user={"id": ALICE},
+                                   actions={"action_id": "approve"}),
+    "action without action_id": _payload(type="block_actions", user={"id": ALICE},
+                                         actions=[{"value": "1"}]),
+    "button value a number": _payload(type="block_actions", user={"id": ALICE},
+                                      actions=[_button(value=1)]),
+    "missing user": _payload(type="block_actions", actions=[_button()]),
+    "user a string": _payload(type="block_actions", user=ALICE, actions=[_button()]),
+    "deny without trigger_id": _payload(type="block_actions", user={"id": BOB},
+                                        actions=[_button("deny")]),
+    "modal-only action from a message": _payload(
+        type="block_actions", user={"id": ALICE}, trigger_id="t",
+        channel={"id": APPROVALS_CHANNEL}, actions=[_button("pick_cluster", "staging")]),
+    "deny form metadata not an ID": _payload(
+        type="view_submission", user={"id": BOB}, view=_view("deny_modal", "#1; drop")),
+    "extend form metadata out of range": _payload(
+        type="view_submission", user={"id": ALICE},
+        view=_view("extend_modal", "99999999999999999999")),
+    "request form metadata not JSON": _payload(
+        type="view_submission", user={"id": ALICE}, view=_view("request_modal", "{oops")),
+    "request form metadata a list": _payload(
+        type="view_submission", user={"id": ALICE}, view=_view("request_modal", "[1]")),
+    "view without state": _payload(
+        type="view_submission", user={"id": ALICE},
+        view={"id": "V1", "type": "modal", "callback_id": "deny_modal",
+              "private_metadata": "1"}),
+    "view without type": _payload(
+        type="view_submission", user={"id": ALICE},
+        view={"id": "V1", "callback_id": "deny_modal", "private_metadata": "1",
+              "state": {"values": {}}}),
+    "state values of the wrong type": _payload(
+        type="view_submission", user={"id": ALICE}, view=_view("deny_modal", "1", ["x"])),
+    "event not an object": json.dumps({"type": "event_callback", "team_id": "T0TEAM",
+                                       "event": "app_home_opened"}),
+    "home opened without user": json.dumps({"type": "event_callback", "team_id": "T0TEAM",
+                                            "event": {"type": "app_home_opened"}}),
+    "command without user": urlencode({"command": "/k8s-access", "text": "list",
+                                       "team_id": "T0TEAM"}),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_payloads_get_400_and_are_never_queued(
+        endpoint: str, runtime: SlackRuntime, slack: FakeSlack, case: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    body = MALFORMED[case]
+    raw = body if isinstance(body, bytes) else body.encode()
+    content_type = "application/json" if raw.startswith(b"{") \
+        else "application/x-www-form-urlencoded"
+    headers = signed_headers(raw.decode("latin-1"), content_type=content_type)
+    if isinstance(body, bytes):  # sign the bytes themselves
+        stamp = headers["x-slack-request-timestamp"]
+        digest = hmac.new(SIGNING_SECRET.encode(), b"v0:" + stamp.encode() + b":" + raw,
+                          hashlib.sha256).hexdigest()
+        headers["x-slack-signature"] = f"v0={digest}"
+    status, answer = post_bytes(endpoint + "/slack/events", raw, headers)
+    assert status == 400, (status, answer)
+    assert "Traceback" not in answer
+    assert runtime.inbox.waiting() == 0
+    time.sleep(0.2)
+    assert slack.called("views.open") == [] and slack.called("chat.postMessage") == []
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    if not isinstance(body, bytes):  # unsigned, the same body is refused as a forgery
+        unsigned = post_bytes(endpoint + "/slack/events", raw, {"content-type": content_type})
+        assert unsigned[0] == 401
+
+
+def test_a_malformed_payload_dispatched_directly_is_refused_before_the_inbox(
+        driver: Driver, runtime: SlackRuntime) -> None:
+    """Socket Mode hands payloads to the app without the HTTP handler: the app checks too."""
+    response = driver.dispatch(MALFORMED["deny form metadata not an ID"])  # type: ignore[arg-type]
+    assert response.status == 400
+    assert runtime.inbox.waiting() == 0
+
+
+def post_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

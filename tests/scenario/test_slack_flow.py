@@ -266,8 +266,8 @@ def test_weekly_reminder_and_review_in_slack(driver: Driver, slack: FakeSlack,
     slack.rate_limited["chat.postMessage"] = 1
     assert reminders.weekly(runtime.ctx) == 2  # Monday 09:00: the DM and the review
     dm = [m for m in slack.dms_to(ALICE) if "end within a week" in m["text"]]
-    assert [e["action_id"] for b in dm[0]["blocks"] if b["type"] == "actions"
-            for e in b["elements"]] == ["extend"]
+    assert [b["accessory"]["action_id"] for b in dm[0]["blocks"] if "accessory" in b] \
+        == ["extend"]
     review = [m for m in slack.channel_messages(APPROVALS_CHANNEL)
               if "Access review: 1 active grant" in (m["text"] or "")]
     assert review[0]["blocks"][1]["accessory"]["action_id"] == "revoke"

@@ -41,3 +41,21 @@ def test_format_is_shortest() -> None:
     assert format_duration(timedelta(minutes=90)) == "1h30m"
     assert format_duration(timedelta(days=8)) == "1w1d"
     assert format_duration(timedelta(seconds=30)) == "0m"
+
+
+@pytest.mark.parametrize(
+    "text", ["4000d", "99999999999999999999h", "99999999999999999999w", "1w99999999999999999999m",
+             "3651d", "1" + "0" * 5000 + "m", "0" * 30 + "5300000m"]
+)
+def test_out_of_range_numbers_get_the_same_clear_answer(text: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        parse_duration(text)
+    assert "longer than any access should last: write it like 90m" in error.value.message
+    assert len(error.value.message) < 200  # a huge number is not echoed back whole
+
+
+@pytest.mark.parametrize(("text", "expected"), [("3650d", timedelta(days=3650)),
+                                                ("0000000000000000000001h", timedelta(hours=1))])
+def test_the_longest_duration_and_leading_zeros_still_parse(text: str,
+                                                            expected: timedelta) -> None:
+    assert parse_duration(text) == expected

@@ -3,12 +3,18 @@ the worker's, which does the work of the requests the first one acknowledged."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
 from urllib.error import URLError
 
-from slack_bolt import App
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
+from slack_sdk.signature import SignatureVerifier
 
+from bot.adapters.slack import payloads
 from bot.adapters.slack.inbox import SlackInbox
 from bot.adapters.slack.listeners import Listeners
 from bot.config import ConfigError, Settings
@@ -39,11 +45,64 @@ def build_work_app(ctx: Context, client: WebClient) -> App:
     return app
 
 
+log = logging.getLogger(__name__)
+
+
+class BotApp(App):
+    """A Bolt app that keeps its signing secret at hand for :class:`SlackHttpHandler`."""
+
+    def __init__(self, *, signing_secret: str, **kwargs: Any) -> None:
+        super().__init__(signing_secret=signing_secret, **kwargs)
+        self.signing_secret = signing_secret
+
+
+class SlackHttpHandler(SlackRequestHandler):
+    """Bolt's WSGI handler for ``POST /slack/events`` with the door checked first.
+
+    A body Bolt cannot parse (not UTF-8, a ``payload`` that is not JSON, not an object) or a
+    payload whose shape the listeners cannot read (:func:`payloads.check`) is answered 400 when
+    it is signed, 401 when it is not, and never reaches the listeners or the inbox. Everything
+    else goes to Bolt as it is, signature check included.
+    """
+
+    def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
+        environ = request.environ
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw: bytes = environ["wsgi.input"].read(length) if "wsgi.input" in environ else b""
+        headers = request.get_headers()
+        problem = "the body is not UTF-8"
+        try:
+            body = raw.decode("utf-8")
+            bolt_request = BoltRequest(body=body, query=request.query_string, headers=headers)
+            payloads.check(bolt_request.body)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
+            problem = str(error) if isinstance(error, payloads.MalformedPayload) else \
+                f"the body cannot be read ({type(error).__name__})"
+        else:
+            return self.app.dispatch(bolt_request)
+        secret = getattr(self.app, "signing_secret", "")
+        flat = {k: v if isinstance(v, str) else next(iter(v), "") for k, v in headers.items()}
+        # Slack signs UTF-8 text; a body that is not cannot be checked, and nothing is read
+        # from it either: it is refused as malformed.
+        if _utf8(raw) and not (secret and SignatureVerifier(secret).is_valid_request(raw, flat)):
+            return BoltResponse(status=401, body="")
+        log.warning("refused a malformed Slack request: %s", problem)
+        return BoltResponse(status=400, body="malformed payload")
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _app(client: WebClient, signing_secret: str, *, verify: bool) -> App:
     try:
-        return App(client=client, signing_secret=signing_secret,
-                   request_verification_enabled=verify, process_before_response=True,
-                   name="k8s-access-bot")
+        return BotApp(client=client, signing_secret=signing_secret,
+                      request_verification_enabled=verify, process_before_response=True,
+                      name="k8s-access-bot")
     except BoltError as error:
         raise ConfigError(
             f"Slack refused SLACK_BOT_TOKEN ({error}); copy the Bot User OAuth Token again "

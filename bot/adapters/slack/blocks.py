@@ -1,11 +1,22 @@
 """Block Kit, built by pure functions from domain objects. No client, no I/O.
 
 Every message has a plain-text fallback (``text``) for notifications and screen readers.
+
+Two rules hold for everything built here, each in one place:
+
+- Text a person typed (reasons, comments, names, anything from a command, a form or the CLI)
+  goes into mrkdwn only through :func:`escape`, so ``<!channel>``, ``<@U…>`` and
+  ``<https://…|…>`` show as the characters they are.
+- Every message and view leaves through :func:`fit_message` or :func:`fit_view`, which keep it
+  within Slack's Block Kit limits (:data:`LIMITS`); builders summarise what would not fit
+  before that, so that the cut is the last resort, never the plan.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import html
 import io
 import json
 from collections.abc import Iterable, Sequence
@@ -26,13 +37,188 @@ PICK_CLUSTER, PICK_ROLE = "pick_cluster", "pick_role"
 MAX_LISTED = 15
 
 
+# --- typed text and Slack's limits ---------------------------------------------------------
+
+
+def escape(text: str | None) -> str:
+    """``text`` made inert in mrkdwn: Slack parses ``&``, ``<`` and ``>`` as control characters
+    and shows ``&amp;``, ``&lt;`` and ``&gt;`` as the characters themselves (Slack's
+    "Formatting text for app surfaces", *Escaping text*). Nothing else is encoded."""
+    return html.escape(text or "", quote=False)
+
+
+LIMITS = {
+    "message_blocks": 50,
+    "view_blocks": 100,
+    "text_fallback": 4000,
+    "section_text": 3000,
+    "section_fields": 10,
+    "field_text": 2000,
+    "context_elements": 10,
+    "context_text": 3000,
+    "header_text": 150,
+    "actions_elements": 25,
+    "button_text": 75,
+    "button_value": 2000,
+    "option_text": 75,
+    "option_value": 150,
+    "select_options": 100,
+    "placeholder_text": 150,
+    "input_label": 2000,
+    "input_hint": 2000,
+    "input_value": 3000,
+    "confirm_title": 100,
+    "confirm_text": 300,
+    "confirm_button": 30,
+    "modal_title": 24,
+    "modal_button": 24,
+    "private_metadata": 3000,
+    "block_id": 255,
+}
+"""Slack's Block Kit limits, in characters or items (Block Kit reference: blocks, block
+elements, composition objects, view objects; chat.postMessage recommends a ``text`` of at most
+4,000 characters and truncates at 40,000)."""
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, never inside ``<…>`` markup or an
+    ``&…;`` entity, so that a cut never leaves half a mention or half an escaped character."""
+    if len(text) <= limit:
+        return text
+    cut = text[:max(limit - 1, 0)]
+    opened = cut.rfind("<")
+    if opened > cut.rfind(">"):
+        cut = cut[:opened]
+    amp = cut.rfind("&")
+    if amp >= 0 and ";" not in cut[amp:] and len(cut) - amp <= 5:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def _cut(text_object: Any, limit: int) -> None:
+    if isinstance(text_object, dict) and isinstance(text_object.get("text"), str):
+        text_object["text"] = shorten(text_object["text"], limit)
+
+
+def _fit_confirm(confirm: Any) -> None:
+    if isinstance(confirm, dict):
+        _cut(confirm.get("title"), LIMITS["confirm_title"])
+        _cut(confirm.get("text"), LIMITS["confirm_text"])
+        _cut(confirm.get("confirm"), LIMITS["confirm_button"])
+        _cut(confirm.get("deny"), LIMITS["confirm_button"])
+
+
+def _fit_option(option: Any) -> None:
+    if isinstance(option, dict):
+        _cut(option.get("text"), LIMITS["option_text"])
+        if isinstance(option.get("value"), str):
+            option["value"] = option["value"][:LIMITS["option_value"]]
+
+
+def _fit_element(element: Any) -> None:
+    if not isinstance(element, dict):
+        return
+    kind = element.get("type")
+    if kind == "button":
+        _cut(element.get("text"), LIMITS["button_text"])
+        if isinstance(element.get("value"), str):
+            element["value"] = element["value"][:LIMITS["button_value"]]
+        _fit_confirm(element.get("confirm"))
+    elif kind == "static_select":
+        element["options"] = list(element.get("options", []))[:LIMITS["select_options"]]
+        for option in [*element["options"], element.get("initial_option")]:
+            _fit_option(option)
+        _cut(element.get("placeholder"), LIMITS["placeholder_text"])
+    elif kind == "plain_text_input":
+        if isinstance(element.get("initial_value"), str):
+            element["initial_value"] = element["initial_value"][:LIMITS["input_value"]]
+        _cut(element.get("placeholder"), LIMITS["placeholder_text"])
+
+
+def _fit_block(block: Block) -> None:
+    kind = block.get("type")
+    if isinstance(block.get("block_id"), str):
+        block["block_id"] = block["block_id"][:LIMITS["block_id"]]
+    if kind == "section":
+        _cut(block.get("text"), LIMITS["section_text"])
+        if "fields" in block:
+            block["fields"] = block["fields"][:LIMITS["section_fields"]]
+            for item in block["fields"]:
+                _cut(item, LIMITS["field_text"])
+        _fit_element(block.get("accessory"))
+    elif kind == "context":
+        block["elements"] = block["elements"][:LIMITS["context_elements"]]
+        for item in block["elements"]:
+            _cut(item, LIMITS["context_text"])
+    elif kind == "header":
+        _cut(block.get("text"), LIMITS["header_text"])
+    elif kind == "actions":
+        block["elements"] = block["elements"][:LIMITS["actions_elements"]]
+        for item in block["elements"]:
+            _fit_element(item)
+    elif kind == "input":
+        _cut(block.get("label"), LIMITS["input_label"])
+        _cut(block.get("hint"), LIMITS["input_hint"])
+        _fit_element(block.get("element"))
+
+
+def _fit_blocks(content: Sequence[Block], limit: int) -> list[Block]:
+    fitted = [copy.deepcopy(block) for block in content]
+    if len(fitted) > limit:
+        left_out = len(fitted) - limit + 1
+        fitted = [*fitted[:limit - 1], _context(f"…and {left_out} more not shown here.")]
+    for block in fitted:
+        _fit_block(block)
+    return fitted
+
+
+def fit_message(text: str, content: Sequence[Block]) -> tuple[str, list[Block]]:
+    """A message Slack accepts: at most 50 blocks, every text within its limit, a fallback of
+    at most 4,000 characters. Builders summarise first; this only cuts what is still over."""
+    return (shorten(text, LIMITS["text_fallback"]),
+            _fit_blocks(content, LIMITS["message_blocks"]))
+
+
+def fit_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A modal or Home tab Slack accepts: at most 100 blocks, titles and buttons within limits."""
+    fitted = {**view, "blocks": _fit_blocks(view.get("blocks", []), LIMITS["view_blocks"])}
+    for key in ("title", "submit", "close"):
+        if key in fitted:
+            fitted[key] = copy.deepcopy(fitted[key])
+            _cut(fitted[key], LIMITS["modal_title" if key == "title" else "modal_button"])
+    metadata = fitted.get("private_metadata")
+    if isinstance(metadata, str) and len(metadata) > LIMITS["private_metadata"]:
+        raise ValueError("private_metadata over Slack's limit: keep less in it")
+    return fitted
+
+
+def sections(text: str) -> list[Block]:
+    """``text`` as section blocks, split between lines so that none is over Slack's limit."""
+    chunks: list[str] = []
+    for line in text.split("\n"):
+        if chunks and len(chunks[-1]) + 1 + len(line) <= LIMITS["section_text"]:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line)
+    return [_text(chunk) for chunk in chunks if chunk.strip()] or [_text(text or " ")]
+
+
+def reply(text: str) -> tuple[str, list[Block]]:
+    """An answer to the person who acted: ``text`` (mrkdwn the bot wrote, typed parts already
+    escaped) in as many sections as it needs."""
+    return fit_message(text, sections(text))
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
 def mention(who: str | None) -> str:
     if not who:
         return "someone"
     if who == POLICY_ACTOR:
         return "the policy"
     if who.startswith("cli:"):
-        return f"operator {who.removeprefix('cli:')}"
+        return f"operator {escape(who.removeprefix('cli:'))}"
     if who.startswith("S"):
         return f"<!subteam^{who}>"
     return f"<@{who}>"
@@ -46,15 +232,21 @@ def when(moment: datetime | None) -> str:
 
 
 def _text(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
 def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
 def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text[:150], "emoji": True}
+    """plain_text: Slack shows it as it is, so typed text needs no escaping here."""
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def target(request: AccessRequest) -> str:
+    """Cluster, role and namespace, escaped: a namespace can come from what a person typed."""
+    return escape(request.target)
 
 
 def button(label: str, action_id: str, request_id: int | None, style: str | None = None,
@@ -92,7 +284,7 @@ def title(request: AccessRequest) -> str:
 def summary(request: AccessRequest) -> str:
     length = format_duration(request.duration)
     verb = "more on" if request.kind is Kind.EXTENSION else "for"
-    return f"{mention(request.requester_id)} asks {length} {verb} *{request.target}*"
+    return f"{mention(request.requester_id)} asks {length} {verb} *{target(request)}*"
 
 
 def status(request: AccessRequest, missing: int = 0) -> str:
@@ -105,7 +297,7 @@ def status(request: AccessRequest, missing: int = 0) -> str:
     if state is State.APPROVED:
         line = f":white_check_mark: Approved by {approvers}; granting access…"
         if request.last_error:
-            line += f"\n:warning: The backend failed, retrying: {request.last_error}"
+            line += f"\n:warning: The backend failed, retrying: {escape(request.last_error)}"
         return line
     if state is State.ACTIVE:
         return (f":large_green_circle: Active until {when(request.ends_at)} "
@@ -114,26 +306,26 @@ def status(request: AccessRequest, missing: int = 0) -> str:
         return f":checkered_flag: Expired {when(request.ended_at)}."
     if state is State.REVOKED:
         return (f":no_entry: Revoked by {mention(request.ended_by)} {when(request.ended_at)}: "
-                f"{request.end_reason}")
+                f"{escape(request.end_reason)}")
     if state is State.DENIED:
-        return f":x: Denied by {mention(request.ended_by)}: {request.end_reason}"
+        return f":x: Denied by {mention(request.ended_by)}: {escape(request.end_reason)}"
     if state is State.CANCELLED:
         return ":leftwards_arrow_with_hook: Cancelled by the requester."
     if state is State.TIMED_OUT:
-        return f":zzz: Timed out: {request.end_reason}."
-    return f":boom: Failed: {request.end_reason}"
+        return f":zzz: Timed out: {escape(request.end_reason)}."
+    return f":boom: Failed: {escape(request.end_reason)}"
 
 
 def _fields(request: AccessRequest) -> Block:
-    reason = request.reason or "_(none given)_"
+    reason = escape(request.reason) or "_(none given)_"
     fields = [
         f"*Requester*\n{mention(request.requester_id)}",
-        f"*Access*\n{request.target}",
+        f"*Access*\n{target(request)}",
         f"*Duration*\n{format_duration(request.duration)}",
-        f"*Identity granted*\n`{request.subject}`",
+        f"*Identity granted*\n`{escape(request.subject)}`",
         f"*Reason*\n{reason}",
     ]
-    return {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]}
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
 
 
 def approval_message(request: AccessRequest, missing: int) -> tuple[str, list[Block]]:
@@ -143,18 +335,19 @@ def approval_message(request: AccessRequest, missing: int) -> tuple[str, list[Bl
     if decisions:
         lines = [f"{':white_check_mark:' if a.decision is Decision.APPROVE else ':x:'} "
                  f"{mention(a.approver_id)} {when(a.decided_at)}"
-                 + (f": {a.comment}" if a.comment else "") for a in decisions]
-        blocks.append(_context("\n".join(lines)))
+                 + (f": {escape(a.comment)}" if a.comment else "") for a in decisions]
+        # One context per decision: a quorum of long comments stays readable and within limits.
+        blocks += [_context(line) for line in lines[:LIMITS["message_blocks"] - 5]]
     if request.state is State.PENDING:
         blocks.append(_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
                                button("Deny", DENY, request.id, "danger")))
-    return f"{summary(request)}: {status(request, missing)}", blocks
+    return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
 
 
 def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
     """The DM to the requester for ``notice``, or None when they need not hear of it."""
     request = notice.request
-    label = f"#{request.id} ({request.target})"
+    label = f"#{request.id} ({target(request)})"
     kind = notice.kind
     buttons: list[Block] = []
     if kind is NoticeKind.ACTIVE:
@@ -173,16 +366,17 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
         text = f":white_check_mark: Request {label} was approved; granting access now."
     elif kind is NoticeKind.DENIED:
         text = (f":x: Request {label} was denied by {mention(request.ended_by)}: "
-                f"{request.end_reason}")
+                f"{escape(request.end_reason)}")
     elif kind is NoticeKind.TIMED_OUT:
-        text = (f":zzz: Request {label} timed out: {request.end_reason}. "
+        text = (f":zzz: Request {label} timed out: {escape(request.end_reason)}. "
                 "Ask again if you still need it.")
     elif kind is NoticeKind.FAILED:
-        text = (f":boom: Access {label} could not be granted: {request.end_reason}\n"
+        text = (f":boom: Access {label} could not be granted: {escape(request.end_reason)}\n"
                 "The platform team has been told; ask again once it is fixed.")
     elif kind is NoticeKind.RETRYING:
         text = (f":warning: Request {label} is approved but the backend failed "
-                f"({request.last_error}). The bot keeps retrying; you will hear when it works.")
+                f"({escape(request.last_error)}). The bot keeps retrying; you will hear when "
+                "it works.")
     elif kind is NoticeKind.EXPIRING:
         text = (f":alarm_clock: Your access {label} ends {when(request.ends_at)}. "
                 "Extend it if you still need it.")
@@ -191,23 +385,32 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
         text = f":checkered_flag: Your access {label} has expired."
     elif kind is NoticeKind.REVOKED:
         text = (f":no_entry: Your access {label} was revoked by {mention(request.ended_by)}: "
-                f"{request.end_reason}")
+                f"{escape(request.end_reason)}")
     else:
         return None
     if kind in (NoticeKind.EXPIRED, NoticeKind.REVOKED) and request.backend_ref.get(
             "certificate_not_after"):
         text += ("\nYour client certificate stays valid until it expires, but its RBAC "
                  "binding is gone, so it grants nothing.")
-    return text, [_text(text), *buttons]
+    return fit_message(text, [*sections(text), *buttons])
+
+
+REMINDER_LISTED = 45
+"""Grants shown one by one, each with its Extend button, in the weekly reminder."""
 
 
 def weekly_reminder(grants: Sequence[AccessRequest], now: datetime) -> tuple[str, list[Block]]:
+    """The DM to someone whose grants end within a week: one block per grant with its Extend
+    button, the rest counted with the command that lists them."""
     text = f":calendar: {len(grants)} of your grants end within a week."
     blocks: list[Block] = [_text(text)]
-    for grant in grants[:MAX_LISTED * 3]:
-        blocks += [_text(f"{request_line(grant, now)}, ends {when(grant.ends_at)}"),
-                   _actions(grant.id, button("Extend", EXTEND, grant.id))]
-    return text, blocks[:100]
+    for grant in grants[:REMINDER_LISTED]:
+        blocks.append({**_text(f"{request_line(grant, now)}, ends {when(grant.ends_at)}"),
+                       "accessory": button("Extend", EXTEND, grant.id)})
+    if len(grants) > REMINDER_LISTED:
+        blocks.append(_context(f"…and {len(grants) - REMINDER_LISTED} more: "
+                               "`/k8s-access list active` shows them all."))
+    return fit_message(text, blocks)
 
 
 REVIEW_DETAILED = 96
@@ -248,13 +451,23 @@ def access_review(grants: Sequence[AccessRequest], total: int,
             blocks.append({
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": (
-                    f"*#{grant.id}* {mention(grant.requester_id)} on *{grant.target}* as "
-                    f"`{grant.subject}`\nsince {when(grant.activated_at)}, until "
-                    f"{when(grant.ends_at)}, approved by {approvers}")[:3000]},
+                    f"*#{grant.id}* {mention(grant.requester_id)} on *{target(grant)}* as "
+                    f"`{escape(grant.subject)}`\nsince {when(grant.activated_at)}, until "
+                    f"{when(grant.ends_at)}, approved by {approvers}")},
                 "accessory": button("Revoke", REVOKE, grant.id, "danger", confirm),
             })
-        messages.append((head, blocks))
+        messages.append(fit_message(head, blocks))
     return messages
+
+
+def link_confirmation(user_id: str, username: str) -> tuple[str, list[Block]]:
+    """The admins' DM when someone links a GitLab account whose email is not theirs."""
+    text = (f"{mention(user_id)} wants to be GitLab user `{escape(username)}`, whose email "
+            "GitLab does not show as theirs. Confirm only if you know it is their account.")
+    return fit_message(text, [_text(text), {
+        "type": "actions", "block_id": f"link:{user_id}",
+        "elements": [{**button("Confirm link", CONFIRM_LINK, None, "primary"),
+                      "value": user_id}]}])
 
 
 def filed_message(request: AccessRequest, missing: int) -> str:
@@ -374,35 +587,36 @@ def request_line(request: AccessRequest, now: datetime) -> str:
     owner = mention(request.requester_id)
     kind = "extension of #" + str(request.parent_id) + " " if request.kind is Kind.EXTENSION \
         else ""
-    return (f"*#{request.id}* {kind}{request.target} for {owner}: "
+    return (f"*#{request.id}* {kind}{target(request)} for {owner}: "
             f"{request.state.value.replace('_', ' ')}{extra}")
 
 
 def listing(scope: str, found: Sequence[AccessRequest], now: datetime) -> tuple[str, list[Block]]:
+    scope = escape(scope)
     if not found:
         text = f"Nothing in `{scope}`."
-        return text, [_text(text)]
+        return fit_message(text, [_text(text)])
     shown = list(found)[:MAX_LISTED]
     blocks = [_text(f"*{scope.capitalize()}* ({len(found)})")]
     blocks += [_text(request_line(r, now)) for r in shown]
     if len(found) > len(shown):
         blocks.append(_context(f"…and {len(found) - len(shown)} more."))
-    return f"{len(found)} requests in {scope}", blocks
+    return fit_message(f"{len(found)} requests in {scope}", blocks)
 
 
 def clusters_overview(config: Config) -> str:
     lines = []
     for name, cluster in config.clusters.items():
-        head = f"*{name}* ({cluster.backend})"
+        head = f"*{escape(name)}* ({cluster.backend})"
         if cluster.description:
-            head += f": {cluster.description}"
+            head += f": {escape(cluster.description)}"
         lines.append(head)
         for role in cluster.roles:
             policy = config.policy(name, role)
             who = ", ".join(mention(a) for a in sorted(policy.approvers)) or "the policy"
             extras = []
             if policy.namespaces:
-                extras.append(f"namespaces {', '.join(policy.namespaces)}")
+                extras.append(f"namespaces {escape(', '.join(policy.namespaces))}")
             if policy.auto_approve_up_to:
                 extras.append(f"auto-approved up to {format_duration(policy.auto_approve_up_to)}")
             if policy.break_glass:
@@ -410,7 +624,7 @@ def clusters_overview(config: Config) -> str:
             if policy.approvals_required > 1:
                 extras.append(f"{policy.approvals_required} approvals")
             extra = f"; {'; '.join(extras)}" if extras else ""
-            lines.append(f"  • `{role}`: up to {format_duration(policy.max_duration)} "
+            lines.append(f"  • `{escape(role)}`: up to {format_duration(policy.max_duration)} "
                          f"(default {format_duration(policy.default_duration)}), "
                          f"approved by {who}{extra}")
     return "\n".join(lines)
@@ -437,12 +651,13 @@ def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], n
         blocks.append({"type": "divider"})
         blocks.append(_text(f"*Waiting for your decision* ({len(waiting)})"))
         for request in waiting[:MAX_LISTED]:
-            blocks.append(_text(f"{summary(request)}\n_{request.reason or 'no reason given'}_"))
+            reason = escape(request.reason) or "no reason given"
+            blocks.append(_text(f"{summary(request)}\n_{reason}_"))
             blocks.append(_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
                                    button("Deny", DENY, request.id, "danger")))
     blocks.append(_context("Ask for access with `/k8s-access request`; `/k8s-access help` "
                            "shows every command."))
-    return {"type": "home", "blocks": blocks[:100]}
+    return fit_view({"type": "home", "blocks": blocks})
 
 
 # --- modals -------------------------------------------------------------------------------
@@ -505,19 +720,30 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
                     optional=True,
                     hint="Paste a PEM CSR with CN set to your Kubernetes username and no O to "
                          "keep your private key to yourself; leave empty to get a new key."))
-    return {
+    return fit_view({
         "type": "modal",
         "callback_id": REQUEST_MODAL,
         "title": _plain("Kubernetes access"),
         "submit": _plain("Request"),
         "close": _plain("Cancel"),
-        "private_metadata": json.dumps({k: v for k, v in prefill.items() if v}),
+        "private_metadata": _form_memory(prefill),
         "blocks": blocks,
-    }
+    })
+
+
+def _form_memory(prefill: dict[str, Any]) -> str:
+    """What the request form remembers between its versions (JSON), within Slack's limit for
+    ``private_metadata``: the longest typed values are dropped first when it would not fit."""
+    kept = {k: v for k, v in prefill.items() if v}
+    memory = json.dumps(kept, ensure_ascii=False)
+    while len(memory) > LIMITS["private_metadata"]:
+        kept.pop(max(kept, key=lambda k: len(str(kept[k]))))
+        memory = json.dumps(kept, ensure_ascii=False)
+    return memory
 
 
 def deny_modal(request: AccessRequest) -> dict[str, Any]:
-    return {
+    return fit_view({
         "type": "modal",
         "callback_id": DENY_MODAL,
         "title": _plain(f"Deny request #{request.id}"),
@@ -530,11 +756,11 @@ def deny_modal(request: AccessRequest) -> dict[str, Any]:
                                       "multiline": True},
                    hint="The requester sees this, so say what to change."),
         ],
-    }
+    })
 
 
 def extend_modal(request: AccessRequest) -> dict[str, Any]:
-    return {
+    return fit_view({
         "type": "modal",
         "callback_id": EXTEND_MODAL,
         "title": _plain(f"Extend grant #{request.id}"),
@@ -542,7 +768,7 @@ def extend_modal(request: AccessRequest) -> dict[str, Any]:
         "close": _plain("Back"),
         "private_metadata": str(request.id),
         "blocks": [
-            _text(f"*{request.target}* ends {when(request.ends_at)}."),
+            _text(f"*{target(request)}* ends {when(request.ends_at)}."),
             _input("duration", "How much longer?", {"type": "plain_text_input",
                                                     "action_id": "duration",
                                                     "initial_value": "1h"},
@@ -550,4 +776,4 @@ def extend_modal(request: AccessRequest) -> dict[str, Any]:
             _input("reason", "Reason", {"type": "plain_text_input", "action_id": "reason",
                                         "multiline": True}, optional=True),
         ],
-    }
+    })

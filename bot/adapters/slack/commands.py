@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.durations import parse_duration
-from bot.domain.errors import InvalidInput
+from bot.domain.errors import InvalidInput, NotFound
 
 USAGE = {
     "request": "request [CLUSTER [ROLE [DURATION]]] [REASON…]   (options: -n NAMESPACE, "
@@ -45,13 +45,23 @@ def usage(verb: str) -> str:
     return f"`/k8s-access {USAGE[verb]}`"
 
 
-def _request_id(word: str | None, verb: str) -> int:
+MAX_REQUEST_ID = 2**31 - 1
+"""Request IDs are the database's ``INTEGER`` keys: a larger number names no request."""
+
+
+def parse_request_id(word: str | None, verb: str) -> int:
+    """The request ID in ``word`` (``42`` or ``#42``), range-checked before it reaches the
+    database; :class:`InvalidInput` or :class:`NotFound` that says what to write otherwise."""
     if word is None:
         raise InvalidInput(f"Which request? Write {usage(verb)}, for example `{verb} 42`.")
-    match = re.fullmatch(r"#?(\d{1,12})", word)
+    shown = word if len(word) <= 40 else word[:39] + "…"
+    match = re.fullmatch(r"#?(\d+)", word.strip(), re.ASCII)
     if match is None:
-        raise InvalidInput(f"'{word}' is not a request ID: write {usage(verb)}, like `{verb} 42`.")
-    return int(match.group(1))
+        raise InvalidInput(f"'{shown}' is not a request ID: write {usage(verb)}, like `{verb} 42`.")
+    digits = match.group(1).lstrip("0")
+    if not digits or len(digits) > len(str(MAX_REQUEST_ID)) or int(digits) > MAX_REQUEST_ID:
+        raise NotFound(f"There is no request #{match.group(1)[:24]}.")
+    return int(digits)
 
 
 def _parse_request(words: list[str]) -> Command:
@@ -96,10 +106,10 @@ def parse(text: str) -> Command:
             raise InvalidInput(f"Write {usage('list')}.")
         return Command("list", text=rest[0] if rest else "mine")
     if verb in ("approve", "deny", "cancel", "revoke"):
-        request_id = _request_id(rest[0] if rest else None, verb)
+        request_id = parse_request_id(rest[0] if rest else None, verb)
         return Command(verb, request_id=request_id, text=" ".join(rest[1:]))
     if verb == "extend":
-        request_id = _request_id(rest[0] if rest else None, verb)
+        request_id = parse_request_id(rest[0] if rest else None, verb)
         if len(rest) < 2:
             raise InvalidInput(f"How much longer? Write {usage('extend')}, like `extend 42 2h`.")
         return Command("extend", request_id=request_id, duration=parse_duration(rest[1]),

@@ -1,11 +1,12 @@
 """Slack listeners: parse, call one use case, render. No business rule lives here.
 
 Each request is handled twice, by two Bolt apps over the same listeners. The app that faces
-Slack (:meth:`Listeners.register`) keeps the request in the inbox (which also refuses replays)
-and acknowledges: Slack allows 3 seconds. Modal submissions validate their fields there, so that
-errors show on the field. The worker's app (:meth:`Listeners.register_work`) then does the work
-and answers; every error a person can cause comes back to them as an ephemeral message, every
-other error is logged and answered with an apology, never a crash.
+Slack (:meth:`Listeners.register`) refuses a malformed payload with a 400
+(:mod:`bot.adapters.slack.payloads`), keeps the request in the inbox (which also refuses
+replays) and acknowledges: Slack allows 3 seconds. Modal submissions validate their fields
+there, so that errors show on the field. The worker's app (:meth:`Listeners.register_work`)
+then does the work and answers; every error a person can cause comes back to them as an
+ephemeral message, every other error is logged and answered with an apology, never a crash.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltResponse, Respond
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
-from bot.adapters.slack import blocks, commands
+from bot.adapters.slack import blocks, commands, payloads
 from bot.adapters.slack.inbox import SlackInbox
 from bot.domain import lifecycle
 from bot.domain.durations import format_duration, parse_duration
@@ -31,6 +33,8 @@ from bot.services.context import Context
 
 log = logging.getLogger(__name__)
 SLASH_COMMAND = "/k8s-access"
+TRIGGER_ERRORS = frozenset({"expired_trigger_id", "invalid_trigger_id", "exchanged_trigger_id"})
+"""What ``views.open`` answers when the click or command is too old (3 s) or was used already."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class Reply:
 
 
 def _reply(text: str) -> Reply:
-    return Reply(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}])
+    """An answer in mrkdwn the bot wrote; typed parts must already be escaped."""
+    return Reply(*blocks.reply(text))
 
 
 class Listeners:
@@ -85,6 +90,11 @@ class Listeners:
     def receive(self, req: Any, resp: Any, next: Callable[[], Any]) -> Any:
         """Keep the request for the worker. A signed request is kept once: the same signature
         again is a replay."""
+        try:
+            payloads.check(req.body)
+        except payloads.MalformedPayload as error:
+            log.warning("refused a malformed Slack request: %s", error)
+            return BoltResponse(status=400, body="malformed payload")
         if self.inbox is None:
             return next()
         signature = req.headers.get("x-slack-signature", [None])[0]
@@ -102,7 +112,8 @@ class Listeners:
         try:
             return action()
         except DomainError as error:
-            return _reply(error.message)
+            # The message quotes what the person typed: plain text, never markup.
+            return _reply(blocks.escape(error.message))
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("handler failed for %s (reference %s)", user_id, reference)
@@ -147,8 +158,9 @@ class Listeners:
                            "namespace": parsed.namespace, "reason": parsed.text,
                            "break_glass": parsed.break_glass,
                            "duration": _spell(parsed)}
-                client.views_open(trigger_id=command["trigger_id"],
-                                  view=blocks.request_modal(self.ctx.config, prefill))
+                _open_form(client, command.get("trigger_id"),
+                           blocks.request_modal(self.ctx.config, prefill),
+                           instead=_request_syntax(parsed))
                 return None
             return self.execute(parsed, user_id)
 
@@ -188,10 +200,11 @@ class Listeners:
             return _reply(blocks.filed_message(filed, self._missing(filed)))
         if verb == "link":
             link = identity.link_gitlab(ctx, user_id, parsed.text)
+            username = blocks.escape(link.username)
             if link.confirmed:
-                return _reply(f"Linked to GitLab user `{link.username}`.")
+                return _reply(f"Linked to GitLab user `{username}`.")
             asked = self._ask_admins(user_id, link.username)
-            return _reply(f"GitLab does not show `{link.username}` with your Slack email, so an "
+            return _reply(f"GitLab does not show `{username}` with your Slack email, so an "
                           f"admin must confirm the link; {asked}.")
         assert parsed.request_id is not None
         request_id = parsed.request_id
@@ -221,16 +234,10 @@ class Listeners:
             admins |= self.ctx.directory.members(admin) if admin.startswith("S") else {admin}
         if self.client is None or not admins:
             return "ask one of the admins"
-        text = (f"<@{user_id}> wants to be GitLab user `{username}`, whose email GitLab does not "
-                "show as theirs. Confirm only if you know it is their account.")
+        text, content = blocks.link_confirmation(user_id, username)
         for admin in sorted(admins):
             dm = self.client.conversations_open(users=admin)["channel"]["id"]
-            self.client.chat_postMessage(channel=dm, text=text, blocks=[
-                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-                {"type": "actions", "block_id": f"link:{user_id}", "elements": [
-                    {"type": "button", "action_id": blocks.CONFIRM_LINK, "style": "primary",
-                     "text": {"type": "plain_text", "text": "Confirm link"},
-                     "value": user_id}]}])
+            self.client.chat_postMessage(channel=dm, text=text, blocks=content)
         return "the admins have been asked"
 
     def on_confirm_link(self, ack: Ack, body: dict[str, Any], respond: Respond,
@@ -241,7 +248,8 @@ class Listeners:
         def act() -> Reply:
             user_id = body["actions"][0].get("value", "")
             link = identity.confirm_link(self.ctx, admin_id, user_id)
-            return _reply(f"<@{user_id}> is now linked to GitLab user `{link.username}`.")
+            return _reply(f"{blocks.mention(user_id)} is now linked to GitLab user "
+                          f"`{blocks.escape(link.username)}`.")
 
         self._tell(client, body, respond, self._run(admin_id, act))
 
@@ -278,37 +286,40 @@ class Listeners:
             commands.Command("cancel", request_id=request_id), user_id))
 
     def _open_modal(self, body: dict[str, Any], client: WebClient,
-                    build: Callable[[AccessRequest, str], dict[str, Any]]) -> Reply | None:
+                    build: Callable[[AccessRequest, str], dict[str, Any]],
+                    instead: str) -> Reply | None:
+        """Open the form ``build`` makes, once it has checked that the clicker may use it: a
+        refusal is the domain's own, told before any of the request's details are shown."""
         request = grants.get(self.ctx, _button_request_id(body))
-        client.views_open(trigger_id=body["trigger_id"], view=build(request, _user_id(body)))
+        view = build(request, _user_id(body))
+        _open_form(client, body.get("trigger_id"), view, instead=instead.format(id=request.id))
         return None
 
     def on_deny(self, ack: Ack, body: dict[str, Any], respond: Respond,
                 client: WebClient) -> None:
         def build(request: AccessRequest, user_id: str) -> dict[str, Any]:
-            lifecycle.next_state(request, lifecycle.Event.DENY)
+            policy = self.ctx.config.policy(request.cluster, request.role)
+            lifecycle.check_deny(request, self.ctx.actor(user_id), policy)
             return blocks.deny_modal(request)
 
-        self._button(ack, body, respond, client,
-                     lambda *_: self._open_modal(body, client, build))
+        self._button(ack, body, respond, client, lambda *_: self._open_modal(
+            body, client, build, "`/k8s-access deny {id} REASON`"))
 
     def on_extend(self, ack: Ack, body: dict[str, Any], respond: Respond,
                   client: WebClient) -> None:
         def build(request: AccessRequest, user_id: str) -> dict[str, Any]:
-            if request.state is not State.ACTIVE:
-                raise InvalidInput(f"Request #{request.id} is {request.state.value}: "
-                                   "only an active grant can be extended.")
+            lifecycle.check_extend(request, self.ctx.actor(user_id))
             return blocks.extend_modal(request)
 
-        self._button(ack, body, respond, client,
-                     lambda *_: self._open_modal(body, client, build))
+        self._button(ack, body, respond, client, lambda *_: self._open_modal(
+            body, client, build, "`/k8s-access extend {id} DURATION [REASON]`, like "
+                                 "`extend {id} 2h still debugging`"))
 
     def on_pick(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         """The cluster or role changed in the request form: rebuild it with the right choices."""
         ack()
         view = body["view"]
-        prefill = {**json.loads(view.get("private_metadata") or "{}"),
-                   **_form_values(view["state"]["values"])}
+        prefill = {**payloads.form_memory(view), **_form_values(view["state"]["values"])}
         if body["actions"][0]["action_id"] == blocks.PICK_CLUSTER:
             prefill.pop("role", None)
             prefill.pop("namespace", None)
@@ -318,7 +329,7 @@ class Listeners:
     # --- modal submissions --------------------------------------------------------------
 
     def check_request_form(self, ack: Ack, view: dict[str, Any]) -> None:
-        meta = json.loads(view.get("private_metadata") or "{}")
+        meta = payloads.form_memory(view)
         errors = self._request_form_errors(_form_values(view["state"]["values"]),
                                            bool(meta.get("break_glass")))
         if errors:
@@ -331,7 +342,7 @@ class Listeners:
         ack()
         user_id = _user_id(body)
         values = _form_values(view["state"]["values"])
-        meta = json.loads(view.get("private_metadata") or "{}")
+        meta = payloads.form_memory(view)
         if self._request_form_errors(values, bool(meta.get("break_glass"))):
             return  # shown on the form when it was submitted
 
@@ -363,7 +374,7 @@ class Listeners:
         user_id = _user_id(body)
         reason = _form_values(view["state"]["values"]).get("reason", "")
         try:
-            requests.deny(self.ctx, int(view["private_metadata"]), user_id, reason)
+            requests.deny(self.ctx, payloads.view_request_id(view), user_id, reason)
         except DomainError as error:
             ack(response_action="errors", errors={"reason": error.message})
             return
@@ -386,7 +397,7 @@ class Listeners:
         ack()
         user_id = _user_id(body)
         values = _form_values(view["state"]["values"])
-        grant_id = int(view["private_metadata"])
+        grant_id = payloads.view_request_id(view)
         try:
             duration = parse_duration(values.get("duration", ""))
         except DomainError:
@@ -421,11 +432,39 @@ def _user_id(body: dict[str, Any]) -> str:
 
 
 def _button_request_id(body: dict[str, Any]) -> int:
-    value = body["actions"][0].get("value", "")
+    action = body["actions"][0]
     try:
-        return int(value)
-    except ValueError:
+        return commands.parse_request_id(str(action.get("value", "")), action["action_id"])
+    except DomainError:
         raise InvalidInput("That button is broken; use the command instead.") from None
+
+
+def _open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
+               instead: str) -> None:
+    """Open ``view``; when Slack refuses the trigger (too old, or used), say what to type."""
+    try:
+        client.views_open(trigger_id=trigger_id or "", view=view)
+    except SlackApiError as error:
+        code = error.response.get("error") if error.response is not None else None
+        if code not in TRIGGER_ERRORS:
+            raise
+        log.info("views.open refused the trigger (%s)", code)
+        raise InvalidInput(f"The form could not open: Slack answered `{code}` (the click was "
+                           f"too old or already used). Type the command instead: {instead}") \
+            from None
+
+
+def _request_syntax(parsed: commands.Command) -> str:
+    """The whole request command, with what was typed filled in and the rest named."""
+    words = [parsed.cluster or "CLUSTER", parsed.role or "ROLE",
+             _spell(parsed) or "DURATION", parsed.text.strip() or "REASON…"]
+    if parsed.namespace:
+        words.insert(2, f"-n {parsed.namespace}")
+    if parsed.break_glass:
+        words.insert(0, "--break-glass")
+    return (f"`/k8s-access request {' '.join(words)}`, for example "
+            "`/k8s-access request staging edit 4h deploy hotfix` (`/k8s-access clusters` lists "
+            "clusters and roles)")
 
 
 def _form_values(state: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -449,14 +488,16 @@ def _revocation(request: AccessRequest) -> str:
     if request.state is State.REVOKED:
         return f"Request #{request.id} is revoked."
     return (f"Revocation of request #{request.id} is under way; the backend failed "
-            f"({request.last_error}) and the bot keeps retrying.")
+            f"({blocks.escape(request.last_error)}) and the bot keeps retrying.")
 
 
 def _whoami(who: identity.Identities) -> str:
-    lines = [f"*Slack*: <@{who.slack_user_id}>", f"*Email*: {who.email or 'unknown'}"]
+    escape = blocks.escape
+    lines = [f"*Slack*: <@{who.slack_user_id}>", f"*Email*: {escape(who.email) or 'unknown'}"]
     if who.links:
-        lines += [f"*{provider.capitalize()}*: `{name}`" for provider, name in who.links.items()]
-    lines += [f"*{cluster}*: {subject}" for cluster, subject in who.subjects.items()]
+        lines += [f"*{provider.capitalize()}*: `{escape(name)}`"
+                  for provider, name in who.links.items()]
+    lines += [f"*{cluster}*: {escape(subject)}" for cluster, subject in who.subjects.items()]
     if who.is_admin:
         lines.append("You are an admin.")
     return "\n".join(lines)
