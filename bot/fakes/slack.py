@@ -142,8 +142,6 @@ class FakeSlack:
     rate_limited: dict[str, int] = field(default_factory=dict)
     """Method name → how many of its next calls get a 429 with Retry-After."""
     retry_after: int = 1
-    fail_next: dict[str, str] = field(default_factory=dict)
-    """Method name → the error (``expired_trigger_id``…) its next call answers, once."""
     on_call: Callable[[str, dict[str, Any]], None] | None = None
     """Called with each successful call, as it arrives (the demo prints them)."""
     per_channel_interval: float = 0.0
@@ -270,10 +268,6 @@ class FakeSlack:
         handler = getattr(self, "api_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
-        with self._lock:
-            injected = self.fail_next.pop(method, None)
-        if injected is not None:
-            return 200, {"ok": False, "error": injected}, {}
         with self._lock:
             answer = handler(params)
         if self.on_call is not None and answer.get("ok"):

@@ -219,7 +219,7 @@ def test_extend_form_opens_only_for_the_grantee(driver: Driver, slack: FakeSlack
 @pytest.mark.parametrize("error", ["expired_trigger_id", "invalid_trigger_id"])
 def test_a_form_that_cannot_open_says_what_to_type(driver: Driver, slack: FakeSlack,
                                                    runtime: SlackRuntime, error: str) -> None:
-    slack.fail_next["views.open"] = error
+    slack.fail("views.open", error, times=1)
     answer = driver.ask(ALICE, "request staging deploy 2h")["text"]
     assert "went wrong" not in answer
     assert error in answer
@@ -227,12 +227,12 @@ def test_a_form_that_cannot_open_says_what_to_type(driver: Driver, slack: FakeSl
 
     driver.ask(ALICE, "request staging view 1h")  # auto-approved: #1
     wait_for(lambda: grants.get(runtime.ctx, 1).state is State.ACTIVE)
-    slack.fail_next["views.open"] = error
+    slack.fail("views.open", error, times=1)
     answer = driver.press(ALICE, "extend", "1", channel=slack.dm_channel(ALICE))
     assert "`/k8s-access extend 1 DURATION [REASON]`" in answer
 
     driver.ask(ALICE, "request staging edit 1h fix")  # #2, waits for Bob
-    slack.fail_next["views.open"] = error
+    slack.fail("views.open", error, times=1)
     answer = driver.press(BOB, "deny", "2")
     assert "`/k8s-access deny 2 REASON`" in answer and "went wrong" not in answer
     assert grants.get(runtime.ctx, 2).state is State.PENDING
