@@ -491,3 +491,43 @@ def test_the_health_check_follows_the_configured_port(healthz: int) -> None:
     # serve listens where the health check asks.
     (port_option,) = [p for p in serve.params if p.name == "port"]
     assert port_option.envvar == "K8S_ACCESS_PORT"
+
+
+# --- the README ---------------------------------------------------------------------------
+
+
+def running_it() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("\n## Running it\n", 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(section: str, header: str) -> list[list[str]]:
+    lines = section.split(header + "\n", 1)[1].splitlines()[1:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip().strip("`") for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_the_readme_deploy_steps_match_the_manifests(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    section = running_it()
+    assert [row[0] for row in table_rows(section, "| overlay | what runs |")] == OVERLAYS
+    schedules = {"every minute": "* * * * *"}
+    schedules |= {f"every {n} minutes": f"*/{n} * * * *" for n in range(2, 60)}
+    documented = {row[0]: schedules[row[1]]
+                  for row in table_rows(section, "| CronJob | schedule | what it does |")}
+    assert documented == {d["metadata"]["name"]: d["spec"]["schedule"]
+                          for d in rendered["cronjobs"] if d["kind"] == "CronJob"}
+    paths = re.findall(r"\b((?:deploy/(?:base|overlays|components)|scripts)/[\w./-]*\w)", section)
+    for path in set(paths):
+        if path != "deploy/base/bot.env":  # made from the example, git-ignored
+            assert (ROOT / path).exists(), path
+    for overlay in re.findall(r"kubectl apply -k deploy/overlays/([\w-]+)", section):
+        assert overlay in OVERLAYS
+    deployment = next(d for d in rendered["socket-mode"] if d["kind"] == "Deployment")
+    bot = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert (f"requests {bot['requests']['memory'].removesuffix('Mi')} MiB with a "
+            f"{bot['limits']['memory'].removesuffix('Mi')} MiB limit") in section
