@@ -212,6 +212,9 @@ def test_every_pod_runs_the_image_that_was_set_non_root_with_tmp_config_and_secr
                 assert re.fullmatch(r"postgres:\d+[\w.-]*", container["image"]), where
                 continue
             assert container["image"] == IMAGE, where
+            # Kubernetes' service links would put e.g. K8S_ACCESS_PORT=tcp://… in the
+            # environment, where the bot reads its own settings.
+            assert spec["enableServiceLinks"] is False, where
             assert [s["secretRef"]["name"] for s in container["envFrom"]] == [secret], where
             config_path = PurePosixPath(env_value(container, "K8S_ACCESS_CONFIG") or "")
             config_mount = mounts[str(config_path.parent)]
@@ -268,8 +271,9 @@ def test_the_secret_comes_from_a_git_ignored_file_with_a_documented_example() ->
 
 def measured_mib(row: str) -> list[int]:
     """The MiB numbers of a memory row of the README's benchmark table."""
-    line = next(line for line in (ROOT / "README.md").read_text().splitlines()
-                if line.startswith("| memory |") and row in line)
+    line = next((line for line in (ROOT / "README.md").read_text().splitlines()
+                 if line.startswith("| memory |") and row in line), None)
+    assert line, f"README, Benchmarks: no memory row saying {row!r}"
     value = line.split("|")[3]
     assert value.strip().endswith("MiB"), line
     return [int(n) for n in re.findall(r"\d+", value)]
