@@ -176,6 +176,17 @@ def test_overlay_renders_valid_in_an_order_that_applies(
                 if reference:
                     assert reference["name"] == secret["metadata"]["name"], pod
                     assert reference["key"] in secret["data"], (pod, reference["key"])
+    # A NetworkPolicy that admits the bot admits every pod that runs it.
+    for policy in (d for d in documents if d["kind"] == "NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            for peer in rule["from"]:
+                wanted = peer["podSelector"]["matchLabels"].items()
+                for document in documents:
+                    for pod, spec in pod_specs([document]):
+                        template = document["spec"]["jobTemplate"]["spec"]["template"] \
+                            if document["kind"] == "CronJob" else document["spec"]["template"]
+                        if any(c["image"] == IMAGE for c in containers(spec)):
+                            assert wanted <= template["metadata"]["labels"].items(), pod
     assert {"k8s-access.yaml"} == set(config_map["data"])
     assert set(kubeconfigs["data"]) == {"other.kubeconfig"}
 
