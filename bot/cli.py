@@ -266,7 +266,7 @@ def jobs_run(job: str) -> None:
 @click.option("--http", "http", is_flag=True,
               help="Receive Slack's requests at POST /slack/events (needs SLACK_SIGNING_SECRET).")
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--port", default=3000, show_default=True, type=int, envvar="K8S_ACCESS_PORT")
 @click.option("--jobs/--no-jobs", default=True, show_default=True,
               help="Run the periodic jobs in this process (off when CronJobs run them).")
 @_explained

@@ -6,14 +6,10 @@ import io
 import json
 import logging
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from bot.adapters.metrics import PrometheusMetrics
@@ -22,7 +18,6 @@ from bot.app import build_slack_runtime
 from bot.cli import main
 from bot.config import Config, Settings, load_config
 from bot.domain.model import State
-from bot.fakes.kubernetes import BOT_RULES
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from bot.logs import configure
 from bot.serve import readiness
@@ -31,70 +26,6 @@ from tests.conftest import ALICE, BOB
 from tests.fakes.ports import FakeClock, InMemoryGranter
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-OVERLAYS = ["socket-mode", "http", "cronjobs"]
-
-
-def test_dockerfile_lints_clean_and_runs_as_non_root() -> None:
-    done = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    text = (ROOT / "Dockerfile").read_text()
-    assert len(re.findall(r"^FROM python:3\.11-slim", text, re.M)) == 2
-    assert re.search(r"^USER 10001", text, re.M)
-    assert "HEALTHCHECK" in text and "/healthz" in text
-    assert re.search(r'^CMD \["serve"\]', text, re.M)
-    assert "COPY migrations" in text
-
-
-def render(overlay: str) -> list[dict[str, Any]]:
-    done = subprocess.run([str(BIN / "kubectl"), "kustomize", str(ROOT / "deploy" / "overlays"
-                                                                 / overlay)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlays_render_and_validate(overlay: str) -> None:
-    documents = render(overlay)
-    for document in documents:
-        kubernetes_validate.validate(document, "1.30.0", strict=True)
-    kinds = {d["kind"] for d in documents}
-    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
-            "Job"} <= kinds
-    pod_specs = [d["spec"]["template"]["spec"] for d in documents if d["kind"] in
-                 ("Deployment", "Job")]
-    pod_specs += [d["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in documents
-                  if d["kind"] == "CronJob"]
-    for spec in pod_specs:
-        assert spec["securityContext"]["runAsNonRoot"] is True
-        for container in spec["containers"]:
-            context = container["securityContext"]
-            assert context["readOnlyRootFilesystem"] is True
-            assert context["allowPrivilegeEscalation"] is False
-    deployment = next(d for d in documents if d["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    expected_args = {"socket-mode": ["serve", "--socket-mode"],
-                     "http": ["serve", "--http", "--port", "3000"],
-                     "cronjobs": ["serve", "--socket-mode", "--no-jobs"]}[overlay]
-    assert container["args"] == expected_args
-    if overlay == "http":
-        assert {"Service", "Ingress"} <= kinds
-    if overlay == "cronjobs":
-        jobs = sorted(d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-                      ["args"][-1] for d in documents if d["kind"] == "CronJob")
-        assert jobs == ["expire", "remind", "retry", "timeout"]
-
-
-def test_deployed_rbac_is_what_the_tests_prove_sufficient() -> None:
-    role = next(d for d in render("socket-mode") if d["kind"] == "ClusterRole")
-    def normal(rules: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"])),
-                       "resourceNames" in r) for r in rules)
-    assert normal(role["rules"]) == normal(BOT_RULES)
 
 
 def test_shipped_configs_are_valid() -> None:

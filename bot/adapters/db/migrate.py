@@ -9,7 +9,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+
+# The PostgreSQL advisory lock held while migrating (any fixed number, the same everywhere).
+MIGRATION_LOCK = 0x6B38_7341
 
 
 def migrations_folder() -> Path:
@@ -35,6 +38,11 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 def _with_connection(engine: Engine, action: str, *args: str) -> None:
     config = alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Pods that start together each run `db upgrade`: one migrates, the others wait
+            # here until it commits and then find the database at head. (SQLite's writers
+            # already take turns.)
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         getattr(command, action)(config, *args)
 
