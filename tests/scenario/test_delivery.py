@@ -369,3 +369,25 @@ def test_the_nudge_before_the_end_is_retried_only_when_it_may_work(
     nudges = [p for p in slack.called("chat.postMessage")
               if p.get("channel") == slack.dm_channel(ALICE) and "ends" in p["text"]]
     assert len(nudges) == (4 if retried else 1)  # the outage: a call and the client's 2 retries
+
+
+def test_the_extension_reply_names_where_it_went(driver: Driver, slack: FakeSlack,
+                                                 runtime: SlackRuntime) -> None:
+    driver.ask(ALICE, "request prod view 1h test")  # prod: no channel, two of three by DM
+    driver.ask(BOB, "approve 1")
+    driver.ask(CAROL, "approve 1")
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    answer = driver.ask(ALICE, "extend 1 1h more time")["text"]
+    assert answer.startswith("Extension #2 of grant #1: :hourglass: Waiting for 2 more approvals")
+    assert answer.endswith("from <@U0BOB0002>, <@U0CAROL03>, <@U0DAVE004>, told by DM.")
+
+
+def test_an_admin_slack_cannot_reach_does_not_break_a_gitlab_link(
+        driver: Driver, slack: FakeSlack, granter: InMemoryGranter) -> None:
+    from bot.domain.ports import ExternalAccount
+
+    granter.accounts["al"] = ExternalAccount("al", None)
+    slack.fail("conversations.open", "user_disabled", users=ADMIN)
+    answer = driver.ask(ALICE, "link gitlab al")["text"]
+    assert "an admin must confirm the link; no admin could be told: ask one" in answer
+    assert "went wrong" not in answer

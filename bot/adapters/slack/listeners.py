@@ -224,8 +224,10 @@ class Listeners:
         if verb == "extend":
             assert parsed.duration is not None
             extension = requests.extend(ctx, request_id, user_id, parsed.duration, parsed.text)
-            return _reply(f"Extension #{extension.id} of grant #{request_id}: "
-                          f"{blocks.status(extension, self._missing(extension))}")
+            line = blocks.status(extension, self._missing(extension))
+            if extension.state is State.PENDING:
+                line = line.removesuffix(".") + blocks.reach_line(extension.notified)
+            return _reply(f"Extension #{extension.id} of grant #{request_id}: {line}")
         raise InvalidInput(commands.help_text())
 
     def _ask_admins(self, user_id: str, username: str) -> str:
@@ -235,10 +237,16 @@ class Listeners:
         if self.client is None or not admins:
             return "ask one of the admins"
         text, content = blocks.link_confirmation(user_id, username)
-        for admin in sorted(admins):
-            dm = self.client.conversations_open(users=admin)["channel"]["id"]
-            self.client.chat_postMessage(channel=dm, text=text, blocks=content)
-        return "the admins have been asked"
+        asked = 0
+        for admin in sorted(admins):  # one admin Slack cannot reach never stops the others
+            try:
+                dm = self.client.conversations_open(users=admin)["channel"]["id"]
+                self.client.chat_postMessage(channel=dm, text=text, blocks=content)
+                asked += 1
+            except SlackApiError as error:
+                log.warning("could not ask admin %s to confirm a GitLab link: %s", admin,
+                            error.response.get("error"))
+        return "the admins have been asked" if asked else "no admin could be told: ask one"
 
     def on_confirm_link(self, ack: Ack, body: dict[str, Any], respond: Respond,
                         client: WebClient) -> None:

@@ -237,7 +237,7 @@ class SlackNotifier:
                     channel=c, ts=t, text=text, blocks=content)))
 
     def _tell_approvers(self, request: AccessRequest) -> None:
-        text = (f":warning: Request #{request.id} ({request.target}): "
+        text = (f":warning: Request #{request.id} ({blocks.target(request)}): "
                 f"{blocks.status(request, self._missing(request))}")
         for channel, ts in self._messages(request)[:1]:
             self._try(lambda c=channel, t=ts: self._call(  # type: ignore[misc]
@@ -250,7 +250,7 @@ class SlackNotifier:
         messages = self._messages(request)
         if not messages:
             return self._announce(request)
-        text = (f":hourglass: Request #{request.id} ({request.target}) has waited since "
+        text = (f":hourglass: Request #{request.id} ({blocks.target(request)}) has waited since "
                 f"{blocks.when(request.created_at)}: "
                 f"{blocks.status(request, self._missing(request))}")
         reached: list[str] = []
