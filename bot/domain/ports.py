@@ -170,6 +170,8 @@ class NoticeKind(StrEnum):
     REVOKED = "revoked"
     EXPIRING = "expiring"
     STILL_PENDING = "still_pending"
+    SLOW = "slow"
+    """A grant's backend call is still running after a while: ``detail`` says what is slow."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class Notice:
     delivery: Delivery | None = None
     parent: AccessRequest | None = None
     approvals_missing: int = 0
+    detail: str | None = None
 
 
 class Notifier(Protocol):
@@ -264,6 +267,11 @@ class RequestStore(Protocol):
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
         """Take the lease on a pending, due operation nobody else holds."""
+        ...
+
+    def renew(self, operation_id: int, owner: str, until: datetime) -> bool:
+        """Extend ``owner``'s lease on a pending operation to ``until``; False when it is no
+        longer ``owner``'s (another worker claimed it after the lease lapsed, or it is done)."""
         ...
 
     def due_operations(self, now: datetime, limit: int) -> list[Operation]: ...

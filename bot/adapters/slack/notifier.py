@@ -58,7 +58,8 @@ class SlackNotifier:
         if notice.kind is NoticeKind.FILED:
             self._post_approval(request)
         elif notice.kind is not NoticeKind.APPROVED:  # the decision notice showed it already
-            self._update_approval(request)
+            self._update_approval(request, blocks.delay_note(notice)
+                                  if notice.kind is NoticeKind.SLOW else None)
             if notice.parent is not None:
                 self._update_approval(notice.parent)
         if notice.kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
@@ -110,8 +111,8 @@ class SlackNotifier:
         with self._unit_of_work() as uow:
             return uow.store.messages(request.id, APPROVAL)
 
-    def _update_approval(self, request: AccessRequest) -> None:
-        text, content = blocks.approval_message(request, self._missing(request))
+    def _update_approval(self, request: AccessRequest, note: str | None = None) -> None:
+        text, content = blocks.approval_message(request, self._missing(request), note)
         for channel, ts in self._messages(request):
             try:
                 self._client.chat_update(channel=channel, ts=ts, text=text, blocks=content)

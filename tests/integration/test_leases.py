@@ -1,0 +1,235 @@
+"""A worker killed in the middle of a grant is replaced within a lease of about a minute; a
+worker that is alive and slow keeps its operation, and people hear that it is slow.
+
+The first worker is a real process that files and approves a request, so that it runs the grant
+itself, against the local Kubernetes API server; its backend call has been answered but does not
+return until the test says so, as when a worker hangs or dies right after the backend did its
+part. The second worker is this test process. Both read one clock the test moves: no test waits
+for a lease to run out in real time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from bot.adapters.db.store import make_engine
+from bot.app import build_context, build_granters
+from bot.config import Config, Settings, parse_config
+from bot.domain.model import OperationKind, State
+from bot.domain.ports import Granter, GrantResult, GrantSpec, Notice, NoticeKind
+from bot.fakes.kubernetes import FakeKubernetes
+from bot.services import grants, requests
+from bot.services.context import Context
+from tests.conftest import ALICE, BOB
+from tests.fakes.ports import RecordingNotifier, StaticDirectory
+from tests.scenario.conftest import wait_for
+
+STEP = timedelta(seconds=20)
+"""How far the clock moves between two looks: less than a lease."""
+HEARTBEAT_SECONDS = 0.02
+"""The heartbeat's real interval here, so that a renewal follows each clock step at once."""
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[FakeKubernetes]:
+    server = FakeKubernetes(tmp_path).start()
+    server.allow_bot()
+    yield server
+    server.stop()
+
+
+def lease_config(kube: FakeKubernetes, backend: str) -> Config:
+    return parse_config({"clusters": {"oidc": {
+        "backend": backend,
+        "kubernetes": {"server": kube.url,
+                       "kubeconfig": str(kube.kubeconfig("bot", "k8s-access-bot")),
+                       "username_template": "oidc:{email}" if backend == "rbac" else "{email}"},
+        "approvers": [BOB],
+        "roles": {"view": {"cluster_role": "view"}},
+    }}}, Path("leases.yaml"))
+
+
+class HangingGranter:
+    """The real granter, whose grant returns only when ``release`` is set: the backend has done
+    its part, the worker has not heard back yet."""
+
+    def __init__(self, real: Granter, answered: Any, release: Any) -> None:
+        self._real = real
+        self._answered = answered
+        self._release = release
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def grant(self, spec: GrantSpec, prepared: dict[str, Any]) -> GrantResult:
+        result = self._real.grant(spec, prepared)
+        self._answered.set()
+        self._release.wait()
+        return result
+
+
+class QueueNotifier(RecordingNotifier):
+    """Hands each notice's kind to the test process."""
+
+    def __init__(self, kinds: Any) -> None:
+        super().__init__()
+        self._kinds = kinds
+
+    def notify(self, notice: Notice) -> None:
+        super().notify(notice)
+        self._kinds.put((notice.kind.value, notice.detail))
+
+
+def first_worker(database_url: str, config: Config, directory: StaticDirectory, now: Any,
+                 answered: Any, release: Any, ids: Any, kinds: Any) -> None:
+    """Runs in a process of its own: file a request and approve it, which runs the grant."""
+    settings = Settings(operation_heartbeat_seconds=HEARTBEAT_SECONDS)
+    granters = {name: HangingGranter(real, answered, release)
+                for name, real in build_granters(settings, config).items()}
+    ctx = build_context(settings, config, engine=make_engine(database_url),
+                        granters=granters, notifier=QueueNotifier(kinds), directory=directory,
+                        clock=lambda: datetime.fromtimestamp(now.value, UTC))
+    request = requests.file_request(ctx, ALICE, "oidc", "view", duration=timedelta(hours=1),
+                                    reason="incident 42")
+    ids.put(request.id)
+    requests.approve(ctx, request.id or 0, BOB)
+
+
+@dataclasses.dataclass
+class Race:
+    ctx: Context
+    """The second worker's."""
+    now: Any
+    worker: Any
+    answered: Any
+    release: Any
+    kinds: Any
+    request_id: int
+
+    def advance(self, delta: timedelta) -> None:
+        self.now.value += delta.total_seconds()
+
+    def clock(self) -> datetime:
+        return datetime.fromtimestamp(self.now.value, UTC)
+
+    def lease_until(self) -> datetime | None:
+        with self.ctx.transaction() as store:
+            operation = store.operation(self.request_id, OperationKind.GRANT)
+        assert operation is not None
+        return operation.lease_until
+
+    def notices(self) -> list[tuple[str, str | None]]:
+        seen = []
+        while not self.kinds.empty():
+            seen.append(self.kinds.get())
+        return seen
+
+
+@pytest.fixture(params=["rbac", "certificate"])
+def race(request: pytest.FixtureRequest, engine: Engine, database_url: str,
+         kube: FakeKubernetes, directory: StaticDirectory) -> Iterator[Race]:
+    config = lease_config(kube, request.param)
+    # The clock starts at the present: a certificate's lifetime is counted by the API server.
+    now = FORK.Value("d", datetime.now(UTC).timestamp())
+    answered, release = FORK.Event(), FORK.Event()
+    ids, kinds = FORK.Queue(), FORK.Queue()
+    worker = FORK.Process(target=first_worker, args=(database_url, config, directory, now,
+                                                     answered, release, ids, kinds))
+    worker.start()
+    try:
+        request_id = ids.get(timeout=60)
+        if not answered.wait(60):
+            seen = []
+            while not kinds.empty():
+                seen.append(kinds.get())
+            raise AssertionError(f"the first worker never heard from the backend: {seen}")
+        ctx = build_context(Settings(operation_heartbeat_seconds=HEARTBEAT_SECONDS), config,
+                            engine=engine, granters=build_granters(Settings(), config),
+                            notifier=RecordingNotifier(), directory=directory,
+                            clock=lambda: datetime.fromtimestamp(now.value, UTC))
+        yield Race(ctx, now, worker, answered, release, kinds, request_id)
+    finally:  # a killed worker may leave the events' locks taken: kill, never release
+        if worker.is_alive():
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.join(30)
+
+
+def renewed_after(race: Race) -> Callable[[], bool]:
+    """True once the first worker's lease runs a full lease from the clock's present."""
+    wanted = race.clock() + race.ctx.retry.lease
+    return lambda: (race.lease_until() or wanted - timedelta(1)) >= wanted
+
+
+def bindings(kube: FakeKubernetes) -> list[str]:
+    """The bindings the bot made for people (not the bot's own)."""
+    return sorted(name for name, binding in kube.cluster_role_bindings.items()
+                  if (binding["metadata"].get("labels") or {}).get(
+                      "app.kubernetes.io/managed-by") == "k8s-access-bot")
+
+
+def hold_while_alive(race: Race, kube: FakeKubernetes) -> None:
+    """Two leases' worth of clock pass while the first worker hangs: it keeps the grant."""
+    assert race.ctx.retry.lease <= timedelta(minutes=1)
+    elapsed = timedelta(0)
+    while elapsed < 2 * race.ctx.retry.lease:
+        race.advance(STEP)
+        elapsed += STEP
+        wait_for(renewed_after(race), timeout=30)
+        assert grants.run_due(race.ctx) == 0, "a second worker took over a live worker's grant"
+    assert grants.get(race.ctx, race.request_id).state is State.APPROVED
+    assert len(bindings(kube)) == 1  # the first worker's, created once
+
+
+def activations(ctx: Context, request_id: int) -> int:
+    with ctx.transaction() as store:
+        return sum(1 for event in store.audit_events()
+                   if event.request_id == request_id and event.action == "activated")
+
+
+def test_a_worker_killed_mid_grant_is_replaced_after_one_short_lease(
+        race: Race, kube: FakeKubernetes) -> None:
+    hold_while_alive(race, kube)
+    os.kill(race.worker.pid, signal.SIGKILL)
+    race.worker.join(30)
+
+    race.advance(race.ctx.retry.lease - timedelta(seconds=1))
+    assert grants.run_due(race.ctx) == 0  # the dead worker's last renewal still holds
+    race.advance(timedelta(seconds=2))
+    assert grants.run_due(race.ctx) == 1  # taken over: about a minute after it died
+
+    final = grants.get(race.ctx, race.request_id)
+    assert final.state is State.ACTIVE
+    assert len(bindings(kube)) == 1
+    assert activations(race.ctx, race.request_id) == 1
+    assert grants.run_due(race.ctx) == 0
+
+
+def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
+        race: Race, kube: FakeKubernetes) -> None:
+    hold_while_alive(race, kube)
+    race.release.set()
+    race.worker.join(60)
+    assert race.worker.exitcode == 0
+
+    final = grants.get(race.ctx, race.request_id)
+    assert final.state is State.ACTIVE
+    assert len(bindings(kube)) == 1
+    assert activations(race.ctx, race.request_id) == 1
+    assert grants.run_due(race.ctx) == 0
+    seen = wait_for(race.notices, timeout=30)
+    kinds = [kind for kind, _ in seen]
+    assert kinds.count(NoticeKind.SLOW.value) == 1
+    assert kinds.index(NoticeKind.SLOW.value) < kinds.index(NoticeKind.ACTIVE.value)
+    detail = dict(seen)[NoticeKind.SLOW.value]
+    assert detail == "the Kubernetes API of cluster oidc is slow"
