@@ -14,6 +14,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from bot.fakes.kubernetes import FakeKubernetes
 from bot.services import grants, requests
 from bot.services.context import Context
 from tests.conftest import ALICE, BOB
-from tests.fakes.ports import RecordingNotifier, StaticDirectory
+from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
 from tests.scenario.conftest import wait_for
 
 STEP = timedelta(seconds=20)
@@ -233,3 +234,53 @@ def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
     assert kinds.index(NoticeKind.SLOW.value) < kinds.index(NoticeKind.ACTIVE.value)
     detail = dict(seen)[NoticeKind.SLOW.value]
     assert detail == "the Kubernetes API of cluster oidc is slow"
+
+
+class GatedGranter(InMemoryGranter):
+    """Grants, then does not return until ``release`` is set."""
+
+    def __init__(self, shared: InMemoryGranter) -> None:
+        super().__init__(active=shared.active, calls=shared.calls, lock=shared.lock)
+        self.answered = threading.Event()
+        self.release = threading.Event()
+
+    def grant(self, spec: GrantSpec, prepared: dict[str, Any]) -> GrantResult:
+        result = super().grant(spec, prepared)
+        self.answered.set()
+        assert self.release.wait(60)
+        return result
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing(ctx: Context, granter: InMemoryGranter,
+                                                     notifier: RecordingNotifier,
+                                                     clock: FakeClock) -> None:
+    """A worker cut off from the database (its heartbeat cannot renew) is taken over; when
+    its backend call returns at last, the grant is already recorded and it records nothing."""
+    gated = GatedGranter(granter)
+    cut_off = dataclasses.replace(ctx, granters={"staging": gated}, worker_id="cut-off",
+                                  retry=dataclasses.replace(ctx.retry, heartbeat=timedelta(days=1)))
+    request = requests.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
+                                    reason="deploy")
+    assert request.id is not None
+    outcome: list[object] = []
+
+    def approve() -> None:
+        try:
+            outcome.append(requests.approve(cut_off, request.id or 0, BOB).state)
+        except Exception as error:
+            outcome.append(error)
+
+    first = threading.Thread(target=approve)
+    first.start()
+    try:
+        assert gated.answered.wait(60)
+        clock.advance(ctx.retry.lease + timedelta(seconds=1))
+        assert grants.run_due(ctx) == 1  # taken over, and finished
+    finally:
+        gated.release.set()
+        first.join(60)
+    assert outcome == [State.ACTIVE]  # no error: the first worker left it to the second
+    assert grants.get(ctx, request.id).state is State.ACTIVE
+    assert activations(ctx, request.id) == 1
+    assert notifier.kinds(request.id).count(NoticeKind.ACTIVE) == 1
+    assert granter.calls["granted"] == 1
