@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from bot.adapters.db.store import make_engine
@@ -284,3 +285,19 @@ def test_a_worker_that_lost_its_lease_writes_nothing(ctx: Context, granter: InMe
     assert activations(ctx, request.id) == 1
     assert notifier.kinds(request.id).count(NoticeKind.ACTIVE) == 1
     assert granter.calls["granted"] == 1
+
+
+def test_lease_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                  config: Config, engine: Engine) -> None:
+    monkeypatch.setenv("OPERATION_LEASE_SECONDS", "60")
+    monkeypatch.setenv("OPERATION_HEARTBEAT_SECONDS", "20")
+    monkeypatch.setenv("OPERATION_SLOW_AFTER_SECONDS", "90")
+    retry = build_context(Settings(), config, engine=engine, granters={}).retry
+    assert (retry.lease, retry.heartbeat, retry.slow_after) == (
+        timedelta(seconds=60), timedelta(seconds=20), timedelta(seconds=90))
+    monkeypatch.setenv("OPERATION_HEARTBEAT_SECONDS", "31")
+    with pytest.raises(ValidationError, match="operation_heartbeat_seconds"):
+        Settings()
+    monkeypatch.setenv("OPERATION_LEASE_SECONDS", "0")
+    with pytest.raises(ValidationError, match="operation_lease_seconds"):
+        Settings()
