@@ -206,6 +206,27 @@ def test_weekly_messages_go_once_across_a_clock_change(
     assert due <= sent_at[0] < due + 10 * M  # at the first pass after it was due
 
 
+def test_the_whole_reminder_pass_sends_each_message_once_across_the_autumn_change(
+        engine: Engine, jobs_config: Config, granter: InMemoryGranter,
+        notifier: RecordingNotifier, directory: StaticDirectory, clock: FakeClock) -> None:
+    """Weekly messages at 02:30 Berlin time, a grant whose nudge falls in the repeated hour:
+    one weekly DM, one review, one nudge, one expiry."""
+    schedules = jobs_config.file.schedules.model_copy(
+        update={"timezone": "Europe/Berlin", "reminders": "30 2 * * SUN"})
+    config = dataclasses.replace(
+        jobs_config, file=jobs_config.file.model_copy(update={"schedules": schedules}))
+    ctx = make_context(engine, config, granter, notifier, directory, clock)
+    clock.now = datetime(2026, 10, 24, 20, 0, tzinfo=UTC)
+    grant = active_grant(ctx, ALICE, 6 * H + 45 * M)  # ends 03:45 CET, nudged at 02:45 CET
+    while clock.now < datetime(2026, 10, 25, 8, 0, tzinfo=UTC):
+        grants.expire_due(ctx)
+        reminders.remind(ctx)
+        clock.advance(10 * M)
+    assert len(notifier.reminders) == 1 and len(notifier.reviews) == 1
+    assert notifier.kinds(grant).count(NoticeKind.EXPIRING) == 1
+    assert notifier.kinds(grant).count(NoticeKind.EXPIRED) == 1
+
+
 def test_three_runners_race_over_the_same_work(engine: Engine, jobs_config: Config,
                                                granter: InMemoryGranter,
                                                notifier: RecordingNotifier,
