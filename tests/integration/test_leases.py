@@ -2,7 +2,8 @@
 worker that is alive and slow keeps its operation, and people hear that it is slow.
 
 The first worker is a real process that files and approves a request, so that it runs the grant
-itself, against the local Kubernetes API server; its backend call has been answered but does not
+itself, against the local Kubernetes API server (rbac and certificate) or GitLab server; its
+backend call has been answered but does not
 return until the test says so, as when a worker hangs or dies right after the backend did its
 part. The second worker is this test process. Both read one clock the test moves: no test waits
 for a lease to run out in real time.
@@ -29,6 +30,7 @@ from bot.app import build_context, build_granters
 from bot.config import Config, Settings, parse_config
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, GrantResult, GrantSpec, Notice, NoticeKind
+from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
 from bot.services import grants, requests
 from bot.services.context import Context
@@ -43,16 +45,21 @@ HEARTBEAT_SECONDS = 0.02
 FORK = multiprocessing.get_context("fork")
 
 
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[FakeKubernetes]:
-    server = FakeKubernetes(tmp_path).start()
-    server.allow_bot()
-    yield server
-    server.stop()
+@dataclasses.dataclass
+class Target:
+    """A backend to grant on: its configuration, and what it holds for the requester."""
+
+    config: Config
+    settings: Settings
+    granted: Callable[[], int]
+    slow: str
+    """How a slow call to it is described."""
 
 
-def lease_config(kube: FakeKubernetes, backend: str) -> Config:
-    return parse_config({"clusters": {"oidc": {
+def kubernetes_target(folder: Path, backend: str) -> tuple[Target, Callable[[], None]]:
+    kube = FakeKubernetes(folder).start()
+    kube.allow_bot()
+    config = parse_config({"clusters": {"team": {
         "backend": backend,
         "kubernetes": {"server": kube.url,
                        "kubeconfig": str(kube.kubeconfig("bot", "k8s-access-bot")),
@@ -60,6 +67,40 @@ def lease_config(kube: FakeKubernetes, backend: str) -> Config:
         "approvers": [BOB],
         "roles": {"view": {"cluster_role": "view"}},
     }}}, Path("leases.yaml"))
+
+    def granted() -> int:
+        """The bindings the bot made for people (not the bot's own)."""
+        return sum(1 for binding in kube.cluster_role_bindings.values()
+                   if (binding["metadata"].get("labels") or {}).get(
+                       "app.kubernetes.io/managed-by") == "k8s-access-bot")
+
+    return (Target(config, Settings(), granted, "the Kubernetes API of cluster team is slow"),
+            kube.stop)
+
+
+def gitlab_target() -> tuple[Target, Callable[[], None]]:
+    fake = FakeGitLab().start()
+    fake.add_user("access-bot", "bot@example.com", admin=True, token="glpat-bot")
+    alice = fake.add_user("alice", f"{ALICE.lower()}@example.com")
+    group = fake.add_group("platform/k8s-view")
+    config = parse_config({"clusters": {"team": {
+        "backend": "gitlab",
+        "gitlab": {"agent_id": 42, "kas_proxy_url": "https://kas.example.com/k8s-proxy",
+                   "url": fake.url},
+        "approvers": [BOB],
+        "roles": {"view": {"group": group.full_path}},
+    }}}, Path("leases.yaml"))
+    return (Target(config, Settings(gitlab_token="glpat-bot"),
+                   lambda: int(fake.member(group, alice) is not None), "GitLab is slow"),
+            fake.stop)
+
+
+@pytest.fixture(params=["rbac", "certificate", "gitlab"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    made, stop = gitlab_target() if request.param == "gitlab" \
+        else kubernetes_target(tmp_path, request.param)
+    yield made
+    stop()
 
 
 class HangingGranter:
@@ -93,16 +134,18 @@ class QueueNotifier(RecordingNotifier):
         self._kinds.put((notice.kind.value, notice.detail))
 
 
-def first_worker(database_url: str, config: Config, directory: StaticDirectory, now: Any,
+def first_worker(database_url: str, target: Target, directory: StaticDirectory, now: Any,
                  answered: Any, release: Any, ids: Any, kinds: Any) -> None:
     """Runs in a process of its own: file a request and approve it, which runs the grant."""
-    settings = Settings(operation_heartbeat_seconds=HEARTBEAT_SECONDS)
+    settings = target.settings.model_copy(
+        update={"operation_heartbeat_seconds": HEARTBEAT_SECONDS})
+    config = target.config
     granters = {name: HangingGranter(real, answered, release)
                 for name, real in build_granters(settings, config).items()}
     ctx = build_context(settings, config, engine=make_engine(database_url),
                         granters=granters, notifier=QueueNotifier(kinds), directory=directory,
                         clock=lambda: datetime.fromtimestamp(now.value, UTC))
-    request = requests.file_request(ctx, ALICE, "oidc", "view", duration=timedelta(hours=1),
+    request = requests.file_request(ctx, ALICE, "team", "view", duration=timedelta(hours=1),
                                     reason="incident 42")
     ids.put(request.id)
     requests.approve(ctx, request.id or 0, BOB)
@@ -138,15 +181,15 @@ class Race:
         return seen
 
 
-@pytest.fixture(params=["rbac", "certificate"])
-def race(request: pytest.FixtureRequest, engine: Engine, database_url: str,
-         kube: FakeKubernetes, directory: StaticDirectory) -> Iterator[Race]:
-    config = lease_config(kube, request.param)
+@pytest.fixture
+def race(engine: Engine, database_url: str, target: Target,
+         directory: StaticDirectory) -> Iterator[Race]:
+    config = target.config
     # The clock starts at the present: a certificate's lifetime is counted by the API server.
     now = FORK.Value("d", datetime.now(UTC).timestamp())
     answered, release = FORK.Event(), FORK.Event()
     ids, kinds = FORK.Queue(), FORK.Queue()
-    worker = FORK.Process(target=first_worker, args=(database_url, config, directory, now,
+    worker = FORK.Process(target=first_worker, args=(database_url, target, directory, now,
                                                      answered, release, ids, kinds))
     worker.start()
     try:
@@ -156,8 +199,8 @@ def race(request: pytest.FixtureRequest, engine: Engine, database_url: str,
             while not kinds.empty():
                 seen.append(kinds.get())
             raise AssertionError(f"the first worker never heard from the backend: {seen}")
-        ctx = build_context(Settings(operation_heartbeat_seconds=HEARTBEAT_SECONDS), config,
-                            engine=engine, granters=build_granters(Settings(), config),
+        ctx = build_context(target.settings, config,
+                            engine=engine, granters=build_granters(target.settings, config),
                             notifier=RecordingNotifier(), directory=directory,
                             clock=lambda: datetime.fromtimestamp(now.value, UTC))
         yield Race(ctx, now, worker, answered, release, kinds, request_id)
@@ -173,14 +216,7 @@ def renewed_after(race: Race) -> Callable[[], bool]:
     return lambda: (race.lease_until() or wanted - timedelta(1)) >= wanted
 
 
-def bindings(kube: FakeKubernetes) -> list[str]:
-    """The bindings the bot made for people (not the bot's own)."""
-    return sorted(name for name, binding in kube.cluster_role_bindings.items()
-                  if (binding["metadata"].get("labels") or {}).get(
-                      "app.kubernetes.io/managed-by") == "k8s-access-bot")
-
-
-def hold_while_alive(race: Race, kube: FakeKubernetes) -> None:
+def hold_while_alive(race: Race, target: Target) -> None:
     """Two leases' worth of clock pass while the first worker hangs: it keeps the grant."""
     assert race.ctx.retry.lease <= timedelta(minutes=1)
     elapsed = timedelta(0)
@@ -190,7 +226,7 @@ def hold_while_alive(race: Race, kube: FakeKubernetes) -> None:
         wait_for(renewed_after(race), timeout=30)
         assert grants.run_due(race.ctx) == 0, "a second worker took over a live worker's grant"
     assert grants.get(race.ctx, race.request_id).state is State.APPROVED
-    assert len(bindings(kube)) == 1  # the first worker's, created once
+    assert target.granted() == 1  # by the first worker, once
 
 
 def activations(ctx: Context, request_id: int) -> int:
@@ -200,8 +236,8 @@ def activations(ctx: Context, request_id: int) -> int:
 
 
 def test_a_worker_killed_mid_grant_is_replaced_after_one_short_lease(
-        race: Race, kube: FakeKubernetes) -> None:
-    hold_while_alive(race, kube)
+        race: Race, target: Target) -> None:
+    hold_while_alive(race, target)
     os.kill(race.worker.pid, signal.SIGKILL)
     race.worker.join(30)
 
@@ -212,21 +248,21 @@ def test_a_worker_killed_mid_grant_is_replaced_after_one_short_lease(
 
     final = grants.get(race.ctx, race.request_id)
     assert final.state is State.ACTIVE
-    assert len(bindings(kube)) == 1
+    assert target.granted() == 1
     assert activations(race.ctx, race.request_id) == 1
     assert grants.run_due(race.ctx) == 0
 
 
 def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
-        race: Race, kube: FakeKubernetes) -> None:
-    hold_while_alive(race, kube)
+        race: Race, target: Target) -> None:
+    hold_while_alive(race, target)
     race.release.set()
     race.worker.join(60)
     assert race.worker.exitcode == 0
 
     final = grants.get(race.ctx, race.request_id)
     assert final.state is State.ACTIVE
-    assert len(bindings(kube)) == 1
+    assert target.granted() == 1
     assert activations(race.ctx, race.request_id) == 1
     assert grants.run_due(race.ctx) == 0
     seen = wait_for(race.notices, timeout=30)
@@ -234,7 +270,7 @@ def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
     assert kinds.count(NoticeKind.SLOW.value) == 1
     assert kinds.index(NoticeKind.SLOW.value) < kinds.index(NoticeKind.ACTIVE.value)
     detail = dict(seen)[NoticeKind.SLOW.value]
-    assert detail == "the Kubernetes API of cluster oidc is slow"
+    assert detail == target.slow
 
 
 class GatedGranter(InMemoryGranter):
