@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -19,7 +19,7 @@ from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigError, Settings
 from bot.domain.errors import DomainError
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
-from bot.services.context import Context, NullMetrics
+from bot.services.context import Context, NullMetrics, RetryPolicy
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -166,5 +166,8 @@ def build_context(
         directory=directory if directory is not None else ConfigDirectory(config),
         clock=clock,
         worker_id=worker_id(),
+        retry=RetryPolicy(lease=timedelta(seconds=settings.operation_lease_seconds),
+                          heartbeat=timedelta(seconds=settings.operation_heartbeat_seconds),
+                          slow_after=timedelta(seconds=settings.operation_slow_after_seconds)),
         metrics=metrics if metrics is not None else NullMetrics(),
     )

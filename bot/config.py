@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -57,6 +58,22 @@ class Settings(BaseSettings):
     gitlab_token: SecretStr | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
+    operation_lease_seconds: float = Field(default=45, gt=0)
+    """How long a worker holds a backend operation without renewing it: a worker that died
+    is replaced after this."""
+    operation_heartbeat_seconds: float = Field(default=15, gt=0)
+    """How often a working worker renews its lease; at most half the lease."""
+    operation_slow_after_seconds: float = Field(default=30, gt=0)
+    """A grant still running after this is announced as slow."""
+
+    @field_validator("operation_heartbeat_seconds")
+    @classmethod
+    def _heartbeat_within_lease(cls, value: float, info: ValidationInfo) -> float:
+        lease = info.data.get("operation_lease_seconds")
+        if lease is not None and value * 2 > lease:
+            raise ValueError(f"renew at most every half lease (OPERATION_LEASE_SECONDS={lease:g}"
+                             f"), so that one late renewal does not lose it; got {value:g}")
+        return value
 
     def secret_values(self) -> list[str]:
         """Every secret in the environment, for the log redactor."""

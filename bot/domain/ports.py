@@ -189,6 +189,8 @@ class NoticeKind(StrEnum):
     STILL_PENDING = "still_pending"
     UNREACHABLE = "unreachable"
     """No approver could be told of the request: the requester and the admins hear why."""
+    SLOW = "slow"
+    """A grant's backend call is still running after a while: ``detail`` says what is slow."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,7 @@ class Notice:
     approvals_missing: int = 0
     reach: Reach | None = None
     """For ``UNREACHABLE``: where the request could not go, and why."""
+    detail: str | None = None
 
 
 class Notifier(Protocol):
@@ -299,6 +302,11 @@ class RequestStore(Protocol):
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
         """Take the lease on a pending, due operation nobody else holds."""
+        ...
+
+    def renew(self, operation_id: int, owner: str, until: datetime) -> bool:
+        """Extend ``owner``'s lease on a pending operation to ``until``; False when it is no
+        longer ``owner``'s (another worker claimed it after the lease lapsed, or it is done)."""
         ...
 
     def due_operations(self, now: datetime, limit: int) -> list[Operation]: ...

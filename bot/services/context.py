@@ -37,8 +37,15 @@ class RetryPolicy:
     max_delay: timedelta = timedelta(hours=1)
     grant_attempts: int = 8
     """After this many failed attempts a grant is marked failed; revocations never give up."""
-    lease: timedelta = timedelta(minutes=5)
-    """How long one worker holds an operation before another may take it over."""
+    lease: timedelta = timedelta(seconds=45)
+    """How long one worker holds an operation before another may take it over, unless it
+    renews it: a worker that died is noticed after this (and the next retry pass)."""
+    heartbeat: timedelta = timedelta(seconds=15)
+    """How often a worker renews its lease while the backend call runs; well under ``lease``,
+    so that a slow call is not taken over while its worker is alive."""
+    slow_after: timedelta = timedelta(seconds=30)
+    """A grant still running after this is announced as slow to the approvers and the
+    requester."""
     jitter: float = 0.2
 
     def delay(self, attempts: int, hint_seconds: float | None = None) -> timedelta:

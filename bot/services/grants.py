@@ -2,16 +2,21 @@
 
 An approval, a revocation or an expiry records an :class:`Operation`; :func:`run_operation`
 takes its lease, calls the backend outside any transaction, and completes the request in one
-transaction afterwards. A worker that dies mid-call leaves the operation owed with a lapsing
-lease, so the next pass (``jobs run retry``) finishes it; the backends are idempotent, so the
-repeated call grants nothing twice. Failures that may pass are retried with backoff; grants give
-up after a limit, revocations never do.
+transaction afterwards. The lease is short (``RetryPolicy.lease``) and a heartbeat renews it
+while the call runs, so a slow backend is not taken over while its worker lives, and a worker
+that dies mid-call leaves the operation owed with a lease that lapses within about a minute: the
+next pass (``jobs run retry``) finishes it; the backends are idempotent, so the repeated call
+grants nothing twice. Every write after the call is fenced by the lease: a worker whose lease
+was taken over writes nothing. Failures that may pass are retried with backoff; grants give up
+after a limit, revocations never do.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -269,12 +274,95 @@ def get(ctx: Context, request_id: int) -> AccessRequest:
 # --- running an operation -----------------------------------------------------------------
 
 
+class LeaseLost(Exception):
+    """Another worker claimed the operation after this worker's lease lapsed: stop writing."""
+
+
+def _backend_name(ctx: Context, cluster: str) -> str:
+    """What the requester is waiting for, in words: GitLab, or the cluster's API server."""
+    configured = ctx.config.clusters.get(cluster)
+    if configured is not None and configured.backend == "gitlab":
+        return "GitLab"
+    return f"the Kubernetes API of cluster {cluster}"
+
+
+def _lease_owner(ctx: Context) -> str:
+    """A name for one claim: the worker and a token, so that two claims by the same process
+    (a thread pool, or a claim after its own lease lapsed) fence each other too."""
+    return f"{ctx.worker_id[:54]}/{uuid.uuid4().hex[:9]}"
+
+
+def _hold(ctx: Context, store: RequestStore, operation: Operation) -> datetime:
+    """Renew this worker's lease inside ``store``'s transaction, or raise :class:`LeaseLost`.
+    Returns the lease's new end."""
+    assert operation.id is not None and operation.lease_owner is not None
+    until = ctx.clock() + ctx.retry.lease
+    if not store.renew(operation.id, operation.lease_owner, until):
+        raise LeaseLost(operation.lease_owner)
+    return until
+
+
+class Heartbeat:
+    """Renews an operation's lease every ``RetryPolicy.heartbeat`` while its backend call runs,
+    and tells the approvers and the requester, once, when a grant is slow.
+
+    It runs on a thread of its own, so a backend call that blocks does not stop it; a worker
+    that dies takes it along, and its lease lapses.
+    """
+
+    def __init__(self, ctx: Context, operation: Operation, request: AccessRequest,
+                 started: datetime) -> None:
+        self._ctx = ctx
+        self._operation = operation
+        self._request = request
+        self._started = started
+        self._stop = threading.Event()
+        self._told_slow = operation.kind is OperationKind.REVOKE
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"heartbeat-{operation.id}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        interval = self._ctx.retry.heartbeat.total_seconds()
+        while not self._stop.wait(interval):
+            try:
+                self.beat()
+            except LeaseLost:
+                log.warning("the lease on request %s's %s was taken over; this worker will "
+                            "write nothing", self._request.id, self._operation.kind.value)
+                return
+            except Exception:  # the database hiccupped: the lease still runs, try again
+                log.exception("renewing the lease of request %s failed", self._request.id)
+
+    def beat(self) -> None:
+        """Renew the lease once; announce the delay when the call has become slow."""
+        with self._ctx.transaction() as store:
+            _hold(self._ctx, store, self._operation)
+        slow = self._ctx.clock() - self._started
+        if not self._told_slow and slow >= self._ctx.retry.slow_after:
+            self._told_slow = True
+            backend = _backend_name(self._ctx, self._request.cluster)
+            log.warning("%s for request %s still running after %ss: %s is slow",
+                        self._operation.kind.value, self._request.id,
+                        int(slow.total_seconds()), backend)
+            self._ctx.notify(Notice(NoticeKind.SLOW, self._request,
+                                    detail=f"{backend} is slow"))
+
+
 def run_operation(ctx: Context, operation: Operation) -> bool:
     """Do the owed backend call if nobody else holds it; False when another worker does."""
     assert operation.id is not None
     now = ctx.clock()
+    owner = _lease_owner(ctx)
     with ctx.transaction() as store:
-        if not store.claim(operation.id, ctx.worker_id, now, now + ctx.retry.lease):
+        if not store.claim(operation.id, owner, now, now + ctx.retry.lease):
             return False
         claimed = store.operation(operation.request_id, operation.kind)
         assert claimed is not None
@@ -285,19 +373,28 @@ def run_operation(ctx: Context, operation: Operation) -> bool:
         timer = time.monotonic()
         outcome = "ok"
         try:
-            result = _call_backend(ctx, claimed, request, parent, started)
-        except TemporaryBackendError as error:
-            outcome = "temporary"
-            _postpone(ctx, claimed, error.message, error.delay_seconds)
-        except (PermanentBackendError, DomainError) as error:
-            outcome = "permanent"
-            _give_up(ctx, claimed, error.message)
-        except Exception as error:  # an adapter let a library error through: retry, keep a trace
-            outcome = "unexpected"
-            log.exception("backend call for request %s failed unexpectedly", request.id)
-            _postpone(ctx, claimed, f"unexpected error: {type(error).__name__}: {error}", None)
-        else:
-            _complete(ctx, claimed, result, started)
+            try:
+                with Heartbeat(ctx, claimed, request, started):
+                    result = _call_backend(ctx, claimed, request, parent, started)
+            except LeaseLost:
+                raise
+            except TemporaryBackendError as error:
+                outcome = "temporary"
+                _postpone(ctx, claimed, error.message, error.delay_seconds)
+            except (PermanentBackendError, DomainError) as error:
+                outcome = "permanent"
+                _give_up(ctx, claimed, error.message)
+            except Exception as error:  # an adapter let a library error through: retry
+                outcome = "unexpected"
+                log.exception("backend call for request %s failed unexpectedly", request.id)
+                _postpone(ctx, claimed, f"unexpected error: {type(error).__name__}: {error}",
+                          None)
+            else:
+                _complete(ctx, claimed, result, started)
+        except LeaseLost:
+            outcome = "lost"
+            log.warning("another worker took over request %s's %s; leaving it to them",
+                        request.id, claimed.kind.value)
         finally:
             ctx.metrics.backend_call(claimed.kind.value, request.cluster,
                                      time.monotonic() - timer, outcome)
@@ -312,6 +409,7 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
         if operation.prepared is None:
             operation.prepared = granter.prepare(spec)
             with ctx.transaction() as store:
+                operation.lease_until = _hold(ctx, store, operation)
                 store.save_operation(operation)
         return granter.grant(spec, operation.prepared)
     if operation.kind is OperationKind.EXTEND:
@@ -340,6 +438,7 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
     def commit() -> list[Notice]:
         now = ctx.clock()
         with ctx.transaction() as store:
+            _hold(ctx, store, operation)
             request = store.get(operation.request_id, for_update=True)
             notices = _apply(store, operation, request, result, started, now)
             _finish(store, operation, OperationState.DONE)
@@ -398,6 +497,7 @@ def _postpone(ctx: Context, operation: Operation, error: str, hint: float | None
         return
     now = ctx.clock()
     with ctx.transaction() as store:
+        _hold(ctx, store, operation)
         request = store.get(operation.request_id, for_update=True)
         request.last_error = error
         store.save(request)
@@ -420,6 +520,7 @@ def _give_up(ctx: Context, operation: Operation, error: str) -> None:
         return
     now = ctx.clock()
     with ctx.transaction() as store:
+        _hold(ctx, store, operation)
         request = store.get(operation.request_id, for_update=True)
         try:
             lifecycle.fail(request, now, error)

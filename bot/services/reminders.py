@@ -14,15 +14,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
-
-from croniter import croniter
+from datetime import timedelta
 
 from bot.domain.errors import DomainError, Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services.context import Context
+from bot.services.schedule import last_occurrence
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +31,6 @@ CATCH_UP = timedelta(hours=12)
 """A replica that was down at the scheduled moment still sends within this; later, it skips
 to the next week rather than send a stale reminder."""
 KEY_MARGIN = timedelta(days=1)
-
-
-def last_occurrence(cron: str, timezone: str, now: datetime) -> datetime:
-    """The latest scheduled moment at or before ``now``, in UTC."""
-    local = now.astimezone(ZoneInfo(timezone))
-    previous: datetime = croniter(cron, local + timedelta(seconds=1)).get_prev(datetime)
-    return previous.astimezone(now.tzinfo)
 
 
 def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
@@ -67,13 +58,16 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
 
 
 def weekly(ctx: Context) -> int:
-    """The weekly DMs and access reviews, if this week's are due and not yet sent."""
+    """The weekly DMs and access reviews, if this week's are due and not yet sent.
+
+    A week is its scheduled local time (see :mod:`bot.services.schedule`): the repeated hour
+    of an autumn clock change is one week, not two."""
     schedules = ctx.config.file.schedules
     now = ctx.clock()
     occurrence = last_occurrence(schedules.reminders, schedules.timezone, now)
-    if now - occurrence > CATCH_UP:
+    if now - occurrence.at > CATCH_UP:
         return 0
-    period = occurrence.strftime("%Y-%m-%dT%H:%M")
+    period = occurrence.key
     with ctx.transaction() as store:
         found = store.find(states=[State.ACTIVE], kind=Kind.ACCESS, limit=None)
     # A grant whose end has passed is the expiry sweep's, whatever its state says right now.

@@ -22,6 +22,7 @@ from bot.domain.ports import NoticeKind
 from bot.jobs import Job, Scheduler
 from bot.services import grants, reminders, requests
 from bot.services.context import Context, RetryPolicy
+from bot.services.schedule import last_occurrence
 from tests.conftest import ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
 
@@ -162,10 +163,68 @@ def test_a_failed_send_is_tried_again(jctx: Context, notifier: RecordingNotifier
 
 def test_last_occurrence_follows_the_time_zone() -> None:
     now = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
-    berlin = reminders.last_occurrence("0 9 * * MON", "Europe/Berlin", now)
-    assert berlin == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
-    utc = reminders.last_occurrence("0 9 * * MON", "UTC", now)
-    assert utc == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    berlin = last_occurrence("0 9 * * MON", "Europe/Berlin", now)
+    assert berlin.at == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    assert berlin.key == "2026-11-30T09:00"
+    utc = last_occurrence("0 9 * * MON", "UTC", now)
+    assert utc.at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("timezone", "cron", "start", "due"), [
+    # the repeated hour of an autumn change, in both hemispheres and at midnight: the first
+    # 02:30 (CEST, AEDT, -03) is the week's
+    ("Europe/Berlin", "30 2 * * SUN", datetime(2026, 10, 24, 20, 0, tzinfo=UTC),
+     datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+    ("Australia/Sydney", "30 2 * * SUN", datetime(2026, 4, 4, 10, 0, tzinfo=UTC),
+     datetime(2026, 4, 4, 15, 30, tzinfo=UTC)),
+    ("America/Santiago", "30 23 * * SAT", datetime(2026, 4, 4, 20, 0, tzinfo=UTC),
+     datetime(2026, 4, 5, 2, 30, tzinfo=UTC)),
+    ("America/New_York", "59 1 * * *", datetime(2026, 10, 31, 22, 0, tzinfo=UTC),
+     datetime(2026, 11, 1, 5, 59, tzinfo=UTC)),
+    # the skipped hour of a spring change: once, when the clock jumps over it (03:00 CEST)
+    ("Europe/Berlin", "30 2 * * SUN", datetime(2026, 3, 28, 20, 0, tzinfo=UTC),
+     datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),
+])
+def test_weekly_messages_go_once_across_a_clock_change(
+        engine: Engine, jobs_config: Config, granter: InMemoryGranter,
+        notifier: RecordingNotifier, directory: StaticDirectory, clock: FakeClock,
+        timezone: str, cron: str, start: datetime, due: datetime) -> None:
+    schedules = jobs_config.file.schedules.model_copy(
+        update={"timezone": timezone, "reminders": cron})
+    config = dataclasses.replace(
+        jobs_config, file=jobs_config.file.model_copy(update={"schedules": schedules}))
+    ctx = make_context(engine, config, granter, notifier, directory, clock)
+    clock.now = start
+    active_grant(ctx, ALICE, 2 * D)
+    sent_at: list[datetime] = []
+    while clock.now < start + 16 * H:  # every ten minutes through the night of the change
+        if reminders.weekly(ctx):
+            sent_at.append(clock.now)
+        clock.advance(10 * M)
+    assert len(notifier.reminders) == 1 and len(notifier.reviews) == 1
+    assert len(sent_at) == 1
+    assert due <= sent_at[0] < due + 10 * M  # at the first pass after it was due
+
+
+def test_the_whole_reminder_pass_sends_each_message_once_across_the_autumn_change(
+        engine: Engine, jobs_config: Config, granter: InMemoryGranter,
+        notifier: RecordingNotifier, directory: StaticDirectory, clock: FakeClock) -> None:
+    """Weekly messages at 02:30 Berlin time, a grant whose nudge falls in the repeated hour:
+    one weekly DM, one review, one nudge, one expiry."""
+    schedules = jobs_config.file.schedules.model_copy(
+        update={"timezone": "Europe/Berlin", "reminders": "30 2 * * SUN"})
+    config = dataclasses.replace(
+        jobs_config, file=jobs_config.file.model_copy(update={"schedules": schedules}))
+    ctx = make_context(engine, config, granter, notifier, directory, clock)
+    clock.now = datetime(2026, 10, 24, 20, 0, tzinfo=UTC)
+    grant = active_grant(ctx, ALICE, 6 * H + 45 * M)  # ends 03:45 CET, nudged at 02:45 CET
+    while clock.now < datetime(2026, 10, 25, 8, 0, tzinfo=UTC):
+        grants.expire_due(ctx)
+        reminders.remind(ctx)
+        clock.advance(10 * M)
+    assert len(notifier.reminders) == 1 and len(notifier.reviews) == 1
+    assert notifier.kinds(grant).count(NoticeKind.EXPIRING) == 1
+    assert notifier.kinds(grant).count(NoticeKind.EXPIRED) == 1
 
 
 def test_three_runners_race_over_the_same_work(engine: Engine, jobs_config: Config,

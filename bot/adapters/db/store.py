@@ -358,6 +358,19 @@ class SqlAlchemyRequestStore:
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    def renew(self, operation_id: int, owner: str, until: datetime) -> bool:
+        result = self.session.execute(
+            update(OperationRow)
+            .where(
+                OperationRow.id == operation_id,
+                OperationRow.state == OperationState.PENDING.value,
+                OperationRow.lease_owner == owner,
+            )
+            .values(lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     def due_operations(self, now: datetime, limit: int) -> list[Operation]:
         query = (
             select(OperationRow)

@@ -328,9 +328,12 @@ def _fields(request: AccessRequest) -> Block:
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
 
 
-def approval_message(request: AccessRequest, missing: int) -> tuple[str, list[Block]]:
-    """The approvers' message: who asks for what and why; buttons while it is pending."""
-    blocks = [_text(title(request)), _fields(request), _context(status(request, missing))]
+def approval_message(request: AccessRequest, missing: int,
+                     note: str | None = None) -> tuple[str, list[Block]]:
+    """The approvers' message: who asks for what and why; buttons while it is pending;
+    ``note`` (the bot's own words, such as :func:`delay_note`) under the status."""
+    line = status(request, missing) + (f"\n{note}" if note else "")
+    blocks = [_text(title(request)), _fields(request), _context(line)]
     decisions = [a for a in request.approvals if a.approver_id != POLICY_ACTOR]
     if decisions:
         lines = [f"{':white_check_mark:' if a.decision is Decision.APPROVE else ':x:'} "
@@ -342,6 +345,12 @@ def approval_message(request: AccessRequest, missing: int) -> tuple[str, list[Bl
         blocks.append(_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
                                button("Deny", DENY, request.id, "danger")))
     return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
+
+
+def delay_note(notice: Notice) -> str:
+    """What a slow grant looks like to the approvers and the requester."""
+    slow = notice.detail or "the backend is slow"
+    return f":hourglass_flowing_sand: Still working on it: {slow}."
 
 
 def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
@@ -377,6 +386,9 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
         text = (f":warning: Request {label} is approved but the backend failed "
                 f"({escape(request.last_error)}). The bot keeps retrying; you will hear when "
                 "it works.")
+    elif kind is NoticeKind.SLOW:
+        text = (f"{delay_note(notice)} Request {label} is approved; you will hear as soon as "
+                "the access is active.")
     elif kind is NoticeKind.EXPIRING:
         text = (f":alarm_clock: Your access {label} ends {when(request.ends_at)}. "
                 "Extend it if you still need it.")

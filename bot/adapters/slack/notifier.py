@@ -94,7 +94,8 @@ class SlackNotifier:
         if kind is NoticeKind.UNREACHABLE:
             return self._tell_unreachable(request, notice.reach or Reach())
         if kind is not NoticeKind.APPROVED:  # the decision notice showed it already
-            self._update_approval(request)
+            self._update_approval(request, blocks.delay_note(notice)
+                                  if kind is NoticeKind.SLOW else None)
             if notice.parent is not None:
                 self._update_approval(notice.parent)
         if kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
@@ -229,8 +230,8 @@ class SlackNotifier:
         with self._unit_of_work() as uow:
             return uow.store.messages(request.id, APPROVAL)
 
-    def _update_approval(self, request: AccessRequest) -> None:
-        text, content = blocks.approval_message(request, self._missing(request))
+    def _update_approval(self, request: AccessRequest, note: str | None = None) -> None:
+        text, content = blocks.approval_message(request, self._missing(request), note)
         for channel, ts in self._messages(request):
             self._try(lambda c=channel, t=ts: self._call(  # type: ignore[misc]
                 "approval_update", c, lambda: self._client.chat_update(
