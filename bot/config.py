@@ -8,7 +8,7 @@ the reason, and start-up stops there.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +39,62 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names file, field and reason."""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the file or the environment, and how to put it right."""
+
+    source: str
+    """The file, or ``environment``."""
+    field: str
+    """Dotted path in the file (``clusters.dev.kubernetes.kubeconfig``), or a variable name."""
+    value: str | None
+    """The bad value as written (never a secret), or None when it is missing."""
+    message: str
+    """What is wrong and the fix."""
+
+    def __str__(self) -> str:
+        shown = f" = {self.value}" if self.value is not None else ""
+        return f"{self.source}: {self.field}{shown}: {self.message}"
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found at once (:class:`Problem`, one a line in the message)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+# --- the database URL ---------------------------------------------------------------------
+
+_DATABASE_DRIVERS = {
+    "postgres": "postgresql+psycopg",  # Heroku's and many tools' spelling of PostgreSQL
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+
+
+def normalise_database_url(value: str) -> str:
+    """``value`` with the SQLAlchemy driver this bot uses: ``postgres://`` and
+    ``postgresql://`` become ``postgresql+psycopg://``. Raises ``ValueError`` naming the scheme
+    (never the whole URL, which may hold a password) when it is not PostgreSQL or SQLite."""
+    scheme, separator, rest = value.strip().partition("://")
+    if not separator:
+        raise ValueError(
+            "is not a database URL: write postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+            "or sqlite:///PATH"
+        )
+    driver = _DATABASE_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"'{scheme}://' is not a database this bot supports: use "
+            "postgresql://USER:PASSWORD@HOST:5432/DATABASE (PostgreSQL) or sqlite:///PATH"
+        )
+    return f"{driver}://{rest}"
+
+
 # --- environment --------------------------------------------------------------------------
 
 
@@ -57,6 +113,8 @@ class Settings(BaseSettings):
     gitlab_token: SecretStr | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
+
+    _database_url = field_validator("database_url")(normalise_database_url)
 
     def secret_values(self) -> list[str]:
         """Every secret in the environment, for the log redactor."""
@@ -98,6 +156,18 @@ def _check_slack_ids(values: list[str] | None) -> list[str] | None:
     return values
 
 
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+
+
+def _check_channel_id(value: str | None) -> str | None:
+    if value is not None and not _CHANNEL_ID.match(value):
+        raise ValueError(
+            f"'{value}' is not a Slack channel ID: write the channel's ID (C…), not its name; "
+            "it is at the bottom of the channel's details (click its name, then About)"
+        )
+    return value
+
+
 class PolicyFields(_Strict):
     """Policy that a cluster sets for its roles and a role may override."""
 
@@ -113,6 +183,11 @@ class PolicyFields(_Strict):
     self_extend: bool | None = None
 
     _approvers = field_validator("approvers")(_check_slack_ids)
+
+    @field_validator("approvers_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        return _check_channel_id(value)
 
 
 ACCESS_LEVELS = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
@@ -198,36 +273,33 @@ class ClusterConfig(PolicyFields):
 
     @model_validator(mode="after")
     def _backend_settings(self) -> ClusterConfig:
+        problems = list(self._backend_problems())
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _backend_problems(self) -> Iterator[str]:
         if not self.roles:
-            raise ValueError("a cluster needs at least one role")
+            yield "a cluster needs at least one role"
         if self.backend == "gitlab":
             if self.gitlab is None:
-                raise ValueError(
-                    "backend gitlab needs a 'gitlab:' section (agent_id, kas_proxy_url)"
-                )
+                yield "backend gitlab needs a 'gitlab:' section (agent_id, kas_proxy_url)"
             for name, role in self.roles.items():
                 if role.group is None:
-                    raise ValueError(f"role {name}: backend gitlab needs 'group' (ID or full path)")
-        else:
-            if self.kubernetes is None:
-                raise ValueError(
-                    f"backend {self.backend} needs a 'kubernetes:' section (server, kubeconfig)"
-                )
-            for name, role in self.roles.items():
-                if (role.cluster_role is None) == (role.role is None):
-                    raise ValueError(
-                        f"role {name}: set exactly one of 'cluster_role' "
-                        "or 'role' (with namespaces)"
-                    )
-                if role.role is not None and not role.namespaces:
-                    raise ValueError(f"role {name}: a namespaced 'role' needs 'namespaces'")
-                if role.cluster_role is not None and role.namespaces:
-                    raise ValueError(
-                        f"role {name}: 'cluster_role' is cluster-wide; use 'role' for namespaces"
-                    )
-                if role.allow_own_csr and self.backend != "certificate":
-                    raise ValueError(f"role {name}: allow_own_csr needs backend certificate")
-        return self
+                    yield f"role {name}: backend gitlab needs 'group' (ID or full path)"
+            return
+        if self.kubernetes is None:
+            yield f"backend {self.backend} needs a 'kubernetes:' section (server, kubeconfig)"
+        for name, role in self.roles.items():
+            if (role.cluster_role is None) == (role.role is None):
+                yield (f"role {name}: set exactly one of 'cluster_role' "
+                       "or 'role' (with namespaces)")
+            if role.role is not None and not role.namespaces:
+                yield f"role {name}: a namespaced 'role' needs 'namespaces'"
+            if role.cluster_role is not None and role.namespaces:
+                yield f"role {name}: 'cluster_role' is cluster-wide; use 'role' for namespaces"
+            if role.allow_own_csr and self.backend != "certificate":
+                yield f"role {name}: allow_own_csr needs backend certificate"
 
 
 class Schedules(_Strict):
@@ -304,6 +376,13 @@ class Config:
     file: FileConfig
     policies: Mapping[tuple[str, str], RolePolicy]
 
+    @classmethod
+    def without_file(cls, source: Path) -> Config:
+        """No clusters, admins or users: for the commands that only read the database
+        (``grants list``, ``audit export``), which work without the file."""
+        empty = FileConfig.model_construct(clusters={})
+        return cls(source=source, file=empty, policies={})
+
     @property
     def clusters(self) -> Mapping[str, ClusterConfig]:
         return self.file.clusters
@@ -352,7 +431,9 @@ class Config:
 
 
 def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
+    """Each role's policy, its layers merged. Raises ``ValueError`` with one problem a line."""
     policies: dict[tuple[str, str], RolePolicy] = {}
+    problems: list[str] = []
     for cluster_name, cluster in file.clusters.items():
         layers: list[PolicyFields] = [file.defaults, cluster]
         every_approver: set[str] = set()
@@ -365,13 +446,13 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
             every_approver |= set(approvers)
             where = f"clusters.{cluster_name}.roles.{role_name}"
             if merged["default_duration"] > merged["max_duration"]:
-                raise ValueError(f"{where}: default_duration is longer than max_duration")
+                problems.append(f"{where}: default_duration is longer than max_duration")
             if not approvers and not (merged["auto_approve_up_to"] or merged["break_glass"]):
-                raise ValueError(f"{where}: nobody can approve it: set approvers")
+                problems.append(f"{where}: nobody can approve it: set approvers")
             if approvers and len(approvers) < merged["approvals_required"] and not any(
                 a.startswith("S") for a in approvers
             ):
-                raise ValueError(
+                problems.append(
                     f"{where}: approvals_required is {merged['approvals_required']} "
                     f"but only {len(approvers)} approvers are listed"
                 )
@@ -396,6 +477,8 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
             policy = policies[key]
             policies[key] = RolePolicy(**{**policy.__dict__,
                                           "cluster_approvers": frozenset(every_approver)})
+    if problems:
+        raise ValueError("\n".join(problems))
     return policies
 
 
@@ -403,20 +486,42 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
-def parse_config(data: Any, source: Path) -> Config:
-    """Validate already-parsed YAML. Raises :class:`ConfigError`."""
+def parse_config(data: Any, source: Path,
+                 commented: Mapping[str, str] | None = None) -> Config:
+    """Validate already-parsed YAML. Raises :class:`ConfigProblems` listing every problem.
+
+    ``commented`` maps the dotted fields that YAML read as empty because their value began with
+    ``#`` (a comment) to that text.
+    """
+    where = str(source)
+    problems = [
+        Problem(where, field, text,
+                "YAML reads an unquoted value starting with # as a comment, so this is empty: "
+                "quote it, and write Slack IDs (C…, U…, S…) rather than names")
+        for field, text in (commented or {}).items()
+    ]
+    seen = {p.field for p in problems}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the file must be a mapping with 'clusters:' at the top")
+        problems.append(Problem(where, "(top)", None,
+                                "the file must be a mapping with 'clusters:' at the top"))
+        raise ConfigProblems(problems)
     try:
         file = FileConfig.model_validate(data)
-        policies = _effective_policies(file)
     except ValidationError as error:
-        lines = [
-            f"{source}: {_location(e['loc']) or '(top)'}: {_reason(e)}" for e in error.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None
+        for e in error.errors():
+            field = _location(e["loc"]) or "(top)"
+            if field in seen:
+                continue
+            problems += [Problem(where, field, None, line) for line in _reason(e).splitlines()]
+        raise ConfigProblems(problems) from None
+    try:
+        policies = _effective_policies(file)
     except ValueError as error:
-        raise ConfigError(f"{source}: {error}") from None
+        for line in str(error).splitlines():
+            field, _, message = line.partition(": ")
+            problems.append(Problem(where, field, None, message))
+    if problems:
+        raise ConfigProblems(problems)
     return Config(source=source, file=file, policies=policies)
 
 
@@ -427,8 +532,33 @@ def _reason(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _commented_out(text: str) -> dict[str, str]:
+    """Fields whose value YAML read as empty because it began with ``#``, with that text."""
+    lines = text.splitlines()
+    found: dict[str, str] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*path, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, (*path, str(index)))
+        elif node.tag == "tag:yaml.org,2002:null" and node.value == "":
+            mark = node.start_mark
+            rest = lines[mark.line][mark.column:].strip() if mark.line < len(lines) else ""
+            if rest.startswith("#"):
+                found[".".join(path)] = rest
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return found
+
+
 def load_config(path: Path) -> Config:
-    """Read and validate the YAML file at ``path``. Raises :class:`ConfigError`."""
+    """Read and validate the YAML file at ``path``. Raises :class:`ConfigError`
+    (:class:`ConfigProblems` when the file was read: every problem in it at once)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -436,13 +566,125 @@ def load_config(path: Path) -> Config:
             f"{path}: no such file. Set K8S_ACCESS_CONFIG, or start from "
             "examples/quickstart.yaml"
         ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot be read: {error}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a file; set K8S_ACCESS_CONFIG to the "
+                          "YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); K8S_ACCESS_CONFIG must name "
+                          "the YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from None
     try:
         data = yaml.safe_load(text)
+        commented = _commented_out(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}: {where}not valid YAML: {problem}") from None
-    return parse_config(data, path)
+    return parse_config(data, path, commented)
+
+
+# --- what the file needs from the machine and the environment -----------------------------
+
+SlackMode = Literal["socket", "http"]
+
+
+def slack_mode(settings: Settings, *, socket_mode: bool = False, http: bool = False) -> SlackMode:
+    """How ``serve`` meets Slack: the flag given, else Socket Mode when SLACK_APP_TOKEN is set,
+    else HTTP."""
+    if socket_mode and http:
+        raise ConfigError("choose one of --socket-mode and --http")
+    if socket_mode or http:
+        return "socket" if socket_mode else "http"
+    return "socket" if settings.slack_app_token is not None else "http"
+
+
+def environment_problems(settings: Settings, config: Config,
+                         slack: SlackMode | None) -> list[Problem]:
+    """What the file asks of the environment and the machine, checked without a network: the
+    files it names exist, GitLab has a URL and a token, and (with ``slack``, the mode ``serve``
+    runs in) the Slack credentials are there and are the right kind of token."""
+    problems: list[Problem] = []
+    where = str(config.source)
+    gitlab_clusters = []
+    for name, cluster in config.clusters.items():
+        kubernetes = cluster.kubernetes
+        if kubernetes is not None:
+            for attribute in ("kubeconfig", "ca_file"):
+                value = getattr(kubernetes, attribute)
+                path = Path(value).expanduser() if value is not None else None
+                if path is not None and (not path.exists() or path.is_dir()):
+                    problems.append(Problem(
+                        where, f"clusters.{name}.kubernetes.{attribute}", value,
+                        f"no such file ({path}); give the path of the file "
+                        "as the bot sees it (in a pod: where its Secret is mounted)"))
+        if cluster.gitlab is not None and cluster.backend == "gitlab":
+            if cluster.gitlab.url is None and not settings.gitlab_url:
+                problems.append(Problem(
+                    "environment", "GITLAB_URL", None,
+                    f"cluster {name} uses backend gitlab: set GITLAB_URL to your GitLab "
+                    "(https://gitlab.example.com), or gitlab.url in the file"))
+            gitlab_clusters.append(name)
+    if gitlab_clusters and settings.gitlab_token is None:
+        problems.append(Problem(
+            "environment", "GITLAB_TOKEN", None,
+            f"cluster{'s' if len(gitlab_clusters) > 1 else ''} {', '.join(gitlab_clusters)} "
+            "use backend gitlab: set GITLAB_TOKEN to a token with the api scope whose user is "
+            "Owner of each configured group"))
+    if slack is not None:
+        problems += _slack_problems(settings, slack)
+    return problems
+
+
+_TOKEN_KINDS = {"xoxb-": "a bot token", "xapp-": "an app-level token", "xoxp-": "a user token",
+                "xoxe": "a refresh or configuration token"}
+
+
+def _token_kind(token: SecretStr) -> str:
+    value = token.get_secret_value()
+    return next((kind for prefix, kind in _TOKEN_KINDS.items() if value.startswith(prefix)),
+                "not a Slack token")
+
+
+def _slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
+    bot, app = settings.slack_bot_token, settings.slack_app_token
+    if bot is None:
+        yield Problem("environment", "SLACK_BOT_TOKEN", None,
+                      "not set: copy the Bot User OAuth Token (xoxb-…) from your Slack app's "
+                      "OAuth & Permissions page")
+    elif not bot.get_secret_value().startswith("xoxb-"):
+        swapped = " (swapped with SLACK_APP_TOKEN?)" if bot.get_secret_value().startswith(
+            "xapp-") else ""
+        yield Problem("environment", "SLACK_BOT_TOKEN", None,
+                      f"is {_token_kind(bot)}{swapped}, not the bot token: copy the Bot User "
+                      "OAuth Token (xoxb-…) from your Slack app's OAuth & Permissions page")
+    if mode == "socket":
+        if app is None:
+            yield Problem("environment", "SLACK_APP_TOKEN", None,
+                          "not set: Socket Mode needs an app-level token (xapp-…) with the "
+                          "connections:write scope, from your Slack app's Basic Information "
+                          "page; or run `serve --http` with SLACK_SIGNING_SECRET")
+        elif not app.get_secret_value().startswith("xapp-"):
+            swapped = " (swapped with SLACK_BOT_TOKEN?)" if app.get_secret_value().startswith(
+                "xoxb-") else ""
+            yield Problem("environment", "SLACK_APP_TOKEN", None,
+                          f"is {_token_kind(app)}{swapped}, not an app-level token: create one "
+                          "(xapp-…) with the connections:write scope on your Slack app's Basic "
+                          "Information page")
+    elif settings.slack_signing_secret is None:
+        yield Problem("environment", "SLACK_SIGNING_SECRET", None,
+                      "not set: HTTP mode verifies every request with it; copy the Signing "
+                      "Secret from your Slack app's Basic Information page, or set "
+                      "SLACK_APP_TOKEN to use Socket Mode")
+
+
+def check(settings: Settings, slack: SlackMode | None) -> Config:
+    """The file at K8S_ACCESS_CONFIG, validated, and everything it needs from the environment:
+    what ``serve`` (with ``slack``, the mode it runs in) and ``config check`` both rely on.
+    Raises :class:`ConfigError` (:class:`ConfigProblems`: every problem at once)."""
+    config = load_config(settings.k8s_access_config)
+    problems = environment_problems(settings, config, slack)
+    if problems:
+        raise ConfigProblems(problems)
+    return config
