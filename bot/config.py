@@ -60,9 +60,12 @@ class Problem:
 class ConfigProblems(ConfigError):
     """Every problem found at once (:class:`Problem`, one a line in the message)."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], config: Config | None = None) -> None:
         super().__init__("\n".join(map(str, problems)))
         self.problems = problems
+        self.config = config
+        """The file as far as it could be read, for checks of what it asks of the
+        environment; None when its structure is broken."""
 
 
 # --- the database URL ---------------------------------------------------------------------
@@ -159,13 +162,23 @@ def _check_slack_ids(values: list[str] | None) -> list[str] | None:
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
 
 
-def _check_channel_id(value: str | None) -> str | None:
-    if value is not None and not _CHANNEL_ID.match(value):
-        raise ValueError(
-            f"'{value}' is not a Slack channel ID: write the channel's ID (C…), not its name; "
-            "it is at the bottom of the channel's details (click its name, then About)"
-        )
-    return value
+def _channel_problems(data: dict[Any, Any], source: str) -> Iterator[Problem]:
+    """Channel names where a channel ID belongs, found in the parsed YAML before the rest is
+    validated, so that they are listed with every other problem."""
+    places: list[tuple[str, Any]] = [("defaults", data.get("defaults"))]
+    clusters = data.get("clusters")
+    for name, cluster in (clusters if isinstance(clusters, dict) else {}).items():
+        places.append((f"clusters.{name}", cluster))
+        roles = cluster.get("roles") if isinstance(cluster, dict) else None
+        places += [(f"clusters.{name}.roles.{role_name}", role)
+                   for role_name, role in (roles if isinstance(roles, dict) else {}).items()]
+    for where, fields in places:
+        value = fields.get("approvers_channel") if isinstance(fields, dict) else None
+        if isinstance(value, str) and not _CHANNEL_ID.match(value):
+            yield Problem(source, f"{where}.approvers_channel", value,
+                          "not a Slack channel ID: write the channel's ID (C…), not its name; "
+                          "it is at the bottom of the channel's details (click its name, then "
+                          "About)")
 
 
 class PolicyFields(_Strict):
@@ -183,11 +196,6 @@ class PolicyFields(_Strict):
     self_extend: bool | None = None
 
     _approvers = field_validator("approvers")(_check_slack_ids)
-
-    @field_validator("approvers_channel")
-    @classmethod
-    def _channel(cls, value: str | None) -> str | None:
-        return _check_channel_id(value)
 
 
 ACCESS_LEVELS = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
@@ -500,19 +508,21 @@ def parse_config(data: Any, source: Path,
                 "quote it, and write Slack IDs (C…, U…, S…) rather than names")
         for field, text in (commented or {}).items()
     ]
-    seen = {p.field for p in problems}
     if not isinstance(data, dict):
         problems.append(Problem(where, "(top)", None,
                                 "the file must be a mapping with 'clusters:' at the top"))
         raise ConfigProblems(problems)
+    data = _without(data, commented or {})  # reported above; the rest is checked without them
+    problems += _channel_problems(data, where)
+    reported = {p.field for p in problems}
     try:
         file = FileConfig.model_validate(data)
     except ValidationError as error:
         for e in error.errors():
             field = _location(e["loc"]) or "(top)"
-            if field in seen:
-                continue
-            problems += [Problem(where, field, None, line) for line in _reason(e).splitlines()]
+            if field not in reported:
+                problems += [Problem(where, field, None, line)
+                             for line in _reason(e).splitlines()]
         raise ConfigProblems(problems) from None
     try:
         policies = _effective_policies(file)
@@ -520,9 +530,11 @@ def parse_config(data: Any, source: Path,
         for line in str(error).splitlines():
             field, _, message = line.partition(": ")
             problems.append(Problem(where, field, None, message))
+        raise ConfigProblems(problems) from None
+    config = Config(source=source, file=file, policies=policies)
     if problems:
-        raise ConfigProblems(problems)
-    return Config(source=source, file=file, policies=policies)
+        raise ConfigProblems(problems, config)
+    return config
 
 
 def _reason(error: Any) -> str:
@@ -530,6 +542,23 @@ def _reason(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown field (check the spelling against examples/k8s-access.yaml)"
     return message.removeprefix("Value error, ")
+
+
+def _without(data: Any, paths: Mapping[str, str]) -> Any:
+    """``data`` with the values at the dotted ``paths`` left out (list items and keys)."""
+    if not paths:
+        return data
+
+    def copy(node: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(node, dict):
+            return {k: copy(v, (*path, str(k))) for k, v in node.items()
+                    if ".".join((*path, str(k))) not in paths}
+        if isinstance(node, list):
+            return [copy(v, (*path, str(i))) for i, v in enumerate(node)
+                    if ".".join((*path, str(i))) not in paths]
+        return node
+
+    return copy(data, ())
 
 
 def _commented_out(text: str) -> dict[str, str]:
@@ -600,11 +629,9 @@ def slack_mode(settings: Settings, *, socket_mode: bool = False, http: bool = Fa
     return "socket" if settings.slack_app_token is not None else "http"
 
 
-def environment_problems(settings: Settings, config: Config,
-                         slack: SlackMode | None) -> list[Problem]:
+def environment_problems(settings: Settings, config: Config) -> list[Problem]:
     """What the file asks of the environment and the machine, checked without a network: the
-    files it names exist, GitLab has a URL and a token, and (with ``slack``, the mode ``serve``
-    runs in) the Slack credentials are there and are the right kind of token."""
+    files it names exist, GitLab has a URL and a token."""
     problems: list[Problem] = []
     where = str(config.source)
     gitlab_clusters = []
@@ -627,13 +654,12 @@ def environment_problems(settings: Settings, config: Config,
                     "(https://gitlab.example.com), or gitlab.url in the file"))
             gitlab_clusters.append(name)
     if gitlab_clusters and settings.gitlab_token is None:
+        which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
+                 else f"cluster {gitlab_clusters[0]} uses")
         problems.append(Problem(
             "environment", "GITLAB_TOKEN", None,
-            f"cluster{'s' if len(gitlab_clusters) > 1 else ''} {', '.join(gitlab_clusters)} "
-            "use backend gitlab: set GITLAB_TOKEN to a token with the api scope whose user is "
-            "Owner of each configured group"))
-    if slack is not None:
-        problems += _slack_problems(settings, slack)
+            f"{which} backend gitlab: set GITLAB_TOKEN to a token with the api scope whose "
+            "user is Owner of each configured group"))
     return problems
 
 
@@ -647,7 +673,8 @@ def _token_kind(token: SecretStr) -> str:
                 "not a Slack token")
 
 
-def _slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
+def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
+    """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
     bot, app = settings.slack_bot_token, settings.slack_app_token
     if bot is None:
         yield Problem("environment", "SLACK_BOT_TOKEN", None,
@@ -682,9 +709,19 @@ def _slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
 def check(settings: Settings, slack: SlackMode | None) -> Config:
     """The file at K8S_ACCESS_CONFIG, validated, and everything it needs from the environment:
     what ``serve`` (with ``slack``, the mode it runs in) and ``config check`` both rely on.
-    Raises :class:`ConfigError` (:class:`ConfigProblems`: every problem at once)."""
-    config = load_config(settings.k8s_access_config)
-    problems = environment_problems(settings, config, slack)
-    if problems:
+    Raises :class:`ConfigError` when the file cannot be read, else :class:`ConfigProblems`
+    with every problem in the file and the environment at once."""
+    problems: list[Problem] = []
+    config: Config | None = None
+    try:
+        config = load_config(settings.k8s_access_config)
+    except ConfigProblems as error:
+        problems += error.problems
+        config = error.config
+    if config is not None:
+        problems += environment_problems(settings, config)
+    if slack is not None:
+        problems += slack_problems(settings, slack)
+    if problems or config is None:
         raise ConfigProblems(problems)
     return config

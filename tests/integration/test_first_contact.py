@@ -263,3 +263,61 @@ def test_metrics_answer_while_the_database_is_not_migrated(setup: Setup) -> None
                         lambda status, headers: None))  # type: ignore[arg-type,return-value]
     assert b"k8s_access_database_up 1.0" in body
     engine.dispose()
+
+
+SEVERAL_MISTAKES = """\
+defaults:
+  approvers_channel: #k8s-approvals
+clusters:
+  dev:
+    backend: rbac
+    approvers:
+      - U0BOB0002
+      - #platform-leads
+    approvers_channel: "#k8s-approvals"
+    kubernetes:
+      server: https://127.0.0.1:9
+      kubeconfig: ~/no-such-folder/kubeconfig
+    roles:
+      view: {cluster_role: view}
+  code:
+    backend: gitlab
+    approvers: [U0BOB0002]
+    gitlab: {agent_id: 42, kas_proxy_url: "https://kas.example/k8s-proxy"}
+    roles:
+      dev: {group: platform/dev}
+"""
+
+
+def test_config_check_lists_every_problem_with_file_field_value_and_fix(setup: Setup) -> None:
+    """What ``serve`` refuses, ``config check`` finds, all at once; and both say the same."""
+    setup.config.write_text(SEVERAL_MISTAKES)
+    env = {k: v for k, v in setup.env.items() if k != "SLACK_SIGNING_SECRET"}
+    env["SLACK_APP_TOKEN"] = BOT_TOKEN
+    code, output = cli(env, "config", "check")
+    where = str(setup.config)
+    home = Path("~/no-such-folder/kubeconfig").expanduser()
+    comment = ("YAML reads an unquoted value starting with # as a comment, so this is empty: "
+               "quote it, and write Slack IDs (C…, U…, S…) rather than names")
+    assert output.splitlines() == [
+        "configuration: 7 problems:",
+        f"  {where}: defaults.approvers_channel = #k8s-approvals: {comment}",
+        f"  {where}: clusters.dev.approvers.1 = #platform-leads: {comment}",
+        f"  {where}: clusters.dev.approvers_channel = #k8s-approvals: not a Slack channel ID: "
+        "write the channel's ID (C…), not its name; it is at the bottom of the channel's "
+        "details (click its name, then About)",
+        f"  {where}: clusters.dev.kubernetes.kubeconfig = ~/no-such-folder/kubeconfig: no such "
+        f"file ({home}); give the path of the file as the bot sees it (in a pod: where its "
+        "Secret is mounted)",
+        "  environment: GITLAB_URL: cluster code uses backend gitlab: set GITLAB_URL to your "
+        "GitLab (https://gitlab.example.com), or gitlab.url in the file",
+        "  environment: GITLAB_TOKEN: cluster code uses backend gitlab: set GITLAB_TOKEN to a "
+        "token with the api scope whose user is Owner of each configured group",
+        "  environment: SLACK_APP_TOKEN: is a bot token (swapped with SLACK_BOT_TOKEN?), not an "
+        "app-level token: create one (xapp-…) with the connections:write scope on your Slack "
+        "app's Basic Information page",
+    ]
+    assert code == 2
+    served_code, served = process(env, "serve")
+    assert served_code == 2
+    assert served.splitlines()[-8:] == output.splitlines(), served
