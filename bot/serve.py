@@ -148,10 +148,14 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         assert settings.slack_app_token is not None
         handler = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value(),
                                     web_client=runtime.client)
+        refusal = _FirstRefusal()
+        handler.client.logger.addFilter(refusal)
         try:
             handler.connect()  # type: ignore[no-untyped-call]
         except SlackApiError as error:
             raise ConfigError(socket_mode_refused(str(error.response.get("error")))) from None
+        finally:
+            handler.client.logger.removeFilter(refusal)
     worker = WorkerProcess(jobs)
     runtime.inbox.notify(worker.wake)
     worker.start()
@@ -177,6 +181,14 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         worker.stop()
         runtime.inbox.close()
     log.info("stopped")
+
+
+class _FirstRefusal(logging.Filter):
+    """The Socket Mode client logs Slack's refusal before raising it; at start the refusal
+    becomes one line of our own (:func:`socket_mode_refused`), so its log line is left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to retrieve WSS URL")
 
 
 def socket_mode_refused(error: str) -> str:
