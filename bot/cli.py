@@ -178,8 +178,11 @@ def config() -> None:
 def config_check(connect: bool, socket_mode: bool, http: bool) -> None:
     """Validate the file (K8S_ACCESS_CONFIG) and the environment, as `serve` does, listing
     every problem with its file, field, value and fix; with --connect, also reach them."""
+    from bot.app import build_granters
+
     settings = _settings()
     loaded = check(settings, slack_mode(settings, socket_mode=socket_mode, http=http))
+    build_granters(settings, loaded)  # as serve does: each cluster's credentials load
     for name, cluster in loaded.clusters.items():
         roles = ", ".join(loaded.clusters[name].roles)
         click.echo(f"cluster {name}: backend {cluster.backend}; roles {roles}")

@@ -54,7 +54,8 @@ class Problem:
 
     def __str__(self) -> str:
         shown = f" = {self.value}" if self.value is not None else ""
-        return f"{self.source}: {self.field}{shown}: {self.message}"
+        message = " ".join(self.message.split())  # one line, whatever a library said
+        return f"{self.source}: {self.field}{shown}: {message}"
 
 
 class ConfigProblems(ConfigError):
@@ -104,7 +105,8 @@ def normalise_database_url(value: str) -> str:
 class Settings(BaseSettings):
     """The environment variables of the bot (see README, Configuration)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    # An empty variable (a manifest's `value: ""`) counts as unset.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
 
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -676,6 +678,12 @@ def _token_kind(token: SecretStr) -> str:
 def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
     """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
     bot, app = settings.slack_bot_token, settings.slack_app_token
+    for name, secret in (("SLACK_BOT_TOKEN", bot), ("SLACK_APP_TOKEN", app),
+                         ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)):
+        if secret is not None and secret.get_secret_value() != secret.get_secret_value().strip():
+            yield Problem("environment", name, None,
+                          "has a space or a line break around it (a Secret made from a file "
+                          "keeps the file's last line break): set it without")
     if bot is None:
         yield Problem("environment", "SLACK_BOT_TOKEN", None,
                       "not set: copy the Bot User OAuth Token (xoxb-…) from your Slack app's "

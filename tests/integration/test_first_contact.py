@@ -78,7 +78,10 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 def cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     """The command in this process (click's runner): its exit code and everything it printed."""
-    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    unset: dict[str, str | None] = {name: None for name in (
+        "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "GITLAB_URL",
+        "GITLAB_TOKEN", "DATABASE_URL", "K8S_ACCESS_CONFIG")}
+    result = CliRunner().invoke(main, list(args), env={**unset, **env}, catch_exceptions=False)
     return result.exit_code, result.output
 
 
@@ -175,6 +178,11 @@ MISTAKES = [
             "SLACK_SIGNING_SECRET: not set: HTTP mode verifies every request with it"),
     Mistake("no bot token", {"SLACK_BOT_TOKEN": None}, ("config", "check"),
             "SLACK_BOT_TOKEN: not set: copy the Bot User OAuth Token (xoxb-…)"),
+    Mistake("a token with a line break", {"SLACK_BOT_TOKEN": BOT_TOKEN + "\n"},
+            ("config", "check"), "SLACK_BOT_TOKEN: has a space or a line break around it"),
+    Mistake("a kubeconfig that is not one", {}, ("config", "check"),
+            ".yaml: clusters.dev: cluster dev: cannot load kubeconfig",
+            spoil=lambda s: (s.tmp / "kubeconfig").write_text("just: [text\n")),
     Mistake("a missing config file", {"K8S_ACCESS_CONFIG": "/nonexistent/k8s-access.yaml"},
             ("config", "check"), "/nonexistent/k8s-access.yaml: no such file. Set "
             "K8S_ACCESS_CONFIG, or start from examples/quickstart.yaml"),
