@@ -141,6 +141,14 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
     settle_heap()
+    worker = WorkerProcess(jobs)
+    web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
+                 metrics.render)
+    try:
+        server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror or error}): is "
+                          "another serve running? Stop it, or choose another --port") from None
     handler = None
     if socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -153,15 +161,12 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         try:
             handler.connect()  # type: ignore[no-untyped-call]
         except SlackApiError as error:
+            server.close()
             raise ConfigError(socket_mode_refused(str(error.response.get("error")))) from None
         finally:
             handler.client.logger.removeFilter(refusal)
-    worker = WorkerProcess(jobs)
     runtime.inbox.notify(worker.wake)
     worker.start()
-    web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
-                 metrics.render)
-    server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
 
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signum)

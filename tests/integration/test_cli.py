@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from bot.cli import main
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET
 from tests.conftest import TEST_CONFIG, create_database
+from tests.integration.test_first_contact import KUBECONFIG
 
 SLACK = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
          "SLACK_API_URL": "http://127.0.0.1:9/api/"}
@@ -21,8 +22,13 @@ SLACK = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     url, drop = create_database(tmp_path)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
+    data = yaml.safe_load(yaml.safe_dump(TEST_CONFIG, sort_keys=False))
+    for cluster in data["clusters"].values():
+        cluster["kubernetes"]["kubeconfig"] = str(kubeconfig)
     config = tmp_path / "k8s-access.yaml"
-    config.write_text(yaml.safe_dump(TEST_CONFIG, sort_keys=False))
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     yield {"DATABASE_URL": url, "K8S_ACCESS_CONFIG": str(config), **SLACK}
     drop()
 

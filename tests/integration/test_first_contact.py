@@ -332,3 +332,18 @@ def test_config_check_lists_every_problem_with_file_field_value_and_fix(setup: S
     served_code, served = process(env, "serve")
     assert served_code == 2
     assert served.splitlines()[-8:] == output.splitlines(), served
+
+
+def test_a_port_in_use_is_one_line(setup: Setup) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = process(setup.env, "serve", "--http", "--host", "127.0.0.1",
+                               "--port", str(port))
+    assert code == 2, output
+    assert output.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): is another serve "
+        "running? Stop it, or choose another --port"], output
