@@ -63,6 +63,9 @@ def _explained(function: F) -> F:
         except DomainError as error:
             click.echo(f"error: {error.message}", err=True)
             sys.exit(1)
+        finally:
+            while _opened:  # the command is over: its connections too
+                _opened.pop().dispose()
 
     return wrapper  # type: ignore[return-value]
 
@@ -88,9 +91,15 @@ def _database_url() -> str:
         return "(DATABASE_URL)"
 
 
-def _database(settings: Settings) -> Engine:
-    """The database, reachable and migrated, or one line saying why not."""
-    return open_database(settings.database_url)
+_opened: list[Engine] = []
+
+
+def _database(settings: Settings, *, migrated: bool = True, existing: bool = False) -> Engine:
+    """The database, reachable (and ``migrated``, see :func:`open_database`), or one line
+    saying why not; closed when the command ends."""
+    engine = open_database(settings.database_url, migrated=migrated, existing=existing)
+    _opened.append(engine)
+    return engine
 
 
 def _context(*, backends: bool = True) -> Context:
@@ -139,7 +148,7 @@ def db() -> None:
 @_explained
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    engine = open_database(_settings().database_url, migrated=False)
+    engine = _database(_settings(), migrated=False)
     migrate.upgrade(engine, revision)
     click.echo(f"database at {migrate.current(engine)}")
 
@@ -151,8 +160,9 @@ def db_current() -> None:
 
     Creates nothing: a SQLite file that is not there is reported, not made.
     """
-    url = _settings().database_url
-    engine = open_database(url, migrated=False, existing=True)
+    settings = _settings()
+    url = settings.database_url
+    engine = _database(settings, migrated=False, existing=True)
     current, head = migrate.current(engine), migrate.head()
     if current == head:
         click.echo(f"{current} (at head)")

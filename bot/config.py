@@ -75,6 +75,7 @@ _DATABASE_DRIVERS = {
     "postgres": "postgresql+psycopg",  # Heroku's and many tools' spelling of PostgreSQL
     "postgresql": "postgresql+psycopg",
     "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",  # the same URL, the driver this bot ships
     "sqlite": "sqlite",
     "sqlite+pysqlite": "sqlite",
 }

@@ -131,3 +131,30 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITLAB_TOKEN", "glpat-very-secret")
     text = repr(Settings()) + str(Settings())
     assert "very-secret" not in text
+
+
+@pytest.mark.parametrize(("written", "used"), [
+    ("postgres://bot:pw@db:5432/k8s", "postgresql+psycopg://bot:pw@db:5432/k8s"),
+    ("postgresql://bot:pw@db/k8s", "postgresql+psycopg://bot:pw@db/k8s"),
+    ("POSTGRESQL+psycopg://bot@db/k8s", "postgresql+psycopg://bot@db/k8s"),
+    ("postgresql+psycopg2://bot@db/k8s", "postgresql+psycopg://bot@db/k8s"),
+    ("sqlite:///k8s-access.db", "sqlite:///k8s-access.db"),
+    ("sqlite+pysqlite:////data/k8s.db", "sqlite:////data/k8s.db"),
+])
+def test_database_urls_people_write(written: str, used: str) -> None:
+    assert Settings(database_url=written).database_url == used
+
+
+@pytest.mark.parametrize(("written", "says"), [
+    ("mysql://bot:secret@db/k8s", "'mysql://' is not a database this bot supports"),
+    ("oracle+cx_oracle://bot:secret@db/k8s",
+     "'oracle+cx_oracle://' is not a database this bot supports"),
+    ("k8s-access.db", "is not a database URL"),
+])
+def test_other_database_urls_are_refused_without_the_password(written: str, says: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        Settings(database_url=written)
+    message = error.value.errors()[0]["msg"]
+    assert says in message and "secret" not in message

@@ -91,16 +91,18 @@ def open_database(url: str, *, migrated: bool = True, existing: bool = False) ->
     if existing and path is not None and not path.is_file():
         raise DatabaseProblem(f"there is no SQLite file {path} (DATABASE_URL {shown(url)}): "
                               f"{UPGRADE} to create it, or correct the path")
+    engine = make_engine(url)
     try:
-        engine = make_engine(url)
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         if not migrated:
             return engine
-        current, head = migrate.current(engine), migrate.head(engine)
+        current, head = migrate.current(engine), migrate.head()
     except SQLAlchemyError as error:
+        engine.dispose()
         raise DatabaseProblem(explain(error, url)) from None
     if current != head:
+        engine.dispose()
         raise DatabaseProblem(not_at_head(url, current, head))
     return engine
 
