@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -97,6 +98,15 @@ def normalise_database_url(value: str) -> str:
             f"'{scheme}://' is not a database this bot supports: use "
             "postgresql://USER:PASSWORD@HOST:5432/DATABASE (PostgreSQL) or sqlite:///PATH"
         )
+    escape = ("write postgresql://USER:PASSWORD@HOST:5432/DATABASE, with @ : / in the user or "
+              "password written as %40 %3A %2F")
+    try:
+        parts = urlsplit(value.strip())
+        _ = parts.port  # raises when it is not a number
+    except ValueError:
+        raise ValueError(f"has a port that is not a number: {escape}") from None
+    if "@" in parts.netloc.rpartition("@")[0]:
+        raise ValueError(f"has an @ in its user or password: {escape}")
     return f"{driver}://{rest}"
 
 

@@ -137,6 +137,12 @@ MISTAKES = [
             "postgresql://USER:PASSWORD@HOST:5432/DATABASE (PostgreSQL) or sqlite:///PATH"),
     Mistake("not a URL", {"DATABASE_URL": "k8s-access.db"}, ("grants", "list"),
             "DATABASE_URL: is not a database URL: write postgresql://"),
+    Mistake("an @ in the password", {"DATABASE_URL": "postgresql://bot:p@ss@db/k8s"},
+            ("db", "upgrade"), "DATABASE_URL: has an @ in its user or password: write "
+            "postgresql://USER:PASSWORD@HOST:5432/DATABASE, with @ : / in the user or password "
+            "written as %40 %3A %2F"),
+    Mistake("a port that is not a number", {"DATABASE_URL": "postgresql://bot@db:port/k8s"},
+            ("db", "current"), "DATABASE_URL: has a port that is not a number"),
     Mistake("an unreachable host", {"DATABASE_URL": "postgresql://bot@127.0.0.1:1/k8s"},
             ("grants", "list"), "cannot reach the database at postgresql+psycopg://bot@127.0.0.1:1/k8s"),
     Mistake("wrong credentials", {"DATABASE_URL": "@nobody"}, ("db", "upgrade"),

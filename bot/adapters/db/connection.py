@@ -29,7 +29,7 @@ def shown(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "(an unreadable URL)"
 
 
@@ -48,7 +48,7 @@ def explain(error: Exception, url: str) -> str:
     first = message.splitlines()[0] if message else type(error).__name__
     lowered = message.lower()
     path = _safe_sqlite_path(url)
-    if isinstance(error, NoSuchModuleError | ArgumentError):
+    if isinstance(error, NoSuchModuleError | ArgumentError | ValueError):
         return (f"DATABASE_URL {where} cannot be used ({first}): write "
                 "postgresql://USER:PASSWORD@HOST:5432/DATABASE or sqlite:///PATH")
     if "no such table" in lowered or "undefinedtable" in type(
@@ -91,7 +91,10 @@ def open_database(url: str, *, migrated: bool = True, existing: bool = False) ->
     if existing and path is not None and not path.is_file():
         raise DatabaseProblem(f"there is no SQLite file {path} (DATABASE_URL {shown(url)}): "
                               f"{UPGRADE} to create it, or correct the path")
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except (SQLAlchemyError, ValueError) as error:
+        raise DatabaseProblem(explain(error, url)) from None
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -122,7 +125,7 @@ def not_at_head(url: str, current: str | None, head: str | None) -> str:
 def _safe_sqlite_path(url: str) -> Path | None:
     try:
         return sqlite_path(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return None
 
 
