@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
-from bot.config import Config, ConfigError, Settings
+from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
 from bot.services.context import Context, NullMetrics, RetryPolicy
@@ -63,19 +63,27 @@ def _backends() -> dict[str, GranterFactory]:
 
 
 def build_granters(settings: Settings, config: Config) -> dict[str, Granter]:
+    """Each cluster's granter, built without reaching the backends (a kubeconfig is read, no
+    request is sent). Raises :class:`ConfigProblems` naming every cluster that cannot have
+    one."""
     factories = _backends()
     granters: dict[str, Granter] = {}
+    problems: list[Problem] = []
     for name, cluster in config.clusters.items():
         factory = factories.get(cluster.backend)
         if factory is None:
-            raise ConfigError(
-                f"{config.source}: clusters.{name}.backend: '{cluster.backend}' is not "
-                f"available in this version (available: {', '.join(sorted(factories)) or 'none'})"
-            )
+            problems.append(Problem(
+                str(config.source), f"clusters.{name}.backend", cluster.backend,
+                f"not available in this version (available: "
+                f"{', '.join(sorted(factories)) or 'none'})"))
+            continue
         try:
             granters[name] = factory(settings, config, name)
         except DomainError as error:
-            raise ConfigError(f"{config.source}: clusters.{name}: {error.message}") from None
+            problems.append(Problem(str(config.source), f"clusters.{name}", None,
+                                    error.message))
+    if problems:
+        raise ConfigProblems(problems)
     return granters
 
 

@@ -14,14 +14,22 @@ from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
-from bot.config import Config, ConfigError, Settings, load_config
+from bot.adapters.db.connection import explain, not_at_head, open_database
+from bot.config import (
+    Config,
+    ConfigError,
+    ConfigProblems,
+    Settings,
+    check,
+    slack_mode,
+)
 from bot.domain.durations import format_duration
 from bot.domain.errors import DomainError
 from bot.domain.model import Actor, Kind, State
-from bot.domain.ports import Granter
 from bot.jobs import JOBS
 from bot.services import audit as audit_service
 from bot.services import grants as grant_service
@@ -31,18 +39,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _explained(function: F) -> F:
-    """Turn the errors people cause into a message and an exit code, never a traceback."""
+    """Turn the errors people cause into a message and an exit code, never a traceback:
+    2 for what the configuration, the environment or the database need changed, 1 for a
+    refused action."""
 
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except ConfigProblems as error:
+            count = len(error.problems)
+            click.echo(f"configuration: {count} problem{'s' if count != 1 else ''}:", err=True)
+            for problem in error.problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(2)
         except ConfigError as error:
-            click.echo(f"configuration error:\n{error}", err=True)
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except SQLAlchemyError as error:
+            click.echo(f"error: {explain(error, _database_url())}", err=True)
             sys.exit(2)
         except DomainError as error:
             click.echo(f"error: {error.message}", err=True)
             sys.exit(1)
+        finally:
+            while _opened:  # the command is over: its connections too
+                _opened.pop().dispose()
 
     return wrapper  # type: ignore[return-value]
 
@@ -51,7 +73,8 @@ def _settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as error:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: "
+                           f"{str(e['msg']).removeprefix('Value error, ')}"
                            for e in error.errors())
         raise ConfigError(f"environment: {fields}") from None
     from bot.logs import configure
@@ -60,12 +83,27 @@ def _settings() -> Settings:
     return settings
 
 
-def _config(settings: Settings) -> Config:
-    return load_config(settings.k8s_access_config)
+def _database_url() -> str:
+    try:
+        return Settings().database_url
+    except ValidationError:
+        return "(DATABASE_URL)"
+
+
+_opened: list[Engine] = []
+
+
+def _database(settings: Settings, *, migrated: bool = True, existing: bool = False) -> Engine:
+    """The database, reachable (and ``migrated``, see :func:`open_database`), or one line
+    saying why not; closed when the command ends."""
+    engine = open_database(settings.database_url, migrated=migrated, existing=existing)
+    _opened.append(engine)
+    return engine
 
 
 def _context(*, backends: bool = True) -> Context:
-    """The use-case context; without ``backends`` for commands that only read the database.
+    """The use-case context; without ``backends`` for commands that only read the database
+    (those need no config file).
 
     With SLACK_BOT_TOKEN set, people hear of what the command did in Slack; without it (Slack
     down, say) the notices go to the log.
@@ -73,11 +111,15 @@ def _context(*, backends: bool = True) -> Context:
     from bot.app import build_context, build_slack_context
 
     settings = _settings()
-    config = _config(settings)
-    granters: dict[str, Granter] | None = None if backends else {}
-    if settings.slack_bot_token is not None and backends:
-        return build_slack_context(settings, config, granters=granters)[0]
-    return build_context(settings, config, granters=granters)
+    if not backends:
+        engine = _database(settings)
+        return build_context(settings, Config.without_file(settings.k8s_access_config),
+                             engine=engine, granters={})
+    config = check(settings, None)
+    engine = _database(settings)
+    if settings.slack_bot_token is not None:
+        return build_slack_context(settings, config, engine=engine)[0]
+    return build_context(settings, config, engine=engine)
 
 
 def _operator() -> Actor:
@@ -86,6 +128,8 @@ def _operator() -> Actor:
 
 
 @click.group()
+@click.version_option(package_name="k8s-access-bot", prog_name="k8s-access-bot",
+                      message="%(prog)s %(version)s")
 def main() -> None:
     """Time-boxed, personal, audited Kubernetes access through Slack."""
 
@@ -103,7 +147,7 @@ def db() -> None:
 @_explained
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
-    engine = make_engine(_settings().database_url)
+    engine = _database(_settings(), migrated=False)
     migrate.upgrade(engine, revision)
     click.echo(f"database at {migrate.current(engine)}")
 
@@ -111,11 +155,19 @@ def db_upgrade(revision: str) -> None:
 @db.command("current")
 @_explained
 def db_current() -> None:
-    """Show the database's revision and whether it is at head."""
-    engine = make_engine(_settings().database_url)
-    current, head = migrate.current(engine), migrate.head(engine)
-    state = "at head" if current == head else f"behind head {head}: run `db upgrade`"
-    click.echo(f"{current or 'empty (no migrations applied)'} ({state})")
+    """Show the database's revision; exit 1 unless it is the one this version needs.
+
+    Creates nothing: a SQLite file that is not there is reported, not made.
+    """
+    settings = _settings()
+    url = settings.database_url
+    engine = _database(settings, migrated=False, existing=True)
+    current, head = migrate.current(engine), migrate.head()
+    if current == head:
+        click.echo(f"{current} (at head)")
+        return
+    click.echo(f"{current or 'empty'}: {not_at_head(url, current, head)}")
+    sys.exit(1)
 
 
 # --- config -------------------------------------------------------------------------------
@@ -128,30 +180,43 @@ def config() -> None:
 
 @config.command("check")
 @click.option("--connect", is_flag=True, help="Also reach each backend with its credentials.")
+@click.option("--socket-mode", "socket_mode", is_flag=True,
+              help="Check for `serve --socket-mode` (default: as `serve` would choose).")
+@click.option("--http", "http", is_flag=True, help="Check for `serve --http`.")
 @_explained
-def config_check(connect: bool) -> None:
-    """Validate the file (K8S_ACCESS_CONFIG) and the environment."""
+def config_check(connect: bool, socket_mode: bool, http: bool) -> None:
+    """Validate the file (K8S_ACCESS_CONFIG) and the environment, as `serve` does, listing
+    every problem with its file, field, value and fix; with --connect, also reach them."""
+    from bot.app import build_granters
+
     settings = _settings()
-    loaded = _config(settings)
+    loaded = check(settings, slack_mode(settings, socket_mode=socket_mode, http=http))
+    build_granters(settings, loaded)  # as serve does: each cluster's credentials load
     for name, cluster in loaded.clusters.items():
         roles = ", ".join(loaded.clusters[name].roles)
         click.echo(f"cluster {name}: backend {cluster.backend}; roles {roles}")
-    if connect:
-        from bot.app import build_granters
-
-        failures = 0
-        for name, granter in build_granters(settings, loaded).items():
-            check = getattr(granter, "check", None)
-            try:
-                message = check() if check is not None else "nothing to check"
-            except DomainError as error:
-                failures += 1
-                click.echo(f"cluster {name}: FAILED: {error.message}", err=True)
-            else:
-                click.echo(f"cluster {name}: ok: {message}")
-        if failures:
-            sys.exit(1)
     click.echo(f"{loaded.source}: ok")
+    if connect:
+        _connect_checks(settings, loaded)
+
+
+def _connect_checks(settings: Settings, loaded: Config) -> None:
+    """``config check --connect``: the network checks, run only once the static checks (the
+    ones ``serve`` makes) passed; exits 1 when one fails."""
+    from bot.app import build_granters
+
+    failures = 0
+    for name, granter in build_granters(settings, loaded).items():
+        probe = getattr(granter, "check", None)
+        try:
+            message = probe() if probe is not None else "nothing to check"
+        except DomainError as error:
+            failures += 1
+            click.echo(f"cluster {name}: FAILED: {error.message}", err=True)
+        else:
+            click.echo(f"cluster {name}: ok: {message}")
+    if failures:
+        sys.exit(1)
 
 
 # --- grants -------------------------------------------------------------------------------
@@ -279,12 +344,9 @@ def serve(socket_mode: bool, http: bool, host: str, port: int, jobs: bool) -> No
     from bot.serve import run
 
     settings = _settings()
-    if socket_mode and http:
-        raise ConfigError("choose one of --socket-mode and --http")
-    if not socket_mode and not http:
-        socket_mode = settings.slack_app_token is not None
-    run(settings, _config(settings), socket_mode=socket_mode, host=host, port=port,
-        jobs=jobs)
+    mode = slack_mode(settings, socket_mode=socket_mode, http=http)
+    config = check(settings, mode)
+    run(settings, config, socket_mode=mode == "socket", host=host, port=port, jobs=jobs)
 
 
 @main.command()
@@ -301,7 +363,7 @@ def work(jobs: bool, wake_on_stdin: bool) -> None:
     from bot.serve import work as run_worker
 
     settings = _settings()
-    run_worker(settings, _config(settings), jobs=jobs, wake_on_stdin=wake_on_stdin)
+    run_worker(settings, check(settings, None), jobs=jobs, wake_on_stdin=wake_on_stdin)
 
 
 def _count_across_processes() -> None:

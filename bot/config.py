@@ -8,11 +8,12 @@ the reason, and start-up stops there.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -40,13 +41,84 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names file, field and reason."""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the file or the environment, and how to put it right."""
+
+    source: str
+    """The file, or ``environment``."""
+    field: str
+    """Dotted path in the file (``clusters.dev.kubernetes.kubeconfig``), or a variable name."""
+    value: str | None
+    """The bad value as written (never a secret), or None when it is missing."""
+    message: str
+    """What is wrong and the fix."""
+
+    def __str__(self) -> str:
+        shown = f" = {self.value}" if self.value is not None else ""
+        message = " ".join(self.message.split())  # one line, whatever a library said
+        return f"{self.source}: {self.field}{shown}: {message}"
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found at once (:class:`Problem`, one a line in the message)."""
+
+    def __init__(self, problems: list[Problem], config: Config | None = None) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+        self.config = config
+        """The file as far as it could be read, for checks of what it asks of the
+        environment; None when its structure is broken."""
+
+
+# --- the database URL ---------------------------------------------------------------------
+
+_DATABASE_DRIVERS = {
+    "postgres": "postgresql+psycopg",  # Heroku's and many tools' spelling of PostgreSQL
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",  # the same URL, the driver this bot ships
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+
+
+def normalise_database_url(value: str) -> str:
+    """``value`` with the SQLAlchemy driver this bot uses: ``postgres://`` and
+    ``postgresql://`` become ``postgresql+psycopg://``. Raises ``ValueError`` naming the scheme
+    (never the whole URL, which may hold a password) when it is not PostgreSQL or SQLite."""
+    scheme, separator, rest = value.strip().partition("://")
+    if not separator:
+        raise ValueError(
+            "is not a database URL: write postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+            "or sqlite:///PATH"
+        )
+    driver = _DATABASE_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(
+            f"'{scheme}://' is not a database this bot supports: use "
+            "postgresql://USER:PASSWORD@HOST:5432/DATABASE (PostgreSQL) or sqlite:///PATH"
+        )
+    escape = ("write postgresql://USER:PASSWORD@HOST:5432/DATABASE, with @ : / in the user or "
+              "password written as %40 %3A %2F")
+    try:
+        parts = urlsplit(value.strip())
+        _ = parts.port  # raises when it is not a number
+    except ValueError:
+        raise ValueError(f"has a port that is not a number: {escape}") from None
+    if "@" in parts.netloc.rpartition("@")[0]:
+        raise ValueError(f"has an @ in its user or password: {escape}")
+    return f"{driver}://{rest}"
+
+
 # --- environment --------------------------------------------------------------------------
 
 
 class Settings(BaseSettings):
     """The environment variables of the bot (see README, Configuration)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    # An empty variable (a manifest's `value: ""`) counts as unset.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
 
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -74,6 +146,8 @@ class Settings(BaseSettings):
             raise ValueError(f"renew at most every half lease (OPERATION_LEASE_SECONDS={lease:g}"
                              f"), so that one late renewal does not lose it; got {value:g}")
         return value
+
+    _database_url = field_validator("database_url")(normalise_database_url)
 
     def secret_values(self) -> list[str]:
         """Every secret in the environment, for the log redactor."""
@@ -113,6 +187,28 @@ def _check_slack_ids(values: list[str] | None) -> list[str] | None:
                 "copy it from the person's or group's profile"
             )
     return values
+
+
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+
+
+def _channel_problems(data: dict[Any, Any], source: str) -> Iterator[Problem]:
+    """Channel names where a channel ID belongs, found in the parsed YAML before the rest is
+    validated, so that they are listed with every other problem."""
+    places: list[tuple[str, Any]] = [("defaults", data.get("defaults"))]
+    clusters = data.get("clusters")
+    for name, cluster in (clusters if isinstance(clusters, dict) else {}).items():
+        places.append((f"clusters.{name}", cluster))
+        roles = cluster.get("roles") if isinstance(cluster, dict) else None
+        places += [(f"clusters.{name}.roles.{role_name}", role)
+                   for role_name, role in (roles if isinstance(roles, dict) else {}).items()]
+    for where, fields in places:
+        value = fields.get("approvers_channel") if isinstance(fields, dict) else None
+        if isinstance(value, str) and not _CHANNEL_ID.match(value):
+            yield Problem(source, f"{where}.approvers_channel", value,
+                          "not a Slack channel ID: write the channel's ID (C…), not its name; "
+                          "it is at the bottom of the channel's details (click its name, then "
+                          "About)")
 
 
 class PolicyFields(_Strict):
@@ -215,36 +311,33 @@ class ClusterConfig(PolicyFields):
 
     @model_validator(mode="after")
     def _backend_settings(self) -> ClusterConfig:
+        problems = list(self._backend_problems())
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _backend_problems(self) -> Iterator[str]:
         if not self.roles:
-            raise ValueError("a cluster needs at least one role")
+            yield "a cluster needs at least one role"
         if self.backend == "gitlab":
             if self.gitlab is None:
-                raise ValueError(
-                    "backend gitlab needs a 'gitlab:' section (agent_id, kas_proxy_url)"
-                )
+                yield "backend gitlab needs a 'gitlab:' section (agent_id, kas_proxy_url)"
             for name, role in self.roles.items():
                 if role.group is None:
-                    raise ValueError(f"role {name}: backend gitlab needs 'group' (ID or full path)")
-        else:
-            if self.kubernetes is None:
-                raise ValueError(
-                    f"backend {self.backend} needs a 'kubernetes:' section (server, kubeconfig)"
-                )
-            for name, role in self.roles.items():
-                if (role.cluster_role is None) == (role.role is None):
-                    raise ValueError(
-                        f"role {name}: set exactly one of 'cluster_role' "
-                        "or 'role' (with namespaces)"
-                    )
-                if role.role is not None and not role.namespaces:
-                    raise ValueError(f"role {name}: a namespaced 'role' needs 'namespaces'")
-                if role.cluster_role is not None and role.namespaces:
-                    raise ValueError(
-                        f"role {name}: 'cluster_role' is cluster-wide; use 'role' for namespaces"
-                    )
-                if role.allow_own_csr and self.backend != "certificate":
-                    raise ValueError(f"role {name}: allow_own_csr needs backend certificate")
-        return self
+                    yield f"role {name}: backend gitlab needs 'group' (ID or full path)"
+            return
+        if self.kubernetes is None:
+            yield f"backend {self.backend} needs a 'kubernetes:' section (server, kubeconfig)"
+        for name, role in self.roles.items():
+            if (role.cluster_role is None) == (role.role is None):
+                yield (f"role {name}: set exactly one of 'cluster_role' "
+                       "or 'role' (with namespaces)")
+            if role.role is not None and not role.namespaces:
+                yield f"role {name}: a namespaced 'role' needs 'namespaces'"
+            if role.cluster_role is not None and role.namespaces:
+                yield f"role {name}: 'cluster_role' is cluster-wide; use 'role' for namespaces"
+            if role.allow_own_csr and self.backend != "certificate":
+                yield f"role {name}: allow_own_csr needs backend certificate"
 
 
 class Schedules(_Strict):
@@ -333,6 +426,13 @@ class Config:
     file: FileConfig
     policies: Mapping[tuple[str, str], RolePolicy]
 
+    @classmethod
+    def without_file(cls, source: Path) -> Config:
+        """No clusters, admins or users: for the commands that only read the database
+        (``grants list``, ``audit export``), which work without the file."""
+        empty = FileConfig.model_construct(clusters={})
+        return cls(source=source, file=empty, policies={})
+
     @property
     def clusters(self) -> Mapping[str, ClusterConfig]:
         return self.file.clusters
@@ -381,7 +481,9 @@ class Config:
 
 
 def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
+    """Each role's policy, its layers merged. Raises ``ValueError`` with one problem a line."""
     policies: dict[tuple[str, str], RolePolicy] = {}
+    problems: list[str] = []
     for cluster_name, cluster in file.clusters.items():
         layers: list[PolicyFields] = [file.defaults, cluster]
         every_approver: set[str] = set()
@@ -394,13 +496,13 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
             every_approver |= set(approvers)
             where = f"clusters.{cluster_name}.roles.{role_name}"
             if merged["default_duration"] > merged["max_duration"]:
-                raise ValueError(f"{where}: default_duration is longer than max_duration")
+                problems.append(f"{where}: default_duration is longer than max_duration")
             if not approvers and not (merged["auto_approve_up_to"] or merged["break_glass"]):
-                raise ValueError(f"{where}: nobody can approve it: set approvers")
+                problems.append(f"{where}: nobody can approve it: set approvers")
             if approvers and len(approvers) < merged["approvals_required"] and not any(
                 a.startswith("S") for a in approvers
             ):
-                raise ValueError(
+                problems.append(
                     f"{where}: approvals_required is {merged['approvals_required']} "
                     f"but only {len(approvers)} approvers are listed"
                 )
@@ -425,6 +527,8 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
             policy = policies[key]
             policies[key] = RolePolicy(**{**policy.__dict__,
                                           "cluster_approvers": frozenset(every_approver)})
+    if problems:
+        raise ValueError("\n".join(problems))
     return policies
 
 
@@ -432,21 +536,47 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
-def parse_config(data: Any, source: Path) -> Config:
-    """Validate already-parsed YAML. Raises :class:`ConfigError`."""
+def parse_config(data: Any, source: Path,
+                 commented: Mapping[str, str] | None = None) -> Config:
+    """Validate already-parsed YAML. Raises :class:`ConfigProblems` listing every problem.
+
+    ``commented`` maps the dotted fields that YAML read as empty because their value began with
+    ``#`` (a comment) to that text.
+    """
+    where = str(source)
+    problems = [
+        Problem(where, field, text,
+                "YAML reads an unquoted value starting with # as a comment, so this is empty: "
+                "quote it, and write Slack IDs (C…, U…, S…) rather than names")
+        for field, text in (commented or {}).items()
+    ]
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the file must be a mapping with 'clusters:' at the top")
+        problems.append(Problem(where, "(top)", None,
+                                "the file must be a mapping with 'clusters:' at the top"))
+        raise ConfigProblems(problems)
+    data = _without(data, commented or {})  # reported above; the rest is checked without them
+    problems += _channel_problems(data, where)
+    reported = {p.field for p in problems}
     try:
         file = FileConfig.model_validate(data)
-        policies = _effective_policies(file)
     except ValidationError as error:
-        lines = [
-            f"{source}: {_location(e['loc']) or '(top)'}: {_reason(e)}" for e in error.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None
+        for e in error.errors():
+            field = _location(e["loc"]) or "(top)"
+            if field not in reported:
+                problems += [Problem(where, field, None, line)
+                             for line in _reason(e).splitlines()]
+        raise ConfigProblems(problems) from None
+    try:
+        policies = _effective_policies(file)
     except ValueError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    return Config(source=source, file=file, policies=policies)
+        for line in str(error).splitlines():
+            field, _, message = line.partition(": ")
+            problems.append(Problem(where, field, None, message))
+        raise ConfigProblems(problems) from None
+    config = Config(source=source, file=file, policies=policies)
+    if problems:
+        raise ConfigProblems(problems, config)
+    return config
 
 
 def _reason(error: Any) -> str:
@@ -456,8 +586,50 @@ def _reason(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _without(data: Any, paths: Mapping[str, str]) -> Any:
+    """``data`` with the values at the dotted ``paths`` left out (list items and keys)."""
+    if not paths:
+        return data
+
+    def copy(node: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(node, dict):
+            return {k: copy(v, (*path, str(k))) for k, v in node.items()
+                    if ".".join((*path, str(k))) not in paths}
+        if isinstance(node, list):
+            return [copy(v, (*path, str(i))) for i, v in enumerate(node)
+                    if ".".join((*path, str(i))) not in paths]
+        return node
+
+    return copy(data, ())
+
+
+def _commented_out(text: str) -> dict[str, str]:
+    """Fields whose value YAML read as empty because it began with ``#``, with that text."""
+    lines = text.splitlines()
+    found: dict[str, str] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*path, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, (*path, str(index)))
+        elif node.tag == "tag:yaml.org,2002:null" and node.value == "":
+            mark = node.start_mark
+            rest = lines[mark.line][mark.column:].strip() if mark.line < len(lines) else ""
+            if rest.startswith("#"):
+                found[".".join(path)] = rest
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return found
+
+
 def load_config(path: Path) -> Config:
-    """Read and validate the YAML file at ``path``. Raises :class:`ConfigError`."""
+    """Read and validate the YAML file at ``path``. Raises :class:`ConfigError`
+    (:class:`ConfigProblems` when the file was read: every problem in it at once)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -465,13 +637,139 @@ def load_config(path: Path) -> Config:
             f"{path}: no such file. Set K8S_ACCESS_CONFIG, or start from "
             "examples/quickstart.yaml"
         ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot be read: {error}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a file; set K8S_ACCESS_CONFIG to the "
+                          "YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); K8S_ACCESS_CONFIG must name "
+                          "the YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from None
     try:
         data = yaml.safe_load(text)
+        commented = _commented_out(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}: {where}not valid YAML: {problem}") from None
-    return parse_config(data, path)
+    return parse_config(data, path, commented)
+
+
+# --- what the file needs from the machine and the environment -----------------------------
+
+SlackMode = Literal["socket", "http"]
+
+
+def slack_mode(settings: Settings, *, socket_mode: bool = False, http: bool = False) -> SlackMode:
+    """How ``serve`` meets Slack: the flag given, else Socket Mode when SLACK_APP_TOKEN is set,
+    else HTTP."""
+    if socket_mode and http:
+        raise ConfigError("choose one of --socket-mode and --http")
+    if socket_mode or http:
+        return "socket" if socket_mode else "http"
+    return "socket" if settings.slack_app_token is not None else "http"
+
+
+def environment_problems(settings: Settings, config: Config) -> list[Problem]:
+    """What the file asks of the environment and the machine, checked without a network: the
+    files it names exist, GitLab has a URL and a token."""
+    problems: list[Problem] = []
+    where = str(config.source)
+    gitlab_clusters = []
+    for name, cluster in config.clusters.items():
+        kubernetes = cluster.kubernetes
+        if kubernetes is not None:
+            for attribute in ("kubeconfig", "ca_file"):
+                value = getattr(kubernetes, attribute)
+                path = Path(value).expanduser() if value is not None else None
+                if path is not None and (not path.exists() or path.is_dir()):
+                    problems.append(Problem(
+                        where, f"clusters.{name}.kubernetes.{attribute}", value,
+                        f"no such file ({path}); give the path of the file "
+                        "as the bot sees it (in a pod: where its Secret is mounted)"))
+        if cluster.gitlab is not None and cluster.backend == "gitlab":
+            if cluster.gitlab.url is None and not settings.gitlab_url:
+                problems.append(Problem(
+                    "environment", "GITLAB_URL", None,
+                    f"cluster {name} uses backend gitlab: set GITLAB_URL to your GitLab "
+                    "(https://gitlab.example.com), or gitlab.url in the file"))
+            gitlab_clusters.append(name)
+    if gitlab_clusters and settings.gitlab_token is None:
+        which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
+                 else f"cluster {gitlab_clusters[0]} uses")
+        problems.append(Problem(
+            "environment", "GITLAB_TOKEN", None,
+            f"{which} backend gitlab: set GITLAB_TOKEN to a token with the api scope whose "
+            "user is Owner of each configured group"))
+    return problems
+
+
+_TOKEN_KINDS = {"xoxb-": "a bot token", "xapp-": "an app-level token", "xoxp-": "a user token",
+                "xoxe": "a refresh or configuration token"}
+
+
+def _token_kind(token: SecretStr) -> str:
+    value = token.get_secret_value()
+    return next((kind for prefix, kind in _TOKEN_KINDS.items() if value.startswith(prefix)),
+                "not a Slack token")
+
+
+def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
+    """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
+    bot, app = settings.slack_bot_token, settings.slack_app_token
+    for name, secret in (("SLACK_BOT_TOKEN", bot), ("SLACK_APP_TOKEN", app),
+                         ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)):
+        if secret is not None and secret.get_secret_value() != secret.get_secret_value().strip():
+            yield Problem("environment", name, None,
+                          "has a space or a line break around it (a Secret made from a file "
+                          "keeps the file's last line break): set it without")
+    if bot is None:
+        yield Problem("environment", "SLACK_BOT_TOKEN", None,
+                      "not set: copy the Bot User OAuth Token (xoxb-…) from your Slack app's "
+                      "OAuth & Permissions page")
+    elif not bot.get_secret_value().startswith("xoxb-"):
+        swapped = " (swapped with SLACK_APP_TOKEN?)" if bot.get_secret_value().startswith(
+            "xapp-") else ""
+        yield Problem("environment", "SLACK_BOT_TOKEN", None,
+                      f"is {_token_kind(bot)}{swapped}, not the bot token: copy the Bot User "
+                      "OAuth Token (xoxb-…) from your Slack app's OAuth & Permissions page")
+    if mode == "socket":
+        if app is None:
+            yield Problem("environment", "SLACK_APP_TOKEN", None,
+                          "not set: Socket Mode needs an app-level token (xapp-…) with the "
+                          "connections:write scope, from your Slack app's Basic Information "
+                          "page; or run `serve --http` with SLACK_SIGNING_SECRET")
+        elif not app.get_secret_value().startswith("xapp-"):
+            swapped = " (swapped with SLACK_BOT_TOKEN?)" if app.get_secret_value().startswith(
+                "xoxb-") else ""
+            yield Problem("environment", "SLACK_APP_TOKEN", None,
+                          f"is {_token_kind(app)}{swapped}, not an app-level token: create one "
+                          "(xapp-…) with the connections:write scope on your Slack app's Basic "
+                          "Information page")
+    elif settings.slack_signing_secret is None:
+        yield Problem("environment", "SLACK_SIGNING_SECRET", None,
+                      "not set: HTTP mode verifies every request with it; copy the Signing "
+                      "Secret from your Slack app's Basic Information page, or set "
+                      "SLACK_APP_TOKEN to use Socket Mode")
+
+
+def check(settings: Settings, slack: SlackMode | None) -> Config:
+    """The file at K8S_ACCESS_CONFIG, validated, and everything it needs from the environment:
+    what ``serve`` (with ``slack``, the mode it runs in) and ``config check`` both rely on.
+    Raises :class:`ConfigError` when the file cannot be read, else :class:`ConfigProblems`
+    with every problem in the file and the environment at once."""
+    problems: list[Problem] = []
+    config: Config | None = None
+    try:
+        config = load_config(settings.k8s_access_config)
+    except ConfigProblems as error:
+        problems += error.problems
+        config = error.config
+    if config is not None:
+        problems += environment_problems(settings, config)
+    if slack is not None:
+        problems += slack_problems(settings, slack)
+    if problems or config is None:
+        raise ConfigProblems(problems)
+    return config

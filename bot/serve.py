@@ -26,7 +26,7 @@ from sqlalchemy import text
 from waitress.server import create_server
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.connection import open_database
 from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime, build_slack_runtime
@@ -133,23 +133,22 @@ def readiness(runtime: SlackRuntime, worker: WorkerProcess | None = None,
 
 def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, port: int,
         jobs: bool = True) -> None:
-    if socket_mode and settings.slack_app_token is None:
-        raise ConfigError(
-            "SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-…) with the "
-            "connections:write scope, from your Slack app's Basic Information page. Or run "
-            "`serve --http` with SLACK_SIGNING_SECRET."
-        )
-    engine = make_engine(settings.database_url)
+    """Serve until SIGTERM. ``settings`` and ``config`` have passed :func:`bot.config.check`
+    for this mode. Raises :class:`ConfigError` (one line) when the database is unreachable or
+    not migrated, or Slack refuses a token."""
+    engine = open_database(settings.database_url)
     metrics = PrometheusMetrics(engine)
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
     settle_heap()
     worker = WorkerProcess(jobs)
-    runtime.inbox.notify(worker.wake)
-    worker.start()
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
                  metrics.render)
-    server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
+    try:
+        server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror or error}): is "
+                          "another serve running? Stop it, or choose another --port") from None
     handler = None
     if socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -157,7 +156,17 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
         assert settings.slack_app_token is not None
         handler = SocketModeHandler(runtime.app, settings.slack_app_token.get_secret_value(),
                                     web_client=runtime.client)
-        handler.connect()  # type: ignore[no-untyped-call]
+        refusal = _FirstRefusal()
+        handler.client.logger.addFilter(refusal)
+        try:
+            handler.connect()  # type: ignore[no-untyped-call]
+        except SlackApiError as error:
+            server.close()
+            raise ConfigError(socket_mode_refused(str(error.response.get("error")))) from None
+        finally:
+            handler.client.logger.removeFilter(refusal)
+    runtime.inbox.notify(worker.wake)
+    worker.start()
 
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signum)
@@ -179,10 +188,31 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     log.info("stopped")
 
 
+class _FirstRefusal(logging.Filter):
+    """The Socket Mode client logs Slack's refusal before raising it; at start the refusal
+    becomes one line of our own (:func:`socket_mode_refused`), so its log line is left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to retrieve WSS URL")
+
+
+def socket_mode_refused(error: str) -> str:
+    """The line for Slack refusing ``apps.connections.open`` with ``error``."""
+    if error in ("invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                 "not_allowed_token_type"):
+        return (f"Slack refused SLACK_APP_TOKEN ({error}): create an app-level token (xapp-…) "
+                "with the connections:write scope on your Slack app's Basic Information page, "
+                "or run `serve --http` with SLACK_SIGNING_SECRET")
+    if error == "socket_mode_not_enabled":
+        return ("Socket Mode is off for this Slack app (socket_mode_not_enabled): turn it on "
+                "under Settings → Socket Mode, or run `serve --http` with SLACK_SIGNING_SECRET")
+    return f"Slack refused to open a Socket Mode connection ({error})"
+
+
 def work(settings: Settings, config: Config, *, jobs: bool, wake_on_stdin: bool) -> None:
     """The worker: the inbox's requests and the scheduled jobs, until SIGTERM (or, started by
     ``serve``, until its stdin closes)."""
-    engine = make_engine(settings.database_url)
+    engine = open_database(settings.database_url)
     runtime = build_slack_runtime(settings, config, http=False, engine=engine,
                                   metrics=PrometheusMetrics())
     settle_heap()

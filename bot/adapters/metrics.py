@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.db.models import RequestRow
 
@@ -34,10 +35,18 @@ class RequestsByState(Collector):
                                    labels=["state", "cluster"])
         query = select(RequestRow.state, RequestRow.cluster, func.count()).group_by(
             RequestRow.state, RequestRow.cluster)
-        with self._engine.connect() as connection:
-            for state, cluster, count in connection.execute(query):
-                family.add_metric([state, cluster], count)
+        up = GaugeMetricFamily("k8s_access_database_up",
+                               "1 when the database answered this scrape's query, else 0")
+        try:
+            with self._engine.connect() as connection:
+                for state, cluster, count in connection.execute(query):
+                    family.add_metric([state, cluster], count)
+        except SQLAlchemyError:  # /metrics answers whatever the database does; /readyz says why
+            up.add_metric([], 0)
+        else:
+            up.add_metric([], 1)
         yield family
+        yield up
 
 
 class PrometheusMetrics:

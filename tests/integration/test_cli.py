@@ -10,15 +10,26 @@ import yaml
 from click.testing import CliRunner, Result
 
 from bot.cli import main
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET
 from tests.conftest import TEST_CONFIG, create_database
+from tests.integration.test_first_contact import KUBECONFIG
+
+SLACK = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+         "SLACK_API_URL": "http://127.0.0.1:9/api/"}
+"""What ``serve --http`` needs; the Web API at a closed port, in case a command called it."""
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     url, drop = create_database(tmp_path)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
+    data = yaml.safe_load(yaml.safe_dump(TEST_CONFIG, sort_keys=False))
+    for cluster in data["clusters"].values():
+        cluster["kubernetes"]["kubeconfig"] = str(kubeconfig)
     config = tmp_path / "k8s-access.yaml"
-    config.write_text(yaml.safe_dump(TEST_CONFIG, sort_keys=False))
-    yield {"DATABASE_URL": url, "K8S_ACCESS_CONFIG": str(config)}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    yield {"DATABASE_URL": url, "K8S_ACCESS_CONFIG": str(config), **SLACK}
     drop()
 
 
@@ -27,11 +38,28 @@ def run(env: dict[str, str], *args: str) -> Result:
 
 
 def test_db_upgrade_and_current(env: dict[str, str]) -> None:
-    assert "empty (no migrations applied)" in run(env, "db", "current").output
+    from bot.adapters.db import migrate
+    from bot.adapters.db.connection import sqlite_path
+    from bot.adapters.db.store import make_engine
+
+    before = run(env, "db", "current")
+    assert before.exit_code != 0
+    assert "run `k8s-access-bot db upgrade`" in before.output
+    path = sqlite_path(env["DATABASE_URL"])
+    assert path is None or not path.exists(), "db current created the SQLite file"
     upgraded = run(env, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     current = run(env, "db", "current")
-    assert "(at head)" in current.output
+    assert current.exit_code == 0 and current.output == f"{migrate.head()} (at head)\n"
+    engine = make_engine(env["DATABASE_URL"])
+    migrate.downgrade(engine, "0001")
+    engine.dispose()
+    behind = run(env, "db", "current")
+    assert behind.exit_code == 1
+    steps = migrate.behind("0001")
+    assert steps is not None and steps >= 2
+    assert f"is {steps} migrations behind (at 0001, this version needs {migrate.head()})" \
+        in behind.output
 
 
 def test_config_check_ok(env: dict[str, str]) -> None:
@@ -104,7 +132,7 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
                                         duration=timedelta(hours=1))
         assert "k8s-access-1" in kube.cluster_role_bindings
 
-        checked = run(env, "config", "check", "--connect")
+        checked = run({**env, **SLACK}, "config", "check", "--connect")
         assert checked.exit_code == 0 and "cluster dev: ok:" in checked.output
         listed = run(env, "grants", "list", "--active")
         assert f"{granted.id:>6}  active     dev/view" in listed.output

@@ -78,6 +78,10 @@ def bot(tmp_path: Path, slack: FakeSlack,
     assert process.returncode == 0, output
     for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET):
         assert secret not in output
+    # A quiet start: no warning from Bolt about the token we gave it twice, and no Alembic
+    # lines each time /readyz asks for the revision.
+    assert "will be unused" not in output, output
+    assert "alembic" not in output, output
 
 
 def test_serve_answers_slack_and_its_probes(tmp_path: Path) -> None:

@@ -131,3 +131,59 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITLAB_TOKEN", "glpat-very-secret")
     text = repr(Settings()) + str(Settings())
     assert "very-secret" not in text
+
+
+@pytest.mark.parametrize(("written", "used"), [
+    ("postgres://bot:pw@db:5432/k8s", "postgresql+psycopg://bot:pw@db:5432/k8s"),
+    ("postgresql://bot:pw@db/k8s", "postgresql+psycopg://bot:pw@db/k8s"),
+    ("POSTGRESQL+psycopg://bot@db/k8s", "postgresql+psycopg://bot@db/k8s"),
+    ("postgresql+psycopg2://bot@db/k8s", "postgresql+psycopg://bot@db/k8s"),
+    ("sqlite:///k8s-access.db", "sqlite:///k8s-access.db"),
+    ("sqlite+pysqlite:////data/k8s.db", "sqlite:////data/k8s.db"),
+])
+def test_database_urls_people_write(written: str, used: str) -> None:
+    assert Settings(database_url=written).database_url == used
+
+
+@pytest.mark.parametrize(("written", "says"), [
+    ("mysql://bot:secret@db/k8s", "'mysql://' is not a database this bot supports"),
+    ("oracle+cx_oracle://bot:secret@db/k8s",
+     "'oracle+cx_oracle://' is not a database this bot supports"),
+    ("k8s-access.db", "is not a database URL"),
+])
+def test_other_database_urls_are_refused_without_the_password(written: str, says: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        Settings(database_url=written)
+    message = error.value.errors()[0]["msg"]
+    assert says in message and "secret" not in message
+
+
+def test_every_problem_of_the_file_is_listed_at_once() -> None:
+    from bot.config import ConfigProblems
+
+    data = with_changes(clusters__staging__roles__edit__role="edit",
+                        clusters__staging__roles__deploy__namespaces=[],
+                        clusters__prod__roles__view__default_duration="5h",
+                        clusters__prod__approvals_required=4)
+    with pytest.raises(ConfigProblems) as error:
+        parse_config(data, Path("k8s-access.yaml"))
+    assert [str(p) for p in error.value.problems] == [
+        "k8s-access.yaml: clusters.staging: role edit: set exactly one of 'cluster_role' or "
+        "'role' (with namespaces)",
+        "k8s-access.yaml: clusters.staging: role edit: a namespaced 'role' needs 'namespaces'",
+        "k8s-access.yaml: clusters.staging: role deploy: a namespaced 'role' needs 'namespaces'",
+    ]
+    data = with_changes(clusters__prod__roles__view__default_duration="5h",
+                        clusters__prod__approvals_required=4)
+    with pytest.raises(ConfigProblems) as error:
+        parse_config(data, Path("k8s-access.yaml"))
+    assert [str(p) for p in error.value.problems] == [
+        "k8s-access.yaml: clusters.prod.roles.view: default_duration is longer than "
+        "max_duration",
+        "k8s-access.yaml: clusters.prod.roles.view: approvals_required is 4 but only 3 "
+        "approvers are listed",
+        "k8s-access.yaml: clusters.prod.roles.admin: approvals_required is 4 but only 3 "
+        "approvers are listed",
+    ]

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 # The PostgreSQL advisory lock held while migrating (any fixed number, the same everywhere).
 MIGRATION_LOCK = 0x6B38_7341
@@ -61,9 +60,35 @@ def check(engine: Engine) -> None:
 
 
 def current(engine: Engine) -> str | None:
+    """The revision the database is at; None before the first migration. Read from Alembic's
+    table directly: readiness asks often, and Alembic would log two lines each time."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def head(engine: Engine) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+def _scripts() -> ScriptDirectory:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_folder()))
+    return ScriptDirectory.from_config(config)
+
+
+def head(engine: Engine | None = None) -> str | None:
+    """The revision this code needs (the migrations' head)."""
+    return _scripts().get_current_head()
+
+
+def behind(revision: str) -> int | None:
+    """How many migrations ``revision`` is behind the head; None when this code does not know
+    it (a newer version migrated the database)."""
+    scripts = _scripts()
+    step, count = scripts.get_current_head(), 0
+    while step is not None:
+        if step == revision:
+            return count
+        found = scripts.get_revision(step)
+        down = found.down_revision if found is not None else None
+        step = down if isinstance(down, str) or down is None else down[0]
+        count += 1
+    return None

@@ -29,6 +29,7 @@ from bot.adapters.db.models import (
     OperationRow,
     RequestRow,
 )
+from bot.config import normalise_database_url
 from bot.domain.errors import ConcurrentModification, NotFound
 from bot.domain.model import (
     AccessRequest,
@@ -45,7 +46,11 @@ from bot.domain.model import (
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the settings each database needs for concurrent use."""
+    """An engine with the settings each database needs for concurrent use.
+
+    ``url`` as in DATABASE_URL (``postgres://``, ``postgresql://`` and ``sqlite:///`` all work;
+    see :func:`bot.config.normalise_database_url`, whose ``ValueError`` it raises)."""
+    url = normalise_database_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
@@ -68,8 +73,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    # A host that drops packets fails in seconds, not after the system's TCP timeout.
+    kwargs.setdefault("connect_args", {"connect_timeout": 10})
     # Slack listeners, the work after each acknowledgement and the backend workers each hold a
     # connection for a moment; with the default five, acknowledgements queue for one.
     kwargs.setdefault("pool_size", 20)

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -51,7 +52,7 @@ class KubernetesApi:
                                             context=settings.context,
                                             client_configuration=configuration,
                                             persist_config=False)
-        except (k8s_config.ConfigException, OSError, ValueError) as error:
+        except (k8s_config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
             source = "the in-cluster service account" if settings.in_cluster \
                 else f"kubeconfig {settings.kubeconfig}"
             raise PermanentBackendError(

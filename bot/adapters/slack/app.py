@@ -4,6 +4,7 @@ the worker's, which does the work of the requests the first one acknowledged."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.error import URLError
 
@@ -11,6 +12,7 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.error import BoltError
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
@@ -96,17 +98,28 @@ def _utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+class _SameToken(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns, for each app, that the client given to it
+    wins; that client carries the very same token, so the warning only adds noise at start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
 def _app(client: WebClient, signing_secret: str, *, verify: bool) -> App:
+    bolt_log = logging.getLogger("slack_bolt.App")
+    if not any(isinstance(f, _SameToken) for f in bolt_log.filters):
+        bolt_log.addFilter(_SameToken())
     try:
         return BotApp(client=client, signing_secret=signing_secret,
                       request_verification_enabled=verify, process_before_response=True,
                       name="k8s-access-bot")
     except BoltError as error:
+        code = re.search(r"'error': '([a-z_]+)'", str(error))
         raise ConfigError(
-            f"Slack refused SLACK_BOT_TOKEN ({error}); copy the Bot User OAuth Token again "
-            "from the app's OAuth & Permissions page."
+            f"Slack refused SLACK_BOT_TOKEN ({code.group(1) if code else error}): copy the Bot "
+            "User OAuth Token (xoxb-…) again from your Slack app's OAuth & Permissions page, "
+            "and reinstall the app if it was removed."
         ) from None
     except (URLError, OSError) as error:
         reason = getattr(error, "reason", error)
