@@ -128,29 +128,28 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option("--connect", is_flag=True, help="Also reach each backend with its credentials.")
+@click.option("--connect", is_flag=True,
+              help="Also reach Slack, GitLab and every cluster with the bot's credentials.")
+@click.option("--send-test", "send_test", metavar="USER", default=None,
+              help="With --connect: post a test message to each approvers channel and DM USER "
+                   "(a Slack user ID, U…).")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0,
+              show_default=True, help="Seconds to wait for each answer with --connect.")
 @_explained
-def config_check(connect: bool) -> None:
+def config_check(connect: bool, send_test: str | None, timeout: float) -> None:
     """Validate the file (K8S_ACCESS_CONFIG) and the environment."""
     settings = _settings()
     loaded = _config(settings)
     for name, cluster in loaded.clusters.items():
         roles = ", ".join(loaded.clusters[name].roles)
         click.echo(f"cluster {name}: backend {cluster.backend}; roles {roles}")
-    if connect:
-        from bot.app import build_granters
+    if connect or send_test is not None:
+        from bot.checks import ConsoleReporter
+        from bot.checks import connect as reach
 
-        failures = 0
-        for name, granter in build_granters(settings, loaded).items():
-            check = getattr(granter, "check", None)
-            try:
-                message = check() if check is not None else "nothing to check"
-            except DomainError as error:
-                failures += 1
-                click.echo(f"cluster {name}: FAILED: {error.message}", err=True)
-            else:
-                click.echo(f"cluster {name}: ok: {message}")
-        if failures:
+        reporter = ConsoleReporter(click.echo, timeout)
+        if reporter.summary(reach(settings, loaded, reporter, timeout=timeout,
+                                  send_test_to=send_test)):
             sys.exit(1)
     click.echo(f"{loaded.source}: ok")
 

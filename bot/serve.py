@@ -30,6 +30,7 @@ from bot.adapters.db.store import make_engine
 from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime, build_slack_runtime
+from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
 
@@ -147,8 +148,10 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     worker = WorkerProcess(jobs)
     runtime.inbox.notify(worker.wake)
     worker.start()
+    channels = ApproversChannelWatch(runtime.client, config, metrics.approvers_channel)
+    channels.start()
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
-                 metrics.render)
+                 metrics.render, warnings=channels.problems)
     server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
     handler = None
     if socket_mode:

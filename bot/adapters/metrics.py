@@ -71,6 +71,11 @@ class PrometheusMetrics:
         self.slack_errors = Counter("k8s_access_slack_api_errors_total",
                                     "Slack Web API errors by method and error",
                                     ["method", "error"], registry=r)
+        self.approvers_channel_ok = Gauge(
+            "k8s_access_approvers_channel_ok",
+            "1 when the bot can post to the approvers channel (it exists, is not archived and "
+            "the bot is a member), 0 when not; checked at start",
+            ["channel"], multiprocess_mode="mostrecent", registry=r)
         self._exposed = r
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             self._exposed = CollectorRegistry()
@@ -98,6 +103,9 @@ class PrometheusMetrics:
 
     def slack_error(self, method: str, error: str) -> None:
         self.slack_errors.labels(method, error).inc()
+
+    def approvers_channel(self, channel: str, ok: bool) -> None:
+        self.approvers_channel_ok.labels(channel).set(1 if ok else 0)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST

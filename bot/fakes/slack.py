@@ -54,6 +54,9 @@ class FakeSlack:
     """A workspace-wide cap on chat.postMessage calls per second (0: none)."""
     socket_url: str | None = None
     """What ``apps.connections.open`` hands out (a ``FakeSocketMode``'s URL)."""
+    channel_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Channel ID → how its ``conversations.info`` object differs from a public channel the bot
+    is in (``name``, ``is_archived``, ``is_member``, ``is_private``)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -149,8 +152,20 @@ class FakeSlack:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
     def api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "user_id": "U0BOT", "bot_id": "B0BOT", "team_id": "T0TEAM",
-                "team": "Test", "url": self.url + "/"}
+        return {"ok": True, "user_id": "U0BOT", "user": "k8s-access", "bot_id": "B0BOT",
+                "team_id": "T0TEAM", "team": "Test", "url": self.url + "/"}
+
+    def api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A private channel the bot is not in is invisible to it, as in Slack."""
+        channel = params.get("channel", "")
+        if not self._known(channel):
+            return {"ok": False, "error": "channel_not_found"}
+        info = {"id": channel, "name": channel.lower(), "is_channel": not channel.startswith("D"),
+                "is_im": channel.startswith("D"), "is_private": False, "is_archived": False,
+                "is_member": True, **self.channel_info.get(channel, {})}
+        if info["is_private"] and not info["is_member"]:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": info}
 
     def api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.socket_url is None:

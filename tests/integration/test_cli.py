@@ -105,7 +105,10 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
         assert "k8s-access-1" in kube.cluster_role_bindings
 
         checked = run(env, "config", "check", "--connect")
-        assert checked.exit_code == 0 and "cluster dev: ok:" in checked.output
+        assert checked.exit_code == 1  # Slack is "down": no SLACK_BOT_TOKEN here
+        assert "FAILED  bot token: SLACK_BOT_TOKEN is not set" in checked.output
+        assert "ok      bind clusterroles view (cluster-wide)" in checked.output
+        assert "1 of 8 connection checks failed" in checked.output, checked.output
         listed = run(env, "grants", "list", "--active")
         assert f"{granted.id:>6}  active     dev/view" in listed.output
         revoked = run(env, "grants", "revoke", str(granted.id), "--reason", "slack is down")
