@@ -242,6 +242,8 @@ def test_a_server_answering_404_is_named_not_a_traceback(world: World) -> None:
     assert "SelfSubjectAccessReview failed: 404 Not Found: the server could not find the " \
            "requested resource" in result.output
     assert "is https://" in result.output and "a Kubernetes API server" in result.output
+    assert "FAILED  rights: SelfSubjectAccessReview failed" in result.output
+    assert "; 18 rights not checked" in result.output
 
 
 def test_send_test_posts_to_each_approvers_channel_and_dms_the_user(world: World) -> None:
