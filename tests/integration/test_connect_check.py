@@ -361,14 +361,18 @@ def unreachable_cases(world: World) -> dict[str, tuple[str, str, str]]:
                            "404 Not Found: the server could not find the requested resource"),
         "no-kubeconfig": (str(world.tmp / "missing.kubeconfig"), "https://users.example",
                           "cannot load kubeconfig"),
+        "server-error": (world.kubeconfig(name="500"), world.kube.url,
+                         "API server answered 500: etcdserver: request timed out"),
     }
 
 
 @pytest.mark.parametrize("case", ["refused", "silent", "wrong-ca", "not-kubernetes",
-                                  "no-kubeconfig"])
+                                  "no-kubeconfig", "server-error"])
 def test_an_unreachable_cluster_is_reported_with_url_and_cause(world: World,
                                                                case: str) -> None:
     kubeconfig, url, reason = unreachable_cases(world)[case]
+    if case == "server-error":
+        world.kube.fail_next = [500]
     recorder = Recorder()
     check_cluster(make_config({"far": kubernetes_cluster(kubeconfig)}), "far", recorder,
                   timeout=0.5)
@@ -560,3 +564,20 @@ def test_at_serve_start_a_channel_problem_is_logged_counted_and_named_in_readyz(
     assert line == ("approvers channel #k8s-approvals (C0APPR001) (used by defaults): the bot "
                     "is not a member of #k8s-approvals; type /invite @k8s-access in "
                     "#k8s-approvals")
+
+
+@pytest.mark.parametrize(("retries", "attempts"), [(False, 1), (True, 4)])
+def test_the_checks_ask_a_silent_server_once_where_the_bot_would_try_four_times(
+        world: World, retries: bool, attempts: int) -> None:
+    """urllib3 retries idempotent requests that time out three times: four timeouts in all,
+    the 61 s ``--connect`` used to take. The checks' client tries once."""
+    from bot.adapters.kubernetes.api import KubernetesApi
+    from bot.config import KubernetesClusterConfig
+    from bot.domain.errors import TemporaryBackendError
+
+    kubeconfig = world.kubeconfig(f"https://127.0.0.1:{world.silent.port}", name="silent")
+    api = KubernetesApi.from_config("far", KubernetesClusterConfig(
+        server="https://users.example", kubeconfig=kubeconfig), timeout=0.2, retries=retries)
+    with pytest.raises(TemporaryBackendError):
+        api.request("GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings")
+    assert len(world.silent.accepted) == attempts
