@@ -131,8 +131,8 @@ def config() -> None:
 @click.option("--connect", is_flag=True,
               help="Also reach Slack, GitLab and every cluster with the bot's credentials.")
 @click.option("--send-test", "send_test", metavar="USER", default=None,
-              help="With --connect: post a test message to each approvers channel and DM USER "
-                   "(a Slack user ID, U…).")
+              help="Also post a test message to each approvers channel and DM USER (a Slack "
+                   "user ID, U…); implies --connect.")
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0,
               show_default=True, help="Seconds to wait for each answer with --connect.")
 @_explained

@@ -23,6 +23,9 @@ def _failure(error: Exception, timeout: float) -> str:
 
 def check_gitlab(settings: Settings, config: Config, cluster: str, reporter: Reporter, *,
                  timeout: float) -> Findings:
+    """The GitLab of ``cluster`` (``gitlab.url`` or GITLAB_URL) with GITLAB_TOKEN: the token,
+    then each role's group (once per group). A failure of the token or the network stops the
+    target; a group's failure does not stop the next group. ``timeout`` in seconds per call."""
     target = f"cluster {cluster}"
     gitlab_settings = config.cluster(cluster).gitlab
     assert gitlab_settings is not None  # the config requires it for this backend
