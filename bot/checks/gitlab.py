@@ -56,7 +56,10 @@ def check_gitlab(settings: Settings, config: Config, cluster: str, reporter: Rep
                         "check GITLAB_URL (or gitlab.url) and the network path to it")
         return findings
     me = gl.user
-    assert me is not None  # auth() sets it
+    if me is None or "username" not in me.attributes:
+        findings.failed("GitLab token", "the server's answer to GET /api/v4/user is not "
+                        "GitLab's", "check GITLAB_URL (or gitlab.url): GitLab's own address")
+        return findings
     admin = bool(me.attributes.get("is_admin"))
     findings.ok("GitLab token", f"accepted: user {me.username}" + (" (admin)" if admin else ""))
     for reference, roles in groups.items():

@@ -149,7 +149,10 @@ def check_slack(settings: Settings, config: Config, reporter: Reporter, *, timeo
         identity = client.auth_test()
     except SlackApiError as error:
         code = _error_code(error)
-        findings.failed("bot token", f"auth.test answered {code}", _TOKEN_FIXES.get(code, ""))
+        fix = _TOKEN_FIXES.get(code, "")
+        if code.startswith("HTTP "):
+            fix = f"check SLACK_API_URL: leave it unset for Slack's own ({DEFAULT_API_URL})"
+        findings.failed("bot token", f"auth.test answered {code}", fix)
         return findings
     except Exception as error:
         findings.failed("bot token", cause(error, timeout),

@@ -451,17 +451,22 @@ def test_a_refused_or_missing_slack_token_is_reported(world: World, token: str |
     assert world.slack.called("conversations.info") == []
 
 
-@pytest.mark.parametrize("case", ["silent", "refused"])
+@pytest.mark.parametrize("case", ["silent", "refused", "not-slack"])
 def test_an_unreachable_slack_is_reported_with_url_and_cause(world: World, case: str) -> None:
-    port = world.silent.port if case == "silent" else closed_port()
-    url = f"http://127.0.0.1:{port}/api/"
+    url, reason = {
+        "silent": (f"http://127.0.0.1:{world.silent.port}/api/",
+                   "no answer within 0.5s (timeout)"),
+        "refused": (f"http://127.0.0.1:{closed_port()}/api/", "connection refused"),
+        "not-slack": (world.gitlab.url + "/api/", "auth.test answered HTTP 401"),
+    }[case]
     recorder = Recorder()
     config = make_config({"staging": kubernetes_cluster(world.kubeconfig())})
     check_slack(world.settings(slack_api_url=url), config, recorder, timeout=0.5)
     [failure] = recorder.failed()
-    assert failure.url == url
-    assert ("no answer within 0.5s (timeout)" if case == "silent" else "connection refused") \
-        in failure.detail
+    assert failure.url == url and failure.check == "bot token"
+    assert reason in failure.detail, failure
+    if case == "not-slack":
+        assert "check SLACK_API_URL" in failure.fix
 
 
 # --- GitLab -----------------------------------------------------------------------------------
@@ -512,14 +517,23 @@ def test_each_gitlab_problem_is_named(world: World, change: str, check: str,
         assert any(f.ok and "role edit" in f.check for f in recorder.findings)
 
 
-def test_an_unreachable_gitlab_is_reported_with_url_and_cause(world: World) -> None:
+@pytest.mark.parametrize("case", ["silent", "refused", "not-found", "not-gitlab"])
+def test_an_unreachable_gitlab_is_reported_with_url_and_cause(world: World,
+                                                              case: str) -> None:
+    url, reason = {
+        "silent": (f"http://127.0.0.1:{world.silent.port}", "no answer within 0.5s (timeout)"),
+        "refused": (f"http://127.0.0.1:{closed_port()}", "connection refused"),
+        "not-found": (world.gitlab.url + "/elsewhere", "404: 404 Not found"),
+        "not-gitlab": (world.slack.url, "the server's answer to GET /api/v4/user is not "
+                                        "GitLab's"),
+    }[case]
     cluster = gitlab_cluster(world)
-    cluster["gitlab"]["url"] = f"http://127.0.0.1:{world.silent.port}"
+    cluster["gitlab"]["url"] = url
     recorder = Recorder()
     check_gitlab(world.settings(), make_config({"dev": cluster}), "dev", recorder, timeout=0.5)
     [failure] = recorder.failed()
-    assert failure.url == cluster["gitlab"]["url"]
-    assert "no answer within 0.5s (timeout)" in failure.detail
+    assert failure.url == url and failure.check == "GitLab token"
+    assert reason in failure.detail and "GITLAB_URL" in failure.fix
 
 
 # --- at serve start ---------------------------------------------------------------------------
