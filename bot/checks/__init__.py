@@ -15,9 +15,6 @@ from collections.abc import Callable
 from functools import partial
 
 from bot.checks.findings import Finding, Findings, Reporter
-from bot.checks.gitlab import check_gitlab
-from bot.checks.kubernetes import check_cluster
-from bot.checks.slack import check_slack
 from bot.config import Config, Settings
 
 __all__ = ["ConsoleReporter", "Finding", "Reporter", "connect"]
@@ -29,6 +26,11 @@ def connect(settings: Settings, config: Config, reporter: Reporter, *,
             timeout: float = DEFAULT_TIMEOUT, send_test_to: str | None = None) -> list[Finding]:
     """Check every target in turn (Slack, then each cluster in the config's order); the
     findings of all, as the reporter heard them one by one."""
+    # Imported here: serve uses the Slack check alone, without the GitLab and Kubernetes clients.
+    from bot.checks.gitlab import check_gitlab
+    from bot.checks.kubernetes import check_cluster
+    from bot.checks.slack import check_slack
+
     made: list[Finding] = []
 
     def guarded(target: str, check: Callable[[], Findings]) -> None:
