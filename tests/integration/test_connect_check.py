@@ -344,6 +344,25 @@ def test_approving_for_the_whole_signer_domain_is_enough(world: World) -> None:
     check_cluster(make_config({"staging": kubernetes_cluster(world.kubeconfig())}), "staging",
                   recorder, timeout=5)
     assert recorder.failed() == []
+    # … as the API server agrees: the bot approves, and the signer signs.
+    from bot.adapters.kubernetes import certificates
+    from bot.adapters.kubernetes.api import KubernetesApi
+    from bot.adapters.kubernetes.granters import CSR_PATH, SIGNER
+    from bot.config import KubernetesClusterConfig
+
+    api = KubernetesApi.from_config("staging", KubernetesClusterConfig(
+        server="https://users.example", kubeconfig=world.kubeconfig()))
+    csr = certificates.build_csr(certificates.generate_key("ecdsa-p256"), "alice")
+    api.request("POST", CSR_PATH, {
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": "wildcard"},
+        "spec": {"request": base64.b64encode(csr).decode(), "signerName": SIGNER,
+                 "usages": ["client auth"], "expirationSeconds": 600}})
+    stored = api.request("GET", f"{CSR_PATH}/wildcard")
+    stored["status"] = {"conditions": [{"type": "Approved", "status": "True",
+                                        "reason": "Test", "message": "test"}]}
+    api.request("PUT", f"{CSR_PATH}/wildcard/approval", stored)
+    assert api.request("GET", f"{CSR_PATH}/wildcard")["status"]["certificate"]
 
 
 def unreachable_cases(world: World) -> dict[str, tuple[str, str, str]]:
