@@ -179,14 +179,22 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option("--connect", is_flag=True, help="Also reach each backend with its credentials.")
+@click.option("--connect", is_flag=True,
+              help="Also reach Slack, GitLab and every cluster with the bot's credentials.")
+@click.option("--send-test", "send_test", metavar="USER", default=None,
+              help="Also post a test message to each approvers channel and DM USER (a Slack "
+                   "user ID, U…); implies --connect.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=120), default=5.0,
+              show_default=True, help="Seconds to wait for each answer with --connect.")
 @click.option("--socket-mode", "socket_mode", is_flag=True,
               help="Check for `serve --socket-mode` (default: as `serve` would choose).")
 @click.option("--http", "http", is_flag=True, help="Check for `serve --http`.")
 @_explained
-def config_check(connect: bool, socket_mode: bool, http: bool) -> None:
+def config_check(connect: bool, send_test: str | None, timeout: float, socket_mode: bool,
+                 http: bool) -> None:
     """Validate the file (K8S_ACCESS_CONFIG) and the environment, as `serve` does, listing
-    every problem with its file, field, value and fix; with --connect, also reach them."""
+    every problem with its file, field, value and fix; with --connect, also reach Slack, GitLab
+    and every cluster (only once the file and the environment passed)."""
     from bot.app import build_granters
 
     settings = _settings()
@@ -196,27 +204,14 @@ def config_check(connect: bool, socket_mode: bool, http: bool) -> None:
         roles = ", ".join(loaded.clusters[name].roles)
         click.echo(f"cluster {name}: backend {cluster.backend}; roles {roles}")
     click.echo(f"{loaded.source}: ok")
-    if connect:
-        _connect_checks(settings, loaded)
+    if connect or send_test is not None:
+        from bot.checks import ConsoleReporter
+        from bot.checks import connect as reach
 
-
-def _connect_checks(settings: Settings, loaded: Config) -> None:
-    """``config check --connect``: the network checks, run only once the static checks (the
-    ones ``serve`` makes) passed; exits 1 when one fails."""
-    from bot.app import build_granters
-
-    failures = 0
-    for name, granter in build_granters(settings, loaded).items():
-        probe = getattr(granter, "check", None)
-        try:
-            message = probe() if probe is not None else "nothing to check"
-        except DomainError as error:
-            failures += 1
-            click.echo(f"cluster {name}: FAILED: {error.message}", err=True)
-        else:
-            click.echo(f"cluster {name}: ok: {message}")
-    if failures:
-        sys.exit(1)
+        reporter = ConsoleReporter(click.echo, timeout)
+        if reporter.summary(reach(settings, loaded, reporter, timeout=timeout,
+                                  send_test_to=send_test)):
+            sys.exit(1)
 
 
 # --- grants -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bot.adapters.db.connection import open_database
 from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
 from bot.app import SlackRuntime, build_slack_runtime
+from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
 
@@ -142,8 +143,9 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
                                   metrics=metrics)
     settle_heap()
     worker = WorkerProcess(jobs)
+    channels = ApproversChannelWatch(runtime.client, config, metrics.approvers_channel)
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
-                 metrics.render)
+                 metrics.render, warnings=channels.problems)
     try:
         server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
     except OSError as error:
@@ -167,6 +169,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
             handler.client.logger.removeFilter(refusal)
     runtime.inbox.notify(worker.wake)
     worker.start()
+    channels.start()
 
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signum)

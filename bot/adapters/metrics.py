@@ -85,6 +85,11 @@ class PrometheusMetrics:
             "Messages that reached nobody, by purpose, Slack's error and kind (temporary: "
             "retried; recipient: cannot receive, skipped; invalid: refused, not retried)",
             ["purpose", "error", "kind"], registry=r)
+        self.approvers_channel_ok = Gauge(
+            "k8s_access_approvers_channel_ok",
+            "1 when the bot can post to the approvers channel (it exists, is not archived and "
+            "the bot is a member), 0 when not; checked at start",
+            ["channel"], multiprocess_mode="mostrecent", registry=r)
         self._exposed = r
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             self._exposed = CollectorRegistry()
@@ -115,6 +120,9 @@ class PrometheusMetrics:
 
     def slack_error(self, method: str, error: str) -> None:
         self.slack_errors.labels(method, error).inc()
+
+    def approvers_channel(self, channel: str, ok: bool) -> None:
+        self.approvers_channel_ok.labels(channel).set(1 if ok else 0)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST

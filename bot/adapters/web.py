@@ -23,10 +23,14 @@ ReadinessCheck = Callable[[], dict[str, str]]
 
 class WebApp:
     def __init__(self, slack: App | None, ready: ReadinessCheck,
-                 metrics: Callable[[], tuple[bytes, str]] | None = None) -> None:
+                 metrics: Callable[[], tuple[bytes, str]] | None = None,
+                 warnings: ReadinessCheck | None = None) -> None:
+        """``warnings``: problems to name in ``/readyz`` that do not make the bot unready
+        (an approvers channel it cannot post to)."""
         self._slack = SlackHttpHandler(slack, path=SLACK_PATH) if slack is not None else None
         self._ready = ready
         self._metrics = metrics
+        self._warnings = warnings
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -41,8 +45,12 @@ class WebApp:
             except Exception as error:  # a probe must answer, whatever broke
                 failed = {"check": f"{type(error).__name__}: {error}"}
             status = "503 Service Unavailable" if failed else "200 OK"
-            return _json(start_response, status, {"status": "not ready" if failed else "ready",
-                                                  "failed": failed})
+            answer: dict[str, Any] = {"status": "not ready" if failed else "ready",
+                                      "failed": failed}
+            warnings = self._warnings() if self._warnings is not None else {}
+            if warnings:
+                answer["warnings"] = warnings
+            return _json(start_response, status, answer)
         if path == "/metrics" and self._metrics is not None:
             body, content_type = self._metrics()
             start_response("200 OK", [("Content-Type", content_type),

@@ -266,15 +266,8 @@ class FakeKubernetes:
                          "metadata": {}, "status": {"userInfo": {
                              "username": user.name, "groups": [*user.groups,
                                                                  "system:authenticated"]}}}
-        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
-            assert body is not None
-            attributes = body["spec"].get("resourceAttributes") or {}
-            allowed = self.allowed(user, attributes.get("verb", ""), attributes.get("group", ""),
-                                   attributes.get("resource", "") + (
-                                       "/" + attributes["subresource"]
-                                       if attributes.get("subresource") else ""),
-                                   attributes.get("namespace") or None, attributes.get("name"))
-            return 201, {**body, "status": {"allowed": allowed}}
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
+            return self._access_review(user, method, body)
         match = re.fullmatch(rf"/apis/{CERTS}/v1/certificatesigningrequests(?:/([^/]+))?"
                              r"(?:/(approval|status))?", path)
         if match:
@@ -285,6 +278,30 @@ class FakeKubernetes:
             return self._binding(user, method, match.group(1), match.group(2), match.group(3),
                                  query, body)
         return 404, _status(404, "NotFound", "the server could not find the requested resource")
+
+    def _access_review(self, user: User, method: str,
+                       body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """SelfSubjectAccessReview: the same RBAC evaluation that guards every request."""
+        if method != "POST":
+            return 405, _status(405, "MethodNotAllowed",
+                                f"the server does not allow this method on the requested "
+                                f"resource ({method})")
+        if not isinstance(body, dict):
+            return 400, _status(400, "BadRequest", "the body of the request was empty or not "
+                                "a SelfSubjectAccessReview")
+        spec = body.get("spec")
+        attributes = spec.get("resourceAttributes") if isinstance(spec, dict) else None
+        if not isinstance(attributes, dict) or not attributes.get("verb"):
+            return 422, _status(422, "Invalid",
+                                'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: '
+                                "spec.resourceAttributes: Invalid value: exactly one of "
+                                "nonResourceAttributes or resourceAttributes must be specified")
+        subresource = attributes.get("subresource") or ""
+        allowed = self.allowed(user, attributes["verb"], attributes.get("group") or "",
+                               (attributes.get("resource") or "")
+                               + (f"/{subresource}" if subresource else ""),
+                               attributes.get("namespace") or None, attributes.get("name"))
+        return 201, {**body, "status": {"allowed": allowed}}
 
     def _csr(self, user: User, method: str, name: str | None, sub: str | None,
              body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
@@ -319,7 +336,9 @@ class FakeKubernetes:
         if method == "PUT" and sub == "approval":
             assert body is not None
             signer = stored["spec"]["signerName"]
-            if not self.allowed(user, "approve", CERTS, "signers", None, signer):
+            wildcard = signer.split("/", 1)[0] + "/*"  # the API server accepts the domain too
+            if not (self.allowed(user, "approve", CERTS, "signers", None, signer)
+                    or self.allowed(user, "approve", CERTS, "signers", None, wildcard)):
                 return 403, _status(403, "Forbidden",
                                     f'certificatesigningrequests.{CERTS} "{name}" is forbidden: '
                                     f'user not permitted to approve requests with signerName '

@@ -150,6 +150,9 @@ class FakeSlack:
     """A workspace-wide cap on chat.postMessage calls per second (0: none)."""
     socket_url: str | None = None
     """What ``apps.connections.open`` hands out (a ``FakeSocketMode``'s URL)."""
+    channel_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Channel ID → how its ``conversations.info`` object differs from a public channel the bot
+    is in (``name``, ``is_archived``, ``is_member``, ``is_private``)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -307,8 +310,8 @@ class FakeSlack:
         return f"{int(time.time())}.{next(self._ts):06d}"
 
     def api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "user_id": "U0BOT", "bot_id": "B0BOT", "team_id": "T0TEAM",
-                "team": "Test", "url": self.url + "/"}
+        return {"ok": True, "user_id": "U0BOT", "user": "k8s-access", "bot_id": "B0BOT",
+                "team_id": "T0TEAM", "team": "Test", "url": self.url + "/"}
 
     def api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.socket_url is None:
@@ -338,17 +341,22 @@ class FakeSlack:
         return {"ok": True, "channel": {"id": self.dm_channel(users)}}
 
     def api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What Slack shows the bot of a channel; ``channel_info`` overrides what the channel
+        sets say. A private channel the bot is not in is invisible to it, as in Slack."""
         channel = params.get("channel", "")
         if channel.startswith("D"):
             return {"ok": True, "channel": {"id": channel, "is_im": True, "is_member": True,
                                             "user": channel[1:], "is_archived": False}}
-        if channel not in self.channels | self.outside | self.archived:
+        if channel not in self.channels | self.outside | self.archived | set(self.channel_info):
             return {"ok": False, "error": "channel_not_found"}
         name = self.channel_names.get(channel, channel.lower())
-        return {"ok": True, "channel": {
-            "id": channel, "name": name, "name_normalized": name, "is_channel": True,
-            "is_private": False, "is_im": False, "is_archived": channel in self.archived,
-            "is_member": channel in self.channels and channel not in self.outside}}
+        info = {"id": channel, "name": name, "name_normalized": name, "is_channel": True,
+                "is_private": False, "is_im": False, "is_archived": channel in self.archived,
+                "is_member": channel in self.channels and channel not in self.outside,
+                **self.channel_info.get(channel, {})}
+        if info["is_private"] and not info["is_member"]:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": info}
 
     def api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel", "")

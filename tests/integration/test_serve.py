@@ -3,6 +3,7 @@ Socket Mode, reports health, readiness and metrics, and stops cleanly on SIGTERM
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,15 +34,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def bot(tmp_path: Path, slack: FakeSlack,
-        *args: str) -> Iterator[tuple[str, FakeKubernetes, int]]:
+def bot(tmp_path: Path, slack: FakeSlack, *args: str,
+        approvers_channel: str | None = None) -> Iterator[tuple[str, FakeKubernetes, int]]:
     """``serve ARGS`` over a fresh SQLite file and one rbac cluster on a local API server;
     yields its base URL, the cluster and its process ID once it answers /healthz, and checks it
     stops cleanly."""
     kube = FakeKubernetes(tmp_path).start()
     kube.allow_bot("bot")
     config = tmp_path / "k8s-access.yaml"
-    config.write_text(yaml.safe_dump({"clusters": {"dev": {
+    defaults = {"approvers_channel": approvers_channel} if approvers_channel else {}
+    config.write_text(yaml.safe_dump({"defaults": defaults, "clusters": {"dev": {
         "backend": "rbac", "approvers": ["U0BOB0002"],
         "kubernetes": {"server": kube.url, "kubeconfig": str(kube.kubeconfig("bot", "bot"))},
         "roles": {"view": {"cluster_role": "view", "auto_approve_up_to": "1h",
@@ -154,5 +156,25 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(tmp_path:
             assert "*dev* (rbac)" in answer["text"]
             assert worker_of(serve) != first
             assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+    finally:
+        slack.stop()
+
+
+def test_serve_names_an_approvers_channel_it_cannot_post_to(tmp_path: Path) -> None:
+    """Checked once at start: /readyz stays 200 but names the channel, /metrics counts it."""
+    slack = FakeSlack(channels={"C0APPR001"},
+                      channel_info={"C0APPR001": {"name": "k8s-approvals", "is_member": False}})
+    slack.start()
+    try:
+        with bot(tmp_path, slack, "--http", approvers_channel="C0APPR001") as (base, _, _):
+            def warned() -> dict[str, object]:
+                with urllib.request.urlopen(base + "/readyz", timeout=5) as answer:
+                    assert answer.status == 200
+                    warnings: dict[str, object] = json.load(answer).get("warnings", {})
+                    return warnings
+            assert "/invite @k8s-access in #k8s-approvals" in str(
+                wait_for(warned, timeout=10)["approvers_channel C0APPR001"])
+            metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+            assert 'k8s_access_approvers_channel_ok{channel="C0APPR001"} 0.0' in metrics
     finally:
         slack.stop()

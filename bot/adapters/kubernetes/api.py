@@ -40,9 +40,16 @@ class KubernetesApi:
         self._timeout = timeout
 
     @classmethod
-    def from_config(cls, cluster: str, settings: KubernetesClusterConfig) -> KubernetesApi:
-        """Credentials from a kubeconfig (and context) or the pod's service account."""
+    def from_config(cls, cluster: str, settings: KubernetesClusterConfig, *,
+                    timeout: float = 15, retries: bool = True) -> KubernetesApi:
+        """Credentials from a kubeconfig (and context) or the pod's service account.
+
+        ``timeout`` bounds each request in seconds; without ``retries`` a failed connection is
+        reported at once instead of being tried again (urllib3 tries three more times).
+        """
         configuration = k8s.Configuration()
+        if not retries:
+            configuration.retries = False
         try:
             if settings.in_cluster:
                 k8s_config.load_incluster_config(client_configuration=configuration)
@@ -57,7 +64,13 @@ class KubernetesApi:
                 else f"kubeconfig {settings.kubeconfig}"
             raise PermanentBackendError(
                 f"cluster {cluster}: cannot load {source}: {error}") from None
-        return cls(cluster, k8s.ApiClient(configuration))
+        return cls(cluster, k8s.ApiClient(configuration), timeout)
+
+    @property
+    def host(self) -> str:
+        """The API server URL the bot's own credentials point at."""
+        host: str = self._client.configuration.host
+        return host
 
     @property
     def ca_file(self) -> str | None:
