@@ -25,7 +25,7 @@ from bot.config import Config, Settings, parse_config
 from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
 from bot.fakes.pki import TestCA as CertificateAuthority
-from bot.fakes.slack import BOT_TOKEN, FakeSlack
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.conftest import ALICE, BOB
 
 GITLAB_TOKEN = "glpat-bot-token-0123456789"
@@ -161,7 +161,8 @@ def write_config(world: World, clusters: dict[str, Any]) -> dict[str, str]:
     path.write_text(yaml.safe_dump({"defaults": {"approvers_channel": CHANNEL},
                                     "clusters": clusters}, sort_keys=False))
     return {"K8S_ACCESS_CONFIG": str(path), "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_API_URL": world.slack.api_url, "GITLAB_TOKEN": GITLAB_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": world.slack.api_url,
+            "GITLAB_TOKEN": GITLAB_TOKEN,
             "DATABASE_URL": f"sqlite:///{world.tmp / 'unused.db'}"}
 
 
@@ -195,7 +196,9 @@ def test_everything_reachable_passes_with_a_line_per_check(world: World) -> None
     assert "ok      Owner of group platform/k8s-view (role view): platform/k8s-view: " \
            "k8s-access-bot is Owner" in out
     assert "FAILED" not in out
-    assert "connection checks passed" in out and out.rstrip().endswith(": ok")
+    # the file passed first; the network checks come after it and end the output
+    assert out.index("k8s-access.yaml: ok") < out.index("Slack ")
+    assert out.rstrip().endswith("connection checks passed")
     reviews = [r for r in world.kube.requests if r[2].endswith("/selfsubjectaccessreviews")]
     assert len(reviews) >= 2 * 13  # every right of both clusters, asked of the API server
     # The rbac cluster needs no CSR rights; the certificate cluster does.
