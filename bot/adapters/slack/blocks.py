@@ -558,12 +558,14 @@ def _nobody(reach: Reach, reasons: str) -> str:
             f"{_told(reach)}.")
 
 
+def _reasons(reach: Reach) -> str:
+    return "; ".join(undelivered_reason(u) for u in reach.undelivered) or "no approvers are set"
+
+
 def unreachable_message(request: AccessRequest, reach: Reach) -> str:
     """The requester's DM when nobody could be told of their request."""
-    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered) or \
-        "no approvers are set"
-    return (f":warning: Request #{request.id} ({request.target}) reached no approver: "
-            f"{reasons}; {_told(reach)}. It stays pending and the approvers are told again "
+    return (f":warning: Request #{request.id} ({target(request)}) reached no approver: "
+            f"{_reasons(reach)}; {_told(reach)}. It stays pending and the approvers are told again "
             f"later; `/k8s-access cancel {request.id}` withdraws it.")
 
 
@@ -583,11 +585,9 @@ def refused_report(purpose: str, recipient: str, error: str) -> str:
 
 def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
     """The admins' DM when nobody could be told of a request."""
-    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered) or \
-        "no approvers are set"
     return (f":rotating_light: {title(request)} from {mention(request.requester_id)} "
-            f"({request.target}) reached no approver: {reasons}. Fix the approvers channel or "
-            f"the approvers in the configuration; the approvers are told again later.")
+            f"({target(request)}) reached no approver: {_reasons(reach)}. Fix the approvers "
+            "channel or the approvers in the configuration; the approvers are told again later.")
 
 
 # --- lists and overviews ------------------------------------------------------------------
