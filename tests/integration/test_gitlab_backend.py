@@ -352,3 +352,56 @@ def test_the_sweep_removes_a_membership_only_if_made_after_the_request(
     strays = grants.reconcile(gctx, fix=True, grace=timedelta(0))
     assert [s.removed for s in strays] == [removed]
     assert (world.gitlab.member(world.view, world.alice) is None) is removed
+
+
+def two_clusters_on_one_group(engine: Engine, world: World,
+                               directory: StaticDirectory) -> Context:
+    """``staging`` and ``prod`` whose role ``view`` is the same GitLab group."""
+    cluster = {"backend": "gitlab", "approvers": [BOB],
+               "gitlab": {"agent_id": 42, "kas_proxy_url": "https://kas.example.com/k8s-proxy",
+                          "url": world.gitlab.url},
+               "roles": {"view": {"group": "platform/k8s-view"}}}
+    config = parse_config({"admins": [ADMIN], "clusters": {"staging": cluster, "prod": cluster}},
+                          Path("gitlab.yaml"))
+    granters = {name: GitLabMembershipGranter.connect(config, name, None, BOT_TOKEN, timeout=5)
+                for name in ("staging", "prod")}
+    ctx = build_context(Settings(), config, engine=engine, granters=granters,
+                        notifier=RecordingNotifier(), directory=directory)
+    return dataclasses.replace(ctx, retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
+
+
+@pytest.mark.xfail(strict=True, reason="revoking one cluster's grant removes the membership "
+                   "that another cluster's live grant recorded as pre-existing")
+def test_revoking_one_clusters_grant_keeps_the_membership_another_live_grant_uses(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    prod = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert prod.id is not None
+    requests.approve(ctx, prod.id, BOB)
+    staging = requests.file_request(ctx, ALICE, "staging", "view", duration=2 * H, reason="x")
+    assert staging.id is not None
+    requests.approve(ctx, staging.id, BOB)
+    assert grants.get(ctx, staging.id).backend_ref["action"] == "pre_existing"
+    grants.revoke(ctx, prod.id, ALICE, "done")
+    assert grants.get(ctx, staging.id).state is State.ACTIVE
+    assert world.gitlab.member(world.view, world.alice) is not None  # staging's access stays
+
+
+@pytest.mark.xfail(strict=True, reason="a 409 on a membership the bot's user created is taken "
+                   "as this request's own, though another live grant of the bot made it")
+def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_over(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    staging = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    assert staging.id is not None
+    world.gitlab.fail_on["POST"] = [500]
+    assert requests.approve(ctx, staging.id, BOB).state is State.APPROVED
+    prod = requests.file_request(ctx, ALICE, "prod", "view", duration=2 * H, reason="x")
+    assert prod.id is not None
+    requests.approve(ctx, prod.id, BOB)
+    assert grants.get(ctx, prod.id).state is State.ACTIVE
+    grants.run_due(ctx)  # staging's retry answers 409: the membership is prod's grant
+    assert grants.get(ctx, staging.id).state is State.ACTIVE
+    grants.revoke(ctx, staging.id, ALICE, "done")
+    assert grants.get(ctx, prod.id).state is State.ACTIVE
+    assert world.gitlab.member(world.view, world.alice) is not None  # prod's access stays
