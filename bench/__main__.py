@@ -87,6 +87,9 @@ class QuickGranter:
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         return "quick"
 
+    def shared_object(self, reference: dict[str, Any]) -> str | None:
+        return None  # each grant has its own
+
 
 def bench_config() -> Config:
     cluster = {"backend": "rbac", "approvers": [APPROVER], "approvers_channel": "C0REVIEW",

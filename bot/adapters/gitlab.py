@@ -360,6 +360,12 @@ class GitLabMembershipGranter:
         except _NotFound:
             pass
 
+    def shared_object(self, reference: dict[str, Any]) -> str | None:
+        """One membership per GitLab, group and user, whichever cluster's role asked for it."""
+        if "group_id" not in reference or "user_id" not in reference:
+            return None
+        return f"gitlab {self.gl.url} group {reference['group_id']} user {reference['user_id']}"
+
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         return (f"GitLab membership of {reference.get('username')} in "
                 f"{reference.get('group_path') or reference.get('group_id')}: "

@@ -102,6 +102,13 @@ class Granter(Protocol):
         """A line for people: what the backend holds for this grant."""
         ...
 
+    def shared_object(self, reference: dict[str, Any]) -> str | None:
+        """Who else's grant may hold the same backend object as ``reference``: a key equal
+        for every grant, of any configured cluster, that names that object (a GitLab
+        membership: one per GitLab, group and user); None where each grant has its own
+        (a RoleBinding named after its request)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ManagedGrant:

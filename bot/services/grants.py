@@ -420,8 +420,52 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
             )
         return granter.extend(spec_for(parent, parent.ends_at + request.duration),
                               parent.backend_ref)
-    granter.revoke(spec_for(request, request.ends_at or started), request.backend_ref)
+    if not _hand_over(ctx, request):
+        granter.revoke(spec_for(request, request.ends_at or started), request.backend_ref)
     return None
+
+
+def _hand_over(ctx: Context, request: AccessRequest) -> bool:
+    """Where another live grant holds the same backend object (two clusters' roles on one
+    GitLab group), the object stays: that grant takes over what this one made, lasts until its
+    own end, and removes it in turn. True when handed over (nothing to remove now)."""
+    key = ctx.granter(request.cluster).shared_object(request.backend_ref)
+    if key is None:
+        return False
+    with ctx.transaction() as store:
+        heirs = [other for other in store.find(subject=request.subject, states=[State.ACTIVE],
+                                              kind=Kind.ACCESS, limit=None)
+                 if other.id != request.id and other.ends_at is not None
+                 and ctx.granter(other.cluster).shared_object(other.backend_ref) == key
+                 and not _owes_revocation(store, other)]
+    if not heirs:
+        return False
+    heir = max(heirs, key=lambda other: other.ends_at or datetime.min)
+    mine, theirs = request.backend_ref, heir.backend_ref
+    reference = dict(theirs)
+    if mine.get("action") in ("created", "raised") and \
+            theirs.get("action") not in ("created", "raised"):
+        reference.update(action=mine["action"], previous=mine.get("previous"),
+                         access_level=max(int(mine.get("access_level", 0)),
+                                          int(theirs.get("access_level", 0))))
+    assert heir.ends_at is not None
+    result = ctx.granter(heir.cluster).extend(spec_for(heir, heir.ends_at), reference)
+    with ctx.transaction() as store:
+        current = store.get(heir.id or 0, for_update=True)
+        if current.state is State.ACTIVE:
+            current.backend_ref = result.reference
+            store.save(current)
+        audit(store, ctx.clock(), POLICY_ACTOR, "handed over", current,
+              from_request=request.id, object=key)
+    log.info("request %s ends; %s stays for request %s until %s", request.id, key, heir.id,
+             heir.ends_at)
+    return True
+
+
+def _owes_revocation(store: RequestStore, request: AccessRequest) -> bool:
+    assert request.id is not None
+    owed = store.operation(request.id, OperationKind.REVOKE)
+    return owed is not None and owed.state is OperationState.PENDING
 
 
 def _finish(store: RequestStore, operation: Operation, state: OperationState,

@@ -103,6 +103,9 @@ class InMemoryGranter:
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         return f"binding {reference.get('binding')}"
 
+    def shared_object(self, reference: dict[str, Any]) -> str | None:
+        return None  # each grant has its own
+
 
 def temporary(message: str = "backend unavailable") -> TemporaryBackendError:
     return TemporaryBackendError(message)

@@ -370,8 +370,6 @@ def two_clusters_on_one_group(engine: Engine, world: World,
     return dataclasses.replace(ctx, retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
 
 
-@pytest.mark.xfail(strict=True, reason="revoking one cluster's grant removes the membership "
-                   "that another cluster's live grant recorded as pre-existing")
 def test_revoking_one_clusters_grant_keeps_the_membership_another_live_grant_uses(
         engine: Engine, world: World, directory: StaticDirectory) -> None:
     ctx = two_clusters_on_one_group(engine, world, directory)
@@ -384,11 +382,35 @@ def test_revoking_one_clusters_grant_keeps_the_membership_another_live_grant_use
     assert grants.get(ctx, staging.id).backend_ref["action"] == "pre_existing"
     grants.revoke(ctx, prod.id, ALICE, "done")
     assert grants.get(ctx, staging.id).state is State.ACTIVE
-    assert world.gitlab.member(world.view, world.alice) is not None  # staging's access stays
+    member = world.gitlab.member(world.view, world.alice)
+    assert member is not None  # staging's access stays, until staging's own end
+    ends_at = grants.get(ctx, staging.id).ends_at
+    assert ends_at is not None
+    assert member["expires_at"] == (ends_at + timedelta(days=1)).date().isoformat()
+    assert grants.get(ctx, staging.id).backend_ref["action"] == "created"  # staging's now
+    with ctx.transaction() as store:
+        assert [e.action for e in store.audit_events() if e.request_id == staging.id][-1] \
+            == "handed over"
+    grants.revoke(ctx, staging.id, ALICE, "done")
+    assert world.gitlab.member(world.view, world.alice) is None  # the last grant removes it
 
 
-@pytest.mark.xfail(strict=True, reason="a 409 on a membership the bot's user created is taken "
-                   "as this request's own, though another live grant of the bot made it")
+def test_grants_ending_together_on_one_group_leave_nothing_behind(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    ids = []
+    for cluster in ("prod", "staging"):
+        filed = requests.file_request(ctx, ALICE, cluster, "view", duration=H, reason="x")
+        assert filed.id is not None
+        requests.approve(ctx, filed.id, BOB)
+        ids.append(filed.id)
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + 2 * H)
+    grants.expire_due(later)
+    assert [grants.get(later, i).state for i in ids] == [State.EXPIRED, State.EXPIRED]
+    assert world.gitlab.member(world.view, world.alice) is None
+
+
 def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_over(
         engine: Engine, world: World, directory: StaticDirectory) -> None:
     ctx = two_clusters_on_one_group(engine, world, directory)
@@ -405,3 +427,5 @@ def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_ove
     grants.revoke(ctx, staging.id, ALICE, "done")
     assert grants.get(ctx, prod.id).state is State.ACTIVE
     assert world.gitlab.member(world.view, world.alice) is not None  # prod's access stays
+    grants.revoke(ctx, prod.id, ALICE, "done")
+    assert world.gitlab.member(world.view, world.alice) is None

@@ -110,6 +110,9 @@ class _KubernetesGranter:
         made = ", ".join(ref.describe() for ref in refs_from(reference)) or "no bindings"
         return f"{made} for User {spec.subject}"
 
+    def shared_object(self, reference: dict[str, Any]) -> str | None:
+        return None  # each grant has its own binding, named after its request
+
     def managed(self) -> list[ManagedGrant]:
         return self.bindings.managed()
 
