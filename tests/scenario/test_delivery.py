@@ -391,3 +391,30 @@ def test_an_admin_slack_cannot_reach_does_not_break_a_gitlab_link(
     answer = driver.ask(ALICE, "link gitlab al")["text"]
     assert "an admin must confirm the link; no admin could be told: ask one" in answer
     assert "went wrong" not in answer
+
+
+@pytest.mark.parametrize("error", ["missing_scope", "internal_error", "accesslimited"])
+def test_an_admin_group_slack_cannot_list_does_not_stop_the_other_admins_hearing_of_a_link(
+        error: str, settings: Settings, slack_config: Config, engine: Engine,
+        granter: InMemoryGranter, clock: FakeClock, slack: FakeSlack) -> None:
+    from bot.adapters.slack import commands
+    from bot.adapters.slack.listeners import Listeners
+    from bot.config import parse_config
+    from bot.domain.ports import ExternalAccount
+    from tests.conftest import TEST_CONFIG
+
+    admins_group = "S0ADMINS01"
+    data = {**TEST_CONFIG, "admins": [admins_group, ADMIN]}
+    runtime = build_slack_runtime(settings, parse_config(data, slack_config.source), http=True,
+                                  engine=engine, granters={"staging": granter, "prod": granter},
+                                  clock=clock)
+    slack.usergroups[admins_group] = [CAROL]
+    slack.fail("usergroups.users.list", error, usergroup=admins_group)
+    granter.accounts["al"] = ExternalAccount("al", None)
+
+    listeners = Listeners(runtime.ctx, runtime.client)
+    reply = listeners.execute(commands.parse("link gitlab al"), ALICE)
+    runtime.inbox.close()
+
+    assert "an admin must confirm the link; the admins have been asked" in reply.text
+    assert any("wants to be GitLab user `al`" in m["text"] for m in slack.dms_to(ADMIN))
