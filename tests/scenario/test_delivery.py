@@ -418,3 +418,28 @@ def test_an_admin_group_slack_cannot_list_does_not_stop_the_other_admins_hearing
 
     assert "an admin must confirm the link; the admins have been asked" in reply.text
     assert any("wants to be GitLab user `al`" in m["text"] for m in slack.dms_to(ADMIN))
+
+
+@pytest.mark.parametrize("error", ["hash_conflict", "not_found", "internal_error"])
+def test_a_form_slack_will_not_update_is_not_a_server_error(
+        error: str, driver: Driver, slack: FakeSlack) -> None:
+    import json
+    from urllib.parse import urlencode
+
+    from tests.scenario.conftest import selected
+
+    driver.command(ALICE, "request")
+    modal = wait_for(lambda: slack.called("views.open"))[0]["view"]
+    slack.fail("views.update", error)
+    body = urlencode({"payload": json.dumps({
+        "type": "block_actions", "user": {"id": ALICE}, "team": {"id": "T0TEAM"},
+        "api_app_id": "A0APP", "trigger_id": "t",
+        "view": {**modal, "id": "VMODAL", "hash": "h",
+                 "state": {"values": {"cluster": selected("pick_cluster", "prod")}}},
+        "container": {"type": "view", "view_id": "VMODAL"},
+        "actions": [{"type": "static_select", "action_id": "pick_cluster", "block_id": "cluster",
+                     "selected_option": {"value": "prod"}}]})})
+
+    response = driver.dispatch(body)
+
+    assert slack.errors("views.update") and response.status == 200

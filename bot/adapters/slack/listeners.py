@@ -334,8 +334,11 @@ class Listeners:
         if body["actions"][0]["action_id"] == blocks.PICK_CLUSTER:
             prefill.pop("role", None)
             prefill.pop("namespace", None)
-        client.views_update(view_id=view["id"], hash=view.get("hash"),
-                            view=blocks.request_modal(self.ctx.config, prefill))
+        try:
+            client.views_update(view_id=view["id"], hash=view.get("hash"),
+                                view=blocks.request_modal(self.ctx.config, prefill))
+        except SlackApiError as error:  # a newer pick won (hash_conflict), or the form closed
+            log.warning("could not update the request form: %s", error.response.get("error"))
 
     # --- modal submissions --------------------------------------------------------------
 
