@@ -443,3 +443,19 @@ def test_a_form_slack_will_not_update_is_not_a_server_error(
     response = driver.dispatch(body)
 
     assert slack.errors("views.update") and response.status == 200
+
+
+@pytest.mark.parametrize("error", ["missing_scope", "internal_error", "accesslimited"])
+def test_an_approver_group_slack_cannot_list_grants_nothing_and_locks_nobody_out(
+        error: str, driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    from tests.conftest import APPROVER_GROUP
+
+    slack.fail("usergroups.users.list", error, usergroup=APPROVER_GROUP)
+
+    filed = driver.ask(ALICE, "request staging edit 1h test")["text"]
+    assert "Request #1 filed" in filed and "did not list" not in filed
+    refused = driver.ask(DAVE, "approve 1")["text"]  # only in the group: not counted
+    assert refused.startswith("You are not an approver for staging/edit")
+    assert state_of(runtime, 1) is State.PENDING
+    driver.ask(BOB, "approve 1")  # named on his own
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
