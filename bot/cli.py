@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.db import migrate
 from bot.adapters.db.connection import explain, not_at_head, open_database
+from bot.adapters.slack.commands import MAX_REQUEST_ID
 from bot.config import (
     Config,
     ConfigError,
@@ -224,7 +225,7 @@ def grants() -> None:
 
 @grants.command("list")
 @click.option("--active", is_flag=True, help="Only grants in effect now.")
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, MAX_REQUEST_ID))
 @_explained
 def grants_list(active: bool, limit: int) -> None:
     ctx = _context(backends=False)
@@ -243,7 +244,7 @@ def grants_list(active: bool, limit: int) -> None:
 
 
 @grants.command("revoke")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=click.IntRange(1, MAX_REQUEST_ID))
 @click.option("--reason", required=True, help="Why, for the audit log and the grantee.")
 @_explained
 def grants_revoke(request_id: int, reason: str) -> None:
@@ -326,7 +327,8 @@ def jobs_run(job: str) -> None:
 @click.option("--http", "http", is_flag=True,
               help="Receive Slack's requests at POST /slack/events (needs SLACK_SIGNING_SECRET).")
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int, envvar="K8S_ACCESS_PORT")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535),
+              envvar="K8S_ACCESS_PORT")
 @click.option("--jobs/--no-jobs", default=True, show_default=True,
               help="Run the periodic jobs in this process (off when CronJobs run them).")
 @_explained

@@ -31,7 +31,12 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
                 f"'{text}' is not a time: write a date like 2026-11-01, an ISO timestamp, "
                 "or a duration back from now like 7d."
             ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first instant a database keeps
+        raise InvalidInput(f"'{text}' is out of range: write a date between the years 1 and "
+                           "9999, or a duration back from now like 7d.") from None
 
 
 def _row(event: AuditEvent) -> dict[str, object]:

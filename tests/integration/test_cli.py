@@ -168,3 +168,29 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
         drop()
     finally:
         kube.stop()
+
+
+@pytest.mark.parametrize("args", [
+    ("grants", "revoke", "99999999999999999999", "--reason", "typo"),
+    ("grants", "revoke", "0", "--reason", "typo"),
+    ("grants", "list", "--limit", "99999999999999999999"),
+    ("grants", "list", "--limit", "-1"),
+    ("serve", "--http", "--no-jobs", "--port", "99999999999999999999"),
+])
+def test_numbers_out_of_range_are_refused_before_they_reach_anything(
+        env: dict[str, str], args: tuple[str, ...]) -> None:
+    assert run(env, "db", "upgrade").exit_code == 0
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "is not in the range" in result.output
+    assert "database" not in result.output
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_an_audit_start_past_the_calendar_is_the_typists_not_the_databases(
+        env: dict[str, str], since: str) -> None:
+    assert run(env, "db", "upgrade").exit_code == 0
+    result = run(env, "audit", "export", "--since", since)
+    assert result.exit_code == 1
+    assert f"error: '{since}' is out of range" in result.output
+    assert "database" not in result.output

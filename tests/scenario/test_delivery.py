@@ -391,3 +391,71 @@ def test_an_admin_slack_cannot_reach_does_not_break_a_gitlab_link(
     answer = driver.ask(ALICE, "link gitlab al")["text"]
     assert "an admin must confirm the link; no admin could be told: ask one" in answer
     assert "went wrong" not in answer
+
+
+@pytest.mark.parametrize("error", ["missing_scope", "internal_error", "accesslimited"])
+def test_an_admin_group_slack_cannot_list_does_not_stop_the_other_admins_hearing_of_a_link(
+        error: str, settings: Settings, slack_config: Config, engine: Engine,
+        granter: InMemoryGranter, clock: FakeClock, slack: FakeSlack) -> None:
+    from bot.adapters.slack import commands
+    from bot.adapters.slack.listeners import Listeners
+    from bot.config import parse_config
+    from bot.domain.ports import ExternalAccount
+    from tests.conftest import TEST_CONFIG
+
+    admins_group = "S0ADMINS01"
+    data = {**TEST_CONFIG, "admins": [admins_group, ADMIN]}
+    runtime = build_slack_runtime(settings, parse_config(data, slack_config.source), http=True,
+                                  engine=engine, granters={"staging": granter, "prod": granter},
+                                  clock=clock)
+    slack.usergroups[admins_group] = [CAROL]
+    slack.fail("usergroups.users.list", error, usergroup=admins_group)
+    granter.accounts["al"] = ExternalAccount("al", None)
+
+    listeners = Listeners(runtime.ctx, runtime.client)
+    reply = listeners.execute(commands.parse("link gitlab al"), ALICE)
+    runtime.inbox.close()
+
+    assert "an admin must confirm the link; the admins have been asked" in reply.text
+    assert any("wants to be GitLab user `al`" in m["text"] for m in slack.dms_to(ADMIN))
+
+
+@pytest.mark.parametrize("error", ["hash_conflict", "not_found", "internal_error"])
+def test_a_form_slack_will_not_update_is_not_a_server_error(
+        error: str, driver: Driver, slack: FakeSlack) -> None:
+    import json
+    from urllib.parse import urlencode
+
+    from tests.scenario.conftest import selected
+
+    driver.command(ALICE, "request")
+    modal = wait_for(lambda: slack.called("views.open"))[0]["view"]
+    slack.fail("views.update", error)
+    body = urlencode({"payload": json.dumps({
+        "type": "block_actions", "user": {"id": ALICE}, "team": {"id": "T0TEAM"},
+        "api_app_id": "A0APP", "trigger_id": "t",
+        "view": {**modal, "id": "VMODAL", "hash": "h",
+                 "state": {"values": {"cluster": selected("pick_cluster", "prod")}}},
+        "container": {"type": "view", "view_id": "VMODAL"},
+        "actions": [{"type": "static_select", "action_id": "pick_cluster", "block_id": "cluster",
+                     "selected_option": {"value": "prod"}}]})})
+
+    response = driver.dispatch(body)
+
+    assert slack.errors("views.update") and response.status == 200
+
+
+@pytest.mark.parametrize("error", ["missing_scope", "internal_error", "accesslimited"])
+def test_an_approver_group_slack_cannot_list_grants_nothing_and_locks_nobody_out(
+        error: str, driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    from tests.conftest import APPROVER_GROUP
+
+    slack.fail("usergroups.users.list", error, usergroup=APPROVER_GROUP)
+
+    filed = driver.ask(ALICE, "request staging edit 1h test")["text"]
+    assert "Request #1 filed" in filed and "did not list" not in filed
+    refused = driver.ask(DAVE, "approve 1")["text"]  # only in the group: not counted
+    assert refused.startswith("You are not an approver for staging/edit")
+    assert state_of(runtime, 1) is State.PENDING
+    driver.ask(BOB, "approve 1")  # named on his own
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)

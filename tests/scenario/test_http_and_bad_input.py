@@ -215,6 +215,14 @@ MALFORMED: dict[str, str | bytes] = {
               "state": {"values": {}}}),
     "state values of the wrong type": _payload(
         type="view_submission", user={"id": ALICE}, view=_view("deny_modal", "1", ["x"])),
+    "selected option a string": _payload(
+        type="view_submission", user={"id": ALICE},
+        view=_view("request_modal", "{}", {"cluster": {"pick_cluster": {
+            "type": "static_select", "selected_option": "staging"}}})),
+    "typed value a number": _payload(
+        type="view_submission", user={"id": ALICE},
+        view=_view("extend_modal", "1", {"duration": {"duration": {
+            "type": "plain_text_input", "value": 2}}})),
     "event not an object": json.dumps({"type": "event_callback", "team_id": "T0TEAM",
                                        "event": "app_home_opened"}),
     "home opened without user": json.dumps({"type": "event_callback", "team_id": "T0TEAM",

@@ -80,4 +80,14 @@ class SlackDirectory:
         return frozenset(users)
 
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
-        return frozenset(g for g in candidates if user_id in self.members(g))
+        """The groups among ``candidates`` that ``user_id`` is in. A group Slack cannot list
+        now counts as one they are not in (logged): it grants nothing, and it never locks out
+        everyone else, those named on their own included."""
+        found: set[str] = set()
+        for group in candidates:
+            try:
+                if user_id in self.members(group):
+                    found.add(group)
+            except TemporaryBackendError as error:
+                log.error("%s; counted as not a member of it for now", error.message)
+        return frozenset(found)

@@ -233,7 +233,10 @@ class Listeners:
     def _ask_admins(self, user_id: str, username: str) -> str:
         admins: set[str] = set()
         for admin in self.ctx.config.file.admins:
-            admins |= self.ctx.directory.members(admin) if admin.startswith("S") else {admin}
+            try:
+                admins |= self.ctx.directory.members(admin) if admin.startswith("S") else {admin}
+            except DomainError as error:  # a group Slack cannot list never stops the others
+                log.warning("could not list admin group %s: %s", admin, error.message)
         if self.client is None or not admins:
             return "ask one of the admins"
         text, content = blocks.link_confirmation(user_id, username)
@@ -331,8 +334,11 @@ class Listeners:
         if body["actions"][0]["action_id"] == blocks.PICK_CLUSTER:
             prefill.pop("role", None)
             prefill.pop("namespace", None)
-        client.views_update(view_id=view["id"], hash=view.get("hash"),
-                            view=blocks.request_modal(self.ctx.config, prefill))
+        try:
+            client.views_update(view_id=view["id"], hash=view.get("hash"),
+                                view=blocks.request_modal(self.ctx.config, prefill))
+        except SlackApiError as error:  # a newer pick won (hash_conflict), or the form closed
+            log.warning("could not update the request form: %s", error.response.get("error"))
 
     # --- modal submissions --------------------------------------------------------------
 

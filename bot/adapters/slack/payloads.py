@@ -61,6 +61,14 @@ def _values(view: dict[str, Any]) -> None:
             isinstance(elements, dict) and all(isinstance(e, dict) for e in elements.values())
             for elements in values.values()):
         raise MalformedPayload("the view has no state.values")
+    for elements in values.values():
+        for element in elements.values():
+            value, selected = element.get("value"), element.get("selected_option")
+            text = value is None or isinstance(value, str)
+            chosen = selected is None or (isinstance(selected, dict)
+                                          and isinstance(selected.get("value"), str))
+            if not (text and chosen):
+                raise MalformedPayload("a form value that is not text")
 
 
 def _user(body: dict[str, Any]) -> None:
