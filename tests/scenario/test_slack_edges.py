@@ -216,7 +216,9 @@ def test_extend_form_opens_only_for_the_grantee(driver: Driver, slack: FakeSlack
 # --- a form that cannot open --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error", ["expired_trigger_id", "invalid_trigger_id"])
+@pytest.mark.parametrize("error", ["expired_trigger_id", "invalid_trigger_id",
+                                   "exchanged_trigger_id", "view_too_large",
+                                   "invalid_arguments"])
 def test_a_form_that_cannot_open_says_what_to_type(driver: Driver, slack: FakeSlack,
                                                    runtime: SlackRuntime, error: str) -> None:
     slack.fail("views.open", error, times=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bot.app import SlackRuntime
 from bot.domain.errors import NotFound
 from bot.domain.model import State
@@ -208,6 +210,18 @@ def test_app_home(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> No
     driver.event({"type": "app_home_opened", "user": BOB, "tab": "home"})
     bob = wait_for(lambda: [p for p in slack.called("views.publish") if p["user_id"] == BOB])[0]
     assert "Waiting for your decision* (1)" in str(bob["view"]["blocks"])
+
+
+@pytest.mark.parametrize("error", ["not_found", "hash_conflict", "view_too_large"])
+def test_an_app_home_slack_refuses_is_logged_not_a_listener_error(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, error: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    slack.fail("views.publish", error, times=1)
+    driver.event({"type": "app_home_opened", "user": ALICE, "tab": "home"})
+    wait_for(lambda: slack.errors("views.publish"))
+    wait_for(lambda: any(f"App Home of {ALICE} not published: Slack answered {error}"
+                         in r.getMessage() for r in caplog.records))
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_break_glass_is_loud(driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:

@@ -433,8 +433,12 @@ class Listeners:
         waiting = requests.list_requests(ctx, user_id, "pending").requests
         missing = {r.id: self._missing(r) for r in [*mine, *waiting]
                    if r.id is not None and r.state is State.PENDING}
-        client.views_publish(user_id=user_id,
-                             view=blocks.home_view(mine, waiting, ctx.clock(), missing))
+        try:
+            client.views_publish(user_id=user_id,
+                                 view=blocks.home_view(mine, waiting, ctx.clock(), missing))
+        except SlackApiError as error:  # the Home tab stays as it was; nobody is waiting on it
+            log.warning("App Home of %s not published: Slack answered %s", user_id,
+                        error.response.get("error") if error.response is not None else error)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -455,17 +459,20 @@ def _button_request_id(body: dict[str, Any]) -> int:
 
 def _open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
                instead: str) -> None:
-    """Open ``view``; when Slack refuses the trigger (too old, or used), say what to type."""
+    """Open ``view``; when Slack will not open it (the trigger too old or used, the view
+    refused, Slack busy), say what to type instead."""
     try:
         client.views_open(trigger_id=trigger_id or "", view=view)
     except SlackApiError as error:
         code = error.response.get("error") if error.response is not None else None
-        if code not in TRIGGER_ERRORS:
-            raise
-        log.info("views.open refused the trigger (%s)", code)
-        raise InvalidInput(f"The form could not open: Slack answered `{code}` (the click was "
-                           f"too old or already used). Type the command instead: {instead}") \
-            from None
+        if code in TRIGGER_ERRORS:
+            log.info("views.open refused the trigger (%s)", code)
+            why = "the click was too old or already used"
+        else:
+            log.warning("views.open refused the form: %s", code)
+            why = "Slack would not show it"
+        raise InvalidInput(f"The form could not open: Slack answered `{code}` ({why}). Type "
+                           f"the command instead: {instead}") from None
 
 
 def _request_syntax(parsed: commands.Command) -> str:
