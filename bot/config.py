@@ -695,6 +695,7 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
                     f"cluster {name} uses backend gitlab: set GITLAB_URL to your GitLab "
                     "(https://gitlab.example.com), or gitlab.url in the file"))
             gitlab_clusters.append(name)
+    problems += _placeholders(config.file.model_dump(mode="json", exclude_none=True), where)
     if gitlab_clusters and settings.gitlab_token is None:
         which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
                  else f"cluster {gitlab_clusters[0]} uses")
@@ -703,6 +704,24 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
             f"{which} backend gitlab: set GITLAB_TOKEN to a token with the api scope whose "
             "user is Owner of each configured group"))
     return problems
+
+
+_PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "U0YOURSLACKID", "U0COLLEAGUE1")
+"""What the shipped examples (examples/quickstart.yaml, deploy/base/k8s-access.yaml) ask to
+replace."""
+
+
+def _placeholders(node: Any, where: str, path: tuple[str, ...] = ()) -> list[Problem]:
+    """A problem for each value still holding one of :data:`_PLACEHOLDERS`."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _placeholders(v, where, (*path, str(k)))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _placeholders(v, where, (*path, str(i)))]
+    if isinstance(node, str) and any(mark in node.upper() for mark in _PLACEHOLDERS):
+        return [Problem(where, ".".join(path), node,
+                        "a placeholder from the example: replace it with your own value "
+                        "(Slack IDs: a profile's ⋮ → Copy member ID, a channel's details)")]
+    return []
 
 
 _TOKEN_KINDS = {"xoxb-": "a bot token", "xapp-": "an app-level token", "xoxp-": "a user token",

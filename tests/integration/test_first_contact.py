@@ -340,6 +340,41 @@ def test_config_check_lists_every_problem_with_file_field_value_and_fix(setup: S
     assert served.splitlines()[-8:] == output.splitlines(), served
 
 
+@pytest.mark.parametrize(("example", "placeholders"), [
+    ("examples/quickstart.yaml", {"admins.0": "U0YOURSLACKID",
+                                  "clusters.dev.approvers.0": "U0COLLEAGUE1"}),
+    ("deploy/base/k8s-access.yaml", {
+        "admins.0": "U0CHANGEME1", "clusters.main.approvers.0": "U0CHANGEME2",
+        "clusters.main.description": "CHANGE-ME, client certificates",
+        "clusters.main.kubernetes.server": "https://CHANGE-ME.example.com:6443"}),
+])
+def test_an_example_copied_unchanged_names_each_placeholder(
+        setup: Setup, example: str, placeholders: dict[str, str]) -> None:
+    """A copied example still holding its placeholders does not pass for a working file:
+    the admin and approver IDs it names are nobody, and its server is not yours."""
+    setup.config.write_text((Path(__file__).resolve().parents[2] / example).read_text())
+    fix = ("a placeholder from the example: replace it with your own value (Slack IDs: a "
+           "profile's ⋮ → Copy member ID, a channel's details)")
+    code, output = cli(setup.env, "config", "check")
+    for field_, value in placeholders.items():
+        assert f"  {setup.config}: {field_} = {value}: {fix}" in output.splitlines(), output
+    assert code == 2
+    served_code, served = process(setup.env, "serve")
+    assert served_code == 2 and output.splitlines()[0] in served, served
+
+
+def test_in_cluster_credentials_outside_a_pod_say_where_to_check(setup: Setup) -> None:
+    """deploy/base/k8s-access.yaml checked on a workstation, as its README step says."""
+    setup.config.write_text(yaml.safe_dump({"clusters": {"dev": cluster(
+        "", kubernetes={"server": "https://127.0.0.1:9", "in_cluster": True})}}))
+    code, output = process(setup.env, "config", "check")  # here, as on a workstation
+    assert output.splitlines()[-1] == (
+        f"  {setup.config}: clusters.dev: cluster dev: cannot load the in-cluster service "
+        "account: Service host/port is not set; in_cluster: true works only inside a pod: run "
+        "the check there (kubectl exec deploy/k8s-access-bot -- k8s-access-bot config check)")
+    assert code == 2
+
+
 def test_a_port_in_use_is_one_line(setup: Setup) -> None:
     import socket
 

@@ -62,8 +62,13 @@ class KubernetesApi:
         except (k8s_config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
             source = "the in-cluster service account" if settings.in_cluster \
                 else f"kubeconfig {settings.kubeconfig}"
+            hint = ("; in_cluster: true works only inside a pod: run the check there "
+                    "(kubectl exec deploy/k8s-access-bot -- k8s-access-bot config check)"
+                    if settings.in_cluster and "KUBERNETES_SERVICE_HOST" not in os.environ
+                    else "")
+            cause = str(error).rstrip(".")
             raise PermanentBackendError(
-                f"cluster {cluster}: cannot load {source}: {error}") from None
+                f"cluster {cluster}: cannot load {source}: {cause}{hint}") from None
         return cls(cluster, k8s.ApiClient(configuration), timeout)
 
     @property
