@@ -151,6 +151,13 @@ class Settings(BaseSettings):
 
     _database_url = field_validator("database_url")(normalise_database_url)
 
+    @field_validator("slack_api_url", "gitlab_url")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"'{value}' is not a URL: write it as https://…")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:

@@ -190,6 +190,11 @@ MISTAKES = [
             "LOG_LEVEL: 'LOUD' is not a log level: write DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Mistake("a log level serve cannot use", {"LOG_LEVEL": "verbose"}, ("serve", "--http"),
             "LOG_LEVEL: 'verbose' is not a log level"),
+    Mistake("a Slack API URL that is not one", {"SLACK_API_URL": "slack.example.com/api/"},
+            ("serve", "--http"), "SLACK_API_URL: 'slack.example.com/api/' is not a URL: write "
+            "it as https://…"),
+    Mistake("a GitLab URL without its scheme", {"GITLAB_URL": "gitlab.example.com"},
+            ("config", "check"), "GITLAB_URL: 'gitlab.example.com' is not a URL"),
     Mistake("a kubeconfig that is not one", {}, ("config", "check"),
             ".yaml: clusters.dev: cluster dev: cannot load kubeconfig",
             spoil=lambda s: (s.tmp / "kubeconfig").write_text("just: [text\n")),
