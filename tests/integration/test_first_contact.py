@@ -195,6 +195,8 @@ MISTAKES = [
             "it as https://…"),
     Mistake("a GitLab URL without its scheme", {"GITLAB_URL": "gitlab.example.com"},
             ("config", "check"), "GITLAB_URL: 'gitlab.example.com' is not a URL"),
+    Mistake("a test DM to a name", {}, ("config", "check", "--send-test", "@alice"),
+            "--send-test '@alice' is not a Slack member ID: give one like U0123ABCD"),
     Mistake("a kubeconfig that is not one", {}, ("config", "check"),
             ".yaml: clusters.dev: cluster dev: cannot load kubeconfig",
             spoil=lambda s: (s.tmp / "kubeconfig").write_text("just: [text\n")),
