@@ -158,6 +158,11 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not a URL: write it as https://…")
         return value
 
+    @field_validator("k8s_access_config")
+    @classmethod
+    def _home_expanded(cls, value: Path) -> Path:
+        return value.expanduser()  # as for the kubeconfig paths in the file: ~ is home
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:

@@ -257,6 +257,14 @@ def test_postgres_scheme_is_accepted(setup: Setup) -> None:
     assert code == 0 and "(at head)" in output, output
 
 
+def test_a_config_path_with_a_tilde_is_in_home(setup: Setup,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(setup.config.parent))
+    code, output = cli({**setup.env, "K8S_ACCESS_CONFIG": f"~/{setup.config.name}"},
+                       "config", "check")
+    assert code == 0 and f"{setup.config}: ok" in output, output
+
+
 def test_version() -> None:
     from importlib.metadata import version
 
