@@ -7,6 +7,7 @@ Errors print one clear line (or one per field for a bad config) and exit non-zer
 from __future__ import annotations
 
 import getpass
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -198,6 +199,9 @@ def config_check(connect: bool, send_test: str | None, timeout: float, socket_mo
     and every cluster (only once the file and the environment passed)."""
     from bot.app import build_granters
 
+    if send_test is not None and not re.fullmatch(r"[UW][A-Z0-9]{2,}", send_test):
+        raise ConfigError(f"--send-test {send_test!r} is not a Slack member ID: give one like "
+                          "U0123ABCD (profile → ⋮ → Copy member ID); nothing was sent")
     settings = _settings()
     loaded = check(settings, slack_mode(settings, socket_mode=socket_mode, http=http))
     build_granters(settings, loaded)  # as serve does: each cluster's credentials load

@@ -113,6 +113,8 @@ def normalise_database_url(value: str) -> str:
 
 # --- environment --------------------------------------------------------------------------
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class Settings(BaseSettings):
     """The environment variables of the bot (see README, Configuration)."""
@@ -148,6 +150,27 @@ class Settings(BaseSettings):
         return value
 
     _database_url = field_validator("database_url")(normalise_database_url)
+
+    @field_validator("slack_api_url", "gitlab_url")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"'{value}' is not a URL: write it as https://…")
+        return value
+
+    @field_validator("k8s_access_config")
+    @classmethod
+    def _home_expanded(cls, value: Path) -> Path:
+        return value.expanduser()  # as for the kubeconfig paths in the file: ~ is home
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level: write "
+                             f"{', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}")
+        return level
 
     def secret_values(self) -> list[str]:
         """Every secret in the environment, for the log redactor."""

@@ -186,6 +186,17 @@ MISTAKES = [
             "SLACK_BOT_TOKEN: not set: copy the Bot User OAuth Token (xoxb-…)"),
     Mistake("a token with a line break", {"SLACK_BOT_TOKEN": BOT_TOKEN + "\n"},
             ("config", "check"), "SLACK_BOT_TOKEN: has a space or a line break around it"),
+    Mistake("a log level that is not one", {"LOG_LEVEL": "LOUD"}, ("config", "check"),
+            "LOG_LEVEL: 'LOUD' is not a log level: write DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    Mistake("a log level serve cannot use", {"LOG_LEVEL": "verbose"}, ("serve", "--http"),
+            "LOG_LEVEL: 'verbose' is not a log level"),
+    Mistake("a Slack API URL that is not one", {"SLACK_API_URL": "slack.example.com/api/"},
+            ("serve", "--http"), "SLACK_API_URL: 'slack.example.com/api/' is not a URL: write "
+            "it as https://…"),
+    Mistake("a GitLab URL without its scheme", {"GITLAB_URL": "gitlab.example.com"},
+            ("config", "check"), "GITLAB_URL: 'gitlab.example.com' is not a URL"),
+    Mistake("a test DM to a name", {}, ("config", "check", "--send-test", "@alice"),
+            "--send-test '@alice' is not a Slack member ID: give one like U0123ABCD"),
     Mistake("a kubeconfig that is not one", {}, ("config", "check"),
             ".yaml: clusters.dev: cluster dev: cannot load kubeconfig",
             spoil=lambda s: (s.tmp / "kubeconfig").write_text("just: [text\n")),
@@ -244,6 +255,14 @@ def test_postgres_scheme_is_accepted(setup: Setup) -> None:
     spelled = setup.env["DATABASE_URL"].replace("postgresql+psycopg://", "postgres://", 1)
     code, output = cli({**setup.env, "DATABASE_URL": spelled}, "db", "current")
     assert code == 0 and "(at head)" in output, output
+
+
+def test_a_config_path_with_a_tilde_is_in_home(setup: Setup,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(setup.config.parent))
+    code, output = cli({**setup.env, "K8S_ACCESS_CONFIG": f"~/{setup.config.name}"},
+                       "config", "check")
+    assert code == 0 and f"{setup.config}: ok" in output, output
 
 
 def test_version() -> None:
