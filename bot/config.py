@@ -105,7 +105,8 @@ def normalise_database_url(value: str) -> str:
         parts = urlsplit(value.strip())
         _ = parts.port  # raises when it is not a number
     except ValueError:
-        raise ValueError(f"has a port that is not a number: {escape}") from None
+        raise ValueError(f"has a port that is not a number from 0 to 65535: {escape}") \
+            from None
     if "@" in parts.netloc.rpartition("@")[0]:
         raise ValueError(f"has an @ in its user or password: {escape}")
     return f"{driver}://{rest}"

@@ -143,6 +143,8 @@ MISTAKES = [
             "written as %40 %3A %2F"),
     Mistake("a port that is not a number", {"DATABASE_URL": "postgresql://bot@db:port/k8s"},
             ("db", "current"), "DATABASE_URL: has a port that is not a number"),
+    Mistake("a port out of range", {"DATABASE_URL": "postgresql://bot@db:99999/k8s"},
+            ("db", "current"), "DATABASE_URL: has a port that is not a number from 0 to 65535"),
     Mistake("an unreachable host", {"DATABASE_URL": "postgresql://bot@127.0.0.1:1/k8s"},
             ("grants", "list"), "cannot reach the database at postgresql+psycopg://bot@127.0.0.1:1/k8s"),
     Mistake("wrong credentials", {"DATABASE_URL": "@nobody"}, ("db", "upgrade"),
