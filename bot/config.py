@@ -587,7 +587,9 @@ def parse_config(data: Any, source: Path,
         for e in error.errors():
             field = _location(e["loc"]) or "(top)"
             if field not in reported:
-                problems += [Problem(where, field, None, line)
+                shown = _shown(e.get("input"))
+                problems += [Problem(where, field, None if shown is None or shown in line
+                                     or shown.strip("'") in line else shown, line)
                              for line in _reason(e).splitlines()]
         raise ConfigProblems(problems) from None
     try:
@@ -603,11 +605,35 @@ def parse_config(data: Any, source: Path,
     return config
 
 
+_TYPE_FIXES = {
+    "list_type": "must be a list: write [item, …], or one '- item' a line below the key",
+    "dict_type": "must be a mapping of keys to values, as in examples/k8s-access.yaml",
+    "model_type": "must be a mapping of keys to values, as in examples/k8s-access.yaml",
+    "string_type": "must be text: quote it",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+}
+"""pydantic's type errors (its ``type`` codes), said with the fix."""
+
+
 def _reason(error: Any) -> str:
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         return "unknown field (check the spelling against examples/k8s-access.yaml)"
-    return message.removeprefix("Value error, ")
+    return _TYPE_FIXES.get(error["type"], message.removeprefix("Value error, "))
+
+
+def _shown(value: object) -> str | None:
+    """A scalar the file held, as it is shown beside its field; None for what is missing or
+    too large to show (a mapping, a list)."""
+    if isinstance(value, bool | int | float):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
+    return None
 
 
 def _without(data: Any, paths: Mapping[str, str]) -> Any:
