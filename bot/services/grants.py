@@ -436,6 +436,7 @@ def _hand_over(ctx: Context, request: AccessRequest) -> bool:
         heirs = [other for other in store.find(subject=request.subject, states=[State.ACTIVE],
                                               kind=Kind.ACCESS, limit=None)
                  if other.id != request.id and other.ends_at is not None
+                 and other.cluster in ctx.granters  # a cluster since removed holds nothing
                  and ctx.granter(other.cluster).shared_object(other.backend_ref) == key
                  and not _owes_revocation(store, other)]
     if not heirs:
