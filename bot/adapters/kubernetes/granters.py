@@ -123,11 +123,6 @@ class _KubernetesGranter:
     def remove(self, grant: ManagedGrant) -> None:
         self.bindings.delete([BindingRef(grant.name, grant.namespace)], grant.request_id)
 
-    def check(self) -> str:
-        """For ``config check --connect``: the API answers and the bot may list bindings."""
-        self.bindings.managed()
-        return f"{self.settings.server} reachable; bindings readable"
-
     def _ca_pem(self) -> bytes | None:
         path = self.settings.ca_file or self.api.ca_file
         if not path:
