@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 from bench.bare_app import bare_app
 from bot.adapters.db import migrate
 from bot.adapters.db.store import make_engine
-from bot.adapters.slack.listeners import Listeners
+from bot.adapters.slack.home import Home
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import PolicyViolation
@@ -499,14 +499,14 @@ def bench_queries(engine: Engine, sizes: list[int]) -> None:
     print("\n2. Query scaling with the size of the history")
     slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
     runtime = runtime_for(engine, slack)
-    listeners = Listeners(runtime.ctx, runtime.client)
+    home = Home(runtime.ctx)
     queries: dict[str, Callable[[], object]] = {
         "list mine": lambda: requests.list_requests(runtime.ctx, ME, "mine"),
         "list pending (approver)": lambda: requests.list_requests(runtime.ctx, APPROVER,
                                                                   "pending"),
         "list all (admin view of an approver)": lambda: requests.list_requests(
             runtime.ctx, APPROVER, "all"),
-        "App Home (both lists + render + publish)": lambda: listeners.publish_home(
+        "App Home (both lists + render + publish)": lambda: home.publish(
             runtime.client, APPROVER),
     }
     base: dict[str, float] = {}

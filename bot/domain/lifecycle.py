@@ -101,9 +101,31 @@ def check_duration(policy: RolePolicy, duration: timedelta) -> None:
         )
 
 
+def reason_required(policy: RolePolicy, *, break_glass: bool = False) -> bool:
+    """A request must say why when its role says so, and always when it breaks the glass."""
+    return break_glass or policy.require_reason
+
+
+def namespace_to_choose(policy: RolePolicy, namespace: str | None) -> bool:
+    """True when the requester has yet to name a namespace: the role has several and none was
+    given (a role with one namespace takes it by default)."""
+    return namespace is None and len(policy.namespaces) > 1
+
+
+def is_complete(
+    policy: RolePolicy, *, reason: str, namespace: str | None, break_glass: bool = False,
+) -> bool:
+    """True when a request for ``policy``'s role lacks nothing the requester still has to say:
+    a reason where :func:`reason_required`, a namespace where :func:`namespace_to_choose`.
+    Whether what was said is *allowed* is :func:`file_request`'s question (and
+    :func:`field_errors`' for a form)."""
+    return not ((reason_required(policy, break_glass=break_glass) and not reason.strip())
+                or namespace_to_choose(policy, namespace))
+
+
 def _check_reason(policy: RolePolicy, reason: str, *, required: bool) -> str:
     reason = reason.strip()
-    if not reason and (required or policy.require_reason):
+    if not reason and reason_required(policy, break_glass=required):
         raise PolicyViolation(
             f"{policy.cluster}/{policy.role} needs a reason: say why you need access, "
             "for example `deploy hotfix for INC-123`."
@@ -217,10 +239,14 @@ def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, ver
         raise InvalidTransition(f"You already decided on request {request.label}.")
 
 
-def check_deny(request: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
-    """Refuse unless ``actor`` may deny ``request`` now: what :func:`deny` checks before the
-    reason, so that the Deny form opens only for those who may use it."""
+def check_deny(request: AccessRequest, actor: Actor, policy: RolePolicy,
+               reason: str | None = None) -> None:
+    """Refuse unless ``actor`` may deny ``request`` now and, when ``reason`` is given, unless it
+    says why: what :func:`deny` checks, so that the Deny form opens (without a reason) and is
+    accepted (with one) only for those who may use it."""
     _check_decider(request, actor, policy, "deny")
+    if reason is not None and not reason.strip():
+        raise InvalidInput("Say why you deny it, so the requester knows what to change.")
 
 
 def approve(
@@ -243,10 +269,8 @@ def approvals_missing(request: AccessRequest, policy: RolePolicy) -> int:
 def deny(
     request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, reason: str
 ) -> None:
-    _check_decider(request, actor, policy, "deny")
+    check_deny(request, actor, policy, reason)
     reason = reason.strip()
-    if not reason:
-        raise InvalidInput("Say why you deny it, so the requester knows what to change.")
     request.approvals.append(Approval(actor.user_id, Decision.DENY, now, reason))
     request.decided_at = now
     _end(request, Event.DENY, now, actor.user_id, reason)

@@ -397,8 +397,7 @@ def test_an_admin_slack_cannot_reach_does_not_break_a_gitlab_link(
 def test_an_admin_group_slack_cannot_list_does_not_stop_the_other_admins_hearing_of_a_link(
         error: str, settings: Settings, slack_config: Config, engine: Engine,
         granter: InMemoryGranter, clock: FakeClock, slack: FakeSlack) -> None:
-    from bot.adapters.slack import commands
-    from bot.adapters.slack.listeners import Listeners
+    from bot.adapters.slack.handlers import Handlers
     from bot.config import parse_config
     from bot.domain.ports import ExternalAccount
     from tests.conftest import TEST_CONFIG
@@ -412,8 +411,7 @@ def test_an_admin_group_slack_cannot_list_does_not_stop_the_other_admins_hearing
     slack.fail("usergroups.users.list", error, usergroup=admins_group)
     granter.accounts["al"] = ExternalAccount("al", None)
 
-    listeners = Listeners(runtime.ctx, runtime.client)
-    reply = listeners.execute(commands.parse("link gitlab al"), ALICE)
+    reply = Handlers(runtime.ctx, runtime.client).link(ALICE, "al")
     runtime.inbox.close()
 
     assert "an admin must confirm the link; the admins have been asked" in reply.text

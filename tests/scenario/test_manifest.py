@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from bot.adapters.slack.listeners import SLASH_COMMAND, Listeners
+from bot.adapters.slack.commands import SLASH_COMMAND
+from bot.adapters.slack.receiving import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +68,7 @@ def called_methods() -> set[str]:
 
 def test_manifest_matches_the_registered_handlers() -> None:
     app = RecordingApp()
-    Listeners(ctx=None).register(app)  # type: ignore[arg-type]
+    Receiver(ctx=None).register(app)  # type: ignore[arg-type]
     data = manifest()
     assert [c["command"] for c in data["features"]["slash_commands"]] == [SLASH_COMMAND]
     assert app.registered["command"] == {SLASH_COMMAND}

@@ -140,7 +140,7 @@ def test_deny_asks_for_a_reason(driver: Driver, slack: FakeSlack, runtime: Slack
     assert "not an approver" in stranger.body
     done = driver.submit(BOB, modal, {"reason": text_input("reason", "use view")})
     assert done.status == 200 and done.body == ""
-    assert state_of(runtime, 1) is State.DENIED
+    wait_for(lambda: state_of(runtime, 1) is State.DENIED)  # the worker denies it
     wait_for(lambda: [m for m in slack.dms_to(ALICE) if "denied by <@U0BOB0002>: use view"
                       in m["text"]])
     wait_for(lambda: buttons(slack.message(APPROVALS_CHANNEL, ts)) == [])

@@ -17,8 +17,9 @@ from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
 from bot.adapters.slack import payloads
+from bot.adapters.slack.handling import Handling
 from bot.adapters.slack.inbox import SlackInbox
-from bot.adapters.slack.listeners import Listeners
+from bot.adapters.slack.receiving import Receiver
 from bot.config import ConfigError, Settings
 from bot.services.context import Context
 
@@ -34,16 +35,16 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, inbox: S
             "the Signing Secret from your Slack app's Basic Information page, or run "
             "`serve --socket-mode` with SLACK_APP_TOKEN instead."
         )
-    # Each listener only keeps, checks and acknowledges: it can answer before returning.
+    # Each listener only keeps, checks and acknowledges (see receiving): it answers at once.
     app = _app(client, secret or "", verify=http)
-    Listeners(ctx, client, inbox).register(app)
+    Receiver(ctx, inbox).register(app)
     return app
 
 
 def build_work_app(ctx: Context, client: WebClient) -> App:
     """The worker's app. Its requests come from the inbox, verified when they were received."""
     app = _app(client, "", verify=False)
-    Listeners(ctx, client).register_work(app)
+    Handling(ctx, client).register(app)
     return app
 
 
@@ -62,8 +63,8 @@ class SlackHttpHandler(SlackRequestHandler):
     """Bolt's WSGI handler for ``POST /slack/events`` with the door checked first.
 
     A body Bolt cannot parse (not UTF-8, a ``payload`` that is not JSON, not an object) or a
-    payload whose shape the listeners cannot read (:func:`payloads.check`) is answered 400 when
-    it is signed, 401 when it is not, and never reaches the listeners or the inbox. Everything
+    payload whose shape the handlers cannot read (:func:`payloads.check`) is answered 400 when
+    it is signed, 401 when it is not, and never reaches the inbox or the handlers. Everything
     else goes to Bolt as it is, signature check included.
     """
 

@@ -1,6 +1,7 @@
 """Parse the text of ``/k8s-access …`` into a typed command, or say how to write it right.
 
-Pure: no Slack client, no database. The listeners dispatch on the result.
+Pure: no Slack client, no database. :mod:`~bot.adapters.slack.handling` routes the result to
+the handler of its verb.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from datetime import timedelta
 from bot.domain.durations import parse_duration
 from bot.domain.errors import InvalidInput, NotFound
 
+SLASH_COMMAND = "/k8s-access"
+"""The bot's one slash command (``app-manifest.yaml`` declares it)."""
 USAGE = {
     "request": "request [CLUSTER [ROLE [DURATION]]] [REASON…]   (options: -n NAMESPACE, "
                "--break-glass)",

@@ -1,9 +1,9 @@
 """The shape of what Slack sends the bot, checked at the door.
 
 Real Slack sends well-formed payloads, but a signed request is not a proof of shape (a proxy,
-a test tool, a future payload version). Each payload the listeners handle is checked here
+a test tool, a future payload version). Each payload the handlers read is checked here
 before it is kept for the worker: a malformed one is answered HTTP 400 and never queued, so no
-handler meets a ``KeyError`` and nobody sees a 500. The listeners read ``private_metadata``
+handler meets a ``KeyError`` and nobody sees a 500. The handlers read ``private_metadata``
 through the same functions, so what is checked is what is used.
 """
 
@@ -135,7 +135,7 @@ _CHECKS = {"block_actions": _block_actions, "view_submission": _view_submission,
 
 def check(body: Any) -> None:
     """Raise :class:`MalformedPayload` unless ``body`` (as Bolt parses it) has the shape the
-    bot's listeners read. Payload types the bot does not handle pass: Bolt answers 404."""
+    bot's handlers read. Payload types the bot does not handle pass: Bolt answers 404."""
     if not isinstance(body, dict):
         raise MalformedPayload("the payload is not an object")
     if "command" in body:

@@ -1,9 +1,9 @@
 """The worker: does what each acknowledged Slack request asks, from the inbox.
 
-It hands every waiting request to the Bolt app built with the listeners' work
-(:meth:`Listeners.register_work`), on a pool of threads, so that a slow GitLab or cluster holds
-one thread and not the queue. ``serve`` runs it in a process of its own: the process that
-acknowledges Slack shares no interpreter lock with the work.
+It hands every waiting request to the Bolt app that routes it to its handler
+(:class:`~bot.adapters.slack.handling.Handling`), on a pool of threads, so that a slow GitLab or
+cluster holds one thread and not the queue. ``serve`` runs it in a process of its own: the
+process that acknowledges Slack shares no interpreter lock with the work.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class SlackWorker:
             self._wake.set()
 
     def handle(self, received: Received) -> None:
-        """Dispatch one request to the work listeners, in this thread."""
+        """Dispatch one request to its handler, in this thread."""
         request = BoltRequest(body=received.body, headers={"content-type": "application/json"})
         response = self._app.dispatch(request)
         if response.status >= 400:  # no listener for it (404) or one that raised (500)

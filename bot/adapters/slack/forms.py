@@ -1,0 +1,173 @@
+"""The bot's forms (modals): opening them, reading what was chosen, checking it on submission.
+
+A submission is checked once, when Slack sends it (:meth:`Forms.errors`): what is wrong shows on
+its field (``response_action: errors``) and the submission goes no further. Only the checks
+that read are done there, the domain's own (:func:`lifecycle.field_errors`,
+:func:`lifecycle.check_deny`); the use case itself runs later, in the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.adapters.slack import blocks, payloads
+from bot.domain import lifecycle
+from bot.domain.durations import format_duration, parse_duration
+from bot.domain.errors import DomainError, InvalidInput
+from bot.services import grants
+from bot.services.context import Context
+
+log = logging.getLogger(__name__)
+TRIGGER_ERRORS = frozenset({"expired_trigger_id", "invalid_trigger_id", "exchanged_trigger_id"})
+"""What ``views.open`` answers when the click or command is too old (3 s) or was used already."""
+
+
+@dataclass(frozen=True)
+class AccessWanted:
+    """What a request asks for, as typed after ``/k8s-access request`` or chosen in the form;
+    what was left out is None (or empty)."""
+
+    cluster: str | None
+    role: str | None
+    duration: timedelta | None = None
+    reason: str = ""
+    namespace: str | None = None
+    break_glass: bool = False
+    user_csr: str | None = None
+
+    def prefill(self) -> dict[str, Any]:
+        """The request form's initial values (and its ``private_metadata``)."""
+        return {"cluster": self.cluster, "role": self.role, "namespace": self.namespace,
+                "reason": self.reason, "break_glass": self.break_glass,
+                "duration": format_duration(self.duration) if self.duration else None}
+
+    def command(self) -> str:
+        """The whole request command, with what was given filled in and the rest named."""
+        words = [self.cluster or "CLUSTER", self.role or "ROLE",
+                 self.prefill()["duration"] or "DURATION", self.reason.strip() or "REASON…"]
+        if self.namespace:
+            words.insert(2, f"-n {self.namespace}")
+        if self.break_glass:
+            words.insert(0, "--break-glass")
+        return (f"`/k8s-access request {' '.join(words)}`, for example "
+                "`/k8s-access request staging edit 4h deploy hotfix` (`/k8s-access clusters` "
+                "lists clusters and roles)")
+
+
+def values(view: dict[str, Any]) -> dict[str, str]:
+    """A submitted view's values by block ID: the typed text, or the chosen option's value."""
+    found: dict[str, str] = {}
+    for block_id, elements in view["state"]["values"].items():
+        for element in elements.values():
+            if element.get("type") == "static_select":
+                chosen = element.get("selected_option")
+                if chosen:
+                    found[block_id] = chosen["value"]
+            elif element.get("value") is not None:
+                found[block_id] = element["value"]
+    return found
+
+
+def access_wanted(view: dict[str, Any]) -> AccessWanted:
+    """What a checked request form asks for (see :meth:`Forms.errors`)."""
+    chosen = values(view)
+    return AccessWanted(
+        cluster=chosen["cluster"], role=chosen["role"],
+        duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
+        namespace=chosen.get("namespace"),
+        break_glass=bool(payloads.form_memory(view).get("break_glass")),
+        user_csr=chosen.get("csr") or None)
+
+
+def open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
+              instead: str) -> None:
+    """Open ``view``; when Slack will not open it (the trigger too old or used, the view
+    refused, Slack busy), :class:`InvalidInput` says what to type instead."""
+    try:
+        client.views_open(trigger_id=trigger_id or "", view=view)
+    except SlackApiError as error:
+        code = error.response.get("error") if error.response is not None else None
+        if code in TRIGGER_ERRORS:
+            log.info("views.open refused the trigger (%s)", code)
+            why = "the click was too old or already used"
+        else:
+            log.warning("views.open refused the form: %s", code)
+            why = "Slack would not show it"
+        raise InvalidInput(f"The form could not open: Slack answered `{code}` ({why}). Type "
+                           f"the command instead: {instead}") from None
+
+
+class Forms:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def errors(self, body: dict[str, Any]) -> dict[str, str]:
+        """What is wrong with a submitted form, by block ID; empty for anything else, and for
+        a form that may go on to the worker."""
+        view = body.get("view") or {}
+        if body.get("type") != "view_submission":
+            return {}
+        callback = view.get("callback_id")
+        if callback == blocks.REQUEST_MODAL:
+            return self._request_errors(values(view),
+                                        bool(payloads.form_memory(view).get("break_glass")))
+        if callback == blocks.EXTEND_MODAL:
+            return _duration_errors(values(view))
+        if callback == blocks.DENY_MODAL:
+            return self._deny_errors(str(body["user"]["id"]), view)
+        return {}
+
+    def _request_errors(self, chosen: dict[str, str], break_glass: bool) -> dict[str, str]:
+        config = self.ctx.config
+        if chosen.get("cluster") not in config.clusters:
+            return {"cluster": "Choose a cluster."}
+        if chosen.get("role") not in config.clusters[chosen["cluster"]].roles:
+            return {"role": "Choose a role."}
+        wrong = _duration_errors(chosen)
+        if wrong:
+            return wrong
+        return lifecycle.field_errors(
+            config.policy(chosen["cluster"], chosen["role"]),
+            duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
+            namespace=chosen.get("namespace"), break_glass=break_glass)
+
+    def _deny_errors(self, user_id: str, view: dict[str, Any]) -> dict[str, str]:
+        """The Deny form goes on only from someone who may deny, with a reason."""
+        try:
+            request = grants.get(self.ctx, payloads.view_request_id(view))
+            lifecycle.check_deny(request, self.ctx.actor(user_id),
+                                 self.ctx.config.policy(request.cluster, request.role),
+                                 values(view).get("reason", ""))
+        except DomainError as error:
+            return {"reason": error.message}
+        except Exception:
+            log.exception("could not check a Deny form")
+            return {"reason": "Something went wrong; try again."}
+        return {}
+
+    def refresh_request_form(self, body: dict[str, Any], client: WebClient) -> None:
+        """The cluster or role changed in the request form: rebuild it with the right choices."""
+        view = body["view"]
+        prefill = {**payloads.form_memory(view), **values(view)}
+        if body["actions"][0]["action_id"] == blocks.PICK_CLUSTER:
+            prefill.pop("role", None)
+            prefill.pop("namespace", None)
+        try:
+            client.views_update(view_id=view["id"], hash=view.get("hash"),
+                                view=blocks.request_modal(self.ctx.config, prefill))
+        except SlackApiError as error:  # a newer pick won (hash_conflict), or the form closed
+            log.warning("could not update the request form: %s", error.response.get("error"))
+
+
+def _duration_errors(chosen: dict[str, str]) -> dict[str, str]:
+    try:
+        parse_duration(chosen.get("duration", ""))
+    except DomainError as error:
+        return {"duration": error.message}
+    return {}

@@ -1,0 +1,207 @@
+"""The work behind each acknowledged Slack request, done by the worker's Bolt app.
+
+Every payload the bot acts on, slash command, button or form, is routed here to the handler of
+its verb (:class:`~bot.adapters.slack.handlers.Handlers`): the command's text is parsed into the
+verb's input, a button gives its request's ID, a form its checked values. A button and the
+command it stands for reach the same handler. Every use case runs here, in the worker, never in
+the acknowledgement (:mod:`~bot.adapters.slack.receiving`). Each error a person can cause comes
+back to them as an ephemeral message (or a DM where Slack has no place for one); every other
+error is logged and answered with an apology, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot.adapters.slack import blocks, commands, forms, payloads
+from bot.adapters.slack.commands import SLASH_COMMAND, Command
+from bot.adapters.slack.forms import AccessWanted
+from bot.adapters.slack.handlers import Handlers, Reply, reply
+from bot.adapters.slack.home import Home
+from bot.adapters.slack.receiving import acknowledge
+from bot.domain.durations import parse_duration
+from bot.domain.errors import DomainError, InvalidInput
+from bot.services.context import Context
+
+log = logging.getLogger(__name__)
+
+TextRoute = Callable[[str, Command, str | None], Reply | None]
+"""(user ID, parsed command, trigger ID) → the answer."""
+ButtonRoute = Callable[[str, int, dict[str, Any]], Reply | None]
+"""(user ID, the button's request ID, the payload) → the answer."""
+FormRoute = Callable[[str, dict[str, Any]], Reply | None]
+"""(user ID, the submitted view) → the answer."""
+
+
+class Handling:
+    def __init__(self, ctx: Context, client: WebClient | None = None) -> None:
+        self.handlers = handlers = Handlers(ctx, client)
+        self.home = Home(ctx)
+        self.by_verb: dict[str, TextRoute] = {
+            "help": lambda user, c, trigger: handlers.help(),
+            "clusters": lambda user, c, trigger: handlers.clusters(),
+            "whoami": lambda user, c, trigger: handlers.whoami(user),
+            "list": lambda user, c, trigger: handlers.listing(user, c.text),
+            "request": lambda user, c, trigger: handlers.request(user, _wanted(c), trigger),
+            "approve": lambda user, c, trigger: handlers.approve(user, _id(c), c.text),
+            "deny": lambda user, c, trigger: handlers.deny(user, _id(c), c.text),
+            "cancel": lambda user, c, trigger: handlers.cancel(user, _id(c)),
+            "revoke": lambda user, c, trigger: handlers.revoke(user, _id(c), c.text),
+            "extend": lambda user, c, trigger: handlers.extend(
+                user, _id(c), _duration(c), c.text),
+            "link": lambda user, c, trigger: handlers.link(user, c.text),
+        }
+        self.by_button: dict[str, ButtonRoute] = {
+            blocks.APPROVE: lambda user, request_id, body: handlers.approve(user, request_id),
+            blocks.CANCEL: lambda user, request_id, body: handlers.cancel(user, request_id),
+            blocks.REVOKE: lambda user, request_id, body: handlers.revoke(user, request_id),
+            blocks.DENY: lambda user, request_id, body: handlers.deny_form(
+                user, request_id, body.get("trigger_id")),
+            blocks.EXTEND: lambda user, request_id, body: handlers.extend_form(
+                user, request_id, body.get("trigger_id")),
+        }
+        self.by_form: dict[str, FormRoute] = {
+            blocks.REQUEST_MODAL: lambda user, view: handlers.request(
+                user, forms.access_wanted(view)),
+            blocks.DENY_MODAL: self._deny_submitted,
+            blocks.EXTEND_MODAL: self._extend_submitted,
+        }
+
+    def register(self, app: App) -> None:
+        """The worker's app: the work each acknowledged request asks for."""
+        app.command(SLASH_COMMAND)(self.on_command)
+        for action in self.by_button:
+            app.action(action)(self.on_button)
+        app.action(blocks.CONFIRM_LINK)(self.on_confirm_link)
+        for done_on_receipt in payloads.MODAL_ONLY_ACTIONS:
+            app.action(done_on_receipt)(acknowledge)
+        for callback in self.by_form:
+            app.view(callback)(self.on_form)
+        app.event("app_home_opened")(self.on_home_opened)
+
+    # --- what Slack sent --------------------------------------------------------------------
+
+    def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user_id = command["user_id"]
+
+        def act() -> Reply | None:
+            parsed = commands.parse(command.get("text", ""))
+            return self.by_verb[parsed.verb](user_id, parsed, command.get("trigger_id"))
+
+        answer = self.run(user_id, act)
+        if answer is not None:
+            respond(text=answer.text, blocks=answer.blocks, response_type="ephemeral")
+
+    def on_button(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                  client: WebClient) -> None:
+        ack()
+        user_id = _user_id(body)
+        action = body["actions"][0]
+        route = self.by_button[action["action_id"]]
+        self._tell(client, body, respond, self.run(
+            user_id, lambda: route(user_id, _button_request_id(action), body)))
+        if (body.get("view") or {}).get("type") == "home":
+            self.home.publish(client, user_id)
+
+    def on_confirm_link(self, ack: Ack, body: dict[str, Any], respond: Respond,
+                        client: WebClient) -> None:
+        ack()
+        admin_id = _user_id(body)
+        linked = str(body["actions"][0].get("value", ""))
+        self._tell(client, body, respond, self.run(
+            admin_id, lambda: self.handlers.confirm_link(admin_id, linked)))
+
+    def on_form(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
+                client: WebClient) -> None:
+        """A submission the acknowledgement checked (:meth:`forms.Forms.errors`)."""
+        ack()
+        user_id = _user_id(body)
+        route = self.by_form[view["callback_id"]]
+        self._tell(client, body, None, self.run(user_id, lambda: route(user_id, view)))
+
+    def on_home_opened(self, event: dict[str, Any], client: WebClient) -> None:
+        self.home.on_opened(event, client)
+
+    def _deny_submitted(self, user_id: str, view: dict[str, Any]) -> None:
+        """The form closing and the approval message changing are the denier's answer; only
+        a refusal (someone decided first) is told."""
+        self.handlers.deny(user_id, payloads.view_request_id(view),
+                           forms.values(view).get("reason", ""))
+
+    def _extend_submitted(self, user_id: str, view: dict[str, Any]) -> Reply:
+        chosen = forms.values(view)
+        return self.handlers.extend(user_id, payloads.view_request_id(view),
+                                    parse_duration(chosen["duration"]), chosen.get("reason", ""))
+
+    # --- answering ----------------------------------------------------------------------
+
+    @staticmethod
+    def run(user_id: str, action: Callable[[], Reply | None]) -> Reply | None:
+        """``action``'s answer; a refusal or a mistake of the person's, told in their words;
+        anything else logged with a reference and answered with an apology."""
+        try:
+            return action()
+        except DomainError as error:
+            # The message quotes what the person typed: plain text, never markup.
+            return reply(blocks.escape(error.message))
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("handler failed for %s (reference %s)", user_id, reference)
+            return reply(f":warning: Something went wrong on the bot's side (reference "
+                         f"`{reference}`). Nothing was changed; try again or ask the "
+                         "platform team.")
+
+    @staticmethod
+    def _tell(client: WebClient, body: dict[str, Any], respond: Respond | None,
+              answer: Reply | None) -> None:
+        """Answer the person who acted: ephemeral where Slack allows, else in a DM."""
+        if answer is None:
+            return
+        user_id = _user_id(body)
+        if respond is not None and body.get("response_url"):
+            respond(text=answer.text, blocks=answer.blocks, response_type="ephemeral",
+                    replace_original=False)
+            return
+        channel = body["channel"].get("id") if isinstance(body.get("channel"), dict) else None
+        if channel:
+            client.chat_postEphemeral(channel=channel, user=user_id, text=answer.text,
+                                      blocks=answer.blocks)
+            return
+        dm = client.conversations_open(users=user_id)["channel"]["id"]
+        client.chat_postMessage(channel=dm, text=answer.text, blocks=answer.blocks)
+
+
+def _user_id(body: dict[str, Any]) -> str:
+    user = body.get("user") or {}
+    return str(user.get("id") or body.get("user_id"))
+
+
+def _button_request_id(action: dict[str, Any]) -> int:
+    try:
+        return commands.parse_request_id(str(action.get("value", "")), action["action_id"])
+    except DomainError:
+        raise InvalidInput("That button is broken; use the command instead.") from None
+
+
+def _id(command: Command) -> int:
+    assert command.request_id is not None  # commands.parse requires it for these verbs
+    return command.request_id
+
+
+def _duration(command: Command) -> timedelta:
+    assert command.duration is not None  # commands.parse requires it for extend
+    return command.duration
+
+
+def _wanted(command: Command) -> AccessWanted:
+    return AccessWanted(cluster=command.cluster, role=command.role, duration=command.duration,
+                        reason=command.text, namespace=command.namespace,
+                        break_glass=command.break_glass)
