@@ -75,6 +75,16 @@ def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: I
     runtime.inbox.close()
 
 
+@pytest.fixture
+def unattended(settings: Settings, slack_config: Config, engine: Engine,
+               granter: InMemoryGranter, clock: FakeClock) -> Iterator[SlackRuntime]:
+    """A bot that acknowledges with no worker running."""
+    runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
+                                  granters={"staging": granter, "prod": granter}, clock=clock)
+    yield runtime
+    runtime.inbox.close()
+
+
 @dataclass
 class Driver:
     """Sends what Slack would send, signed, into the app."""

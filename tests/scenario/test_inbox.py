@@ -4,7 +4,6 @@ when no worker runs or a worker dies, a replay is refused on every replica, and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,16 +16,6 @@ from bot.fakes.slack import FakeSlack, signed_headers
 from tests.conftest import ALICE, ON_POSTGRES
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import Driver, command_body, wait_for
-
-
-@pytest.fixture
-def unattended(settings: Settings, slack_config: Config, engine: Engine,
-               granter: InMemoryGranter, clock: FakeClock) -> Iterator[SlackRuntime]:
-    """A bot that acknowledges with no worker running."""
-    runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
-                                  granters={"staging": granter, "prod": granter}, clock=clock)
-    yield runtime
-    runtime.inbox.close()
 
 
 def rows(engine: Engine) -> list[tuple[int, bool, bool]]:

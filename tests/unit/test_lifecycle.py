@@ -329,3 +329,46 @@ def test_extension_refusals(grant: AccessRequest, who: Actor, error: type[Domain
                             says: str) -> None:
     with pytest.raises(error, match=says):
         extension(POLICY, grant, 1, who)
+
+
+# --- what a typed request still lacks -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "reason", "namespace", "break_glass", "complete"), [
+    ({}, "deploy", None, False, True),
+    ({}, "  ", None, False, False),  # the role requires a reason
+    ({"require_reason": False}, "", None, False, True),
+    ({"require_reason": False, "break_glass": True}, "", None, True, False),  # always says why
+    ({"require_reason": False, "break_glass": True}, "prod down", None, True, True),
+    ({"namespaces": ("shop",)}, "deploy", None, False, True),  # the one namespace by default
+    ({"namespaces": ("shop", "cart")}, "deploy", None, False, False),
+    ({"namespaces": ("shop", "cart")}, "deploy", "cart", False, True),
+    # Naming a namespace the role does not have is complete, and refused when filed.
+    ({"namespaces": ("shop", "cart")}, "deploy", "ghost", False, True),
+])
+def test_is_complete(changes: dict[str, object], reason: str, namespace: str | None,
+                     break_glass: bool, complete: bool) -> None:
+    assert lifecycle.is_complete(policy(**changes), reason=reason, namespace=namespace,
+                                 break_glass=break_glass) is complete
+
+
+@pytest.mark.parametrize(("actor", "reason", "error", "says"), [
+    (BOB, None, None, ""),  # the Deny form may open
+    (BOB, "not now", None, ""),
+    (BOB, "  ", InvalidInput, "Say why you deny it"),
+    (CAROL, "", InvalidInput, "Say why you deny it"),
+    (ALICE, "mine", NotAuthorized, "cannot deny your own request"),
+    (STRANGER, "no", NotAuthorized, "not an approver"),
+    (STRANGER, "", NotAuthorized, "not an approver"),  # who acts is checked before the reason
+])
+def test_check_deny_is_what_deny_checks(actor: Actor, reason: str | None,
+                                        error: type[DomainError] | None, says: str) -> None:
+    request = request_in(State.PENDING)
+    if error is None:
+        lifecycle.check_deny(request, actor, POLICY, reason)
+        return
+    with pytest.raises(error, match=says):
+        lifecycle.check_deny(request, actor, POLICY, reason)
+    with pytest.raises(error, match=says):
+        lifecycle.deny(request, actor, POLICY, NOW, reason or "")
+    assert request.state is State.PENDING
