@@ -128,8 +128,7 @@ def build_slack_context(settings: Settings, config: Config, *, engine: Engine | 
     from bot.adapters.slack.directory import SlackDirectory
     from bot.adapters.slack.notifier import SlackNotifier
 
-    client = make_client(settings, rate_limit_retries=settings.tuning.slack.rate_limit_retries,
-                         on_error=metrics.slack_error if metrics else None)
+    client = make_client(settings, on_error=metrics.slack_error if metrics else None)
     engine = engine if engine is not None else make_engine(settings.database_url)
     directory = SlackDirectory(client)
     sessions = unit_of_work_factory(engine)

@@ -183,3 +183,13 @@ def test_the_context_carries_the_groups_as_read(monkeypatch: pytest.MonkeyPatch)
                         granters={})
     assert ctx.tuning is settings.tuning and ctx.tuning.concurrency.backend_calls == 3
     assert ctx.retry is settings.retry and ctx.retry.lease == timedelta(seconds=60)
+
+
+def test_the_slack_client_waits_out_as_many_429s_as_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.adapters.slack.client import CountingRateLimitHandler, make_client
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_RATE_LIMIT_RETRIES", "2")
+    handlers = make_client(load_settings()).retry_handlers
+    limits = [h for h in handlers if isinstance(h, CountingRateLimitHandler)]
+    assert [h.max_retry_count for h in limits] == [2]
