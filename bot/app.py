@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -19,7 +19,7 @@ from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
-from bot.services.context import Context, NullMetrics, RetryPolicy
+from bot.services.context import Context, NullMetrics
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -106,11 +106,15 @@ class SlackRuntime:
     client: WebClient
     engine: Engine
 
-    def worker(self, threads: int = 8) -> SlackWorker:
-        """A worker for this runtime's inbox, woken whenever a request comes in."""
+    def worker(self) -> SlackWorker:
+        """A worker for this runtime's inbox, woken whenever a request comes in; as many
+        threads and polling as often as the context's tuning says."""
         from bot.adapters.slack.worker import SlackWorker
 
-        worker = SlackWorker(self.work_app, self.inbox, self.ctx.worker_id, threads)
+        tuning = self.ctx.tuning
+        worker = SlackWorker(self.work_app, self.inbox, self.ctx.worker_id,
+                             tuning.concurrency.slack_requests,
+                             poll=tuning.slack.poll.total_seconds())
         self.inbox.notify(worker.wake)
         return worker
 
@@ -147,7 +151,7 @@ def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
     engine = engine if engine is not None else make_engine(settings.database_url)
     ctx, client = build_slack_context(settings, config, engine=engine, granters=granters,
                                       clock=clock, metrics=metrics)
-    inbox = SlackInbox(engine, clock)
+    inbox = SlackInbox(engine, clock, lease=settings.tuning.slack.inbox_lease)
     app = build_bolt_app(settings, ctx, client, inbox, http=http)
     return SlackRuntime(ctx=ctx, app=app, work_app=build_work_app(ctx, client), inbox=inbox,
                         client=client, engine=engine)
@@ -174,8 +178,7 @@ def build_context(
         directory=directory if directory is not None else ConfigDirectory(config),
         clock=clock,
         worker_id=worker_id(),
-        retry=RetryPolicy(lease=timedelta(seconds=settings.operation_lease_seconds),
-                          heartbeat=timedelta(seconds=settings.operation_heartbeat_seconds),
-                          slow_after=timedelta(seconds=settings.operation_slow_after_seconds)),
+        retry=settings.retry,
+        tuning=settings.tuning,
         metrics=metrics if metrics is not None else NullMetrics(),
     )

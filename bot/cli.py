@@ -27,6 +27,7 @@ from bot.config import (
     ConfigProblems,
     Settings,
     check,
+    load_settings,
     slack_mode,
 )
 from bot.domain.durations import format_duration
@@ -72,13 +73,7 @@ def _explained(function: F) -> F:
 
 
 def _settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: "
-                           f"{str(e['msg']).removeprefix('Value error, ')}"
-                           for e in error.errors())
-        raise ConfigError(f"environment: {fields}") from None
+    settings = load_settings()
     from bot.logs import configure
 
     configure(settings.log_level, settings.log_format, settings.secret_values())

@@ -7,10 +7,12 @@ the reason, and start-up stops there.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -112,9 +114,98 @@ def normalise_database_url(value: str) -> str:
     return f"{driver}://{rest}"
 
 
+# --- tuning: how hard and how often, read from the environment -----------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for backend calls that failed for a reason that may pass, and the leases that
+    keep one worker on each backend operation (``OPERATION_*``, ``RETRY_*``,
+    ``GRANT_ATTEMPTS``)."""
+
+    first_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(hours=1)
+    grant_attempts: int = 8
+    """After this many failed attempts a grant is marked failed; revocations never give up."""
+    lease: timedelta = timedelta(seconds=45)
+    """How long one worker holds an operation before another may take it over, unless it
+    renews it: a worker that died is noticed after this (and the next retry pass)."""
+    heartbeat: timedelta = timedelta(seconds=15)
+    """How often a worker renews its lease while the backend call runs; well under ``lease``,
+    so that a slow call is not taken over while its worker is alive."""
+    slow_after: timedelta = timedelta(seconds=30)
+    """A grant still running after this is announced as slow to the approvers and the
+    requester."""
+    jitter: float = 0.2
+    """Each delay is lengthened by up to this fraction, so that replicas spread out."""
+
+    def delay(self, attempts: int, hint_seconds: float | None = None) -> timedelta:
+        """The wait before attempt ``attempts + 1``: ``first_delay`` doubled per attempt, at
+        least ``hint_seconds`` (a backend's Retry-After), at most ``max_delay``, plus jitter."""
+        base = self.first_delay * (2 ** max(attempts - 1, 0))
+        if hint_seconds is not None:
+            base = max(base, timedelta(seconds=hint_seconds))
+        base = min(base, self.max_delay)
+        jittered: timedelta = base * (1 + random.uniform(0, self.jitter))
+        return jittered
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """How many things one process does at once (each a thread)."""
+
+    backend_calls: int = 8
+    """Backend operations one retry or expiry pass runs together (``BACKEND_CONCURRENCY``)."""
+    messages: int = 8
+    """Reminder messages one pass sends together (``SEND_CONCURRENCY``)."""
+    slack_requests: int = 8
+    """Slack requests the worker handles together (``WORKER_THREADS``)."""
+    web_requests: int = 8
+    """HTTP requests ``serve`` answers together (``WEB_THREADS``)."""
+
+
+@dataclass(frozen=True)
+class SlackTuning:
+    """The Slack inbox and Web API client."""
+
+    poll: timedelta = timedelta(seconds=1)
+    """How often the worker looks for requests nobody woke it for: another replica's, or a
+    dead worker's (``WORKER_POLL_SECONDS``)."""
+    inbox_lease: timedelta = timedelta(minutes=10)
+    """How long a worker holds a Slack request before another takes it again
+    (``SLACK_INBOX_LEASE_SECONDS``)."""
+    rate_limit_retries: int = 10
+    """How many times one Web API call waits out a 429's Retry-After
+    (``SLACK_RATE_LIMIT_RETRIES``)."""
+
+
+@dataclass(frozen=True)
+class Batches:
+    """How many rows one pass of a job reads at most; the next pass takes the rest."""
+
+    expire: int = 500
+    operations: int = 100
+    timeouts: int = 500
+    nudges: int = 1000
+    renotify: int = 1000
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Everything about how hard and how often the bot works, besides :class:`RetryPolicy`;
+    none of it changes what the bot does, only how fast and with how much at once."""
+
+    concurrency: Concurrency = Concurrency()
+    slack: SlackTuning = SlackTuning()
+    batches: Batches = Batches()
+
+
 # --- environment --------------------------------------------------------------------------
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DEFAULT_RETRY = RetryPolicy()
+_DEFAULT_CONCURRENCY = Concurrency()
+_DEFAULT_SLACK = SlackTuning()
 
 
 class Settings(BaseSettings):
@@ -140,6 +231,22 @@ class Settings(BaseSettings):
     """How often a working worker renews its lease; at most half the lease."""
     operation_slow_after_seconds: float = Field(default=30, gt=0)
     """A grant still running after this is announced as slow."""
+    retry_first_delay_seconds: float = Field(
+        default=_DEFAULT_RETRY.first_delay.total_seconds(), gt=0)
+    """The wait after a backend call's first transient failure; doubled after each next."""
+    retry_max_delay_seconds: float = Field(
+        default=_DEFAULT_RETRY.max_delay.total_seconds(), gt=0)
+    """The longest wait between two attempts."""
+    grant_attempts: int = Field(default=_DEFAULT_RETRY.grant_attempts, ge=1)
+    """Attempts before a grant is marked failed."""
+    backend_concurrency: int = Field(default=_DEFAULT_CONCURRENCY.backend_calls, ge=1)
+    send_concurrency: int = Field(default=_DEFAULT_CONCURRENCY.messages, ge=1)
+    worker_threads: int = Field(default=_DEFAULT_CONCURRENCY.slack_requests, ge=1)
+    web_threads: int = Field(default=_DEFAULT_CONCURRENCY.web_requests, ge=1)
+    worker_poll_seconds: float = Field(default=_DEFAULT_SLACK.poll.total_seconds(), gt=0)
+    slack_inbox_lease_seconds: float = Field(
+        default=_DEFAULT_SLACK.inbox_lease.total_seconds(), gt=0)
+    slack_rate_limit_retries: int = Field(default=_DEFAULT_SLACK.rate_limit_retries, ge=0)
 
     @field_validator("operation_heartbeat_seconds")
     @classmethod
@@ -149,6 +256,38 @@ class Settings(BaseSettings):
             raise ValueError(f"renew at most every half lease (OPERATION_LEASE_SECONDS={lease:g}"
                              f"), so that one late renewal does not lose it; got {value:g}")
         return value
+
+    @field_validator("retry_max_delay_seconds")
+    @classmethod
+    def _max_after_first(cls, value: float, info: ValidationInfo) -> float:
+        first = info.data.get("retry_first_delay_seconds")
+        if first is not None and value < first:
+            raise ValueError("the longest wait cannot be shorter than the first "
+                             f"(RETRY_FIRST_DELAY_SECONDS={first:g})")
+        return value
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        """The backoff and the operation leases, from the ``OPERATION_*``, ``RETRY_*`` and
+        ``GRANT_ATTEMPTS`` variables."""
+        return RetryPolicy(first_delay=timedelta(seconds=self.retry_first_delay_seconds),
+                           max_delay=timedelta(seconds=self.retry_max_delay_seconds),
+                           grant_attempts=self.grant_attempts,
+                           lease=timedelta(seconds=self.operation_lease_seconds),
+                           heartbeat=timedelta(seconds=self.operation_heartbeat_seconds),
+                           slow_after=timedelta(seconds=self.operation_slow_after_seconds))
+
+    @cached_property
+    def tuning(self) -> Tuning:
+        """Concurrency, polling and the Slack client's patience, from the environment."""
+        return Tuning(
+            concurrency=Concurrency(backend_calls=self.backend_concurrency,
+                                    messages=self.send_concurrency,
+                                    slack_requests=self.worker_threads,
+                                    web_requests=self.web_threads),
+            slack=SlackTuning(poll=timedelta(seconds=self.worker_poll_seconds),
+                              inbox_lease=timedelta(seconds=self.slack_inbox_lease_seconds),
+                              rate_limit_retries=self.slack_rate_limit_retries))
 
     _database_url = field_validator("database_url")(normalise_database_url)
 
@@ -178,6 +317,45 @@ class Settings(BaseSettings):
         values = (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
                   self.gitlab_token)
         return [v.get_secret_value() for v in values if v is not None]
+
+
+_NEVER_SHOWN = frozenset({"slack_bot_token", "slack_app_token", "slack_signing_secret",
+                          "gitlab_token", "database_url"})
+"""Variables whose value is never repeated in a problem: secrets, and a URL that may hold
+one."""
+
+
+def load_settings() -> Settings:
+    """The environment, validated. Raises :class:`ConfigProblems` with one problem for each bad
+    variable: its name, its value (unless secret) and the fix."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            field = _location(e["loc"])
+            message = _environment_reason(field, e)
+            value = e.get("input")
+            shown = None if field in _NEVER_SHOWN or not isinstance(value, str) \
+                or repr(value) in message or len(value) > 80 else value
+            problems.append(Problem("environment", field.upper(), shown, message))
+        raise ConfigProblems(problems) from None
+
+
+def _environment_reason(field: str, error: Any) -> str:
+    """pydantic's complaint about a variable, said with the fix."""
+    unit = "a number of seconds, like 30" if field.endswith("_seconds") else "a whole number"
+    limits = error.get("ctx") or {}
+    if error["type"] in ("float_parsing", "float_type", "int_parsing", "int_type",
+                         "int_from_float"):
+        return f"must be {unit}"
+    if error["type"] == "literal_error":
+        return f"must be {limits['expected']}"
+    if error["type"] == "greater_than":
+        return f"must be more than {limits['gt']:g}: write {unit}"
+    if error["type"] == "greater_than_equal":
+        return f"must be at least {limits['ge']:g}: write {unit}"
+    return _reason(error)
 
 
 # --- the YAML file ------------------------------------------------------------------------
@@ -365,11 +543,28 @@ class ClusterConfig(PolicyFields):
 
 
 class Schedules(_Strict):
+    """When the periodic passes run and what they look ahead to (``schedules:`` in the file)."""
+
     timezone: str = "UTC"
+    """The zone ``reminders`` is read in (an IANA name, validated)."""
     reminders: str = "0 9 * * MON"
+    """A cron expression: when the weekly DMs and access reviews go out."""
     expiry_sweep: Duration = timedelta(minutes=1)
+    """How often each pass runs inside ``serve`` (expiry, retries, timeouts, reminders)."""
     nudge_before: Duration = timedelta(hours=1)
+    """How long before a grant ends its grantee is told."""
     renotify_after: Duration = timedelta(hours=4)
+    """How long a request waits before its approvers are reminded (then doubled each time)."""
+
+    @property
+    def reconcile_every(self) -> timedelta:
+        """How often ``serve`` looks for backend objects no grant explains: ten sweeps."""
+        return self.expiry_sweep * 10
+
+    @property
+    def inbox_forget_every(self) -> timedelta:
+        """How often ``work`` forgets Slack signatures too old to replay: five sweeps."""
+        return self.expiry_sweep * 5
 
     @field_validator("timezone")
     @classmethod
@@ -391,6 +586,8 @@ class Schedules(_Strict):
 
 
 class UserMapping(_Strict):
+    """Identities the file gives a person outright (``users:``), over what is looked up."""
+
     gitlab: str | None = None
     kubernetes: str | None = None
     email: str | None = None
@@ -460,6 +657,15 @@ class Config:
     @property
     def clusters(self) -> Mapping[str, ClusterConfig]:
         return self.file.clusters
+
+    @property
+    def schedules(self) -> Schedules:
+        """When the periodic passes run (the file's ``schedules:``, defaults filled in)."""
+        return self.file.schedules
+
+    def user(self, slack_id: str) -> UserMapping | None:
+        """The file's explicit identities for a person (``users:``), or None."""
+        return self.file.users.get(slack_id)
 
     def cluster(self, name: str) -> ClusterConfig:
         try:

@@ -35,13 +35,15 @@ JOBS: dict[str, Callable[[Context], int]] = {
 }
 """Every periodic pass by name; each does only what it names. ``reconcile`` removes the
 backend objects no grant explains (see :func:`bot.services.grants.reconcile`)."""
-EVERY_SWEEPS = {"reconcile": 10}
-"""How many expiry-sweep intervals apart a job runs inside ``serve`` (default one)."""
 
 
 def default_jobs(ctx: Context) -> list[Job]:
-    sweep = ctx.config.file.schedules.expiry_sweep
-    return [Job(name, run, sweep * EVERY_SWEEPS.get(name, 1)) for name, run in JOBS.items()]
+    """Every job of :data:`JOBS`, each every ``expiry_sweep`` but ``reconcile`` (see
+    :class:`bot.config.Schedules`)."""
+    schedules = ctx.config.schedules
+    every = {"reconcile": schedules.reconcile_every}
+    return [Job(name, run, every.get(name, schedules.expiry_sweep))
+            for name, run in JOBS.items()]
 
 
 def run_job(ctx: Context, name: str, run: Callable[[Context], int]) -> int | None:

@@ -147,7 +147,9 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
                  metrics.render, warnings=channels.problems)
     try:
-        server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
+        server = create_server(web, host=host, port=port,
+                               threads=settings.tuning.concurrency.web_requests,
+                               ident="k8s-access-bot")
     except OSError as error:
         raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror or error}): is "
                           "another serve running? Stop it, or choose another --port") from None
@@ -221,7 +223,7 @@ def work(settings: Settings, config: Config, *, jobs: bool, wake_on_stdin: bool)
     settle_heap()
     worker = runtime.worker()
     passes = [Job("forget-signatures", lambda _: runtime.inbox.forget(),
-                  config.file.schedules.expiry_sweep * 5)]
+                  config.schedules.inbox_forget_every)]
     if jobs:
         passes += default_jobs(runtime.ctx)
     scheduler = Scheduler(runtime.ctx, passes)

@@ -18,10 +18,10 @@ log = logging.getLogger("bot.notices")
 
 class ConfigDirectory:
     def __init__(self, config: Config) -> None:
-        self._users = config.file.users
+        self._config = config
 
     def user_info(self, user_id: str) -> UserInfo:
-        mapping = self._users.get(user_id)
+        mapping = self._config.user(user_id)
         return UserInfo(slack_user_id=user_id, email=mapping.email if mapping else None)
 
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:

@@ -1,17 +1,17 @@
-"""What every use case receives: the configuration and the ports, bundled once at start-up."""
+"""What every use case receives: the configuration, the tuning and the ports, bundled once at
+start-up. :class:`RetryPolicy` is read with the other settings (:mod:`bot.config`)."""
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
-from bot.config import Config
+from bot.config import Config, RetryPolicy, Tuning
 from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
 from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
 from bot.domain.ports import (
@@ -27,34 +27,6 @@ from bot.domain.ports import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for backend calls that failed for a reason that may pass."""
-
-    first_delay: timedelta = timedelta(seconds=30)
-    max_delay: timedelta = timedelta(hours=1)
-    grant_attempts: int = 8
-    """After this many failed attempts a grant is marked failed; revocations never give up."""
-    lease: timedelta = timedelta(seconds=45)
-    """How long one worker holds an operation before another may take it over, unless it
-    renews it: a worker that died is noticed after this (and the next retry pass)."""
-    heartbeat: timedelta = timedelta(seconds=15)
-    """How often a worker renews its lease while the backend call runs; well under ``lease``,
-    so that a slow call is not taken over while its worker is alive."""
-    slow_after: timedelta = timedelta(seconds=30)
-    """A grant still running after this is announced as slow to the approvers and the
-    requester."""
-    jitter: float = 0.2
-
-    def delay(self, attempts: int, hint_seconds: float | None = None) -> timedelta:
-        base = self.first_delay * (2 ** max(attempts - 1, 0))
-        if hint_seconds is not None:
-            base = max(base, timedelta(seconds=hint_seconds))
-        base = min(base, self.max_delay)
-        jittered: timedelta = base * (1 + random.uniform(0, self.jitter))
-        return jittered
 
 
 class NullMetrics:
@@ -90,6 +62,9 @@ class Context:
     clock: Callable[[], datetime]
     worker_id: str = "worker"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Backoff and operation leases (:attr:`bot.config.Settings.retry`)."""
+    tuning: Tuning = field(default_factory=Tuning)
+    """Concurrency and batch sizes of the passes (:attr:`bot.config.Settings.tuning`)."""
     metrics: Metrics = field(default_factory=NullMetrics)
 
     def granter(self, cluster: str) -> Granter:
@@ -110,7 +85,7 @@ class Context:
         link = store.link(user_id, "gitlab")
         if link is not None and link.confirmed:
             links["gitlab"] = link.username
-        mapping = self.config.file.users.get(user_id)
+        mapping = self.config.user(user_id)
         if mapping is not None:
             links.update({k: v for k, v in
                           (("gitlab", mapping.gitlab), ("kubernetes", mapping.kubernetes))

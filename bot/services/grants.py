@@ -52,7 +52,6 @@ from bot.logcontext import request_scope, scoped
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
-BACKEND_CONCURRENCY = 8
 
 
 def spec_for(request: AccessRequest, ends_at: datetime) -> GrantSpec:
@@ -112,11 +111,12 @@ def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> Acces
     return get(ctx, request_id)
 
 
-def expire_due(ctx: Context, limit: int = 500) -> int:
-    """Revoke every grant whose time is up; returns how many were found due."""
+def expire_due(ctx: Context, limit: int | None = None) -> int:
+    """Revoke every grant whose time is up, up to ``limit`` (the tuning's batch); returns how
+    many were found due."""
     now = ctx.clock()
     with ctx.transaction() as store:
-        due = store.due_to_expire(now, limit)
+        due = store.due_to_expire(now, ctx.tuning.batches.expire if limit is None else limit)
         owed = [op for request in due
                 if (op := owe(store, request, OperationKind.REVOKE, now, event="expire",
                               by=POLICY_ACTOR, reason="time is up")) is not None]
@@ -124,10 +124,12 @@ def expire_due(ctx: Context, limit: int = 500) -> int:
     return len(owed)
 
 
-def run_due(ctx: Context, limit: int = 100) -> int:
-    """One retry pass: every owed operation whose time has come; returns how many were run."""
+def run_due(ctx: Context, limit: int | None = None) -> int:
+    """One retry pass: every owed operation whose time has come, up to ``limit`` (the tuning's
+    batch); returns how many were run."""
     with ctx.transaction() as store:
-        due = store.due_operations(ctx.clock(), limit)
+        due = store.due_operations(ctx.clock(),
+                                   ctx.tuning.batches.operations if limit is None else limit)
     return _run_all(ctx, due)
 
 
@@ -135,7 +137,7 @@ def _run_all(ctx: Context, operations: list[Operation]) -> int:
     """Run owed operations a few at a time: backends answer slowly, not one after another."""
     if len(operations) <= 1:
         return sum(run_operation(ctx, operation) for operation in operations)
-    with ThreadPoolExecutor(max_workers=BACKEND_CONCURRENCY,
+    with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.backend_calls,
                             thread_name_prefix="operations") as pool:
         return sum(pool.map(lambda operation: run_operation(ctx, operation), operations))
 

@@ -24,7 +24,6 @@ from bot.services.schedule import last_occurrence
 
 log = logging.getLogger(__name__)
 
-SEND_CONCURRENCY = 8
 WEEKLY_HORIZON = timedelta(days=7)
 """The weekly DM lists the grants that end within this."""
 CATCH_UP = timedelta(hours=12)
@@ -62,7 +61,7 @@ def weekly(ctx: Context) -> int:
 
     A week is its scheduled local time (see :mod:`bot.services.schedule`): the repeated hour
     of an autumn clock change is one week, not two."""
-    schedules = ctx.config.file.schedules
+    schedules = ctx.config.schedules
     now = ctx.clock()
     occurrence = last_occurrence(schedules.reminders, schedules.timezone, now)
     if now - occurrence.at > CATCH_UP:
@@ -92,7 +91,7 @@ def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], object]]]) -> in
     notifier's to respect. Each still claims its key first."""
     if len(tasks) <= 1:
         return sum(_once(ctx, key, send) for key, send in tasks)
-    with ThreadPoolExecutor(max_workers=SEND_CONCURRENCY,
+    with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
                             thread_name_prefix="reminders") as pool:
         return sum(pool.map(lambda task: _once(ctx, *task), tasks))
 
@@ -123,12 +122,13 @@ def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, li
     return audiences
 
 
-def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
+def nudge_expiring(ctx: Context, limit: int | None = None) -> int:
     """Tell grantees their access ends soon (grants longer than the nudge only)."""
-    before = ctx.config.file.schedules.nudge_before
+    before = ctx.config.schedules.nudge_before
     now = ctx.clock()
     with ctx.transaction() as store:
-        soon = store.active_ending_before(now + before, limit)
+        soon = store.active_ending_before(
+            now + before, ctx.tuning.batches.nudges if limit is None else limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
     for grant in soon:
         assert grant.ends_at is not None and grant.activated_at is not None
@@ -140,14 +140,15 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
     return _send_all(ctx, tasks)
 
 
-def renotify_pending(ctx: Context, limit: int = 1000) -> int:
+def renotify_pending(ctx: Context, limit: int | None = None) -> int:
     """Remind the approvers of requests still waiting: after ``renotify_after``, then after
     twice as long again each time (4 h, 12 h, 28 h…), until the request times out. Each
     reminder goes once; one that reached nobody leaves the next to try again."""
-    after = ctx.config.file.schedules.renotify_after
+    after = ctx.config.schedules.renotify_after
     now = ctx.clock()
     with ctx.transaction() as store:
-        waiting = store.pending_created_before(now - after, limit)
+        waiting = store.pending_created_before(
+            now - after, ctx.tuning.batches.renotify if limit is None else limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
     for request in waiting:
         policy = ctx.config.policies.get((request.cluster, request.role))
@@ -198,7 +199,7 @@ def forget_spent_keys(ctx: Context) -> int:
     until the request times out. Keys older than the longest of these, and a day, are spent.
     """
     config = ctx.config
-    longest = max([CATCH_UP, config.file.schedules.nudge_before,
+    longest = max([CATCH_UP, config.schedules.nudge_before,
                    *(policy.pending_timeout for policy in config.policies.values())])
     with ctx.transaction() as store:
         return store.forget_keys(ctx.clock() - longest - KEY_MARGIN)

@@ -185,13 +185,15 @@ def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
     return request
 
 
-def time_out_pending(ctx: Context, limit: int = 500) -> int:
-    """Close requests nobody decided on within their role's timeout; returns how many."""
+def time_out_pending(ctx: Context, limit: int | None = None) -> int:
+    """Close requests nobody decided on within their role's timeout, up to ``limit`` (the
+    tuning's batch) at a time; returns how many."""
     now = ctx.clock()
     shortest = min(p.pending_timeout for p in ctx.config.policies.values())
     notices = []
     with ctx.transaction() as store:
-        for request in store.pending_created_before(now - shortest, limit):
+        for request in store.pending_created_before(
+                now - shortest, ctx.tuning.batches.timeouts if limit is None else limit):
             policy = ctx.config.policies.get((request.cluster, request.role))
             if policy is None or now < request.created_at + policy.pending_timeout:
                 continue

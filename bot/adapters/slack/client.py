@@ -98,9 +98,9 @@ class CountingRateLimitHandler(RateLimitErrorRetryHandler):
         return limited
 
 
-def make_client(settings: Settings, *, rate_limit_retries: int = 10,
-                on_error: ErrorCounter | None = None) -> WebClient:
-    """A client that waits out ``Retry-After`` on 429s and retries connection and 5xx errors."""
+def make_client(settings: Settings, *, on_error: ErrorCounter | None = None) -> WebClient:
+    """A client that waits out ``Retry-After`` on 429s (SLACK_RATE_LIMIT_RETRIES times) and
+    retries connection and 5xx errors."""
     if settings.slack_bot_token is None:
         raise ConfigError(
             "SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-…) from your Slack "
@@ -113,7 +113,7 @@ def make_client(settings: Settings, *, rate_limit_retries: int = 10,
         timeout=15,
         on_error=on_error,
         retry_handlers=[
-            CountingRateLimitHandler(rate_limit_retries, on_error),
+            CountingRateLimitHandler(settings.tuning.slack.rate_limit_retries, on_error),
             ConnectionErrorRetryHandler(max_retry_count=3),
             ServerErrorRetryHandler(max_retry_count=2),
         ],

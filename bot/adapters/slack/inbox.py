@@ -39,8 +39,10 @@ class Received:
 
 
 class SlackInbox:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime], *,
+                 lease: timedelta = LEASE) -> None:
         self._engine = engine
+        self._lease = lease
         self._clock = clock
         self._on_receive: Callable[[], None] = lambda: None
         postgres = engine.dialect.name == "postgresql"
@@ -108,7 +110,7 @@ class SlackInbox:
                    .order_by(TABLE.c.received_at).limit(limit)
                    .with_for_update(skip_locked=True))
         statement = (update(TABLE).where(TABLE.c.key.in_(waiting.scalar_subquery()))
-                     .values(attempts=TABLE.c.attempts + 1, lease_until=now + LEASE)
+                     .values(attempts=TABLE.c.attempts + 1, lease_until=now + self._lease)
                      .returning(TABLE.c.key, TABLE.c.body, TABLE.c.attempts,
                                 TABLE.c.received_at))
         with self._engine.begin() as connection:

@@ -23,8 +23,10 @@ POLL_SECONDS = 1.0
 
 
 class SlackWorker:
-    def __init__(self, app: App, inbox: SlackInbox, worker_id: str, threads: int = 8) -> None:
+    def __init__(self, app: App, inbox: SlackInbox, worker_id: str, threads: int = 8, *,
+                 poll: float = POLL_SECONDS) -> None:
         self._app = app
+        self._poll = poll
         self._inbox = inbox
         self._worker_id = worker_id
         self._threads = threads
@@ -66,7 +68,7 @@ class SlackWorker:
                     self._busy += 1
                 self._pool.submit(self._handle, received)
             if len(claimed) < free or not free:
-                self._wake.wait(POLL_SECONDS)
+                self._wake.wait(self._poll)
 
     def _handle(self, received: Received) -> None:
         try:
