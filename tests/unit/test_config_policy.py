@@ -3,6 +3,7 @@ with file, field, value and fix."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,20 +18,33 @@ SOURCE = Path("k8s-access.yaml")
 STEP = {"after": "30m", "approvers": ["U0LEAD0001"]}
 
 
-def test_the_example_shows_every_key() -> None:
+KEYS = ("requesters", "request_for_others", "max_schedule_ahead", "escalation",
+        "reason_pattern", "reason_hint", "ticket_url")
+
+
+def test_the_example_shows_every_key_and_is_valid_uncommented(tmp_path: Path) -> None:
     text = EXAMPLE.read_text()
-    for key in ("requesters", "request_for_others", "max_schedule_ahead", "escalation",
-                "reason_pattern", "reason_hint", "ticket_url"):
+    for key in KEYS:
         assert f"{key}:" in text
     config = load_config(EXAMPLE)
     admin = config.policy("production", "admin")
-    assert admin.requesters == {"U0ALICE0001", "U0BOB000002"}
+    assert admin.requesters == {"U0PLATFORM1", "U0ALICE0001", "U0BOB000002"}
     assert admin.escalation == (EscalationStep(timedelta(minutes=30),
                                                frozenset({"U0DAVE00004"})),)
-    assert admin.ticket_url == "https://jira.example.com/browse/{ticket}"
     assert config.policy("staging", "view").request_for_others
     assert config.policy("staging", "edit").requesters is None
     assert config.policy("staging", "edit").max_schedule_ahead == timedelta(days=14)
+    keys = "|".join(KEYS)
+    uncommented = re.sub(rf"(?m)^(\s*)# ((?:{keys}):|  approvers:|- after:)", r"\1\2", text)
+    assert uncommented != text
+    path = tmp_path / "k8s-access.yaml"
+    path.write_text(uncommented)
+    config = load_config(path)
+    deploy = config.policy("production", "deploy")
+    assert deploy.ticket_url == "https://jira.example.com/browse/{ticket}"
+    assert deploy.reason_pattern and deploy.reason_hint
+    assert [s.after for s in deploy.escalation] == [timedelta(minutes=30), timedelta(hours=2)]
+    assert config.policy("staging", "edit").requesters == {"S0ENGINEERS"}
 
 
 def test_keys_are_layered_defaults_cluster_role() -> None:
