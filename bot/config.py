@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -33,10 +34,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.domain.durations import parse_duration
+from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import InvalidInput, NotFound
 from bot.domain.model import Actor
-from bot.domain.policy import RolePolicy
+from bot.domain.policy import DEFAULT_MAX_SCHEDULE_AHEAD, EscalationStep, RolePolicy
+from bot.domain.reasons import TICKET_FIELD
 
 
 class ConfigError(Exception):
@@ -413,6 +415,64 @@ def _channel_problems(data: dict[Any, Any], source: str) -> Iterator[Problem]:
                           "About)")
 
 
+def _check_principals(values: list[str] | None) -> list[str] | None:
+    if values is not None and not values:
+        raise ValueError("is empty, so nobody may ask: leave it out to let everyone ask, or "
+                         "list Slack user IDs (U…/W…) and user group IDs (S…)")
+    return _check_slack_ids(values)
+
+
+class EscalationStepConfig(_Strict):
+    """``{after: 30m, approvers: [...]}``: approvers added to a request still pending after."""
+
+    after: Duration
+    approvers: list[str] = Field(min_length=1)
+
+    _approvers = field_validator("approvers")(_check_slack_ids)
+
+
+def _check_escalation(
+    steps: list[EscalationStepConfig] | None,
+) -> list[EscalationStepConfig] | None:
+    for index, (before, step) in enumerate(pairwise(steps or []), start=1):
+        if step.after <= before.after:
+            raise ValueError(
+                f"step {index} (after {format_duration(step.after)}) does not come after step "
+                f"{index - 1} (after {format_duration(before.after)}): list the steps in the "
+                "order they happen, each later than the one before"
+            )
+    return steps
+
+
+def _check_reason_pattern(value: str | None) -> str | None:
+    if not value:
+        return value  # "" clears a pattern set on a wider layer
+    try:
+        pattern = re.compile(value)
+    except re.error as error:
+        raise ValueError(
+            f"is not a regular expression ({error.msg} at position {error.pos}): write one "
+            r"like '[A-Z]+-[0-9]+', with \. \( \[ for those characters themselves"
+        ) from None
+    if pattern.search(""):
+        raise ValueError("matches an empty reason too, so every reason passes: write what a "
+                         "ticket looks like, e.g. '[A-Z]+-[0-9]+'")
+    return value
+
+
+def _check_ticket_url(value: str | None) -> str | None:
+    if not value:
+        return value  # "" clears a link template set on a wider layer
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("is not a link: write it as https://…/{ticket}, e.g. "
+                         "'https://tracker.example.com/issue/{ticket}'")
+    fields = set(re.findall(r"{([^{}]*)}", value))
+    if fields != {TICKET_FIELD.strip("{}")}:
+        raise ValueError("must hold {ticket} once, where the ticket goes, and no other {…}: "
+                         "e.g. 'https://tracker.example.com/issue/{ticket}'")
+    return value
+
+
 class PolicyFields(_Strict):
     """Policy that a cluster sets for its roles and a role may override."""
 
@@ -426,8 +486,19 @@ class PolicyFields(_Strict):
     break_glass: bool | None = None
     auto_approve_up_to: Duration | None = None
     self_extend: bool | None = None
+    requesters: list[str] | None = None
+    request_for_others: bool | None = None
+    max_schedule_ahead: Duration | None = None
+    escalation: list[EscalationStepConfig] | None = None
+    reason_pattern: str | None = None
+    reason_hint: str | None = None
+    ticket_url: str | None = None
 
     _approvers = field_validator("approvers")(_check_slack_ids)
+    _requesters = field_validator("requesters")(_check_principals)
+    _escalation = field_validator("escalation")(_check_escalation)
+    _reason_pattern = field_validator("reason_pattern")(_check_reason_pattern)
+    _ticket_url = field_validator("ticket_url")(_check_ticket_url)
 
 
 ACCESS_LEVELS = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
@@ -636,6 +707,13 @@ _BUILTIN = {
     "break_glass": False,
     "auto_approve_up_to": None,
     "self_extend": False,
+    "requesters": None,
+    "request_for_others": False,
+    "max_schedule_ahead": DEFAULT_MAX_SCHEDULE_AHEAD,
+    "escalation": None,
+    "reason_pattern": None,
+    "reason_hint": None,
+    "ticket_url": None,
 }
 
 
@@ -697,8 +775,12 @@ class Config:
         )
 
     def all_approver_groups(self) -> frozenset[str]:
-        """Every Slack user group named anywhere as approvers or admins."""
+        """Every Slack user group named anywhere: as approvers (escalation steps included),
+        requesters or admins; the groups whose membership decides what a person may do."""
         names = {a for p in self.policies.values() for a in p.approvers | p.cluster_approvers}
+        names |= {a for p in self.policies.values() for step in p.escalation
+                  for a in step.approvers}
+        names |= {r for p in self.policies.values() for r in p.requesters or ()}
         names |= set(self.file.admins)
         return frozenset(n for n in names if n.startswith("S"))
 
@@ -710,12 +792,15 @@ class Config:
         return Actor(user_id=user_id, groups=groups, is_admin=self.is_admin(user_id, groups))
 
 
-def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
-    """Each role's policy, its layers merged. Raises ``ValueError`` with one problem a line."""
+def _effective_policies(
+    file: FileConfig, source: str
+) -> tuple[dict[tuple[str, str], RolePolicy], list[Problem]]:
+    """Each role's policy, its layers merged, and what is wrong with the merged result."""
     policies: dict[tuple[str, str], RolePolicy] = {}
-    problems: list[str] = []
+    problems: list[Problem] = []
     for cluster_name, cluster in file.clusters.items():
         layers: list[PolicyFields] = [file.defaults, cluster]
+        named = {"defaults": file.defaults, f"clusters.{cluster_name}": cluster}
         every_approver: set[str] = set()
         for role_name, role in cluster.roles.items():
             merged: dict[str, Any] = dict(_BUILTIN)
@@ -726,16 +811,20 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
             every_approver |= set(approvers)
             where = f"clusters.{cluster_name}.roles.{role_name}"
             if merged["default_duration"] > merged["max_duration"]:
-                problems.append(f"{where}: default_duration is longer than max_duration")
+                problems.append(Problem(source, where, None,
+                                        "default_duration is longer than max_duration"))
             if not approvers and not (merged["auto_approve_up_to"] or merged["break_glass"]):
-                problems.append(f"{where}: nobody can approve it: set approvers")
+                problems.append(Problem(source, where, None,
+                                        "nobody can approve it: set approvers"))
             if approvers and len(approvers) < merged["approvals_required"] and not any(
                 a.startswith("S") for a in approvers
             ):
-                problems.append(
-                    f"{where}: approvals_required is {merged['approvals_required']} "
-                    f"but only {len(approvers)} approvers are listed"
-                )
+                problems.append(Problem(
+                    source, where, None,
+                    f"approvals_required is {merged['approvals_required']} "
+                    f"but only {len(approvers)} approvers are listed"))
+            layered = {**named, where: role}
+            problems += _merged_policy_problems(merged, layered, where, source)
             policies[(cluster_name, role_name)] = RolePolicy(
                 cluster=cluster_name,
                 role=role_name,
@@ -751,15 +840,45 @@ def _effective_policies(file: FileConfig) -> dict[tuple[str, str], RolePolicy]:
                 self_extend=merged["self_extend"],
                 allow_own_csr=role.allow_own_csr,
                 namespaces=tuple(role.namespaces),
+                requesters=(None if merged["requesters"] is None
+                            else frozenset(merged["requesters"])),
+                request_for_others=merged["request_for_others"],
+                max_schedule_ahead=merged["max_schedule_ahead"],
+                escalation=tuple(EscalationStep(step["after"], frozenset(step["approvers"]))
+                                 for step in merged["escalation"] or ()),
+                reason_pattern=merged["reason_pattern"] or None,
+                reason_hint=merged["reason_hint"] or None,
+                ticket_url=merged["ticket_url"] or None,
             )
         for role_name in cluster.roles:
             key = (cluster_name, role_name)
             policy = policies[key]
             policies[key] = RolePolicy(**{**policy.__dict__,
                                           "cluster_approvers": frozenset(every_approver)})
-    if problems:
-        raise ValueError("\n".join(problems))
-    return policies
+    return policies, list(dict.fromkeys(problems))  # a layer's problem once, not per role
+
+
+def _merged_policy_problems(merged: Mapping[str, Any], layers: Mapping[str, PolicyFields],
+                            role: str, source: str) -> Iterator[Problem]:
+    """What the new policy keys get wrong once the layers are merged, named in the layer
+    (``defaults``, a cluster, a role) that set the key."""
+
+    def setter(key: str) -> str:
+        return next(path for path, layer in reversed(list(layers.items()))
+                    if getattr(layer, key) is not None)
+
+    timeout = merged["timeout"]
+    for index, step in enumerate(merged["escalation"] or ()):
+        if step["after"] >= timeout:
+            yield Problem(source, f"{setter('escalation')}.escalation.{index}.after",
+                          format_duration(step["after"]),
+                          f"is not before the timeout of {role} ({format_duration(timeout)}), "
+                          "so the step never happens: make it shorter than timeout, or raise "
+                          "timeout")
+    if merged["ticket_url"] and not merged["reason_pattern"]:
+        yield Problem(source, f"{setter('ticket_url')}.ticket_url", repr(merged["ticket_url"]),
+                      f"{role} has no reason_pattern to find the ticket in a reason: set "
+                      "reason_pattern (e.g. '[A-Z]+-[0-9]+') beside it")
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -798,13 +917,9 @@ def parse_config(data: Any, source: Path,
                                      or shown.strip("'") in line else shown, line)
                              for line in _reason(e).splitlines()]
         raise ConfigProblems(problems) from None
-    try:
-        policies = _effective_policies(file)
-    except ValueError as error:
-        for line in str(error).splitlines():
-            field, _, message = line.partition(": ")
-            problems.append(Problem(where, field, None, message))
-        raise ConfigProblems(problems) from None
+    policies, merge_problems = _effective_policies(file, where)
+    if merge_problems:
+        raise ConfigProblems(problems + merge_problems)
     config = Config(source=source, file=file, policies=policies)
     if problems:
         raise ConfigProblems(problems, config)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from bot.domain import eligibility, escalation, reasons, windows
 from bot.domain.durations import format_duration
 from bot.domain.errors import (
     DomainError,
@@ -132,6 +133,7 @@ def _check_reason(policy: RolePolicy, reason: str, *, required: bool) -> str:
         )
     if len(reason) > 2000:
         raise InvalidInput("The reason is too long: keep it under 2000 characters.")
+    reasons.check_reason_pattern(policy, reason)
     return reason
 
 
@@ -181,13 +183,26 @@ def file_request(
     namespace: str | None = None,
     break_glass: bool = False,
     user_csr: str | None = None,
+    grantee: Actor | None = None,
+    window_start: datetime | None = None,
 ) -> AccessRequest:
     """A new access request, approved at once where the policy says so.
 
     Break-glass and auto-approve requests come back ``approved`` by the policy itself.
+    ``grantee`` (their user groups resolved) receives the access when someone asks on their
+    behalf (:func:`bot.domain.eligibility.check_request_for`); ``window_start`` schedules it
+    (:func:`bot.domain.windows.schedule` parsed it; it is checked again here).
     """
+    grantee = grantee or requester
+    eligibility.check_request_for(policy, requester, grantee)
     duration = duration if duration is not None else policy.default_duration
     check_duration(policy, duration)
+    if window_start is not None:
+        if break_glass:
+            raise PolicyViolation("Break-glass starts now: leave --at out, or ask for approval.")
+        windows.check_start(window_start, now=now, max_ahead=policy.max_schedule_ahead)
+    if break_glass:
+        eligibility.check_not_break_glass_for_others(requester, grantee, policy)
     if user_csr and not policy.allow_own_csr:
         raise PolicyViolation(
             f"{policy.cluster}/{policy.role} issues its own keys: leave the CSR out."
@@ -207,6 +222,8 @@ def file_request(
         created_at=now,
         break_glass=break_glass,
         user_csr=user_csr or None,
+        grantee_id=grantee.user_id if grantee.user_id != requester.user_id else None,
+        window_start=window_start,
     )
     if break_glass:
         _approve_by_policy(request, now, "break-glass: self-activated, flagged for review")
@@ -230,7 +247,11 @@ def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, ver
     next_state(request, Event.APPROVE if verb == "approve" else Event.DENY)
     if actor.user_id == request.requester_id:
         raise NotAuthorized(f"You cannot {verb} your own request {request.label}.")
-    if not policy.is_approver(actor):
+    if actor.user_id == request.grantee:
+        raise NotAuthorized(
+            f"You cannot {verb} request {request.label}: it asks for access for you."
+        )
+    if not escalation.may_decide(request, policy, actor):
         raise NotAuthorized(
             f"You are not an approver for {policy.cluster}/{policy.role}, "
             f"so you cannot {verb} request {request.label}."
@@ -249,12 +270,59 @@ def check_deny(request: AccessRequest, actor: Actor, policy: RolePolicy,
         raise InvalidInput("Say why you deny it, so the requester knows what to change.")
 
 
+def check_approved_duration(request: AccessRequest, duration: timedelta) -> None:
+    """Refuse an approval "for less" that is not: longer than asked, or too short to grant."""
+    if duration <= timedelta():
+        raise InvalidInput(
+            f"{format_duration(duration)} is no time at all: approve for a duration like 1h, "
+            "or leave --for out to approve what was asked."
+        )
+    if duration > request.duration:
+        raise PolicyViolation(
+            f"Request {request.label} asks for {format_duration(request.duration)}: approve "
+            f"for that or less, not {format_duration(duration)}."
+        )
+    if duration < MIN_DURATION:
+        raise PolicyViolation(
+            f"{format_duration(duration)} is too short: access lasts at least "
+            f"{format_duration(MIN_DURATION)}."
+        )
+
+
+def _check_window_open(request: AccessRequest, now: datetime, end: datetime | None) -> None:
+    """Refuse an approval of a window that ended, or has too little left to grant."""
+    if end is None:
+        return
+    if now >= end:
+        raise InvalidTransition(
+            f"The window of request {request.label} ended at {windows.render_time(end)}: "
+            "it cannot be approved any more; the requester can ask again."
+        )
+    if end - now < MIN_DURATION:
+        raise InvalidTransition(
+            f"The window of request {request.label} ends at {windows.render_time(end)}: too "
+            f"soon to grant access (at least {format_duration(MIN_DURATION)}). The requester "
+            "can ask again."
+        )
+
+
 def approve(
-    request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, comment: str = ""
+    request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, comment: str = "",
+    duration: timedelta | None = None,
 ) -> bool:
-    """Record ``actor``'s approval; True when it completes the quorum and approves the request."""
+    """Record ``actor``'s approval; True when it completes the quorum and approves the request.
+
+    ``duration`` approves less than asked (never more); with a quorum the shortest approved
+    duration applies (:attr:`~bot.domain.model.AccessRequest.granted_duration`). A scheduled
+    window can be approved until shortly before its end."""
     _check_decider(request, actor, policy, "approve")
-    request.approvals.append(Approval(actor.user_id, Decision.APPROVE, now, comment.strip()))
+    if duration is not None:
+        check_approved_duration(request, duration)
+    if request.window_start is not None:
+        granted = min(request.granted_duration, duration or request.duration)
+        _check_window_open(request, now, request.window_start + granted)
+    request.approvals.append(
+        Approval(actor.user_id, Decision.APPROVE, now, comment.strip(), duration))
     if len(set(request.approvers_so_far())) < policy.approvals_required:
         return False
     request.decided_at = now
@@ -284,13 +352,14 @@ def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
 
 
 def time_out(request: AccessRequest, policy: RolePolicy, now: datetime) -> None:
+    """Close a request nobody decided by its deadline
+    (:func:`bot.domain.escalation.pending_deadline`)."""
     next_state(request, Event.TIME_OUT)
-    if now < request.created_at + policy.pending_timeout:
+    if now < escalation.pending_deadline(request, policy):
         raise InvalidTransition(f"Request {request.label} has not waited long enough to time out.")
-    _end(
-        request, Event.TIME_OUT, now, POLICY_ACTOR,
-        f"no decision within {format_duration(policy.pending_timeout)}",
-    )
+    why = ("its window ended without a decision" if request.window_start is not None
+           else f"no decision within {format_duration(policy.pending_timeout)}")
+    _end(request, Event.TIME_OUT, now, POLICY_ACTOR, why)
 
 
 # --- the grant ----------------------------------------------------------------------------
@@ -316,11 +385,12 @@ def check_no_duplicate(request: AccessRequest, open_requests: list[AccessRequest
 
 
 def activate(request: AccessRequest, now: datetime) -> None:
-    """The backend granted access: the clock starts now."""
+    """The backend granted access: the clock starts now, and stops after the duration granted
+    or at the scheduled window's end (:func:`bot.domain.windows.planned_end`)."""
     _move(request, Event.PROVISION)
     request.activated_at = now
     if request.kind is Kind.ACCESS:
-        request.ends_at = now + request.duration
+        request.ends_at = windows.planned_end(request, now)
     request.last_error = None
 
 
@@ -339,7 +409,7 @@ def expire(request: AccessRequest, now: datetime) -> None:
 def check_revoke(request: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
     """Refuse unless the grant is active and ``actor`` is its grantee, an approver or an admin."""
     next_state(request, Event.REVOKE)
-    if not policy.may_revoke(actor, request.requester_id):
+    if not policy.may_revoke(actor, request.grantee):
         raise NotAuthorized(
             f"Only the grantee, approvers of {policy.cluster} and admins may revoke "
             f"request {request.label}."
@@ -368,7 +438,7 @@ def check_extend(grant: AccessRequest, requester: Actor) -> None:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
         )
-    if requester.user_id != grant.requester_id:
+    if requester.user_id != grant.grantee:
         raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
 
 
@@ -414,7 +484,7 @@ def apply_extension(extension: AccessRequest, grant: AccessRequest, now: datetim
             f"Request {grant.label} is {grant.state.value}: the extension cannot apply."
         )
     activate(extension, now)
-    grant.ends_at = grant.ends_at + extension.duration
+    grant.ends_at = grant.ends_at + extension.granted_duration
     extension.ends_at = grant.ends_at
 
 

@@ -63,6 +63,8 @@ class Approval:
     decision: Decision
     decided_at: datetime
     comment: str = ""
+    duration: timedelta | None = None
+    """For an approval: the shorter duration approved ("approve for less"); None: as asked."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,15 @@ class AccessRequest:
     last_error: str | None = None
     user_csr: str | None = None
     """A CSR the requester pasted (roles with ``allow_own_csr``): public, so it may be stored."""
+    grantee_id: str | None = None
+    """Who receives the access when someone asked on their behalf; None: the requester."""
+    window_start: datetime | None = None
+    """A scheduled window's start (UTC); the window is ``[window_start, window_start +
+    granted_duration]``. None: access starts once approved."""
+    escalations_applied: int = 0
+    """How many of the role's escalation steps have added their approvers, in order."""
+    renotified: int = 0
+    """How many times the approvers were reminded of this pending request."""
     approvals: list[Approval] = field(default_factory=list)
     backend_ref: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
@@ -131,6 +142,29 @@ class AccessRequest:
         """``cluster/role`` with the namespace when the role is namespaced."""
         base = f"{self.cluster}/{self.role}"
         return f"{base} in namespace {self.namespace}" if self.namespace else base
+
+    @property
+    def grantee(self) -> str:
+        """The Slack user who receives the access: the person asked for, or the requester."""
+        return self.grantee_id or self.requester_id
+
+    @property
+    def on_behalf(self) -> bool:
+        return self.grantee_id is not None and self.grantee_id != self.requester_id
+
+    @property
+    def granted_duration(self) -> timedelta:
+        """The duration asked, or the shortest an approver approved if shorter."""
+        approved = [a.duration for a in self.approvals
+                    if a.decision is Decision.APPROVE and a.duration is not None]
+        return min([self.duration, *approved])
+
+    @property
+    def window_end(self) -> datetime | None:
+        """A scheduled window's end, for the duration granted so far; None when unscheduled."""
+        if self.window_start is None:
+            return None
+        return self.window_start + self.granted_duration
 
     def approvers_so_far(self) -> list[str]:
         return [a.approver_id for a in self.approvals if a.decision is Decision.APPROVE]

@@ -11,6 +11,18 @@ from datetime import timedelta
 
 from bot.domain.model import Actor
 
+DEFAULT_MAX_SCHEDULE_AHEAD = timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """Approvers added to a request still pending ``after`` its filing (see
+    :mod:`bot.domain.escalation`)."""
+
+    after: timedelta
+    approvers: frozenset[str]
+    """Slack user IDs and user group IDs, like :attr:`RolePolicy.approvers`."""
+
 
 @dataclass(frozen=True)
 class RolePolicy:
@@ -31,6 +43,21 @@ class RolePolicy:
     allow_own_csr: bool = False
     namespaces: tuple[str, ...] = ()
     """Non-empty for a namespaced role: a request must name one of these namespaces."""
+    requesters: frozenset[str] | None = None
+    """Slack user IDs and user group IDs who may ask for this role; None: everyone."""
+    request_for_others: bool = False
+    """Anyone who may ask may also ask on someone else's behalf (approvers and admins always
+    may)."""
+    max_schedule_ahead: timedelta = DEFAULT_MAX_SCHEDULE_AHEAD
+    """How far ahead of its filing a scheduled window may start."""
+    escalation: tuple[EscalationStep, ...] = ()
+    """Ordered by ``after``, each earlier than :attr:`pending_timeout`."""
+    reason_pattern: str | None = None
+    """A regular expression (Python ``re`` syntax) a reason must contain a match of."""
+    reason_hint: str | None = None
+    """Said to a person whose reason misses :attr:`reason_pattern`."""
+    ticket_url: str | None = None
+    """A link template with ``{ticket}``, filled with the text :attr:`reason_pattern` matched."""
 
     @property
     def namespaced(self) -> bool:
@@ -38,6 +65,10 @@ class RolePolicy:
 
     def is_approver(self, actor: Actor) -> bool:
         return _matches(self.approvers, actor)
+
+    def may_request(self, person: Actor) -> bool:
+        """Whether ``person`` (their user groups resolved) is among :attr:`requesters`."""
+        return self.requesters is None or _matches(self.requesters, person)
 
     def may_revoke(self, actor: Actor, grantee_id: str) -> bool:
         return (
@@ -50,5 +81,5 @@ class RolePolicy:
         return self.auto_approve_up_to is not None and duration <= self.auto_approve_up_to
 
 
-def _matches(approvers: frozenset[str], actor: Actor) -> bool:
-    return actor.user_id in approvers or bool(actor.groups & approvers)
+def _matches(principals: frozenset[str], actor: Actor) -> bool:
+    return actor.user_id in principals or bool(actor.groups & principals)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from bot.domain import escalation
 from bot.domain.errors import DomainError, Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
@@ -161,13 +162,9 @@ def renotify_pending(ctx: Context, limit: int | None = None) -> int:
 
 
 def renotify_step(waited: timedelta, after: timedelta) -> int:
-    """Which re-notification a request that has ``waited`` is due: 1 from ``after``, 2 from
-    ``3 × after``, 3 from ``7 × after``, … (each interval twice the one before)."""
-    step, due = 1, after
-    while waited >= due + after * 2 ** step:
-        due += after * 2 ** step
-        step += 1
-    return step
+    """Which re-notification a request that has ``waited`` is due (the rule lives in
+    :func:`bot.domain.escalation.renotify_step`)."""
+    return escalation.renotify_step(waited, after)
 
 
 def _renotify(ctx: Context, request: AccessRequest) -> None:

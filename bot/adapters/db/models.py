@@ -88,6 +88,11 @@ class RequestRow(Base):
     user_csr: Mapped[str | None] = mapped_column(Text)
     backend_ref: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=0)
+    grantee_id: Mapped[str | None] = mapped_column(String(32))
+    """Who receives the access when someone asked on their behalf; NULL: the requester."""
+    window_start: Mapped[datetime | None]
+    escalations_applied: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    renotified: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     approvals: Mapped[list[ApprovalRow]] = relationship(
         back_populates="request", order_by="ApprovalRow.id", lazy="selectin"
@@ -101,6 +106,7 @@ class RequestRow(Base):
         Index("ix_access_requests_state_created", "state", "created_at"),
         Index("ix_access_requests_parent_id", "parent_id"),
         Index("ix_access_requests_created_at", "created_at"),
+        Index("ix_access_requests_grantee_created", "grantee_id", "created_at"),
     )
 
 
@@ -115,6 +121,8 @@ class ApprovalRow(Base):
     decision: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime]
+    approved_seconds: Mapped[int | None] = mapped_column(Integer)
+    """A shorter duration approved than asked; NULL: as asked (or a denial)."""
 
     request: Mapped[RequestRow] = relationship(back_populates="approvals")
 

@@ -111,10 +111,16 @@ def _to_request(row: RequestRow) -> AccessRequest:
         user_csr=row.user_csr,
         backend_ref=dict(row.backend_ref or {}),
         approvals=[
-            Approval(a.approver_id, Decision(a.decision), a.decided_at, a.comment)
+            Approval(a.approver_id, Decision(a.decision), a.decided_at, a.comment,
+                     None if a.approved_seconds is None
+                     else timedelta(seconds=a.approved_seconds))
             for a in row.approvals
         ],
         version=row.version,
+        grantee_id=row.grantee_id,
+        window_start=row.window_start,
+        escalations_applied=row.escalations_applied,
+        renotified=row.renotified,
     )
 
 
@@ -141,6 +147,10 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
     row.last_error = request.last_error
     row.user_csr = request.user_csr
     row.backend_ref = dict(request.backend_ref)
+    row.grantee_id = request.grantee_id
+    row.window_start = request.window_start
+    row.escalations_applied = request.escalations_applied
+    row.renotified = request.renotified
     for approval in request.approvals[len(row.approvals):]:
         row.approvals.append(
             ApprovalRow(
@@ -148,6 +158,8 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
                 decision=approval.decision.value,
                 comment=approval.comment,
                 decided_at=approval.decided_at,
+                approved_seconds=None if approval.duration is None
+                else int(approval.duration.total_seconds()),
             )
         )
 

@@ -1,0 +1,75 @@
+"""Reasons tied to tickets: a role's ``reason_pattern`` the reason must contain, and its
+``ticket_url`` that turns each matched ticket into a link target.
+
+The pattern is a Python regular expression searched anywhere in the reason (``[A-Z]+-[0-9]+``
+finds ``OPS-123`` in ``deploy OPS-123 hotfix``). The ticket is the match, or its group named
+``ticket`` when the pattern has one. Links come back as structured pieces: rendering them
+(Slack markup, plain text) is each edge's job, and the text a person typed is never markup.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import quote
+
+from bot.domain.errors import PolicyViolation
+from bot.domain.policy import RolePolicy
+
+TICKET_FIELD = "{ticket}"
+
+
+@dataclass(frozen=True)
+class ReasonPiece:
+    """A run of the reason's text, with the link it points to when it is a ticket."""
+
+    text: str
+    link: str | None = None
+
+
+@lru_cache(maxsize=256)
+def compiled(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled once (configuration checked it compiles)."""
+    return re.compile(pattern)
+
+
+def check_reason_pattern(policy: RolePolicy, reason: str) -> None:
+    """Refuse with :class:`PolicyViolation` a reason without a match of the role's
+    ``reason_pattern``, saying ``reason_hint`` or, without one, the pattern itself."""
+    if not policy.reason_pattern or compiled(policy.reason_pattern).search(reason):
+        return
+    hint = policy.reason_hint or f"include text matching {policy.reason_pattern}"
+    raise PolicyViolation(
+        f"{policy.cluster}/{policy.role} needs a reason that names its ticket: {hint}."
+    )
+
+
+def ticket_link(template: str, ticket: str) -> str:
+    """``template`` with ``{ticket}`` replaced by ``ticket``, percent-encoded so that it stays
+    one path segment or query value whatever was typed."""
+    return template.replace(TICKET_FIELD, quote(ticket, safe=""))
+
+
+def linked_reason(policy: RolePolicy, reason: str) -> tuple[ReasonPiece, ...]:
+    """``reason`` split into text and ticket pieces, in order, their text joining back to
+    ``reason``; one unlinked piece when the role has no ``ticket_url`` or nothing matches."""
+    if not reason:
+        return ()
+    if not policy.reason_pattern or not policy.ticket_url:
+        return (ReasonPiece(reason),)
+    pattern = compiled(policy.reason_pattern)
+    pieces: list[ReasonPiece] = []
+    at = 0
+    for match in pattern.finditer(reason):
+        start, end = match.span("ticket" if "ticket" in pattern.groupindex else 0)
+        if end == start:
+            continue
+        if start > at:
+            pieces.append(ReasonPiece(reason[at:start]))
+        ticket = reason[start:end]
+        pieces.append(ReasonPiece(ticket, ticket_link(policy.ticket_url, ticket)))
+        at = end
+    if at < len(reason):
+        pieces.append(ReasonPiece(reason[at:]))
+    return tuple(pieces)
