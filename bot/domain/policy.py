@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.model import Actor
+from bot.domain.oncall import OnCallPolicy
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class RolePolicy:
     allow_own_csr: bool = False
     namespaces: tuple[str, ...] = ()
     """Non-empty for a namespaced role: a request must name one of these namespaces."""
+    on_call: OnCallPolicy | None = None
+    """``auto_approve_on_call``: who is on call is approved by policy (``bot.domain.oncall``)."""
 
     @property
     def namespaced(self) -> bool:
