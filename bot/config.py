@@ -175,6 +175,14 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not a URL: write it as https://…")
         return value
 
+    @field_validator("pagerduty_api_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError(f"'{value}' is not an https:// URL: PagerDuty's API is reached "
+                             "over HTTPS only (https://api.pagerduty.com)")
+        return value
+
     @field_validator("k8s_access_config")
     @classmethod
     def _home_expanded(cls, value: Path) -> Path:

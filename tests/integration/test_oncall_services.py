@@ -4,28 +4,43 @@ paging, and every failure (bad token, rate limit, 5xx, a slow answer) an answer 
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from bot.adapters.oncall.opsgenie import OpsgenieOnCall
 from bot.adapters.oncall.pagerduty import PagerDutyOnCall
 from bot.adapters.oncall.service import OnCallServices
+from bot.app import build_context
+from bot.checks import connect
+from bot.checks.oncall import check_opsgenie, check_pagerduty
+from bot.config import Config, Settings, parse_config
 from bot.domain.oncall import (
     OnCallAnswer,
     OnCallStatus,
     OnCallTargets,
     OpsgenieTargets,
     PagerDutyTargets,
+    evaluate,
 )
+from bot.domain.ports import Granter
 from bot.fakes.opsgenie import API_KEY, FakeOpsgenie
 from bot.fakes.pagerduty import TOKEN, FakePagerDuty
 from bot.logs import configure
+from tests.conftest import TEST_CONFIG
+from tests.fakes.ports import InMemoryGranter
+from tests.integration.test_connect_check import Recorder
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 POLICY, OTHER_POLICY, SCHEDULE = "PPLATF1", "PDATA01", "PSCHED1"
+OPSGENIE = {"schedules": ["platform-oncall"]}
 
 
 @pytest.fixture
@@ -249,3 +264,76 @@ def test_tokens_never_reach_the_log(pd: FakePagerDuty, og: FakeOpsgenie) -> None
     assert "429" in text and "[redacted]" in text
     assert TOKEN not in text and API_KEY not in text
     assert "u+oldKey12345" not in text and "1c2d3e4f-aaaa-bbbb" not in text
+
+
+# --- config check --connect and the composition root ------------------------------------
+
+
+def on_call_config(pd_section: dict[str, Any] | None, og_section: dict[str, Any] | None
+                   ) -> Config:
+    data = copy.deepcopy(TEST_CONFIG)
+    section = {k: v for k, v in (("pagerduty", pd_section), ("opsgenie", og_section)) if v}
+    data["clusters"]["staging"]["roles"]["edit"]["auto_approve_on_call"] = section
+    return parse_config(data, Path("test.yaml"))
+
+
+def test_connect_checks_every_policy_and_schedule(pd: FakePagerDuty, og: FakeOpsgenie) -> None:
+    og.add_schedule("platform-oncall", [ALICE])
+    og.add_schedule("hidden", []).readable_by = set()
+    config = on_call_config({"escalation_policies": [POLICY, "PNOPE01"],
+                             "schedules": [SCHEDULE]},
+                            {"schedules": ["platform-oncall", "hidden", "no-such"]})
+    settings = Settings(pagerduty_token=TOKEN, pagerduty_api_url=pd.url,
+                        opsgenie_api_key=API_KEY, opsgenie_api_url=og.url)
+    recorder = Recorder()
+    made = connect(settings, config, recorder, timeout=2.0)
+    mine = [(f.target, f.check, f.ok, f.detail) for f in made
+            if f.target in ("PagerDuty", "Opsgenie")]
+    assert mine == [
+        ("PagerDuty", "escalation policy PPLATF1", True, "Platform"),
+        ("PagerDuty", "escalation policy PNOPE01", False,
+         "not found (404 Not Found): no such escalation policy, or the token cannot see it"),
+        ("PagerDuty", "schedule PSCHED1", True, "Platform primary"),
+        ("Opsgenie", "schedule platform-oncall", True, "platform-oncall: 1 on call now"),
+        ("Opsgenie", "schedule hidden", False,
+         "the bot's credentials may not read this (403 You are not authorized to take this "
+         "action.)"),
+        ("Opsgenie", "schedule no-such", False,
+         "not found (404 Schedule with identifier [no-such] not found)"),
+    ]
+    assert ("PagerDuty", pd.url) in [(t[0], t[1]) for t in recorder.targets]
+
+
+def test_connect_stops_at_a_refused_key(pd: FakePagerDuty, og: FakeOpsgenie) -> None:
+    config = on_call_config({"escalation_policies": [POLICY, OTHER_POLICY]},
+                            {"schedules": ["a", "b"]})
+    settings = Settings(pagerduty_token="u+wrong-token", pagerduty_api_url=pd.url,
+                        opsgenie_api_key="wrong-key", opsgenie_api_url=og.url)
+    pagerduty = check_pagerduty(settings, config, Recorder(), timeout=2.0).made
+    assert [(f.check, f.ok) for f in pagerduty] == [("PagerDuty token", False)]
+    assert "401 Authentication failed" in pagerduty[0].detail
+    assert "PAGERDUTY_TOKEN" in pagerduty[0].fix
+    opsgenie = check_opsgenie(settings, config, Recorder(), timeout=2.0).made
+    assert [(f.check, f.ok) for f in opsgenie] == [("Opsgenie key", False)]
+    missing = check_opsgenie(Settings(), config, Recorder(), timeout=2.0).made
+    assert missing[0].detail == "OPSGENIE_API_KEY is not set"
+    assert len(og.calls) == 1
+
+
+def test_the_composition_root_builds_on_call_only_when_a_role_uses_it(
+        engine: Engine, pd: FakePagerDuty) -> None:
+    settings = Settings(pagerduty_token=TOKEN, pagerduty_api_url=pd.url)
+    granters: dict[str, Granter] = {"staging": InMemoryGranter(), "prod": InMemoryGranter()}
+    plain = build_context(settings, parse_config(TEST_CONFIG, Path("test.yaml")),
+                          engine=engine, granters=granters)
+    assert plain.on_call is None
+    ctx = build_context(settings, on_call_config({"escalation_policies": [POLICY]}, OPSGENIE),
+                        engine=engine, granters=granters)
+    assert isinstance(ctx.on_call, OnCallServices)
+    assert isinstance(ctx.on_call.pagerduty, PagerDutyOnCall)
+    assert ctx.on_call.opsgenie is None  # no OPSGENIE_API_KEY: that part answers with doubt
+    pd.put_on_call(pd.add_user("Alice", ALICE), POLICY, 1)
+    policy = ctx.config.policy("staging", "edit").on_call
+    assert policy is not None
+    decision = evaluate(ctx.on_call, policy, ALICE, timedelta(hours=1))
+    assert decision.approved and "Platform (PPLATF1), level 1" in decision.detail
