@@ -18,6 +18,7 @@ from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_wor
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError
+from bot.domain.oncall import OnCall
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
 from bot.services.context import Context, NullMetrics
 
@@ -85,6 +86,24 @@ def build_granters(settings: Settings, config: Config) -> dict[str, Granter]:
     if problems:
         raise ConfigProblems(problems)
     return granters
+
+
+def build_on_call(settings: Settings, config: Config) -> OnCall | None:
+    """Who is on call, asked of PagerDuty and Opsgenie with the environment's credentials;
+    None when no role has ``auto_approve_on_call``. A service a role names whose credentials
+    are missing answers every question with doubt (``config check`` reports it)."""
+    if not any(p.on_call is not None for p in config.policies.values()):
+        return None
+    from bot.adapters.oncall.opsgenie import OpsgenieOnCall
+    from bot.adapters.oncall.pagerduty import PagerDutyOnCall
+    from bot.adapters.oncall.service import OnCallServices
+
+    token, key = settings.pagerduty_token, settings.opsgenie_api_key
+    return OnCallServices(
+        PagerDutyOnCall(token.get_secret_value(), settings.pagerduty_api_url)
+        if token is not None else None,
+        OpsgenieOnCall(key.get_secret_value(), settings.opsgenie_api_url)
+        if key is not None else None)
 
 
 def utc_now() -> datetime:
@@ -181,4 +200,5 @@ def build_context(
         retry=settings.retry,
         tuning=settings.tuning,
         metrics=metrics if metrics is not None else NullMetrics(),
+        on_call=build_on_call(settings, config),
     )

@@ -37,6 +37,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import InvalidInput, NotFound
 from bot.domain.model import Actor
+from bot.domain.oncall import (
+    DEFAULT_MAX_DURATION,
+    OnCallPolicy,
+    OnCallTargets,
+    OpsgenieTargets,
+    PagerDutyTargets,
+)
 from bot.domain.policy import DEFAULT_MAX_SCHEDULE_AHEAD, EscalationStep, RolePolicy
 from bot.domain.reasons import TICKET_FIELD
 
@@ -224,6 +231,15 @@ class Settings(BaseSettings):
     k8s_access_config: Path = Path("k8s-access.yaml")
     gitlab_url: str | None = None
     gitlab_token: SecretStr | None = None
+    pagerduty_token: SecretStr | None = None
+    """A PagerDuty REST API key (read-only is enough), for ``auto_approve_on_call``."""
+    pagerduty_api_url: str | None = None
+    """PagerDuty's REST API; ``https://api.pagerduty.com`` when unset (EU accounts too)."""
+    opsgenie_api_key: SecretStr | None = None
+    """An Opsgenie API integration key that may read the schedules."""
+    opsgenie_api_url: str | None = None
+    """Opsgenie's API; ``https://api.opsgenie.com`` when unset (``https://api.eu.opsgenie.com``
+    for the EU instance)."""
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
     operation_lease_seconds: float = Field(default=45, gt=0)
@@ -293,11 +309,19 @@ class Settings(BaseSettings):
 
     _database_url = field_validator("database_url")(normalise_database_url)
 
-    @field_validator("slack_api_url", "gitlab_url")
+    @field_validator("slack_api_url", "gitlab_url", "pagerduty_api_url", "opsgenie_api_url")
     @classmethod
     def _a_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError(f"'{value}' is not a URL: write it as https://…")
+        return value
+
+    @field_validator("pagerduty_api_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError(f"'{value}' is not an https:// URL: PagerDuty's API is reached "
+                             "over HTTPS only (https://api.pagerduty.com)")
         return value
 
     @field_validator("k8s_access_config")
@@ -317,7 +341,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret in the environment, for the log redactor."""
         values = (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
-                  self.gitlab_token)
+                  self.gitlab_token, self.pagerduty_token, self.opsgenie_api_key)
         return [v.get_secret_value() for v in values if v is not None]
 
 
@@ -471,6 +495,70 @@ def _check_ticket_url(value: str | None) -> str | None:
         raise ValueError("must hold {ticket} once, where the ticket goes, and no other {…}: "
                          "e.g. 'https://tracker.example.com/issue/{ticket}'")
     return value
+_PAGERDUTY_ID = re.compile(r"^[A-Z0-9]{5,20}$")
+
+
+class PagerDutyOnCallConfig(_Strict):
+    """``auto_approve_on_call.pagerduty``: at least one escalation policy or schedule."""
+
+    escalation_policies: list[str] = Field(default_factory=list)
+    schedules: list[str] = Field(default_factory=list)
+    levels: list[Annotated[int, Field(ge=1, le=20)]] = Field(default_factory=lambda: [1])
+    """Escalation levels that count for ``escalation_policies`` (1 = the first)."""
+
+    @field_validator("escalation_policies", "schedules")
+    @classmethod
+    def _ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _PAGERDUTY_ID.match(value):
+                raise ValueError(f"'{value}' is not a PagerDuty ID (like PABC123): copy it from "
+                                 "the end of the escalation policy's or schedule's address")
+        return values
+
+    @model_validator(mode="after")
+    def _something(self) -> PagerDutyOnCallConfig:
+        if not self.escalation_policies and not self.schedules:
+            raise ValueError("name escalation_policies or schedules (PagerDuty IDs)")
+        if not self.levels:
+            raise ValueError("levels is empty: list the escalation levels that count, like [1]")
+        return self
+
+
+class OpsgenieOnCallConfig(_Strict):
+    """``auto_approve_on_call.opsgenie``: schedule names or IDs."""
+
+    schedules: list[str] = Field(min_length=1)
+
+    @field_validator("schedules")
+    @classmethod
+    def _names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.strip() or "/" in value:
+                raise ValueError(f"'{value}' is not an Opsgenie schedule name or ID")
+        return values
+
+
+class AutoApproveOnCallConfig(_Strict):
+    """``auto_approve_on_call``: who is on call here is approved by policy (SPEC.md,
+    Integrations)."""
+
+    pagerduty: PagerDutyOnCallConfig | None = None
+    opsgenie: OpsgenieOnCallConfig | None = None
+
+    @model_validator(mode="after")
+    def _a_service(self) -> AutoApproveOnCallConfig:
+        if self.pagerduty is None and self.opsgenie is None:
+            raise ValueError("name the on-call service: a 'pagerduty:' or 'opsgenie:' section")
+        return self
+
+    def targets(self) -> OnCallTargets:
+        pagerduty = self.pagerduty
+        return OnCallTargets(
+            pagerduty=PagerDutyTargets(tuple(pagerduty.escalation_policies),
+                                       tuple(pagerduty.schedules), frozenset(pagerduty.levels))
+            if pagerduty is not None else None,
+            opsgenie=OpsgenieTargets(tuple(self.opsgenie.schedules))
+            if self.opsgenie is not None else None)
 
 
 class PolicyFields(_Strict):
@@ -493,6 +581,8 @@ class PolicyFields(_Strict):
     reason_pattern: str | None = None
     reason_hint: str | None = None
     ticket_url: str | None = None
+    auto_approve_on_call: AutoApproveOnCallConfig | None = None
+    on_call_max_duration: Duration | None = None
 
     _approvers = field_validator("approvers")(_check_slack_ids)
     _requesters = field_validator("requesters")(_check_principals)
@@ -714,6 +804,7 @@ _BUILTIN = {
     "reason_pattern": None,
     "reason_hint": None,
     "ticket_url": None,
+    "on_call_max_duration": DEFAULT_MAX_DURATION,
 }
 
 
@@ -849,6 +940,7 @@ def _effective_policies(
                 reason_pattern=merged["reason_pattern"] or None,
                 reason_hint=merged["reason_hint"] or None,
                 ticket_url=merged["ticket_url"] or None,
+                on_call=_on_call_policy([*layers, role], merged["on_call_max_duration"]),
             )
         for role_name in cluster.roles:
             key = (cluster_name, role_name)
@@ -879,6 +971,14 @@ def _merged_policy_problems(merged: Mapping[str, Any], layers: Mapping[str, Poli
         yield Problem(source, f"{setter('ticket_url')}.ticket_url", repr(merged["ticket_url"]),
                       f"{role} has no reason_pattern to find the ticket in a reason: set "
                       "reason_pattern (e.g. '[A-Z]+-[0-9]+') beside it")
+
+
+def _on_call_policy(layers: list[PolicyFields], max_duration: timedelta) -> OnCallPolicy | None:
+    """The nearest layer's ``auto_approve_on_call`` (a role's replaces its cluster's, whole),
+    with the effective ``on_call_max_duration``."""
+    section = next((layer.auto_approve_on_call for layer in reversed(layers)
+                    if layer.auto_approve_on_call is not None), None)
+    return OnCallPolicy(section.targets(), max_duration) if section is not None else None
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -1067,6 +1167,7 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
                     "(https://gitlab.example.com), or gitlab.url in the file"))
             gitlab_clusters.append(name)
     problems += _placeholders(config.file.model_dump(mode="json", exclude_none=True), where)
+    problems += _on_call_token_problems(settings, config)
     if gitlab_clusters and settings.gitlab_token is None:
         which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
                  else f"cluster {gitlab_clusters[0]} uses")
@@ -1075,6 +1176,35 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
             f"{which} backend gitlab: set GITLAB_TOKEN to a token with the api scope whose "
             "user is Owner of each configured group"))
     return problems
+
+
+def _policy_layers(config: Config) -> Iterator[tuple[str, PolicyFields]]:
+    """Each place policy is written in the file, with its dotted field path."""
+    yield "defaults", config.file.defaults
+    for name, cluster in config.clusters.items():
+        yield f"clusters.{name}", cluster
+        for role_name, role in cluster.roles.items():
+            yield f"clusters.{name}.roles.{role_name}", role
+
+
+def _on_call_token_problems(settings: Settings, config: Config) -> Iterator[Problem]:
+    """An ``auto_approve_on_call`` section whose service has no credentials in the
+    environment: every request of its roles would go to the approvers."""
+    where = str(config.source)
+    for place, layer in _policy_layers(config):
+        section = layer.auto_approve_on_call
+        if section is None:
+            continue
+        if section.pagerduty is not None and settings.pagerduty_token is None:
+            yield Problem(where, f"{place}.auto_approve_on_call.pagerduty", None,
+                          "needs PAGERDUTY_TOKEN in the environment: create a read-only REST "
+                          "API key (PagerDuty → Integrations → API Access Keys) and set it, "
+                          "or remove the section")
+        if section.opsgenie is not None and settings.opsgenie_api_key is None:
+            yield Problem(where, f"{place}.auto_approve_on_call.opsgenie", None,
+                          "needs OPSGENIE_API_KEY in the environment: create an API "
+                          "integration (Opsgenie → Settings → Integrations → API) that may "
+                          "read the schedules and set its key, or remove the section")
 
 
 _PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "U0YOURSLACKID", "U0COLLEAGUE1")

@@ -2,9 +2,11 @@
 works and what does not, before anyone asks for access.
 
 Slack (the token, each approvers channel, and with ``--send-test`` a real message), each
-Kubernetes cluster (every right the bot needs, by SelfSubjectAccessReview) and each GitLab
-cluster (the token, Owner of each group). Every call has a short timeout and is tried once; a
-target that fails does not stop the others; each failure names the URL and the cause.
+Kubernetes cluster (every right the bot needs, by SelfSubjectAccessReview), each GitLab
+cluster (the token, Owner of each group) and the on-call services the roles name (PagerDuty,
+Opsgenie: the key, each escalation policy and schedule). Every call has a short timeout and
+is tried once; a target that fails does not stop the others; each failure names the URL and
+the cause.
 This package sits beside the composition root: it uses the Slack, Kubernetes and GitLab
 adapters, which never use each other.
 """
@@ -24,11 +26,12 @@ DEFAULT_TIMEOUT = 5.0
 
 def connect(settings: Settings, config: Config, reporter: Reporter, *,
             timeout: float = DEFAULT_TIMEOUT, send_test_to: str | None = None) -> list[Finding]:
-    """Check every target in turn (Slack, then each cluster in the config's order); the
-    findings of all, as the reporter heard them one by one."""
+    """Check every target in turn (Slack, each cluster in the config's order, then the on-call
+    services the roles use); the findings of all, as the reporter heard them one by one."""
     # Imported here: serve uses the Slack check alone, without the GitLab and Kubernetes clients.
     from bot.checks.gitlab import check_gitlab
     from bot.checks.kubernetes import check_cluster
+    from bot.checks.oncall import check_opsgenie, check_pagerduty, uses
     from bot.checks.slack import check_slack
 
     made: list[Finding] = []
@@ -51,6 +54,10 @@ def connect(settings: Settings, config: Config, reporter: Reporter, *,
         else:
             guarded(f"cluster {name}", partial(check_cluster, config, name, reporter,
                                                timeout=timeout))
+    for target, service, check in (("PagerDuty", "pagerduty", check_pagerduty),
+                                   ("Opsgenie", "opsgenie", check_opsgenie)):
+        if uses(config, service):
+            guarded(target, partial(check, settings, config, reporter, timeout=timeout))
     return made
 
 

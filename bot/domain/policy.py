@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.model import Actor
+from bot.domain.oncall import OnCallPolicy
 
 DEFAULT_MAX_SCHEDULE_AHEAD = timedelta(days=14)
 
@@ -58,6 +59,8 @@ class RolePolicy:
     """Said to a person whose reason misses :attr:`reason_pattern`."""
     ticket_url: str | None = None
     """A link template with ``{ticket}``, filled with the text :attr:`reason_pattern` matched."""
+    on_call: OnCallPolicy | None = None
+    """``auto_approve_on_call``: who is on call is approved by policy (``bot.domain.oncall``)."""
 
     @property
     def namespaced(self) -> bool:

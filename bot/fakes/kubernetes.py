@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from bot.fakes.pki import TestCA
-from bot.fakes.server import BackgroundServer
+from bot.fakes.server import BackgroundServer, TLSServer
 
 RBAC = "rbac.authorization.k8s.io"
 CERTS = "certificates.k8s.io"
@@ -121,7 +121,7 @@ class FakeKubernetes:
         context.load_verify_locations(self.ca_path)
         context.verify_mode = ssl.CERT_REQUIRED
         self.tls = context
-        self._server = BackgroundServer(_TLSServer(("127.0.0.1", 0), _handler(self), context),
+        self._server = BackgroundServer(TLSServer(("127.0.0.1", 0), _handler(self), context),
                                         scheme="https")
         self.url = self._server.url
 
@@ -426,24 +426,6 @@ def _selected(labels: dict[str, str], selector: str) -> bool:
         elif requirement not in labels:
             return False
     return True
-
-
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 context: ssl.SSLContext) -> None:
-        super().__init__(address, handler)
-        self.context = context
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """The TLS handshake happens in the request's own thread, so a bad client blocks
-        nobody."""
-        try:
-            tls = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(tls, client_address)
 
 
 def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import ssl
 import threading
-from http.server import ThreadingHTTPServer
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 
 class BackgroundServer:
@@ -19,3 +25,58 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """The TLS handshake happens in the request's own thread, so a bad client blocks
+        nobody."""
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(tls, client_address)
+
+
+JsonAnswer = tuple[int, dict[str, Any], dict[str, str]]
+"""Status, JSON body and extra headers."""
+
+
+def json_get_handler(answer: Callable[[str, dict[str, list[str]], str], JsonAnswer],
+                     delay: Callable[[], float]) -> type[BaseHTTPRequestHandler]:
+    """A handler answering GET requests with JSON: ``answer(path, query, authorization)``,
+    after holding the answer for ``delay()`` seconds (a slow service)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            seconds = delay()
+            if seconds:
+                time.sleep(seconds)
+            status, payload, headers = answer(url.path, parse_qs(url.query),
+                                              self.headers.get("Authorization", ""))
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                pass  # the client gave up waiting (a slow answer)
+
+    return Handler

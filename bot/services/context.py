@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from bot.config import Config, RetryPolicy, Tuning
 from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
 from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
+from bot.domain.oncall import OnCall
 from bot.domain.ports import (
     Directory,
     Granter,
@@ -66,6 +67,8 @@ class Context:
     tuning: Tuning = field(default_factory=Tuning)
     """Concurrency and batch sizes of the passes (:attr:`bot.config.Settings.tuning`)."""
     metrics: Metrics = field(default_factory=NullMetrics)
+    on_call: OnCall | None = None
+    """Who is on call (PagerDuty, Opsgenie); None when no role auto-approves on call."""
 
     def granter(self, cluster: str) -> Granter:
         try:
