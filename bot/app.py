@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
+from bot.domain.stream import AuditStream, NullStreamMetrics, StreamMetrics
 from bot.services.context import Context, NullMetrics, RetryPolicy
 
 if TYPE_CHECKING:
@@ -166,6 +168,7 @@ def build_context(
 ) -> Context:
     engine = engine if engine is not None else make_engine(settings.database_url)
     sessions = unit_of_work_factory(engine)
+    stream = build_audit_stream(config, engine, sessions, metrics)
     return Context(
         config=config,
         unit_of_work=lambda: SqlAlchemyUnitOfWork(sessions),
@@ -178,4 +181,20 @@ def build_context(
                           heartbeat=timedelta(seconds=settings.operation_heartbeat_seconds),
                           slow_after=timedelta(seconds=settings.operation_slow_after_seconds)),
         metrics=metrics if metrics is not None else NullMetrics(),
+        stream=stream,
     )
+
+
+def build_audit_stream(config: Config, engine: Engine, sessions: sessionmaker[Session],
+                       metrics: object = None) -> AuditStream | None:
+    """The configured audit sinks and their outbox; every session of ``sessions`` then owes
+    each audit event it records to each sink. None when no sink is configured."""
+    if not config.file.audit_sinks:
+        return None
+    from bot.adapters.audit_sinks import build_sinks
+    from bot.adapters.db.outbox import SqlAlchemyAuditOutbox, route_to_sinks
+
+    sinks = build_sinks(config)
+    route_to_sinks(sessions, [sink.name for sink in sinks])
+    return AuditStream(SqlAlchemyAuditOutbox(engine), sinks,
+                       metrics if isinstance(metrics, StreamMetrics) else NullStreamMetrics())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.errors import DomainError
-from bot.services import grants, reminders, requests
+from bot.services import audit_stream, grants, reminders, requests
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,20 @@ JOBS: dict[str, Callable[[Context], int]] = {
     "retry": grants.run_due,
     "timeout": requests.time_out_pending,
     "remind": reminders.remind,
+    "stream": audit_stream.deliver,
 }
 """Every periodic pass by name; each does only what it names. ``reconcile`` removes the
 backend objects no grant explains (see :func:`bot.services.grants.reconcile`)."""
 EVERY_SWEEPS = {"reconcile": 10}
 """How many expiry-sweep intervals apart a job runs inside ``serve`` (default one)."""
+EVERY = {"stream": timedelta(seconds=5)}
+"""Jobs that run at a fixed interval instead: the audit stream keeps up within seconds."""
 
 
 def default_jobs(ctx: Context) -> list[Job]:
     sweep = ctx.config.file.schedules.expiry_sweep
-    return [Job(name, run, sweep * EVERY_SWEEPS.get(name, 1)) for name, run in JOBS.items()]
+    return [Job(name, run, EVERY.get(name, sweep * EVERY_SWEEPS.get(name, 1)))
+            for name, run in JOBS.items()]
 
 
 def run_job(ctx: Context, name: str, run: Callable[[Context], int]) -> int | None:

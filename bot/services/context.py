@@ -24,6 +24,7 @@ from bot.domain.ports import (
     UnitOfWork,
     UserInfo,
 )
+from bot.domain.stream import AuditStream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +92,8 @@ class Context:
     worker_id: str = "worker"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     metrics: Metrics = field(default_factory=NullMetrics)
+    stream: AuditStream | None = None
+    """The audit stream's outbox and sinks; None when no sink is configured."""
 
     def granter(self, cluster: str) -> Granter:
         try:
