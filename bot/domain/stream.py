@@ -83,8 +83,9 @@ class AuditOutbox(Protocol):
     def claim(self, sink: str, owner: str, now: datetime, until: datetime,
               limit: int) -> list[PendingDelivery]:
         """Lease up to ``limit`` rows of ``sink`` that are due at ``now`` and that nobody
-        holds, oldest event first, to ``owner`` until ``until``. Two workers never hold the
-        same row at once."""
+        holds, oldest event first, to ``owner`` until ``until``; none while the sink backs off
+        (a row of it that failed is not due yet). Two workers never hold the same row at
+        once."""
         ...
 
     def delivered(self, ids: Sequence[int], now: datetime) -> None:
@@ -100,10 +101,9 @@ class AuditOutbox(Protocol):
         any undelivered row of its sink has now (the sink's failures in a row)."""
         ...
 
-    def postpone(self, sink: str, owner: str, now: datetime, until: datetime) -> int:
-        """Hold every undelivered row of ``sink`` that nobody else holds back to ``until``
-        (releasing ``owner``'s leases): a sink that failed is not offered events before then.
-        Returns how many rows."""
+    def postpone(self, delivery_id: int, until: datetime) -> None:
+        """Offer a row that failed again at ``until``, and release it. Until then its sink
+        backs off: :meth:`claim` gives none of the sink's rows."""
         ...
 
     def backlog(self, sinks: Sequence[str]) -> dict[str, SinkBacklog]:

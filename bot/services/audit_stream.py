@@ -3,8 +3,9 @@
 One pass (:func:`deliver`, the ``stream`` job) gives every configured sink its own thread, so a
 sink that is down or slow holds back only its own events: each sink leases a batch of due rows,
 sends them in the order they happened, and marks what arrived delivered. The first failure
-ends the sink's turn: the failed event and every other event of that sink wait for an
-exponential back-off (5 s doubling to 10 min), and the sink gets one event at its next turn.
+ends the sink's turn: the failed event waits for an exponential back-off (5 s doubling to
+10 min), and while it waits the outbox offers none of that sink's events; after it, the sink
+gets them again, oldest first.
 A receiver sees each event at least once, always with the same ``id``; the lease keeps two
 workers from sending one row at the same time.
 """
@@ -74,8 +75,7 @@ def _deliver_to(ctx: Context, stream: AuditStream, sink: AuditSink) -> int:
         stream.metrics.stream_delivered(sink.name, len(sent))
     if failure is not None:
         _back_off(ctx, stream, sink, failure[0], failure[1])
-    else:
-        stream.outbox.release(_rest(batch, sent), ctx.worker_id)
+    stream.outbox.release(_rest(batch, sent), ctx.worker_id)
     return len(sent)
 
 
@@ -87,12 +87,11 @@ def _rest(batch: Sequence[PendingDelivery], sent: Sequence[PendingDelivery]) -> 
 def _back_off(ctx: Context, stream: AuditStream, sink: AuditSink, pending: PendingDelivery,
               error: SinkUnavailable) -> None:
     failures = stream.outbox.failed(pending.id, error.message)
-    now = ctx.clock()
-    retry_at = now + BACK_OFF.delay(failures)
-    waiting = stream.outbox.postpone(sink.name, ctx.worker_id, now, retry_at)
+    retry_at = ctx.clock() + BACK_OFF.delay(failures)
+    stream.outbox.postpone(pending.id, retry_at)
     stream.metrics.stream_failure(sink.name)
-    log.warning("audit sink %s did not take event %s (%s failures in a row): %s; %s events "
-                "wait until %s", sink.name, pending.event.id, failures, error.message, waiting,
+    log.warning("audit sink %s did not take event %s (%s failures in a row): %s; its events "
+                "wait until %s", sink.name, pending.event.id, failures, error.message,
                 retry_at.isoformat(timespec="seconds"))
 
 

@@ -58,6 +58,10 @@ class SqlAlchemyAuditOutbox:
                      .values(lease_owner=owner, lease_until=until)
                      .returning(ROW.id))
         with self._engine.begin() as connection:
+            if connection.execute(select(ROW.id).where(
+                    ROW.sink == sink, ROW.delivered_at.is_(None), ROW.attempts > 0,
+                    ROW.next_attempt_at > now).limit(1)).first() is not None:
+                return []  # the sink failed and backs off: its other rows wait too
             ids = list(connection.execute(statement).scalars())
             if not ids:
                 return []
@@ -95,14 +99,10 @@ class SqlAlchemyAuditOutbox:
                 select(func.max(ROW.attempts))
                 .where(ROW.sink == sink, ROW.delivered_at.is_(None))).scalar_one() or 0)
 
-    def postpone(self, sink: str, owner: str, now: datetime, until: datetime) -> int:
+    def postpone(self, delivery_id: int, until: datetime) -> None:
         with self._engine.begin() as connection:
-            result = connection.execute(
-                update(ROW)
-                .where(ROW.sink == sink, ROW.delivered_at.is_(None), ROW.next_attempt_at < until,
-                       or_(_free(now), ROW.lease_owner == owner))
-                .values(next_attempt_at=until, lease_owner=None, lease_until=None))
-        return int(getattr(result, "rowcount", 0) or 0)
+            connection.execute(update(ROW).where(ROW.id == delivery_id).values(
+                next_attempt_at=until, lease_owner=None, lease_until=None))
 
     def backlog(self, sinks: Sequence[str]) -> dict[str, SinkBacklog]:
         found = {sink: SinkBacklog(0, None, 0, None) for sink in sinks}
