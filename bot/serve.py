@@ -34,6 +34,7 @@ from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
 from bot.services import audit_stream
+from bot.services.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,10 @@ def readiness(runtime: SlackRuntime, worker: WorkerProcess | None = None,
     return check
 
 
-def stream_warnings(runtime: SlackRuntime) -> dict[str, str]:
+def stream_warnings(ctx: Context) -> dict[str, str]:
     """The audit sinks that are behind, for ``/readyz``'s warnings."""
     try:
-        return audit_stream.behind(runtime.ctx)
+        return audit_stream.behind(ctx)
     except Exception:  # the database is down: the readiness check itself says so
         return {}
 
@@ -156,7 +157,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     metrics.watch_audit_stream(lambda: audit_stream.lag(runtime.ctx))
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
                  metrics.render,
-                 warnings=lambda: {**channels.problems(), **stream_warnings(runtime)})
+                 warnings=lambda: {**channels.problems(), **stream_warnings(runtime.ctx)})
     try:
         server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")
     except OSError as error:

@@ -20,11 +20,13 @@ from bot.adapters.audit_sinks import WebhookSink
 from bot.adapters.db.models import AuditDeliveryRow
 from bot.adapters.db.outbox import SqlAlchemyAuditOutbox
 from bot.adapters.metrics import PrometheusMetrics
+from bot.adapters.web import WebApp
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
 from bot.domain.stream import AuditStream, StreamMetrics
 from bot.fakes.webhook import WebhookReceiver
 from bot.jobs import JOBS, default_jobs
+from bot.serve import stream_warnings
 from bot.services import audit_stream, grants, requests
 from bot.services.context import Context, audit
 from tests.conftest import ALICE, BOB, TEST_CONFIG
@@ -278,6 +280,12 @@ def test_readyz_and_metrics_name_a_receiver_that_is_behind(
     assert 'k8s_access_audit_stream_failures_total{sink="webhook"} 1.0' in body
     assert 'k8s_access_audit_stream_delivered_total{sink="file"} 2.0' in body
     assert SECRET not in body
+
+    web = WebApp(None, lambda: {}, warnings=lambda: stream_warnings(pod))
+    answer = json.loads(b"".join(web({"PATH_INFO": "/readyz", "REQUEST_METHOD": "GET"},
+                                     lambda status, headers: None)))
+    assert answer["status"] == "ready"
+    assert answer["warnings"] == warning
 
     receiver.recover()
     audit_stream.deliver(pod)  # still backing off
