@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
@@ -20,6 +21,7 @@ from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError
 from bot.domain.oncall import OnCall
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
+from bot.domain.stream import AuditStream, NullStreamMetrics, StreamMetrics
 from bot.services.context import Context, NullMetrics
 
 if TYPE_CHECKING:
@@ -189,6 +191,7 @@ def build_context(
 ) -> Context:
     engine = engine if engine is not None else make_engine(settings.database_url)
     sessions = unit_of_work_factory(engine)
+    stream = build_audit_stream(config, engine, sessions, metrics)
     return Context(
         config=config,
         unit_of_work=lambda: SqlAlchemyUnitOfWork(sessions),
@@ -201,4 +204,20 @@ def build_context(
         tuning=settings.tuning,
         metrics=metrics if metrics is not None else NullMetrics(),
         on_call=build_on_call(settings, config),
+        stream=stream,
     )
+
+
+def build_audit_stream(config: Config, engine: Engine, sessions: sessionmaker[Session],
+                       metrics: object = None) -> AuditStream | None:
+    """The configured audit sinks and their outbox; every session of ``sessions`` then owes
+    each audit event it records to each sink. None when no sink is configured."""
+    if not config.file.audit_sinks:
+        return None
+    from bot.adapters.audit_sinks import build_sinks
+    from bot.adapters.db.outbox import SqlAlchemyAuditOutbox, route_to_sinks
+
+    sinks = build_sinks(config)
+    route_to_sinks(sessions, [sink.name for sink in sinks])
+    return AuditStream(SqlAlchemyAuditOutbox(engine), sinks,
+                       metrics if isinstance(metrics, StreamMetrics) else NullStreamMetrics())

@@ -7,6 +7,7 @@ the reason, and start-up stops there.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Iterator, Mapping
@@ -754,6 +755,71 @@ class UserMapping(_Strict):
     email: str | None = None
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+class AuditSinkConfig(_Strict):
+    """Where the audit stream goes (``audit_sinks:``): ``webhook`` (``url``, ``secret_env``),
+    ``file`` (``path``) or ``stdout``. ``name`` tells two sinks of one type apart; it defaults
+    to the type, and the outbox keeps each sink's progress under it."""
+
+    type: Literal["webhook", "file", "stdout"]
+    name: str | None = None
+    url: str | None = None
+    secret_env: str | None = None
+    """The environment variable holding the webhook's signing secret (never the secret)."""
+    path: str | None = None
+
+    @property
+    def sink_name(self) -> str:
+        return self.name or self.type
+
+    @field_validator("name")
+    @classmethod
+    def _sink_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"'{value}' is not a valid sink name (lowercase, digits, -)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS:
+            return value
+        if parts.scheme == "http":
+            raise ValueError("audit events leave the machine signed but readable: write "
+                             "https://… (plain http:// only to localhost)")
+        raise ValueError(f"'{value}' is not a URL: write it as https://…")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"'{value}' is not an environment variable name: name the "
+                             "variable that holds the secret (like AUDIT_WEBHOOK_SECRET), not "
+                             "the secret")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> AuditSinkConfig:
+        needed = {"webhook": ("url", "secret_env"), "file": ("path",), "stdout": ()}[self.type]
+        missing = [f for f in needed if getattr(self, f) is None]
+        extra = [f for f in ("url", "secret_env", "path")
+                 if f not in needed and getattr(self, f) is not None]
+        problems = [f"a {self.type} sink needs '{f}'" for f in missing]
+        problems += [f"'{f}' is not a field of a {self.type} sink" for f in extra]
+        if problems:
+            raise ValueError("; ".join(problems) + " (see audit_sinks in "
+                             "examples/k8s-access.yaml)")
+        return self
+
+
 class FileConfig(_Strict):
     installation: str = "default"
     """Names this bot installation on every object it creates (label
@@ -763,6 +829,8 @@ class FileConfig(_Strict):
     defaults: PolicyFields = PolicyFields()
     schedules: Schedules = Schedules()
     users: dict[str, UserMapping] = Field(default_factory=dict)
+    audit_sinks: list[AuditSinkConfig] = Field(default_factory=list)
+    """Where every audit event is also delivered (the audit stream)."""
     clusters: dict[str, ClusterConfig]
 
     _admins = field_validator("admins")(_check_slack_ids)
@@ -773,6 +841,16 @@ class FileConfig(_Strict):
         if not _NAME.match(value):
             raise ValueError(f"'{value}' is not a valid installation name (lowercase, digits, -, "
                              "at most 63 characters)")
+        return value
+
+    @field_validator("audit_sinks")
+    @classmethod
+    def _sink_names(cls, value: list[AuditSinkConfig]) -> list[AuditSinkConfig]:
+        names = [sink.sink_name for sink in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"two sinks are called {', '.join(twice)}: give each a distinct "
+                             "'name'")
         return value
 
     @field_validator("clusters")
@@ -1168,6 +1246,7 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
             gitlab_clusters.append(name)
     problems += _placeholders(config.file.model_dump(mode="json", exclude_none=True), where)
     problems += _on_call_token_problems(settings, config)
+    problems += audit_sink_problems(config)
     if gitlab_clusters and settings.gitlab_token is None:
         which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
                  else f"cluster {gitlab_clusters[0]} uses")
@@ -1205,6 +1284,47 @@ def _on_call_token_problems(settings: Settings, config: Config) -> Iterator[Prob
                           "needs OPSGENIE_API_KEY in the environment: create an API "
                           "integration (Opsgenie → Settings → Integrations → API) that may "
                           "read the schedules and set its key, or remove the section")
+def audit_sink_secret(sink: AuditSinkConfig) -> SecretStr | None:
+    """The signing secret of a webhook sink, from the variable its ``secret_env`` names; None
+    when that is unset or empty."""
+    value = os.environ.get(sink.secret_env or "", "").strip()
+    return SecretStr(value) if value else None
+
+
+def audit_sink_problems(config: Config) -> list[Problem]:
+    """What the audit sinks need from the machine: each webhook's secret in the environment,
+    each file where the bot may append to it."""
+    problems: list[Problem] = []
+    for index, sink in enumerate(config.file.audit_sinks):
+        where = f"audit_sinks.{index}"
+        if sink.type == "webhook" and sink.secret_env and audit_sink_secret(sink) is None:
+            problems.append(Problem(
+                "environment", sink.secret_env, None,
+                f"not set: {where} (webhook {sink.url}) signs each event with it; set it to "
+                "a long random secret shared with the receiver (openssl rand -hex 32)"))
+        if sink.type == "file" and sink.path:
+            trouble = _unwritable(Path(sink.path).expanduser())
+            if trouble:
+                problems.append(Problem(str(config.source), f"{where}.path", sink.path,
+                                        trouble))
+    return problems
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the bot cannot append to ``path``; None when it can."""
+    if path.is_dir():
+        return "is a folder: give the path of a file (it is created when missing)"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else (
+            "the bot may not write this file: give it write permission, or another path")
+    folder = path.parent
+    if not folder.is_dir():
+        return (f"its folder {folder} does not exist: create it (in a pod, mount a volume "
+                "there), or give another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (f"the bot may not create files in {folder}: give it write permission (in a "
+                "pod, a writable volume), or another path")
+    return None
 
 
 _PLACEHOLDERS = ("CHANGE-ME", "CHANGEME", "U0YOURSLACKID", "U0COLLEAGUE1")

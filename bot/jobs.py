@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.errors import DomainError
-from bot.services import grants, reminders, requests
+from bot.services import audit_stream, grants, reminders, requests
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,19 @@ JOBS: dict[str, Callable[[Context], int]] = {
     "retry": grants.run_due,
     "timeout": requests.time_out_pending,
     "remind": reminders.remind,
+    "stream": audit_stream.deliver,
 }
 """Every periodic pass by name; each does only what it names. ``reconcile`` removes the
 backend objects no grant explains (see :func:`bot.services.grants.reconcile`)."""
+EVERY = {"stream": timedelta(seconds=5)}
+"""Jobs that run at a fixed interval instead: the audit stream keeps up within seconds."""
 
 
 def default_jobs(ctx: Context) -> list[Job]:
     """Every job of :data:`JOBS`, each every ``expiry_sweep`` but ``reconcile`` (see
-    :class:`bot.config.Schedules`)."""
+    :class:`bot.config.Schedules`) and those of :data:`EVERY`."""
     schedules = ctx.config.schedules
-    every = {"reconcile": schedules.reconcile_every}
+    every = {"reconcile": schedules.reconcile_every, **EVERY}
     return [Job(name, run, every.get(name, schedules.expiry_sweep))
             for name, run in JOBS.items()]
 

@@ -33,6 +33,8 @@ from bot.app import SlackRuntime, build_slack_runtime
 from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
+from bot.services import audit_stream
+from bot.services.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,14 @@ def readiness(runtime: SlackRuntime, worker: WorkerProcess | None = None,
     return check
 
 
+def stream_warnings(ctx: Context) -> dict[str, str]:
+    """The audit sinks that are behind, for ``/readyz``'s warnings."""
+    try:
+        return audit_stream.behind(ctx)
+    except Exception:  # the database is down: the readiness check itself says so
+        return {}
+
+
 def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, port: int,
         jobs: bool = True) -> None:
     """Serve until SIGTERM. ``settings`` and ``config`` have passed :func:`bot.config.check`
@@ -144,8 +154,10 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     settle_heap()
     worker = WorkerProcess(jobs)
     channels = ApproversChannelWatch(runtime.client, config, metrics.approvers_channel)
+    metrics.watch_audit_stream(lambda: audit_stream.lag(runtime.ctx))
     web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
-                 metrics.render, warnings=channels.problems)
+                 metrics.render,
+                 warnings=lambda: {**channels.problems(), **stream_warnings(runtime.ctx)})
     try:
         server = create_server(web, host=host, port=port,
                                threads=settings.tuning.concurrency.web_requests,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -47,6 +47,31 @@ class RequestsByState(Collector):
             up.add_metric([], 1)
         yield family
         yield up
+
+
+class AuditStreamLag(Collector):
+    """Each audit sink's backlog, read from the outbox at scrape time (every replica reports
+    the same truth)."""
+
+    def __init__(self, lag: Callable[[], Mapping[str, tuple[int, float]]]) -> None:
+        self._lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        seconds = GaugeMetricFamily(
+            "k8s_access_audit_stream_lag_seconds",
+            "Age of the oldest audit event a sink has not received yet (0 when none waits)",
+            labels=["sink"])
+        waiting = GaugeMetricFamily("k8s_access_audit_stream_waiting",
+                                    "Audit events a sink has not received yet", labels=["sink"])
+        try:
+            lag = self._lag()
+        except Exception:  # the database is down: k8s_access_database_up and /readyz say so
+            lag = {}
+        for sink, (count, age) in sorted(lag.items()):
+            seconds.add_metric([sink], age)
+            waiting.add_metric([sink], count)
+        yield seconds
+        yield waiting
 
 
 class PrometheusMetrics:
@@ -90,6 +115,13 @@ class PrometheusMetrics:
             "1 when the bot can post to the approvers channel (it exists, is not archived and "
             "the bot is a member), 0 when not; checked at start",
             ["channel"], multiprocess_mode="mostrecent", registry=r)
+        self.stream_deliveries = Counter("k8s_access_audit_stream_delivered_total",
+                                         "Audit events delivered, by sink", ["sink"],
+                                         registry=r)
+        self.stream_failures = Counter(
+            "k8s_access_audit_stream_failures_total",
+            "Failed deliveries of audit events, by sink (each is retried with back-off)",
+            ["sink"], registry=r)
         self._exposed = r
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             self._exposed = CollectorRegistry()
@@ -123,6 +155,17 @@ class PrometheusMetrics:
 
     def approvers_channel(self, channel: str, ok: bool) -> None:
         self.approvers_channel_ok.labels(channel).set(1 if ok else 0)
+
+    def stream_delivered(self, sink: str, count: int) -> None:
+        self.stream_deliveries.labels(sink).inc(count)
+
+    def stream_failure(self, sink: str) -> None:
+        self.stream_failures.labels(sink).inc()
+
+    def watch_audit_stream(self, lag: Callable[[], Mapping[str, tuple[int, float]]]) -> None:
+        """Expose each sink's backlog (``lag``: sink → waiting events, age in seconds of the
+        oldest) at every scrape."""
+        self._exposed.register(AuditStreamLag(lag))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from bot.domain.durations import parse_duration
 from bot.domain.errors import InvalidInput, NotAuthorized
-from bot.domain.model import AuditEvent
+from bot.domain.stream import audit_record
 from bot.services.context import Context
 
 FORMATS = ("jsonl", "csv")
@@ -39,17 +39,6 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
                            "9999, or a duration back from now like 7d.") from None
 
 
-def _row(event: AuditEvent) -> dict[str, object]:
-    return {
-        "id": event.id,
-        "at": event.at.isoformat(),
-        "actor": event.actor,
-        "action": event.action,
-        "request_id": event.request_id,
-        "details": event.details,
-    }
-
-
 def export(ctx: Context, *, since: str | None = None, fmt: str = "jsonl",
            user_id: str | None = None) -> Iterator[str]:
     """Yield the export line by line. From Slack only admins may export (``user_id`` given)."""
@@ -67,9 +56,9 @@ def export(ctx: Context, *, since: str | None = None, fmt: str = "jsonl",
             for event in store.audit_events(start):
                 buffer.seek(0)
                 buffer.truncate()
-                row = _row(event)
+                row = audit_record(event)
                 writer.writerow({**row, "details": json.dumps(row["details"], sort_keys=True)})
                 yield buffer.getvalue()
         else:
             for event in store.audit_events(start):
-                yield json.dumps(_row(event), sort_keys=True) + "\n"
+                yield json.dumps(audit_record(event), sort_keys=True) + "\n"

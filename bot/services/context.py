@@ -25,6 +25,7 @@ from bot.domain.ports import (
     UnitOfWork,
     UserInfo,
 )
+from bot.domain.stream import AuditStream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +70,8 @@ class Context:
     metrics: Metrics = field(default_factory=NullMetrics)
     on_call: OnCall | None = None
     """Who is on call (PagerDuty, Opsgenie); None when no role auto-approves on call."""
+    stream: AuditStream | None = None
+    """The audit stream's outbox and sinks; None when no sink is configured."""
 
     def granter(self, cluster: str) -> Granter:
         try:

@@ -212,3 +212,27 @@ class MessageRow(Base):
     ts: Mapped[str] = mapped_column(String(32))
 
     __table_args__ = (UniqueConstraint("request_id", "purpose", "channel"),)
+
+
+class AuditDeliveryRow(Base):
+    """An audit event owed to one configured audit sink: written in the transaction that writes
+    the event, leased by one delivery worker at a time, kept after delivery for a while."""
+
+    __tablename__ = "audit_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id"))
+    sink: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    event: Mapped[AuditRow] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "sink"),
+        Index("ix_audit_deliveries_sink_due", "sink", "delivered_at", "next_attempt_at"),
+    )

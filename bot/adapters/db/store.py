@@ -29,6 +29,7 @@ from bot.adapters.db.models import (
     OperationRow,
     RequestRow,
 )
+from bot.adapters.db.outbox import owe_to_sinks
 from bot.config import normalise_database_url
 from bot.domain.errors import ConcurrentModification, NotFound
 from bot.domain.model import (
@@ -294,7 +295,7 @@ class SqlAlchemyRequestStore:
 
     def record(self, event: AuditEvent) -> None:
         self.session.add(
-            AuditRow(
+            row := AuditRow(
                 at=event.at,
                 actor=event.actor,
                 action=event.action,
@@ -302,6 +303,7 @@ class SqlAlchemyRequestStore:
                 details=dict(event.details),
             )
         )
+        owe_to_sinks(self.session, row)  # the audit stream's outbox rows, in this transaction
 
     def audit_events(self, since: datetime | None = None) -> Iterator[AuditEvent]:
         query = select(AuditRow).order_by(AuditRow.id)
