@@ -1,5 +1,5 @@
 """What the richer policy keeps on a request survives the database: the grantee asked for, the
-window, approvals for less, escalation steps applied and reminders sent; and migration 0004b
+window, approvals for less, escalation steps applied and reminders sent; and migration 0004
 goes up and down over existing rows."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_a_request_for_oneself_stores_no_grantee(ctx: Context) -> None:
     assert (stored.escalations_applied, stored.renotified) == (0, 0)
 
 
-def test_0004b_up_and_down_over_existing_rows(tmp_path: Path) -> None:
+def test_0004_up_and_down_over_existing_rows(tmp_path: Path) -> None:
     url, drop = create_database(tmp_path)
     engine = make_engine(url)
     created = datetime(2026, 11, 30, 9, tzinfo=UTC).replace(tzinfo=None)
@@ -75,7 +75,7 @@ def test_0004b_up_and_down_over_existing_rows(tmp_path: Path) -> None:
                 "INSERT INTO approvals (id, request_id, approver_id, decision, comment, "
                 "decided_at) VALUES (1, 1, :who, 'approve', '', :at)"),
                 {"who": BOB, "at": created})
-        migrate.upgrade(engine, "0004b")
+        migrate.upgrade(engine, "head")
         migrate.check(engine)
         with engine.connect() as connection:
             row = connection.execute(text(

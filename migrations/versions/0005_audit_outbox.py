@@ -1,7 +1,7 @@
 """audit outbox: each audit event owed to each configured audit sink
 
-Revision ID: 0004c
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 10:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import bot.adapters.db.models
 
-revision: str = "0004c"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """policy part two: the grantee asked for, scheduled windows, approvals for less, escalation
 and reminders counted on the request
 
-Revision ID: 0004b
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01 10:00:00
 """
@@ -13,7 +13,7 @@ from alembic import op
 
 import bot.adapters.db.models
 
-revision: str = "0004b"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
