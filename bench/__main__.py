@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 from bench.bare_app import bare_app
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.adapters.slack.listeners import Listeners
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings, parse_config

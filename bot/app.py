@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
+from bot.adapters.db.engine import make_engine
+from bot.adapters.db.unit_of_work import SqlAlchemyUnitOfWork, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError

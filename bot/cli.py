@@ -233,9 +233,9 @@ def grants() -> None:
 @_explained
 def grants_list(active: bool, limit: int) -> None:
     ctx = _context(backends=False)
-    with ctx.transaction() as store:
-        found = store.find(states=[State.ACTIVE] if active else None, kind=Kind.ACCESS,
-                           limit=limit)
+    with ctx.transaction() as uow:
+        found = uow.requests.find(states=[State.ACTIVE] if active else None, kind=Kind.ACCESS,
+                                  limit=limit)
     now = ctx.clock()
     click.echo(f"{'ID':>6}  {'STATE':<10} {'TARGET':<40} {'SUBJECT':<30} {'REQUESTER':<12} LEFT")
     for request in found:

@@ -36,7 +36,7 @@ import yaml
 from waitress.server import create_server
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.adapters.web import WebApp
 from bot.app import build_slack_runtime
 from bot.config import Settings, parse_config
@@ -349,8 +349,8 @@ def _run_in(folder: Path) -> None:
         _say("Revoked: the membership the bot created is removed.")
 
         _say("\nThe audit log (the jump of the clock shows):")
-        with runtime.ctx.transaction() as store:
-            for event in store.audit_events():
+        with runtime.ctx.transaction() as uow:
+            for event in uow.audit.events():
                 who = NAMES.get(event.actor, event.actor)
                 click.echo(f"  {_when(event.at)}  {who:<10} {event.action:<22} "
                            f"#{event.request_id or '-'}")

@@ -40,13 +40,15 @@ from bot.domain.model import (
     State,
 )
 from bot.domain.ports import (
+    AccessRequests,
     GrantResult,
     GrantSpec,
     ManagedGrant,
     Notice,
     NoticeKind,
+    OperationQueue,
     Reconcilable,
-    RequestStore,
+    UnitOfWork,
 )
 from bot.logcontext import request_scope, scoped
 from bot.services.context import Context, audit, retrying
@@ -69,18 +71,19 @@ def spec_for(request: AccessRequest, ends_at: datetime) -> GrantSpec:
     )
 
 
-def owe(store: RequestStore, request: AccessRequest, kind: OperationKind, now: datetime,
+def owe(operations: OperationQueue, request: AccessRequest, kind: OperationKind, now: datetime,
         **intent: str) -> Operation | None:
     """Record that the backend owes ``kind`` for ``request``; None when it is owed already."""
     assert request.id is not None
     operation = Operation(request_id=request.id, kind=kind, next_attempt_at=now, intent=intent)
-    return operation if store.enqueue(operation) else None
+    return operation if operations.enqueue(operation) else None
 
 
-def owe_approved(store: RequestStore, request: AccessRequest, now: datetime) -> Operation | None:
+def owe_approved(operations: OperationQueue, request: AccessRequest,
+                 now: datetime) -> Operation | None:
     """The backend work an approved request needs: a grant, or an extension of its parent."""
     kind = OperationKind.EXTEND if request.kind is Kind.EXTENSION else OperationKind.GRANT
-    return owe(store, request, kind, now)
+    return owe(operations, request, kind, now)
 
 
 # --- revocation and expiry ----------------------------------------------------------------
@@ -95,19 +98,19 @@ def revoke(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRe
 @scoped
 def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> AccessRequest:
     now = ctx.clock()
-    with ctx.transaction() as store:
-        request = store.get(request_id, for_update=True)
+    with ctx.transaction() as uow:
+        request = uow.requests.get(request_id, for_update=True)
         policy = ctx.config.policy(request.cluster, request.role)
         if request.kind is not Kind.ACCESS:
             raise InvalidTransition(
                 f"Request {request.label} is an extension: revoke its grant #{request.parent_id}."
             )
         lifecycle.check_revoke(request, actor, policy)
-        operation = owe(store, request, OperationKind.REVOKE, now, event="revoke",
+        operation = owe(uow.operations, request, OperationKind.REVOKE, now, event="revoke",
                         by=actor.user_id, reason=reason.strip() or "revoked")
         if operation is None:
             raise InvalidTransition(f"Request {request.label} is already being revoked.")
-        audit(store, now, actor.user_id, "revocation requested", request, reason=reason)
+        audit(uow.audit, now, actor.user_id, "revocation requested", request, reason=reason)
     run_operation(ctx, operation)
     return get(ctx, request_id)
 
@@ -115,10 +118,10 @@ def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> Acces
 def expire_due(ctx: Context, limit: int = 500) -> int:
     """Revoke every grant whose time is up; returns how many were found due."""
     now = ctx.clock()
-    with ctx.transaction() as store:
-        due = store.due_to_expire(now, limit)
+    with ctx.transaction() as uow:
+        due = uow.requests.due_to_expire(now, limit)
         owed = [op for request in due
-                if (op := owe(store, request, OperationKind.REVOKE, now, event="expire",
+                if (op := owe(uow.operations, request, OperationKind.REVOKE, now, event="expire",
                               by=POLICY_ACTOR, reason="time is up")) is not None]
     _run_all(ctx, owed)
     return len(owed)
@@ -126,8 +129,8 @@ def expire_due(ctx: Context, limit: int = 500) -> int:
 
 def run_due(ctx: Context, limit: int = 100) -> int:
     """One retry pass: every owed operation whose time has come; returns how many were run."""
-    with ctx.transaction() as store:
-        due = store.due_operations(ctx.clock(), limit)
+    with ctx.transaction() as uow:
+        due = uow.operations.due(ctx.clock(), limit)
     return _run_all(ctx, due)
 
 
@@ -189,8 +192,8 @@ def reconcile(ctx: Context, fix: bool = False, grace: timedelta = RECONCILE_GRAC
 def _judge(ctx: Context, cluster: str, granter: Reconcilable, held: ManagedGrant,
            fix: bool) -> Stray | None:
     """One object, judged and (on ``fix``) removed inside one transaction."""
-    with ctx.transaction() as store:
-        verdict = _verdict(store, cluster, granter, held)
+    with ctx.transaction() as uow:
+        verdict = _verdict(uow.requests, cluster, granter, held)
         if verdict is None:
             return None
         why, removable = verdict
@@ -200,22 +203,22 @@ def _judge(ctx: Context, cluster: str, granter: Reconcilable, held: ManagedGrant
             granter.remove(held)
         except (TemporaryBackendError, PermanentBackendError) as error:
             return Stray(cluster, held, f"{why}; removal failed: {error.message}", removed=False)
-        audit(store, ctx.clock(), "reconcile", "stray removed", None,
+        audit(uow.audit, ctx.clock(), "reconcile", "stray removed", None,
               cluster=cluster, binding=held.describe(), subject=held.subject,
               claimed_request=held.request_id, why=why)
     return Stray(cluster, held, why, removed=True)
 
 
-def _verdict(store: RequestStore, cluster: str, granter: Reconcilable,
+def _verdict(requests: AccessRequests, cluster: str, granter: Reconcilable,
              held: ManagedGrant) -> tuple[str, bool] | None:
     """None when a live request explains ``held``; else why it is a stray and whether the bot
     may remove it (only what its labels or its records prove to be its own)."""
     if held.request_id is None:
         if held.owned:
             return "labelled as this bot's for this cluster, but names no request", True
-        return _verdict_by_subject(store, cluster, granter, held)
+        return _verdict_by_subject(requests, cluster, granter, held)
     try:
-        request: AccessRequest | None = store.get(held.request_id, for_update=True)
+        request: AccessRequest | None = requests.get(held.request_id, for_update=True)
     except NotFound:
         request = None
     if request is None:
@@ -237,19 +240,19 @@ def _verdict(store: RequestStore, cluster: str, granter: Reconcilable,
     return f"request #{request.id} is {request.state.value}", True
 
 
-def _verdict_by_subject(store: RequestStore, cluster: str, granter: Reconcilable,
+def _verdict_by_subject(requests: AccessRequests, cluster: str, granter: Reconcilable,
                         held: ManagedGrant) -> tuple[str, bool] | None:
     """For what names no request (a GitLab membership): the cluster's requests for its subject
     decide, the live ones locked."""
     if held.subject is None:
         return None
-    records = [r for r in store.find(clusters=[cluster], subject=held.subject,
-                                     kind=Kind.ACCESS, limit=None)
+    records = [r for r in requests.find(clusters=[cluster], subject=held.subject,
+                                        kind=Kind.ACCESS, limit=None)
                if granter.explained_by(held, r)]
     for request in records:
         assert request.id is not None
         if not request.state.is_final and \
-                not store.get(request.id, for_update=True).state.is_final:
+                not requests.get(request.id, for_update=True).state.is_final:
             return None
     created = [r for r in records
                if (r.backend_ref.get("action") == "created" or r.state is State.FAILED)
@@ -267,8 +270,8 @@ def reconcile_and_fix(ctx: Context) -> int:
 
 
 def get(ctx: Context, request_id: int) -> AccessRequest:
-    with ctx.transaction() as store:
-        return store.get(request_id)
+    with ctx.transaction() as uow:
+        return uow.requests.get(request_id)
 
 
 # --- running an operation -----------------------------------------------------------------
@@ -292,12 +295,12 @@ def _lease_owner(ctx: Context) -> str:
     return f"{ctx.worker_id[:54]}/{uuid.uuid4().hex[:9]}"
 
 
-def _hold(ctx: Context, store: RequestStore, operation: Operation) -> datetime:
-    """Renew this worker's lease inside ``store``'s transaction, or raise :class:`LeaseLost`.
-    Returns the lease's new end."""
+def _hold(ctx: Context, operations: OperationQueue, operation: Operation) -> datetime:
+    """Renew this worker's lease inside the transaction of ``operations``, or raise
+    :class:`LeaseLost`. Returns the lease's new end."""
     assert operation.id is not None and operation.lease_owner is not None
     until = ctx.clock() + ctx.retry.lease
-    if not store.renew(operation.id, operation.lease_owner, until):
+    if not operations.renew(operation.id, operation.lease_owner, until):
         raise LeaseLost(operation.lease_owner)
     return until
 
@@ -343,8 +346,8 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Renew the lease once; announce the delay when the call has become slow."""
-        with self._ctx.transaction() as store:
-            _hold(self._ctx, store, self._operation)
+        with self._ctx.transaction() as uow:
+            _hold(self._ctx, uow.operations, self._operation)
         slow = self._ctx.clock() - self._started
         if not self._told_slow and slow >= self._ctx.retry.slow_after:
             self._told_slow = True
@@ -361,13 +364,13 @@ def run_operation(ctx: Context, operation: Operation) -> bool:
     assert operation.id is not None
     now = ctx.clock()
     owner = _lease_owner(ctx)
-    with ctx.transaction() as store:
-        if not store.claim(operation.id, owner, now, now + ctx.retry.lease):
+    with ctx.transaction() as uow:
+        if not uow.operations.claim(operation.id, owner, now, now + ctx.retry.lease):
             return False
-        claimed = store.operation(operation.request_id, operation.kind)
+        claimed = uow.operations.get(operation.request_id, operation.kind)
         assert claimed is not None
-        request = store.get(claimed.request_id)
-        parent = store.get(request.parent_id) if request.parent_id is not None else None
+        request = uow.requests.get(claimed.request_id)
+        parent = uow.requests.get(request.parent_id) if request.parent_id is not None else None
     with request_scope(request.id):
         started = ctx.clock()
         timer = time.monotonic()
@@ -408,9 +411,9 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
         spec = spec_for(request, started + request.duration)
         if operation.prepared is None:
             operation.prepared = granter.prepare(spec)
-            with ctx.transaction() as store:
-                operation.lease_until = _hold(ctx, store, operation)
-                store.save_operation(operation)
+            with ctx.transaction() as uow:
+                operation.lease_until = _hold(ctx, uow.operations, operation)
+                uow.operations.save(operation)
         return granter.grant(spec, operation.prepared)
     if operation.kind is OperationKind.EXTEND:
         assert parent is not None
@@ -432,13 +435,14 @@ def _hand_over(ctx: Context, request: AccessRequest) -> bool:
     key = ctx.granter(request.cluster).shared_object(request.backend_ref)
     if key is None:
         return False
-    with ctx.transaction() as store:
-        heirs = [other for other in store.find(subject=request.subject, states=[State.ACTIVE],
-                                              kind=Kind.ACCESS, limit=None)
+    with ctx.transaction() as uow:
+        heirs = [other for other in uow.requests.find(subject=request.subject,
+                                                      states=[State.ACTIVE], kind=Kind.ACCESS,
+                                                      limit=None)
                  if other.id != request.id and other.ends_at is not None
                  and other.cluster in ctx.granters  # a cluster since removed holds nothing
                  and ctx.granter(other.cluster).shared_object(other.backend_ref) == key
-                 and not _owes_revocation(store, other)]
+                 and not _owes_revocation(uow.operations, other)]
     if not heirs:
         return False
     heir = max(heirs, key=lambda other: other.ends_at or datetime.min)
@@ -451,42 +455,42 @@ def _hand_over(ctx: Context, request: AccessRequest) -> bool:
                                           int(theirs.get("access_level", 0))))
     assert heir.ends_at is not None
     result = ctx.granter(heir.cluster).extend(spec_for(heir, heir.ends_at), reference)
-    with ctx.transaction() as store:
-        current = store.get(heir.id or 0, for_update=True)
+    with ctx.transaction() as uow:
+        current = uow.requests.get(heir.id or 0, for_update=True)
         if current.state is State.ACTIVE:
             current.backend_ref = result.reference
-            store.save(current)
-        audit(store, ctx.clock(), POLICY_ACTOR, "handed over", current,
+            uow.requests.save(current)
+        audit(uow.audit, ctx.clock(), POLICY_ACTOR, "handed over", current,
               from_request=request.id, object=key)
     log.info("request %s ends; %s stays for request %s until %s", request.id, key, heir.id,
              heir.ends_at)
     return True
 
 
-def _owes_revocation(store: RequestStore, request: AccessRequest) -> bool:
+def _owes_revocation(operations: OperationQueue, request: AccessRequest) -> bool:
     assert request.id is not None
-    owed = store.operation(request.id, OperationKind.REVOKE)
+    owed = operations.get(request.id, OperationKind.REVOKE)
     return owed is not None and owed.state is OperationState.PENDING
 
 
-def _finish(store: RequestStore, operation: Operation, state: OperationState,
+def _finish(operations: OperationQueue, operation: Operation, state: OperationState,
             error: str | None = None) -> None:
     operation.state = state
     operation.lease_owner = None
     operation.lease_until = None
     operation.last_error = error
-    store.save_operation(operation)
+    operations.save(operation)
 
 
 def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
               started: datetime) -> None:
     def commit() -> list[Notice]:
         now = ctx.clock()
-        with ctx.transaction() as store:
-            _hold(ctx, store, operation)
-            request = store.get(operation.request_id, for_update=True)
-            notices = _apply(store, operation, request, result, started, now)
-            _finish(store, operation, OperationState.DONE)
+        with ctx.transaction() as uow:
+            _hold(ctx, uow.operations, operation)
+            request = uow.requests.get(operation.request_id, for_update=True)
+            notices = _apply(uow, operation, request, result, started, now)
+            _finish(uow.operations, operation, OperationState.DONE)
         return notices
 
     notices = retrying(commit)
@@ -497,25 +501,25 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
     ctx.notify(*notices)
 
 
-def _apply(store: RequestStore, operation: Operation, request: AccessRequest,
+def _apply(uow: UnitOfWork, operation: Operation, request: AccessRequest,
            result: GrantResult | None, started: datetime, now: datetime) -> list[Notice]:
     """Move the request (and its parent or extensions) now that the backend has done its part."""
     if operation.kind is OperationKind.GRANT:
         assert result is not None
         lifecycle.activate(request, started)
         request.backend_ref = result.reference
-        store.save(request)
-        audit(store, now, POLICY_ACTOR, "activated", request,
+        uow.requests.save(request)
+        audit(uow.audit, now, POLICY_ACTOR, "activated", request,
               ends_at=_iso(request.ends_at), backend=result.reference)
         return [Notice(NoticeKind.ACTIVE, request, delivery=result.delivery)]
     if operation.kind is OperationKind.EXTEND:
         assert result is not None and request.parent_id is not None
-        parent = store.get(request.parent_id, for_update=True)
+        parent = uow.requests.get(request.parent_id, for_update=True)
         lifecycle.apply_extension(request, parent, started)
         parent.backend_ref = result.reference
-        store.save(request)
-        store.save(parent)
-        audit(store, now, POLICY_ACTOR, "extended", parent, extension=request.id,
+        uow.requests.save(request)
+        uow.requests.save(parent)
+        audit(uow.audit, now, POLICY_ACTOR, "extended", parent, extension=request.id,
               ends_at=_iso(parent.ends_at))
         return [Notice(NoticeKind.EXTENDED, request, delivery=result.delivery, parent=parent)]
     if operation.intent.get("event") == "expire":
@@ -525,11 +529,11 @@ def _apply(store: RequestStore, operation: Operation, request: AccessRequest,
         lifecycle.revoke(request, operation.intent.get("by", POLICY_ACTOR), now,
                          operation.intent.get("reason", "revoked"))
         kind, action = NoticeKind.REVOKED, "revoked"
-    store.save(request)
-    for extension in store.find(parent_id=request.id, states=[State.ACTIVE]):
+    uow.requests.save(request)
+    for extension in uow.requests.find(parent_id=request.id, states=[State.ACTIVE]):
         lifecycle.end_with_parent(extension, request)
-        store.save(extension)
-    audit(store, now, request.ended_by or POLICY_ACTOR, action, request,
+        uow.requests.save(extension)
+    audit(uow.audit, now, request.ended_by or POLICY_ACTOR, action, request,
           reason=request.end_reason)
     return [Notice(kind, request, actor=request.ended_by)]
 
@@ -541,14 +545,14 @@ def _postpone(ctx: Context, operation: Operation, error: str, hint: float | None
         _give_up(ctx, operation, f"{error} (gave up after {operation.attempts} attempts)")
         return
     now = ctx.clock()
-    with ctx.transaction() as store:
-        _hold(ctx, store, operation)
-        request = store.get(operation.request_id, for_update=True)
+    with ctx.transaction() as uow:
+        _hold(ctx, uow.operations, operation)
+        request = uow.requests.get(operation.request_id, for_update=True)
         request.last_error = error
-        store.save(request)
+        uow.requests.save(request)
         operation.next_attempt_at = now + ctx.retry.delay(operation.attempts, hint)
-        _finish(store, operation, OperationState.PENDING, error)
-        audit(store, now, POLICY_ACTOR, f"{operation.kind.value} attempt failed", request,
+        _finish(uow.operations, operation, OperationState.PENDING, error)
+        audit(uow.audit, now, POLICY_ACTOR, f"{operation.kind.value} attempt failed", request,
               attempt=operation.attempts, error=error,
               next_attempt_at=_iso(operation.next_attempt_at))
     log.warning("%s for request %s failed (attempt %s), retrying at %s: %s",
@@ -564,16 +568,16 @@ def _give_up(ctx: Context, operation: Operation, error: str) -> None:
         _postpone(ctx, operation, error, ctx.retry.max_delay.total_seconds())
         return
     now = ctx.clock()
-    with ctx.transaction() as store:
-        _hold(ctx, store, operation)
-        request = store.get(operation.request_id, for_update=True)
+    with ctx.transaction() as uow:
+        _hold(ctx, uow.operations, operation)
+        request = uow.requests.get(operation.request_id, for_update=True)
         try:
             lifecycle.fail(request, now, error)
         except InvalidTransition:
             log.warning("request %s is %s; not marking it failed", request.id, request.state)
-        store.save(request)
-        _finish(store, operation, OperationState.FAILED, error)
-        audit(store, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
+        uow.requests.save(request)
+        _finish(uow.operations, operation, OperationState.FAILED, error)
+        audit(uow.audit, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
     log.error("%s for request %s failed for good: %s", operation.kind.value, request.id, error)
     ctx.notify(Notice(NoticeKind.FAILED, request))
 

@@ -40,7 +40,7 @@ def run(env: dict[str, str], *args: str) -> Result:
 def test_db_upgrade_and_current(env: dict[str, str]) -> None:
     from bot.adapters.db import migrate
     from bot.adapters.db.connection import sqlite_path
-    from bot.adapters.db.store import make_engine
+    from bot.adapters.db.engine import make_engine
 
     before = run(env, "db", "current")
     assert before.exit_code != 0
@@ -104,7 +104,7 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
     from datetime import timedelta
 
     from bot.adapters.db import migrate
-    from bot.adapters.db.store import make_engine
+    from bot.adapters.db.engine import make_engine
     from bot.app import build_context
     from bot.config import Settings, load_config
     from bot.fakes.kubernetes import FakeKubernetes

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.cli import main
 from bot.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from bot.fakes.socket_mode import FakeSocketMode

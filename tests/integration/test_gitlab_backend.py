@@ -278,8 +278,8 @@ def test_token_without_rights_fails_with_an_operator_message(
     ctx, notifier = context(engine, gl_config, directory, token="glpat-plain")
     with pytest.raises(PolicyViolation, match="by a private email needs an admin token"):
         requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
-    with ctx.transaction() as store:
-        assert store.find() == []
+    with ctx.transaction() as uow:
+        assert uow.requests.find() == []
     identity.link_gitlab(ctx, ALICE, "alice")  # pending: GitLab hides her email from this token
     identity.confirm_link(ctx, ADMIN, ALICE)
     request = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
@@ -328,8 +328,8 @@ def test_kubeconfig_for_the_agent(engine: Engine, gl_config: Config,
         "cluster", "agent", "get-token", "--agent", "42"]
     assert "--token=pat:42:<your token>" in delivery.instructions
     assert "gitlab:user:alice" in delivery.instructions
-    with ctx.transaction() as store:
-        operation = store.operation(request_id, OperationKind.GRANT)
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
     assert operation is not None and operation.prepared is not None
     assert operation.prepared["direct"] is None
 
@@ -388,8 +388,8 @@ def test_revoking_one_clusters_grant_keeps_the_membership_another_live_grant_use
     assert ends_at is not None
     assert member["expires_at"] == (ends_at + timedelta(days=1)).date().isoformat()
     assert grants.get(ctx, staging.id).backend_ref["action"] == "created"  # staging's now
-    with ctx.transaction() as store:
-        assert [e.action for e in store.audit_events() if e.request_id == staging.id][-1] \
+    with ctx.transaction() as uow:
+        assert [e.action for e in uow.audit.events() if e.request_id == staging.id][-1] \
             == "handed over"
     grants.revoke(ctx, staging.id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None  # the last grant removes it

@@ -314,8 +314,8 @@ def test_forged_csrs_are_rejected_before_anyone_is_asked(kctx: Context, kube: Fa
         requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
                               namespace="shop", user_csr=csr)
     assert notifier.notices == [] and kube.csrs == {}
-    with kctx.transaction() as store:
-        assert store.find() == []
+    with kctx.transaction() as uow:
+        assert uow.requests.find() == []
 
 
 def test_own_csr_only_where_the_role_allows(kctx: Context) -> None:
@@ -410,8 +410,8 @@ def test_reconcile_removes_only_provable_strays(kctx: Context, kube: FakeKuberne
     assert set(bindings) == {f"k8s-access-{live}", "k8s-access-9998", "old-unknown",
                              "old-other-subject", "hand-made", "k8s-access-bot"}
     assert grants.get(ctx, live).state is State.ACTIVE
-    with ctx.transaction() as store:
-        assert [e.action for e in store.audit_events()].count("stray removed") == 3
+    with ctx.transaction() as uow:
+        assert [e.action for e in uow.audit.events()].count("stray removed") == 3
 
 
 @pytest.mark.parametrize("cluster", ["prod", "oidc"])

@@ -25,7 +25,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.app import build_context, build_granters
 from bot.config import Config, Settings, parse_config
 from bot.domain.model import OperationKind, State
@@ -169,8 +169,8 @@ class Race:
         return datetime.fromtimestamp(self.now.value, UTC)
 
     def lease_until(self) -> datetime | None:
-        with self.ctx.transaction() as store:
-            operation = store.operation(self.request_id, OperationKind.GRANT)
+        with self.ctx.transaction() as uow:
+            operation = uow.operations.get(self.request_id, OperationKind.GRANT)
         assert operation is not None
         return operation.lease_until
 
@@ -230,8 +230,8 @@ def hold_while_alive(race: Race, target: Target) -> None:
 
 
 def activations(ctx: Context, request_id: int) -> int:
-    with ctx.transaction() as store:
-        return sum(1 for event in store.audit_events()
+    with ctx.transaction() as uow:
+        return sum(1 for event in uow.audit.events()
                    if event.request_id == request_id and event.action == "activated")
 
 

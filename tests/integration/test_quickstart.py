@@ -105,8 +105,8 @@ def test_the_readme_first_request_is_granted_to_the_person_alone(engine: Engine)
     assert request.id is not None
     granter = ctx.granter(command.cluster)
     assert isinstance(granter, InMemoryGranter) and request.id in granter.active
-    with ctx.transaction() as store:
-        actors = [(e.actor, e.action) for e in store.audit_events()]
+    with ctx.transaction() as uow:
+        actors = [(e.actor, e.action) for e in uow.audit.events()]
     assert actors == [(person, "requested"), ("policy", "approved"), ("policy", "activated")]
 
     # The README's second request goes to the colleague the file names, not to the person.

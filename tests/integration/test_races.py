@@ -36,8 +36,8 @@ def race(ctx: Context, request_id: int, approvers: list[str]) -> Counter[str]:
 
 
 def audit_actions(ctx: Context, request_id: int) -> Counter[str]:
-    with ctx.transaction() as store:
-        return Counter(e.action for e in store.audit_events() if e.request_id == request_id)
+    with ctx.transaction() as uow:
+        return Counter(e.action for e in uow.audit.events() if e.request_id == request_id)
 
 
 @pytest.mark.parametrize("who", ["fifty-approvers", "one-approver-fifty-clicks"])

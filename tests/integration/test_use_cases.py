@@ -28,8 +28,8 @@ H = timedelta(hours=1)
 
 
 def actions(ctx: Context, request_id: int) -> list[str]:
-    with ctx.transaction() as store:
-        return [e.action for e in store.audit_events() if e.request_id == request_id]
+    with ctx.transaction() as uow:
+        return [e.action for e in uow.audit.events() if e.request_id == request_id]
 
 
 def file_edit(ctx: Context, **kwargs: object) -> int:
@@ -77,8 +77,8 @@ def test_request_approve_revoke(ctx: Context, granter: InMemoryGranter,
 def test_private_material_is_never_stored(ctx: Context) -> None:
     request_id = file_edit(ctx)
     requests.approve(ctx, request_id, BOB)
-    with ctx.transaction() as store:
-        stored = repr(store.get(request_id)) + repr(list(store.audit_events()))
+    with ctx.transaction() as uow:
+        stored = repr(uow.requests.get(request_id)) + repr(list(uow.audit.events()))
     assert "SECRET" not in stored
 
 
@@ -201,8 +201,8 @@ def test_permanent_failure_fails_the_request(ctx: Context, granter: InMemoryGran
     assert failed.state is State.FAILED
     assert failed.end_reason == "the bot may not bind edit"
     assert NoticeKind.FAILED in notifier.kinds(request_id)
-    with ctx.transaction() as store:
-        operation = store.operation(request_id, OperationKind.GRANT)
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
     assert operation is not None and operation.state is OperationState.FAILED
 
 
@@ -312,11 +312,12 @@ def test_worker_dying_after_the_backend_call(ctx: Context, granter: InMemoryGran
     granter.fail_next = [temporary()]
     requests.approve(ctx, request_id, BOB)
     clock.advance(H)
-    with ctx.transaction() as store:
-        operation = store.operation(request_id, OperationKind.GRANT)
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
         assert operation is not None and operation.id is not None
-        assert store.claim(operation.id, "dead-worker", clock.now, clock.now + ctx.retry.lease)
-        request = store.get(request_id)
+        assert uow.operations.claim(operation.id, "dead-worker", clock.now,
+                                    clock.now + ctx.retry.lease)
+        request = uow.requests.get(request_id)
     granter.grant(grants.spec_for(request, clock.now + 2 * H), {})  # then the worker died
     assert grants.run_due(ctx) == 0  # the lease still holds
     clock.advance(ctx.retry.lease + timedelta(seconds=1))

@@ -73,8 +73,8 @@ def approval_dms(slack: FakeSlack, user: str) -> list[tuple[str, dict[str, Any]]
 
 
 def audit_actions(runtime: SlackRuntime, request_id: int) -> list[tuple[str, dict[str, Any]]]:
-    with runtime.ctx.transaction() as store:
-        return [(e.action, e.details) for e in store.audit_events()
+    with runtime.ctx.transaction() as uow:
+        return [(e.action, e.details) for e in uow.audit.events()
                 if e.request_id == request_id]
 
 
@@ -324,11 +324,11 @@ def test_a_weekly_reminder_over_slacks_limits_is_sent_at_most_once(
         slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
     # Enough grants that a reminder listing each with its button passes 50 blocks.
     first = requests.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
-    with runtime.ctx.transaction() as store:
-        template = store.get(first.id or 0)
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(first.id or 0)
         for _ in range(29):
             template.id, template.version = None, 0
-            store.add(template)
+            uow.requests.add(template)
     for _ in range(3):
         reminders.weekly(runtime.ctx)
         clock.advance(timedelta(minutes=1))

@@ -53,8 +53,8 @@ def post(url: str, body: str, headers: dict[str, str]) -> tuple[int, str]:
 
 
 def count_requests(runtime: SlackRuntime) -> int:
-    with runtime.ctx.transaction() as store:
-        return len(store.find())
+    with runtime.ctx.transaction() as uow:
+        return len(uow.requests.find())
 
 
 def test_happy_path_over_http(endpoint: str, slack: FakeSlack, runtime: SlackRuntime) -> None:
