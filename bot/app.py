@@ -116,6 +116,15 @@ class SlackRuntime:
         return worker
 
 
+def build_metrics(engine: Engine) -> PrometheusMetrics:
+    """Prometheus metrics whose ``k8s_access_requests`` counts ``engine``'s requests at each
+    scrape (imported here: ``serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` first)."""
+    from bot.adapters.db.access_requests import count_by_state
+    from bot.adapters.metrics import PrometheusMetrics
+
+    return PrometheusMetrics(lambda: count_by_state(engine))
+
+
 def build_slack_context(settings: Settings, config: Config, *, engine: Engine | None = None,
                         granters: Mapping[str, Granter] | None = None,
                         clock: Callable[[], datetime] = utc_now,
@@ -142,13 +151,14 @@ def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
                         clock: Callable[[], datetime] = utc_now,
                         metrics: PrometheusMetrics | None = None) -> SlackRuntime:
     """Everything ``serve`` runs: the Slack context, the inbox and the Bolt apps on top."""
+    from bot.adapters.db.inbox import SqlAlchemyInbox
     from bot.adapters.slack.app import build_bolt_app, build_work_app
-    from bot.adapters.slack.inbox import SlackInbox
+    from bot.adapters.slack.inbox import LEASE, REPLAY_WINDOW
 
     engine = engine if engine is not None else make_engine(settings.database_url)
     ctx, client = build_slack_context(settings, config, engine=engine, granters=granters,
                                       clock=clock, metrics=metrics)
-    inbox = SlackInbox(engine, clock)
+    inbox = SqlAlchemyInbox(engine, clock, lease=LEASE, keep_done=REPLAY_WINDOW)
     app = build_bolt_app(settings, ctx, client, inbox, http=http)
     return SlackRuntime(ctx=ctx, app=app, work_app=build_work_app(ctx, client), inbox=inbox,
                         client=client, engine=engine)

@@ -29,7 +29,7 @@ from bot.adapters.db import migrate
 from bot.adapters.db.connection import open_database
 from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
-from bot.app import SlackRuntime, build_slack_runtime
+from bot.app import SlackRuntime, build_metrics, build_slack_runtime
 from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
@@ -138,7 +138,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     for this mode. Raises :class:`ConfigError` (one line) when the database is unreachable or
     not migrated, or Slack refuses a token."""
     engine = open_database(settings.database_url)
-    metrics = PrometheusMetrics(engine)
+    metrics = build_metrics(engine)
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
     settle_heap()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, exists, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -201,3 +201,14 @@ class SqlAlchemyAccessRequests:
             .limit(limit)
         )
         return [_to_request(row) for row in self.session.scalars(query)]
+
+
+def count_by_state(engine: Engine) -> list[tuple[str, str, int]] | None:
+    """``(state, cluster, count)`` of all requests; None when the database did not answer."""
+    query = select(RequestRow.state, RequestRow.cluster, func.count()).group_by(
+        RequestRow.state, RequestRow.cluster)
+    try:
+        with engine.connect() as connection:
+            return [(state, cluster, count) for state, cluster, count in connection.execute(query)]
+    except SQLAlchemyError:
+        return None
