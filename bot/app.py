@@ -23,6 +23,8 @@ from bot.domain.ports import Directory, Granter, Metrics, Notifier
 from bot.services.context import Context, NullMetrics, RetryPolicy
 
 if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
+
     from slack_bolt import App
     from slack_sdk import WebClient
 
@@ -114,6 +116,15 @@ class SlackRuntime:
         worker = SlackWorker(self.work_app, self.inbox, self.ctx.worker_id, threads)
         self.inbox.notify(worker.wake)
         return worker
+
+
+def slack_http(app: App) -> WSGIApplication:
+    """Slack's events endpoint for :class:`bot.adapters.web.WebApp`: ``app`` behind its
+    door check (:class:`bot.adapters.slack.app.SlackHttpHandler`)."""
+    from bot.adapters.slack.app import SlackHttpHandler
+    from bot.adapters.web import SLACK_PATH
+
+    return SlackHttpHandler(app, path=SLACK_PATH)
 
 
 def build_metrics(engine: Engine) -> PrometheusMetrics:

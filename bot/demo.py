@@ -38,7 +38,7 @@ from waitress.server import create_server
 from bot.adapters.db import migrate
 from bot.adapters.db.engine import make_engine
 from bot.adapters.web import WebApp
-from bot.app import build_slack_runtime
+from bot.app import build_slack_runtime, slack_http
 from bot.config import Settings, parse_config
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
@@ -277,7 +277,8 @@ def _run_in(folder: Path) -> None:
         migrate.upgrade(engine)
         runtime = build_slack_runtime(settings, config, http=True, engine=engine, clock=clock)
         worker = runtime.worker().start()
-        server = create_server(WebApp(runtime.app, lambda: {}), host="127.0.0.1", port=0)
+        server = create_server(WebApp(slack_http(runtime.app), lambda: {}), host="127.0.0.1",
+                               port=0)
         threading.Thread(target=server.run, daemon=True).start()
         port = server.effective_port  # type: ignore[union-attr]  # one socket
         user = _Slack(f"http://127.0.0.1:{port}/slack/events", slack)

@@ -29,7 +29,7 @@ from bot.adapters.db import migrate
 from bot.adapters.db.connection import open_database
 from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
-from bot.app import SlackRuntime, build_metrics, build_slack_runtime
+from bot.app import SlackRuntime, build_metrics, build_slack_runtime, slack_http
 from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
@@ -144,7 +144,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     settle_heap()
     worker = WorkerProcess(jobs)
     channels = ApproversChannelWatch(runtime.client, config, metrics.approvers_channel)
-    web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
+    web = WebApp(None if socket_mode else slack_http(runtime.app), readiness(runtime, worker),
                  metrics.render, warnings=channels.problems)
     try:
         server = create_server(web, host=host, port=port, threads=8, ident="k8s-access-bot")

@@ -17,7 +17,7 @@ import pytest
 from waitress.server import create_server
 
 from bot.adapters.web import WebApp
-from bot.app import SlackRuntime
+from bot.app import SlackRuntime, slack_http
 from bot.domain.model import State
 from bot.fakes.slack import SIGNING_SECRET, FakeSlack, signed_headers
 from bot.services import grants
@@ -35,7 +35,7 @@ from tests.scenario.conftest import (
 
 @pytest.fixture
 def endpoint(runtime: SlackRuntime) -> Iterator[str]:
-    server = create_server(WebApp(runtime.app, lambda: {}), host="127.0.0.1", port=0)
+    server = create_server(WebApp(slack_http(runtime.app), lambda: {}), host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
