@@ -16,7 +16,7 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
-from bot.services import grants
+from bot.services import grants, operations
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def file_request(
               subject=subject, break_glass=request.break_glass or None)
         operation = None
         if request.state is State.APPROVED:
-            operation = grants.owe_approved(uow.operations, request, now)
+            operation = operations.owe_approved(uow.operations, request, now)
             audit(uow.audit, now, "policy", "approved", request,
                   rule="break-glass" if break_glass else "auto-approve")
     with request_scope(request.id):
@@ -68,8 +68,7 @@ def file_request(
             NoticeKind.FILED, request,
             approvals_missing=lifecycle.approvals_missing(request, policy)))
         if operation is not None:
-            grants.run_operation(ctx, operation)
-            return grants.get(ctx, request.id or 0)
+            return operations.run_operation(ctx, operation) or grants.get(ctx, request.id or 0)
     return request
 
 
@@ -110,14 +109,13 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
         uow.requests.add(extension)
         audit(uow.audit, now, user_id, "extension requested", extension, grant=grant_id,
               duration=int(duration.total_seconds()), reason=extension.reason)
-        operation = grants.owe_approved(uow.operations, extension, now) \
+        operation = operations.owe_approved(uow.operations, extension, now) \
             if extension.state is State.APPROVED else None
     extension.notified = announce(ctx, Notice(
         NoticeKind.FILED, extension, parent=grant,
         approvals_missing=lifecycle.approvals_missing(extension, policy)))
     if operation is not None:
-        grants.run_operation(ctx, operation)
-        return grants.get(ctx, extension.id or 0)
+        return operations.run_operation(ctx, operation) or grants.get(ctx, extension.id or 0)
     return extension
 
 
@@ -135,7 +133,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
             uow.requests.save(request)
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None)
-            operation = grants.owe_approved(uow.operations, request, now) if complete else None
+            operation = operations.owe_approved(uow.operations, request, now) if complete else None
         return request, lifecycle.approvals_missing(request, policy), operation
 
     request, missing, operation = retrying(decide)
@@ -144,8 +142,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
     if operation is None:
         return request
     ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
-    grants.run_operation(ctx, operation)
-    return grants.get(ctx, request_id)
+    return operations.run_operation(ctx, operation) or grants.get(ctx, request_id)
 
 
 @scoped

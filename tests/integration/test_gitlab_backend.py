@@ -23,7 +23,7 @@ from bot.domain.errors import (
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import NoticeKind
 from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
-from bot.services import grants, identity, requests
+from bot.services import grants, identity, operations, requests
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ADMIN, ALICE, BOB
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
@@ -113,7 +113,7 @@ def test_grant_adds_the_member_and_revoke_removes_it(gctx: Context, world: World
     grants.revoke(gctx, request_id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None
     # Revoking what is already gone is harmless.
-    gctx.granter("staging").revoke(grants.spec_for(granted, granted.ends_at),
+    gctx.granter("staging").revoke(operations.spec_for(granted, granted.ends_at),
                                    granted.backend_ref)
 
 
@@ -151,7 +151,7 @@ def test_gitlab_failing_mid_grant_is_retried(gctx: Context, world: World) -> Non
     waiting = requests.approve(gctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "GitLab answered 502" in (waiting.last_error or "")
-    grants.run_due(gctx)
+    operations.run_due(gctx)
     assert grants.get(gctx, request.id).state is State.ACTIVE
 
 
@@ -164,7 +164,7 @@ def test_gitlab_hanging_is_retried(engine: Engine, gl_config: Config, world: Wor
     waiting = requests.approve(ctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "unreachable or too slow" in (waiting.last_error or "")
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     assert grants.get(ctx, request.id).state is State.ACTIVE
 
 
@@ -173,7 +173,7 @@ def test_member_added_before_a_crash_is_still_the_bots(gctx: Context, world: Wor
     assert request.id is not None
     granter = gctx.granter("staging")
     approved = dataclasses.replace(request, state=State.APPROVED)
-    spec = grants.spec_for(approved, request.created_at + H)
+    spec = operations.spec_for(approved, request.created_at + H)
     prepared = granter.prepare(spec)
     granter.grant(spec, prepared)  # the worker died after this call, before its commit
     second = granter.grant(spec, prepared)
@@ -198,7 +198,7 @@ def test_a_membership_made_by_hand_before_the_retry_is_not_taken_over(
     world.gitlab.fail_on["POST"] = [500]
     assert requests.approve(gctx, request.id, BOB).state is State.APPROVED
     made = world.gitlab.add_member(target, world.alice, by_hand, by=owner)
-    grants.run_due(gctx)  # the retry's POST answers 409 Member already exists
+    operations.run_due(gctx)  # the retry's POST answers 409 Member already exists
     granted = grants.get(gctx, request.id)
     assert granted.state is State.ACTIVE
     assert granted.backend_ref["action"] == action
@@ -211,7 +211,7 @@ def test_a_lost_answer_is_the_bots_own_membership(gctx: Context, world: World) -
     assert request.id is not None
     world.gitlab.lose_answer_on["POST"] = [502]  # GitLab added her, the answer never arrived
     assert requests.approve(gctx, request.id, BOB).state is State.APPROVED
-    grants.run_due(gctx)
+    operations.run_due(gctx)
     assert grants.get(gctx, request.id).backend_ref["action"] == "created"
     grants.revoke(gctx, request.id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None
@@ -422,7 +422,7 @@ def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_ove
     assert prod.id is not None
     requests.approve(ctx, prod.id, BOB)
     assert grants.get(ctx, prod.id).state is State.ACTIVE
-    grants.run_due(ctx)  # staging's retry answers 409: the membership is prod's grant
+    operations.run_due(ctx)  # staging's retry answers 409: the membership is prod's grant
     assert grants.get(ctx, staging.id).state is State.ACTIVE
     grants.revoke(ctx, staging.id, ALICE, "done")
     assert grants.get(ctx, prod.id).state is State.ACTIVE

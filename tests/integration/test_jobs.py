@@ -20,7 +20,7 @@ from bot.config import Config, Settings, parse_config
 from bot.domain.model import State
 from bot.domain.ports import NoticeKind
 from bot.jobs import Job, Scheduler
-from bot.services import grants, reminders, requests
+from bot.services import grants, operations, reminders, requests
 from bot.services.context import Context, RetryPolicy
 from bot.services.schedule import last_occurrence
 from tests.conftest import ALICE, BOB, CAROL, DAVE
@@ -245,7 +245,7 @@ def test_three_runners_race_over_the_same_work(engine: Engine, jobs_config: Conf
 
     def run(ctx: Context) -> None:
         barrier.wait()
-        for job in (grants.expire_due, reminders.remind, grants.run_due):
+        for job in (grants.expire_due, reminders.remind, operations.run_due):
             job(ctx)
 
     with ThreadPoolExecutor(max_workers=3) as pool:

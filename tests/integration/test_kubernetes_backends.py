@@ -30,7 +30,7 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
-from bot.services import grants, requests
+from bot.services import grants, operations, requests
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ALICE, BOB, CAROL
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
@@ -152,7 +152,8 @@ def test_certificate_grant_works_with_kubectl_and_revocation_ends_it(
     assert kubectl(kubeconfig, "auth", "can-i", "get", "pods").stdout.strip() == "no"
     assert kubectl(kubeconfig, "auth", "whoami").returncode == 0  # still authenticates
     # Revoking twice is harmless in the backend: the binding is gone, which counts as revoked.
-    kctx.granter("prod").revoke(grants.spec_for(granted, datetime.now(UTC)), granted.backend_ref)
+    kctx.granter("prod").revoke(operations.spec_for(granted, datetime.now(UTC)),
+                                granted.backend_ref)
 
 
 def test_issued_certificate(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
@@ -216,7 +217,7 @@ def test_api_server_failure_is_retried(kctx: Context, kube: FakeKubernetes) -> N
     waiting = requests.approve(kctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "API server answered 500" in (waiting.last_error or "")
-    assert grants.run_due(kctx) == 1
+    assert operations.run_due(kctx) == 1
     assert grants.get(kctx, request.id).state is State.ACTIVE
 
 
@@ -233,7 +234,7 @@ def test_api_server_hanging_is_retried(engine: Engine, k8s_config: Config,
     waiting = requests.approve(ctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "unreachable or too slow" in (waiting.last_error or "")
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     assert grants.get(ctx, request.id).state is State.ACTIVE
 
 

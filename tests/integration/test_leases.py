@@ -32,7 +32,7 @@ from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, GrantResult, GrantSpec, Notice, NoticeKind
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
-from bot.services import grants, requests
+from bot.services import grants, operations, requests
 from bot.services.context import Context
 from tests.conftest import ALICE, BOB
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
@@ -224,7 +224,7 @@ def hold_while_alive(race: Race, target: Target) -> None:
         race.advance(STEP)
         elapsed += STEP
         wait_for(renewed_after(race), timeout=30)
-        assert grants.run_due(race.ctx) == 0, "a second worker took over a live worker's grant"
+        assert operations.run_due(race.ctx) == 0, "a second worker took over a live worker's grant"
     assert grants.get(race.ctx, race.request_id).state is State.APPROVED
     assert target.granted() == 1  # by the first worker, once
 
@@ -242,15 +242,15 @@ def test_a_worker_killed_mid_grant_is_replaced_after_one_short_lease(
     race.worker.join(30)
 
     race.advance(race.ctx.retry.lease - timedelta(seconds=1))
-    assert grants.run_due(race.ctx) == 0  # the dead worker's last renewal still holds
+    assert operations.run_due(race.ctx) == 0  # the dead worker's last renewal still holds
     race.advance(timedelta(seconds=2))
-    assert grants.run_due(race.ctx) == 1  # taken over: about a minute after it died
+    assert operations.run_due(race.ctx) == 1  # taken over: about a minute after it died
 
     final = grants.get(race.ctx, race.request_id)
     assert final.state is State.ACTIVE
     assert target.granted() == 1
     assert activations(race.ctx, race.request_id) == 1
-    assert grants.run_due(race.ctx) == 0
+    assert operations.run_due(race.ctx) == 0
 
 
 def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
@@ -264,7 +264,7 @@ def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
     assert final.state is State.ACTIVE
     assert target.granted() == 1
     assert activations(race.ctx, race.request_id) == 1
-    assert grants.run_due(race.ctx) == 0
+    assert operations.run_due(race.ctx) == 0
     seen = wait_for(race.notices, timeout=30)
     kinds = [kind for kind, _ in seen]
     assert kinds.count(NoticeKind.SLOW.value) == 1
@@ -312,7 +312,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(ctx: Context, granter: InMe
     try:
         assert gated.answered.wait(60)
         clock.advance(ctx.retry.lease + timedelta(seconds=1))
-        assert grants.run_due(ctx) == 1  # taken over, and finished
+        assert operations.run_due(ctx) == 1  # taken over, and finished
     finally:
         gated.release.set()
         first.join(60)

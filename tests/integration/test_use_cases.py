@@ -16,10 +16,10 @@ from bot.domain.errors import (
     NotFound,
     PolicyViolation,
 )
-from bot.domain.model import Kind, OperationKind, OperationState, State
+from bot.domain.model import Kind, Operation, OperationKind, OperationState, State
 from bot.domain.ports import NoticeKind
 from bot.services import audit as audit_service
-from bot.services import grants, requests
+from bot.services import grants, operations, requests
 from bot.services.context import Context
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, permanent, temporary
@@ -177,14 +177,14 @@ def test_temporary_failure_is_retried_with_backoff(ctx: Context, granter: InMemo
     assert approved.last_error == "GitLab answered 502"
     assert NoticeKind.RETRYING in notifier.kinds(request_id)
 
-    assert grants.run_due(ctx) == 0  # not due before the backoff
+    assert operations.run_due(ctx) == 0  # not due before the backoff
     clock.advance(timedelta(seconds=31))
-    assert grants.run_due(ctx) == 1  # second failure: backs off 60s
+    assert operations.run_due(ctx) == 1  # second failure: backs off 60s
     assert grants.get(ctx, request_id).state is State.APPROVED
     clock.advance(timedelta(seconds=45))
-    assert grants.run_due(ctx) == 0
+    assert operations.run_due(ctx) == 0
     clock.advance(timedelta(seconds=20))
-    assert grants.run_due(ctx) == 1
+    assert operations.run_due(ctx) == 1
     done = grants.get(ctx, request_id)
     assert done.state is State.ACTIVE and done.last_error is None
     assert done.activated_at == clock.now  # the clock started at activation
@@ -213,7 +213,7 @@ def test_grant_gives_up_after_its_attempts(ctx: Context, granter: InMemoryGrante
     requests.approve(ctx, request_id, BOB)
     for _ in range(ctx.retry.grant_attempts):
         clock.advance(2 * H)
-        grants.run_due(ctx)
+        operations.run_due(ctx)
     failed = grants.get(ctx, request_id)
     assert failed.state is State.FAILED
     assert "gave up after 8 attempts" in (failed.end_reason or "")
@@ -229,10 +229,10 @@ def test_revocation_is_retried_until_confirmed(ctx: Context, granter: InMemoryGr
     with pytest.raises(InvalidTransition, match="already being revoked"):
         grants.revoke(ctx, request_id, ALICE, "again")
     clock.advance(2 * H)
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     assert grants.get(ctx, request_id).state is State.ACTIVE
     clock.advance(2 * H)
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     revoked = grants.get(ctx, request_id)
     assert (revoked.state, revoked.ended_by, revoked.end_reason) == (
         State.REVOKED, BOB, "incident")
@@ -305,6 +305,16 @@ def test_pending_requests_time_out(ctx: Context, notifier: RecordingNotifier,
     assert notifier.kinds(request_id)[-1] is NoticeKind.TIMED_OUT
 
 
+def held_by(ctx: Context, request_id: int, worker: str) -> Operation:
+    """The request's owed grant, its lease taken by ``worker``."""
+    now = ctx.clock()
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
+        assert operation is not None and operation.id is not None
+        assert uow.operations.claim(operation.id, worker, now, now + ctx.retry.lease)
+    return operation
+
+
 def test_worker_dying_after_the_backend_call(ctx: Context, granter: InMemoryGranter,
                                              clock: FakeClock) -> None:
     """The grant happened, the commit did not: the next pass finishes without granting twice."""
@@ -312,18 +322,36 @@ def test_worker_dying_after_the_backend_call(ctx: Context, granter: InMemoryGran
     granter.fail_next = [temporary()]
     requests.approve(ctx, request_id, BOB)
     clock.advance(H)
-    with ctx.transaction() as uow:
-        operation = uow.operations.get(request_id, OperationKind.GRANT)
-        assert operation is not None and operation.id is not None
-        assert uow.operations.claim(operation.id, "dead-worker", clock.now,
-                                    clock.now + ctx.retry.lease)
-        request = uow.requests.get(request_id)
-    granter.grant(grants.spec_for(request, clock.now + 2 * H), {})  # then the worker died
-    assert grants.run_due(ctx) == 0  # the lease still holds
+    held_by(ctx, request_id, "dead-worker")
+    request = grants.get(ctx, request_id)
+    granter.grant(operations.spec_for(request, clock.now + 2 * H), {})  # then the worker died
+    assert operations.run_due(ctx) == 0  # the lease still holds
     clock.advance(ctx.retry.lease + timedelta(seconds=1))
-    assert grants.run_due(ctx) == 1
+    assert operations.run_due(ctx) == 1
     assert grants.get(ctx, request_id).state is State.ACTIVE
     assert granter.calls["granted"] == 1
+
+
+def test_running_an_operation_returns_the_request_as_it_ends_up(
+        ctx: Context, granter: InMemoryGranter, clock: FakeClock) -> None:
+    """The engine hands back what it stored: the caller needs no second read; None when
+    another worker holds the operation."""
+    request_id = file_edit(ctx)
+    granter.fail_next = [temporary()]
+    requests.approve(ctx, request_id, BOB)  # first attempt fails: owed again later
+    clock.advance(H)
+    owed = held_by(ctx, request_id, "another-worker")
+    assert operations.run_operation(ctx, owed) is None
+    clock.advance(ctx.retry.lease + timedelta(seconds=1))
+    granter.fail_next = [temporary("still down")]
+    retrying = operations.run_operation(ctx, owed)
+    assert retrying is not None and retrying.state is State.APPROVED
+    assert retrying.last_error == "still down"
+    assert retrying == grants.get(ctx, request_id)
+    clock.advance(H)
+    active = operations.run_operation(ctx, owed)
+    assert active is not None and active.state is State.ACTIVE
+    assert active == grants.get(ctx, request_id)
 
 
 def test_lists_by_scope(ctx: Context) -> None:
