@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.errors import DomainError
-from bot.services import grants, operations, reminders, requests
+from bot.services import access, grants, operations, reminders
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ JOBS: dict[str, Callable[[Context], int]] = {
     "expire": grants.expire_due,
     "reconcile": grants.reconcile_and_fix,
     "retry": operations.run_due,
-    "timeout": requests.time_out_pending,
+    "timeout": access.time_out_pending,
     "remind": reminders.remind,
 }
 """Every periodic pass by name; each does only what it names. ``reconcile`` removes the

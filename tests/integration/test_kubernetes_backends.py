@@ -30,7 +30,7 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
-from bot.services import grants, operations, requests
+from bot.services import access, grants, operations
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ALICE, BOB, CAROL
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
@@ -113,10 +113,10 @@ def issued_kubeconfig(notifier: RecordingNotifier, folder: Path, request_id: int
 
 def grant(ctx: Context, cluster: str, role: str, namespace: str | None = None,
           duration: timedelta = H) -> int:
-    request = requests.file_request(ctx, ALICE, cluster, role, duration=duration,
-                                    reason="incident", namespace=namespace)
+    request = access.file_request(ctx, ALICE, cluster, role, duration=duration,
+                                  reason="incident", namespace=namespace)
     assert request.id is not None
-    requests.approve(ctx, request.id, BOB)
+    access.approve(ctx, request.id, BOB)
     return request.id
 
 
@@ -212,9 +212,9 @@ def test_namespaced_role(kctx: Context, kube: FakeKubernetes, notifier: Recordin
 
 def test_api_server_failure_is_retried(kctx: Context, kube: FakeKubernetes) -> None:
     kube.fail_next = [500]
-    request = requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
     assert request.id is not None
-    waiting = requests.approve(kctx, request.id, BOB)
+    waiting = access.approve(kctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "API server answered 500" in (waiting.last_error or "")
     assert operations.run_due(kctx) == 1
@@ -229,9 +229,9 @@ def test_api_server_hanging_is_retried(engine: Engine, k8s_config: Config,
                       notifier=RecordingNotifier(), directory=directory),
         retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
     kube.hang_next, kube.hang_seconds = 1, 2.0
-    request = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
     assert request.id is not None
-    waiting = requests.approve(ctx, request.id, BOB)
+    waiting = access.approve(ctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "unreachable or too slow" in (waiting.last_error or "")
     operations.run_due(ctx)
@@ -241,9 +241,9 @@ def test_api_server_hanging_is_retried(engine: Engine, k8s_config: Config,
 def test_unsigned_csr_fails_for_good(kctx: Context, kube: FakeKubernetes,
                                      notifier: RecordingNotifier) -> None:
     kube.signing = False
-    request = requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
     assert request.id is not None
-    failed = requests.approve(kctx, request.id, BOB)
+    failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "approved but not signed within 2s" in (failed.end_reason or "")
     assert NoticeKind.FAILED in notifier.kinds(request.id)
@@ -260,9 +260,9 @@ def test_missing_rights_fail_with_an_operator_message(kctx: Context, kube: FakeK
     rules = [r for r in rules if missing not in r["verbs"]] if missing == "approve" else [
         {**r, "resourceNames": ["view", "edit"]} if "bind" in r["verbs"] else r for r in rules]
     kube.allow_bot(rules=rules)
-    request = requests.file_request(kctx, ALICE, "prod", "admin", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, "prod", "admin", duration=H, reason="x")
     assert request.id is not None
-    failed = requests.approve(kctx, request.id, BOB)
+    failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "the bot lacks rights" in (failed.end_reason or "")
     assert says in (failed.end_reason or "")
@@ -280,10 +280,10 @@ def make_csr(common_name: str, organizations: tuple[str, ...] = ()) -> tuple[str
 def test_bring_your_own_csr(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
                             tmp_path: Path) -> None:
     pem, key = make_csr("u0alice01@example.com")
-    request = requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
-                                    namespace="shop", user_csr=pem)
+    request = access.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
+                                  namespace="shop", user_csr=pem)
     assert request.id is not None
-    requests.approve(kctx, request.id, BOB)
+    access.approve(kctx, request.id, BOB)
     path = issued_kubeconfig(notifier, tmp_path, request.id)
     document = yaml.safe_load(path.read_text())
     assert "client-key-data" not in document["users"][0]["user"]
@@ -312,8 +312,8 @@ def test_forged_csrs_are_rejected_before_anyone_is_asked(kctx: Context, kube: Fa
                                                          notifier: RecordingNotifier, csr: str,
                                                          says: str) -> None:
     with pytest.raises(InvalidInput, match=says):
-        requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
-                              namespace="shop", user_csr=csr)
+        access.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
+                            namespace="shop", user_csr=csr)
     assert notifier.notices == [] and kube.csrs == {}
     with kctx.transaction() as uow:
         assert uow.requests.find() == []
@@ -321,14 +321,14 @@ def test_forged_csrs_are_rejected_before_anyone_is_asked(kctx: Context, kube: Fa
 
 def test_own_csr_only_where_the_role_allows(kctx: Context) -> None:
     with pytest.raises(PolicyViolation, match="issues its own keys"):
-        requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x",
-                              user_csr=make_csr("u0alice01@example.com")[0])
+        access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x",
+                            user_csr=make_csr("u0alice01@example.com")[0])
 
 
 def test_system_usernames_are_refused(kctx: Context, directory: StaticDirectory) -> None:
     directory.emails[ALICE] = "system:masters"
     with pytest.raises(PolicyViolation, match="reserved for Kubernetes itself"):
-        requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+        access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
 
 
 # --- rbac ---------------------------------------------------------------------------------
@@ -446,14 +446,14 @@ def test_reconcile_never_removes_what_was_just_made(kctx: Context, kube: FakeKub
 def test_a_binding_of_the_same_name_made_by_another_is_not_taken_over(
         kctx: Context, kube: FakeKubernetes, directory: StaticDirectory, cluster: str,
         labels: dict[str, str]) -> None:
-    request = requests.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
     assert request.id is not None
     name = f"k8s-access-{request.id}"
     theirs = labelled_binding(name, request.id, request.subject,
                               cluster=labels.get("cluster", cluster) if labels else None,
                               installation=labels.get("installation", "default"))
     kube.cluster_role_bindings[name] = theirs
-    failed = requests.approve(kctx, request.id, BOB)
+    failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "exists and was not made by this bot" in (failed.end_reason or "")
     assert kube.cluster_role_bindings[name] == theirs

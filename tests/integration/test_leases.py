@@ -32,7 +32,7 @@ from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, GrantResult, GrantSpec, Notice, NoticeKind
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
-from bot.services import grants, operations, requests
+from bot.services import access, grants, operations
 from bot.services.context import Context
 from tests.conftest import ALICE, BOB
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
@@ -145,10 +145,10 @@ def first_worker(database_url: str, target: Target, directory: StaticDirectory, 
     ctx = build_context(settings, config, engine=make_engine(database_url),
                         granters=granters, notifier=QueueNotifier(kinds), directory=directory,
                         clock=lambda: datetime.fromtimestamp(now.value, UTC))
-    request = requests.file_request(ctx, ALICE, "team", "view", duration=timedelta(hours=1),
-                                    reason="incident 42")
+    request = access.file_request(ctx, ALICE, "team", "view", duration=timedelta(hours=1),
+                                  reason="incident 42")
     ids.put(request.id)
-    requests.approve(ctx, request.id or 0, BOB)
+    access.approve(ctx, request.id or 0, BOB)
 
 
 @dataclasses.dataclass
@@ -296,14 +296,14 @@ def test_a_worker_that_lost_its_lease_writes_nothing(ctx: Context, granter: InMe
     gated = GatedGranter(granter)
     cut_off = dataclasses.replace(ctx, granters={"staging": gated}, worker_id="cut-off",
                                   retry=dataclasses.replace(ctx.retry, heartbeat=timedelta(days=1)))
-    request = requests.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
-                                    reason="deploy")
+    request = access.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
+                                  reason="deploy")
     assert request.id is not None
     outcome: list[object] = []
 
     def approve() -> None:
         try:
-            outcome.append(requests.approve(cut_off, request.id or 0, BOB).state)
+            outcome.append(access.approve(cut_off, request.id or 0, BOB).state)
         except Exception as error:
             outcome.append(error)
 

@@ -28,7 +28,7 @@ from bot.domain import lifecycle
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import DomainError, InvalidInput
 from bot.domain.model import AccessRequest, State
-from bot.services import grants, identity, requests
+from bot.services import access, grants, identity
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,11 @@ class Listeners:
         if verb == "whoami":
             return _reply(_whoami(identity.whoami(ctx, user_id)))
         if verb == "list":
-            found = requests.list_requests(ctx, user_id, parsed.text)
+            found = access.list_requests(ctx, user_id, parsed.text)
             return Reply(*blocks.listing(found.scope.value, found.requests, ctx.clock()))
         if verb == "request":
             assert parsed.cluster is not None and parsed.role is not None
-            filed = requests.file_request(
+            filed = access.file_request(
                 ctx, user_id, parsed.cluster, parsed.role, duration=parsed.duration,
                 reason=parsed.text, namespace=parsed.namespace, break_glass=parsed.break_glass)
             return _reply(blocks.filed_message(filed, self._missing(filed)))
@@ -209,21 +209,21 @@ class Listeners:
         assert parsed.request_id is not None
         request_id = parsed.request_id
         if verb == "approve":
-            done = requests.approve(ctx, request_id, user_id, parsed.text)
+            done = access.approve(ctx, request_id, user_id, parsed.text)
             return _reply(f"You approved request #{request_id}. "
                           f"{blocks.status(done, self._missing(done))}")
         if verb == "deny":
-            requests.deny(ctx, request_id, user_id, parsed.text)
+            access.deny(ctx, request_id, user_id, parsed.text)
             return _reply(f"You denied request #{request_id}.")
         if verb == "cancel":
-            requests.cancel(ctx, request_id, user_id)
+            access.cancel(ctx, request_id, user_id)
             return _reply(f"Request #{request_id} is cancelled.")
         if verb == "revoke":
             revoked = grants.revoke(ctx, request_id, user_id, parsed.text or "revoked in Slack")
             return _reply(_revocation(revoked))
         if verb == "extend":
             assert parsed.duration is not None
-            extension = requests.extend(ctx, request_id, user_id, parsed.duration, parsed.text)
+            extension = access.extend(ctx, request_id, user_id, parsed.duration, parsed.text)
             line = blocks.status(extension, self._missing(extension))
             if extension.state is State.PENDING:
                 line = line.removesuffix(".") + blocks.reach_line(extension.notified)
@@ -361,7 +361,7 @@ class Listeners:
             return  # shown on the form when it was submitted
 
         def act() -> Reply:
-            filed = requests.file_request(
+            filed = access.file_request(
                 self.ctx, user_id, values["cluster"], values["role"],
                 duration=parse_duration(values["duration"]), reason=values.get("reason", ""),
                 namespace=values.get("namespace"), break_glass=bool(meta.get("break_glass")),
@@ -388,7 +388,7 @@ class Listeners:
         user_id = _user_id(body)
         reason = _form_values(view["state"]["values"]).get("reason", "")
         try:
-            requests.deny(self.ctx, payloads.view_request_id(view), user_id, reason)
+            access.deny(self.ctx, payloads.view_request_id(view), user_id, reason)
         except DomainError as error:
             ack(response_action="errors", errors={"reason": error.message})
             return
@@ -429,8 +429,8 @@ class Listeners:
 
     def publish_home(self, client: WebClient, user_id: str) -> None:
         ctx = self.ctx
-        mine = requests.list_requests(ctx, user_id, "mine").requests
-        waiting = requests.list_requests(ctx, user_id, "pending").requests
+        mine = access.list_requests(ctx, user_id, "mine").requests
+        waiting = access.list_requests(ctx, user_id, "pending").requests
         missing = {r.id: self._missing(r) for r in [*mine, *waiting]
                    if r.id is not None and r.state is State.PENDING}
         try:

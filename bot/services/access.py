@@ -1,4 +1,5 @@
-"""What people do with requests: file, approve, deny, cancel, extend, list, time out.
+"""What people do with access requests: file one, approve or deny it, cancel it, extend a
+grant, list what they may see; and what happens to a request nobody decides on in time.
 
 Each function is one use case in one transaction with its audit event; the people concerned
 hear of it after the commit; backend work that an approval makes due runs right after.
