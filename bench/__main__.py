@@ -41,14 +41,14 @@ from sqlalchemy.engine import make_url
 
 from bench.bare_app import bare_app
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.adapters.slack.home import Home
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import PolicyViolation
 from bot.domain.ports import Delivery, GrantResult, GrantSpec, UserInfo
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
-from bot.services import grants, reminders, requests
+from bot.services import access, grants, reminders
 
 ME, APPROVER = "U0BENCHME", "U0APPROVER"
 CLUSTERS = ["staging", "prod", "dev", "qa"]
@@ -390,7 +390,7 @@ def bench_ack(engine: Engine, database_url: str, count: int,
     seed_history(engine, 100_000)
     slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
     runtime = runtime_for(engine, slack)
-    ids = [requests.file_request(runtime.ctx, ME, c, "view", duration=timedelta(hours=1)).id or 0
+    ids = [access.file_request(runtime.ctx, ME, c, "view", duration=timedelta(hours=1)).id or 0
            for c in CLUSTERS[:1]]
     apps = {"default": bare_app(slack.api_url), "same": bare_app(slack.api_url, True),
             "ours": runtime.app}
@@ -489,10 +489,10 @@ class StatementLog:
 def live_requests(runtime: SlackRuntime) -> None:
     """What the queries look for: ME's few requests and a few pending for the approver."""
     for cluster in CLUSTERS:
-        requests.file_request(runtime.ctx, ME, cluster, "view", duration=timedelta(hours=2))
+        access.file_request(runtime.ctx, ME, cluster, "view", duration=timedelta(hours=2))
     for n in range(20):
-        requests.file_request(runtime.ctx, f"U0ASK{n:04d}", CLUSTERS[n % 4], "view",
-                              duration=timedelta(hours=3))
+        access.file_request(runtime.ctx, f"U0ASK{n:04d}", CLUSTERS[n % 4], "view",
+                            duration=timedelta(hours=3))
 
 
 def bench_queries(engine: Engine, sizes: list[int]) -> None:
@@ -501,10 +501,10 @@ def bench_queries(engine: Engine, sizes: list[int]) -> None:
     runtime = runtime_for(engine, slack)
     home = Home(runtime.ctx)
     queries: dict[str, Callable[[], object]] = {
-        "list mine": lambda: requests.list_requests(runtime.ctx, ME, "mine"),
-        "list pending (approver)": lambda: requests.list_requests(runtime.ctx, APPROVER,
-                                                                  "pending"),
-        "list all (admin view of an approver)": lambda: requests.list_requests(
+        "list mine": lambda: access.list_requests(runtime.ctx, ME, "mine"),
+        "list pending (approver)": lambda: access.list_requests(runtime.ctx, APPROVER,
+                                                                "pending"),
+        "list all (admin view of an approver)": lambda: access.list_requests(
             runtime.ctx, APPROVER, "all"),
         "App Home (both lists + render + publish)": lambda: home.publish(
             runtime.client, APPROVER),

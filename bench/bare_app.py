@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from waitress import serve
 
 from bot.adapters.web import WebApp
+from bot.app import slack_http
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET
 
 
@@ -37,5 +38,5 @@ def bare_app(api_url: str, before_response: bool = False) -> App:
 if __name__ == "__main__":
     port, api_url = int(sys.argv[1]), sys.argv[2]
     before_response = sys.argv[3:] == ["before-response"]
-    serve(WebApp(bare_app(api_url, before_response), lambda: {}), host="127.0.0.1", port=port,
-          threads=8, _quiet=True)
+    serve(WebApp(slack_http(bare_app(api_url, before_response)), lambda: {}), host="127.0.0.1",
+          port=port, threads=8, _quiet=True)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.adapters.db.store import SqlAlchemyUnitOfWork, make_engine, unit_of_work_factory
+from bot.adapters.db.engine import make_engine
+from bot.adapters.db.unit_of_work import SqlAlchemyUnitOfWork, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigProblems, Problem, Settings
 from bot.domain.errors import DomainError
@@ -25,6 +26,8 @@ from bot.domain.stream import AuditStream, NullStreamMetrics, StreamMetrics
 from bot.services.context import Context, NullMetrics
 
 if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
+
     from slack_bolt import App
     from slack_sdk import WebClient
 
@@ -140,6 +143,24 @@ class SlackRuntime:
         return worker
 
 
+def slack_http(app: App) -> WSGIApplication:
+    """Slack's events endpoint for :class:`bot.adapters.web.WebApp`: ``app`` behind its
+    door check (:class:`bot.adapters.slack.app.SlackHttpHandler`)."""
+    from bot.adapters.slack.app import SlackHttpHandler
+    from bot.adapters.web import SLACK_PATH
+
+    return SlackHttpHandler(app, path=SLACK_PATH)
+
+
+def build_metrics(engine: Engine) -> PrometheusMetrics:
+    """Prometheus metrics whose ``k8s_access_requests`` counts ``engine``'s requests at each
+    scrape (imported here: ``serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` first)."""
+    from bot.adapters.db.access_requests import count_by_state
+    from bot.adapters.metrics import PrometheusMetrics
+
+    return PrometheusMetrics(lambda: count_by_state(engine))
+
+
 def build_slack_context(settings: Settings, config: Config, *, engine: Engine | None = None,
                         granters: Mapping[str, Granter] | None = None,
                         clock: Callable[[], datetime] = utc_now,
@@ -166,13 +187,15 @@ def build_slack_runtime(settings: Settings, config: Config, *, http: bool,
                         clock: Callable[[], datetime] = utc_now,
                         metrics: PrometheusMetrics | None = None) -> SlackRuntime:
     """Everything ``serve`` runs: the Slack context, the inbox and the Bolt apps on top."""
+    from bot.adapters.db.inbox import SqlAlchemyInbox
     from bot.adapters.slack.app import build_bolt_app, build_work_app
-    from bot.adapters.slack.inbox import SlackInbox
+    from bot.adapters.slack.inbox import REPLAY_WINDOW
 
     engine = engine if engine is not None else make_engine(settings.database_url)
     ctx, client = build_slack_context(settings, config, engine=engine, granters=granters,
                                       clock=clock, metrics=metrics)
-    inbox = SlackInbox(engine, clock, lease=settings.tuning.slack.inbox_lease)
+    inbox = SqlAlchemyInbox(engine, clock, lease=settings.tuning.slack.inbox_lease,
+                            keep_done=REPLAY_WINDOW)
     app = build_bolt_app(settings, ctx, client, inbox, http=http)
     return SlackRuntime(ctx=ctx, app=app, work_app=build_work_app(ctx, client), inbox=inbox,
                         client=client, engine=engine)

@@ -36,6 +36,7 @@ from bot.domain.model import Actor, Kind, State
 from bot.jobs import JOBS
 from bot.services import audit as audit_service
 from bot.services import grants as grant_service
+from bot.services import operations as operation_service
 from bot.services.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -228,9 +229,9 @@ def grants() -> None:
 @_explained
 def grants_list(active: bool, limit: int) -> None:
     ctx = _context(backends=False)
-    with ctx.transaction() as store:
-        found = store.find(states=[State.ACTIVE] if active else None, kind=Kind.ACCESS,
-                           limit=limit)
+    with ctx.transaction() as uow:
+        found = uow.requests.find(states=[State.ACTIVE] if active else None, kind=Kind.ACCESS,
+                                  limit=limit)
     now = ctx.clock()
     click.echo(f"{'ID':>6}  {'STATE':<10} {'TARGET':<40} {'SUBJECT':<30} {'REQUESTER':<12} LEFT")
     for request in found:
@@ -252,7 +253,8 @@ def grants_revoke(request_id: int, reason: str) -> None:
     request = grant_service.revoke_as(ctx, request_id, _operator(), reason)
     if request.state is State.REVOKED:
         undone = ctx.granter(request.cluster).describe(
-            grant_service.spec_for(request, request.ended_at or ctx.clock()), request.backend_ref)
+            operation_service.spec_for(request, request.ended_at or ctx.clock()),
+            request.backend_ref)
         click.echo(f"request #{request_id} revoked ({undone})")
     else:
         click.echo(f"request #{request_id}: revocation owed, the backend failed "

@@ -36,9 +36,9 @@ import yaml
 from waitress.server import create_server
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.adapters.web import WebApp
-from bot.app import build_slack_runtime
+from bot.app import build_slack_runtime, slack_http
 from bot.config import Settings, parse_config
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
@@ -277,7 +277,8 @@ def _run_in(folder: Path) -> None:
         migrate.upgrade(engine)
         runtime = build_slack_runtime(settings, config, http=True, engine=engine, clock=clock)
         worker = runtime.worker().start()
-        server = create_server(WebApp(runtime.app, lambda: {}), host="127.0.0.1", port=0)
+        server = create_server(WebApp(slack_http(runtime.app), lambda: {}), host="127.0.0.1",
+                               port=0)
         threading.Thread(target=server.run, daemon=True).start()
         port = server.effective_port  # type: ignore[union-attr]  # one socket
         user = _Slack(f"http://127.0.0.1:{port}/slack/events", slack)
@@ -349,8 +350,8 @@ def _run_in(folder: Path) -> None:
         _say("Revoked: the membership the bot created is removed.")
 
         _say("\nThe audit log (the jump of the clock shows):")
-        with runtime.ctx.transaction() as store:
-            for event in store.audit_events():
+        with runtime.ctx.transaction() as uow:
+            for event in uow.audit.events():
                 who = NAMES.get(event.actor, event.actor)
                 click.echo(f"  {_when(event.at)}  {who:<10} {event.action:<22} "
                            f"#{event.request_id or '-'}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.errors import DomainError
-from bot.services import audit_stream, grants, reminders, requests
+from bot.services import access, audit_stream, grants, operations, reminders
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ class Job:
 JOBS: dict[str, Callable[[Context], int]] = {
     "expire": grants.expire_due,
     "reconcile": grants.reconcile_and_fix,
-    "retry": grants.run_due,
-    "timeout": requests.time_out_pending,
+    "retry": operations.run_due,
+    "timeout": access.time_out_pending,
     "remind": reminders.remind,
     "stream": audit_stream.deliver,
 }

@@ -29,7 +29,7 @@ from bot.adapters.db import migrate
 from bot.adapters.db.connection import open_database
 from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
-from bot.app import SlackRuntime, build_slack_runtime
+from bot.app import SlackRuntime, build_metrics, build_slack_runtime, slack_http
 from bot.checks.slack import ApproversChannelWatch
 from bot.config import Config, ConfigError, Settings
 from bot.jobs import Job, Scheduler, default_jobs
@@ -148,14 +148,14 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     for this mode. Raises :class:`ConfigError` (one line) when the database is unreachable or
     not migrated, or Slack refuses a token."""
     engine = open_database(settings.database_url)
-    metrics = PrometheusMetrics(engine)
+    metrics = build_metrics(engine)
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
     settle_heap()
     worker = WorkerProcess(jobs)
     channels = ApproversChannelWatch(runtime.client, config, metrics.approvers_channel)
     metrics.watch_audit_stream(lambda: audit_stream.lag(runtime.ctx))
-    web = WebApp(None if socket_mode else runtime.app, readiness(runtime, worker),
+    web = WebApp(None if socket_mode else slack_http(runtime.app), readiness(runtime, worker),
                  metrics.render,
                  warnings=lambda: {**channels.problems(), **stream_warnings(runtime.ctx)})
     try:

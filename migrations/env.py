@@ -8,8 +8,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from bot.adapters.db.engine import make_engine
 from bot.adapters.db.models import Base
-from bot.adapters.db.store import make_engine
 from bot.config import Settings
 
 target_metadata = Base.metadata

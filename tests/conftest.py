@@ -15,8 +15,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bot.adapters.db import migrate
+from bot.adapters.db.engine import make_engine
 from bot.adapters.db.models import Base
-from bot.adapters.db.store import make_engine
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
 from bot.services.context import Context, RetryPolicy

@@ -1,5 +1,6 @@
 """The HTTP face of ``serve``: Slack's events endpoint and the probes, as one WSGI app
-served by waitress."""
+served by waitress. Slack's endpoint is a WSGI app of the Slack adapter's, given by the
+composition root (:func:`bot.app.slack_http`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import App
-
-from bot.adapters.slack.app import SlackHttpHandler
-
 if TYPE_CHECKING:
-    from wsgiref.types import StartResponse, WSGIEnvironment
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 SLACK_PATH = "/slack/events"
@@ -22,12 +19,13 @@ ReadinessCheck = Callable[[], dict[str, str]]
 
 
 class WebApp:
-    def __init__(self, slack: App | None, ready: ReadinessCheck,
+    def __init__(self, slack: WSGIApplication | None, ready: ReadinessCheck,
                  metrics: Callable[[], tuple[bytes, str]] | None = None,
                  warnings: ReadinessCheck | None = None) -> None:
-        """``warnings``: problems to name in ``/readyz`` that do not make the bot unready
+        """``slack``: what answers ``POST`` on :data:`SLACK_PATH` (None: nothing does);
+        ``warnings``: problems to name in ``/readyz`` that do not make the bot unready
         (an approvers channel it cannot post to)."""
-        self._slack = SlackHttpHandler(slack, path=SLACK_PATH) if slack is not None else None
+        self._slack = slack
         self._ready = ready
         self._metrics = metrics
         self._warnings = warnings

@@ -92,6 +92,15 @@ class Reach:
         return self.channel is not None or bool(self.people)
 
 
+@dataclass(frozen=True)
+class MessageRef:
+    """Where a message about a request was posted, to find it again and update it: the
+    conversation it is in and its ID there, both as the messaging service names them."""
+
+    conversation: str
+    id: str
+
+
 @dataclass
 class AccessRequest:
     requester_id: str

@@ -6,6 +6,7 @@ Adapters implement them after their technology (``SqlAlchemyUnitOfWork``,
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from bot.domain.model import (
     AuditEvent,
     IdentityLink,
     Kind,
+    MessageRef,
     Operation,
     OperationKind,
     Reach,
@@ -263,8 +265,12 @@ class Metrics(Protocol):
 # --- storage ------------------------------------------------------------------------------
 
 
-class RequestStore(Protocol):
-    def add(self, request: AccessRequest) -> AccessRequest: ...
+class AccessRequests(Protocol):
+    """The access requests and their extensions, with their approvals."""
+
+    def add(self, request: AccessRequest) -> AccessRequest:
+        """Store a new request; sets its ``id`` and ``version``."""
+        ...
 
     def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
         """The request; :class:`NotFound` when there is none. ``for_update`` locks its row."""
@@ -293,19 +299,37 @@ class RequestStore(Protocol):
         """Active grants whose end has come and whose revocation is not yet owed."""
         ...
 
-    def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]: ...
+    def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]:
+        """Pending requests filed at or before ``before``, oldest first."""
+        ...
+
+    def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
+        """Active grants whose end comes before ``until``, soonest first."""
+        ...
+
+
+class AuditTrail(Protocol):
+    """The append-only audit log."""
 
     def record(self, event: AuditEvent) -> None: ...
 
-    def audit_events(self, since: datetime | None = None) -> Iterator[AuditEvent]: ...
+    def events(self, since: datetime | None = None) -> Iterator[AuditEvent]:
+        """Every event (at or after ``since``), in the order they were recorded."""
+        ...
+
+
+class OperationQueue(Protocol):
+    """The backend calls the bot owes, each held by one worker at a time under a lease."""
 
     def enqueue(self, operation: Operation) -> bool:
         """Owe an operation; False when the same request already owes one of that kind."""
         ...
 
-    def operation(self, request_id: int, kind: OperationKind) -> Operation | None: ...
+    def get(self, request_id: int, kind: OperationKind) -> Operation | None: ...
 
-    def save_operation(self, operation: Operation) -> None: ...
+    def save(self, operation: Operation) -> None:
+        """Write the operation back; :class:`NotFound` when it was never enqueued."""
+        ...
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
         """Take the lease on a pending, due operation nobody else holds."""
@@ -316,11 +340,23 @@ class RequestStore(Protocol):
         longer ``owner``'s (another worker claimed it after the lease lapsed, or it is done)."""
         ...
 
-    def due_operations(self, now: datetime, limit: int) -> list[Operation]: ...
+    def due(self, now: datetime, limit: int) -> list[Operation]:
+        """Pending operations whose time has come and whose lease (if any) has lapsed."""
+        ...
 
-    def link(self, slack_user_id: str, provider: str) -> IdentityLink | None: ...
 
-    def save_link(self, link: IdentityLink) -> None: ...
+class IdentityLinks(Protocol):
+    """People's ties to their accounts on a backend (GitLab)."""
+
+    def get(self, slack_user_id: str, provider: str) -> IdentityLink | None: ...
+
+    def save(self, link: IdentityLink) -> None:
+        """Add the link, or replace the one of the same person and provider."""
+        ...
+
+
+class OnceKeys(Protocol):
+    """Keys claimed once across all replicas: what was done is not done again."""
 
     def claim_key(self, key: str, now: datetime) -> bool:
         """Claim a unique key once across all replicas; False when it was claimed before."""
@@ -334,24 +370,41 @@ class RequestStore(Protocol):
         """Delete the keys claimed before ``claimed_before``; how many."""
         ...
 
-    def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
-        """Active grants whose end comes before ``until``, soonest first."""
+
+class MessageReferences(Protocol):
+    """Where messages about a request were posted, to update them as it moves on."""
+
+    def add(self, request_id: int, purpose: str, ref: MessageRef) -> None:
+        """Remember a message about the request (``purpose``: approval…). One per
+        conversation and purpose: the first one kept stays."""
         ...
 
-    def add_message(self, request_id: int, purpose: str, channel: str, ts: str) -> None:
-        """Remember where a message about the request was posted (``purpose``: approval…)."""
-        ...
-
-    def messages(self, request_id: int, purpose: str) -> list[tuple[str, str]]:
-        """``(channel, ts)`` of the request's messages for ``purpose``, oldest first."""
+    def list(self, request_id: int, purpose: str) -> builtins.list[MessageRef]:
+        """The request's messages for ``purpose``, oldest first."""
         ...
 
 
 class UnitOfWork(Protocol):
-    """One database transaction: commit explicitly, roll back on leaving without a commit."""
+    """One database transaction over every store: commit explicitly, roll back on leaving
+    without a commit."""
 
     @property
-    def store(self) -> RequestStore: ...
+    def requests(self) -> AccessRequests: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
+
+    @property
+    def operations(self) -> OperationQueue: ...
+
+    @property
+    def links(self) -> IdentityLinks: ...
+
+    @property
+    def once(self) -> OnceKeys: ...
+
+    @property
+    def messages(self) -> MessageReferences: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -47,18 +47,18 @@ def export(ctx: Context, *, since: str | None = None, fmt: str = "jsonl",
     if user_id is not None and not ctx.actor(user_id).is_admin:
         raise NotAuthorized("Only admins may export the audit log.")
     start = parse_since(since, ctx.clock())
-    with ctx.transaction() as store:
+    with ctx.transaction() as uow:
         if fmt == "csv":
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, lineterminator="\n")
             writer.writeheader()
             yield buffer.getvalue()
-            for event in store.audit_events(start):
+            for event in uow.audit.events(start):
                 buffer.seek(0)
                 buffer.truncate()
                 row = audit_record(event)
                 writer.writerow({**row, "details": json.dumps(row["details"], sort_keys=True)})
                 yield buffer.getvalue()
         else:
-            for event in store.audit_events(start):
+            for event in uow.audit.events(start):
                 yield json.dumps(audit_record(event), sort_keys=True) + "\n"

@@ -16,12 +16,13 @@ from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
 from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
 from bot.domain.oncall import OnCall
 from bot.domain.ports import (
+    AuditTrail,
     Directory,
     Granter,
+    IdentityLinks,
     Metrics,
     Notice,
     Notifier,
-    RequestStore,
     UnitOfWork,
     UserInfo,
 )
@@ -84,20 +85,20 @@ class Context:
         member_of = self.directory.groups_of(user_id, groups) if groups else frozenset()
         return self.config.actor(user_id, member_of)
 
-    def user_info(self, user_id: str, store: RequestStore) -> UserInfo:
+    def user_info(self, user_id: str, links: IdentityLinks) -> UserInfo:
         """Directory facts, overridden by the config's explicit mapping and confirmed links."""
         info = self.directory.user_info(user_id)
-        links: dict[str, str] = {}
-        link = store.link(user_id, "gitlab")
+        linked: dict[str, str] = {}
+        link = links.get(user_id, "gitlab")
         if link is not None and link.confirmed:
-            links["gitlab"] = link.username
+            linked["gitlab"] = link.username
         mapping = self.config.user(user_id)
         if mapping is not None:
-            links.update({k: v for k, v in
+            linked.update({k: v for k, v in
                           (("gitlab", mapping.gitlab), ("kubernetes", mapping.kubernetes))
                           if v})
         email = mapping.email if mapping is not None and mapping.email else info.email
-        return UserInfo(slack_user_id=user_id, email=email, name=info.name, links=links)
+        return UserInfo(slack_user_id=user_id, email=email, name=info.name, links=linked)
 
     def notify(self, *notices: Notice) -> None:
         """Tell people, after the commit; a failing notifier never undoes what happened."""
@@ -120,14 +121,14 @@ class Context:
             return None
 
     @contextmanager
-    def transaction(self) -> Iterator[RequestStore]:
-        """One unit of work; commits when the block ends without an error. The actions it
-        audited are counted once it has committed."""
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """One unit of work, its stores sharing one transaction; commits when the block ends
+        without an error. The actions it audited are counted once it has committed."""
         events: list[tuple[str, str]] = []
         token = _committed_events.set(events)
         try:
             with self.unit_of_work() as uow:
-                yield uow.store
+                yield uow
                 uow.commit()
         finally:
             _committed_events.reset(token)
@@ -136,7 +137,7 @@ class Context:
 
 
 def audit(
-    store: RequestStore,
+    trail: AuditTrail,
     now: datetime,
     actor: str,
     action: str,
@@ -147,7 +148,7 @@ def audit(
     if pending is not None:
         pending.append((action, request.cluster if request is not None
                         else str(details.get("cluster", "-"))))
-    store.record(
+    trail.record(
         AuditEvent(
             at=now,
             actor=actor,

@@ -1,29 +1,18 @@
-"""Backend work: grant, extend and revoke, each owed in the database before it is attempted.
+"""What ends a grant, and what finds the grants that should have ended: revocation, expiry at
+the end of a grant's time, and reconciliation of what the backends hold against the records.
 
-An approval, a revocation or an expiry records an :class:`Operation`; :func:`run_operation`
-takes its lease, calls the backend outside any transaction, and completes the request in one
-transaction afterwards. The lease is short (``RetryPolicy.lease``) and a heartbeat renews it
-while the call runs, so a slow backend is not taken over while its worker lives, and a worker
-that dies mid-call leaves the operation owed with a lease that lapses within about a minute: the
-next pass (``jobs run retry``) finishes it; the backends are idempotent, so the repeated call
-grants nothing twice. Every write after the call is fenced by the lease: a worker whose lease
-was taken over writes nothing. Failures that may pass are retried with backoff; grants give up
-after a limit, revocations never do.
+Revocation and expiry owe a revocation in the database and hand it to the operation engine
+(:mod:`bot.services.operations`), which calls the backend and records the end.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from bot.domain import lifecycle
 from bot.domain.errors import (
-    DomainError,
     InvalidTransition,
     NotFound,
     PermanentBackendError,
@@ -34,52 +23,15 @@ from bot.domain.model import (
     AccessRequest,
     Actor,
     Kind,
-    Operation,
     OperationKind,
-    OperationState,
     State,
 )
-from bot.domain.ports import (
-    GrantResult,
-    GrantSpec,
-    ManagedGrant,
-    Notice,
-    NoticeKind,
-    Reconcilable,
-    RequestStore,
-)
-from bot.logcontext import request_scope, scoped
-from bot.services.context import Context, audit, retrying
+from bot.domain.ports import AccessRequests, ManagedGrant, Reconcilable
+from bot.logcontext import scoped
+from bot.services.context import Context, audit
+from bot.services.operations import owe, run_all, run_operation
 
 log = logging.getLogger(__name__)
-
-
-def spec_for(request: AccessRequest, ends_at: datetime) -> GrantSpec:
-    assert request.id is not None
-    return GrantSpec(
-        request_id=request.id,
-        requester_id=request.requester_id,
-        cluster=request.cluster,
-        role=request.role,
-        namespace=request.namespace,
-        subject=request.subject,
-        ends_at=ends_at,
-        user_csr=request.user_csr,
-    )
-
-
-def owe(store: RequestStore, request: AccessRequest, kind: OperationKind, now: datetime,
-        **intent: str) -> Operation | None:
-    """Record that the backend owes ``kind`` for ``request``; None when it is owed already."""
-    assert request.id is not None
-    operation = Operation(request_id=request.id, kind=kind, next_attempt_at=now, intent=intent)
-    return operation if store.enqueue(operation) else None
-
-
-def owe_approved(store: RequestStore, request: AccessRequest, now: datetime) -> Operation | None:
-    """The backend work an approved request needs: a grant, or an extension of its parent."""
-    kind = OperationKind.EXTEND if request.kind is Kind.EXTENSION else OperationKind.GRANT
-    return owe(store, request, kind, now)
 
 
 # --- revocation and expiry ----------------------------------------------------------------
@@ -94,52 +46,34 @@ def revoke(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRe
 @scoped
 def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> AccessRequest:
     now = ctx.clock()
-    with ctx.transaction() as store:
-        request = store.get(request_id, for_update=True)
+    with ctx.transaction() as uow:
+        request = uow.requests.get(request_id, for_update=True)
         policy = ctx.config.policy(request.cluster, request.role)
         if request.kind is not Kind.ACCESS:
             raise InvalidTransition(
                 f"Request {request.label} is an extension: revoke its grant #{request.parent_id}."
             )
         lifecycle.check_revoke(request, actor, policy)
-        operation = owe(store, request, OperationKind.REVOKE, now, event="revoke",
+        operation = owe(uow.operations, request, OperationKind.REVOKE, now, event="revoke",
                         by=actor.user_id, reason=reason.strip() or "revoked")
         if operation is None:
             raise InvalidTransition(f"Request {request.label} is already being revoked.")
-        audit(store, now, actor.user_id, "revocation requested", request, reason=reason)
-    run_operation(ctx, operation)
-    return get(ctx, request_id)
+        audit(uow.audit, now, actor.user_id, "revocation requested", request, reason=reason)
+    return run_operation(ctx, operation) or get(ctx, request_id)
 
 
 def expire_due(ctx: Context, limit: int | None = None) -> int:
     """Revoke every grant whose time is up, up to ``limit`` (the tuning's batch); returns how
     many were found due."""
     now = ctx.clock()
-    with ctx.transaction() as store:
-        due = store.due_to_expire(now, ctx.tuning.batches.expire if limit is None else limit)
+    with ctx.transaction() as uow:
+        due = uow.requests.due_to_expire(
+            now, ctx.tuning.batches.expire if limit is None else limit)
         owed = [op for request in due
-                if (op := owe(store, request, OperationKind.REVOKE, now, event="expire",
+                if (op := owe(uow.operations, request, OperationKind.REVOKE, now, event="expire",
                               by=POLICY_ACTOR, reason="time is up")) is not None]
-    _run_all(ctx, owed)
+    run_all(ctx, owed)
     return len(owed)
-
-
-def run_due(ctx: Context, limit: int | None = None) -> int:
-    """One retry pass: every owed operation whose time has come, up to ``limit`` (the tuning's
-    batch); returns how many were run."""
-    with ctx.transaction() as store:
-        due = store.due_operations(ctx.clock(),
-                                   ctx.tuning.batches.operations if limit is None else limit)
-    return _run_all(ctx, due)
-
-
-def _run_all(ctx: Context, operations: list[Operation]) -> int:
-    """Run owed operations a few at a time: backends answer slowly, not one after another."""
-    if len(operations) <= 1:
-        return sum(run_operation(ctx, operation) for operation in operations)
-    with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.backend_calls,
-                            thread_name_prefix="operations") as pool:
-        return sum(pool.map(lambda operation: run_operation(ctx, operation), operations))
 
 
 RECONCILE_GRACE = timedelta(minutes=5)
@@ -191,8 +125,8 @@ def reconcile(ctx: Context, fix: bool = False, grace: timedelta = RECONCILE_GRAC
 def _judge(ctx: Context, cluster: str, granter: Reconcilable, held: ManagedGrant,
            fix: bool) -> Stray | None:
     """One object, judged and (on ``fix``) removed inside one transaction."""
-    with ctx.transaction() as store:
-        verdict = _verdict(store, cluster, granter, held)
+    with ctx.transaction() as uow:
+        verdict = _verdict(uow.requests, cluster, granter, held)
         if verdict is None:
             return None
         why, removable = verdict
@@ -202,22 +136,22 @@ def _judge(ctx: Context, cluster: str, granter: Reconcilable, held: ManagedGrant
             granter.remove(held)
         except (TemporaryBackendError, PermanentBackendError) as error:
             return Stray(cluster, held, f"{why}; removal failed: {error.message}", removed=False)
-        audit(store, ctx.clock(), "reconcile", "stray removed", None,
+        audit(uow.audit, ctx.clock(), "reconcile", "stray removed", None,
               cluster=cluster, binding=held.describe(), subject=held.subject,
               claimed_request=held.request_id, why=why)
     return Stray(cluster, held, why, removed=True)
 
 
-def _verdict(store: RequestStore, cluster: str, granter: Reconcilable,
+def _verdict(requests: AccessRequests, cluster: str, granter: Reconcilable,
              held: ManagedGrant) -> tuple[str, bool] | None:
     """None when a live request explains ``held``; else why it is a stray and whether the bot
     may remove it (only what its labels or its records prove to be its own)."""
     if held.request_id is None:
         if held.owned:
             return "labelled as this bot's for this cluster, but names no request", True
-        return _verdict_by_subject(store, cluster, granter, held)
+        return _verdict_by_subject(requests, cluster, granter, held)
     try:
-        request: AccessRequest | None = store.get(held.request_id, for_update=True)
+        request: AccessRequest | None = requests.get(held.request_id, for_update=True)
     except NotFound:
         request = None
     if request is None:
@@ -239,19 +173,19 @@ def _verdict(store: RequestStore, cluster: str, granter: Reconcilable,
     return f"request #{request.id} is {request.state.value}", True
 
 
-def _verdict_by_subject(store: RequestStore, cluster: str, granter: Reconcilable,
+def _verdict_by_subject(requests: AccessRequests, cluster: str, granter: Reconcilable,
                         held: ManagedGrant) -> tuple[str, bool] | None:
     """For what names no request (a GitLab membership): the cluster's requests for its subject
     decide, the live ones locked."""
     if held.subject is None:
         return None
-    records = [r for r in store.find(clusters=[cluster], subject=held.subject,
-                                     kind=Kind.ACCESS, limit=None)
+    records = [r for r in requests.find(clusters=[cluster], subject=held.subject,
+                                        kind=Kind.ACCESS, limit=None)
                if granter.explained_by(held, r)]
     for request in records:
         assert request.id is not None
         if not request.state.is_final and \
-                not store.get(request.id, for_update=True).state.is_final:
+                not requests.get(request.id, for_update=True).state.is_final:
             return None
     created = [r for r in records
                if (r.backend_ref.get("action") == "created" or r.state is State.FAILED)
@@ -269,318 +203,6 @@ def reconcile_and_fix(ctx: Context) -> int:
 
 
 def get(ctx: Context, request_id: int) -> AccessRequest:
-    with ctx.transaction() as store:
-        return store.get(request_id)
-
-
-# --- running an operation -----------------------------------------------------------------
-
-
-class LeaseLost(Exception):
-    """Another worker claimed the operation after this worker's lease lapsed: stop writing."""
-
-
-def _backend_name(ctx: Context, cluster: str) -> str:
-    """What the requester is waiting for, in words: GitLab, or the cluster's API server."""
-    configured = ctx.config.clusters.get(cluster)
-    if configured is not None and configured.backend == "gitlab":
-        return "GitLab"
-    return f"the Kubernetes API of cluster {cluster}"
-
-
-def _lease_owner(ctx: Context) -> str:
-    """A name for one claim: the worker and a token, so that two claims by the same process
-    (a thread pool, or a claim after its own lease lapsed) fence each other too."""
-    return f"{ctx.worker_id[:54]}/{uuid.uuid4().hex[:9]}"
-
-
-def _hold(ctx: Context, store: RequestStore, operation: Operation) -> datetime:
-    """Renew this worker's lease inside ``store``'s transaction, or raise :class:`LeaseLost`.
-    Returns the lease's new end."""
-    assert operation.id is not None and operation.lease_owner is not None
-    until = ctx.clock() + ctx.retry.lease
-    if not store.renew(operation.id, operation.lease_owner, until):
-        raise LeaseLost(operation.lease_owner)
-    return until
-
-
-class Heartbeat:
-    """Renews an operation's lease every ``RetryPolicy.heartbeat`` while its backend call runs,
-    and tells the approvers and the requester, once, when a grant is slow.
-
-    It runs on a thread of its own, so a backend call that blocks does not stop it; a worker
-    that dies takes it along, and its lease lapses.
-    """
-
-    def __init__(self, ctx: Context, operation: Operation, request: AccessRequest,
-                 started: datetime) -> None:
-        self._ctx = ctx
-        self._operation = operation
-        self._request = request
-        self._started = started
-        self._stop = threading.Event()
-        self._told_slow = operation.kind is OperationKind.REVOKE
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"heartbeat-{operation.id}")
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        interval = self._ctx.retry.heartbeat.total_seconds()
-        while not self._stop.wait(interval):
-            try:
-                self.beat()
-            except LeaseLost:
-                log.warning("the lease on request %s's %s was taken over; this worker will "
-                            "write nothing", self._request.id, self._operation.kind.value)
-                return
-            except Exception:  # the database hiccupped: the lease still runs, try again
-                log.exception("renewing the lease of request %s failed", self._request.id)
-
-    def beat(self) -> None:
-        """Renew the lease once; announce the delay when the call has become slow."""
-        with self._ctx.transaction() as store:
-            _hold(self._ctx, store, self._operation)
-        slow = self._ctx.clock() - self._started
-        if not self._told_slow and slow >= self._ctx.retry.slow_after:
-            self._told_slow = True
-            backend = _backend_name(self._ctx, self._request.cluster)
-            log.warning("%s for request %s still running after %ss: %s is slow",
-                        self._operation.kind.value, self._request.id,
-                        int(slow.total_seconds()), backend)
-            self._ctx.notify(Notice(NoticeKind.SLOW, self._request,
-                                    detail=f"{backend} is slow"))
-
-
-def run_operation(ctx: Context, operation: Operation) -> bool:
-    """Do the owed backend call if nobody else holds it; False when another worker does."""
-    assert operation.id is not None
-    now = ctx.clock()
-    owner = _lease_owner(ctx)
-    with ctx.transaction() as store:
-        if not store.claim(operation.id, owner, now, now + ctx.retry.lease):
-            return False
-        claimed = store.operation(operation.request_id, operation.kind)
-        assert claimed is not None
-        request = store.get(claimed.request_id)
-        parent = store.get(request.parent_id) if request.parent_id is not None else None
-    with request_scope(request.id):
-        started = ctx.clock()
-        timer = time.monotonic()
-        outcome = "ok"
-        try:
-            try:
-                with Heartbeat(ctx, claimed, request, started):
-                    result = _call_backend(ctx, claimed, request, parent, started)
-            except LeaseLost:
-                raise
-            except TemporaryBackendError as error:
-                outcome = "temporary"
-                _postpone(ctx, claimed, error.message, error.delay_seconds)
-            except (PermanentBackendError, DomainError) as error:
-                outcome = "permanent"
-                _give_up(ctx, claimed, error.message)
-            except Exception as error:  # an adapter let a library error through: retry
-                outcome = "unexpected"
-                log.exception("backend call for request %s failed unexpectedly", request.id)
-                _postpone(ctx, claimed, f"unexpected error: {type(error).__name__}: {error}",
-                          None)
-            else:
-                _complete(ctx, claimed, result, started)
-        except LeaseLost:
-            outcome = "lost"
-            log.warning("another worker took over request %s's %s; leaving it to them",
-                        request.id, claimed.kind.value)
-        finally:
-            ctx.metrics.backend_call(claimed.kind.value, request.cluster,
-                                     time.monotonic() - timer, outcome)
-    return True
-
-
-def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
-                  parent: AccessRequest | None, started: datetime) -> GrantResult | None:
-    granter = ctx.granter(request.cluster)
-    if operation.kind is OperationKind.GRANT:
-        spec = spec_for(request, started + request.duration)
-        if operation.prepared is None:
-            operation.prepared = granter.prepare(spec)
-            with ctx.transaction() as store:
-                operation.lease_until = _hold(ctx, store, operation)
-                store.save_operation(operation)
-        return granter.grant(spec, operation.prepared)
-    if operation.kind is OperationKind.EXTEND:
-        assert parent is not None
-        if parent.state is not State.ACTIVE or parent.ends_at is None:
-            raise InvalidTransition(
-                f"Request {parent.label} is {parent.state.value}: the extension cannot apply."
-            )
-        return granter.extend(spec_for(parent, parent.ends_at + request.duration),
-                              parent.backend_ref)
-    if not _hand_over(ctx, request):
-        granter.revoke(spec_for(request, request.ends_at or started), request.backend_ref)
-    return None
-
-
-def _hand_over(ctx: Context, request: AccessRequest) -> bool:
-    """Where another live grant holds the same backend object (two clusters' roles on one
-    GitLab group), the object stays: that grant takes over what this one made, lasts until its
-    own end, and removes it in turn. True when handed over (nothing to remove now)."""
-    key = ctx.granter(request.cluster).shared_object(request.backend_ref)
-    if key is None:
-        return False
-    with ctx.transaction() as store:
-        heirs = [other for other in store.find(subject=request.subject, states=[State.ACTIVE],
-                                              kind=Kind.ACCESS, limit=None)
-                 if other.id != request.id and other.ends_at is not None
-                 and other.cluster in ctx.granters  # a cluster since removed holds nothing
-                 and ctx.granter(other.cluster).shared_object(other.backend_ref) == key
-                 and not _owes_revocation(store, other)]
-    if not heirs:
-        return False
-    heir = max(heirs, key=lambda other: other.ends_at or datetime.min)
-    mine, theirs = request.backend_ref, heir.backend_ref
-    reference = dict(theirs)
-    if mine.get("action") in ("created", "raised") and \
-            theirs.get("action") not in ("created", "raised"):
-        reference.update(action=mine["action"], previous=mine.get("previous"),
-                         access_level=max(int(mine.get("access_level", 0)),
-                                          int(theirs.get("access_level", 0))))
-    assert heir.ends_at is not None
-    result = ctx.granter(heir.cluster).extend(spec_for(heir, heir.ends_at), reference)
-    with ctx.transaction() as store:
-        current = store.get(heir.id or 0, for_update=True)
-        if current.state is State.ACTIVE:
-            current.backend_ref = result.reference
-            store.save(current)
-        audit(store, ctx.clock(), POLICY_ACTOR, "handed over", current,
-              from_request=request.id, object=key)
-    log.info("request %s ends; %s stays for request %s until %s", request.id, key, heir.id,
-             heir.ends_at)
-    return True
-
-
-def _owes_revocation(store: RequestStore, request: AccessRequest) -> bool:
-    assert request.id is not None
-    owed = store.operation(request.id, OperationKind.REVOKE)
-    return owed is not None and owed.state is OperationState.PENDING
-
-
-def _finish(store: RequestStore, operation: Operation, state: OperationState,
-            error: str | None = None) -> None:
-    operation.state = state
-    operation.lease_owner = None
-    operation.lease_until = None
-    operation.last_error = error
-    store.save_operation(operation)
-
-
-def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
-              started: datetime) -> None:
-    def commit() -> list[Notice]:
-        now = ctx.clock()
-        with ctx.transaction() as store:
-            _hold(ctx, store, operation)
-            request = store.get(operation.request_id, for_update=True)
-            notices = _apply(store, operation, request, result, started, now)
-            _finish(store, operation, OperationState.DONE)
-        return notices
-
-    notices = retrying(commit)
-    for notice in notices:
-        ended = notice.request
-        if notice.kind is NoticeKind.EXPIRED and ended.ended_at and ended.ends_at:
-            ctx.metrics.expiry_lag((ended.ended_at - ended.ends_at).total_seconds())
-    ctx.notify(*notices)
-
-
-def _apply(store: RequestStore, operation: Operation, request: AccessRequest,
-           result: GrantResult | None, started: datetime, now: datetime) -> list[Notice]:
-    """Move the request (and its parent or extensions) now that the backend has done its part."""
-    if operation.kind is OperationKind.GRANT:
-        assert result is not None
-        lifecycle.activate(request, started)
-        request.backend_ref = result.reference
-        store.save(request)
-        audit(store, now, POLICY_ACTOR, "activated", request,
-              ends_at=_iso(request.ends_at), backend=result.reference)
-        return [Notice(NoticeKind.ACTIVE, request, delivery=result.delivery)]
-    if operation.kind is OperationKind.EXTEND:
-        assert result is not None and request.parent_id is not None
-        parent = store.get(request.parent_id, for_update=True)
-        lifecycle.apply_extension(request, parent, started)
-        parent.backend_ref = result.reference
-        store.save(request)
-        store.save(parent)
-        audit(store, now, POLICY_ACTOR, "extended", parent, extension=request.id,
-              ends_at=_iso(parent.ends_at))
-        return [Notice(NoticeKind.EXTENDED, request, delivery=result.delivery, parent=parent)]
-    if operation.intent.get("event") == "expire":
-        lifecycle.expire(request, now)
-        kind, action = NoticeKind.EXPIRED, "expired"
-    else:
-        lifecycle.revoke(request, operation.intent.get("by", POLICY_ACTOR), now,
-                         operation.intent.get("reason", "revoked"))
-        kind, action = NoticeKind.REVOKED, "revoked"
-    store.save(request)
-    for extension in store.find(parent_id=request.id, states=[State.ACTIVE]):
-        lifecycle.end_with_parent(extension, request)
-        store.save(extension)
-    audit(store, now, request.ended_by or POLICY_ACTOR, action, request,
-          reason=request.end_reason)
-    return [Notice(kind, request, actor=request.ended_by)]
-
-
-def _postpone(ctx: Context, operation: Operation, error: str, hint: float | None) -> None:
-    gives_up = (operation.kind is not OperationKind.REVOKE
-                and operation.attempts >= ctx.retry.grant_attempts)
-    if gives_up:
-        _give_up(ctx, operation, f"{error} (gave up after {operation.attempts} attempts)")
-        return
-    now = ctx.clock()
-    with ctx.transaction() as store:
-        _hold(ctx, store, operation)
-        request = store.get(operation.request_id, for_update=True)
-        request.last_error = error
-        store.save(request)
-        operation.next_attempt_at = now + ctx.retry.delay(operation.attempts, hint)
-        _finish(store, operation, OperationState.PENDING, error)
-        audit(store, now, POLICY_ACTOR, f"{operation.kind.value} attempt failed", request,
-              attempt=operation.attempts, error=error,
-              next_attempt_at=_iso(operation.next_attempt_at))
-    log.warning("%s for request %s failed (attempt %s), retrying at %s: %s",
-                operation.kind.value, request.id, operation.attempts,
-                operation.next_attempt_at.isoformat(), error)
-    if operation.attempts == 1:
-        ctx.notify(Notice(NoticeKind.RETRYING, request))
-
-
-def _give_up(ctx: Context, operation: Operation, error: str) -> None:
-    if operation.kind is OperationKind.REVOKE:
-        # Access must end: a refusal is retried at the longest delay until it is confirmed.
-        _postpone(ctx, operation, error, ctx.retry.max_delay.total_seconds())
-        return
-    now = ctx.clock()
-    with ctx.transaction() as store:
-        _hold(ctx, store, operation)
-        request = store.get(operation.request_id, for_update=True)
-        try:
-            lifecycle.fail(request, now, error)
-        except InvalidTransition:
-            log.warning("request %s is %s; not marking it failed", request.id, request.state)
-        store.save(request)
-        _finish(store, operation, OperationState.FAILED, error)
-        audit(store, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
-    log.error("%s for request %s failed for good: %s", operation.kind.value, request.id, error)
-    ctx.notify(Notice(NoticeKind.FAILED, request))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
+    """The request as it is stored now; :class:`NotFound` when there is none."""
+    with ctx.transaction() as uow:
+        return uow.requests.get(request_id)

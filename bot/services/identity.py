@@ -36,9 +36,9 @@ def link_gitlab(ctx: Context, user_id: str, username: str) -> IdentityLink:
     link = IdentityLink(slack_user_id=user_id, provider="gitlab", username=account.username,
                         confirmed=same, created_at=now,
                         confirmed_by="email match" if same else None)
-    with ctx.transaction() as store:
-        store.save_link(link)
-        audit(store, now, user_id, "gitlab linked" if same else "gitlab link requested",
+    with ctx.transaction() as uow:
+        uow.links.save(link)
+        audit(uow.audit, now, user_id, "gitlab linked" if same else "gitlab link requested",
               username=account.username)
     return link
 
@@ -48,20 +48,20 @@ def confirm_link(ctx: Context, admin_id: str, user_id: str) -> IdentityLink:
     if not ctx.actor(admin_id).is_admin:
         raise NotAuthorized("Only admins may confirm a GitLab link.")
     now = ctx.clock()
-    with ctx.transaction() as store:
-        pending = store.link(user_id, "gitlab")
+    with ctx.transaction() as uow:
+        pending = uow.links.get(user_id, "gitlab")
         if pending is None:
             raise NotFound(f"Slack user {user_id} has asked for no GitLab link.")
         link = dataclasses.replace(pending, confirmed=True, confirmed_by=admin_id)
-        store.save_link(link)
-        audit(store, now, admin_id, "gitlab link confirmed", user=user_id,
+        uow.links.save(link)
+        audit(uow.audit, now, admin_id, "gitlab link confirmed", user=user_id,
               username=link.username)
     return link
 
 
 def whoami(ctx: Context, user_id: str) -> Identities:
-    with ctx.transaction() as store:
-        user = ctx.user_info(user_id, store)
+    with ctx.transaction() as uow:
+        user = ctx.user_info(user_id, uow.links)
     subjects: dict[str, str] = {}
     for cluster in ctx.config.clusters:
         try:

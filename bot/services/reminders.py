@@ -35,8 +35,8 @@ KEY_MARGIN = timedelta(days=1)
 
 def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
     """Send under a claimed key; False when another replica or an earlier pass sent it."""
-    with ctx.transaction() as store:
-        if not store.claim_key(key, ctx.clock()):
+    with ctx.transaction() as uow:
+        if not uow.once.claim_key(key, ctx.clock()):
             return False
     try:
         send()
@@ -46,13 +46,13 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
                       error.message, error.kind)
             return False
         log.warning("%s was not delivered; it will be tried again: %s", key, error.message)
-        with ctx.transaction() as store:
-            store.release_key(key)
+        with ctx.transaction() as uow:
+            uow.once.release_key(key)
         return False
     except Exception:
         log.exception("sending %s failed; it will be tried again", key)
-        with ctx.transaction() as store:
-            store.release_key(key)
+        with ctx.transaction() as uow:
+            uow.once.release_key(key)
         return False
     return True
 
@@ -68,8 +68,8 @@ def weekly(ctx: Context) -> int:
     if now - occurrence.at > CATCH_UP:
         return 0
     period = occurrence.key
-    with ctx.transaction() as store:
-        found = store.find(states=[State.ACTIVE], kind=Kind.ACCESS, limit=None)
+    with ctx.transaction() as uow:
+        found = uow.requests.find(states=[State.ACTIVE], kind=Kind.ACCESS, limit=None)
     # A grant whose end has passed is the expiry sweep's, whatever its state says right now.
     active = [g for g in found if g.ends_at is not None and g.ends_at > now]
     ending: dict[str, list[AccessRequest]] = defaultdict(list)
@@ -127,8 +127,8 @@ def nudge_expiring(ctx: Context, limit: int | None = None) -> int:
     """Tell grantees their access ends soon (grants longer than the nudge only)."""
     before = ctx.config.schedules.nudge_before
     now = ctx.clock()
-    with ctx.transaction() as store:
-        soon = store.active_ending_before(
+    with ctx.transaction() as uow:
+        soon = uow.requests.active_ending_before(
             now + before, ctx.tuning.batches.nudges if limit is None else limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
     for grant in soon:
@@ -147,8 +147,8 @@ def renotify_pending(ctx: Context, limit: int | None = None) -> int:
     reminder goes once; one that reached nobody leaves the next to try again."""
     after = ctx.config.schedules.renotify_after
     now = ctx.clock()
-    with ctx.transaction() as store:
-        waiting = store.pending_created_before(
+    with ctx.transaction() as uow:
+        waiting = uow.requests.pending_created_before(
             now - after, ctx.tuning.batches.renotify if limit is None else limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
     for request in waiting:
@@ -198,5 +198,5 @@ def forget_spent_keys(ctx: Context) -> int:
     config = ctx.config
     longest = max([CATCH_UP, config.schedules.nudge_before,
                    *(policy.pending_timeout for policy in config.policies.values())])
-    with ctx.transaction() as store:
-        return store.forget_keys(ctx.clock() - longest - KEY_MARGIN)
+    with ctx.transaction() as uow:
+        return uow.once.forget_keys(ctx.clock() - longest - KEY_MARGIN)

@@ -40,7 +40,7 @@ def run(env: dict[str, str], *args: str) -> Result:
 def test_db_upgrade_and_current(env: dict[str, str]) -> None:
     from bot.adapters.db import migrate
     from bot.adapters.db.connection import sqlite_path
-    from bot.adapters.db.store import make_engine
+    from bot.adapters.db.engine import make_engine
 
     before = run(env, "db", "current")
     assert before.exit_code != 0
@@ -104,11 +104,11 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
     from datetime import timedelta
 
     from bot.adapters.db import migrate
-    from bot.adapters.db.store import make_engine
+    from bot.adapters.db.engine import make_engine
     from bot.app import build_context
     from bot.config import Settings, load_config
     from bot.fakes.kubernetes import FakeKubernetes
-    from bot.services import requests
+    from bot.services import access
     from tests.fakes.ports import StaticDirectory
 
     kube = FakeKubernetes(tmp_path).start()
@@ -128,8 +128,8 @@ def test_operator_commands_against_a_cluster(tmp_path: Path) -> None:
         migrate.upgrade(make_engine(url))
         ctx = build_context(Settings(database_url=url), load_config(config_path),
                             directory=StaticDirectory(emails={"U0ALICE01": "alice@example.com"}))
-        granted = requests.file_request(ctx, "U0ALICE01", "dev", "view",
-                                        duration=timedelta(hours=1))
+        granted = access.file_request(ctx, "U0ALICE01", "dev", "view",
+                                      duration=timedelta(hours=1))
         assert "k8s-access-1" in kube.cluster_role_bindings
 
         checked = run({**env, **SLACK}, "config", "check", "--connect")

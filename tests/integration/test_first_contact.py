@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.cli import main
 from bot.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from bot.fakes.socket_mode import FakeSocketMode
@@ -285,12 +285,12 @@ def test_database_commands_need_no_config_file(setup: Setup) -> None:
 
 
 def test_metrics_answer_while_the_database_is_not_migrated(setup: Setup) -> None:
-    from bot.adapters.metrics import PrometheusMetrics
     from bot.adapters.web import WebApp
+    from bot.app import build_metrics
 
     unmigrated(setup)
     engine = make_engine(setup.env["DATABASE_URL"])
-    web = WebApp(None, lambda: {}, PrometheusMetrics(engine).render)
+    web = WebApp(None, lambda: {}, build_metrics(engine).render)
     statuses: list[str] = []
     body = b"".join(web({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET"},
                         lambda status, headers: statuses.append(status)))  # type: ignore[arg-type,return-value]

@@ -23,7 +23,7 @@ from bot.domain.errors import (
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import NoticeKind
 from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
-from bot.services import grants, identity, requests
+from bot.services import access, grants, identity, operations
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ADMIN, ALICE, BOB
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
@@ -94,9 +94,9 @@ def gctx(engine: Engine, gl_config: Config, directory: StaticDirectory) -> Conte
 
 
 def grant(ctx: Context, role: str = "view") -> int:
-    request = requests.file_request(ctx, ALICE, "staging", role, duration=2 * H, reason="x")
+    request = access.file_request(ctx, ALICE, "staging", role, duration=2 * H, reason="x")
     assert request.id is not None
-    requests.approve(ctx, request.id, BOB)
+    access.approve(ctx, request.id, BOB)
     return request.id
 
 
@@ -113,7 +113,7 @@ def test_grant_adds_the_member_and_revoke_removes_it(gctx: Context, world: World
     grants.revoke(gctx, request_id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None
     # Revoking what is already gone is harmless.
-    gctx.granter("staging").revoke(grants.spec_for(granted, granted.ends_at),
+    gctx.granter("staging").revoke(operations.spec_for(granted, granted.ends_at),
                                    granted.backend_ref)
 
 
@@ -145,35 +145,35 @@ def test_inherited_lower_membership_gets_a_direct_one(gctx: Context, world: Worl
 
 
 def test_gitlab_failing_mid_grant_is_retried(gctx: Context, world: World) -> None:
-    request = requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    request = access.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
     assert request.id is not None
     world.gitlab.fail_next = [502]
-    waiting = requests.approve(gctx, request.id, BOB)
+    waiting = access.approve(gctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "GitLab answered 502" in (waiting.last_error or "")
-    grants.run_due(gctx)
+    operations.run_due(gctx)
     assert grants.get(gctx, request.id).state is State.ACTIVE
 
 
 def test_gitlab_hanging_is_retried(engine: Engine, gl_config: Config, world: World,
                                    directory: StaticDirectory) -> None:
     ctx, _ = context(engine, gl_config, directory, timeout=0.5)
-    request = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    request = access.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
     assert request.id is not None
     world.gitlab.hang_next = 1
-    waiting = requests.approve(ctx, request.id, BOB)
+    waiting = access.approve(ctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "unreachable or too slow" in (waiting.last_error or "")
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     assert grants.get(ctx, request.id).state is State.ACTIVE
 
 
 def test_member_added_before_a_crash_is_still_the_bots(gctx: Context, world: World) -> None:
-    request = requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    request = access.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
     assert request.id is not None
     granter = gctx.granter("staging")
     approved = dataclasses.replace(request, state=State.APPROVED)
-    spec = grants.spec_for(approved, request.created_at + H)
+    spec = operations.spec_for(approved, request.created_at + H)
     prepared = granter.prepare(spec)
     granter.grant(spec, prepared)  # the worker died after this call, before its commit
     second = granter.grant(spec, prepared)
@@ -193,12 +193,12 @@ def test_a_membership_made_by_hand_before_the_retry_is_not_taken_over(
     owner = world.gitlab.add_user("owner", "owner@example.com")
     world.gitlab.add_member(world.parent, owner, 50)
     target = getattr(world, group)
-    request = requests.file_request(gctx, ALICE, "staging", role, duration=H, reason="x")
+    request = access.file_request(gctx, ALICE, "staging", role, duration=H, reason="x")
     assert request.id is not None
     world.gitlab.fail_on["POST"] = [500]
-    assert requests.approve(gctx, request.id, BOB).state is State.APPROVED
+    assert access.approve(gctx, request.id, BOB).state is State.APPROVED
     made = world.gitlab.add_member(target, world.alice, by_hand, by=owner)
-    grants.run_due(gctx)  # the retry's POST answers 409 Member already exists
+    operations.run_due(gctx)  # the retry's POST answers 409 Member already exists
     granted = grants.get(gctx, request.id)
     assert granted.state is State.ACTIVE
     assert granted.backend_ref["action"] == action
@@ -207,11 +207,11 @@ def test_a_membership_made_by_hand_before_the_retry_is_not_taken_over(
 
 
 def test_a_lost_answer_is_the_bots_own_membership(gctx: Context, world: World) -> None:
-    request = requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+    request = access.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
     assert request.id is not None
     world.gitlab.lose_answer_on["POST"] = [502]  # GitLab added her, the answer never arrived
-    assert requests.approve(gctx, request.id, BOB).state is State.APPROVED
-    grants.run_due(gctx)
+    assert access.approve(gctx, request.id, BOB).state is State.APPROVED
+    operations.run_due(gctx)
     assert grants.get(gctx, request.id).backend_ref["action"] == "created"
     grants.revoke(gctx, request.id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None
@@ -225,10 +225,10 @@ def test_the_sweep_removes_only_memberships_the_bot_made_and_no_grant_explains(
     carol = world.gitlab.add_user("carol", "carol@example.com")
     dave = world.gitlab.add_user("dave", "dave@example.com")
     world.gitlab.add_member(world.parent, owner, 50)
-    failed = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    failed = access.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
     assert failed.id is not None
     world.gitlab.lose_answer_on["POST"] = [502]  # added, but the grant gave up
-    assert requests.approve(ctx, failed.id, BOB).state is State.FAILED
+    assert access.approve(ctx, failed.id, BOB).state is State.FAILED
     live = grant(ctx, "edit")
     world.gitlab.add_member(world.view, carol, 30, by=owner)       # by hand
     world.gitlab.add_member(world.view, dave, 30, by=world.bot)    # the bot's user, no record
@@ -277,14 +277,14 @@ def test_token_without_rights_fails_with_an_operator_message(
     directory.emails[ALICE] = "u0alice01@example.com"
     ctx, notifier = context(engine, gl_config, directory, token="glpat-plain")
     with pytest.raises(PolicyViolation, match="by a private email needs an admin token"):
-        requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
-    with ctx.transaction() as store:
-        assert store.find() == []
+        access.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    with ctx.transaction() as uow:
+        assert uow.requests.find() == []
     identity.link_gitlab(ctx, ALICE, "alice")  # pending: GitLab hides her email from this token
     identity.confirm_link(ctx, ADMIN, ALICE)
-    request = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    request = access.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
     assert request.id is not None and request.subject == "alice"
-    failed = requests.approve(ctx, request.id, BOB)
+    failed = access.approve(ctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "needs the Owner role on the group" in (failed.end_reason or "")
     assert NoticeKind.FAILED in notifier.kinds(request.id)
@@ -302,7 +302,7 @@ def test_identity_by_email_link_and_mapping(gctx: Context, world: World, engine:
     assert identity.whoami(gctx, ALICE).subjects["staging"] == "`alice`"
     directory.emails[ALICE] = "nobody@example.com"
     with pytest.raises(PolicyViolation, match="No single GitLab account shows the email"):
-        requests.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+        access.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
     pending = identity.link_gitlab(gctx, ALICE, "alice")
     assert not pending.confirmed
     with pytest.raises(NotAuthorized):
@@ -328,8 +328,8 @@ def test_kubeconfig_for_the_agent(engine: Engine, gl_config: Config,
         "cluster", "agent", "get-token", "--agent", "42"]
     assert "--token=pat:42:<your token>" in delivery.instructions
     assert "gitlab:user:alice" in delivery.instructions
-    with ctx.transaction() as store:
-        operation = store.operation(request_id, OperationKind.GRANT)
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
     assert operation is not None and operation.prepared is not None
     assert operation.prepared["direct"] is None
 
@@ -373,12 +373,12 @@ def two_clusters_on_one_group(engine: Engine, world: World,
 def test_revoking_one_clusters_grant_keeps_the_membership_another_live_grant_uses(
         engine: Engine, world: World, directory: StaticDirectory) -> None:
     ctx = two_clusters_on_one_group(engine, world, directory)
-    prod = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    prod = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
     assert prod.id is not None
-    requests.approve(ctx, prod.id, BOB)
-    staging = requests.file_request(ctx, ALICE, "staging", "view", duration=2 * H, reason="x")
+    access.approve(ctx, prod.id, BOB)
+    staging = access.file_request(ctx, ALICE, "staging", "view", duration=2 * H, reason="x")
     assert staging.id is not None
-    requests.approve(ctx, staging.id, BOB)
+    access.approve(ctx, staging.id, BOB)
     assert grants.get(ctx, staging.id).backend_ref["action"] == "pre_existing"
     grants.revoke(ctx, prod.id, ALICE, "done")
     assert grants.get(ctx, staging.id).state is State.ACTIVE
@@ -388,8 +388,8 @@ def test_revoking_one_clusters_grant_keeps_the_membership_another_live_grant_use
     assert ends_at is not None
     assert member["expires_at"] == (ends_at + timedelta(days=1)).date().isoformat()
     assert grants.get(ctx, staging.id).backend_ref["action"] == "created"  # staging's now
-    with ctx.transaction() as store:
-        assert [e.action for e in store.audit_events() if e.request_id == staging.id][-1] \
+    with ctx.transaction() as uow:
+        assert [e.action for e in uow.audit.events() if e.request_id == staging.id][-1] \
             == "handed over"
     grants.revoke(ctx, staging.id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None  # the last grant removes it
@@ -400,9 +400,9 @@ def test_grants_ending_together_on_one_group_leave_nothing_behind(
     ctx = two_clusters_on_one_group(engine, world, directory)
     ids = []
     for cluster in ("prod", "staging"):
-        filed = requests.file_request(ctx, ALICE, cluster, "view", duration=H, reason="x")
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=H, reason="x")
         assert filed.id is not None
-        requests.approve(ctx, filed.id, BOB)
+        access.approve(ctx, filed.id, BOB)
         ids.append(filed.id)
     clock = ctx.clock
     later = dataclasses.replace(ctx, clock=lambda: clock() + 2 * H)
@@ -414,15 +414,15 @@ def test_grants_ending_together_on_one_group_leave_nothing_behind(
 def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_over(
         engine: Engine, world: World, directory: StaticDirectory) -> None:
     ctx = two_clusters_on_one_group(engine, world, directory)
-    staging = requests.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
+    staging = access.file_request(ctx, ALICE, "staging", "view", duration=H, reason="x")
     assert staging.id is not None
     world.gitlab.fail_on["POST"] = [500]
-    assert requests.approve(ctx, staging.id, BOB).state is State.APPROVED
-    prod = requests.file_request(ctx, ALICE, "prod", "view", duration=2 * H, reason="x")
+    assert access.approve(ctx, staging.id, BOB).state is State.APPROVED
+    prod = access.file_request(ctx, ALICE, "prod", "view", duration=2 * H, reason="x")
     assert prod.id is not None
-    requests.approve(ctx, prod.id, BOB)
+    access.approve(ctx, prod.id, BOB)
     assert grants.get(ctx, prod.id).state is State.ACTIVE
-    grants.run_due(ctx)  # staging's retry answers 409: the membership is prod's grant
+    operations.run_due(ctx)  # staging's retry answers 409: the membership is prod's grant
     assert grants.get(ctx, staging.id).state is State.ACTIVE
     grants.revoke(ctx, staging.id, ALICE, "done")
     assert grants.get(ctx, prod.id).state is State.ACTIVE

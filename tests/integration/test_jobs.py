@@ -20,7 +20,7 @@ from bot.config import Config, Settings, parse_config
 from bot.domain.model import State
 from bot.domain.ports import NoticeKind
 from bot.jobs import Job, Scheduler
-from bot.services import grants, reminders, requests
+from bot.services import access, grants, operations, reminders
 from bot.services.context import Context, RetryPolicy
 from bot.services.schedule import last_occurrence
 from tests.conftest import ALICE, BOB, CAROL, DAVE
@@ -68,7 +68,7 @@ def jctx(engine: Engine, jobs_config: Config, granter: InMemoryGranter,
 
 
 def active_grant(ctx: Context, user: str, duration: timedelta) -> int:
-    request = requests.file_request(ctx, user, "staging", "edit", duration=duration)
+    request = access.file_request(ctx, user, "staging", "edit", duration=duration)
     assert request.state is State.ACTIVE and request.id is not None
     return request.id
 
@@ -79,7 +79,7 @@ def test_expiry_nudges_and_weekly_reminders(jctx: Context, notifier: RecordingNo
     in_59m = active_grant(jctx, BOB, H + 59 * M)
     in_6d = active_grant(jctx, CAROL, 6 * D + H)
     in_8d = active_grant(jctx, DAVE, 8 * D + H)
-    waiting = requests.file_request(jctx, ALICE, "prod", "view", duration=H)
+    waiting = access.file_request(jctx, ALICE, "prod", "view", duration=H)
     clock.advance(H)  # Monday 09:00 UTC: the weekly moment
 
     assert grants.expire_due(jctx) == 1
@@ -123,7 +123,7 @@ def claimed_keys(engine: Engine) -> list[str]:
 def test_spent_keys_are_forgotten_and_no_message_goes_twice(
         jctx: Context, notifier: RecordingNotifier, clock: FakeClock, engine: Engine) -> None:
     active_grant(jctx, ALICE, 2 * D)
-    waiting = requests.file_request(jctx, BOB, "prod", "view", duration=H)
+    waiting = access.file_request(jctx, BOB, "prod", "view", duration=H)
     clock.advance(H)  # Monday 09:00
     assert reminders.remind(jctx) == 2  # Alice's DM and the channel's review
     clock.advance(4 * H)
@@ -245,7 +245,7 @@ def test_three_runners_race_over_the_same_work(engine: Engine, jobs_config: Conf
 
     def run(ctx: Context) -> None:
         barrier.wait()
-        for job in (grants.expire_due, reminders.remind, grants.run_due):
+        for job in (grants.expire_due, reminders.remind, operations.run_due):
             job(ctx)
 
     with ThreadPoolExecutor(max_workers=3) as pool:

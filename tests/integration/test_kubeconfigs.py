@@ -36,7 +36,7 @@ from bot.domain.model import State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
-from bot.services import requests
+from bot.services import access
 from tests.conftest import ALICE, BOB
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
 
@@ -101,10 +101,10 @@ def handed_out(engine: Engine, servers: Servers, backend: str, folder: Path,
     ctx = build_context(Settings(), config, engine=engine,
                         granters={backend: granter_for(config, backend)}, notifier=notifier,
                         directory=StaticDirectory(emails={ALICE: "u0alice01@example.com"}))
-    request = requests.file_request(ctx, ALICE, backend, "view", duration=duration,
-                                    reason="kubeconfig check")
+    request = access.file_request(ctx, ALICE, backend, "view", duration=duration,
+                                  reason="kubeconfig check")
     assert request.id is not None
-    assert requests.approve(ctx, request.id, BOB).state is State.ACTIVE
+    assert access.approve(ctx, request.id, BOB).state is State.ACTIVE
     [delivery] = [n.delivery for n in notifier.notices if n.kind is NoticeKind.ACTIVE]
     assert delivery is not None and delivery.content is not None, delivery
     assert delivery.filename == f"{backend}.kubeconfig"
@@ -259,10 +259,10 @@ def test_rbac_without_oidc_settings_says_how_to_sign_in(
     ctx = build_context(Settings(), config, engine=engine,
                         granters={"rbac": granter_for(config, "rbac")}, notifier=notifier,
                         directory=StaticDirectory(emails={ALICE: "u0alice01@example.com"}))
-    request = requests.file_request(ctx, ALICE, "rbac", "view", duration=timedelta(hours=1),
-                                    reason="x")
+    request = access.file_request(ctx, ALICE, "rbac", "view", duration=timedelta(hours=1),
+                                  reason="x")
     assert request.id is not None
-    requests.approve(ctx, request.id, BOB)
+    access.approve(ctx, request.id, BOB)
     [delivery] = [n.delivery for n in notifier.notices if n.kind is NoticeKind.ACTIVE]
     assert delivery is not None and delivery.content is None
     text = delivery.instructions

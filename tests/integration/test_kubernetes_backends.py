@@ -30,7 +30,7 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
-from bot.services import grants, requests
+from bot.services import access, grants, operations
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ALICE, BOB, CAROL
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
@@ -113,10 +113,10 @@ def issued_kubeconfig(notifier: RecordingNotifier, folder: Path, request_id: int
 
 def grant(ctx: Context, cluster: str, role: str, namespace: str | None = None,
           duration: timedelta = H) -> int:
-    request = requests.file_request(ctx, ALICE, cluster, role, duration=duration,
-                                    reason="incident", namespace=namespace)
+    request = access.file_request(ctx, ALICE, cluster, role, duration=duration,
+                                  reason="incident", namespace=namespace)
     assert request.id is not None
-    requests.approve(ctx, request.id, BOB)
+    access.approve(ctx, request.id, BOB)
     return request.id
 
 
@@ -152,7 +152,8 @@ def test_certificate_grant_works_with_kubectl_and_revocation_ends_it(
     assert kubectl(kubeconfig, "auth", "can-i", "get", "pods").stdout.strip() == "no"
     assert kubectl(kubeconfig, "auth", "whoami").returncode == 0  # still authenticates
     # Revoking twice is harmless in the backend: the binding is gone, which counts as revoked.
-    kctx.granter("prod").revoke(grants.spec_for(granted, datetime.now(UTC)), granted.backend_ref)
+    kctx.granter("prod").revoke(operations.spec_for(granted, datetime.now(UTC)),
+                                granted.backend_ref)
 
 
 def test_issued_certificate(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
@@ -211,12 +212,12 @@ def test_namespaced_role(kctx: Context, kube: FakeKubernetes, notifier: Recordin
 
 def test_api_server_failure_is_retried(kctx: Context, kube: FakeKubernetes) -> None:
     kube.fail_next = [500]
-    request = requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
     assert request.id is not None
-    waiting = requests.approve(kctx, request.id, BOB)
+    waiting = access.approve(kctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "API server answered 500" in (waiting.last_error or "")
-    assert grants.run_due(kctx) == 1
+    assert operations.run_due(kctx) == 1
     assert grants.get(kctx, request.id).state is State.ACTIVE
 
 
@@ -228,21 +229,21 @@ def test_api_server_hanging_is_retried(engine: Engine, k8s_config: Config,
                       notifier=RecordingNotifier(), directory=directory),
         retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
     kube.hang_next, kube.hang_seconds = 1, 2.0
-    request = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
     assert request.id is not None
-    waiting = requests.approve(ctx, request.id, BOB)
+    waiting = access.approve(ctx, request.id, BOB)
     assert waiting.state is State.APPROVED
     assert "unreachable or too slow" in (waiting.last_error or "")
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     assert grants.get(ctx, request.id).state is State.ACTIVE
 
 
 def test_unsigned_csr_fails_for_good(kctx: Context, kube: FakeKubernetes,
                                      notifier: RecordingNotifier) -> None:
     kube.signing = False
-    request = requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
     assert request.id is not None
-    failed = requests.approve(kctx, request.id, BOB)
+    failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "approved but not signed within 2s" in (failed.end_reason or "")
     assert NoticeKind.FAILED in notifier.kinds(request.id)
@@ -259,9 +260,9 @@ def test_missing_rights_fail_with_an_operator_message(kctx: Context, kube: FakeK
     rules = [r for r in rules if missing not in r["verbs"]] if missing == "approve" else [
         {**r, "resourceNames": ["view", "edit"]} if "bind" in r["verbs"] else r for r in rules]
     kube.allow_bot(rules=rules)
-    request = requests.file_request(kctx, ALICE, "prod", "admin", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, "prod", "admin", duration=H, reason="x")
     assert request.id is not None
-    failed = requests.approve(kctx, request.id, BOB)
+    failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "the bot lacks rights" in (failed.end_reason or "")
     assert says in (failed.end_reason or "")
@@ -279,10 +280,10 @@ def make_csr(common_name: str, organizations: tuple[str, ...] = ()) -> tuple[str
 def test_bring_your_own_csr(kctx: Context, kube: FakeKubernetes, notifier: RecordingNotifier,
                             tmp_path: Path) -> None:
     pem, key = make_csr("u0alice01@example.com")
-    request = requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
-                                    namespace="shop", user_csr=pem)
+    request = access.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
+                                  namespace="shop", user_csr=pem)
     assert request.id is not None
-    requests.approve(kctx, request.id, BOB)
+    access.approve(kctx, request.id, BOB)
     path = issued_kubeconfig(notifier, tmp_path, request.id)
     document = yaml.safe_load(path.read_text())
     assert "client-key-data" not in document["users"][0]["user"]
@@ -311,23 +312,23 @@ def test_forged_csrs_are_rejected_before_anyone_is_asked(kctx: Context, kube: Fa
                                                          notifier: RecordingNotifier, csr: str,
                                                          says: str) -> None:
     with pytest.raises(InvalidInput, match=says):
-        requests.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
-                              namespace="shop", user_csr=csr)
+        access.file_request(kctx, ALICE, "prod", "deploy", duration=H, reason="x",
+                            namespace="shop", user_csr=csr)
     assert notifier.notices == [] and kube.csrs == {}
-    with kctx.transaction() as store:
-        assert store.find() == []
+    with kctx.transaction() as uow:
+        assert uow.requests.find() == []
 
 
 def test_own_csr_only_where_the_role_allows(kctx: Context) -> None:
     with pytest.raises(PolicyViolation, match="issues its own keys"):
-        requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x",
-                              user_csr=make_csr("u0alice01@example.com")[0])
+        access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x",
+                            user_csr=make_csr("u0alice01@example.com")[0])
 
 
 def test_system_usernames_are_refused(kctx: Context, directory: StaticDirectory) -> None:
     directory.emails[ALICE] = "system:masters"
     with pytest.raises(PolicyViolation, match="reserved for Kubernetes itself"):
-        requests.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+        access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
 
 
 # --- rbac ---------------------------------------------------------------------------------
@@ -410,8 +411,8 @@ def test_reconcile_removes_only_provable_strays(kctx: Context, kube: FakeKuberne
     assert set(bindings) == {f"k8s-access-{live}", "k8s-access-9998", "old-unknown",
                              "old-other-subject", "hand-made", "k8s-access-bot"}
     assert grants.get(ctx, live).state is State.ACTIVE
-    with ctx.transaction() as store:
-        assert [e.action for e in store.audit_events()].count("stray removed") == 3
+    with ctx.transaction() as uow:
+        assert [e.action for e in uow.audit.events()].count("stray removed") == 3
 
 
 @pytest.mark.parametrize("cluster", ["prod", "oidc"])
@@ -445,14 +446,14 @@ def test_reconcile_never_removes_what_was_just_made(kctx: Context, kube: FakeKub
 def test_a_binding_of_the_same_name_made_by_another_is_not_taken_over(
         kctx: Context, kube: FakeKubernetes, directory: StaticDirectory, cluster: str,
         labels: dict[str, str]) -> None:
-    request = requests.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
+    request = access.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
     assert request.id is not None
     name = f"k8s-access-{request.id}"
     theirs = labelled_binding(name, request.id, request.subject,
                               cluster=labels.get("cluster", cluster) if labels else None,
                               installation=labels.get("installation", "default"))
     kube.cluster_role_bindings[name] = theirs
-    failed = requests.approve(kctx, request.id, BOB)
+    failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "exists and was not made by this bot" in (failed.end_reason or "")
     assert kube.cluster_role_bindings[name] == theirs

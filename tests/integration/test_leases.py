@@ -25,14 +25,14 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.app import build_context, build_granters
 from bot.config import Config, Settings, parse_config
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, GrantResult, GrantSpec, Notice, NoticeKind
 from bot.fakes.gitlab import FakeGitLab
 from bot.fakes.kubernetes import FakeKubernetes
-from bot.services import grants, requests
+from bot.services import access, grants, operations
 from bot.services.context import Context
 from tests.conftest import ALICE, BOB
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
@@ -145,10 +145,10 @@ def first_worker(database_url: str, target: Target, directory: StaticDirectory, 
     ctx = build_context(settings, config, engine=make_engine(database_url),
                         granters=granters, notifier=QueueNotifier(kinds), directory=directory,
                         clock=lambda: datetime.fromtimestamp(now.value, UTC))
-    request = requests.file_request(ctx, ALICE, "team", "view", duration=timedelta(hours=1),
-                                    reason="incident 42")
+    request = access.file_request(ctx, ALICE, "team", "view", duration=timedelta(hours=1),
+                                  reason="incident 42")
     ids.put(request.id)
-    requests.approve(ctx, request.id or 0, BOB)
+    access.approve(ctx, request.id or 0, BOB)
 
 
 @dataclasses.dataclass
@@ -169,8 +169,8 @@ class Race:
         return datetime.fromtimestamp(self.now.value, UTC)
 
     def lease_until(self) -> datetime | None:
-        with self.ctx.transaction() as store:
-            operation = store.operation(self.request_id, OperationKind.GRANT)
+        with self.ctx.transaction() as uow:
+            operation = uow.operations.get(self.request_id, OperationKind.GRANT)
         assert operation is not None
         return operation.lease_until
 
@@ -224,14 +224,14 @@ def hold_while_alive(race: Race, target: Target) -> None:
         race.advance(STEP)
         elapsed += STEP
         wait_for(renewed_after(race), timeout=30)
-        assert grants.run_due(race.ctx) == 0, "a second worker took over a live worker's grant"
+        assert operations.run_due(race.ctx) == 0, "a second worker took over a live worker's grant"
     assert grants.get(race.ctx, race.request_id).state is State.APPROVED
     assert target.granted() == 1  # by the first worker, once
 
 
 def activations(ctx: Context, request_id: int) -> int:
-    with ctx.transaction() as store:
-        return sum(1 for event in store.audit_events()
+    with ctx.transaction() as uow:
+        return sum(1 for event in uow.audit.events()
                    if event.request_id == request_id and event.action == "activated")
 
 
@@ -242,15 +242,15 @@ def test_a_worker_killed_mid_grant_is_replaced_after_one_short_lease(
     race.worker.join(30)
 
     race.advance(race.ctx.retry.lease - timedelta(seconds=1))
-    assert grants.run_due(race.ctx) == 0  # the dead worker's last renewal still holds
+    assert operations.run_due(race.ctx) == 0  # the dead worker's last renewal still holds
     race.advance(timedelta(seconds=2))
-    assert grants.run_due(race.ctx) == 1  # taken over: about a minute after it died
+    assert operations.run_due(race.ctx) == 1  # taken over: about a minute after it died
 
     final = grants.get(race.ctx, race.request_id)
     assert final.state is State.ACTIVE
     assert target.granted() == 1
     assert activations(race.ctx, race.request_id) == 1
-    assert grants.run_due(race.ctx) == 0
+    assert operations.run_due(race.ctx) == 0
 
 
 def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
@@ -264,7 +264,7 @@ def test_a_slow_grant_keeps_its_worker_and_people_hear_it_is_slow(
     assert final.state is State.ACTIVE
     assert target.granted() == 1
     assert activations(race.ctx, race.request_id) == 1
-    assert grants.run_due(race.ctx) == 0
+    assert operations.run_due(race.ctx) == 0
     seen = wait_for(race.notices, timeout=30)
     kinds = [kind for kind, _ in seen]
     assert kinds.count(NoticeKind.SLOW.value) == 1
@@ -296,14 +296,14 @@ def test_a_worker_that_lost_its_lease_writes_nothing(ctx: Context, granter: InMe
     gated = GatedGranter(granter)
     cut_off = dataclasses.replace(ctx, granters={"staging": gated}, worker_id="cut-off",
                                   retry=dataclasses.replace(ctx.retry, heartbeat=timedelta(days=1)))
-    request = requests.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
-                                    reason="deploy")
+    request = access.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
+                                  reason="deploy")
     assert request.id is not None
     outcome: list[object] = []
 
     def approve() -> None:
         try:
-            outcome.append(requests.approve(cut_off, request.id or 0, BOB).state)
+            outcome.append(access.approve(cut_off, request.id or 0, BOB).state)
         except Exception as error:
             outcome.append(error)
 
@@ -312,7 +312,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(ctx: Context, granter: InMe
     try:
         assert gated.answered.wait(60)
         clock.advance(ctx.retry.lease + timedelta(seconds=1))
-        assert grants.run_due(ctx) == 1  # taken over, and finished
+        assert operations.run_due(ctx) == 1  # taken over, and finished
     finally:
         gated.release.set()
         first.join(60)

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bot.adapters.metrics import PrometheusMetrics
 from bot.adapters.web import WebApp
-from bot.app import build_slack_runtime
+from bot.app import build_metrics, build_slack_runtime
 from bot.cli import main
 from bot.config import Config, Settings, load_config
 from bot.domain.model import State
@@ -48,7 +47,7 @@ def test_metrics_and_logs_of_a_full_flow(slack: FakeSlack, config: Config, engin
                         slack_api_url=slack.api_url, log_format="json")
     output = io.StringIO()
     handler = configure("DEBUG", "json", settings.secret_values(), stream=output)
-    metrics = PrometheusMetrics(engine)
+    metrics = build_metrics(engine)
     runtime = build_slack_runtime(settings, config, http=True, engine=engine, metrics=metrics,
                                   granters={"staging": granter, "prod": granter}, clock=clock)
     from tests.scenario.conftest import Driver, wait_for

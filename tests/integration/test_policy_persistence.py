@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot.adapters.db.store import make_engine
 from sqlalchemy import inspect, text
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
 from bot.domain import escalation, lifecycle
 from bot.domain.model import Actor, State
 from bot.services.context import Context

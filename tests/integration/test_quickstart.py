@@ -21,7 +21,7 @@ from bot.app import build_context
 from bot.config import Config, Settings, load_config
 from bot.domain.errors import NotAuthorized
 from bot.domain.model import State
-from bot.services import requests
+from bot.services import access
 from bot.services.context import Context
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
 
@@ -69,18 +69,18 @@ def test_every_role_can_be_granted_to_the_admin_without_self_approval(
     admin = config.file.admins[0]
     for cluster, role in config.policies:
         policy = config.policy(cluster, role)
-        request = requests.file_request(
+        request = access.file_request(
             ctx, admin, cluster, role, duration=policy.default_duration,
             reason="first try", namespace=(policy.namespaces or (None,))[0],
             break_glass=policy.break_glass and not policy.approvers)
         assert request.id is not None
         if request.state is State.PENDING:
             with pytest.raises(NotAuthorized):
-                requests.approve(ctx, request.id, admin)
+                access.approve(ctx, request.id, admin)
         for approver in approvers_besides(config, cluster, role, admin):
             if request.state is not State.PENDING:
                 break
-            request = requests.approve(ctx, request.id, approver)
+            request = access.approve(ctx, request.id, approver)
         assert request.state is State.ACTIVE, (
             f"{example.name}: {cluster}/{role} asked by the admin {admin} stays "
             f"{request.state.value}: nobody else may approve it")
@@ -98,30 +98,30 @@ def test_the_readme_first_request_is_granted_to_the_person_alone(engine: Engine)
     ctx = context_for(engine, config)
     person = config.file.admins[0]
     assert command.cluster is not None and command.role is not None
-    request = requests.file_request(ctx, person, command.cluster, command.role,
-                                    duration=command.duration, reason=command.text,
-                                    namespace=command.namespace)
+    request = access.file_request(ctx, person, command.cluster, command.role,
+                                  duration=command.duration, reason=command.text,
+                                  namespace=command.namespace)
     assert request.state is State.ACTIVE
     assert request.id is not None
     granter = ctx.granter(command.cluster)
     assert isinstance(granter, InMemoryGranter) and request.id in granter.active
-    with ctx.transaction() as store:
-        actors = [(e.actor, e.action) for e in store.audit_events()]
+    with ctx.transaction() as uow:
+        actors = [(e.actor, e.action) for e in uow.audit.events()]
     assert actors == [(person, "requested"), ("policy", "approved"), ("policy", "activated")]
 
     # The README's second request goes to the colleague the file names, not to the person.
     assert len(typed) > 1, "the quick start shows no request that needs a colleague"
     command = parse(typed[1])
     assert command.cluster is not None and command.role is not None
-    second = requests.file_request(ctx, person, command.cluster, command.role,
-                                   duration=command.duration, reason=command.text,
-                                   namespace=command.namespace)
+    second = access.file_request(ctx, person, command.cluster, command.role,
+                                 duration=command.duration, reason=command.text,
+                                 namespace=command.namespace)
     assert second.state is State.PENDING and second.id is not None
     with pytest.raises(NotAuthorized):
-        requests.approve(ctx, second.id, person)
+        access.approve(ctx, second.id, person)
     [colleague] = config.policy(command.cluster, command.role).approvers
     assert colleague in quick_start
-    assert requests.approve(ctx, second.id, colleague).state is State.ACTIVE
+    assert access.approve(ctx, second.id, colleague).state is State.ACTIVE
 
 
 def shell_lines(section: str) -> list[str]:

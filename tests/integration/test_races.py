@@ -13,7 +13,7 @@ import pytest
 
 from bot.domain.errors import DomainError
 from bot.domain.model import State
-from bot.services import grants, requests
+from bot.services import access, grants
 from bot.services.context import Context
 from tests.conftest import ALICE, APPROVER_GROUP, BOB
 from tests.fakes.ports import InMemoryGranter, StaticDirectory
@@ -27,7 +27,7 @@ def race(ctx: Context, request_id: int, approvers: list[str]) -> Counter[str]:
     def click(user: str) -> str:
         barrier.wait()
         try:
-            return requests.approve(ctx, request_id, user).state.value
+            return access.approve(ctx, request_id, user).state.value
         except DomainError as error:
             return type(error).__name__
 
@@ -36,8 +36,8 @@ def race(ctx: Context, request_id: int, approvers: list[str]) -> Counter[str]:
 
 
 def audit_actions(ctx: Context, request_id: int) -> Counter[str]:
-    with ctx.transaction() as store:
-        return Counter(e.action for e in store.audit_events() if e.request_id == request_id)
+    with ctx.transaction() as uow:
+        return Counter(e.action for e in uow.audit.events() if e.request_id == request_id)
 
 
 @pytest.mark.parametrize("who", ["fifty-approvers", "one-approver-fifty-clicks"])
@@ -46,8 +46,8 @@ def test_concurrent_approvals_grant_once(ctx: Context, granter: InMemoryGranter,
     approvers = [f"U0RACE{n:04d}" for n in range(ATTEMPTS)]
     directory.groups[APPROVER_GROUP] = set(approvers)
     clicks = approvers if who == "fifty-approvers" else [BOB] * ATTEMPTS
-    request = requests.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
-                                    reason="race")
+    request = access.file_request(ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
+                                  reason="race")
     assert request.id is not None
 
     outcomes = race(ctx, request.id, clicks)
@@ -66,8 +66,8 @@ def test_concurrent_approvals_grant_once(ctx: Context, granter: InMemoryGranter,
 def test_concurrent_quorum_of_two_counts_each_approver_once(ctx: Context,
                                                              granter: InMemoryGranter) -> None:
     raced_ctx = dataclasses.replace(ctx)
-    request = requests.file_request(raced_ctx, ALICE, "prod", "view",
-                                    duration=timedelta(hours=1), reason="race")
+    request = access.file_request(raced_ctx, ALICE, "prod", "view",
+                                  duration=timedelta(hours=1), reason="race")
     assert request.id is not None
     outcomes = race(raced_ctx, request.id, ["U0BOB0002", "U0CAROL03", "U0DAVE004"] * 10)
     assert outcomes["active"] == 1, outcomes

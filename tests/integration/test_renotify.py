@@ -9,7 +9,7 @@ import pytest
 
 from bot.domain.model import Reach, Undelivered
 from bot.domain.ports import Notice, NoticeKind
-from bot.services import reminders, requests
+from bot.services import access, reminders
 from bot.services.context import Context
 from tests.conftest import ALICE
 from tests.fakes.ports import FakeClock, RecordingNotifier
@@ -29,7 +29,7 @@ def still_pending(notifier: RecordingNotifier) -> int:
 
 def test_renotification_backs_off_until_the_timeout(ctx: Context, notifier: RecordingNotifier,
                                                     clock: FakeClock) -> None:
-    requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
     sent = []
     for _ in range(26):  # a pass every hour, past the 24 h timeout
         clock.advance(H)
@@ -41,7 +41,7 @@ def test_renotification_backs_off_until_the_timeout(ctx: Context, notifier: Reco
 
 def test_a_step_that_reached_nobody_leaves_the_next_to_try(
         ctx: Context, notifier: RecordingNotifier, clock: FakeClock) -> None:
-    requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
     nobody = Reach(undelivered=(Undelivered("U0BOB0002", "user_disabled"),))
     original = notifier.notify
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from bot.adapters.db import migrate
-from bot.adapters.db.store import make_engine
+from bot.adapters.db.engine import make_engine
 from bot.fakes.kubernetes import FakeKubernetes
 from bot.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
 from bot.fakes.socket_mode import FakeSocketMode

@@ -16,10 +16,10 @@ from bot.domain.errors import (
     NotFound,
     PolicyViolation,
 )
-from bot.domain.model import Kind, OperationKind, OperationState, State
+from bot.domain.model import Kind, Operation, OperationKind, OperationState, State
 from bot.domain.ports import NoticeKind
+from bot.services import access, grants, operations
 from bot.services import audit as audit_service
-from bot.services import grants, requests
 from bot.services.context import Context
 from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, permanent, temporary
@@ -28,14 +28,14 @@ H = timedelta(hours=1)
 
 
 def actions(ctx: Context, request_id: int) -> list[str]:
-    with ctx.transaction() as store:
-        return [e.action for e in store.audit_events() if e.request_id == request_id]
+    with ctx.transaction() as uow:
+        return [e.action for e in uow.audit.events() if e.request_id == request_id]
 
 
 def file_edit(ctx: Context, **kwargs: object) -> int:
     arguments: dict[str, object] = {"duration": 2 * H, "reason": "deploy hotfix"}
     arguments.update(kwargs)
-    request = requests.file_request(ctx, ALICE, "staging", "edit", **arguments)  # type: ignore[arg-type]
+    request = access.file_request(ctx, ALICE, "staging", "edit", **arguments)  # type: ignore[arg-type]
     assert request.id is not None
     return request.id
 
@@ -49,7 +49,7 @@ def test_request_approve_revoke(ctx: Context, granter: InMemoryGranter,
     assert notifier.kinds(request_id) == [NoticeKind.FILED]
 
     clock.advance(10 * timedelta(minutes=1))
-    active = requests.approve(ctx, request_id, BOB, "ok")
+    active = access.approve(ctx, request_id, BOB, "ok")
     assert active.state is State.ACTIVE
     assert active.activated_at == clock.now
     assert active.ends_at == clock.now + 2 * H
@@ -59,7 +59,7 @@ def test_request_approve_revoke(ctx: Context, granter: InMemoryGranter,
     sent = [n for n in notifier.notices if n.kind is NoticeKind.ACTIVE]
     assert sent[0].delivery is not None and sent[0].delivery.filename == "kubeconfig.yaml"
 
-    listing = requests.list_requests(ctx, ALICE, "mine")
+    listing = access.list_requests(ctx, ALICE, "mine")
     assert [r.id for r in listing.requests] == [request_id]
 
     revoked = grants.revoke(ctx, request_id, ALICE, "done early")
@@ -76,43 +76,43 @@ def test_request_approve_revoke(ctx: Context, granter: InMemoryGranter,
 
 def test_private_material_is_never_stored(ctx: Context) -> None:
     request_id = file_edit(ctx)
-    requests.approve(ctx, request_id, BOB)
-    with ctx.transaction() as store:
-        stored = repr(store.get(request_id)) + repr(list(store.audit_events()))
+    access.approve(ctx, request_id, BOB)
+    with ctx.transaction() as uow:
+        stored = repr(uow.requests.get(request_id)) + repr(list(uow.audit.events()))
     assert "SECRET" not in stored
 
 
 def test_auto_approved_role_is_active_at_once(ctx: Context, granter: InMemoryGranter) -> None:
-    request = requests.file_request(ctx, ALICE, "staging", "view", duration=2 * H)
+    request = access.file_request(ctx, ALICE, "staging", "view", duration=2 * H)
     assert request.state is State.ACTIVE and request.approved_by_policy
     assert granter.calls["granted"] == 1
     assert request.id is not None
     assert actions(ctx, request.id) == ["requested", "approved", "activated"]
-    longer = requests.file_request(ctx, BOB, "staging", "view", duration=3 * H)
+    longer = access.file_request(ctx, BOB, "staging", "view", duration=3 * H)
     assert longer.state is State.PENDING
 
 
 def test_quorum_of_two(ctx: Context, notifier: RecordingNotifier) -> None:
-    request = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="debug")
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="debug")
     assert request.id is not None
-    after_one = requests.approve(ctx, request.id, BOB)
+    after_one = access.approve(ctx, request.id, BOB)
     assert after_one.state is State.PENDING
     assert notifier.notices[-1].approvals_missing == 1
     with pytest.raises(InvalidTransition, match="already decided"):
-        requests.approve(ctx, request.id, BOB)
-    assert requests.approve(ctx, request.id, CAROL).state is State.ACTIVE
+        access.approve(ctx, request.id, BOB)
+    assert access.approve(ctx, request.id, CAROL).state is State.ACTIVE
 
 
 def test_refused_decisions_change_nothing(ctx: Context) -> None:
     request_id = file_edit(ctx)
     with pytest.raises(NotAuthorized, match="your own request"):
-        requests.approve(ctx, request_id, ALICE)
+        access.approve(ctx, request_id, ALICE)
     with pytest.raises(NotAuthorized, match="not an approver"):
-        requests.approve(ctx, request_id, CAROL)
+        access.approve(ctx, request_id, CAROL)
     with pytest.raises(NotAuthorized, match="not an approver"):
-        requests.approve(ctx, request_id, ADMIN)
+        access.approve(ctx, request_id, ADMIN)
     with pytest.raises(NotFound, match="no request #999"):
-        requests.approve(ctx, 999, BOB)
+        access.approve(ctx, 999, BOB)
     assert grants.get(ctx, request_id).state is State.PENDING
     assert grants.get(ctx, request_id).approvals == []
     assert actions(ctx, request_id) == ["requested"]
@@ -120,31 +120,31 @@ def test_refused_decisions_change_nothing(ctx: Context) -> None:
 
 def test_user_group_member_approves(ctx: Context) -> None:
     request_id = file_edit(ctx)
-    assert requests.approve(ctx, request_id, DAVE).state is State.ACTIVE
+    assert access.approve(ctx, request_id, DAVE).state is State.ACTIVE
 
 
 def test_deny_and_cancel(ctx: Context, notifier: RecordingNotifier) -> None:
     first = file_edit(ctx)
     with pytest.raises(InvalidInput, match="Say why"):
-        requests.deny(ctx, first, BOB, "")
-    denied = requests.deny(ctx, first, BOB, "use view")
+        access.deny(ctx, first, BOB, "")
+    denied = access.deny(ctx, first, BOB, "use view")
     assert (denied.state, denied.end_reason) == (State.DENIED, "use view")
     second = file_edit(ctx)
     with pytest.raises(NotAuthorized):
-        requests.cancel(ctx, second, BOB)
-    assert requests.cancel(ctx, second, ALICE).state is State.CANCELLED
+        access.cancel(ctx, second, BOB)
+    assert access.cancel(ctx, second, ALICE).state is State.CANCELLED
     with pytest.raises(InvalidTransition, match="cancelled: it cannot be cancelled any more"):
-        requests.cancel(ctx, second, ALICE)
+        access.cancel(ctx, second, ALICE)
     assert NoticeKind.DENIED in notifier.kinds(first)
     assert NoticeKind.CANCELLED in notifier.kinds(second)
 
 
 def test_break_glass(ctx: Context, notifier: RecordingNotifier) -> None:
     with pytest.raises(PolicyViolation, match="needs a reason"):
-        requests.file_request(ctx, ALICE, "prod", "admin", duration=H, reason="",
-                              break_glass=True)
-    request = requests.file_request(ctx, ALICE, "prod", "admin", duration=H,
-                                    reason="prod down", break_glass=True)
+        access.file_request(ctx, ALICE, "prod", "admin", duration=H, reason="",
+                            break_glass=True)
+    request = access.file_request(ctx, ALICE, "prod", "admin", duration=H,
+                                  reason="prod down", break_glass=True)
     assert request.state is State.ACTIVE and request.break_glass
     filed = notifier.notices[0]
     assert filed.kind is NoticeKind.FILED and filed.request.break_glass
@@ -158,12 +158,12 @@ def test_one_open_request_per_target(ctx: Context) -> None:
 
 def test_unknown_cluster_role_namespace(ctx: Context) -> None:
     with pytest.raises(NotFound, match="Clusters: staging, prod"):
-        requests.file_request(ctx, ALICE, "qa", "edit", reason="x")
+        access.file_request(ctx, ALICE, "qa", "edit", reason="x")
     with pytest.raises(NotFound, match="Roles: view, edit, deploy"):
-        requests.file_request(ctx, ALICE, "staging", "owner", reason="x")
+        access.file_request(ctx, ALICE, "staging", "owner", reason="x")
     with pytest.raises(InvalidInput, match="choose one of shop, payments"):
-        requests.file_request(ctx, ALICE, "staging", "deploy", reason="x")
-    ok = requests.file_request(ctx, ALICE, "staging", "deploy", reason="x", namespace="shop")
+        access.file_request(ctx, ALICE, "staging", "deploy", reason="x")
+    ok = access.file_request(ctx, ALICE, "staging", "deploy", reason="x", namespace="shop")
     assert ok.namespace == "shop"
 
 
@@ -172,19 +172,19 @@ def test_temporary_failure_is_retried_with_backoff(ctx: Context, granter: InMemo
                                                    clock: FakeClock) -> None:
     request_id = file_edit(ctx)
     granter.fail_next = [temporary("GitLab answered 502"), temporary("GitLab answered 502")]
-    approved = requests.approve(ctx, request_id, BOB)
+    approved = access.approve(ctx, request_id, BOB)
     assert approved.state is State.APPROVED
     assert approved.last_error == "GitLab answered 502"
     assert NoticeKind.RETRYING in notifier.kinds(request_id)
 
-    assert grants.run_due(ctx) == 0  # not due before the backoff
+    assert operations.run_due(ctx) == 0  # not due before the backoff
     clock.advance(timedelta(seconds=31))
-    assert grants.run_due(ctx) == 1  # second failure: backs off 60s
+    assert operations.run_due(ctx) == 1  # second failure: backs off 60s
     assert grants.get(ctx, request_id).state is State.APPROVED
     clock.advance(timedelta(seconds=45))
-    assert grants.run_due(ctx) == 0
+    assert operations.run_due(ctx) == 0
     clock.advance(timedelta(seconds=20))
-    assert grants.run_due(ctx) == 1
+    assert operations.run_due(ctx) == 1
     done = grants.get(ctx, request_id)
     assert done.state is State.ACTIVE and done.last_error is None
     assert done.activated_at == clock.now  # the clock started at activation
@@ -197,12 +197,12 @@ def test_permanent_failure_fails_the_request(ctx: Context, granter: InMemoryGran
                                              notifier: RecordingNotifier) -> None:
     request_id = file_edit(ctx)
     granter.fail_next = [permanent("the bot may not bind edit")]
-    failed = requests.approve(ctx, request_id, BOB)
+    failed = access.approve(ctx, request_id, BOB)
     assert failed.state is State.FAILED
     assert failed.end_reason == "the bot may not bind edit"
     assert NoticeKind.FAILED in notifier.kinds(request_id)
-    with ctx.transaction() as store:
-        operation = store.operation(request_id, OperationKind.GRANT)
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
     assert operation is not None and operation.state is OperationState.FAILED
 
 
@@ -210,10 +210,10 @@ def test_grant_gives_up_after_its_attempts(ctx: Context, granter: InMemoryGrante
                                            clock: FakeClock) -> None:
     request_id = file_edit(ctx)
     granter.fail_next = [temporary() for _ in range(ctx.retry.grant_attempts)]
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     for _ in range(ctx.retry.grant_attempts):
         clock.advance(2 * H)
-        grants.run_due(ctx)
+        operations.run_due(ctx)
     failed = grants.get(ctx, request_id)
     assert failed.state is State.FAILED
     assert "gave up after 8 attempts" in (failed.end_reason or "")
@@ -222,17 +222,17 @@ def test_grant_gives_up_after_its_attempts(ctx: Context, granter: InMemoryGrante
 def test_revocation_is_retried_until_confirmed(ctx: Context, granter: InMemoryGranter,
                                                clock: FakeClock) -> None:
     request_id = file_edit(ctx)
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     granter.fail_next = [permanent("403"), temporary("timeout")]
     still = grants.revoke(ctx, request_id, BOB, "incident")
     assert still.state is State.ACTIVE
     with pytest.raises(InvalidTransition, match="already being revoked"):
         grants.revoke(ctx, request_id, ALICE, "again")
     clock.advance(2 * H)
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     assert grants.get(ctx, request_id).state is State.ACTIVE
     clock.advance(2 * H)
-    grants.run_due(ctx)
+    operations.run_due(ctx)
     revoked = grants.get(ctx, request_id)
     assert (revoked.state, revoked.ended_by, revoked.end_reason) == (
         State.REVOKED, BOB, "incident")
@@ -241,7 +241,7 @@ def test_revocation_is_retried_until_confirmed(ctx: Context, granter: InMemoryGr
 
 def test_revoke_authorization(ctx: Context) -> None:
     request_id = file_edit(ctx)
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     with pytest.raises(NotAuthorized, match="Only the grantee"):
         grants.revoke(ctx, request_id, CAROL, "no")
     assert grants.revoke(ctx, request_id, ADMIN, "audit").state is State.REVOKED
@@ -250,7 +250,7 @@ def test_revoke_authorization(ctx: Context) -> None:
 def test_expiry(ctx: Context, granter: InMemoryGranter, notifier: RecordingNotifier,
                 clock: FakeClock) -> None:
     request_id = file_edit(ctx)
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     clock.advance(2 * H - timedelta(seconds=1))
     assert grants.expire_due(ctx) == 0
     clock.advance(timedelta(seconds=1))
@@ -264,10 +264,10 @@ def test_expiry(ctx: Context, granter: InMemoryGranter, notifier: RecordingNotif
 
 def test_self_extension_applies_at_once(ctx: Context, clock: FakeClock) -> None:
     request_id = file_edit(ctx)
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     ends = grants.get(ctx, request_id).ends_at
     assert ends is not None
-    extension = requests.extend(ctx, request_id, ALICE, 2 * H, "longer rollout")
+    extension = access.extend(ctx, request_id, ALICE, 2 * H, "longer rollout")
     assert extension.kind is Kind.EXTENSION and extension.state is State.ACTIVE
     assert grants.get(ctx, request_id).ends_at == ends + 2 * H
     clock.advance(3 * H)
@@ -279,16 +279,16 @@ def test_self_extension_applies_at_once(ctx: Context, clock: FakeClock) -> None:
 
 
 def test_extension_beyond_self_limit_needs_approval(ctx: Context) -> None:
-    request = requests.file_request(ctx, ALICE, "prod", "view", duration=3 * H, reason="x")
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=3 * H, reason="x")
     assert request.id is not None
-    requests.approve(ctx, request.id, BOB)
-    requests.approve(ctx, request.id, CAROL)
-    extension = requests.extend(ctx, request.id, ALICE, 2 * H, "more")
+    access.approve(ctx, request.id, BOB)
+    access.approve(ctx, request.id, CAROL)
+    extension = access.extend(ctx, request.id, ALICE, 2 * H, "more")
     assert extension.state is State.PENDING and extension.id is not None
     with pytest.raises(PolicyViolation, match="already has extension"):
-        requests.extend(ctx, request.id, ALICE, H, "more")
-    requests.approve(ctx, extension.id, BOB)
-    assert requests.approve(ctx, extension.id, DAVE).state is State.ACTIVE
+        access.extend(ctx, request.id, ALICE, H, "more")
+    access.approve(ctx, extension.id, BOB)
+    assert access.approve(ctx, extension.id, DAVE).state is State.ACTIVE
     grant = grants.get(ctx, request.id)
     assert grant.ends_at is not None and grant.activated_at is not None
     assert grant.ends_at - grant.activated_at == 5 * H
@@ -298,11 +298,21 @@ def test_pending_requests_time_out(ctx: Context, notifier: RecordingNotifier,
                                    clock: FakeClock) -> None:
     request_id = file_edit(ctx)
     clock.advance(23 * H)
-    assert requests.time_out_pending(ctx) == 0
+    assert access.time_out_pending(ctx) == 0
     clock.advance(H)
-    assert requests.time_out_pending(ctx) == 1
+    assert access.time_out_pending(ctx) == 1
     assert grants.get(ctx, request_id).state is State.TIMED_OUT
     assert notifier.kinds(request_id)[-1] is NoticeKind.TIMED_OUT
+
+
+def held_by(ctx: Context, request_id: int, worker: str) -> Operation:
+    """The request's owed grant, its lease taken by ``worker``."""
+    now = ctx.clock()
+    with ctx.transaction() as uow:
+        operation = uow.operations.get(request_id, OperationKind.GRANT)
+        assert operation is not None and operation.id is not None
+        assert uow.operations.claim(operation.id, worker, now, now + ctx.retry.lease)
+    return operation
 
 
 def test_worker_dying_after_the_backend_call(ctx: Context, granter: InMemoryGranter,
@@ -310,43 +320,62 @@ def test_worker_dying_after_the_backend_call(ctx: Context, granter: InMemoryGran
     """The grant happened, the commit did not: the next pass finishes without granting twice."""
     request_id = file_edit(ctx)
     granter.fail_next = [temporary()]
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     clock.advance(H)
-    with ctx.transaction() as store:
-        operation = store.operation(request_id, OperationKind.GRANT)
-        assert operation is not None and operation.id is not None
-        assert store.claim(operation.id, "dead-worker", clock.now, clock.now + ctx.retry.lease)
-        request = store.get(request_id)
-    granter.grant(grants.spec_for(request, clock.now + 2 * H), {})  # then the worker died
-    assert grants.run_due(ctx) == 0  # the lease still holds
+    held_by(ctx, request_id, "dead-worker")
+    request = grants.get(ctx, request_id)
+    granter.grant(operations.spec_for(request, clock.now + 2 * H), {})  # then the worker died
+    assert operations.run_due(ctx) == 0  # the lease still holds
     clock.advance(ctx.retry.lease + timedelta(seconds=1))
-    assert grants.run_due(ctx) == 1
+    assert operations.run_due(ctx) == 1
     assert grants.get(ctx, request_id).state is State.ACTIVE
     assert granter.calls["granted"] == 1
 
 
+def test_running_an_operation_returns_the_request_as_it_ends_up(
+        ctx: Context, granter: InMemoryGranter, clock: FakeClock) -> None:
+    """The engine hands back what it stored: the caller needs no second read; None when
+    another worker holds the operation."""
+    request_id = file_edit(ctx)
+    granter.fail_next = [temporary()]
+    access.approve(ctx, request_id, BOB)  # first attempt fails: owed again later
+    clock.advance(H)
+    owed = held_by(ctx, request_id, "another-worker")
+    assert operations.run_operation(ctx, owed) is None
+    clock.advance(ctx.retry.lease + timedelta(seconds=1))
+    granter.fail_next = [temporary("still down")]
+    retrying = operations.run_operation(ctx, owed)
+    assert retrying is not None and retrying.state is State.APPROVED
+    assert retrying.last_error == "still down"
+    assert retrying == grants.get(ctx, request_id)
+    clock.advance(H)
+    active = operations.run_operation(ctx, owed)
+    assert active is not None and active.state is State.ACTIVE
+    assert active == grants.get(ctx, request_id)
+
+
 def test_lists_by_scope(ctx: Context) -> None:
     mine = file_edit(ctx)
-    other = requests.file_request(ctx, CAROL, "staging", "edit", duration=H, reason="x")
-    prod = requests.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
-    ids = lambda user, scope: [r.id for r in requests.list_requests(ctx, user, scope).requests]  # noqa: E731
+    other = access.file_request(ctx, CAROL, "staging", "edit", duration=H, reason="x")
+    prod = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    ids = lambda user, scope: [r.id for r in access.list_requests(ctx, user, scope).requests]  # noqa: E731
     assert ids(ALICE, "mine") == [prod.id, mine]
     assert set(ids(BOB, "pending")) == {mine, other.id, prod.id}
     assert ids(CAROL, "pending") == [prod.id]  # approves prod; her own staging request is hers
     assert ids(ALICE, "pending") == []
     assert set(ids(ADMIN, "all")) == {mine, other.id, prod.id}
-    requests.approve(ctx, mine, BOB)
+    access.approve(ctx, mine, BOB)
     assert ids(BOB, "active") == [mine]
     assert ids(ALICE, "active") == [mine]
     assert ids(CAROL, "active") == []
     with pytest.raises(InvalidInput, match="list mine"):
-        requests.list_requests(ctx, ALICE, "everything")
+        access.list_requests(ctx, ALICE, "everything")
 
 
 def test_audit_export(ctx: Context, clock: FakeClock) -> None:
     request_id = file_edit(ctx)
     clock.advance(H)
-    requests.approve(ctx, request_id, BOB)
+    access.approve(ctx, request_id, BOB)
     lines = [json.loads(line) for line in audit_service.export(ctx)]
     assert [line["action"] for line in lines] == ["requested", "approved", "activated"]
     assert lines[1]["actor"] == BOB and lines[1]["request_id"] == request_id

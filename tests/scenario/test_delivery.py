@@ -20,7 +20,7 @@ from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
-from bot.services import grants, reminders, requests
+from bot.services import access, grants, reminders
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
     ADMIN,
@@ -73,8 +73,8 @@ def approval_dms(slack: FakeSlack, user: str) -> list[tuple[str, dict[str, Any]]
 
 
 def audit_actions(runtime: SlackRuntime, request_id: int) -> list[tuple[str, dict[str, Any]]]:
-    with runtime.ctx.transaction() as store:
-        return [(e.action, e.details) for e in store.audit_events()
+    with runtime.ctx.transaction() as uow:
+        return [(e.action, e.details) for e in uow.audit.events()
                 if e.request_id == request_id]
 
 
@@ -284,7 +284,7 @@ def test_a_weekly_message_slack_refuses_is_not_retried_unchanged(
         runtime: SlackRuntime, clock: FakeClock, metrics: PrometheusMetrics,
         caplog: pytest.LogCaptureFixture) -> None:
     channel = arrange_refusal(slack, purpose, method, error)
-    active = requests.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
+    active = access.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
     assert active.state is State.ACTIVE  # auto-approved: ends within the week
     before = len(slack.called(method))
 
@@ -307,7 +307,7 @@ def test_a_weekly_message_slack_refuses_is_not_retried_unchanged(
 def test_a_weekly_message_slack_could_not_take_yet_goes_out_on_the_next_pass(
         slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
         metrics: PrometheusMetrics) -> None:
-    requests.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
+    access.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
     # Slack is down for longer than the client's own retries.
     slack.fail("chat.postMessage", "service_unavailable", times=3,
                channel=slack.dm_channel(ALICE))
@@ -323,12 +323,12 @@ def test_a_weekly_message_slack_could_not_take_yet_goes_out_on_the_next_pass(
 def test_a_weekly_reminder_over_slacks_limits_is_sent_at_most_once(
         slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
     # Enough grants that a reminder listing each with its button passes 50 blocks.
-    first = requests.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
-    with runtime.ctx.transaction() as store:
-        template = store.get(first.id or 0)
+    first = access.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(first.id or 0)
         for _ in range(29):
             template.id, template.version = None, 0
-            store.add(template)
+            uow.requests.add(template)
     for _ in range(3):
         reminders.weekly(runtime.ctx)
         clock.advance(timedelta(minutes=1))
@@ -360,7 +360,7 @@ def test_a_kubeconfig_slack_would_not_share_is_announced_to_the_requester(
 def test_the_nudge_before_the_end_is_retried_only_when_it_may_work(
         error: str, times: int | None, retried: bool, slack: FakeSlack, runtime: SlackRuntime,
         clock: FakeClock) -> None:
-    requests.file_request(runtime.ctx, ALICE, "staging", "view", duration=2 * H)
+    access.file_request(runtime.ctx, ALICE, "staging", "view", duration=2 * H)
     slack.fail("chat.postMessage", error, times=times, channel=slack.dm_channel(ALICE))
     clock.advance(H + 5 * timedelta(minutes=1))
     assert reminders.nudge_expiring(runtime.ctx) == 0

@@ -17,7 +17,7 @@ import pytest
 from waitress.server import create_server
 
 from bot.adapters.web import WebApp
-from bot.app import SlackRuntime
+from bot.app import SlackRuntime, slack_http
 from bot.domain.model import State
 from bot.fakes.slack import SIGNING_SECRET, FakeSlack, signed_headers
 from bot.services import grants
@@ -35,7 +35,7 @@ from tests.scenario.conftest import (
 
 @pytest.fixture
 def endpoint(runtime: SlackRuntime) -> Iterator[str]:
-    server = create_server(WebApp(runtime.app, lambda: {}), host="127.0.0.1", port=0)
+    server = create_server(WebApp(slack_http(runtime.app), lambda: {}), host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
@@ -53,8 +53,8 @@ def post(url: str, body: str, headers: dict[str, str]) -> tuple[int, str]:
 
 
 def count_requests(runtime: SlackRuntime) -> int:
-    with runtime.ctx.transaction() as store:
-        return len(store.find())
+    with runtime.ctx.transaction() as uow:
+        return len(uow.requests.find())
 
 
 def test_happy_path_over_http(endpoint: str, slack: FakeSlack, runtime: SlackRuntime) -> None:

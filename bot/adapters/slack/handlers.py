@@ -22,7 +22,7 @@ from bot.adapters.slack.forms import AccessWanted, open_form
 from bot.domain import lifecycle
 from bot.domain.errors import DomainError
 from bot.domain.model import AccessRequest, State
-from bot.services import grants, identity, requests
+from bot.services import access, grants, identity
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Handlers:
         return reply(_whoami(identity.whoami(self.ctx, user_id)))
 
     def listing(self, user_id: str, scope: str) -> Reply:
-        found = requests.list_requests(self.ctx, user_id, scope)
+        found = access.list_requests(self.ctx, user_id, scope)
         return Reply(*blocks.listing(found.scope.value, found.requests, self.ctx.clock()))
 
     # --- requests and decisions ---------------------------------------------------------
@@ -76,7 +76,7 @@ class Handlers:
                       instead=wanted.command())
             return None
         assert wanted.cluster is not None and wanted.role is not None
-        filed = requests.file_request(
+        filed = access.file_request(
             self.ctx, user_id, wanted.cluster, wanted.role, duration=wanted.duration,
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
             user_csr=wanted.user_csr)
@@ -93,16 +93,16 @@ class Handlers:
             namespace=wanted.namespace, break_glass=wanted.break_glass)
 
     def approve(self, user_id: str, request_id: int, comment: str = "") -> Reply:
-        done = requests.approve(self.ctx, request_id, user_id, comment)
+        done = access.approve(self.ctx, request_id, user_id, comment)
         return reply(f"You approved request #{request_id}. "
                      f"{blocks.status(done, approvals_missing(self.ctx, done))}")
 
     def deny(self, user_id: str, request_id: int, reason: str) -> Reply:
-        requests.deny(self.ctx, request_id, user_id, reason)
+        access.deny(self.ctx, request_id, user_id, reason)
         return reply(f"You denied request #{request_id}.")
 
     def cancel(self, user_id: str, request_id: int) -> Reply:
-        requests.cancel(self.ctx, request_id, user_id)
+        access.cancel(self.ctx, request_id, user_id)
         return reply(f"Request #{request_id} is cancelled.")
 
     def revoke(self, user_id: str, request_id: int, reason: str = "") -> Reply:
@@ -114,7 +114,7 @@ class Handlers:
 
     def extend(self, user_id: str, grant_id: int, duration: timedelta,
                reason: str = "") -> Reply:
-        extension = requests.extend(self.ctx, grant_id, user_id, duration, reason)
+        extension = access.extend(self.ctx, grant_id, user_id, duration, reason)
         line = blocks.status(extension, approvals_missing(self.ctx, extension))
         if extension.state is State.PENDING:
             line = line.removesuffix(".") + blocks.reach_line(extension.notified)

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 from bot.adapters.slack import blocks
 from bot.adapters.slack.handlers import approvals_missing
 from bot.domain.model import State
-from bot.services import requests
+from bot.services import access
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ class Home:
     def publish(self, client: WebClient, user_id: str) -> None:
         """Publish ``user_id``'s Home tab; a tab Slack refuses stays as it was, logged."""
         ctx = self.ctx
-        mine = requests.list_requests(ctx, user_id, "mine").requests
-        waiting = requests.list_requests(ctx, user_id, "pending").requests
+        mine = access.list_requests(ctx, user_id, "mine").requests
+        waiting = access.list_requests(ctx, user_id, "pending").requests
         missing = {r.id: approvals_missing(ctx, r) for r in [*mine, *waiting]
                    if r.id is not None and r.state is State.PENDING}
         try:

@@ -1,144 +1,66 @@
-"""The Slack inbox: every request the bot acknowledges, kept in the database until a worker has
-done what it asks.
+"""The Slack inbox: every request the bot acknowledges, kept until a worker has done what it
+asks (in the database: :class:`bot.adapters.db.inbox.SqlAlchemyInbox`, given by the
+composition root).
 
-Receiving is one statement on the acknowledgement path: it claims the request's signature (a
-replay finds it taken, on any replica) and keeps the body. A worker process claims what is
-waiting with a lease, runs it and marks it done; a worker that dies leaves its lease to run out,
-and the next one takes the request again, up to :data:`MAX_ATTEMPTS` times. Done rows keep their
-key, without the body, until Slack's own timestamp check has made the signature useless.
+The acknowledging app keeps each request under its signature, so that a replay finds the key
+taken on any replica; the worker claims what is waiting with a lease of :data:`LEASE`, and gives
+up on a request after :data:`MAX_ATTEMPTS` claims. Done requests keep their key for
+:data:`REPLAY_WINDOW`, until Slack's own timestamp check has made the signature useless.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Protocol
 
-import psycopg
-from sqlalchemy import Engine, Table, bindparam, create_engine, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-from bot.adapters.db.models import SlackInboxRow
-
-log = logging.getLogger(__name__)
-TABLE: Table = SlackInboxRow.__table__  # type: ignore[assignment]
 MAX_ATTEMPTS = 3
 LEASE = timedelta(minutes=10)
 REPLAY_WINDOW = timedelta(minutes=10)
 """Slack refuses requests older than five minutes: after ten, a signature cannot be replayed."""
 
 
-@dataclass(frozen=True)
-class Received:
-    key: str
-    body: str
-    attempts: int
+class Received(Protocol):
+    """A request claimed from the inbox."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def body(self) -> str:
+        """The request's JSON body, as received."""
+        ...
+
+    @property
+    def attempts(self) -> int:
+        """How many times it was claimed, this time included."""
+        ...
 
 
-class SlackInbox:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime], *,
-                 lease: timedelta = LEASE) -> None:
-        self._engine = engine
-        self._lease = lease
-        self._clock = clock
-        self._on_receive: Callable[[], None] = lambda: None
-        postgres = engine.dialect.name == "postgresql"
-        insert: Any = pg_insert if postgres else sqlite_insert
-        self._receive = (insert(TABLE)
-                         .values(key=bindparam("key"), received_at=bindparam("received_at"),
-                                 body=bindparam("body"), attempts=0)
-                         .on_conflict_do_nothing(index_elements=["key"])
-                         .returning(TABLE.c.key))
-        self._receiver = engine
-        self._keep: Callable[[dict[str, Any]], bool] = self._keep_through_core
-        if postgres and engine.dialect.driver == "psycopg":
-            # The acknowledgement path: one prepared statement on the driver, in autocommit, no
-            # BEGIN, COMMIT or pre-ping: half the CPU of going through the ORM's engine. A
-            # dropped connection is retried once instead of being pinged before every use.
-            self._receiver = create_engine(engine.url, isolation_level="AUTOCOMMIT",
-                                           pool_size=8, max_overflow=8,
-                                           pool_reset_on_return=None)
-            compiled = self._receive.compile(dialect=self._receiver.dialect)
-            self._receive_sql, self._receive_defaults = str(compiled), dict(compiled.params)
-            self._keep = self._keep_through_driver
-
+class SlackInbox(Protocol):
     def notify(self, on_receive: Callable[[], None]) -> None:
         """Call ``on_receive`` after each request is kept: it wakes the worker."""
-        self._on_receive = on_receive
+        ...
 
     def receive(self, key: str, body: str) -> bool:
         """Keep a request's body under ``key``; False when the key was taken (a replay)."""
-        fresh = self._keep({"key": key, "received_at": self._clock(), "body": body})
-        if fresh:
-            self._on_receive()
-        return fresh
+        ...
 
-    def _keep_through_core(self, values: dict[str, Any]) -> bool:
-        with self._engine.begin() as connection:
-            return connection.execute(self._receive, values).first() is not None
-
-    def _keep_through_driver(self, values: dict[str, Any]) -> bool:
-        try:
-            return self._execute_on_driver(values)
-        except psycopg.OperationalError:
-            # The server went away (a restart, a failover): every pooled connection is as dead
-            # as this one. Start a fresh pool and try once more.
-            self._receiver.dispose()
-            return self._execute_on_driver(values)
-
-    def _execute_on_driver(self, values: dict[str, Any]) -> bool:
-        connection = self._receiver.raw_connection()
-        try:
-            driver: psycopg.Connection[Any] = connection.driver_connection  # type: ignore[assignment]
-            return driver.execute(self._receive_sql, {**self._receive_defaults, **values},
-                                  prepare=True).fetchone() is not None
-        except psycopg.OperationalError:
-            connection.invalidate()
-            raise
-        finally:
-            connection.close()
-
-    def claim(self, worker: str, limit: int) -> list[Received]:
+    def claim(self, worker: str, limit: int) -> Sequence[Received]:
         """Up to ``limit`` waiting requests, oldest first, leased to ``worker``."""
-        now = self._clock()
-        waiting = (select(TABLE.c.key)
-                   .where(TABLE.c.done_at.is_(None),
-                          or_(TABLE.c.lease_until.is_(None), TABLE.c.lease_until < now))
-                   .order_by(TABLE.c.received_at).limit(limit)
-                   .with_for_update(skip_locked=True))
-        statement = (update(TABLE).where(TABLE.c.key.in_(waiting.scalar_subquery()))
-                     .values(attempts=TABLE.c.attempts + 1, lease_until=now + self._lease)
-                     .returning(TABLE.c.key, TABLE.c.body, TABLE.c.attempts,
-                                TABLE.c.received_at))
-        with self._engine.begin() as connection:
-            rows = connection.execute(statement).all()
-        if rows:
-            log.debug("%s claimed %s Slack requests", worker, len(rows))
-        return [Received(key, body or "", attempts)
-                for key, body, attempts, _ in sorted(rows, key=lambda row: row[3])]
+        ...
 
     def done(self, key: str) -> None:
         """Finished (or given up): drop the body, keep the key until it cannot be replayed."""
-        with self._engine.begin() as connection:
-            connection.execute(update(TABLE).where(TABLE.c.key == key)
-                               .values(done_at=self._clock(), body=None, lease_until=None))
+        ...
 
     def waiting(self) -> int:
-        with self._engine.connect() as connection:
-            return int(connection.execute(
-                select(func.count()).where(TABLE.c.done_at.is_(None))).scalar_one())
+        """How many requests wait for a worker."""
+        ...
 
     def forget(self) -> int:
-        """Delete the done requests whose signatures Slack's timestamp check now refuses."""
-        before = self._clock() - REPLAY_WINDOW
-        with self._engine.begin() as connection:
-            result = connection.execute(delete(TABLE).where(
-                TABLE.c.done_at.is_not(None), TABLE.c.received_at < before))
-        return int(getattr(result, "rowcount", 0) or 0)
+        """Delete the done requests whose signatures Slack's timestamp check now refuses;
+        how many."""
+        ...
 
-    def close(self) -> None:
-        if self._receiver is not self._engine:
-            self._receiver.dispose()
+    def close(self) -> None: ...

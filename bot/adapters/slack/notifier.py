@@ -28,7 +28,7 @@ from bot.adapters.slack.directory import SlackDirectory
 from bot.config import Config
 from bot.domain import lifecycle
 from bot.domain.errors import DomainError, NotFound, Undeliverable
-from bot.domain.model import AccessRequest, Reach, Undelivered
+from bot.domain.model import AccessRequest, MessageRef, Reach, Undelivered
 from bot.domain.ports import Metrics, Notice, NoticeKind, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class SlackNotifier:
         response = self._call(purpose, recipient, lambda: self._client.chat_postMessage(
             channel=channel, text=text, blocks=content))
         with self._unit_of_work() as uow:
-            uow.store.add_message(request.id, APPROVAL, response["channel"], response["ts"])
+            uow.messages.add(request.id, APPROVAL, MessageRef(response["channel"], response["ts"]))
             uow.commit()
 
     def _tell_unreachable(self, request: AccessRequest, reach: Reach) -> Reach:
@@ -228,7 +228,7 @@ class SlackNotifier:
     def _messages(self, request: AccessRequest) -> list[tuple[str, str]]:
         assert request.id is not None
         with self._unit_of_work() as uow:
-            return uow.store.messages(request.id, APPROVAL)
+            return [(ref.conversation, ref.id) for ref in uow.messages.list(request.id, APPROVAL)]
 
     def _update_approval(self, request: AccessRequest, note: str | None = None) -> None:
         text, content = blocks.approval_message(request, self._missing(request), note)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
@@ -57,7 +58,7 @@ class SlackWorker:
             self._wake.clear()
             with self._lock:
                 free = self._threads - self._busy
-            claimed: list[Received] = []
+            claimed: Sequence[Received] = ()
             if free:
                 try:
                     claimed = self._inbox.claim(self._worker_id, free)

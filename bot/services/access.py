@@ -1,4 +1,5 @@
-"""What people do with requests: file, approve, deny, cancel, extend, list, time out.
+"""What people do with access requests: file one, approve or deny it, cancel it, extend a
+grant, list what they may see; and what happens to a request nobody decides on in time.
 
 Each function is one use case in one transaction with its audit event; the people concerned
 hear of it after the commit; backend work that an approval makes due runs right after.
@@ -16,7 +17,7 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
-from bot.services import grants
+from bot.services import grants, operations
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ def file_request(
     policy = ctx.config.policy(cluster, role)
     granter = ctx.granter(cluster)
     requester = ctx.actor(user_id)
-    with ctx.transaction() as store:
-        user = ctx.user_info(user_id, store)
+    with ctx.transaction() as uow:
+        user = ctx.user_info(user_id, uow.links)
     subject = granter.resolve_subject(user)
     now = ctx.clock()
     request = lifecycle.file_request(
@@ -48,18 +49,18 @@ def file_request(
     )
     if request.user_csr:
         granter.check_user_csr(request.user_csr, subject)
-    with ctx.transaction() as store:
-        lifecycle.check_no_duplicate(request, store.find(
+    with ctx.transaction() as uow:
+        lifecycle.check_no_duplicate(request, uow.requests.find(
             requester_id=user_id, states=[State.PENDING, State.APPROVED, State.ACTIVE],
             clusters=[cluster], kind=Kind.ACCESS))
-        store.add(request)
-        audit(store, now, user_id, "requested", request, target=request.target,
+        uow.requests.add(request)
+        audit(uow.audit, now, user_id, "requested", request, target=request.target,
               duration=int(request.duration.total_seconds()), reason=request.reason,
               subject=subject, break_glass=request.break_glass or None)
         operation = None
         if request.state is State.APPROVED:
-            operation = grants.owe_approved(store, request, now)
-            audit(store, now, "policy", "approved", request,
+            operation = operations.owe_approved(uow.operations, request, now)
+            audit(uow.audit, now, "policy", "approved", request,
                   rule="break-glass" if break_glass else "auto-approve")
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
@@ -68,8 +69,7 @@ def file_request(
             NoticeKind.FILED, request,
             approvals_missing=lifecycle.approvals_missing(request, policy)))
         if operation is not None:
-            grants.run_operation(ctx, operation)
-            return grants.get(ctx, request.id or 0)
+            return operations.run_operation(ctx, operation) or grants.get(ctx, request.id or 0)
     return request
 
 
@@ -83,8 +83,8 @@ def announce(ctx: Context, notice: Notice) -> Reach | None:
             request.state is State.PENDING or request.break_glass):
         return reach
     now = ctx.clock()
-    with ctx.transaction() as store:
-        audit(store, now, "bot", "approvers unreachable", request,
+    with ctx.transaction() as uow:
+        audit(uow.audit, now, "bot", "approvers unreachable", request,
               undelivered={u.recipient: u.error for u in reach.undelivered})
     told = ctx.announce(Notice(NoticeKind.UNREACHABLE, request, reach=reach))
     return Reach(channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
@@ -97,27 +97,26 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
     """Ask for more time on an active grant (approved at once where the role allows)."""
     requester = ctx.actor(user_id)
     now = ctx.clock()
-    with ctx.transaction() as store:
-        grant = store.get(grant_id, for_update=True)
+    with ctx.transaction() as uow:
+        grant = uow.requests.get(grant_id, for_update=True)
         policy = ctx.config.policy(grant.cluster, grant.role)
         extension = lifecycle.file_extension(
             grant=grant, policy=policy, requester=requester, duration=duration, reason=reason,
             now=now)
-        waiting = store.find(parent_id=grant_id, states=[State.PENDING, State.APPROVED])
+        waiting = uow.requests.find(parent_id=grant_id, states=[State.PENDING, State.APPROVED])
         if waiting:
             raise PolicyViolation(
                 f"Request {grant.label} already has extension #{waiting[0].id} waiting.")
-        store.add(extension)
-        audit(store, now, user_id, "extension requested", extension, grant=grant_id,
+        uow.requests.add(extension)
+        audit(uow.audit, now, user_id, "extension requested", extension, grant=grant_id,
               duration=int(duration.total_seconds()), reason=extension.reason)
-        operation = grants.owe_approved(store, extension, now) \
+        operation = operations.owe_approved(uow.operations, extension, now) \
             if extension.state is State.APPROVED else None
     extension.notified = announce(ctx, Notice(
         NoticeKind.FILED, extension, parent=grant,
         approvals_missing=lifecycle.approvals_missing(extension, policy)))
     if operation is not None:
-        grants.run_operation(ctx, operation)
-        return grants.get(ctx, extension.id or 0)
+        return operations.run_operation(ctx, operation) or grants.get(ctx, extension.id or 0)
     return extension
 
 
@@ -128,14 +127,14 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
 
     def decide() -> tuple[AccessRequest, int, Operation | None]:
         now = ctx.clock()
-        with ctx.transaction() as store:
-            request = store.get(request_id, for_update=True)
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
             policy = ctx.config.policy(request.cluster, request.role)
             complete = lifecycle.approve(request, actor, policy, now, comment)
-            store.save(request)
-            audit(store, now, user_id, "approved" if complete else "approval recorded",
+            uow.requests.save(request)
+            audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None)
-            operation = grants.owe_approved(store, request, now) if complete else None
+            operation = operations.owe_approved(uow.operations, request, now) if complete else None
         return request, lifecycle.approvals_missing(request, policy), operation
 
     request, missing, operation = retrying(decide)
@@ -144,8 +143,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
     if operation is None:
         return request
     ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
-    grants.run_operation(ctx, operation)
-    return grants.get(ctx, request_id)
+    return operations.run_operation(ctx, operation) or grants.get(ctx, request_id)
 
 
 @scoped
@@ -154,12 +152,12 @@ def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequ
 
     def decide() -> AccessRequest:
         now = ctx.clock()
-        with ctx.transaction() as store:
-            request = store.get(request_id, for_update=True)
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
             policy = ctx.config.policy(request.cluster, request.role)
             lifecycle.deny(request, actor, policy, now, reason)
-            store.save(request)
-            audit(store, now, user_id, "denied", request, reason=request.end_reason)
+            uow.requests.save(request)
+            audit(uow.audit, now, user_id, "denied", request, reason=request.end_reason)
         return request
 
     request = retrying(decide)
@@ -173,11 +171,11 @@ def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
 
     def withdraw() -> AccessRequest:
         now = ctx.clock()
-        with ctx.transaction() as store:
-            request = store.get(request_id, for_update=True)
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
             lifecycle.cancel(request, actor, now)
-            store.save(request)
-            audit(store, now, user_id, "cancelled", request)
+            uow.requests.save(request)
+            audit(uow.audit, now, user_id, "cancelled", request)
         return request
 
     request = retrying(withdraw)
@@ -191,15 +189,15 @@ def time_out_pending(ctx: Context, limit: int | None = None) -> int:
     now = ctx.clock()
     shortest = min(p.pending_timeout for p in ctx.config.policies.values())
     notices = []
-    with ctx.transaction() as store:
-        for request in store.pending_created_before(
+    with ctx.transaction() as uow:
+        for request in uow.requests.pending_created_before(
                 now - shortest, ctx.tuning.batches.timeouts if limit is None else limit):
             policy = ctx.config.policies.get((request.cluster, request.role))
             if policy is None or now < request.created_at + policy.pending_timeout:
                 continue
             lifecycle.time_out(request, policy, now)
-            store.save(request)
-            audit(store, now, "policy", "timed out", request, reason=request.end_reason)
+            uow.requests.save(request)
+            audit(uow.audit, now, "policy", "timed out", request, reason=request.end_reason)
             notices.append(Notice(NoticeKind.TIMED_OUT, request))
     ctx.notify(*notices)
     return len(notices)
@@ -231,29 +229,31 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
     policies = ctx.config.policies.values()
     approves = [p for p in policies if p.is_approver(actor)]
     revokes = {p.cluster for p in policies if p.may_revoke(actor, "")}
-    with ctx.transaction() as store:
+    with ctx.transaction() as uow:
         if chosen is Scope.MINE:
-            found = store.find(requester_id=user_id, limit=limit)
+            found = uow.requests.find(requester_id=user_id, limit=limit)
         elif chosen is Scope.PENDING:
             clusters = None if actor.is_admin else sorted({p.cluster for p in approves})
-            found = [r for r in store.find(states=[State.PENDING], clusters=clusters, limit=limit)
+            found = [r for r in uow.requests.find(states=[State.PENDING], clusters=clusters,
+                                                  limit=limit)
                      if actor.is_admin or any((r.cluster, r.role) == (p.cluster, p.role)
                                               for p in approves)]
             if not actor.is_admin:
                 found = [r for r in found if r.requester_id != user_id]
         elif chosen is Scope.ACTIVE:
             clusters = None if actor.is_admin else sorted(revokes)
-            found = store.find(states=[State.ACTIVE], clusters=clusters, kind=Kind.ACCESS,
-                               limit=limit)
+            found = uow.requests.find(states=[State.ACTIVE], clusters=clusters,
+                                      kind=Kind.ACCESS, limit=limit)
             if not actor.is_admin and not clusters:
                 found = []
-            mine = store.find(requester_id=user_id, states=[State.ACTIVE], kind=Kind.ACCESS)
+            mine = uow.requests.find(requester_id=user_id, states=[State.ACTIVE],
+                                     kind=Kind.ACCESS)
             found = _merge(found, mine)
         else:
             clusters = None if actor.is_admin else sorted(revokes)
-            found = store.find(clusters=clusters, limit=limit) if actor.is_admin or clusters \
-                else []
-            found = _merge(found, store.find(requester_id=user_id, limit=limit))[:limit]
+            found = uow.requests.find(clusters=clusters, limit=limit) \
+                if actor.is_admin or clusters else []
+            found = _merge(found, uow.requests.find(requester_id=user_id, limit=limit))[:limit]
     return Listing(chosen, found)
 
 

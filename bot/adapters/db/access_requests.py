@@ -1,0 +1,226 @@
+"""Access requests on SQLAlchemy.
+
+Two writers never both win: every request row carries a version that each UPDATE compares and
+bumps, and ``get(..., for_update=True)`` also takes the row lock on PostgreSQL so that
+concurrent approvers queue instead of retrying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, exists, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from bot.adapters.db.models import ApprovalRow, OperationRow, RequestRow
+from bot.domain.errors import ConcurrentModification, NotFound
+from bot.domain.model import (
+    AccessRequest,
+    Approval,
+    Decision,
+    Kind,
+    OperationKind,
+    State,
+)
+
+
+def _to_request(row: RequestRow) -> AccessRequest:
+    return AccessRequest(
+        id=row.id,
+        kind=Kind(row.kind),
+        parent_id=row.parent_id,
+        requester_id=row.requester_id,
+        cluster=row.cluster,
+        role=row.role,
+        namespace=row.namespace,
+        duration=timedelta(seconds=row.duration_seconds),
+        reason=row.reason,
+        subject=row.subject,
+        state=State(row.state),
+        break_glass=row.break_glass,
+        approved_by_policy=row.approved_by_policy,
+        created_at=row.created_at,
+        decided_at=row.decided_at,
+        activated_at=row.activated_at,
+        ends_at=row.ends_at,
+        ended_at=row.ended_at,
+        ended_by=row.ended_by,
+        end_reason=row.end_reason,
+        last_error=row.last_error,
+        user_csr=row.user_csr,
+        backend_ref=dict(row.backend_ref or {}),
+        approvals=[
+            Approval(a.approver_id, Decision(a.decision), a.decided_at, a.comment,
+                     None if a.approved_seconds is None
+                     else timedelta(seconds=a.approved_seconds))
+            for a in row.approvals
+        ],
+        version=row.version,
+        grantee_id=row.grantee_id,
+        window_start=row.window_start,
+        escalations_applied=row.escalations_applied,
+        renotified=row.renotified,
+    )
+
+
+def _write_request(row: RequestRow, request: AccessRequest) -> None:
+    row.kind = request.kind.value
+    row.parent_id = request.parent_id
+    row.requester_id = request.requester_id
+    row.cluster = request.cluster
+    row.role = request.role
+    row.namespace = request.namespace
+    row.duration_seconds = int(request.duration.total_seconds())
+    row.reason = request.reason
+    row.subject = request.subject
+    row.state = request.state.value
+    row.break_glass = request.break_glass
+    row.approved_by_policy = request.approved_by_policy
+    row.created_at = request.created_at
+    row.decided_at = request.decided_at
+    row.activated_at = request.activated_at
+    row.ends_at = request.ends_at
+    row.ended_at = request.ended_at
+    row.ended_by = request.ended_by
+    row.end_reason = request.end_reason
+    row.last_error = request.last_error
+    row.user_csr = request.user_csr
+    row.backend_ref = dict(request.backend_ref)
+    row.grantee_id = request.grantee_id
+    row.window_start = request.window_start
+    row.escalations_applied = request.escalations_applied
+    row.renotified = request.renotified
+    for approval in request.approvals[len(row.approvals):]:
+        row.approvals.append(
+            ApprovalRow(
+                approver_id=approval.approver_id,
+                decision=approval.decision.value,
+                comment=approval.comment,
+                decided_at=approval.decided_at,
+                approved_seconds=None if approval.duration is None
+                else int(approval.duration.total_seconds()),
+            )
+        )
+
+
+class SqlAlchemyAccessRequests:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, request: AccessRequest) -> AccessRequest:
+        row = RequestRow()
+        _write_request(row, request)
+        self.session.add(row)
+        self.session.flush()
+        request.id = row.id
+        request.version = row.version
+        return request
+
+    def _row(self, request_id: int, for_update: bool = False) -> RequestRow:
+        query = select(RequestRow).where(RequestRow.id == request_id)
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        row = self.session.scalars(query).one_or_none()
+        if row is None:
+            raise NotFound(f"There is no request #{request_id}.")
+        return row
+
+    def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
+        return _to_request(self._row(request_id, for_update))
+
+    def save(self, request: AccessRequest) -> None:
+        assert request.id is not None
+        # Read in this same transaction, as a use case does: the session has it already.
+        row = self.session.get(RequestRow, request.id) or self._row(request.id)
+        if row.version != request.version:
+            raise ConcurrentModification(
+                f"Request {request.label} was changed by someone else meanwhile; try again."
+            )
+        _write_request(row, request)
+        try:
+            self.session.flush()
+        except (StaleDataError, IntegrityError):
+            raise ConcurrentModification(
+                f"Request {request.label} was changed by someone else meanwhile; try again."
+            ) from None
+        request.version = row.version
+
+    def find(
+        self,
+        *,
+        requester_id: str | None = None,
+        states: Sequence[State] | None = None,
+        clusters: Sequence[str] | None = None,
+        kind: Kind | None = None,
+        parent_id: int | None = None,
+        limit: int | None = 100,
+        subject: str | None = None,
+    ) -> list[AccessRequest]:
+        query = select(RequestRow)
+        if subject is not None:
+            query = query.where(RequestRow.subject == subject)
+        if requester_id is not None:
+            query = query.where(RequestRow.requester_id == requester_id)
+        if states is not None:
+            query = query.where(RequestRow.state.in_([s.value for s in states]))
+        if clusters is not None:
+            query = query.where(RequestRow.cluster.in_(list(clusters)))
+        if kind is not None:
+            query = query.where(RequestRow.kind == kind.value)
+        if parent_id is not None:
+            query = query.where(RequestRow.parent_id == parent_id)
+        query = query.order_by(RequestRow.created_at.desc(), RequestRow.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        return [_to_request(row) for row in self.session.scalars(query)]
+
+    def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:
+        owed = exists().where(
+            OperationRow.request_id == RequestRow.id,
+            OperationRow.kind == OperationKind.REVOKE.value,
+        )
+        query = (
+            select(RequestRow)
+            .where(
+                RequestRow.state == State.ACTIVE.value,
+                RequestRow.ends_at <= now,
+                RequestRow.kind == Kind.ACCESS.value,
+                ~owed,
+            )
+            .order_by(RequestRow.ends_at)
+            .limit(limit)
+        )
+        return [_to_request(row) for row in self.session.scalars(query)]
+
+    def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
+        query = (
+            select(RequestRow)
+            .where(RequestRow.state == State.ACTIVE.value, RequestRow.ends_at < until,
+                   RequestRow.kind == Kind.ACCESS.value)
+            .order_by(RequestRow.ends_at)
+            .limit(limit)
+        )
+        return [_to_request(row) for row in self.session.scalars(query)]
+
+    def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]:
+        query = (
+            select(RequestRow)
+            .where(RequestRow.state == State.PENDING.value, RequestRow.created_at <= before)
+            .order_by(RequestRow.created_at)
+            .limit(limit)
+        )
+        return [_to_request(row) for row in self.session.scalars(query)]
+
+
+def count_by_state(engine: Engine) -> list[tuple[str, str, int]] | None:
+    """``(state, cluster, count)`` of all requests; None when the database did not answer."""
+    query = select(RequestRow.state, RequestRow.cluster, func.count()).group_by(
+        RequestRow.state, RequestRow.cluster)
+    try:
+        with engine.connect() as connection:
+            return [(state, cluster, count) for state, cluster, count in connection.execute(query)]
+    except SQLAlchemyError:
+        return None

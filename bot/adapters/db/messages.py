@@ -1,0 +1,35 @@
+"""Message references on SQLAlchemy: a row per request, purpose and conversation (the table
+names them by Slack's ``channel`` and ``ts``)."""
+
+from __future__ import annotations
+
+import builtins
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.adapters.db.models import MessageRow
+from bot.domain.model import MessageRef
+
+
+class SqlAlchemyMessageReferences:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, request_id: int, purpose: str, ref: MessageRef) -> None:
+        self.session.merge(self._row(request_id, purpose, ref.conversation) or MessageRow(
+            request_id=request_id, purpose=purpose, channel=ref.conversation, ts=ref.id))
+        self.session.flush()
+
+    def _row(self, request_id: int, purpose: str, conversation: str) -> MessageRow | None:
+        return self.session.scalars(select(MessageRow).where(
+            MessageRow.request_id == request_id, MessageRow.purpose == purpose,
+            MessageRow.channel == conversation)).one_or_none()
+
+    def list(self, request_id: int, purpose: str) -> builtins.list[MessageRef]:
+        rows = self.session.scalars(
+            select(MessageRow)
+            .where(MessageRow.request_id == request_id, MessageRow.purpose == purpose)
+            .order_by(MessageRow.id)
+        )
+        return [MessageRef(row.channel, row.ts) for row in rows]
