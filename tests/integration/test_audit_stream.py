@@ -27,7 +27,7 @@ from bot.domain.stream import AuditStream, StreamMetrics
 from bot.fakes.webhook import WebhookReceiver
 from bot.jobs import JOBS, default_jobs
 from bot.serve import stream_warnings
-from bot.services import audit_stream, grants, requests
+from bot.services import access, audit_stream, grants
 from bot.services.context import Context, audit
 from tests.conftest import ALICE, BOB, TEST_CONFIG
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
@@ -77,8 +77,8 @@ def sctx(engine: Engine, stream_config: Config, clock: FakeClock) -> Context:
 
 def record(ctx: Context, count: int, action: str = "requested") -> None:
     for _ in range(count):
-        with ctx.transaction() as store:
-            audit(store, ctx.clock(), ALICE, action, None, cluster="staging")
+        with ctx.transaction() as uow:
+            audit(uow.audit, ctx.clock(), ALICE, action, None, cluster="staging")
 
 
 def owed(engine: Engine) -> list[tuple[int, str, bool]]:
@@ -94,18 +94,18 @@ def file_ids(path: Path) -> list[str]:
 
 
 def event_ids(ctx: Context) -> list[str]:
-    with ctx.transaction() as store:
-        return [str(event.id) for event in store.audit_events()]
+    with ctx.transaction() as uow:
+        return [str(event.id) for event in uow.audit.events()]
 
 
 def test_every_audit_event_reaches_each_sink_once_as_a_signed_cloud_event(
         sctx: Context, engine: Engine, receiver: WebhookReceiver, audit_file: Path,
         clock: FakeClock) -> None:
-    request = requests.file_request(sctx, ALICE, "staging", "edit", duration=2 * H,
+    request = access.file_request(sctx, ALICE, "staging", "edit", duration=2 * H,
                                     reason="deploy hotfix")
     assert request.id is not None
     clock.advance(timedelta(minutes=5))
-    requests.approve(sctx, request.id, BOB, "ok")
+    access.approve(sctx, request.id, BOB, "ok")
     ids = event_ids(sctx)
     assert len(ids) >= 3  # requested, approved, activated
     assert sorted({(s, d) for _, s, d in owed(engine)}) == [("file", False), ("webhook", False)]
@@ -130,8 +130,8 @@ def test_every_audit_event_reaches_each_sink_once_as_a_signed_cloud_event(
 
 def test_outbox_rows_commit_and_roll_back_with_their_audit_event(
         sctx: Context, engine: Engine) -> None:
-    with pytest.raises(RuntimeError), sctx.transaction() as store:
-        audit(store, sctx.clock(), ALICE, "requested", None)
+    with pytest.raises(RuntimeError), sctx.transaction() as uow:
+        audit(uow.audit, sctx.clock(), ALICE, "requested", None)
         raise RuntimeError("the use case failed after auditing")
     assert owed(engine) == []
     record(sctx, 1)
@@ -329,7 +329,7 @@ def test_the_stream_is_a_job_that_runs_every_few_seconds(sctx: Context) -> None:
 def test_grants_go_on_while_a_receiver_is_down(sctx: Context, receiver: WebhookReceiver,
                                                clock: FakeClock) -> None:
     receiver.outage("down")
-    request = requests.file_request(sctx, ALICE, "staging", "view", duration=H, reason="")
+    request = access.file_request(sctx, ALICE, "staging", "view", duration=H, reason="")
     assert request.id is not None
     assert grants.get(sctx, request.id).state.value == "active"
     assert audit_stream.deliver(sctx) > 0  # the file's

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.adapters.db.store import make_engine
 from sqlalchemy import inspect, text
 
 from bot.adapters.db import migrate
+from bot.adapters.db.engine import make_engine
 from bot.domain import escalation, lifecycle
 from bot.domain.model import Actor, State
 from bot.services.context import Context
@@ -26,15 +26,15 @@ def test_the_new_fields_round_trip(ctx: Context) -> None:
                                      subject="alice@example.com", duration=3 * H, reason="x",
                                      now=now, window_start=now + 2 * H)
     request.escalations_applied, request.renotified = 1, 2
-    with ctx.transaction() as store:
-        request = store.add(request)
+    with ctx.transaction() as uow:
+        request = uow.requests.add(request)
     assert request.id is not None
-    with ctx.transaction() as store:
-        stored = store.get(request.id, for_update=True)
+    with ctx.transaction() as uow:
+        stored = uow.requests.get(request.id, for_update=True)
         lifecycle.approve(stored, Actor(CAROL), policy, now, "half", duration=H + H // 2)
-        store.save(stored)
-    with ctx.transaction() as store:
-        stored = store.get(request.id)
+        uow.requests.save(stored)
+    with ctx.transaction() as uow:
+        stored = uow.requests.get(request.id)
     assert (stored.requester_id, stored.grantee_id, stored.grantee) == (BOB, ALICE, ALICE)
     assert stored.window_start == now + 2 * H
     assert (stored.escalations_applied, stored.renotified) == (1, 2)
@@ -49,11 +49,11 @@ def test_a_request_for_oneself_stores_no_grantee(ctx: Context) -> None:
     policy = ctx.config.policy("staging", "edit")
     request = lifecycle.file_request(policy=policy, requester=Actor(ALICE), subject="a",
                                      duration=H, reason="x", now=ctx.clock())
-    with ctx.transaction() as store:
-        request_id = store.add(request).id
+    with ctx.transaction() as uow:
+        request_id = uow.requests.add(request).id
     assert request_id is not None
-    with ctx.transaction() as store:
-        stored = store.get(request_id)
+    with ctx.transaction() as uow:
+        stored = uow.requests.get(request_id)
     assert stored.grantee_id is None and stored.grantee == ALICE and stored.window_start is None
     assert (stored.escalations_applied, stored.renotified) == (0, 0)
 

@@ -16,7 +16,7 @@ from bot.adapters.slack.handlers import Handlers
 from bot.app import SlackRuntime
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
-from bot.services import grants, requests
+from bot.services import access, grants
 from tests.scenario.conftest import (
     ALICE,
     BOB,
@@ -37,7 +37,7 @@ def kept(engine: Engine) -> list[dict[str, Any]]:
 
 def deny_form_of_a_new_request(runtime: SlackRuntime) -> dict[str, Any]:
     """Alice's request #1, waiting for Bob; the Deny form Bob's click opens for it."""
-    requests.file_request(runtime.ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
+    access.file_request(runtime.ctx, ALICE, "staging", "edit", duration=timedelta(hours=1),
                           reason="fix")
     return blocks.deny_modal(grants.get(runtime.ctx, 1))
 
@@ -79,7 +79,7 @@ def test_a_deny_form_overtaken_before_the_worker_runs_it_is_told_and_changes_not
     modal = deny_form_of_a_new_request(unattended)
     assert Driver(unattended, slack).submit(
         BOB, modal, {"reason": text_input("reason", "no")}).body == ""
-    requests.cancel(ctx, 1, ALICE)  # between the acknowledgement and the work
+    access.cancel(ctx, 1, ALICE)  # between the acknowledgement and the work
 
     run_worker_until(unattended, lambda: [m for m in slack.dms_to(BOB)
                                           if "cannot be denied any more" in m["text"]])
