@@ -50,7 +50,7 @@ POLICY_ACTOR = "policy"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: a Slack user with the user groups they belong to, or the bot itself."""
+    """Who acts: a user with the groups of users they belong to, or the bot itself."""
 
     user_id: str
     groups: frozenset[str] = frozenset()

@@ -17,7 +17,8 @@ class RolePolicy:
     cluster: str
     role: str
     approvers: frozenset[str]
-    """Slack user IDs (``U…``/``W…``) and Slack user group IDs (``S…``) that may approve."""
+    """The principals that may approve: users and groups of users, by the opaque IDs the
+    directory gives them (see :class:`bot.domain.ports.Directory`)."""
     cluster_approvers: frozenset[str]
     """Everyone who approves any role of the cluster: they may also revoke its grants."""
     max_duration: timedelta
@@ -51,4 +52,5 @@ class RolePolicy:
 
 
 def _matches(approvers: frozenset[str], actor: Actor) -> bool:
+    """Whether ``actor`` is one of the principals, or in one of its groups."""
     return actor.user_id in approvers or bool(actor.groups & approvers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
@@ -12,14 +13,18 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.config import Config
+from bot.domain import lifecycle
 from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
 from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
 from bot.domain.ports import (
+    Audience,
     Directory,
     Granter,
+    MessageRef,
     Metrics,
     Notice,
     Notifier,
+    Posted,
     RequestStore,
     UnitOfWork,
     UserInfo,
@@ -27,6 +32,9 @@ from bot.domain.ports import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+APPROVAL_MESSAGES = "approval"
+"""The purpose under which a request's approval messages are stored."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,49 @@ class Context:
         email = mapping.email if mapping is not None and mapping.email else info.email
         return UserInfo(slack_user_id=user_id, email=email, name=info.name, links=links)
 
+    # --- what notices need --------------------------------------------------------------
+
+    def admins(self) -> tuple[str, ...]:
+        """The admins as users, their groups expanded; a group that cannot be listed now is
+        left out (the directory logs it), so that the others are still told."""
+        return tuple(sorted(self.directory.users(self.config.file.admins).users))
+
+    def approvers(self, request: AccessRequest) -> Audience:
+        """Who hears of ``request`` needing a decision: the approvers' conversation, and the
+        approvers one by one (never the requester) for when it cannot be posted in."""
+        policy = self.config.policy(request.cluster, request.role)
+        people = self.directory.users(policy.approvers)
+        return Audience(
+            conversation=self.config.approvers_channel(request.cluster, request.role),
+            approvers=tuple(sorted(people.users - {request.requester_id})),
+            unlisted=people.unlisted)
+
+    def prepared(self, store: RequestStore, notice: Notice) -> Notice:
+        """``notice`` with what the approval messages show, read inside ``store``'s
+        transaction: the approvals still missing, and where the request's (and its parent's)
+        approval messages were posted."""
+        policy = self.config.policies.get((notice.request.cluster, notice.request.role))
+        return dataclasses.replace(
+            notice,
+            approvals_missing=lifecycle.approvals_missing(notice.request, policy)
+            if policy is not None else 0,
+            messages=_approval_messages(store, notice.request),
+            parent_messages=_approval_messages(store, notice.parent)
+            if notice.parent is not None else ())
+
+    def remember(self, notice: Notice, posted: Posted | None) -> Reach | None:
+        """Store the approval messages the notifier posted for ``notice``, so that the
+        notices that follow update them; where the approvers were told."""
+        if posted is None:
+            return None
+        if posted.messages:
+            assert notice.request.id is not None
+            with self.transaction() as store:
+                for ref in posted.messages:
+                    store.add_message(notice.request.id, APPROVAL_MESSAGES,
+                                      ref.conversation, ref.message)
+        return posted.reach
+
     def notify(self, *notices: Notice) -> None:
         """Tell people, after the commit; a failing notifier never undoes what happened."""
         for notice in notices:
@@ -127,7 +178,7 @@ class Context:
         """Tell people, after the commit, and say where it went (see ``Notifier.notify``);
         None when the notifier failed or cannot know."""
         try:
-            return self.notifier.notify(notice)
+            posted = self.notifier.notify(notice)
         except Undeliverable as error:  # logged and counted where it happened
             log.warning("notification %s for request %s was not delivered: %s",
                         notice.kind, notice.request.id, error.message)
@@ -137,6 +188,7 @@ class Context:
                 "notification %s for request %s failed", notice.kind, notice.request.id
             )
             return None
+        return self.remember(notice, posted)
 
     @contextmanager
     def transaction(self) -> Iterator[RequestStore]:
@@ -175,6 +227,12 @@ def audit(
             details={k: v for k, v in details.items() if v is not None},
         )
     )
+
+
+def _approval_messages(store: RequestStore, request: AccessRequest) -> tuple[MessageRef, ...]:
+    assert request.id is not None
+    return tuple(MessageRef(conversation, message) for conversation, message
+                 in store.messages(request.id, APPROVAL_MESSAGES))
 
 
 def retrying(action: Callable[[], T], attempts: int = 5) -> T:

@@ -343,17 +343,19 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Renew the lease once; announce the delay when the call has become slow."""
+        slow = self._ctx.clock() - self._started
+        tell = not self._told_slow and slow >= self._ctx.retry.slow_after
+        backend = _backend_name(self._ctx, self._request.cluster) if tell else ""
         with self._ctx.transaction() as store:
             _hold(self._ctx, store, self._operation)
-        slow = self._ctx.clock() - self._started
-        if not self._told_slow and slow >= self._ctx.retry.slow_after:
+            notice = self._ctx.prepared(store, Notice(
+                NoticeKind.SLOW, self._request, detail=f"{backend} is slow")) if tell else None
+        if notice is not None:
             self._told_slow = True
-            backend = _backend_name(self._ctx, self._request.cluster)
             log.warning("%s for request %s still running after %ss: %s is slow",
                         self._operation.kind.value, self._request.id,
                         int(slow.total_seconds()), backend)
-            self._ctx.notify(Notice(NoticeKind.SLOW, self._request,
-                                    detail=f"{backend} is slow"))
+            self._ctx.notify(notice)
 
 
 def run_operation(ctx: Context, operation: Operation) -> bool:
@@ -485,7 +487,8 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
         with ctx.transaction() as store:
             _hold(ctx, store, operation)
             request = store.get(operation.request_id, for_update=True)
-            notices = _apply(store, operation, request, result, started, now)
+            notices = [ctx.prepared(store, notice) for notice
+                       in _apply(store, operation, request, result, started, now)]
             _finish(store, operation, OperationState.DONE)
         return notices
 
@@ -551,11 +554,13 @@ def _postpone(ctx: Context, operation: Operation, error: str, hint: float | None
         audit(store, now, POLICY_ACTOR, f"{operation.kind.value} attempt failed", request,
               attempt=operation.attempts, error=error,
               next_attempt_at=_iso(operation.next_attempt_at))
+        first_failure = ctx.prepared(store, Notice(NoticeKind.RETRYING, request)) \
+            if operation.attempts == 1 else None
     log.warning("%s for request %s failed (attempt %s), retrying at %s: %s",
                 operation.kind.value, request.id, operation.attempts,
                 operation.next_attempt_at.isoformat(), error)
-    if operation.attempts == 1:
-        ctx.notify(Notice(NoticeKind.RETRYING, request))
+    if first_failure is not None:
+        ctx.notify(first_failure)
 
 
 def _give_up(ctx: Context, operation: Operation, error: str) -> None:
@@ -574,8 +579,9 @@ def _give_up(ctx: Context, operation: Operation, error: str) -> None:
         store.save(request)
         _finish(store, operation, OperationState.FAILED, error)
         audit(store, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
+        failed = ctx.prepared(store, Notice(NoticeKind.FAILED, request))
     log.error("%s for request %s failed for good: %s", operation.kind.value, request.id, error)
-    ctx.notify(Notice(NoticeKind.FAILED, request))
+    ctx.notify(failed)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -10,13 +10,14 @@ keeps its key: it is logged and counted, never sent again unchanged every minute
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from bot.domain.errors import DomainError, Undeliverable
+from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services.context import Context
@@ -76,14 +77,18 @@ def weekly(ctx: Context) -> int:
     for grant in active:
         if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
             ending[grant.requester_id].append(grant)
+    audiences = _review_audiences(ctx, active)
+    admins = ctx.admins() if ending or audiences else ()
     tasks: list[tuple[str, Callable[[], object]]] = []
     for user_id, grants in sorted(ending.items()):
         ordered = sorted(grants, key=lambda g: g.ends_at or now)
         tasks.append((f"remind:{period}:{user_id}",
-                      lambda u=user_id, g=ordered: ctx.notifier.remind(u, g)))  # type: ignore[misc]
-    for audience, grants in sorted(_review_audiences(ctx, active).items()):
+                      lambda u=user_id, g=ordered: ctx.notifier.remind(  # type: ignore[misc]
+                          u, g, admins)))
+    for audience, grants in sorted(audiences.items()):
         tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: ctx.notifier.review(a, g)))  # type: ignore[misc]
+                      lambda a=audience, g=grants: ctx.notifier.review(  # type: ignore[misc]
+                          a, g, admins)))
     return _send_all(ctx, tasks)
 
 
@@ -108,17 +113,10 @@ def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, li
         if channel:
             audiences[channel].append(grant)
             continue
-        people: set[str] = set()
-        for approver in policy.approvers:
-            if not approver.startswith("S"):
-                people.add(approver)
-                continue
-            try:
-                people |= ctx.directory.members(approver)
-            except DomainError as error:  # the other audiences still get theirs
-                log.error("the access review skips user group %s: %s", approver,
-                          error.message)
-        for person in people:
+        people = ctx.directory.users(policy.approvers)
+        for group in people.unlisted:  # the other audiences still get theirs
+            log.error("the access review skips user group %s", group)
+        for person in people.users:
             audiences[person].append(grant)
     return audiences
 
@@ -127,16 +125,15 @@ def nudge_expiring(ctx: Context, limit: int = 1000) -> int:
     """Tell grantees their access ends soon (grants longer than the nudge only)."""
     before = ctx.config.file.schedules.nudge_before
     now = ctx.clock()
-    with ctx.transaction() as store:
-        soon = store.active_ending_before(now + before, limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
-    for grant in soon:
-        assert grant.ends_at is not None and grant.activated_at is not None
-        if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
-            continue
-        tasks.append((f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
-                      lambda g=grant: ctx.notifier.notify(  # type: ignore[misc]
-                          Notice(NoticeKind.EXPIRING, g))))
+    with ctx.transaction() as store:
+        for grant in store.active_ending_before(now + before, limit):
+            assert grant.ends_at is not None and grant.activated_at is not None
+            if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
+                continue
+            nudge = ctx.prepared(store, Notice(NoticeKind.EXPIRING, grant))
+            tasks.append((f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
+                          lambda n=nudge: ctx.notifier.notify(n)))  # type: ignore[misc]
     return _send_all(ctx, tasks)
 
 
@@ -146,16 +143,16 @@ def renotify_pending(ctx: Context, limit: int = 1000) -> int:
     reminder goes once; one that reached nobody leaves the next to try again."""
     after = ctx.config.file.schedules.renotify_after
     now = ctx.clock()
-    with ctx.transaction() as store:
-        waiting = store.pending_created_before(now - after, limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
-    for request in waiting:
-        policy = ctx.config.policies.get((request.cluster, request.role))
-        if policy is not None and now >= request.created_at + policy.pending_timeout:
-            continue  # the timeout pass closes it
-        step = renotify_step(now - request.created_at, after)
-        tasks.append((f"renotify:{request.id}:{step}",
-                      lambda r=request: _renotify(ctx, r)))  # type: ignore[misc]
+    with ctx.transaction() as store:
+        for request in store.pending_created_before(now - after, limit):
+            policy = ctx.config.policies.get((request.cluster, request.role))
+            if policy is not None and now >= request.created_at + policy.pending_timeout:
+                continue  # the timeout pass closes it
+            step = renotify_step(now - request.created_at, after)
+            reminder = ctx.prepared(store, Notice(NoticeKind.STILL_PENDING, request))
+            tasks.append((f"renotify:{request.id}:{step}",
+                          lambda n=reminder: _renotify(ctx, n)))  # type: ignore[misc]
     return _send_all(ctx, tasks)
 
 
@@ -169,9 +166,13 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
     return step
 
 
-def _renotify(ctx: Context, request: AccessRequest) -> None:
-    """Remind the approvers; a reminder that still reached nobody is undeliverable."""
-    reach = ctx.notifier.notify(Notice(NoticeKind.STILL_PENDING, request))
+def _renotify(ctx: Context, notice: Notice) -> None:
+    """Remind the approvers in the threads of the request's approval messages, or announce it
+    to them anew where it has none; a reminder that still reached nobody is undeliverable."""
+    request = notice.request
+    if not notice.messages:
+        notice = dataclasses.replace(notice, audience=ctx.approvers(request))
+    reach = ctx.remember(notice, ctx.notifier.notify(notice))
     if reach is None or reach.reached:
         return
     first = reach.undelivered[0] if reach.undelivered else None

@@ -14,7 +14,7 @@ from enum import StrEnum
 from bot.domain import lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
-from bot.domain.ports import Notice, NoticeKind
+from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
 from bot.services import grants
 from bot.services.context import Context, audit, retrying
@@ -65,7 +65,7 @@ def file_request(
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
         request.notified = announce(ctx, Notice(
-            NoticeKind.FILED, request,
+            NoticeKind.FILED, request, audience=ctx.approvers(request),
             approvals_missing=lifecycle.approvals_missing(request, policy)))
         if operation is not None:
             grants.run_operation(ctx, operation)
@@ -86,7 +86,8 @@ def announce(ctx: Context, notice: Notice) -> Reach | None:
     with ctx.transaction() as store:
         audit(store, now, "bot", "approvers unreachable", request,
               undelivered={u.recipient: u.error for u in reach.undelivered})
-    told = ctx.announce(Notice(NoticeKind.UNREACHABLE, request, reach=reach))
+    told = ctx.announce(Notice(NoticeKind.UNREACHABLE, request, reach=reach,
+                               audience=Audience(admins=ctx.admins())))
     return Reach(channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
                  admins=told.people if told is not None else ())
 
@@ -113,7 +114,7 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
         operation = grants.owe_approved(store, extension, now) \
             if extension.state is State.APPROVED else None
     extension.notified = announce(ctx, Notice(
-        NoticeKind.FILED, extension, parent=grant,
+        NoticeKind.FILED, extension, parent=grant, audience=ctx.approvers(extension),
         approvals_missing=lifecycle.approvals_missing(extension, policy)))
     if operation is not None:
         grants.run_operation(ctx, operation)
@@ -126,7 +127,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
     """Record an approval; the last one the quorum needs approves and provisions the request."""
     actor = ctx.actor(user_id)
 
-    def decide() -> tuple[AccessRequest, int, Operation | None]:
+    def decide() -> tuple[Notice, Operation | None]:
         now = ctx.clock()
         with ctx.transaction() as store:
             request = store.get(request_id, for_update=True)
@@ -136,11 +137,13 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
             audit(store, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None)
             operation = grants.owe_approved(store, request, now) if complete else None
-        return request, lifecycle.approvals_missing(request, policy), operation
+            decision = ctx.prepared(store, Notice(NoticeKind.DECISION, request, actor=user_id))
+        return decision, operation
 
-    request, missing, operation = retrying(decide)
-    log.info("%s approved; %s more approvals needed", user_id, missing)
-    ctx.notify(Notice(NoticeKind.DECISION, request, actor=user_id, approvals_missing=missing))
+    decision, operation = retrying(decide)
+    request = decision.request
+    log.info("%s approved; %s more approvals needed", user_id, decision.approvals_missing)
+    ctx.notify(decision)
     if operation is None:
         return request
     ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
@@ -152,7 +155,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
 def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
     actor = ctx.actor(user_id)
 
-    def decide() -> AccessRequest:
+    def decide() -> Notice:
         now = ctx.clock()
         with ctx.transaction() as store:
             request = store.get(request_id, for_update=True)
@@ -160,29 +163,29 @@ def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequ
             lifecycle.deny(request, actor, policy, now, reason)
             store.save(request)
             audit(store, now, user_id, "denied", request, reason=request.end_reason)
-        return request
+            return ctx.prepared(store, Notice(NoticeKind.DENIED, request, actor=user_id))
 
-    request = retrying(decide)
-    ctx.notify(Notice(NoticeKind.DENIED, request, actor=user_id))
-    return request
+    denial = retrying(decide)
+    ctx.notify(denial)
+    return denial.request
 
 
 @scoped
 def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
     actor = Actor(user_id)
 
-    def withdraw() -> AccessRequest:
+    def withdraw() -> Notice:
         now = ctx.clock()
         with ctx.transaction() as store:
             request = store.get(request_id, for_update=True)
             lifecycle.cancel(request, actor, now)
             store.save(request)
             audit(store, now, user_id, "cancelled", request)
-        return request
+            return ctx.prepared(store, Notice(NoticeKind.CANCELLED, request, actor=user_id))
 
-    request = retrying(withdraw)
-    ctx.notify(Notice(NoticeKind.CANCELLED, request, actor=user_id))
-    return request
+    cancellation = retrying(withdraw)
+    ctx.notify(cancellation)
+    return cancellation.request
 
 
 def time_out_pending(ctx: Context, limit: int = 500) -> int:
@@ -198,7 +201,7 @@ def time_out_pending(ctx: Context, limit: int = 500) -> int:
             lifecycle.time_out(request, policy, now)
             store.save(request)
             audit(store, now, "policy", "timed out", request, reason=request.end_reason)
-            notices.append(Notice(NoticeKind.TIMED_OUT, request))
+            notices.append(ctx.prepared(store, Notice(NoticeKind.TIMED_OUT, request)))
     ctx.notify(*notices)
     return len(notices)
 

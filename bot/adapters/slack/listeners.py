@@ -231,12 +231,7 @@ class Listeners:
         raise InvalidInput(commands.help_text())
 
     def _ask_admins(self, user_id: str, username: str) -> str:
-        admins: set[str] = set()
-        for admin in self.ctx.config.file.admins:
-            try:
-                admins |= self.ctx.directory.members(admin) if admin.startswith("S") else {admin}
-            except DomainError as error:  # a group Slack cannot list never stops the others
-                log.warning("could not list admin group %s: %s", admin, error.message)
+        admins = self.ctx.admins()  # a group Slack cannot list never stops the others
         if self.client is None or not admins:
             return "ask one of the admins"
         text, content = blocks.link_confirmation(user_id, username)
