@@ -134,14 +134,37 @@ class Context:
         return tuple(sorted(self.directory.users(self.config.file.admins).users))
 
     def approvers(self, request: AccessRequest) -> Audience:
-        """Who hears of ``request`` needing a decision: the approvers' conversation, and the
-        approvers one by one (never the requester) for when it cannot be posted in."""
+        """The approvers of ``request`` one by one, user groups expanded, never the
+        requester."""
         policy = self.config.policy(request.cluster, request.role)
         people = self.directory.users(policy.approvers)
-        return Audience(
-            conversation=self.config.approvers_channel(request.cluster, request.role),
-            approvers=tuple(sorted(people.users - {request.requester_id})),
-            unlisted=people.unlisted)
+        return Audience(approvers=tuple(sorted(people.users - {request.requester_id})),
+                        unlisted=people.unlisted)
+
+    def tell_approvers(self, notice: Notice,
+                       send: Callable[[Notice], Posted | None] | None = None) -> Reach | None:
+        """Ask the approvers to decide on ``notice``'s request (``FILED``, or ``STILL_PENDING``
+        with no message to answer): in their conversation; where there is none, or the bot
+        cannot post there, each approver on their own, user groups expanded only then (a
+        directory that is down costs nothing while the conversation works). What was posted
+        is stored; returns where it went, None where that cannot be known. ``send`` is the
+        notifier (its failures logged and swallowed) unless given."""
+        send = send or self._send
+        request = notice.request
+        conversation = self.config.approvers_channel(request.cluster, request.role)
+        first = Posted(Reach())
+        if conversation:
+            tried = send(dataclasses.replace(notice, audience=Audience(conversation=conversation)))
+            if tried is None or tried.reach is None or tried.reach.reached:
+                return self.remember(notice, tried)
+            first = tried
+        each = send(dataclasses.replace(notice, audience=self.approvers(request)))
+        if each is None or each.reach is None:
+            return None
+        refused = first.reach.undelivered if first.reach is not None else ()
+        return self.remember(notice, Posted(
+            dataclasses.replace(each.reach, undelivered=refused + each.reach.undelivered),
+            first.messages + each.messages))
 
     def prepared(self, store: RequestStore, notice: Notice) -> Notice:
         """``notice`` with what the approval messages show, read inside ``store``'s
@@ -177,8 +200,12 @@ class Context:
     def announce(self, notice: Notice) -> Reach | None:
         """Tell people, after the commit, and say where it went (see ``Notifier.notify``);
         None when the notifier failed or cannot know."""
+        return self.remember(notice, self._send(notice))
+
+    def _send(self, notice: Notice) -> Posted | None:
+        """What the notifier posted for ``notice``; None when it failed (logged)."""
         try:
-            posted = self.notifier.notify(notice)
+            return self.notifier.notify(notice)
         except Undeliverable as error:  # logged and counted where it happened
             log.warning("notification %s for request %s was not delivered: %s",
                         notice.kind, notice.request.id, error.message)
@@ -188,7 +215,6 @@ class Context:
                 "notification %s for request %s failed", notice.kind, notice.request.id
             )
             return None
-        return self.remember(notice, posted)
 
     @contextmanager
     def transaction(self) -> Iterator[RequestStore]:

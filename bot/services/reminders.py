@@ -10,7 +10,6 @@ keeps its key: it is logged and counted, never sent again unchanged every minute
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -170,9 +169,8 @@ def _renotify(ctx: Context, notice: Notice) -> None:
     """Remind the approvers in the threads of the request's approval messages, or announce it
     to them anew where it has none; a reminder that still reached nobody is undeliverable."""
     request = notice.request
-    if not notice.messages:
-        notice = dataclasses.replace(notice, audience=ctx.approvers(request))
-    reach = ctx.remember(notice, ctx.notifier.notify(notice))
+    reach = ctx.remember(notice, ctx.notifier.notify(notice)) if notice.messages \
+        else ctx.tell_approvers(notice, ctx.notifier.notify)
     if reach is None or reach.reached:
         return
     first = reach.undelivered[0] if reach.undelivered else None

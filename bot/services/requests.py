@@ -65,7 +65,7 @@ def file_request(
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
         request.notified = announce(ctx, Notice(
-            NoticeKind.FILED, request, audience=ctx.approvers(request),
+            NoticeKind.FILED, request,
             approvals_missing=lifecycle.approvals_missing(request, policy)))
         if operation is not None:
             grants.run_operation(ctx, operation)
@@ -78,7 +78,7 @@ def announce(ctx: Context, notice: Notice) -> Reach | None:
     and still needs a decision (or is break-glass, which the approvers must see), that is
     audited, and the admins and the requester are told why."""
     request = notice.request
-    reach = ctx.announce(notice)
+    reach = ctx.tell_approvers(notice)
     if reach is None or reach.reached or not (
             request.state is State.PENDING or request.break_glass):
         return reach
@@ -114,7 +114,7 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
         operation = grants.owe_approved(store, extension, now) \
             if extension.state is State.APPROVED else None
     extension.notified = announce(ctx, Notice(
-        NoticeKind.FILED, extension, parent=grant, audience=ctx.approvers(extension),
+        NoticeKind.FILED, extension, parent=grant,
         approvals_missing=lifecycle.approvals_missing(extension, policy)))
     if operation is not None:
         grants.run_operation(ctx, operation)

@@ -3,20 +3,22 @@ computed once, the approval messages posted before; and what the notifier posted
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import pytest
 
+from bot.config import Config, parse_config
 from bot.domain import lifecycle
-from bot.domain.model import AccessRequest, Reach, State
+from bot.domain.model import AccessRequest, Reach, State, Undelivered
 from bot.domain.policy import RolePolicy
-from bot.domain.ports import Audience, MessageRef, Notice, NoticeKind, Posted
+from bot.domain.ports import Audience, MessageRef, Notice, NoticeKind, People, Posted
 from bot.services import reminders, requests
 from bot.services.context import Context
-from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE
-from tests.fakes.ports import FakeClock, RecordingNotifier
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE, TEST_CONFIG
+from tests.fakes.ports import FakeClock, RecordingNotifier, StaticDirectory
 
 H = timedelta(hours=1)
 
@@ -114,3 +116,48 @@ def test_nobody_reached_carries_the_admins(ctx: Context, notifier: RecordingNoti
 
     [alert] = [n for n in nobody.notices if n.kind is NoticeKind.UNREACHABLE]
     assert alert.audience == Audience(admins=(ADMIN,))
+
+
+class RefusingConversation(RecordingNotifier):
+    """A conversation the bot cannot post in; every approver reached by DM."""
+
+    def notify(self, notice: Notice) -> Posted | None:  # type: ignore[override]
+        super().notify(notice)
+        audience = notice.audience or Audience()
+        if audience.conversation:
+            return Posted(Reach(undelivered=(Undelivered(audience.conversation,
+                                                         "not_in_channel"),)))
+        return Posted(Reach(people=audience.approvers))
+
+
+@pytest.fixture
+def with_channel(ctx: Context, config: Config) -> Context:
+    data = copy.deepcopy(TEST_CONFIG)
+    data["clusters"]["prod"]["approvers_channel"] = "C0APPROVE"
+    return dataclasses.replace(ctx, config=parse_config(data, config.source))
+
+
+def test_the_approvers_are_expanded_only_when_their_conversation_cannot_be_posted_in(
+        with_channel: Context, directory: StaticDirectory) -> None:
+    asked: list[object] = []
+    original = directory.users
+
+    def users(principals: Iterable[str]) -> People:
+        asked.append(principals)
+        return original(principals)
+
+    directory.users = users  # type: ignore[method-assign]
+    posting = PostingNotifier()
+    requests.file_request(dataclasses.replace(with_channel, notifier=posting), ALICE, "prod",
+                          "view", duration=H, reason="x")
+    assert [n.audience for n in posting.notices] == [Audience(conversation="C0APPROVE")]
+    assert asked == []
+
+    refusing = RefusingConversation()
+    filed = requests.file_request(dataclasses.replace(with_channel, notifier=refusing), BOB,
+                                  "prod", "view", duration=H, reason="x")
+
+    assert [n.audience for n in refusing.notices] == [
+        Audience(conversation="C0APPROVE"), Audience(approvers=(CAROL, DAVE))]
+    assert filed.notified == Reach(people=(CAROL, DAVE), undelivered=(
+        Undelivered("C0APPROVE", "not_in_channel"),))

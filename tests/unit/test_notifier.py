@@ -69,18 +69,27 @@ def test_a_new_request_goes_to_the_approvers_conversation(
     assert not slack.called("conversations.open")  # the approvers are not DMed as well
 
 
-def test_a_conversation_that_refuses_falls_back_to_each_approver(
+def test_a_conversation_that_refuses_is_reported_for_the_use_case_to_fall_back(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    notice = Notice(NoticeKind.FILED, pending(), audience=Audience(conversation=OUTSIDE))
+
+    posted = notifier.notify(notice)
+
+    assert posted == Posted(Reach(undelivered=(Undelivered(OUTSIDE, "not_in_channel"),)))
+    assert not slack.messages and not slack.called("conversations.open")
+
+
+def test_each_approver_given_is_told_on_their_own(
         notifier: SlackNotifier, slack: FakeSlack) -> None:
     notice = Notice(NoticeKind.FILED, pending(), approvals_missing=1, audience=Audience(
-        conversation=OUTSIDE, approvers=(BOB, CAROL), unlisted=(GROUP,)))
+        approvers=(BOB, CAROL), unlisted=(GROUP,)))
 
     posted = notifier.notify(notice)
 
     [(channel, ts)] = list(slack.messages)
     assert posted == Posted(
         Reach(people=(BOB,), undelivered=(
-            Undelivered(OUTSIDE, "not_in_channel"), Undelivered(GROUP, "usergroup_unavailable"),
-            Undelivered(CAROL, "user_disabled"))),
+            Undelivered(GROUP, "usergroup_unavailable"), Undelivered(CAROL, "user_disabled"))),
         (MessageRef(slack.dm_channel(BOB), ts),))
     assert "Waiting for 1 more approval" in slack.message(channel, ts)["text"]
 

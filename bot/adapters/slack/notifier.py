@@ -128,14 +128,13 @@ class SlackNotifier:
     # --- approval messages ------------------------------------------------------------
 
     def _announce(self, notice: Notice) -> Posted:
-        """Post the approval message in the approvers' conversation; where there is none, or
-        the bot cannot post there, DM each approver instead, each on their own."""
+        """Post the approval message in the approvers' conversation when the audience names
+        one, else DM each approver, each on their own."""
         request = notice.request
         audience = notice.audience or Audience()
         text, content = blocks.approval_message(request, notice.approvals_missing)
         if request.break_glass:
             text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
-        undelivered: list[Undelivered] = []
         channel = audience.conversation
         if channel:
             try:
@@ -143,9 +142,9 @@ class SlackNotifier:
                 return Posted(Reach(channel=channel), (posted,))
             except Undeliverable as error:
                 log.error("request %s: the approvers channel %s refused the approval message "
-                          "(%s); telling the approvers by DM", request.id, channel, error.error)
-                undelivered.append(Undelivered(channel, error.error))
-        undelivered += [Undelivered(group, UNLISTED) for group in audience.unlisted]
+                          "(%s)", request.id, channel, error.error)
+                return Posted(Reach(undelivered=(Undelivered(channel, error.error),)))
+        undelivered = [Undelivered(group, UNLISTED) for group in audience.unlisted]
         reached: list[str] = []
         messages: list[MessageRef] = []
         for user in audience.approvers:
