@@ -174,6 +174,7 @@ def test_user_mappings_through_the_accessor() -> None:
 
 def test_the_context_carries_the_groups_as_read(monkeypatch: pytest.MonkeyPatch) -> None:
     from bot.adapters.db.store import make_engine
+
     from bot.app import build_context
 
     monkeypatch.setenv("BACKEND_CONCURRENCY", "3")
