@@ -583,10 +583,10 @@ class _Silent:
     def notify(self, notice: Any) -> None:
         pass
 
-    def remind(self, user_id: str, grants_: Any) -> None:
+    def remind(self, user_id: str, grants_: Any, admins: Any = ()) -> None:
         pass
 
-    def review(self, conversation: str, grants_: Any) -> None:
+    def review(self, conversation: str, grants_: Any, admins: Any = ()) -> None:
         pass
 
 

@@ -173,9 +173,7 @@ def build_slack_context(settings: Settings, config: Config, *, engine: Engine | 
     client = make_client(settings, on_error=metrics.slack_error if metrics else None)
     engine = engine if engine is not None else make_engine(settings.database_url)
     directory = SlackDirectory(client)
-    sessions = unit_of_work_factory(engine)
-    notifier = SlackNotifier(client, config, directory, lambda: SqlAlchemyUnitOfWork(sessions),
-                             clock, metrics)
+    notifier = SlackNotifier(client, clock, metrics)
     ctx = build_context(settings, config, engine=engine, granters=granters, notifier=notifier,
                         directory=directory, clock=clock, metrics=metrics)
     return ctx, client

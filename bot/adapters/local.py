@@ -7,11 +7,11 @@ writes each notice to the log, so an operator sees what would have been said.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from bot.config import Config
 from bot.domain.model import AccessRequest
-from bot.domain.ports import Notice, UserInfo
+from bot.domain.ports import Notice, People, UserInfo
 
 log = logging.getLogger("bot.notices")
 
@@ -19,6 +19,7 @@ log = logging.getLogger("bot.notices")
 class ConfigDirectory:
     def __init__(self, config: Config) -> None:
         self._config = config
+        self._groups = config.all_approver_groups()
 
     def user_info(self, user_id: str) -> UserInfo:
         mapping = self._config.user(user_id)
@@ -27,15 +28,18 @@ class ConfigDirectory:
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         return frozenset()
 
-    def members(self, group_id: str) -> frozenset[str]:
-        return frozenset()
+    def users(self, principals: Iterable[str]) -> People:
+        """Users as themselves; groups have no members this directory knows of."""
+        return People(frozenset(p for p in principals if p not in self._groups))
 
 
 class LogNotifier:
-    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+    def remind(self, user_id: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         log.info("reminder for %s: grants %s end soon", user_id, [g.id for g in grants])
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+    def review(self, conversation: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         log.info("access review for %s: %s active grants", conversation, len(grants))
 
     def notify(self, notice: Notice) -> None:

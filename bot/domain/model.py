@@ -50,7 +50,7 @@ POLICY_ACTOR = "policy"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: a Slack user with the user groups they belong to, or the bot itself."""
+    """Who acts: a user with the groups of users they belong to, or the bot itself."""
 
     user_id: str
     groups: frozenset[str] = frozenset()
@@ -95,10 +95,11 @@ class Reach:
 @dataclass(frozen=True)
 class MessageRef:
     """Where a message about a request was posted, to find it again and update it: the
-    conversation it is in and its ID there, both as the messaging service names them."""
+    conversation it is in and its ID there, both as the messaging service names them (in
+    Slack: the channel ID and the message's ``ts``)."""
 
     conversation: str
-    id: str
+    message: str
 
 
 @dataclass

@@ -30,7 +30,8 @@ class RolePolicy:
     cluster: str
     role: str
     approvers: frozenset[str]
-    """Slack user IDs (``U…``/``W…``) and Slack user group IDs (``S…``) that may approve."""
+    """The principals that may approve: users and groups of users, by the opaque IDs the
+    directory gives them (see :class:`bot.domain.ports.Directory`)."""
     cluster_approvers: frozenset[str]
     """Everyone who approves any role of the cluster: they may also revoke its grants."""
     max_duration: timedelta
@@ -85,4 +86,5 @@ class RolePolicy:
 
 
 def _matches(principals: frozenset[str], actor: Actor) -> bool:
+    """Whether ``actor`` is one of the principals, or in one of its groups."""
     return actor.user_id in principals or bool(actor.groups & principals)

@@ -7,7 +7,7 @@ Adapters implement them after their technology (``SqlAlchemyUnitOfWork``,
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -167,18 +167,49 @@ class AccountDirectory(Protocol):
 # --- people -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class People:
+    """The users some principals stand for (see :class:`Directory`)."""
+
+    users: frozenset[str] = frozenset()
+    unlisted: tuple[str, ...] = ()
+    """Groups whose members could not be listed now; the others are expanded all the same."""
+
+
 class Directory(Protocol):
-    """Who people are: email and user-group membership (Slack in production)."""
+    """Who people are (Slack in production).
+
+    A *principal* is a user or a group of users, named by an opaque ID: the configuration's
+    approvers and admins are principals. Only the directory tells users and groups apart.
+    """
 
     def user_info(self, user_id: str) -> UserInfo: ...
 
-    def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
-        """Which of the ``candidates`` user groups ``user_id`` belongs to."""
+    def groups_of(self, user_id: str, principals: frozenset[str]) -> frozenset[str]:
+        """The groups among ``principals`` that ``user_id`` belongs to (users among them are
+        not groups). A group that cannot be listed now counts as one they are not in."""
         ...
 
-    def members(self, group_id: str) -> frozenset[str]:
-        """The users of a user group."""
+    def users(self, principals: Iterable[str]) -> People:
+        """The users ``principals`` stand for: a user itself, a group its members (a group
+        that does not exist has none). Never raises for a group it cannot list now: that one
+        is named in :attr:`People.unlisted`."""
         ...
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who hears of a request, resolved by the use case before it asks the notifier: user
+    groups expanded, the requester left out of the approvers."""
+
+    conversation: str | None = None
+    """The approvers' shared conversation (channel), tried first; None when there is none."""
+    approvers: tuple[str, ...] = ()
+    """The approvers one by one, for when there is no conversation or it cannot be posted in."""
+    unlisted: tuple[str, ...] = ()
+    """Approver groups whose members could not be listed: reported as not reached."""
+    admins: tuple[str, ...] = ()
+    """Told when no approver could be (``UNREACHABLE``), or when a weekly message was refused."""
 
 
 class NoticeKind(StrEnum):
@@ -204,7 +235,10 @@ class NoticeKind(StrEnum):
 
 @dataclass(frozen=True)
 class Notice:
-    """Something people should hear about, sent after the transaction that caused it commits."""
+    """Something people should hear about, sent after the transaction that caused it commits.
+
+    It carries everything the notifier needs, resolved by the use case: the notifier reads no
+    configuration, no policy and no database."""
 
     kind: NoticeKind
     request: AccessRequest
@@ -212,28 +246,48 @@ class Notice:
     delivery: Delivery | None = None
     parent: AccessRequest | None = None
     approvals_missing: int = 0
+    """Approvals the request still needs (:func:`bot.domain.lifecycle.approvals_missing`)."""
     reach: Reach | None = None
     """For ``UNREACHABLE``: where the request could not go, and why."""
     detail: str | None = None
+    audience: Audience | None = None
+    """For ``FILED``, ``STILL_PENDING`` (the approvers) and ``UNREACHABLE`` (the admins)."""
+    messages: tuple[MessageRef, ...] = ()
+    """The request's approval messages posted before, oldest first: updated in place."""
+    parent_messages: tuple[MessageRef, ...] = ()
+    """The parent grant's approval messages, for a notice about an extension."""
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What the notifier did for one notice: where the approvers were told, and the approval
+    messages it posted, which the use case stores for the notices that follow."""
+
+    reach: Reach | None = None
+    messages: tuple[MessageRef, ...] = ()
 
 
 class Notifier(Protocol):
-    def notify(self, notice: Notice) -> Reach | None:
+    def notify(self, notice: Notice) -> Posted | None:
         """Tell the people ``notice`` concerns, each on their own: one who cannot be reached
-        never stops the others. For ``FILED`` and ``STILL_PENDING``, where the approvers were
-        told (falling back from their channel to DMs); for ``UNREACHABLE``, the admins told;
-        None for the rest, or where the notifier cannot know."""
+        never stops the others. ``reach``: for ``FILED`` and ``STILL_PENDING``, where the
+        approvers were told (falling back from their conversation to each approver); for
+        ``UNREACHABLE``, the admins told; None for the rest. None where the notifier cannot
+        know at all."""
         ...
 
-    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+    def remind(self, user_id: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         """The weekly DM: the user's grants that end soon, each with an Extend button.
-        :class:`Undeliverable` when it could not be delivered."""
+        :class:`Undeliverable` when it could not be delivered; ``admins`` hear of a message
+        refused as invalid."""
         ...
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
-        """The weekly access review: every active grant an approvers channel (``C…``) or an
-        approver (``U…``) oversees, each with a Revoke button. :class:`Undeliverable` when
-        (part of) it could not be delivered."""
+    def review(self, conversation: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
+        """The weekly access review: every active grant an approvers ``conversation``, or one
+        approver, oversees, each with a Revoke button. :class:`Undeliverable` when (part of) it
+        could not be delivered; ``admins`` hear of a part refused as invalid."""
         ...
 
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from bot.domain import lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
-from bot.domain.ports import Notice, NoticeKind
+from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
 from bot.services import grants, operations
 from bot.services.context import Context, audit, retrying
@@ -78,7 +78,7 @@ def announce(ctx: Context, notice: Notice) -> Reach | None:
     and still needs a decision (or is break-glass, which the approvers must see), that is
     audited, and the admins and the requester are told why."""
     request = notice.request
-    reach = ctx.announce(notice)
+    reach = ctx.tell_approvers(notice)
     if reach is None or reach.reached or not (
             request.state is State.PENDING or request.break_glass):
         return reach
@@ -86,7 +86,8 @@ def announce(ctx: Context, notice: Notice) -> Reach | None:
     with ctx.transaction() as uow:
         audit(uow.audit, now, "bot", "approvers unreachable", request,
               undelivered={u.recipient: u.error for u in reach.undelivered})
-    told = ctx.announce(Notice(NoticeKind.UNREACHABLE, request, reach=reach))
+    told = ctx.announce(Notice(NoticeKind.UNREACHABLE, request, reach=reach,
+                               audience=Audience(admins=ctx.admins())))
     return Reach(channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
                  admins=told.people if told is not None else ())
 
@@ -125,7 +126,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
     """Record an approval; the last one the quorum needs approves and provisions the request."""
     actor = ctx.actor(user_id)
 
-    def decide() -> tuple[AccessRequest, int, Operation | None]:
+    def decide() -> tuple[Notice, Operation | None]:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
@@ -135,11 +136,13 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None)
             operation = operations.owe_approved(uow.operations, request, now) if complete else None
-        return request, lifecycle.approvals_missing(request, policy), operation
+            decision = ctx.prepared(uow, Notice(NoticeKind.DECISION, request, actor=user_id))
+        return decision, operation
 
-    request, missing, operation = retrying(decide)
-    log.info("%s approved; %s more approvals needed", user_id, missing)
-    ctx.notify(Notice(NoticeKind.DECISION, request, actor=user_id, approvals_missing=missing))
+    decision, operation = retrying(decide)
+    request = decision.request
+    log.info("%s approved; %s more approvals needed", user_id, decision.approvals_missing)
+    ctx.notify(decision)
     if operation is None:
         return request
     ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
@@ -150,7 +153,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
 def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequest:
     actor = ctx.actor(user_id)
 
-    def decide() -> AccessRequest:
+    def decide() -> Notice:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
@@ -158,29 +161,29 @@ def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequ
             lifecycle.deny(request, actor, policy, now, reason)
             uow.requests.save(request)
             audit(uow.audit, now, user_id, "denied", request, reason=request.end_reason)
-        return request
+            return ctx.prepared(uow, Notice(NoticeKind.DENIED, request, actor=user_id))
 
-    request = retrying(decide)
-    ctx.notify(Notice(NoticeKind.DENIED, request, actor=user_id))
-    return request
+    denial = retrying(decide)
+    ctx.notify(denial)
+    return denial.request
 
 
 @scoped
 def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
     actor = Actor(user_id)
 
-    def withdraw() -> AccessRequest:
+    def withdraw() -> Notice:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
             lifecycle.cancel(request, actor, now)
             uow.requests.save(request)
             audit(uow.audit, now, user_id, "cancelled", request)
-        return request
+            return ctx.prepared(uow, Notice(NoticeKind.CANCELLED, request, actor=user_id))
 
-    request = retrying(withdraw)
-    ctx.notify(Notice(NoticeKind.CANCELLED, request, actor=user_id))
-    return request
+    cancellation = retrying(withdraw)
+    ctx.notify(cancellation)
+    return cancellation.request
 
 
 def time_out_pending(ctx: Context, limit: int | None = None) -> int:
@@ -198,7 +201,7 @@ def time_out_pending(ctx: Context, limit: int | None = None) -> int:
             lifecycle.time_out(request, policy, now)
             uow.requests.save(request)
             audit(uow.audit, now, "policy", "timed out", request, reason=request.end_reason)
-            notices.append(Notice(NoticeKind.TIMED_OUT, request))
+            notices.append(ctx.prepared(uow, Notice(NoticeKind.TIMED_OUT, request)))
     ctx.notify(*notices)
     return len(notices)
 

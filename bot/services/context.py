@@ -3,6 +3,7 @@ start-up. :class:`RetryPolicy` is read with the other settings (:mod:`bot.config
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -12,17 +13,21 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bot.config import Config, RetryPolicy, Tuning
+from bot.domain import lifecycle
 from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
-from bot.domain.model import AccessRequest, Actor, AuditEvent, Reach
+from bot.domain.model import AccessRequest, Actor, AuditEvent, MessageRef, Reach
 from bot.domain.oncall import OnCall
 from bot.domain.ports import (
+    Audience,
     AuditTrail,
     Directory,
     Granter,
     IdentityLinks,
+    MessageReferences,
     Metrics,
     Notice,
     Notifier,
+    Posted,
     UnitOfWork,
     UserInfo,
 )
@@ -30,6 +35,9 @@ from bot.domain.stream import AuditStream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+APPROVAL_MESSAGES = "approval"
+"""The purpose under which a request's approval messages are stored."""
 
 
 class NullMetrics:
@@ -100,6 +108,71 @@ class Context:
         email = mapping.email if mapping is not None and mapping.email else info.email
         return UserInfo(slack_user_id=user_id, email=email, name=info.name, links=linked)
 
+    # --- what notices need --------------------------------------------------------------
+
+    def admins(self) -> tuple[str, ...]:
+        """The admins as users, their groups expanded; a group that cannot be listed now is
+        left out (the directory logs it), so that the others are still told."""
+        return tuple(sorted(self.directory.users(self.config.file.admins).users))
+
+    def approvers(self, request: AccessRequest) -> Audience:
+        """The approvers of ``request`` one by one, user groups expanded, never the
+        requester."""
+        policy = self.config.policy(request.cluster, request.role)
+        people = self.directory.users(policy.approvers)
+        return Audience(approvers=tuple(sorted(people.users - {request.requester_id})),
+                        unlisted=people.unlisted)
+
+    def tell_approvers(self, notice: Notice,
+                       send: Callable[[Notice], Posted | None] | None = None) -> Reach | None:
+        """Ask the approvers to decide on ``notice``'s request (``FILED``, or ``STILL_PENDING``
+        with no message to answer): in their conversation; where there is none, or the bot
+        cannot post there, each approver on their own, user groups expanded only then (a
+        directory that is down costs nothing while the conversation works). What was posted
+        is stored; returns where it went, None where that cannot be known. ``send`` is the
+        notifier (its failures logged and swallowed) unless given."""
+        send = send or self._send
+        request = notice.request
+        conversation = self.config.approvers_channel(request.cluster, request.role)
+        first = Posted(Reach())
+        if conversation:
+            tried = send(dataclasses.replace(notice, audience=Audience(conversation=conversation)))
+            if tried is None or tried.reach is None or tried.reach.reached:
+                return self.remember(notice, tried)
+            first = tried
+        each = send(dataclasses.replace(notice, audience=self.approvers(request)))
+        if each is None or each.reach is None:
+            return None
+        refused = first.reach.undelivered if first.reach is not None else ()
+        return self.remember(notice, Posted(
+            dataclasses.replace(each.reach, undelivered=refused + each.reach.undelivered),
+            first.messages + each.messages))
+
+    def prepared(self, uow: UnitOfWork, notice: Notice) -> Notice:
+        """``notice`` with what the approval messages show, read inside ``uow``'s
+        transaction: the approvals still missing, and where the request's (and its parent's)
+        approval messages were posted."""
+        policy = self.config.policies.get((notice.request.cluster, notice.request.role))
+        return dataclasses.replace(
+            notice,
+            approvals_missing=lifecycle.approvals_missing(notice.request, policy)
+            if policy is not None else 0,
+            messages=_approval_messages(uow.messages, notice.request),
+            parent_messages=_approval_messages(uow.messages, notice.parent)
+            if notice.parent is not None else ())
+
+    def remember(self, notice: Notice, posted: Posted | None) -> Reach | None:
+        """Store the approval messages the notifier posted for ``notice``, so that the
+        notices that follow update them; where the approvers were told."""
+        if posted is None:
+            return None
+        if posted.messages:
+            assert notice.request.id is not None
+            with self.transaction() as uow:
+                for ref in posted.messages:
+                    uow.messages.add(notice.request.id, APPROVAL_MESSAGES, ref)
+        return posted.reach
+
     def notify(self, *notices: Notice) -> None:
         """Tell people, after the commit; a failing notifier never undoes what happened."""
         for notice in notices:
@@ -108,6 +181,10 @@ class Context:
     def announce(self, notice: Notice) -> Reach | None:
         """Tell people, after the commit, and say where it went (see ``Notifier.notify``);
         None when the notifier failed or cannot know."""
+        return self.remember(notice, self._send(notice))
+
+    def _send(self, notice: Notice) -> Posted | None:
+        """What the notifier posted for ``notice``; None when it failed (logged)."""
         try:
             return self.notifier.notify(notice)
         except Undeliverable as error:  # logged and counted where it happened
@@ -157,6 +234,12 @@ def audit(
             details={k: v for k, v in details.items() if v is not None},
         )
     )
+
+
+def _approval_messages(messages: MessageReferences,
+                       request: AccessRequest) -> tuple[MessageRef, ...]:
+    assert request.id is not None
+    return tuple(messages.list(request.id, APPROVAL_MESSAGES))
 
 
 def retrying(action: Callable[[], T], attempts: int = 5) -> T:

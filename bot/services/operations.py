@@ -174,17 +174,19 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Renew the lease once; announce the delay when the call has become slow."""
+        slow = self._ctx.clock() - self._started
+        tell = not self._told_slow and slow >= self._ctx.retry.slow_after
+        backend = _backend_name(self._ctx, self._request.cluster) if tell else ""
         with self._ctx.transaction() as uow:
             _hold(self._ctx, uow.operations, self._operation)
-        slow = self._ctx.clock() - self._started
-        if not self._told_slow and slow >= self._ctx.retry.slow_after:
+            notice = self._ctx.prepared(uow, Notice(
+                NoticeKind.SLOW, self._request, detail=f"{backend} is slow")) if tell else None
+        if notice is not None:
             self._told_slow = True
-            backend = _backend_name(self._ctx, self._request.cluster)
             log.warning("%s for request %s still running after %ss: %s is slow",
                         self._operation.kind.value, self._request.id,
                         int(slow.total_seconds()), backend)
-            self._ctx.notify(Notice(NoticeKind.SLOW, self._request,
-                                    detail=f"{backend} is slow"))
+            self._ctx.notify(notice)
 
 
 def run_operation(ctx: Context, operation: Operation) -> AccessRequest | None:
@@ -319,7 +321,8 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
         with ctx.transaction() as uow:
             _hold(ctx, uow.operations, operation)
             request = uow.requests.get(operation.request_id, for_update=True)
-            notices = _apply(uow, operation, request, result, started, now)
+            notices = [ctx.prepared(uow, notice) for notice
+                       in _apply(uow, operation, request, result, started, now)]
             _finish(uow.operations, operation, OperationState.DONE)
         return request, notices
 
@@ -387,11 +390,13 @@ def _postpone(ctx: Context, operation: Operation, error: str,
         audit(uow.audit, now, POLICY_ACTOR, f"{operation.kind.value} attempt failed", request,
               attempt=operation.attempts, error=error,
               next_attempt_at=_iso(operation.next_attempt_at))
+        first_failure = ctx.prepared(uow, Notice(NoticeKind.RETRYING, request)) \
+            if operation.attempts == 1 else None
     log.warning("%s for request %s failed (attempt %s), retrying at %s: %s",
                 operation.kind.value, request.id, operation.attempts,
                 operation.next_attempt_at.isoformat(), error)
-    if operation.attempts == 1:
-        ctx.notify(Notice(NoticeKind.RETRYING, request))
+    if first_failure is not None:
+        ctx.notify(first_failure)
     return request
 
 
@@ -410,8 +415,9 @@ def _give_up(ctx: Context, operation: Operation, error: str) -> AccessRequest:
         uow.requests.save(request)
         _finish(uow.operations, operation, OperationState.FAILED, error)
         audit(uow.audit, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
+        failed = ctx.prepared(uow, Notice(NoticeKind.FAILED, request))
     log.error("%s for request %s failed for good: %s", operation.kind.value, request.id, error)
-    ctx.notify(Notice(NoticeKind.FAILED, request))
+    ctx.notify(failed)
     return request
 
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from bot.domain import escalation
-from bot.domain.errors import DomainError, Undeliverable
+from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services.context import Context
@@ -76,14 +76,18 @@ def weekly(ctx: Context) -> int:
     for grant in active:
         if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
             ending[grant.requester_id].append(grant)
+    audiences = _review_audiences(ctx, active)
+    admins = ctx.admins() if ending or audiences else ()
     tasks: list[tuple[str, Callable[[], object]]] = []
     for user_id, grants in sorted(ending.items()):
         ordered = sorted(grants, key=lambda g: g.ends_at or now)
         tasks.append((f"remind:{period}:{user_id}",
-                      lambda u=user_id, g=ordered: ctx.notifier.remind(u, g)))  # type: ignore[misc]
-    for audience, grants in sorted(_review_audiences(ctx, active).items()):
+                      lambda u=user_id, g=ordered: ctx.notifier.remind(  # type: ignore[misc]
+                          u, g, admins)))
+    for audience, grants in sorted(audiences.items()):
         tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: ctx.notifier.review(a, g)))  # type: ignore[misc]
+                      lambda a=audience, g=grants: ctx.notifier.review(  # type: ignore[misc]
+                          a, g, admins)))
     return _send_all(ctx, tasks)
 
 
@@ -108,17 +112,10 @@ def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, li
         if channel:
             audiences[channel].append(grant)
             continue
-        people: set[str] = set()
-        for approver in policy.approvers:
-            if not approver.startswith("S"):
-                people.add(approver)
-                continue
-            try:
-                people |= ctx.directory.members(approver)
-            except DomainError as error:  # the other audiences still get theirs
-                log.error("the access review skips user group %s: %s", approver,
-                          error.message)
-        for person in people:
+        people = ctx.directory.users(policy.approvers)
+        for group in people.unlisted:  # the other audiences still get theirs
+            log.error("the access review skips user group %s", group)
+        for person in people.users:
             audiences[person].append(grant)
     return audiences
 
@@ -127,17 +124,16 @@ def nudge_expiring(ctx: Context, limit: int | None = None) -> int:
     """Tell grantees their access ends soon (grants longer than the nudge only)."""
     before = ctx.config.schedules.nudge_before
     now = ctx.clock()
-    with ctx.transaction() as uow:
-        soon = uow.requests.active_ending_before(
-            now + before, ctx.tuning.batches.nudges if limit is None else limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
-    for grant in soon:
-        assert grant.ends_at is not None and grant.activated_at is not None
-        if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
-            continue
-        tasks.append((f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
-                      lambda g=grant: ctx.notifier.notify(  # type: ignore[misc]
-                          Notice(NoticeKind.EXPIRING, g))))
+    with ctx.transaction() as uow:
+        for grant in uow.requests.active_ending_before(
+                now + before, ctx.tuning.batches.nudges if limit is None else limit):
+            assert grant.ends_at is not None and grant.activated_at is not None
+            if grant.ends_at <= now or grant.ends_at - grant.activated_at <= before:
+                continue
+            nudge = ctx.prepared(uow, Notice(NoticeKind.EXPIRING, grant))
+            tasks.append((f"nudge:{grant.id}:{grant.ends_at.isoformat()}",
+                          lambda n=nudge: ctx.notifier.notify(n)))  # type: ignore[misc]
     return _send_all(ctx, tasks)
 
 
@@ -147,17 +143,17 @@ def renotify_pending(ctx: Context, limit: int | None = None) -> int:
     reminder goes once; one that reached nobody leaves the next to try again."""
     after = ctx.config.schedules.renotify_after
     now = ctx.clock()
-    with ctx.transaction() as uow:
-        waiting = uow.requests.pending_created_before(
-            now - after, ctx.tuning.batches.renotify if limit is None else limit)
     tasks: list[tuple[str, Callable[[], object]]] = []
-    for request in waiting:
-        policy = ctx.config.policies.get((request.cluster, request.role))
-        if policy is not None and now >= request.created_at + policy.pending_timeout:
-            continue  # the timeout pass closes it
-        step = renotify_step(now - request.created_at, after)
-        tasks.append((f"renotify:{request.id}:{step}",
-                      lambda r=request: _renotify(ctx, r)))  # type: ignore[misc]
+    with ctx.transaction() as uow:
+        for request in uow.requests.pending_created_before(
+                now - after, ctx.tuning.batches.renotify if limit is None else limit):
+            policy = ctx.config.policies.get((request.cluster, request.role))
+            if policy is not None and now >= request.created_at + policy.pending_timeout:
+                continue  # the timeout pass closes it
+            step = renotify_step(now - request.created_at, after)
+            reminder = ctx.prepared(uow, Notice(NoticeKind.STILL_PENDING, request))
+            tasks.append((f"renotify:{request.id}:{step}",
+                          lambda n=reminder: _renotify(ctx, n)))  # type: ignore[misc]
     return _send_all(ctx, tasks)
 
 
@@ -167,9 +163,12 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
     return escalation.renotify_step(waited, after)
 
 
-def _renotify(ctx: Context, request: AccessRequest) -> None:
-    """Remind the approvers; a reminder that still reached nobody is undeliverable."""
-    reach = ctx.notifier.notify(Notice(NoticeKind.STILL_PENDING, request))
+def _renotify(ctx: Context, notice: Notice) -> None:
+    """Remind the approvers in the threads of the request's approval messages, or announce it
+    to them anew where it has none; a reminder that still reached nobody is undeliverable."""
+    request = notice.request
+    reach = ctx.remember(notice, ctx.notifier.notify(notice)) if notice.messages \
+        else ctx.tell_approvers(notice, ctx.notifier.notify)
     if reach is None or reach.reached:
         return
     first = reach.undelivered[0] if reach.undelivered else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from bot.domain.ports import (
     GrantSpec,
     Notice,
     NoticeKind,
+    People,
     UserInfo,
 )
 
@@ -122,11 +123,13 @@ class RecordingNotifier:
     reviews: list[tuple[str, list[int]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+    def remind(self, user_id: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         with self.lock:
             self.reminders.append((user_id, [g.id or 0 for g in grants]))
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+    def review(self, conversation: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         with self.lock:
             self.reviews.append((conversation, [g.id or 0 for g in grants]))
 
@@ -151,5 +154,8 @@ class StaticDirectory:
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         return frozenset(g for g in candidates if user_id in self.groups.get(g, set()))
 
-    def members(self, group_id: str) -> frozenset[str]:
-        return frozenset(self.groups.get(group_id, set()))
+    def users(self, principals: Iterable[str]) -> People:
+        found: set[str] = set()
+        for principal in principals:
+            found |= self.groups.get(principal, {principal})
+        return People(frozenset(found))

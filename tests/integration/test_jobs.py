@@ -149,11 +149,11 @@ def test_a_failed_send_is_tried_again(jctx: Context, notifier: RecordingNotifier
     calls = {"n": 0}
     original = notifier.remind
 
-    def flaky(user_id: str, grants_: Any) -> None:
+    def flaky(user_id: str, grants_: Any, admins: Any = ()) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise ConnectionError("Slack unreachable")
-        original(user_id, grants_)
+        original(user_id, grants_, admins)
 
     notifier.remind = flaky  # type: ignore[method-assign]
     assert reminders.weekly(jctx) == 1  # the review went out, the DM did not

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.domain.model import Reach, Undelivered
-from bot.domain.ports import Notice, NoticeKind
+from bot.domain.ports import Notice, NoticeKind, Posted
 from bot.services import access, reminders
 from bot.services.context import Context
 from tests.conftest import ALICE
@@ -45,9 +45,9 @@ def test_a_step_that_reached_nobody_leaves_the_next_to_try(
     nobody = Reach(undelivered=(Undelivered("U0BOB0002", "user_disabled"),))
     original = notifier.notify
 
-    def unreachable(notice: Notice) -> Reach | None:
+    def unreachable(notice: Notice) -> Posted | None:
         original(notice)
-        return nobody if notice.kind is NoticeKind.STILL_PENDING else None
+        return Posted(nobody) if notice.kind is NoticeKind.STILL_PENDING else None
 
     notifier.notify = unreachable  # type: ignore[assignment]
     clock.advance(4 * H)

@@ -18,7 +18,7 @@ class SqlAlchemyMessageReferences:
 
     def add(self, request_id: int, purpose: str, ref: MessageRef) -> None:
         self.session.merge(self._row(request_id, purpose, ref.conversation) or MessageRow(
-            request_id=request_id, purpose=purpose, channel=ref.conversation, ts=ref.id))
+            request_id=request_id, purpose=purpose, channel=ref.conversation, ts=ref.message))
         self.session.flush()
 
     def _row(self, request_id: int, purpose: str, conversation: str) -> MessageRow | None:

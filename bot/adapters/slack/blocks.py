@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
 from bot.domain.durations import format_duration
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
@@ -219,7 +220,7 @@ def mention(who: str | None) -> str:
         return "the policy"
     if who.startswith("cli:"):
         return f"operator {escape(who.removeprefix('cli:'))}"
-    if who.startswith("S"):
+    if is_user_group(who):
         return f"<!subteam^{who}>"
     return f"<@{who}>"
 
@@ -504,11 +505,9 @@ def section(text: str) -> Block:
 
 
 def _recipient(recipient: str) -> str:
-    if recipient[:1] in ("C", "G"):
+    if is_conversation(recipient):
         return f"<#{recipient}>"
-    if recipient[:1] == "S":
-        return f"<!subteam^{recipient}>"
-    return f"<@{recipient}>"
+    return mention(recipient)
 
 
 _WHY = {

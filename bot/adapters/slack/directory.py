@@ -1,22 +1,42 @@
 """Who people are, from Slack: email by ``users.info``, user groups by
-``usergroups.users.list``, both cached for a few minutes."""
+``usergroups.users.list``, both cached for a few minutes.
+
+The rest of the bot speaks of principals (a user or a group of users, opaque IDs); this module
+is where Slack's IDs are told apart by their first letter: ``U…``/``W…`` users, ``S…`` user
+groups, ``C…``/``G…`` conversations (Slack's "Formatting text for app surfaces" reference).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.errors import TemporaryBackendError
-from bot.domain.ports import UserInfo
+from bot.domain.ports import People, UserInfo
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+def is_user_group(slack_id: str) -> bool:
+    """A user group (``S…``), as opposed to a user or a conversation."""
+    return slack_id.startswith("S")
+
+
+def is_person(slack_id: str) -> bool:
+    """A user (``U…``, or ``W…`` in an Enterprise Grid organisation)."""
+    return slack_id[:1] in ("U", "W")
+
+
+def is_conversation(slack_id: str) -> bool:
+    """A channel (``C…``) or a private channel of the older kind (``G…``)."""
+    return slack_id[:1] in ("C", "G")
 
 
 class _TtlCache:
@@ -79,12 +99,28 @@ class SlackDirectory:
             ) from None
         return frozenset(users)
 
-    def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
-        """The groups among ``candidates`` that ``user_id`` is in. A group Slack cannot list
-        now counts as one they are not in (logged): it grants nothing, and it never locks out
-        everyone else, those named on their own included."""
+    def users(self, principals: Iterable[str]) -> People:
+        """Users as themselves, user groups as their members; a group Slack cannot list now
+        is logged and named as unlisted, so that the others are still told."""
+        users: set[str] = set()
+        unlisted: list[str] = []
+        for principal in principals:
+            if not is_user_group(principal):
+                users.add(principal)
+                continue
+            try:
+                users |= self.members(principal)
+            except TemporaryBackendError as error:
+                log.warning("could not list user group %s: %s", principal, error.message)
+                unlisted.append(principal)
+        return People(frozenset(users), tuple(unlisted))
+
+    def groups_of(self, user_id: str, principals: frozenset[str]) -> frozenset[str]:
+        """The user groups among ``principals`` that ``user_id`` is in. A group Slack cannot
+        list now counts as one they are not in (logged): it grants nothing, and it never locks
+        out everyone else, those named on their own included."""
         found: set[str] = set()
-        for group in candidates:
+        for group in filter(is_user_group, principals):
             try:
                 if user_id in self.members(group):
                     found.add(group)

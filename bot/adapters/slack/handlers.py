@@ -20,7 +20,6 @@ from slack_sdk.errors import SlackApiError
 from bot.adapters.slack import blocks, commands
 from bot.adapters.slack.forms import AccessWanted, open_form
 from bot.domain import lifecycle
-from bot.domain.errors import DomainError
 from bot.domain.model import AccessRequest, State
 from bot.services import access, grants, identity
 from bot.services.context import Context
@@ -160,12 +159,7 @@ class Handlers:
                      f"`{blocks.escape(link.username)}`.")
 
     def _ask_admins(self, user_id: str, username: str) -> str:
-        admins: set[str] = set()
-        for admin in self.ctx.config.file.admins:
-            try:
-                admins |= self.ctx.directory.members(admin) if admin.startswith("S") else {admin}
-            except DomainError as error:  # a group Slack cannot list never stops the others
-                log.warning("could not list admin group %s: %s", admin, error.message)
+        admins = self.ctx.admins()  # a group Slack cannot list never stops the others
         if self.client is None or not admins:
             return "ask one of the admins"
         text, content = blocks.link_confirmation(user_id, username)

@@ -8,6 +8,12 @@ be reached never stops the others. A request's approvers are told in their chann
 when there is no channel or the bot cannot post there; :meth:`SlackNotifier.notify` reports
 where it went (:class:`Reach`), so that the use case can tell the requester, and the admins
 when nobody could be told.
+
+It only talks to Slack, as Teleport's access-request plugins do: each :class:`Notice` carries
+what it needs, resolved by the use case (the audience, the approvals still missing, where the
+request's approval messages were posted), and :meth:`SlackNotifier.notify` returns the
+approval messages it posted (:class:`Posted`) for the use case to store. It opens no database
+transaction and reads no configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -24,27 +30,22 @@ from slack_sdk import WebClient
 
 from bot.adapters.slack import blocks
 from bot.adapters.slack.client import undeliverable
-from bot.adapters.slack.directory import SlackDirectory
-from bot.config import Config
-from bot.domain import lifecycle
-from bot.domain.errors import DomainError, NotFound, Undeliverable
+from bot.adapters.slack.directory import is_person
+from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, MessageRef, Reach, Undelivered
-from bot.domain.ports import Metrics, Notice, NoticeKind, UnitOfWork
+from bot.domain.ports import Audience, Metrics, Notice, NoticeKind, Posted
 
 log = logging.getLogger(__name__)
-APPROVAL = "approval"
 T = TypeVar("T")
+UNLISTED = "usergroup_unavailable"
+"""How an approver group whose members Slack could not list is reported (see ``blocks``)."""
 
 
 class SlackNotifier:
-    def __init__(self, client: WebClient, config: Config, directory: SlackDirectory,
-                 unit_of_work: Callable[[], UnitOfWork],
+    def __init__(self, client: WebClient,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  metrics: Metrics | None = None) -> None:
         self._client = client
-        self._config = config
-        self._directory = directory
-        self._unit_of_work = unit_of_work
         self._clock = clock
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -52,19 +53,21 @@ class SlackNotifier:
         self._next_post: dict[str, float] = {}
         self.per_channel_interval = 1.0
 
-    def remind(self, user_id: str, grants: Sequence[AccessRequest]) -> None:
+    def remind(self, user_id: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         try:
             self._dm("reminder", user_id, *blocks.weekly_reminder(grants, self._clock()),
                      paced=True)
         except Undeliverable as error:
-            self._report_refused("reminder", error)
+            self._report_refused("reminder", error, admins)
             raise
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest]) -> None:
+    def review(self, conversation: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
         """The detailed review for the first grants; all of them as a CSV file beyond that.
         Each part is tried; the first part that could not be delivered is raised after."""
         purpose = "review"
-        target = self._open_dm(purpose, conversation) if conversation[:1] in ("U", "W") \
+        target = self._open_dm(purpose, conversation) if is_person(conversation) \
             else conversation
         detailed = list(grants)[:blocks.REVIEW_DETAILED]
         failed: list[Undeliverable] = []
@@ -83,25 +86,25 @@ class SlackNotifier:
             except Undeliverable as error:
                 failed.append(error)
         if failed:
-            self._report_refused("review", failed[0])
+            self._report_refused("review", failed[0], admins)
             raise failed[0]
 
-    def notify(self, notice: Notice) -> Reach | None:
+    def notify(self, notice: Notice) -> Posted | None:
         request = notice.request
         kind = notice.kind
         if kind is NoticeKind.FILED:
-            return self._announce(request)
+            return self._announce(notice)
         if kind is NoticeKind.UNREACHABLE:
-            return self._tell_unreachable(request, notice.reach or Reach())
+            return Posted(self._tell_unreachable(notice))
         if kind is not NoticeKind.APPROVED:  # the decision notice showed it already
-            self._update_approval(request, blocks.delay_note(notice)
-                                  if kind is NoticeKind.SLOW else None)
-            if notice.parent is not None:
-                self._update_approval(notice.parent)
+            self._update_approval(request, notice.approvals_missing, notice.messages,
+                                  blocks.delay_note(notice) if kind is NoticeKind.SLOW else None)
+            if notice.parent is not None:  # a grant: decided, no approval is missing
+                self._update_approval(notice.parent, 0, notice.parent_messages)
         if kind in (NoticeKind.FAILED, NoticeKind.RETRYING):
-            self._tell_approvers(request)
+            self._tell_approvers(notice)
         if kind is NoticeKind.STILL_PENDING:
-            return self._remind_approvers(request)
+            return self._remind_approvers(notice)
         later: list[Undeliverable] = []
         dm = blocks.requester_message(notice)
         if dm is not None:
@@ -124,82 +127,53 @@ class SlackNotifier:
 
     # --- approval messages ------------------------------------------------------------
 
-    def _missing(self, request: AccessRequest) -> int:
-        try:
-            policy = self._config.policy(request.cluster, request.role)
-        except NotFound:
-            return 0
-        return lifecycle.approvals_missing(request, policy)
-
-    def _people(self, who: Iterable[str]) -> tuple[list[str], list[Undelivered]]:
-        """Users, with user groups (``S…``) expanded; groups Slack could not list are
-        returned as undelivered, so that the others are still told."""
-        users: set[str] = set()
-        failed: list[Undelivered] = []
-        for name in who:
-            if not name.startswith("S"):
-                users.add(name)
-                continue
-            try:
-                users |= self._directory.members(name)
-            except DomainError as error:
-                log.warning("could not list user group %s: %s", name, error.message)
-                failed.append(Undelivered(name, "usergroup_unavailable"))
-        return sorted(users), failed
-
-    def _approver_users(self, request: AccessRequest) -> tuple[list[str], list[Undelivered]]:
-        policy = self._config.policy(request.cluster, request.role)
-        users, failed = self._people(policy.approvers)
-        return [u for u in users if u != request.requester_id], failed
-
-    def _announce(self, request: AccessRequest) -> Reach:
-        """Post the approval message in the approvers channel; where there is none, or the bot
-        cannot post there, DM each approver instead, each on their own."""
-        assert request.id is not None
-        text, content = blocks.approval_message(request, self._missing(request))
+    def _announce(self, notice: Notice) -> Posted:
+        """Post the approval message in the approvers' conversation when the audience names
+        one, else DM each approver, each on their own."""
+        request = notice.request
+        audience = notice.audience or Audience()
+        text, content = blocks.approval_message(request, notice.approvals_missing)
         if request.break_glass:
             text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
-        undelivered: list[Undelivered] = []
-        channel = self._config.approvers_channel(request.cluster, request.role)
+        channel = audience.conversation
         if channel:
             try:
-                self._post_approval(request, "approval", channel, channel, text, content)
-                return Reach(channel=channel)
+                posted = self._post_approval("approval", channel, channel, text, content)
+                return Posted(Reach(channel=channel), (posted,))
             except Undeliverable as error:
                 log.error("request %s: the approvers channel %s refused the approval message "
-                          "(%s); telling the approvers by DM", request.id, channel, error.error)
-                undelivered.append(Undelivered(channel, error.error))
-        people, failed = self._approver_users(request)
-        undelivered += failed
+                          "(%s)", request.id, channel, error.error)
+                return Posted(Reach(undelivered=(Undelivered(channel, error.error),)))
+        undelivered = [Undelivered(group, UNLISTED) for group in audience.unlisted]
         reached: list[str] = []
-        for user in people:
+        messages: list[MessageRef] = []
+        for user in audience.approvers:
             try:
                 dm = self._open_dm("approval_dm", user)
-                self._post_approval(request, "approval_dm", user, dm, text, content)
+                messages.append(self._post_approval("approval_dm", user, dm, text, content))
                 reached.append(user)
             except Undeliverable as error:
                 undelivered.append(Undelivered(user, error.error))
         if not reached:
             log.error("request %s reached no approver: %s", request.id,
                       ", ".join(f"{u.recipient} {u.error}" for u in undelivered) or "none set")
-        return Reach(people=tuple(reached), undelivered=tuple(undelivered))
+        return Posted(Reach(people=tuple(reached), undelivered=tuple(undelivered)),
+                      tuple(messages))
 
-    def _post_approval(self, request: AccessRequest, purpose: str, recipient: str,
-                       channel: str, text: str, content: list[blocks.Block]) -> None:
-        assert request.id is not None
+    def _post_approval(self, purpose: str, recipient: str, channel: str, text: str,
+                       content: list[blocks.Block]) -> MessageRef:
         response = self._call(purpose, recipient, lambda: self._client.chat_postMessage(
             channel=channel, text=text, blocks=content))
-        with self._unit_of_work() as uow:
-            uow.messages.add(request.id, APPROVAL, MessageRef(response["channel"], response["ts"]))
-            uow.commit()
+        return MessageRef(response["channel"], response["ts"])
 
-    def _tell_unreachable(self, request: AccessRequest, reach: Reach) -> Reach:
-        """Nobody could be told of ``request``: tell the admins, each on their own, then the
+    def _tell_unreachable(self, notice: Notice) -> Reach:
+        """Nobody could be told of the request: tell the admins, each on their own, then the
         requester (saying whether the admins know). The admins told, as ``people``."""
-        admins, _ = self._people(self._config.file.admins)
+        request = notice.request
+        reach = notice.reach or Reach()
         alert = blocks.unreachable_alert(request, reach)
         told: list[str] = []
-        for admin in admins:
+        for admin in (notice.audience or Audience()).admins:
             try:
                 self._dm("admin", admin, alert, [blocks.section(alert)])
                 told.append(admin)
@@ -214,57 +188,56 @@ class SlackNotifier:
                                    [blocks.section(truth)]))
         return Reach(people=tuple(told))
 
-    def _report_refused(self, purpose: str, error: Undeliverable) -> None:
+    def _report_refused(self, purpose: str, error: Undeliverable,
+                        admins: Sequence[str]) -> None:
         """Tell the admins of a message Slack refused as invalid: it is not sent again, and
         only a change to the bot makes it fit."""
         if error.kind != Undeliverable.INVALID:
             return
-        admins, _ = self._people(self._config.file.admins)
         text = blocks.refused_report(purpose, error.recipient, error.error)
         for admin in admins:
             self._try(lambda a=admin: self._dm(  # type: ignore[misc]
                 "admin", a, text, [blocks.section(text)]))
 
-    def _messages(self, request: AccessRequest) -> list[tuple[str, str]]:
-        assert request.id is not None
-        with self._unit_of_work() as uow:
-            return [(ref.conversation, ref.id) for ref in uow.messages.list(request.id, APPROVAL)]
-
-    def _update_approval(self, request: AccessRequest, note: str | None = None) -> None:
-        text, content = blocks.approval_message(request, self._missing(request), note)
-        for channel, ts in self._messages(request):
-            self._try(lambda c=channel, t=ts: self._call(  # type: ignore[misc]
+    def _update_approval(self, request: AccessRequest, missing: int,
+                         messages: Sequence[MessageRef], note: str | None = None) -> None:
+        text, content = blocks.approval_message(request, missing, note)
+        for ref in messages:
+            self._try(lambda c=ref.conversation, t=ref.message: self._call(  # type: ignore[misc]
                 "approval_update", c, lambda: self._client.chat_update(
                     channel=c, ts=t, text=text, blocks=content)))
 
-    def _tell_approvers(self, request: AccessRequest) -> None:
+    def _tell_approvers(self, notice: Notice) -> None:
+        request = notice.request
         text = (f":warning: Request #{request.id} ({blocks.target(request)}): "
-                f"{blocks.status(request, self._missing(request))}")
-        for channel, ts in self._messages(request)[:1]:
-            self._try(lambda c=channel, t=ts: self._call(  # type: ignore[misc]
+                f"{blocks.status(request, notice.approvals_missing)}")
+        for ref in notice.messages[:1]:
+            self._try(lambda c=ref.conversation, t=ref.message: self._call(  # type: ignore[misc]
                 "approval_thread", c, lambda: self._client.chat_postMessage(
                     channel=c, thread_ts=t, text=text, reply_broadcast=request.state.is_final)))
 
-    def _remind_approvers(self, request: AccessRequest) -> Reach:
+    def _remind_approvers(self, notice: Notice) -> Posted:
         """Nudge the approvers in the threads of their messages; where the first notice never
         arrived, there is no thread: post the approval message now."""
-        messages = self._messages(request)
-        if not messages:
-            return self._announce(request)
+        request = notice.request
+        if not notice.messages:
+            return self._announce(notice)
         text = (f":hourglass: Request #{request.id} ({blocks.target(request)}) has waited since "
                 f"{blocks.when(request.created_at)}: "
-                f"{blocks.status(request, self._missing(request))}")
+                f"{blocks.status(request, notice.approvals_missing)}")
         reached: list[str] = []
         undelivered: list[Undelivered] = []
-        for channel, ts in messages:
+        for ref in notice.messages:
+            channel = ref.conversation
             try:
-                self._call("approval_thread", channel, lambda c=channel, t=ts: (  # type: ignore[misc]
+                self._call("approval_thread", channel, lambda c=channel, t=ref.message: (  # type: ignore[misc]
                     self._client.chat_postMessage(channel=c, thread_ts=t, text=text,
                                                   reply_broadcast=True)))
                 reached.append(channel)
             except Undeliverable as error:
                 undelivered.append(Undelivered(channel, error.error))
-        return Reach(channel=reached[0] if reached else None, undelivered=tuple(undelivered))
+        return Posted(Reach(channel=reached[0] if reached else None,
+                            undelivered=tuple(undelivered)))
 
     # --- calls to Slack ---------------------------------------------------------------
 

@@ -1,0 +1,180 @@
+"""The Slack notifier against the local Slack server, with no database and no configuration:
+everything it says comes from the notice, and it hands back what it posted.
+
+Any SQL statement run while these tests run fails them (a listener on every engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+
+from bot.adapters.slack.client import make_client
+from bot.adapters.slack.notifier import SlackNotifier
+from bot.config import Settings
+from bot.domain.model import (
+    AccessRequest,
+    Approval,
+    Decision,
+    MessageRef,
+    Reach,
+    State,
+    Undelivered,
+)
+from bot.domain.ports import Audience, Notice, NoticeKind, Posted
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
+
+ALICE, BOB, CAROL, ADMIN = "U0ALICE01", "U0BOB0002", "U0CAROL03", "U0ADMIN05"
+CHANNEL, OUTSIDE, GROUP = "C0APPROVE", "C0OUTSIDE", "S0SRE0001"
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def no_database() -> Iterator[None]:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the notifier ran SQL")
+
+    event.listen(Engine, "before_cursor_execute", refuse)
+    yield
+    event.remove(Engine, "before_cursor_execute", refuse)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack(users={u: {} for u in (ALICE, BOB, CAROL, ADMIN)}, channels={CHANNEL},
+                     outside={OUTSIDE}, deactivated={CAROL}).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def notifier(slack: FakeSlack) -> SlackNotifier:
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                        slack_api_url=slack.api_url)
+    return SlackNotifier(make_client(settings), clock=lambda: NOW)
+
+
+def pending(request_id: int = 7, **fields: Any) -> AccessRequest:
+    return AccessRequest(requester_id=ALICE, cluster="prod", role="view",
+                         duration=timedelta(hours=1), reason="debug", subject="alice@example.com",
+                         created_at=NOW - timedelta(hours=4), id=request_id, **fields)
+
+
+def test_a_new_request_goes_to_the_approvers_conversation(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    notice = Notice(NoticeKind.FILED, pending(), approvals_missing=2,
+                    audience=Audience(conversation=CHANNEL, approvers=(BOB,)))
+
+    posted = notifier.notify(notice)
+
+    [(channel, ts)] = list(slack.messages)
+    assert posted == Posted(Reach(channel=CHANNEL), (MessageRef(CHANNEL, ts),))
+    assert channel == CHANNEL and "Waiting for 2 more approvals" in slack.message(CHANNEL, ts)[
+        "text"]
+    assert not slack.called("conversations.open")  # the approvers are not DMed as well
+
+
+def test_a_conversation_that_refuses_is_reported_for_the_use_case_to_fall_back(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    notice = Notice(NoticeKind.FILED, pending(), audience=Audience(conversation=OUTSIDE))
+
+    posted = notifier.notify(notice)
+
+    assert posted == Posted(Reach(undelivered=(Undelivered(OUTSIDE, "not_in_channel"),)))
+    assert not slack.messages and not slack.called("conversations.open")
+
+
+def test_each_approver_given_is_told_on_their_own(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    notice = Notice(NoticeKind.FILED, pending(), approvals_missing=1, audience=Audience(
+        approvers=(BOB, CAROL), unlisted=(GROUP,)))
+
+    posted = notifier.notify(notice)
+
+    [(channel, ts)] = list(slack.messages)
+    assert posted == Posted(
+        Reach(people=(BOB,), undelivered=(
+            Undelivered(GROUP, "usergroup_unavailable"), Undelivered(CAROL, "user_disabled"))),
+        (MessageRef(slack.dm_channel(BOB), ts),))
+    assert "Waiting for 1 more approval" in slack.message(channel, ts)["text"]
+
+
+def test_a_decision_updates_the_messages_it_is_given(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    first = notifier.notify(Notice(NoticeKind.FILED, pending(), approvals_missing=2,
+                                   audience=Audience(conversation=CHANNEL)))
+    assert first is not None
+    request = pending(approvals=[Approval(BOB, Decision.APPROVE, NOW)])
+
+    posted = notifier.notify(Notice(NoticeKind.DECISION, request, actor=BOB,
+                                    approvals_missing=1, messages=first.messages))
+
+    assert posted is None  # nothing new to remember
+    [update] = slack.called("chat.update")
+    assert (update["channel"], update["ts"]) == (CHANNEL, first.messages[0].message)
+    assert "Waiting for 1 more approval" in update["text"]
+
+
+def test_a_reminder_threads_under_each_message_or_announces_anew(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    audience = Audience(conversation=CHANNEL)
+    fresh = notifier.notify(Notice(NoticeKind.STILL_PENDING, pending(), approvals_missing=1,
+                                   audience=audience))
+    assert fresh is not None and fresh.reach == Reach(channel=CHANNEL) and fresh.messages
+
+    again = notifier.notify(Notice(NoticeKind.STILL_PENDING, pending(), approvals_missing=1,
+                                   messages=fresh.messages))
+
+    assert again == Posted(Reach(channel=CHANNEL))
+    reply = slack.called("chat.postMessage")[-1]
+    assert reply["thread_ts"] == fresh.messages[0].message and "has waited since" in reply["text"]
+
+
+def test_nobody_reached_tells_the_admins_it_is_given_then_the_requester(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    nobody = Reach(undelivered=(Undelivered(OUTSIDE, "not_in_channel"),))
+
+    posted = notifier.notify(Notice(NoticeKind.UNREACHABLE, pending(), reach=nobody,
+                                    audience=Audience(admins=(ADMIN,))))
+
+    assert posted == Posted(Reach(people=(ADMIN,)))
+    assert "reached no approver" in slack.dms_to(ADMIN)[0]["text"]
+    assert "an admin has been told" in slack.dms_to(ALICE)[0]["text"]
+
+
+def test_the_requester_hears_of_the_end_with_no_message_to_update(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    request = pending(state=State.DENIED, ended_by=BOB, end_reason="not now")
+
+    assert notifier.notify(Notice(NoticeKind.DENIED, request, actor=BOB)) is None
+
+    assert not slack.called("chat.update")
+    assert "was denied" in slack.dms_to(ALICE)[0]["text"]
+
+
+def test_the_weekly_review_goes_to_a_conversation_or_to_one_approver(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    grant = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
+
+    notifier.review(CHANNEL, [grant])
+    notifier.review(BOB, [grant])
+
+    assert [c["users"] for c in slack.called("conversations.open")] == [BOB]
+    assert [p["channel"] for p in slack.called("chat.postMessage")] == [
+        CHANNEL, slack.dm_channel(BOB)]
+
+
+def test_a_weekly_message_refused_as_invalid_is_reported_to_the_admins_given(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    from bot.domain.errors import Undeliverable
+
+    grant = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
+    slack.fail("chat.postMessage", "invalid_blocks", channel=slack.dm_channel(BOB))
+
+    with pytest.raises(Undeliverable):
+        notifier.remind(BOB, [grant], admins=(ADMIN,))
+
+    assert "was not sent" in slack.dms_to(ADMIN)[0]["text"]
