@@ -309,16 +309,16 @@ def bench_forms(engine: Engine, database_url: str, row: Row, count: int, rounds:
                 f"{sum(t > TRIGGER_VALID for t in ours.forms) + ours.missing}", "")
             row("kubeconfig", f"  x{concurrency} mixed: click → kubeconfig, bot p50 / p99 / "
                 "slowest", spread(ours.kubeconfigs) + " ms", "")
-        running.close()
-        bench_kubeconfig(bot, row, kubeconfigs)
+        bench_kubeconfig(bot, row, kubeconfigs, port)
 
 
-def bench_kubeconfig(bot: Bot, row: Row, count: int) -> None:
-    """Approve clicks only, four at a time: the bot beside a bare app doing the same calls."""
+def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int) -> None:
+    """Approve clicks only, four at a time, on the bot serving at ``port``; beside a bare app
+    doing the same calls."""
     credentials = bot.folder / "cluster.json"
     credentials.write_text(json.dumps(bot.cluster.credentials))
-    port, bare_port = free_port(), free_port()
-    with serve(bot.env, port), process(
+    bare_port = free_port()
+    with process(
             [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url,
              "kubeconfig", str(credentials)], PYTHONPATH,
             f"http://127.0.0.1:{bare_port}/healthz"):
@@ -377,28 +377,30 @@ def lags(engine: Engine) -> list[float]:
             "WHERE reason = 'due' AND ended_at IS NOT NULL"))]
 
 
-def sweep_passes(env: dict[str, str]) -> tuple[list[int], float, float]:
-    """``jobs run expire`` until a pass finds nothing: grants handled per pass, and the
-    seconds and bot CPU seconds of the passes that found some."""
+def sweep_passes(env: dict[str, str], due: int) -> tuple[list[int], float, float]:
+    """``jobs run expire`` until the ``due`` grants are handled (or a pass finds none):
+    grants handled per pass, and the seconds and bot CPU seconds of the passes."""
     handled: list[int] = []
     seconds = cpu = 0.0
-    while True:
+    while sum(handled) < due:
         run = run_cli(env, "jobs", "run", "expire")
         count = int(run.output.rsplit("expire:", 1)[1].split()[0])
         if not count:
-            return handled, seconds, cpu
+            break
         handled.append(count)
         seconds += run.seconds
         cpu += run.cpu_seconds
+    return handled, seconds, cpu
 
 
 def bench_expiry(engine: Engine, database_url: str, row: Row, sizes: list[int], due: int,
                  scale: int, seed: Callable[[Engine, int], None],
-                 clear: Callable[[Engine], None]) -> None:
+                 clear: Callable[[Engine], None], starts: int) -> float:
+    """Returns the seconds a pass with nothing to do takes: the process starting."""
     print(f"\n7. Expiry through `jobs run expire`: {due} due, then {scale:,} in one minute",
           flush=True)
     with deployment(engine, database_url) as bot:
-        empty = [run_cli(bot.env, "jobs", "run", "expire") for _ in range(3)]
+        empty = [run_cli(bot.env, "jobs", "run", "expire") for _ in range(starts)]
         start = statistics.median(run.seconds for run in empty)
         start_cpu = statistics.median(run.cpu_seconds for run in empty)
         row("expiry", "a pass with nothing due (the process starting): wall / bot CPU",
@@ -408,7 +410,7 @@ def bench_expiry(engine: Engine, database_url: str, row: Row, sizes: list[int], 
             seed(engine, size)
             clear(engine)
             insert_due(engine, due, timedelta(minutes=1), datetime.now(UTC))
-            handled, seconds, cpu = sweep_passes(bot.env)
+            handled, seconds, cpu = sweep_passes(bot.env, due)
             assert sum(handled) == due, handled
             per_grant = (seconds - len(handled) * start) / due
             per_cpu = (cpu - len(handled) * start_cpu) / due
@@ -418,17 +420,18 @@ def bench_expiry(engine: Engine, database_url: str, row: Row, sizes: list[int], 
                 f"{per_cpu / first:.2f}×")
         clear(engine)
         insert_due(engine, scale, SWEEP, datetime.now(UTC))
-        handled, seconds, _ = sweep_passes(bot.env)
+        handled, seconds, _ = sweep_passes(bot.env, scale)
         lag = lags(engine)
         assert len(lag) == scale, len(lag)
         row("expiry", f"{scale:,} ending within the last minute, {sizes[-1]:,} rows, PostgreSQL:"
-            f" lag p50 / p99 / max, passes back to back ({len(handled)} of ≤{max(handled)})",
+            f" lag p50 / p99 / max; {len(handled)} pass(es) of ≤{max(handled)} back to back",
             spread(lag, 1, 1) + " s", f"{percentile(lag, 0.99) / SWEEP.total_seconds():.2f}× "
             "the sweep")
         row("expiry", "  on the deployed schedule each pass after the first waits a sweep: "
             "the last grant's lag at least", f"{max(lag) + (len(handled) - 1) * 60:.0f} s",
             f"{(max(lag) + (len(handled) - 1) * 60) / 60:.2f}× the sweep")
         clear(engine)
+    return start
 
 
 # --- 4. reminders --------------------------------------------------------------------------
@@ -442,7 +445,8 @@ def this_minute() -> dict[str, str]:
 
 def bench_reminders(engine: Engine, database_url: str, row: Row, users: int, rate: int,
                     seed: Callable[[Engine, int, datetime], None],
-                    clear: Callable[[Engine], None]) -> None:
+                    clear: Callable[[Engine], None], start: float) -> None:
+    """``start``: the seconds a pass takes to start, left out of the time."""
     print(f"\n8. `jobs run remind` for {users:,} people under Slack's posting limits", flush=True)
     clear(engine)
     slack = SlackProcess(rate=rate, per_channel=1.0)
@@ -450,8 +454,6 @@ def bench_reminders(engine: Engine, database_url: str, row: Row, users: int, rat
     folder = Path(tempfile.mkdtemp(prefix="bench-remind-"))
     try:
         env = bot_environment(database_url, slack, cluster, folder, **this_minute())
-        start = statistics.median(run_cli(env, "jobs", "run", "expire").seconds
-                                  for _ in range(2))
         seed(engine, users, datetime.now(UTC))
         run = run_cli(env, "jobs", "run", "remind")
     finally:
