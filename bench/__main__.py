@@ -255,8 +255,10 @@ def drained(engine: Engine, timeout: float = 120) -> float:
 
 
 def bench_ack(engine: Engine, database_url: str, count: int, rounds: int,
-              concurrencies: tuple[int, ...]) -> None:
-    """Each app is timed in ``rounds`` rounds of ``count`` requests, in turns with the others."""
+              concurrencies: tuple[int, ...], keep_alive_too: bool = True) -> None:
+    """Each app is timed in ``rounds`` rounds of ``count`` requests, in turns with the others;
+    on a connection per request, and on kept-alive connections unless ``keep_alive_too`` is
+    false."""
     print("\n1. Acknowledgement latency (100 000 historic requests in PostgreSQL)")
     seed_history(engine, 100_000)
     slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
@@ -289,7 +291,8 @@ def bench_ack(engine: Engine, database_url: str, count: int, rounds: int,
     try:
         with bot_process(database_url, remote.url, folder, ours_port), \
                 bare_process(default_port), bare_process(same_port, "before-response"):
-            for concurrency, keep_alive in itertools.product(concurrencies, (False, True)):
+            for concurrency, keep_alive in itertools.product(
+                    concurrencies, (False, True) if keep_alive_too else (False,)):
                 def run(port: int, count: int, keep_alive: bool = keep_alive,
                         concurrency: int = concurrency) -> list[float]:
                     sent = send_all(endpoint(port), payloads(remote, count, ids),
@@ -451,7 +454,8 @@ def main() -> None:
         engine = make_engine(url, pool_size=20, max_overflow=10)
         migrate.upgrade(engine)
         if "ack" in only:
-            bench_ack(engine, url, 40 if quick else 400, 2 if quick else 5, (4, 16))
+            bench_ack(engine, url, 40 if quick else 400, 2 if quick else 5, (4, 16),
+                      keep_alive_too=not quick)
         if "queries" in only:
             bench_queries(engine, sizes, 20 if quick else 60)
         if "forms" in only:
@@ -467,8 +471,8 @@ def main() -> None:
             outside.bench_reminders(engine, url, row, 1_000 if quick else 10_000, 300,
                                     seed_active_grants, clear_live, start)
         if "replicas" in only:
-            outside.bench_replicas(engine, url, row, 48 if quick else 400, 100 if quick else 500,
-                                   clear_live)
+            outside.bench_replicas(engine, url, row, 48 if quick else 400,
+                                   None if quick else 500, clear_live)
         if "memory" in only:
             outside.bench_memory(engine, url, row, 500 if quick else 10_000, seed_active_grants,
                                  clear_live)

@@ -475,8 +475,10 @@ def bench_reminders(engine: Engine, database_url: str, row: Row, users: int, rat
 # --- 5. replicas ---------------------------------------------------------------------------
 
 
-def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due: int,
+def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due: int | None,
                    clear: Callable[[Engine], None]) -> None:
+    """Acknowledgements of ``count`` mixed requests on one replica, then two; then, unless
+    ``due`` is None, the expiry lag of ``due`` grants swept by one replica, then two."""
     print("\n9. Two replicas (serve + worker each) on one PostgreSQL", flush=True)
     clear(engine)
     first, second = free_port(), free_port()
@@ -511,9 +513,11 @@ def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due:
                 f"{rss_mib(pid):.0f} + {rss_mib(worker_of(pid)):.0f} MiB", "")
             wait_until(lambda: False, 1)  # the last answers on their way
         acks_twice = repeated_audit(engine)
-        for replicas in (1, 2):
+        if due is None:
+            row("replicas", "expiry with one replica, then two", "left out of --quick", "")
+        for replicas in (1, 2) if due is not None else ():
             clear(engine)
-            insert_due(engine, due, SWEEP, datetime.now(UTC), who=f"U0DUE{replicas}X")
+            insert_due(engine, due or 0, SWEEP, datetime.now(UTC), who=f"U0DUE{replicas}X")
             with ExitStack() as sweeping:
                 for port in (first, second)[:replicas]:
                     sweeping.enter_context(serve(bot.env, port, jobs=True))
