@@ -1,45 +1,43 @@
-"""Benchmarks: ``python -m bench`` (PostgreSQL, a few minutes on two cores).
+"""Benchmarks: ``python -m bench`` (PostgreSQL, about 15 minutes on two cores; ``--quick``
+under one).
 
 Every number is set beside a baseline measured in the same run, and reported as a ratio:
-the bot's acknowledgements beside a bare slack-bolt app that only acknowledges; queries and
-the expiry sweep at 10⁶ rows beside the same work at 10⁴; the reminder run beside the floor that
-Slack's rate limits set. Nothing here is a test: there are no thresholds, only a table.
+the bot's acknowledgements beside a bare slack-bolt app that only acknowledges; queries at 10⁶
+rows beside the same work at 10⁴; then the rows of :mod:`bench.outside`, which drive the bot
+only from outside (forms, kubeconfigs, expiry, reminders, replicas, memory). Nothing here is a
+test: there are no thresholds, only a table.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import json
 import os
 import random
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from bench import outside
 from bench.bare_app import bare_app
+from bench.load import send_all
+from bench.processes import APPROVER, CLUSTERS, ME, SlackProcess, free_port, process
 from bot.adapters.db import migrate
 from bot.adapters.db.engine import make_engine
 from bot.adapters.slack.home import Home
@@ -48,10 +46,8 @@ from bot.config import Config, Settings, parse_config
 from bot.domain.errors import PolicyViolation
 from bot.domain.ports import Delivery, GrantResult, GrantSpec, UserInfo
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
-from bot.services import access, grants, reminders
+from bot.services import access
 
-ME, APPROVER = "U0BENCHME", "U0APPROVER"
-CLUSTERS = ["staging", "prod", "dev", "qa"]
 ROWS: list[tuple[str, str, str, str]] = []
 
 
@@ -193,39 +189,6 @@ def timed(action: Callable[[], object], repeat: int) -> float:
 
 # --- 1. acknowledgement latency ------------------------------------------------------------
 
-ROUNDS = 5
-"""Each app is timed in this many rounds of ``count`` requests, in turns with the others."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def process(args: list[str], env: dict[str, str], health: str) -> Iterator[int]:
-    """A server in a process of its own, so that the load generator shares no CPU lock."""
-    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(health, timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise RuntimeError(f"{args[0]} did not start") from None
-                time.sleep(0.1)
-        yield child.pid
-    finally:
-        child.terminate()
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def bot_process(database_url: str, slack_url: str, folder: Path, port: int) -> Any:
@@ -244,29 +207,6 @@ def bot_process(database_url: str, slack_url: str, folder: Path, port: int) -> A
     return process([str(Path(sys.executable).parent / "k8s-access-bot"), "serve", "--http",
                     "--host", "127.0.0.1", "--port", str(port), "--no-jobs"], env,
                    f"http://127.0.0.1:{port}/healthz")
-
-
-class SlackProcess:
-    """``bench.slack_server``: a local Slack in its own process."""
-
-    def __init__(self) -> None:
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "bench.slack_server"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-        assert self._child.stdout is not None
-        self.url = self._child.stdout.readline().strip()
-        self.api_url = self.url + "/api/"
-        self._sent = 0
-
-    def response_url(self) -> str:
-        self._sent += 1
-        return f"{self.url}/respond/{self._sent}"
-
-    def stop(self) -> int:
-        """How many answers it received."""
-        output, _ = self._child.communicate(timeout=30)
-        return int(output.strip().splitlines()[-1])
 
 
 def payloads(slack: FakeSlack | SlackProcess, count: int, request_ids: list[int]) -> list[str]:
@@ -300,76 +240,6 @@ def dispatch_times(app: App, bodies: list[str]) -> list[float]:
     return times
 
 
-def latencies(endpoint: str, bodies: list[str], concurrency: int, keep_alive: bool) -> list[float]:
-    """Seconds per request, ``concurrency`` at a time: each on a new connection, or each client
-    keeping its connection open (as an ingress proxy in front of the bot does).
-
-    The load generator shares the two cores with the servers it times, where Slack would not:
-    it signs every request before the clock starts and speaks HTTP on a bare socket, to take as
-    little CPU from them as it can."""
-    address = urlsplit(endpoint)
-    server = (address.hostname or "127.0.0.1", address.port or 80)
-    signed = [_raw_request(address.path, body, keep_alive) for body in bodies]
-    clients = threading.local()
-    opened: list[socket.socket] = []
-
-    def send(request: bytes) -> float:
-        started = time.perf_counter()
-        connection: socket.socket | None = getattr(clients, "connection", None)
-        if connection is None:
-            connection = socket.create_connection(server, timeout=30)
-            if keep_alive:
-                clients.connection = connection
-                opened.append(connection)
-        connection.sendall(request)
-        status = _read_response(connection)
-        if not keep_alive:
-            connection.close()
-        elapsed = time.perf_counter() - started
-        assert status == 200, status
-        return elapsed
-
-    # The load generator's own full collections (its heap holds the whole bot) would stall
-    # whichever server it happens to be timing.
-    gc.collect()
-    gc.disable()
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            return list(pool.map(send, signed))
-    finally:
-        gc.enable()
-        for connection in opened:
-            connection.close()
-
-
-def _raw_request(path: str, body: str, keep_alive: bool) -> bytes:
-    payload = body.encode()
-    headers = {**signed_headers(body), "host": "127.0.0.1", "content-length": str(len(payload)),
-               "connection": "keep-alive" if keep_alive else "close"}
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + payload
-
-
-def _read_response(connection: socket.socket) -> int:
-    """Read one response whole; its status."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = connection.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection mid-response")
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    length = next((int(line.split(":", 1)[1]) for line in lines[1:]
-                   if line.lower().startswith("content-length:")), 0)
-    while len(body) < length:
-        chunk = connection.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection mid-body")
-        body += chunk
-    return int(lines[0].split()[1])
-
-
 def waiting_work(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(text(
@@ -384,8 +254,11 @@ def drained(engine: Engine, timeout: float = 120) -> float:
     return time.perf_counter() - started
 
 
-def bench_ack(engine: Engine, database_url: str, count: int,
-              concurrencies: tuple[int, ...]) -> None:
+def bench_ack(engine: Engine, database_url: str, count: int, rounds: int,
+              concurrencies: tuple[int, ...], keep_alive_too: bool = True) -> None:
+    """Each app is timed in ``rounds`` rounds of ``count`` requests, in turns with the others;
+    on a connection per request, and on kept-alive connections unless ``keep_alive_too`` is
+    false."""
     print("\n1. Acknowledgement latency (100 000 historic requests in PostgreSQL)")
     seed_history(engine, 100_000)
     slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
@@ -418,11 +291,13 @@ def bench_ack(engine: Engine, database_url: str, count: int,
     try:
         with bot_process(database_url, remote.url, folder, ours_port), \
                 bare_process(default_port), bare_process(same_port, "before-response"):
-            for concurrency, keep_alive in itertools.product(concurrencies, (False, True)):
+            for concurrency, keep_alive in itertools.product(
+                    concurrencies, (False, True) if keep_alive_too else (False,)):
                 def run(port: int, count: int, keep_alive: bool = keep_alive,
                         concurrency: int = concurrency) -> list[float]:
-                    return latencies(endpoint(port), payloads(remote, count, ids), concurrency,
-                                     keep_alive)
+                    sent = send_all(endpoint(port), payloads(remote, count, ids),
+                                    concurrency, keep_alive)
+                    return [request.seconds for request in sent]
 
                 for port in (default_port, same_port, ours_port):  # warm all three up
                     run(port, 40)
@@ -430,7 +305,7 @@ def bench_ack(engine: Engine, database_url: str, count: int,
                 # Rounds taking turns, so that a slow moment of the machine falls on all three.
                 runs: dict[int, list[float]] = {default_port: [], same_port: [], ours_port: []}
                 drain_times = []
-                for _ in range(ROUNDS):
+                for _ in range(rounds):
                     for port in runs:
                         drained(engine)
                         runs[port] += run(port, count)
@@ -442,7 +317,7 @@ def bench_ack(engine: Engine, database_url: str, count: int,
                 row("ack", f"  {setting}: until the worker had answered all",
                     f"{max(drain_times) * 1000:.0f} ms", "")
     finally:
-        answered = remote.stop()
+        answered = remote.stop().answers
     row("ack", "requests the bot acknowledged / answered", f"{sent} / {answered}", "")
     clear_live(engine)
 
@@ -495,7 +370,7 @@ def live_requests(runtime: SlackRuntime) -> None:
                             duration=timedelta(hours=3))
 
 
-def bench_queries(engine: Engine, sizes: list[int]) -> None:
+def bench_queries(engine: Engine, sizes: list[int], repeat: int) -> None:
     print("\n2. Query scaling with the size of the history")
     slack = FakeSlack(users={ME: {"email": "me@example.com"}}, channels={"C0REVIEW"}).start()
     runtime = runtime_for(engine, slack)
@@ -517,7 +392,7 @@ def bench_queries(engine: Engine, sizes: list[int]) -> None:
             clear_live(engine)
             live_requests(runtime)
             for name, query in queries.items():
-                seconds = timed(query, 60)
+                seconds = timed(query, repeat)
                 base.setdefault(name, seconds)
                 row("queries", f"{name} @ {size:,} rows", f"{seconds * 1000:.2f} ms",
                     f"{seconds / base[name]:.2f}×")
@@ -538,58 +413,6 @@ def bench_queries(engine: Engine, sizes: list[int]) -> None:
         clear_live(engine)
 
 
-# --- 3. expiry sweep -----------------------------------------------------------------------
-
-
-def bench_expiry(engine: Engine, sizes: list[int], due: int) -> None:
-    print(f"\n3. Expiry sweep: {due} grants due")
-    slack = FakeSlack(users={}, channels={"C0REVIEW"}).start()
-    now = datetime.now(UTC)
-    first: float | None = None
-    try:
-        for size in sizes:
-            seed_history(engine, size)
-            clear_live(engine)
-            runtime = runtime_for(engine, slack, clock=lambda: now)
-            ctx = replace(runtime.ctx, notifier=_Silent())
-            with engine.begin() as connection:  # active grants, ended a minute ago
-                connection.execute(text("""
-                    INSERT INTO access_requests (kind, requester_id, cluster, role,
-                        duration_seconds, reason, subject, state, break_glass,
-                        approved_by_policy, created_at, activated_at, ends_at, backend_ref,
-                        version)
-                    SELECT 'access', 'U0DUE' || i, 'staging', 'view', 3600, 'due',
-                        'due' || i || '@example.com', 'active', false, true,
-                        :now - interval '61 minutes', :now - interval '61 minutes',
-                        :now - interval '1 minute', '{}'::json, 0
-                    FROM generate_series(1, CAST(:due AS integer)) AS i
-                """), {"now": now, "due": due})
-            started = time.perf_counter()
-            handled = 0
-            while (done := grants.expire_due(ctx, limit=500)):
-                handled += done
-            seconds = time.perf_counter() - started
-            assert handled == due, handled
-            first = first or seconds
-            row("expiry", f"{due} due among {size:,} rows", f"{seconds:.2f} s",
-                f"{seconds / first:.2f}×")
-            row("expiry", f"  per grant @ {size:,}", f"{seconds / due * 1000:.2f} ms", "")
-    finally:
-        slack.stop()
-        clear_live(engine)
-
-
-class _Silent:
-    def notify(self, notice: Any) -> None:
-        pass
-
-    def remind(self, user_id: str, grants_: Any, admins: Any = ()) -> None:
-        pass
-
-    def review(self, conversation: str, grants_: Any, admins: Any = ()) -> None:
-        pass
-
-
 # --- 4. weekly reminders under Slack's rate limits -----------------------------------------
 
 
@@ -608,106 +431,7 @@ def seed_active_grants(engine: Engine, users: int, now: datetime) -> None:
         """), {"now": now, "users": users})
 
 
-def bench_reminders(engine: Engine, users: int, global_rate: int) -> None:
-    print(f"\n4. Weekly reminders for {users:,} users under Slack-like rate limits")
-    clear_live(engine)
-    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    slack = FakeSlack(users={}, channels={"C0REVIEW"}, per_channel_interval=1.0,
-                      global_per_second=global_rate).start()
-    try:
-        runtime = runtime_for(engine, slack, clock=lambda: monday)
-        seed_active_grants(engine, users, monday)
-        started = time.perf_counter()
-        sent = reminders.weekly(runtime.ctx)
-        seconds = time.perf_counter() - started
-        dms = _dms(slack)
-        # Each user has one DM channel: at most one message each, so the per-channel limit
-        # never bites there; the workspace-wide rate sets the floor.
-        floor = users / global_rate
-        row("reminders", f"messages sent ({users:,} DMs + the review)", f"{sent:,}", "")
-        row("reminders", "every user reminded exactly once",
-            "yes" if len(dms) == users and set(dms.values()) == {1} else "NO", "")
-        row("reminders", "429 answers survived", f"{slack.limited:,}", "")
-        row("reminders", f"floor set by {global_rate}/s workspace-wide", f"{floor:.1f} s",
-            "1.00×")
-        row("reminders", "total time", f"{seconds:.1f} s", f"{seconds / floor:.2f}×")
-    finally:
-        slack.stop()
-        clear_live(engine)
-
-
-def _rss_mib(pid: str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def bench_serve_memory(engine: Engine, database_url: str, users: int) -> None:
-    """``serve`` with its worker, as deployed: resident memory at rest, then after the worker's
-    own weekly run has sent ``users`` DMs."""
-    print(f"\n5. Memory of serve and its worker, at rest and after {users:,} reminders")
-    clear_live(engine)
-    slack = FakeSlack(users={}, channels={"C0REVIEW"}).start()
-    folder = Path(tempfile.mkdtemp())
-    config = folder / "k8s-access.yaml"
-    now = datetime.now(UTC)
-    config.write_text(json.dumps({
-        # This minute's weekly moment: a worker that starts within the catch-up sends it.
-        "schedules": {"reminders": f"{now.minute} {now.hour} * * *"},
-        "clusters": {"staging": {
-            "backend": "gitlab", "approvers": [APPROVER], "approvers_channel": "C0REVIEW",
-            "gitlab": {"agent_id": 1, "kas_proxy_url": "https://kas.invalid/k8s-proxy",
-                       "url": "http://127.0.0.1:9"},
-            "roles": {"view": {"group": "a/b"}}}}}))
-    port = free_port()
-    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-           "SLACK_API_URL": slack.api_url, "DATABASE_URL": database_url,
-           "K8S_ACCESS_CONFIG": str(config), "GITLAB_TOKEN": "glpat-bench",
-           "LOG_LEVEL": "CRITICAL"}
-    env.pop("SLACK_APP_TOKEN", None)
-    args = [str(Path(sys.executable).parent / "k8s-access-bot"), "serve", "--http",
-            "--host", "127.0.0.1", "--port", str(port)]
-    health = f"http://127.0.0.1:{port}/healthz"
-    try:
-        with process(args, env, health) as serve:  # nobody to remind yet
-            time.sleep(4)
-            row("memory", "serve + worker at rest", _memory_of(serve), "")
-        seed_active_grants(engine, users, now)
-        started = time.perf_counter()
-        with process(args, env, health) as serve:  # its worker sends the reminders at once
-            while len(_dms(slack)) < users and time.perf_counter() - started < 300:
-                time.sleep(0.2)
-            seconds = time.perf_counter() - started
-            row("memory", f"serve + worker after the reminder run ({seconds:.0f} s)",
-                _memory_of(serve), "")
-        dms = _dms(slack)
-        row("memory", "every user reminded exactly once by the worker",
-            "yes" if len(dms) == users and set(dms.values()) == {1} else "NO", "")
-    finally:
-        slack.stop()
-        clear_live(engine)
-
-
-def _dms(slack: FakeSlack) -> Counter[str]:
-    """Messages per DM channel: each user has one."""
-    return Counter(channel for channel, _ in list(slack.messages) if channel.startswith("D"))
-
-
-def _memory_of(serve: int) -> str:
-    return f"{_rss_mib(str(serve)):.0f} + {_rss_mib(str(_worker_of(serve))):.0f} MiB"
-
-
-def _worker_of(serve: int) -> int:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if parent == serve and b"--wake-on-stdin" in cmdline:
-            return int(stat.parent.name)
-    raise RuntimeError("serve started no worker")
+SECTIONS = ("ack", "queries", "forms", "expiry", "reminders", "replicas", "memory")
 
 
 def main() -> None:
@@ -715,18 +439,45 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get(
         "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
     args = parser.parse_args()
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    only = set(args.only.split(","))
+    if only - set(SECTIONS):
+        parser.error(f"no section {', '.join(sorted(only - set(SECTIONS)))}: choose among "
+                     f"{', '.join(SECTIONS)}")
+    quick = args.quick
+    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    started = time.monotonic()
     print(f"{'':2}{'section':<18} {'measure':<46} {'value':>16} {'ratio':>12}")
     with database(args.postgres) as url:
         engine = make_engine(url, pool_size=20, max_overflow=10)
         migrate.upgrade(engine)
-        bench_ack(engine, url, 100 if args.quick else 400, (4, 16))
-        bench_queries(engine, sizes)
-        bench_expiry(engine, [sizes[0], sizes[-1]], 200 if args.quick else 1000)
-        bench_reminders(engine, 1_000 if args.quick else 10_000, 300)
-        bench_serve_memory(engine, url, 1_000 if args.quick else 10_000)
+        if "ack" in only:
+            bench_ack(engine, url, 40 if quick else 400, 2 if quick else 5, (4, 16),
+                      keep_alive_too=not quick)
+        if "queries" in only:
+            bench_queries(engine, sizes, 20 if quick else 60)
+        if "forms" in only:
+            outside.bench_forms(engine, url, row, 48 if quick else 200, 1 if quick else 3,
+                                12 if quick else 100)
+        start = 0.0  # seconds a one-shot pass takes to start, left out of the reminder run
+        if "expiry" in only:
+            start = outside.bench_expiry(
+                engine, url, row, [sizes[-1]] if quick else [sizes[0], sizes[-1]],
+                100 if quick else 1000, 300 if quick else 10_000, seed_history, clear_live,
+                1 if quick else 3)
+        if "reminders" in only:
+            outside.bench_reminders(engine, url, row, 1_000 if quick else 10_000, 300,
+                                    seed_active_grants, clear_live, start)
+        if "replicas" in only:
+            outside.bench_replicas(engine, url, row, 48 if quick else 400,
+                                   None if quick else 500, clear_live)
+        if "memory" in only:
+            outside.bench_memory(engine, url, row, 500 if quick else 10_000, seed_active_grants,
+                                 clear_live)
         engine.dispose()
+    print(f"\n{'quick' if quick else 'full'} run: {time.monotonic() - started:.0f} s")
     print("\n| section | measure | value | ratio |\n| --- | --- | --- | --- |")
     for section, measure, value, ratio in ROWS:
         print(f"| {section} | {measure.strip()} | {value} | {ratio} |")

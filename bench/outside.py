@@ -1,0 +1,583 @@
+"""The rows that drive the bot only from outside, as deployed: ``serve`` and its worker, one-shot
+``jobs run`` passes, signed HTTP requests, the database, and the calls the local Slack and
+Kubernetes receive. Each row stands beside a baseline measured in the same run.
+
+- forms: an incomplete ``request`` and Deny/Extend clicks, in bursts mixed with work, until the
+  local Slack receives ``views.open``; beside a bare Bolt app opening the same form;
+- kubeconfig: an Approve click until the kubeconfig is shared in the requester's DM; beside a
+  bare Bolt app doing the same outside calls in its listener;
+- expiry: bot time per due grant in ``jobs run expire`` passes, and the lag from a grant's end
+  to its revocation with a minute of due grants on the largest table;
+- reminders: ``jobs run remind`` under Slack's posting limits, beside the floor they set;
+- replicas: two ``serve`` processes on one PostgreSQL, beside one;
+- memory: ``serve`` and its worker beside a bare Bolt app.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from bench.load import Sent, click, command, send_all
+from bench.processes import (
+    APPROVER,
+    CLUSTERS,
+    ME,
+    PYTHONPATH,
+    ClusterProcess,
+    SlackCounts,
+    SlackProcess,
+    bot_environment,
+    free_port,
+    process,
+    requester,
+    rss_mib,
+    run_cli,
+    serve,
+    worker_of,
+)
+
+Row = Callable[[str, str, str, str], None]
+TRIGGER_VALID = 3.0
+"""Seconds Slack accepts a ``trigger_id`` for ``views.open`` (Slack's "Using modals" guide)."""
+SWEEP = timedelta(minutes=1)
+"""The expiry sweep's default interval (``schedules.expiry_sweep``)."""
+PEOPLE = 6000
+"""People the local Slack knows: each fresh request has a requester of its own."""
+
+
+def endpoint(port: int) -> str:
+    return f"http://127.0.0.1:{port}/slack/events"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * share), len(ordered) - 1)] if ordered else math.nan
+
+
+def spread(values: list[float], unit: float = 1000, digits: int = 0) -> str:
+    """``p50 / p99 / slowest`` in ``unit`` (ms by default)."""
+    return " / ".join(f"{percentile(values, share) * unit:.{digits}f}"
+                      for share in (0.5, 0.99, 1.0))
+
+
+def ratio(ours: list[float], base: list[float]) -> str:
+    """The bot's p50 and p99 over the baseline's."""
+    return " / ".join(f"{percentile(ours, share) / percentile(base, share):.2f}×"
+                      for share in (0.5, 0.99))
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(text(sql), params).scalar_one()
+
+
+def idle(engine: Engine, timeout: float = 120) -> bool:
+    """Every acknowledged request done, and no backend call owed now."""
+    return wait_until(lambda: not scalar(
+        engine, "SELECT (SELECT count(*) FROM slack_inbox WHERE done_at IS NULL) + "
+                "(SELECT count(*) FROM access_requests WHERE state = 'approved')"), timeout)
+
+
+def repeated_audit(engine: Engine) -> int:
+    """Audit events beyond the first of one action on one request: work done twice."""
+    return int(scalar(engine, """
+        SELECT coalesce(sum(n - 1), 0) FROM (
+            SELECT count(*) AS n FROM audit_events WHERE request_id IS NOT NULL
+            GROUP BY request_id, action) AS per"""))
+
+
+# --- the deployment under test ------------------------------------------------------------
+
+
+@dataclass
+class Bot:
+    """The local Slack and Kubernetes, and the bot's environment (its YAML file included)."""
+
+    engine: Engine
+    slack: SlackProcess
+    cluster: ClusterProcess
+    env: dict[str, str]
+    folder: Path
+    next_person: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    counts: SlackCounts | None = None
+    """What the local Slack counted, once it has stopped."""
+
+    def person(self) -> str:
+        self.next_person += 1
+        assert self.next_person < PEOPLE, "the local Slack knows too few people"
+        return requester(self.next_person)
+
+    def fresh_requests(self, count: int, port: int) -> list[tuple[int, str]]:
+        """``count`` pending requests no one has decided, each by a person of its own, filed
+        through the bot (``request staging view 1h fresh``): ``(id, requester)``."""
+        have = self.pending()
+        if len(have) < count:
+            bodies = [command(self.person(), "request staging view 1h fresh",
+                              self.slack.response_url())[0] for _ in range(count - len(have))]
+            send_all(endpoint(port), bodies, 4)
+            wait_until(lambda: len(self.pending()) >= count, 120)
+            idle(self.engine)
+        return self.pending()[:count]
+
+    def pending(self) -> list[tuple[int, str]]:
+        with self.engine.connect() as connection:
+            return [(int(i), str(r)) for i, r in connection.execute(text(
+                "SELECT id, requester_id FROM access_requests WHERE state = 'pending' AND "
+                "reason = 'fresh' ORDER BY id"))]
+
+    def arrived(self) -> list[dict[str, Any]]:
+        self.events += self.slack.new_events()
+        return self.events
+
+
+@contextmanager
+def deployment(engine: Engine, database_url: str, **schedules: str) -> Iterator[Bot]:
+    slack = SlackProcess(users=PEOPLE)
+    cluster = ClusterProcess()
+    folder = Path(tempfile.mkdtemp(prefix="bench-bot-"))
+    bot = Bot(engine, slack, cluster,
+              bot_environment(database_url, slack, cluster, folder, **schedules), folder)
+    try:
+        yield bot
+    finally:
+        bot.counts = slack.stop()
+        cluster.stop()
+
+
+def active_grant_of(bot: Bot, user: str, port: int) -> int:
+    """A grant of ``user``'s, made through the bot: requested, approved, active."""
+    send_all(endpoint(port), [command(user, "request prod view 1w standing",
+                                      bot.slack.response_url())[0]], 1)
+    assert wait_until(lambda: bool(scalar(bot.engine, "SELECT count(*) FROM access_requests "
+                                          "WHERE requester_id = :u AND reason = 'standing'",
+                                          u=user)), 60)
+    grant = int(scalar(bot.engine, "SELECT max(id) FROM access_requests WHERE requester_id = :u "
+                       "AND reason = 'standing'", u=user))
+    send_all(endpoint(port), [click(APPROVER, "approve", str(grant), bot.slack.response_url())[0]],
+             1)
+    assert wait_until(lambda: scalar(bot.engine, "SELECT state FROM access_requests WHERE id = :i",
+                                     i=grant) == "active", 60), "the standing grant never started"
+    return grant
+
+
+# --- 1 and 2. forms and kubeconfigs --------------------------------------------------------
+
+
+@dataclass
+class Burst:
+    """Signed bodies in a shuffled order; which of them open a form, which approve whom."""
+
+    bodies: list[str] = field(default_factory=list)
+    forms: dict[int, str] = field(default_factory=dict)
+    """Index of a body → its trigger_id."""
+    approvals: dict[int, str] = field(default_factory=dict)
+    """Index of an Approve click → the requester's DM channel."""
+
+
+def mixed_burst(bot: Bot, count: int, approvable: list[tuple[int, str]], deny_id: int,
+                extend_id: int, bare: bool = False) -> Burst:
+    """Half of ``count`` open forms (an incomplete ``request``, Deny, Extend, in turn); a
+    quarter approve a fresh request (a certificate signed and shared); a quarter file a
+    complete request (the approvers told). The bare app gets the same, its buttons carrying the
+    requester's ID."""
+    items: list[tuple[str, str, str | None, bool]] = []
+    for n in range(count // 2):
+        kind = n % 3
+        if kind == 0:
+            body, trigger = command(ME, "request staging", bot.slack.response_url())
+        elif kind == 1:
+            body, trigger = click(APPROVER, "deny", str(deny_id), bot.slack.response_url())
+        else:
+            body, trigger = click(ME, "extend", str(extend_id), bot.slack.response_url())
+        items.append((body, trigger, None, True))
+    for request_id, who in approvable[:count // 4]:
+        body, _ = click(APPROVER, "approve", who if bare else str(request_id),
+                        bot.slack.response_url())
+        items.append((body, "", f"D{who}", False))
+    while len(items) < count:
+        who = bot.person()
+        body, _ = command(who, f"request {random.choice(CLUSTERS)} view 1h fresh",
+                          bot.slack.response_url())
+        items.append((body, "", None, False))
+    random.shuffle(items)
+    burst = Burst()
+    for n, (body, trigger, dm, form) in enumerate(items):
+        burst.bodies.append(body)
+        if form:
+            burst.forms[n] = trigger
+        if dm:
+            burst.approvals[n] = dm
+    return burst
+
+
+@dataclass
+class Outcome:
+    forms: list[float] = field(default_factory=list)
+    """Seconds from a request leaving to its form opening at the local Slack."""
+    kubeconfigs: list[float] = field(default_factory=list)
+    """Seconds from an Approve click to its kubeconfig shared in the requester's DM."""
+    missing: int = 0
+    """Forms or kubeconfigs that never arrived."""
+
+
+def timed_burst(bot: Bot, burst: Burst, ports: list[int], concurrency: int,
+                outcome: Outcome) -> None:
+    """Send ``burst``; wait for its forms and files; add their latencies to ``outcome``."""
+    sent = send_all([endpoint(port) for port in ports], burst.bodies, concurrency)
+    triggers = {trigger: sent[n] for n, trigger in burst.forms.items()}
+    dms = {dm: sent[n] for n, dm in burst.approvals.items()}
+
+    def seen() -> tuple[dict[str, float], dict[str, float]]:
+        forms, files = {}, {}
+        for event in bot.arrived():
+            if event["method"] == "views.open" and event["trigger_id"] in triggers:
+                forms[event["trigger_id"]] = event["at"]
+            elif event["method"] == "files.completeUploadExternal" and event["channel"] in dms:
+                files[event["channel"]] = event["at"]
+        return forms, files
+
+    wait_until(lambda: [len(found) for found in seen()] == [len(triggers), len(dms)], 60)
+    forms, files = seen()
+    outcome.forms += [forms[t] - sent_.started for t, sent_ in triggers.items() if t in forms]
+    outcome.kubeconfigs += [files[c] - sent_.started for c, sent_ in dms.items() if c in files]
+    outcome.missing += len(triggers) - len(forms) + len(dms) - len(files)
+
+
+def bench_forms(engine: Engine, database_url: str, row: Row, count: int, rounds: int,
+                kubeconfigs: int) -> None:
+    print("\n6. Forms while the trigger_id is valid; click to kubeconfig (local Kubernetes "
+          "signing at once)", flush=True)
+    with deployment(engine, database_url) as bot, ExitStack() as running:
+        port = free_port()
+        running.enter_context(serve(bot.env, port))
+        deny_id = bot.fresh_requests(1, port)[0][0]
+        extend_id = active_grant_of(bot, ME, port)
+        with engine.begin() as connection:  # the Deny target stays pending: not approvable
+            connection.execute(text("UPDATE access_requests SET reason = 'deny me' "
+                                    "WHERE id = :i"), {"i": deny_id})
+        warm = mixed_burst(bot, 24, bot.fresh_requests(6, port), deny_id, extend_id)
+        timed_burst(bot, warm, [port], 4, Outcome())
+        idle(engine)
+        view = next(event["view"] for event in bot.arrived() if event["method"] == "views.open")
+        form = bot.folder / "form.json"
+        form.write_text(view if isinstance(view, str) else json.dumps(view))
+        bare_port = free_port()
+        running.enter_context(process(
+            [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url, "forms",
+             str(form)], PYTHONPATH, f"http://127.0.0.1:{bare_port}/healthz"))
+        for concurrency in (4, 16):
+            ours, base = Outcome(), Outcome()
+            for _ in range(rounds):  # taking turns: a slow moment falls on both
+                approvable = bot.fresh_requests(count // 4, port)
+                timed_burst(bot, mixed_burst(bot, count, approvable, deny_id, extend_id),
+                            [port], concurrency, ours)
+                idle(engine)
+                timed_burst(bot, mixed_burst(bot, count, approvable, deny_id, extend_id,
+                                             bare=True), [bare_port], concurrency, base)
+            label = f"x{concurrency}, {rounds} × {count} mixed"
+            row("forms", f"{label}: bare Bolt app opening the form, p50 / p99 / slowest",
+                spread(base.forms) + " ms", "1.00×")
+            row("forms", f"{label}: k8s-access-bot, p50 / p99 / slowest",
+                spread(ours.forms) + " ms", ratio(ours.forms, base.forms))
+            row("forms", f"  x{concurrency}: forms past Slack's 3 s (bare / bot) of "
+                f"{len(ours.forms) + ours.missing}",
+                f"{sum(t > TRIGGER_VALID for t in base.forms) + base.missing} / "
+                f"{sum(t > TRIGGER_VALID for t in ours.forms) + ours.missing}", "")
+            row("kubeconfig", f"  x{concurrency} mixed: click → kubeconfig, bot p50 / p99 / "
+                "slowest", spread(ours.kubeconfigs) + " ms", "")
+        bench_kubeconfig(bot, row, kubeconfigs, port)
+
+
+def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int) -> None:
+    """Approve clicks only, four at a time, on the bot serving at ``port``; beside a bare app
+    doing the same calls."""
+    credentials = bot.folder / "cluster.json"
+    credentials.write_text(json.dumps(bot.cluster.credentials))
+    bare_port = free_port()
+    with process(
+            [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url,
+             "kubeconfig", str(credentials)], PYTHONPATH,
+            f"http://127.0.0.1:{bare_port}/healthz"):
+        ours, base = Outcome(), Outcome()
+        for half in (count // 2, count - count // 2):
+            approvable = bot.fresh_requests(half, port)
+            clicks = Burst()
+            for n, (request_id, who) in enumerate(approvable):
+                clicks.bodies.append(click(APPROVER, "approve", str(request_id),
+                                           bot.slack.response_url())[0])
+                clicks.approvals[n] = f"D{who}"
+            timed_burst(bot, clicks, [port], 4, ours)
+            idle(bot.engine)
+            bare = Burst()
+            for n in range(half):
+                who = bot.person()
+                bare.bodies.append(click(APPROVER, "approve", who, bot.slack.response_url())[0])
+                bare.approvals[n] = f"D{who}"
+            timed_burst(bot, bare, [bare_port], 4, base)
+    row("kubeconfig", f"x4, {count} Approve clicks: bare Bolt app doing the same calls, p50 / "
+        "p99 / slowest", spread(base.kubeconfigs) + " ms", "1.00×")
+    row("kubeconfig", "x4: k8s-access-bot, p50 / p99 / slowest",
+        spread(ours.kubeconfigs) + " ms", ratio(ours.kubeconfigs, base.kubeconfigs))
+    if ours.missing or base.missing:
+        row("kubeconfig", "kubeconfigs that never arrived (bare / bot)",
+            f"{base.missing} / {ours.missing}", "")
+
+
+# --- 3. expiry -----------------------------------------------------------------------------
+
+
+def insert_due(engine: Engine, count: int, window: timedelta, now: datetime,
+               who: str = "U0DUE") -> None:
+    """``count`` active grants of people ``who`` + a number (certificate backend, nothing made
+    yet to remove), their ends spread evenly over the ``window`` before ``now``."""
+    with engine.begin() as connection:
+        connection.execute(text("""
+            INSERT INTO access_requests (kind, requester_id, cluster, role,
+                duration_seconds, reason, subject, state, break_glass,
+                approved_by_policy, created_at, activated_at, ends_at, backend_ref,
+                version)
+            SELECT 'access', :who || i, 'staging', 'view', 3600, 'due',
+                'due' || i || '@example.com', 'active', false, true,
+                :now - interval '2 hours', :now - interval '2 hours',
+                :now - make_interval(secs => :window * i / CAST(:count AS integer)),
+                '{}'::json, 0
+            FROM generate_series(1, CAST(:count AS integer)) AS i
+        """), {"now": now, "count": count, "window": window.total_seconds(),
+              "who": who})
+
+
+def lags(engine: Engine) -> list[float]:
+    with engine.connect() as connection:
+        return [float(lag) for (lag,) in connection.execute(text(
+            "SELECT EXTRACT(EPOCH FROM ended_at - ends_at) FROM access_requests "
+            "WHERE reason = 'due' AND ended_at IS NOT NULL"))]
+
+
+def sweep_passes(env: dict[str, str], due: int) -> tuple[list[int], float, float]:
+    """``jobs run expire`` until the ``due`` grants are handled (or a pass finds none):
+    grants handled per pass, and the seconds and bot CPU seconds of the passes."""
+    handled: list[int] = []
+    seconds = cpu = 0.0
+    while sum(handled) < due:
+        run = run_cli(env, "jobs", "run", "expire")
+        count = int(run.output.rsplit("expire:", 1)[1].split()[0])
+        if not count:
+            break
+        handled.append(count)
+        seconds += run.seconds
+        cpu += run.cpu_seconds
+    return handled, seconds, cpu
+
+
+def bench_expiry(engine: Engine, database_url: str, row: Row, sizes: list[int], due: int,
+                 scale: int, seed: Callable[[Engine, int], None],
+                 clear: Callable[[Engine], None], starts: int) -> float:
+    """Returns the seconds a pass with nothing to do takes: the process starting."""
+    print(f"\n7. Expiry through `jobs run expire`: {due} due, then {scale:,} in one minute",
+          flush=True)
+    with deployment(engine, database_url) as bot:
+        empty = [run_cli(bot.env, "jobs", "run", "expire") for _ in range(starts)]
+        start = statistics.median(run.seconds for run in empty)
+        start_cpu = statistics.median(run.cpu_seconds for run in empty)
+        row("expiry", "a pass with nothing due (the process starting): wall / bot CPU",
+            f"{start:.2f} / {start_cpu:.2f} s", "")
+        first: float | None = None
+        for size in sizes:
+            seed(engine, size)
+            clear(engine)
+            insert_due(engine, due, timedelta(minutes=1), datetime.now(UTC))
+            handled, seconds, cpu = sweep_passes(bot.env, due)
+            assert sum(handled) == due, handled
+            per_grant = (seconds - len(handled) * start) / due
+            per_cpu = (cpu - len(handled) * start_cpu) / due
+            first = first or per_cpu
+            row("expiry", f"{due} due among {size:,} rows ({len(handled)} passes), per grant: "
+                "wall / bot CPU", f"{per_grant * 1000:.1f} / {per_cpu * 1000:.1f} ms",
+                f"{per_cpu / first:.2f}×")
+        clear(engine)
+        insert_due(engine, scale, SWEEP, datetime.now(UTC))
+        handled, seconds, _ = sweep_passes(bot.env, scale)
+        lag = lags(engine)
+        assert len(lag) == scale, len(lag)
+        row("expiry", f"{scale:,} ending within the last minute, {sizes[-1]:,} rows, PostgreSQL:"
+            f" lag p50 / p99 / max; {len(handled)} pass(es) of ≤{max(handled)} back to back",
+            spread(lag, 1, 1) + " s", f"{percentile(lag, 0.99) / SWEEP.total_seconds():.2f}× "
+            "the sweep")
+        row("expiry", "  on the deployed schedule each pass after the first waits a sweep: "
+            "the last grant's lag at least", f"{max(lag) + (len(handled) - 1) * 60:.0f} s",
+            f"{(max(lag) + (len(handled) - 1) * 60) / 60:.2f}× the sweep")
+        clear(engine)
+    return start
+
+
+# --- 4. reminders --------------------------------------------------------------------------
+
+
+def this_minute() -> dict[str, str]:
+    """A weekly moment that is now: a job started within the catch-up sends the reminders."""
+    now = datetime.now(UTC)
+    return {"reminders": f"{now.minute} {now.hour} * * *"}
+
+
+def bench_reminders(engine: Engine, database_url: str, row: Row, users: int, rate: int,
+                    seed: Callable[[Engine, int, datetime], None],
+                    clear: Callable[[Engine], None], start: float) -> None:
+    """``start``: the seconds a pass takes to start, left out of the time."""
+    print(f"\n8. `jobs run remind` for {users:,} people under Slack's posting limits", flush=True)
+    clear(engine)
+    slack = SlackProcess(rate=rate, per_channel=1.0)
+    cluster = ClusterProcess()
+    folder = Path(tempfile.mkdtemp(prefix="bench-remind-"))
+    try:
+        env = bot_environment(database_url, slack, cluster, folder, **this_minute())
+        seed(engine, users, datetime.now(UTC))
+        run = run_cli(env, "jobs", "run", "remind")
+    finally:
+        counts = slack.stop()
+        cluster.stop()
+        clear(engine)
+    review = counts.channel_posts.get("C0REVIEW", 0)
+    floor = max((users + review) / rate, float(review))
+    took = run.seconds - start
+    row("reminders", f"{users:,} DMs + the review ({review} message(s)): each person once, "
+        "429s waited out",
+        f"{'yes' if counts.dm_counts() == {1: users} else 'NO'}, {counts.limited:,} × 429", "")
+    row("reminders", f"floor set by {rate}/s workspace-wide and 1/s per channel",
+        f"{floor:.1f} s", "1.00×")
+    row("reminders", f"the pass, its start-up ({start:.1f} s) left out; bot CPU",
+        f"{took:.1f} s; {run.cpu_seconds:.1f} s", f"{took / floor:.2f}×")
+
+
+# --- 5. replicas ---------------------------------------------------------------------------
+
+
+def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due: int | None,
+                   clear: Callable[[Engine], None]) -> None:
+    """Acknowledgements of ``count`` mixed requests on one replica, then two; then, unless
+    ``due`` is None, the expiry lag of ``due`` grants swept by one replica, then two."""
+    print("\n9. Two replicas (serve + worker each) on one PostgreSQL", flush=True)
+    clear(engine)
+    first, second = free_port(), free_port()
+    expired: dict[int, list[float]] = {}
+    with deployment(engine, database_url) as bot:
+        with ExitStack() as running:
+            running.enter_context(serve(bot.env, first))
+            deny_id = bot.fresh_requests(1, first)[0][0]
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE access_requests SET reason = 'deny me' "
+                                        "WHERE id = :i"), {"i": deny_id})
+            extend_id = active_grant_of(bot, ME, first)
+            acks: dict[tuple[int, int], list[Sent]] = {}
+            for replicas in (1, 2):
+                if replicas == 2:
+                    pid = running.enter_context(serve(bot.env, second))
+                for concurrency in (4, 16):
+                    approvable = bot.fresh_requests(count // 4, first)
+                    burst = mixed_burst(bot, count, approvable, deny_id, extend_id)
+                    acks[replicas, concurrency] = send_all(
+                        [endpoint(port) for port in (first, second)[:replicas]], burst.bodies,
+                        concurrency)
+                    idle(engine)
+            for concurrency in (4, 16):
+                one = [s.seconds for s in acks[1, concurrency]]
+                two = [s.seconds for s in acks[2, concurrency]]
+                row("replicas", f"ack x{concurrency}, {count} mixed: one replica, p50 / p99 / "
+                    "slowest", spread(one, digits=1) + " ms", "1.00×")
+                row("replicas", f"ack x{concurrency}: two replicas taking turns",
+                    spread(two, digits=1) + " ms", ratio(two, one))
+            row("replicas", "memory of the second replica: serve + worker",
+                f"{rss_mib(pid):.0f} + {rss_mib(worker_of(pid)):.0f} MiB", "")
+            wait_until(lambda: False, 1)  # the last answers on their way
+        acks_twice = repeated_audit(engine)
+        if due is None:
+            row("replicas", "expiry with one replica, then two", "left out of --quick", "")
+        for replicas in (1, 2) if due is not None else ():
+            clear(engine)
+            insert_due(engine, due or 0, SWEEP, datetime.now(UTC), who=f"U0DUE{replicas}X")
+            with ExitStack() as sweeping:
+                for port in (first, second)[:replicas]:
+                    sweeping.enter_context(serve(bot.env, port, jobs=True))
+                wait_until(lambda: len(lags(engine)) == due, 300)
+                expired[replicas] = lags(engine)
+                twice = repeated_audit(engine)
+            row("replicas", f"expiry, {due} ending within the last minute, {replicas} "
+                "replica(s) sweeping at start: lag p50 / p99 / max; audit events repeated",
+                spread(expired[replicas], 1, 1) + f" s; {twice}",
+                f"{percentile(expired[replicas], 0.99) / percentile(expired[1], 0.99):.2f}×")
+    counts = bot.counts
+    assert counts is not None
+    told = [times for channel, times in counts.dms.items() if channel.startswith("DU0DUE")]
+    row("replicas", "done twice: audit events repeated (acks) / Slack answers repeated / "
+        "expiry DMs repeated",
+        f"{acks_twice} / {counts.answered_twice} / {sum(t - 1 for t in told)}",
+        f"of {len(told)} DMs")
+    clear(engine)
+
+
+# --- 6. memory -----------------------------------------------------------------------------
+
+
+def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
+                 seed: Callable[[Engine, int, datetime], None],
+                 clear: Callable[[Engine], None]) -> None:
+    """``serve`` with its worker, as deployed, beside a bare Bolt app: resident memory at rest,
+    then after the worker's own weekly run has sent ``users`` DMs."""
+    print(f"\n10. Memory of serve and its worker, at rest and after {users:,} reminders",
+          flush=True)
+    clear(engine)
+    with deployment(engine, database_url, **this_minute()) as bot:
+        port, bare_port = free_port(), free_port()
+        with process([sys.executable, "-m", "bench.bare_app", str(bare_port),
+                      bot.slack.api_url], PYTHONPATH,
+                     f"http://127.0.0.1:{bare_port}/healthz") as bare, \
+                serve(bot.env, port, jobs=True) as rest:  # nobody to remind yet
+            time.sleep(4)
+            bare_rss = rss_mib(bare)
+            at_rest = rss_mib(rest), rss_mib(worker_of(rest))
+        row("memory", "bare Bolt app at rest (waitress, one process)", f"{bare_rss:.0f} MiB",
+            "1.00×")
+        row("memory", "serve + worker at rest", f"{at_rest[0]:.0f} + {at_rest[1]:.0f} MiB",
+            f"{sum(at_rest) / bare_rss:.2f}×")
+        seed(engine, users, datetime.now(UTC))
+        started = time.monotonic()
+        with serve(bot.env, port, jobs=True) as busy:  # its worker sends the reminders at once
+            wait_until(lambda: sum(event["method"] == "chat.postMessage" and
+                                   str(event["channel"]).startswith("D")
+                                   for event in bot.arrived()) >= users, 300)
+            seconds = time.monotonic() - started
+            after = rss_mib(busy), rss_mib(worker_of(busy))
+        row("memory", f"serve + worker after their reminder run ({seconds:.0f} s)",
+            f"{after[0]:.0f} + {after[1]:.0f} MiB", f"{sum(after) / bare_rss:.2f}×")
+        need = max(sum(at_rest), sum(after))
+        request = math.ceil(need * 1.25 / 32) * 32
+        row("memory", "suggested per replica (serve + worker in one container): "
+            "requests / limits", f"{request} / {request * 2} MiB", "")
+    counts = bot.counts
+    assert counts is not None
+    row("memory", "every person reminded exactly once by the worker",
+        "yes" if counts.dm_counts() == {1: users} else f"NO: {dict(counts.dm_counts())}", "")
+    clear(engine)
