@@ -63,6 +63,9 @@ def slack_config(service: str) -> Config:
         else {"schedules": [SCHEDULE]}
     staging["roles"]["edit"] |= {"auto_approve_on_call": {service: section},
                                  "on_call_max_duration": "2h"}
+    # Approved without anyone: auto_approve_up_to, break-glass.
+    staging["roles"]["view"]["auto_approve_on_call"] = {service: section}
+    data["clusters"]["prod"]["roles"]["admin"]["auto_approve_on_call"] = {service: section}
     return parse_config(data, Path("test.yaml"))
 
 
@@ -278,11 +281,17 @@ def test_no_question_is_asked_inside_the_acknowledgement(
     assert desk.calls() >= 1
 
 
-def test_roles_without_on_call_and_break_glass_ask_nobody(
-        driver: Driver, runtime: SlackRuntime, desk: Desk) -> None:
+def test_what_is_approved_already_or_has_no_on_call_asks_nobody(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, desk: Desk) -> None:
     desk.puts_on_call(ALICE_EMAIL)
     answer = driver.ask(ALICE, "request staging view 1h")  # auto_approve_up_to approves
     assert "Active until" in answer["text"] and "on call" not in answer["text"]
+    answer = driver.ask(ALICE, "request prod admin 30m --break-glass prod is down")
+    assert "Active until" in answer["text"] and "on call" not in answer["text"]
+    assert wait_for(lambda: [m for m in slack.called("chat.postMessage")
+                             if ":rotating_light: BREAK-GLASS" in m["text"]])
     answer = driver.ask(BOB, "request prod view 1h look")  # no on-call section
     assert "on call" not in answer["text"]
     assert desk.calls() == 0
+    assert next(e for e in audit_of(runtime, 2) if e[1] == "approved")[2] == {
+        "rule": "break-glass"}
