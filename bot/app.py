@@ -104,10 +104,11 @@ def build_on_call(settings: Settings, config: Config) -> OnCall | None:
     from bot.adapters.oncall.service import OnCallServices
 
     token, key = settings.pagerduty_token, settings.opsgenie_api_key
+    timeout = settings.on_call_timeout_seconds
     return OnCallServices(
-        PagerDutyOnCall(token.get_secret_value(), settings.pagerduty_api_url)
+        PagerDutyOnCall(token.get_secret_value(), settings.pagerduty_api_url, timeout=timeout)
         if token is not None else None,
-        OpsgenieOnCall(key.get_secret_value(), settings.opsgenie_api_url)
+        OpsgenieOnCall(key.get_secret_value(), settings.opsgenie_api_url, timeout=timeout)
         if key is not None else None)
 
 

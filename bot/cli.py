@@ -178,7 +178,9 @@ def config() -> None:
 
 @config.command("check")
 @click.option("--connect", is_flag=True,
-              help="Also reach Slack, GitLab and every cluster with the bot's credentials.")
+              help="Also reach Slack, GitLab, every cluster, and PagerDuty and Opsgenie "
+                   "(the token or key, and each escalation policy and schedule the roles "
+                   "name) with the bot's credentials.")
 @click.option("--send-test", "send_test", metavar="USER", default=None,
               help="Also post a test message to each approvers channel and DM USER (a Slack "
                    "user ID, U…); implies --connect.")
@@ -191,8 +193,9 @@ def config() -> None:
 def config_check(connect: bool, send_test: str | None, timeout: float, socket_mode: bool,
                  http: bool) -> None:
     """Validate the file (K8S_ACCESS_CONFIG) and the environment, as `serve` does, listing
-    every problem with its file, field, value and fix; with --connect, also reach Slack, GitLab
-    and every cluster (only once the file and the environment passed)."""
+    every problem with its file, field, value and fix; with --connect, also reach Slack, GitLab,
+    every cluster, and the on-call services the roles name (PagerDuty, Opsgenie), only once the
+    file and the environment passed."""
     from bot.app import build_granters
 
     if send_test is not None and not re.fullmatch(r"[UW][A-Z0-9]{2,}", send_test):

@@ -241,6 +241,9 @@ class Settings(BaseSettings):
     opsgenie_api_url: str | None = None
     """Opsgenie's API; ``https://api.opsgenie.com`` when unset (``https://api.eu.opsgenie.com``
     for the EU instance)."""
+    on_call_timeout_seconds: float = Field(default=3, gt=0)
+    """How long each call to PagerDuty or Opsgenie may take while a request is filed; a slower
+    service counts as doubt (ordinary approval)."""
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
     operation_lease_seconds: float = Field(default=45, gt=0)
@@ -347,7 +350,8 @@ class Settings(BaseSettings):
 
 
 _NEVER_SHOWN = frozenset({"slack_bot_token", "slack_app_token", "slack_signing_secret",
-                          "gitlab_token", "database_url"})
+                          "gitlab_token", "pagerduty_token", "opsgenie_api_key",
+                          "database_url"})
 """Variables whose value is never repeated in a problem: secrets, and a URL that may hold
 one."""
 

@@ -19,6 +19,8 @@ from bot.adapters.db.engine import make_engine
 from bot.adapters.db.models import Base
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
+from bot.fakes.opsgenie import FakeOpsgenie
+from bot.fakes.pagerduty import FakePagerDuty
 from bot.services.context import Context, RetryPolicy
 from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
 
@@ -144,3 +146,25 @@ def ctx(engine: Engine, config: Config, granter: InMemoryGranter, notifier: Reco
         notifier=notifier, directory=directory, clock=clock,
     )
     return dataclasses.replace(context, retry=RetryPolicy(jitter=0))
+
+
+PD_POLICY, PD_OTHER_POLICY, PD_SCHEDULE = "PPLATF1", "PDATA01", "PSCHED1"
+"""The escalation policies and schedule the local PagerDuty knows (:func:`pd`)."""
+
+
+@pytest.fixture
+def pd(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePagerDuty]:
+    """A local PagerDuty REST API v2 over HTTPS, its CA trusted for the test."""
+    fake = FakePagerDuty(escalation_policies={PD_POLICY: "Platform", PD_OTHER_POLICY: "Data"},
+                         schedules={PD_SCHEDULE: "Platform primary"}).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(fake.ca_file))  # PagerDuty's client: HTTPS only
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def og() -> Iterator[FakeOpsgenie]:
+    """A local Opsgenie Who-is-on-call API."""
+    fake = FakeOpsgenie().start()
+    yield fake
+    fake.stop()

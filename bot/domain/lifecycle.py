@@ -36,6 +36,7 @@ from bot.domain.model import (
     Kind,
     State,
 )
+from bot.domain.oncall import ON_CALL_RULE
 from bot.domain.policy import RolePolicy
 
 MIN_DURATION = timedelta(minutes=10)
@@ -494,3 +495,10 @@ def end_with_parent(extension: AccessRequest, grant: AccessRequest) -> None:
     event = Event.EXPIRE if grant.state is State.EXPIRED else Event.REVOKE
     _end(extension, event, grant.ended_at, grant.ended_by or POLICY_ACTOR,
          grant.end_reason or "the grant ended")
+
+
+def approve_on_call(request: AccessRequest, now: datetime, where: str) -> None:
+    """Approve a pending request by policy because the requester is on call (``where`` says
+    where, :attr:`bot.domain.oncall.OnCallDecision.detail`); flagged for review like
+    break-glass. The rule is :func:`bot.domain.oncall.evaluate_request`."""
+    _approve_by_policy(request, now, f"{ON_CALL_RULE}: flagged for review; {where}")

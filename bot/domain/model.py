@@ -142,6 +142,10 @@ class AccessRequest:
     notified: Reach | None = field(default=None, compare=False)
     """Where the approvers were told of it, as the notifier reported when it was filed; not
     stored, so None on a request read back from the store."""
+    on_call: str | None = field(default=None, compare=False)
+    """Why being on call approved it, or why not (:attr:`bot.domain.oncall.OnCallDecision.detail`)
+    for a role with on-call auto-approval, as found when it was filed; not stored (the
+    ``requested`` audit event keeps it)."""
 
     @property
     def label(self) -> str:

@@ -21,11 +21,14 @@ from datetime import timedelta
 from typing import Protocol
 
 from bot.domain.durations import format_duration
+from bot.domain.model import POLICY_ACTOR, AccessRequest
 
 DEFAULT_MAX_DURATION = timedelta(hours=4)
 """``on_call_max_duration`` when a role does not set it."""
 DEFAULT_LEVELS = frozenset({1})
 """PagerDuty escalation levels that count when a role does not list ``levels``: the first."""
+ON_CALL_RULE = "on-call"
+"""The audit ``rule`` of an approval by being on call, and how its approval comment starts."""
 
 
 @dataclass(frozen=True)
@@ -207,3 +210,26 @@ def evaluate(on_call: OnCall | None, policy: OnCallPolicy, email: str | None,
         except Exception as error:  # the port never raises; if it does, that is doubt
             answer = OnCallAnswer.unknown("on-call", f"the check failed ({type(error).__name__})")
     return decide(policy, duration, answer)
+
+
+def evaluate_request(on_call: OnCall | None, policy: OnCallPolicy, request: AccessRequest,
+                     email: str | None) -> OnCallDecision:
+    """:func:`evaluate` for a filed request. Being on call now vouches only for access that
+    starts now, for the person on call: a scheduled window, or a request for someone else,
+    goes to the approvers without asking the services."""
+    if request.window_start is not None:
+        return OnCallDecision(False, "access in a scheduled window is not approved by being "
+                                     "on call now")
+    if request.on_behalf:
+        return OnCallDecision(False, "access for someone else is not approved by being on call")
+    return evaluate(on_call, policy, email, request.duration)
+
+
+def on_call_approval(request: AccessRequest) -> str | None:
+    """The policy's approval comment when ``request`` was approved because the requester was
+    on call (``on-call: flagged for review; on call: PagerDuty: …``); None otherwise."""
+    for approval in request.approvals:
+        if approval.approver_id == POLICY_ACTOR and approval.comment.startswith(
+                f"{ON_CALL_RULE}:"):
+            return approval.comment
+    return None

@@ -231,6 +231,9 @@ class NoticeKind(StrEnum):
     """No approver could be told of the request: the requester and the admins hear why."""
     SLOW = "slow"
     """A grant's backend call is still running after a while: ``detail`` says what is slow."""
+    ON_CALL_APPROVED = "on_call_approved"
+    """A new request approved by policy because the requester is on call: announced to the
+    approvers loudly, flagged for review (like break-glass, without the siren)."""
 
 
 @dataclass(frozen=True)

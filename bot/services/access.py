@@ -17,7 +17,7 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
-from bot.services import grants, operations
+from bot.services import grants, oncall, operations
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def file_request(
     )
     if request.user_csr:
         granter.check_user_csr(request.user_csr, subject)
+    on_call = oncall.consult(ctx, policy, request, user.email)
     with ctx.transaction() as uow:
         lifecycle.check_no_duplicate(request, uow.requests.find(
             requester_id=user_id, states=[State.PENDING, State.APPROVED, State.ACTIVE],
@@ -56,31 +57,34 @@ def file_request(
         uow.requests.add(request)
         audit(uow.audit, now, user_id, "requested", request, target=request.target,
               duration=int(request.duration.total_seconds()), reason=request.reason,
-              subject=subject, break_glass=request.break_glass or None)
+              subject=subject, break_glass=request.break_glass or None, on_call=request.on_call)
         operation = None
         if request.state is State.APPROVED:
             operation = operations.owe_approved(uow.operations, request, now)
             audit(uow.audit, now, "policy", "approved", request,
-                  rule="break-glass" if break_glass else "auto-approve")
+                  **(oncall.approval_details(on_call)
+                     or {"rule": "break-glass" if break_glass else "auto-approve"}))
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
         request.notified = announce(ctx, Notice(
-            NoticeKind.FILED, request,
+            oncall.notice_kind(on_call), request,
             approvals_missing=lifecycle.approvals_missing(request, policy)))
         if operation is not None:
-            return operations.run_operation(ctx, operation) or grants.get(ctx, request.id or 0)
+            return oncall.told(request, operations.run_operation(ctx, operation)
+                               or grants.get(ctx, request.id or 0))
     return request
 
 
 def announce(ctx: Context, notice: Notice) -> Reach | None:
     """Tell the approvers of a new request and return where it went. When it reached nobody
-    and still needs a decision (or is break-glass, which the approvers must see), that is
-    audited, and the admins and the requester are told why."""
+    and still needs a decision (or is break-glass or approved by being on call, which the
+    approvers must see), that is audited, and the admins and the requester are told why."""
     request = notice.request
     reach = ctx.tell_approvers(notice)
     if reach is None or reach.reached or not (
-            request.state is State.PENDING or request.break_glass):
+            request.state is State.PENDING or request.break_glass
+            or notice.kind is NoticeKind.ON_CALL_APPROVED):
         return reach
     now = ctx.clock()
     with ctx.transaction() as uow:

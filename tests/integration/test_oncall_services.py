@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import io
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,29 +33,13 @@ from bot.domain.ports import Granter
 from bot.fakes.opsgenie import API_KEY, FakeOpsgenie
 from bot.fakes.pagerduty import TOKEN, FakePagerDuty
 from bot.logs import configure
-from tests.conftest import TEST_CONFIG
+from tests.conftest import PD_OTHER_POLICY, PD_POLICY, PD_SCHEDULE, TEST_CONFIG
 from tests.fakes.ports import InMemoryGranter
 from tests.integration.test_connect_check import Recorder
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
-POLICY, OTHER_POLICY, SCHEDULE = "PPLATF1", "PDATA01", "PSCHED1"
+POLICY, OTHER_POLICY, SCHEDULE = PD_POLICY, PD_OTHER_POLICY, PD_SCHEDULE
 OPSGENIE = {"schedules": ["platform-oncall"]}
-
-
-@pytest.fixture
-def pd(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePagerDuty]:
-    fake = FakePagerDuty(escalation_policies={POLICY: "Platform", OTHER_POLICY: "Data"},
-                         schedules={SCHEDULE: "Platform primary"}).start()
-    monkeypatch.setenv("SSL_CERT_FILE", str(fake.ca_file))  # PagerDuty's client: HTTPS only
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def og() -> Iterator[FakeOpsgenie]:
-    fake = FakeOpsgenie().start()
-    yield fake
-    fake.stop()
 
 
 def pagerduty_targets(*, levels: tuple[int, ...] = (1,), schedules: tuple[str, ...] = ()

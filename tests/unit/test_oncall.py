@@ -3,10 +3,13 @@ is told when it does not (SPEC.md, Integrations)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.domain import lifecycle
+from bot.domain.errors import InvalidTransition
+from bot.domain.model import POLICY_ACTOR, AccessRequest, Approval, Decision, State
 from bot.domain.oncall import (
     OnCallAnswer,
     OnCallPolicy,
@@ -17,6 +20,8 @@ from bot.domain.oncall import (
     combine,
     decide,
     evaluate,
+    evaluate_request,
+    on_call_approval,
 )
 
 TARGETS = OnCallTargets(pagerduty=PagerDutyTargets(("PPLATF1",)),
@@ -98,3 +103,44 @@ def test_evaluate_asks_only_when_it_can_matter(service: Asked | None, email: str
     assert bool(service and service.asked) is asked
     if service and service.asked:
         assert service.asked == [("alice@example.com", TARGETS)]
+
+
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def request(**changes: object) -> AccessRequest:
+    base = AccessRequest(requester_id="U0ALICE01", cluster="staging", role="edit", duration=H,
+                         reason="outage", subject="alice@example.com", created_at=NOW)
+    for name, value in changes.items():
+        setattr(base, name, value)
+    return base
+
+
+@pytest.mark.parametrize(("changes", "approved", "asked", "told"), [
+    ({}, True, True, "on call: PagerDuty"),
+    ({"window_start": NOW + 2 * H}, False, False,
+     "access in a scheduled window is not approved by being on call now"),
+    ({"grantee_id": "U0BOB0002"}, False, False,
+     "access for someone else is not approved by being on call"),
+    ({"duration": 5 * H}, False, False, "5h is longer than the 4h"),
+], ids=["now, for oneself", "a scheduled window", "for someone else", "too long"])
+def test_a_filed_request_is_vouched_for_only_now_and_for_the_person_on_call(
+        changes: dict[str, object], approved: bool, asked: bool, told: str) -> None:
+    service = Asked(ON)
+    decision = evaluate_request(service, POLICY, request(**changes), "alice@example.com")
+    assert (decision.approved, bool(service.asked)) == (approved, asked)
+    assert told in decision.detail
+
+
+def test_approval_by_being_on_call_is_the_policys_and_recognisable() -> None:
+    filed = request()
+    assert on_call_approval(filed) is None
+    lifecycle.approve_on_call(filed, NOW, "on call: PagerDuty: level 1")
+    assert filed.state is State.APPROVED and filed.approved_by_policy
+    assert filed.approvals[0].approver_id == POLICY_ACTOR
+    assert on_call_approval(filed) == "on-call: flagged for review; on call: PagerDuty: level 1"
+    with pytest.raises(InvalidTransition):
+        lifecycle.approve_on_call(filed, NOW, "again")
+    other = request(approvals=[Approval(POLICY_ACTOR, Decision.APPROVE, NOW,
+                                        "auto-approved up to 2h")])
+    assert on_call_approval(other) is None

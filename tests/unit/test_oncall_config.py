@@ -5,6 +5,8 @@ whose service has no credentials in the environment reported by ``config check``
 from __future__ import annotations
 
 import copy
+import io
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from bot.config import (
     Settings,
     environment_problems,
     load_config,
+    load_settings,
     parse_config,
 )
 from bot.domain.oncall import OnCallPolicy, OnCallTargets, OpsgenieTargets, PagerDutyTargets
+from bot.logs import configure
 from tests.conftest import TEST_CONFIG
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "k8s-access.yaml"
@@ -121,3 +125,30 @@ def test_settings_read_the_credentials_and_hand_them_to_the_redactor(
     monkeypatch.setenv("PAGERDUTY_API_URL", "http://api.pagerduty.com")
     with pytest.raises(ValueError, match="PagerDuty's API is reached over HTTPS only"):
         Settings()
+
+
+def test_the_credentials_read_from_the_environment_are_redacted_from_log_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAGERDUTY_TOKEN", "u+pd-Secret-0123")
+    monkeypatch.setenv("OPSGENIE_API_KEY", "0f1e2d3c-og-secret")
+    settings = load_settings()
+    output = io.StringIO()
+    handler = configure("INFO", "json", settings.secret_values(), stream=output)
+    try:
+        logging.getLogger("bot.adapters.oncall").warning(
+            "GET /oncalls with Authorization: Token token=%s failed; GenieKey %s",
+            "u+pd-Secret-0123", "0f1e2d3c-og-secret")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = output.getvalue()
+    assert "u+pd-Secret-0123" not in line and "0f1e2d3c-og-secret" not in line
+    assert "Token token=[redacted]" in line and "GenieKey [redacted]" in line
+
+
+def test_a_bad_on_call_timeout_is_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ON_CALL_TIMEOUT_SECONDS", "soon")
+    with pytest.raises(ConfigProblems) as raised:
+        load_settings()
+    (problem,) = raised.value.problems
+    assert (problem.field, problem.message) == ("ON_CALL_TIMEOUT_SECONDS",
+                                                "must be a number of seconds, like 30")

@@ -27,6 +27,7 @@ from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
 from bot.domain.durations import format_duration
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
+from bot.domain.oncall import on_call_approval
 from bot.domain.ports import Notice, NoticeKind
 
 Block = dict[str, Any]
@@ -277,6 +278,8 @@ def grant_buttons(request: AccessRequest) -> Block:
 def title(request: AccessRequest) -> str:
     if request.break_glass:
         return f":rotating_light: *BREAK-GLASS* access #{request.id}"
+    if on_call_approval(request):
+        return f":pager: *ON-CALL* access #{request.id}"
     if request.kind is Kind.EXTENSION:
         return f":hourglass_flowing_sand: Extension #{request.id} of grant #{request.parent_id}"
     return f":closed_lock_with_key: Access request #{request.id}"
@@ -333,7 +336,7 @@ def approval_message(request: AccessRequest, missing: int,
                      note: str | None = None) -> tuple[str, list[Block]]:
     """The approvers' message: who asks for what and why; buttons while it is pending;
     ``note`` (the bot's own words, such as :func:`delay_note`) under the status."""
-    line = status(request, missing) + (f"\n{note}" if note else "")
+    line = "\n".join(filter(None, (status(request, missing), note, on_call_note(request))))
     blocks = [_text(title(request)), _fields(request), _context(line)]
     decisions = [a for a in request.approvals if a.approver_id != POLICY_ACTOR]
     if decisions:
@@ -484,6 +487,12 @@ def link_confirmation(user_id: str, username: str) -> tuple[str, list[Block]]:
 
 
 def filed_message(request: AccessRequest, missing: int) -> str:
+    """The requester's answer to a new request: where it stands and, for a role with on-call
+    auto-approval, why being on call approved it or not."""
+    return _filed(request, missing) + on_call_line(request)
+
+
+def _filed(request: AccessRequest, missing: int) -> str:
     if request.state is State.PENDING and request.notified is not None \
             and not request.notified.reached:
         return (f"Request #{request.id} filed: {summary(request)}.\n"
@@ -788,3 +797,36 @@ def extend_modal(request: AccessRequest) -> dict[str, Any]:
                                         "multiline": True}, optional=True),
         ],
     })
+
+
+# --- on-call auto-approval ------------------------------------------------------------
+
+
+def on_call_note(request: AccessRequest) -> str | None:
+    """The approvers' line under the status of a request approved because its requester is
+    on call: where, and that it awaits their review; None for any other request."""
+    comment = on_call_approval(request)
+    if comment is None:
+        return None
+    where = comment.partition("; ")[2] or comment
+    return (f":pager: Approved by the policy because the requester is {escape(where)}. "
+            "Flagged for review: revoke it if it should not stand.")
+
+
+def on_call_announcement(request: AccessRequest) -> tuple[str, list[Block]]:
+    """The approvers' message for a request approved because its requester is on call: loud
+    (``@here``) like break-glass, without the siren."""
+    text, content = approval_message(request, 0)
+    return f"<!here> :pager: ON-CALL: {text}", content
+
+
+def on_call_line(request: AccessRequest) -> str:
+    """What the requester is told about on-call auto-approval of their new request: that it
+    approved it, or why it went to the approvers; empty when the role has none."""
+    if request.on_call is None:
+        return ""
+    if on_call_approval(request) is not None:
+        return (f"\n:pager: Approved by the policy because you are {escape(request.on_call)}. "
+                "The approvers were told and will review it.")
+    return (f"\n:information_source: Not approved by being on call, so the approvers decide: "
+            f"{escape(request.on_call)}.")
