@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 from urllib.error import URLError
 
@@ -23,6 +24,9 @@ from bot.adapters.slack.receiving import Receiver
 from bot.config import ConfigError, Settings
 from bot.services.context import Context
 
+FORM_THREADS = 16
+"""Forms the acknowledging app opens at the same time; more wait for a thread."""
+
 
 def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, inbox: SlackInbox, *,
                    http: bool) -> App:
@@ -36,8 +40,11 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, inbox: S
             "`serve --socket-mode` with SLACK_APP_TOKEN instead."
         )
     # Each listener only keeps, checks and acknowledges (see receiving): it answers at once.
-    app = _app(client, secret or "", verify=http)
-    Receiver(ctx, inbox).register(app)
+    # A form opens after the answer, on one of the app's listener threads: enough for a
+    # burst of clicks to open theirs at once (Bolt's default is 5).
+    app = _app(client, secret or "", verify=http,
+               executor=ThreadPoolExecutor(FORM_THREADS, thread_name_prefix="slack-forms"))
+    Receiver(ctx, inbox, client).register(app)
     return app
 
 
@@ -107,14 +114,15 @@ class _SameToken(logging.Filter):
         return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
-def _app(client: WebClient, signing_secret: str, *, verify: bool) -> App:
+def _app(client: WebClient, signing_secret: str, *, verify: bool,
+         executor: Executor | None = None) -> App:
     bolt_log = logging.getLogger("slack_bolt.App")
     if not any(isinstance(f, _SameToken) for f in bolt_log.filters):
         bolt_log.addFilter(_SameToken())
     try:
         return BotApp(client=client, signing_secret=signing_secret,
                       request_verification_enabled=verify, process_before_response=True,
-                      name="k8s-access-bot")
+                      listener_executor=executor, name="k8s-access-bot")
     except BoltError as error:
         code = re.search(r"'error': '([a-z_]+)'", str(error))
         raise ConfigError(

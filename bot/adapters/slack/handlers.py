@@ -82,6 +82,14 @@ class Handlers:
             user_csr=wanted.user_csr)
         return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed)))
 
+    def opens_form(self, wanted: AccessWanted) -> bool:
+        """Whether :meth:`request` would only open the form; False when it would file the
+        request or refuse it (an unknown cluster or role)."""
+        try:
+            return not self._complete(wanted)
+        except DomainError:
+            return False
+
     def _complete(self, wanted: AccessWanted) -> bool:
         """Unknown cluster or role names raise, with the choices."""
         if wanted.cluster is None or wanted.role is None:
