@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 from urllib.error import URLError
 
@@ -24,9 +23,6 @@ from bot.adapters.slack.receiving import Receiver
 from bot.config import ConfigError, Settings
 from bot.services.context import Context
 
-FORM_THREADS = 16
-"""Forms the acknowledging app opens at the same time; more wait for a thread."""
-
 
 def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, inbox: SlackInbox, *,
                    http: bool) -> App:
@@ -39,11 +35,9 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, inbox: S
             "the Signing Secret from your Slack app's Basic Information page, or run "
             "`serve --socket-mode` with SLACK_APP_TOKEN instead."
         )
-    # Each listener only keeps, checks and acknowledges (see receiving): it answers at once.
-    # A form opens after the answer, on one of the app's listener threads: enough for a
-    # burst of clicks to open theirs at once (Bolt's default is 5).
-    app = _app(client, secret or "", verify=http,
-               executor=ThreadPoolExecutor(FORM_THREADS, thread_name_prefix="slack-forms"))
+    # Each listener only keeps, checks and acknowledges (see receiving): it answers at once;
+    # a form opens right after, on a thread of the receiver's.
+    app = _app(client, secret or "", verify=http)
     Receiver(ctx, inbox, client).register(app)
     return app
 
@@ -114,15 +108,14 @@ class _SameToken(logging.Filter):
         return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
-def _app(client: WebClient, signing_secret: str, *, verify: bool,
-         executor: Executor | None = None) -> App:
+def _app(client: WebClient, signing_secret: str, *, verify: bool) -> App:
     bolt_log = logging.getLogger("slack_bolt.App")
     if not any(isinstance(f, _SameToken) for f in bolt_log.filters):
         bolt_log.addFilter(_SameToken())
     try:
         return BotApp(client=client, signing_secret=signing_secret,
                       request_verification_enabled=verify, process_before_response=True,
-                      listener_executor=executor, name="k8s-access-bot")
+                      name="k8s-access-bot")
     except BoltError as error:
         code = re.search(r"'error': '([a-z_]+)'", str(error))
         raise ConfigError(
