@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import pytest
@@ -20,6 +20,9 @@ from bot.config import Config, Settings
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
 from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter
+
+if TYPE_CHECKING:
+    from tests.integration.test_leases import GatedGranter
 
 APPROVALS_CHANNEL = "C0APPROVE"
 
@@ -83,6 +86,16 @@ def unattended(settings: Settings, slack_config: Config, engine: Engine,
                                   granters={"staging": granter, "prod": granter}, clock=clock)
     yield runtime
     runtime.inbox.close()
+
+
+@pytest.fixture
+def gated(granter: InMemoryGranter) -> Iterator[GatedGranter]:
+    """A backend whose grants wait for ``release`` (set at the end of the test)."""
+    from tests.integration.test_leases import GatedGranter  # it imports this module
+
+    gated = GatedGranter(granter)
+    yield gated
+    gated.release.set()
 
 
 @dataclass

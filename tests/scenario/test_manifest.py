@@ -42,9 +42,9 @@ class RecordingApp:
         return function
 
     def __getattr__(self, kind: str) -> Any:
-        def register(name: str) -> Any:
+        def register(name: str, **options: Any) -> Any:
             self.registered[kind].add(name)
-            return lambda function: function
+            return lambda *functions, **listeners: None
         return register
 
 

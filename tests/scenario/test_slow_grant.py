@@ -15,18 +15,11 @@ from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
 from tests.conftest import ALICE, BOB
-from tests.fakes.ports import FakeClock, InMemoryGranter
+from tests.fakes.ports import FakeClock
 from tests.integration.test_leases import GatedGranter
 from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, wait_for
 
 STILL_WORKING = "Still working on it: the Kubernetes API of cluster staging is slow."
-
-
-@pytest.fixture
-def gated(granter: InMemoryGranter) -> Iterator[GatedGranter]:
-    gated = GatedGranter(granter)
-    yield gated
-    gated.release.set()
 
 
 @pytest.fixture

@@ -49,7 +49,8 @@ class SqlAlchemyInbox:
         insert: Any = pg_insert if postgres else sqlite_insert
         self._receive = (insert(TABLE)
                          .values(key=bindparam("key"), received_at=bindparam("received_at"),
-                                 body=bindparam("body"), attempts=0)
+                                 body=bindparam("body"), attempts=0,
+                                 done_at=bindparam("done_at"))
                          .on_conflict_do_nothing(index_elements=["key"])
                          .returning(TABLE.c.key))
         self._receiver = engine
@@ -71,10 +72,17 @@ class SqlAlchemyInbox:
 
     def receive(self, key: str, body: str) -> bool:
         """Keep a request's body under ``key``; False when the key was taken (a replay)."""
-        fresh = self._keep({"key": key, "received_at": self._clock(), "body": body})
+        fresh = self._keep({"key": key, "received_at": self._clock(), "body": body,
+                            "done_at": None})
         if fresh:
             self._on_receive()
         return fresh
+
+    def remember(self, key: str) -> bool:
+        """Keep only ``key``, already done, for a request answered on receipt: no worker runs
+        it, and a replay of it is refused like any other's. False when the key was taken."""
+        now = self._clock()
+        return self._keep({"key": key, "received_at": now, "body": None, "done_at": now})
 
     def _keep_through_core(self, values: dict[str, Any]) -> bool:
         with self._engine.begin() as connection:

@@ -35,9 +35,10 @@ def build_bolt_app(settings: Settings, ctx: Context, client: WebClient, inbox: S
             "the Signing Secret from your Slack app's Basic Information page, or run "
             "`serve --socket-mode` with SLACK_APP_TOKEN instead."
         )
-    # Each listener only keeps, checks and acknowledges (see receiving): it answers at once.
+    # Each listener only keeps, checks and acknowledges (see receiving): it answers at once;
+    # a form opens right after, on a thread of the receiver's.
     app = _app(client, secret or "", verify=http)
-    Receiver(ctx, inbox).register(app)
+    Receiver(ctx, inbox, client).register(app)
     return app
 
 

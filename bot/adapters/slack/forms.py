@@ -1,5 +1,8 @@
 """The bot's forms (modals): opening them, reading what was chosen, checking it on submission.
 
+A form opens in the process that acknowledges Slack, right after the ack
+(:mod:`~bot.adapters.slack.receiving`): ``views.open`` takes the click's or command's
+``trigger_id`` for about 3 seconds only, so it never waits for the worker.
 A submission is checked once, when Slack sends it (:meth:`Forms.errors`): what is wrong shows on
 its field (``response_action: errors``) and the submission goes no further. Only the checks
 that read are done there, the domain's own (:func:`lifecycle.field_errors`,

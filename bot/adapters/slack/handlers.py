@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from bot.adapters.slack import blocks, commands
 from bot.adapters.slack.forms import AccessWanted, open_form
 from bot.domain import lifecycle
+from bot.domain.errors import DomainError
 from bot.domain.model import AccessRequest, State
 from bot.services import access, grants, identity
 from bot.services.context import Context
@@ -80,6 +81,14 @@ class Handlers:
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
             user_csr=wanted.user_csr)
         return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed)))
+
+    def opens_form(self, wanted: AccessWanted) -> bool:
+        """Whether :meth:`request` would only open the form; False when it would file the
+        request or refuse it (an unknown cluster or role)."""
+        try:
+            return not self._complete(wanted)
+        except DomainError:
+            return False
 
     def _complete(self, wanted: AccessWanted) -> bool:
         """Unknown cluster or role names raise, with the choices."""

@@ -1,12 +1,15 @@
-"""The work behind each acknowledged Slack request, done by the worker's Bolt app.
+"""The work behind each acknowledged Slack request: every payload the bot acts on, slash
+command, button or form, routed to the handler of its verb.
 
-Every payload the bot acts on, slash command, button or form, is routed here to the handler of
-its verb (:class:`~bot.adapters.slack.handlers.Handlers`): the command's text is parsed into the
-verb's input, a button gives its request's ID, a form its checked values. A button and the
-command it stands for reach the same handler. Every use case runs here, in the worker, never in
-the acknowledgement (:mod:`~bot.adapters.slack.receiving`). Each error a person can cause comes
-back to them as an ephemeral message (or a DM where Slack has no place for one); every other
-error is logged and answered with an apology, never a crash.
+The handlers are :class:`~bot.adapters.slack.handlers.Handlers`: the command's text is parsed
+into the verb's input, a button gives its request's ID, a form its checked values. A button and
+the command it stands for reach the same handler. Every use case runs in the worker's app, never
+in the acknowledgement (:mod:`~bot.adapters.slack.receiving`). The one exception is a payload
+that only opens a form (:meth:`Handling.opens_form`): Slack's ``trigger_id`` is good for 3
+seconds, so the acknowledging app opens it right after the ack, through the same routes here,
+reading and never writing. Each error a person can cause comes back to them as an ephemeral
+message (or a DM where Slack has no place for one); every other error is logged and answered
+with an apology, never a crash.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from bot.adapters.slack.commands import SLASH_COMMAND, Command
 from bot.adapters.slack.forms import AccessWanted
 from bot.adapters.slack.handlers import Handlers, Reply, reply
 from bot.adapters.slack.home import Home
-from bot.adapters.slack.receiving import acknowledge
 from bot.domain.durations import parse_duration
 from bot.domain.errors import DomainError, InvalidInput
 from bot.services.context import Context
@@ -38,6 +40,10 @@ ButtonRoute = Callable[[str, int, dict[str, Any]], Reply | None]
 """(user ID, the button's request ID, the payload) → the answer."""
 FormRoute = Callable[[str, dict[str, Any]], Reply | None]
 """(user ID, the submitted view) → the answer."""
+
+
+def acknowledge(ack: Ack) -> None:
+    ack()
 
 
 class Handling:
@@ -88,8 +94,29 @@ class Handling:
 
     # --- what Slack sent --------------------------------------------------------------------
 
+    def opens_form(self, body: dict[str, Any]) -> bool:
+        """Whether ``body`` (checked by :func:`payloads.check`) only opens a form: a Deny or
+        Extend click, or a ``request`` that lacks what the requester must say. Such a payload
+        writes nothing, whatever the person may do: the form's submission is another payload."""
+        if body.get("type") == "block_actions":
+            return body["actions"][0].get("action_id") in payloads.FORM_ACTIONS
+        if body.get("command") != SLASH_COMMAND:
+            return False
+        try:
+            parsed = commands.parse(str(body.get("text", "")))
+            return parsed.verb == "request" and self.handlers.opens_form(_wanted(parsed))
+        except DomainError:  # the worker answers it, like any other command
+            return False
+        except Exception:  # the worker answers it, with an apology
+            log.exception("could not tell whether a command opens a form")
+            return False
+
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         ack()
+        self.answer_command(command, respond)
+
+    def answer_command(self, command: dict[str, Any], respond: Respond) -> None:
+        """Do what the slash command says and answer it, ephemerally."""
         user_id = command["user_id"]
 
         def act() -> Reply | None:
@@ -103,6 +130,11 @@ class Handling:
     def on_button(self, ack: Ack, body: dict[str, Any], respond: Respond,
                   client: WebClient) -> None:
         ack()
+        self.answer_button(body, respond, client)
+
+    def answer_button(self, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        """Do what the button says and answer the person who clicked it; a button on the Home
+        tab publishes the tab again."""
         user_id = _user_id(body)
         action = body["actions"][0]
         route = self.by_button[action["action_id"]]

@@ -46,6 +46,11 @@ class SlackInbox(Protocol):
         """Keep a request's body under ``key``; False when the key was taken (a replay)."""
         ...
 
+    def remember(self, key: str) -> bool:
+        """Keep only ``key``, already done, for a request answered on receipt (no worker runs
+        it; a replay of it is refused); False when the key was taken."""
+        ...
+
     def claim(self, worker: str, limit: int) -> Sequence[Received]:
         """Up to ``limit`` waiting requests, oldest first, leased to ``worker``."""
         ...
