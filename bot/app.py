@@ -131,14 +131,14 @@ class SlackRuntime:
     client: WebClient
     engine: Engine
 
-    def worker(self) -> SlackWorker:
-        """A worker for this runtime's inbox, woken whenever a request comes in; as many
-        threads and polling as often as the context's tuning says."""
+    def worker(self, threads: int | None = None) -> SlackWorker:
+        """A worker for this runtime's inbox, woken whenever a request comes in; ``threads``
+        (default: as many as the context's tuning says), polling as often as it says."""
         from bot.adapters.slack.worker import SlackWorker
 
         tuning = self.ctx.tuning
         worker = SlackWorker(self.work_app, self.inbox, self.ctx.worker_id,
-                             tuning.concurrency.slack_requests,
+                             threads or tuning.concurrency.slack_requests,
                              poll=tuning.slack.poll.total_seconds())
         self.inbox.notify(worker.wake)
         return worker
