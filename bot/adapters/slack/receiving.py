@@ -39,7 +39,8 @@ class Receiver:
         here."""
         app.middleware(self.receive)
         app.command(SLASH_COMMAND)(acknowledge)
-        for action in (*payloads.REQUEST_ACTIONS, blocks.CONFIRM_LINK, "namespace"):
+        for action in (*payloads.REQUEST_ACTIONS, *payloads.CHOICE_ACTIONS, blocks.CONFIRM_LINK,
+                       "namespace"):
             app.action(action)(acknowledge)
         app.action(blocks.PICK_CLUSTER)(self.on_pick)
         app.action(blocks.PICK_ROLE)(self.on_pick)
