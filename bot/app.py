@@ -19,6 +19,7 @@ from bot.adapters.db.engine import make_engine
 from bot.adapters.db.unit_of_work import SqlAlchemyUnitOfWork, unit_of_work_factory
 from bot.adapters.local import ConfigDirectory, LogNotifier
 from bot.config import Config, ConfigProblems, Problem, Settings
+from bot.domain import reasons
 from bot.domain.errors import DomainError
 from bot.domain.oncall import OnCall
 from bot.domain.ports import Directory, Granter, Metrics, Notifier
@@ -174,7 +175,7 @@ def build_slack_context(settings: Settings, config: Config, *, engine: Engine | 
     client = make_client(settings, on_error=metrics.slack_error if metrics else None)
     engine = engine if engine is not None else make_engine(settings.database_url)
     directory = SlackDirectory(client)
-    notifier = SlackNotifier(client, clock, metrics)
+    notifier = SlackNotifier(client, clock, metrics, reasons.linker(config.policies))
     ctx = build_context(settings, config, engine=engine, granters=granters, notifier=notifier,
                         directory=directory, clock=clock, metrics=metrics)
     return ctx, client

@@ -18,11 +18,13 @@ from bot.domain.policy import RolePolicy
 
 class NotEligible(NotAuthorized):
     """``person`` may not ask for the role; ``requesters`` lists who may (Slack user and user
-    group IDs), for an edge that shows them as mentions."""
+    group IDs), for an edge that shows them as mentions; ``asking`` is False when the person
+    refused is the one asked for, not the one asking."""
 
-    def __init__(self, message: str, *, requesters: frozenset[str]) -> None:
+    def __init__(self, message: str, *, requesters: frozenset[str], asking: bool = True) -> None:
         super().__init__(message)
         self.requesters = requesters
+        self.asking = asking
 
 
 def check_eligible(policy: RolePolicy, person: Actor, *, asking: bool = True) -> None:
@@ -35,7 +37,7 @@ def check_eligible(policy: RolePolicy, person: Actor, *, asking: bool = True) ->
     raise NotEligible(
         f"{whom} not among those who may ask for {policy.cluster}/{policy.role}: "
         f"{_who(policy.requesters)} may. Ask one of the approvers if you need it.",
-        requesters=policy.requesters,
+        requesters=policy.requesters, asking=asking,
     )
 
 

@@ -37,6 +37,8 @@ class UserInfo:
     name: str | None = None
     links: dict[str, str] = field(default_factory=dict)
     """Confirmed links by provider, e.g. ``{"gitlab": "alice"}``."""
+    known: bool = True
+    """False when the directory has no such person, or only a deactivated account."""
 
 
 @dataclass(frozen=True)
@@ -348,8 +350,12 @@ class AccessRequests(Protocol):
         parent_id: int | None = None,
         limit: int | None = 100,
         subject: str | None = None,
+        grantee: str | None = None,
+        involving: str | None = None,
     ) -> list[AccessRequest]:
-        """Newest first; ``limit=None`` for all; ``subject``: the identity granted to."""
+        """Newest first; ``limit=None`` for all; ``subject``: the identity granted to;
+        ``grantee``: the Slack user who receives the access (the requester unless asked on
+        someone's behalf); ``involving``: requests a Slack user filed or receives."""
         ...
 
     def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:

@@ -10,11 +10,13 @@ finds ``OPS-123`` in ``deploy OPS-123 hotfix``). The ticket is the match, or its
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
 from bot.domain.errors import PolicyViolation
+from bot.domain.model import AccessRequest
 from bot.domain.policy import RolePolicy
 
 TICKET_FIELD = "{ticket}"
@@ -73,3 +75,23 @@ def linked_reason(policy: RolePolicy, reason: str) -> tuple[ReasonPiece, ...]:
     if at < len(reason):
         pieces.append(ReasonPiece(reason[at:]))
     return tuple(pieces)
+
+
+ReasonLinks = Callable[[AccessRequest], tuple[ReasonPiece, ...]]
+"""A request's reason as :class:`ReasonPiece` runs, by the policy of its role."""
+
+
+def unlinked(request: AccessRequest) -> tuple[ReasonPiece, ...]:
+    """The reason as one piece of text, linking nothing (and nothing for no reason)."""
+    return (ReasonPiece(request.reason),) if request.reason else ()
+
+
+def linker(policies: Mapping[tuple[str, str], RolePolicy]) -> ReasonLinks:
+    """:func:`linked_reason` for any request, by its role's policy in ``policies`` (keyed by
+    cluster and role); a role no longer configured links nothing."""
+
+    def links(request: AccessRequest) -> tuple[ReasonPiece, ...]:
+        policy = policies.get((request.cluster, request.role))
+        return linked_reason(policy, request.reason) if policy is not None else unlinked(request)
+
+    return links

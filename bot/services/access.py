@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from bot.domain import lifecycle
+from bot.domain import eligibility, lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
-from bot.services import grants, oncall, operations
+from bot.services import asking, grants, oncall, operations
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -34,30 +34,34 @@ def file_request(
     namespace: str | None = None,
     break_glass: bool = False,
     user_csr: str | None = None,
+    grantee_id: str | None = None,
 ) -> AccessRequest:
-    """File a request; approvers hear of it, or the policy approves it at once."""
+    """File a request; approvers hear of it, or the policy approves it at once.
+    ``grantee_id``: the Slack user who receives the access when asked on their behalf."""
     policy = ctx.config.policy(cluster, role)
     granter = ctx.granter(cluster)
     requester = ctx.actor(user_id)
+    grantee = asking.grantee(ctx, requester, grantee_id)
+    eligibility.check_request_for(policy, requester, grantee)
     with ctx.transaction() as uow:
-        user = ctx.user_info(user_id, uow.links)
+        user = ctx.user_info(grantee.user_id, uow.links)
     subject = granter.resolve_subject(user)
     now = ctx.clock()
     request = lifecycle.file_request(
         policy=policy, requester=requester, subject=subject, duration=duration, reason=reason,
         now=now, namespace=namespace, break_glass=break_glass, user_csr=user_csr,
+        grantee=grantee,
     )
     if request.user_csr:
         granter.check_user_csr(request.user_csr, subject)
     on_call = oncall.consult(ctx, policy, request, user.email)
     with ctx.transaction() as uow:
-        lifecycle.check_no_duplicate(request, uow.requests.find(
-            requester_id=user_id, states=[State.PENDING, State.APPROVED, State.ACTIVE],
-            clusters=[cluster], kind=Kind.ACCESS))
+        asking.check_no_duplicate(uow.requests, request)
         uow.requests.add(request)
         audit(uow.audit, now, user_id, "requested", request, target=request.target,
               duration=int(request.duration.total_seconds()), reason=request.reason,
-              subject=subject, break_glass=request.break_glass or None, on_call=request.on_call)
+              subject=subject, break_glass=request.break_glass or None, on_call=request.on_call,
+              **asking.filing_details(request))
         operation = None
         if request.state is State.APPROVED:
             operation = operations.owe_approved(uow.operations, request, now)
@@ -126,8 +130,10 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
 
 
 @scoped
-def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> AccessRequest:
-    """Record an approval; the last one the quorum needs approves and provisions the request."""
+def approve(ctx: Context, request_id: int, user_id: str, comment: str = "",
+            duration: timedelta | None = None) -> AccessRequest:
+    """Record an approval; the last one the quorum needs approves and provisions the request.
+    ``duration`` approves less than asked (never more); the shortest approved applies."""
     actor = ctx.actor(user_id)
 
     def decide() -> tuple[Notice, Operation | None]:
@@ -135,10 +141,10 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
             policy = ctx.config.policy(request.cluster, request.role)
-            complete = lifecycle.approve(request, actor, policy, now, comment)
+            complete = lifecycle.approve(request, actor, policy, now, comment, duration)
             uow.requests.save(request)
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
-                  request, comment=comment or None)
+                  request, comment=comment or None, **asking.approval_details(request, duration))
             operation = operations.owe_approved(uow.operations, request, now) if complete else None
             decision = ctx.prepared(uow, Notice(NoticeKind.DECISION, request, actor=user_id))
         return decision, operation
@@ -224,7 +230,8 @@ class Listing:
 
 
 def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 50) -> Listing:
-    """What ``user_id`` may see: their own, or what they may act on as approver or admin."""
+    """What ``user_id`` may see: their own (filed by them or for them), or what they may act
+    on as approver or admin."""
     try:
         chosen = Scope(scope.strip().lower() or "mine")
     except ValueError:
@@ -238,7 +245,7 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
     revokes = {p.cluster for p in policies if p.may_revoke(actor, "")}
     with ctx.transaction() as uow:
         if chosen is Scope.MINE:
-            found = uow.requests.find(requester_id=user_id, limit=limit)
+            found = uow.requests.find(involving=user_id, limit=limit)
         elif chosen is Scope.PENDING:
             clusters = None if actor.is_admin else sorted({p.cluster for p in approves})
             found = [r for r in uow.requests.find(states=[State.PENDING], clusters=clusters,
@@ -246,21 +253,21 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
                      if actor.is_admin or any((r.cluster, r.role) == (p.cluster, p.role)
                                               for p in approves)]
             if not actor.is_admin:
-                found = [r for r in found if r.requester_id != user_id]
+                found = [r for r in found if user_id not in (r.requester_id, r.grantee)]
         elif chosen is Scope.ACTIVE:
             clusters = None if actor.is_admin else sorted(revokes)
             found = uow.requests.find(states=[State.ACTIVE], clusters=clusters,
                                       kind=Kind.ACCESS, limit=limit)
             if not actor.is_admin and not clusters:
                 found = []
-            mine = uow.requests.find(requester_id=user_id, states=[State.ACTIVE],
+            mine = uow.requests.find(involving=user_id, states=[State.ACTIVE],
                                      kind=Kind.ACCESS)
             found = _merge(found, mine)
         else:
             clusters = None if actor.is_admin else sorted(revokes)
             found = uow.requests.find(clusters=clusters, limit=limit) \
                 if actor.is_admin or clusters else []
-            found = _merge(found, uow.requests.find(requester_id=user_id, limit=limit))[:limit]
+            found = _merge(found, uow.requests.find(involving=user_id, limit=limit))[:limit]
     return Listing(chosen, found)
 
 

@@ -117,10 +117,11 @@ class Context:
 
     def approvers(self, request: AccessRequest) -> Audience:
         """The approvers of ``request`` one by one, user groups expanded, never the
-        requester."""
+        requester nor the grantee."""
         policy = self.config.policy(request.cluster, request.role)
         people = self.directory.users(policy.approvers)
-        return Audience(approvers=tuple(sorted(people.users - {request.requester_id})),
+        mine = {request.requester_id, request.grantee}
+        return Audience(approvers=tuple(sorted(people.users - mine)),
                         unlisted=people.unlisted)
 
     def tell_approvers(self, notice: Notice,

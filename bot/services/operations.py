@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from bot.domain import lifecycle
+from bot.domain import lifecycle, windows
 from bot.domain.errors import (
     DomainError,
     InvalidTransition,
@@ -240,7 +240,7 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
                   parent: AccessRequest | None, started: datetime) -> GrantResult | None:
     granter = ctx.granter(request.cluster)
     if operation.kind is OperationKind.GRANT:
-        spec = spec_for(request, started + request.duration)
+        spec = spec_for(request, windows.planned_end(request, started))
         if operation.prepared is None:
             operation.prepared = granter.prepare(spec)
             with ctx.transaction() as uow:

@@ -75,7 +75,7 @@ def weekly(ctx: Context) -> int:
     ending: dict[str, list[AccessRequest]] = defaultdict(list)
     for grant in active:
         if grant.ends_at is not None and grant.ends_at <= now + WEEKLY_HORIZON:
-            ending[grant.requester_id].append(grant)
+            ending[grant.grantee].append(grant)
     audiences = _review_audiences(ctx, active)
     admins = ctx.admins() if ending or audiences else ()
     tasks: list[tuple[str, Callable[[], object]]] = []

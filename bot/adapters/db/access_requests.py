@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, exists, func, select
+from sqlalchemy import Engine, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -158,10 +158,18 @@ class SqlAlchemyAccessRequests:
         parent_id: int | None = None,
         limit: int | None = 100,
         subject: str | None = None,
+        grantee: str | None = None,
+        involving: str | None = None,
     ) -> list[AccessRequest]:
         query = select(RequestRow)
         if subject is not None:
             query = query.where(RequestRow.subject == subject)
+        if grantee is not None:
+            query = query.where(func.coalesce(RequestRow.grantee_id, RequestRow.requester_id)
+                                == grantee)
+        if involving is not None:
+            query = query.where(or_(RequestRow.requester_id == involving,
+                                    RequestRow.grantee_id == involving))
         if requester_id is not None:
             query = query.where(RequestRow.requester_id == requester_id)
         if states is not None:

@@ -19,16 +19,18 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+import re
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
-from bot.domain.durations import format_duration
+from bot.domain.durations import format_duration, parse_duration
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
 from bot.domain.oncall import on_call_approval
 from bot.domain.ports import Notice, NoticeKind
+from bot.domain.reasons import ReasonLinks, unlinked
 
 Block = dict[str, Any]
 
@@ -36,6 +38,7 @@ APPROVE, DENY, REVOKE, EXTEND, CANCEL = "approve", "deny", "revoke", "extend", "
 CONFIRM_LINK = "confirm_link"
 REQUEST_MODAL, DENY_MODAL, EXTEND_MODAL = "request_modal", "deny_modal", "extend_modal"
 PICK_CLUSTER, PICK_ROLE = "pick_cluster", "pick_role"
+APPROVE_FOR, REQUEST_AGAIN, PICK_GRANTEE = "approve_for", "request_again", "pick_grantee"
 MAX_LISTED = 15
 
 
@@ -205,6 +208,15 @@ def sections(text: str) -> list[Block]:
     return [_text(chunk) for chunk in chunks if chunk.strip()] or [_text(text or " ")]
 
 
+def not_eligible(message: str, requesters: Iterable[str]) -> str:
+    """A refusal for someone not among a role's ``requesters``: the message escaped, each
+    principal it names (by ID) shown as a mention."""
+    text = escape(message)
+    for principal in sorted(requesters, key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(escape(principal))}\b", mention(principal), text)
+    return text
+
+
 def reply(text: str) -> tuple[str, list[Block]]:
     """An answer to the person who acted: ``text`` (mrkdwn the bot wrote, typed parts already
     escaped) in as many sections as it needs."""
@@ -275,6 +287,35 @@ def grant_buttons(request: AccessRequest) -> Block:
                     button("Revoke", REVOKE, request.id, "danger", confirm))
 
 
+APPROVE_FOR_CHOICES = tuple(parse_duration(d) for d in (
+    "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d", "2d", "3d", "1w", "2w"))
+"""The shorter durations an approver is offered beside Approve (those under the asked)."""
+
+
+def approve_for_value(request_id: int | None, duration: timedelta) -> str:
+    """The value of an "Approve for…" option: ``ID:DURATION`` (``12:1h``)."""
+    return f"{request_id}:{format_duration(duration)}"
+
+
+def decision_buttons(request: AccessRequest) -> list[Block]:
+    """Approve and Deny; and below them, where a standard duration shorter than asked exists,
+    an "Approve for…" menu of those (a section's accessory, so the buttons stay as they are)."""
+    content = [_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
+                        button("Deny", DENY, request.id, "danger"))]
+    shorter = [d for d in APPROVE_FOR_CHOICES if d < request.duration]
+    if shorter and request.kind is Kind.ACCESS:
+        content.append({
+            "type": "section", "block_id": f"{APPROVE_FOR}:{request.id}",
+            "text": {"type": "mrkdwn", "text": f"Or approve less than the "
+                     f"{format_duration(request.duration)} asked:"},
+            "accessory": {
+                "type": "static_select", "action_id": APPROVE_FOR,
+                "placeholder": _plain("Approve for…"),
+                "options": [_option(approve_for_value(request.id, d),
+                                    f"Approve for {format_duration(d)}") for d in shorter]}})
+    return content
+
+
 def title(request: AccessRequest) -> str:
     if request.break_glass:
         return f":rotating_light: *BREAK-GLASS* access #{request.id}"
@@ -288,7 +329,26 @@ def title(request: AccessRequest) -> str:
 def summary(request: AccessRequest) -> str:
     length = format_duration(request.duration)
     verb = "more on" if request.kind is Kind.EXTENSION else "for"
+    if request.on_behalf:
+        return (f"{mention(request.requester_id)} asks for {mention(request.grantee)}: "
+                f"{length} {verb} *{target(request)}*")
     return f"{mention(request.requester_id)} asks {length} {verb} *{target(request)}*"
+
+
+def reason_text(request: AccessRequest, links: ReasonLinks = unlinked) -> str:
+    """The reason in mrkdwn: typed text escaped, each ticket its role's ``ticket_url``
+    links to as ``<url|ticket>`` (the ticket's text escaped too; the URL carries it
+    percent-encoded, see :func:`bot.domain.reasons.ticket_link`)."""
+    return "".join(f"<{escape(piece.link)}|{escape(piece.text)}>" if piece.link
+                   else escape(piece.text) for piece in links(request))
+
+
+def granted_note(request: AccessRequest) -> str:
+    """`` for 1h of the 2h asked`` when approvers approved less than asked; else empty."""
+    granted = request.granted_duration
+    if granted >= request.duration:
+        return ""
+    return f" for {format_duration(granted)} of the {format_duration(request.duration)} asked"
 
 
 def status(request: AccessRequest, missing: int = 0) -> str:
@@ -296,16 +356,18 @@ def status(request: AccessRequest, missing: int = 0) -> str:
     state = request.state
     if state is State.PENDING:
         plural = "s" if missing != 1 else ""
-        done = f" (approved by {approvers})" if request.approvers_so_far() else ""
+        done = f" (approved by {approvers}{granted_note(request)})" \
+            if request.approvers_so_far() else ""
         return f":hourglass: Waiting for {missing} more approval{plural}{done}."
     if state is State.APPROVED:
-        line = f":white_check_mark: Approved by {approvers}; granting access…"
+        line = (f":white_check_mark: Approved by {approvers}{granted_note(request)}; "
+                "granting access…")
         if request.last_error:
             line += f"\n:warning: The backend failed, retrying: {escape(request.last_error)}"
         return line
     if state is State.ACTIVE:
         return (f":large_green_circle: Active until {when(request.ends_at)} "
-                f"(approved by {approvers}).")
+                f"(approved by {approvers}{granted_note(request)}).")
     if state is State.EXPIRED:
         return f":checkered_flag: Expired {when(request.ended_at)}."
     if state is State.REVOKED:
@@ -320,34 +382,40 @@ def status(request: AccessRequest, missing: int = 0) -> str:
     return f":boom: Failed: {escape(request.end_reason)}"
 
 
-def _fields(request: AccessRequest) -> Block:
-    reason = escape(request.reason) or "_(none given)_"
+def _fields(request: AccessRequest, links: ReasonLinks = unlinked) -> Block:
+    reason = reason_text(request, links) or "_(none given)_"
+    duration = format_duration(request.duration)
+    if request.granted_duration < request.duration:
+        duration = f"{format_duration(request.granted_duration)} (asked {duration})"
     fields = [
         f"*Requester*\n{mention(request.requester_id)}",
         f"*Access*\n{target(request)}",
-        f"*Duration*\n{format_duration(request.duration)}",
+        f"*Duration*\n{duration}",
         f"*Identity granted*\n`{escape(request.subject)}`",
         f"*Reason*\n{reason}",
     ]
+    if request.on_behalf:
+        fields.insert(1, f"*For*\n{mention(request.grantee)}")
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
 
 
-def approval_message(request: AccessRequest, missing: int,
-                     note: str | None = None) -> tuple[str, list[Block]]:
-    """The approvers' message: who asks for what and why; buttons while it is pending;
-    ``note`` (the bot's own words, such as :func:`delay_note`) under the status."""
+def approval_message(request: AccessRequest, missing: int, note: str | None = None,
+                     links: ReasonLinks = unlinked) -> tuple[str, list[Block]]:
+    """The approvers' message: who asks for what and why (``links`` turns its tickets into
+    links); buttons while it is pending; ``note`` (the bot's own words, such as
+    :func:`delay_note`) under the status."""
     line = "\n".join(filter(None, (status(request, missing), note, on_call_note(request))))
-    blocks = [_text(title(request)), _fields(request), _context(line)]
+    blocks = [_text(title(request)), _fields(request, links), _context(line)]
     decisions = [a for a in request.approvals if a.approver_id != POLICY_ACTOR]
     if decisions:
         lines = [f"{':white_check_mark:' if a.decision is Decision.APPROVE else ':x:'} "
                  f"{mention(a.approver_id)} {when(a.decided_at)}"
+                 + (f" for {format_duration(a.duration)}" if a.duration else "")
                  + (f": {escape(a.comment)}" if a.comment else "") for a in decisions]
         # One context per decision: a quorum of long comments stays readable and within limits.
         blocks += [_context(line) for line in lines[:LIMITS["message_blocks"] - 5]]
     if request.state is State.PENDING:
-        blocks.append(_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
-                               button("Deny", DENY, request.id, "danger")))
+        blocks += decision_buttons(request)
     return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
 
 
@@ -357,15 +425,19 @@ def delay_note(notice: Notice) -> str:
     return f":hourglass_flowing_sand: Still working on it: {slow}."
 
 
-def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
-    """The DM to the requester for ``notice``, or None when they need not hear of it."""
+def requester_message(notice: Notice,
+                      links: ReasonLinks = unlinked) -> tuple[str, list[Block]] | None:
+    """The DM to the grantee (the requester, unless asked on someone's behalf) for
+    ``notice``, or None when they need not hear of it."""
     request = notice.request
     label = f"#{request.id} ({target(request)})"
     kind = notice.kind
     buttons: list[Block] = []
     if kind is NoticeKind.ACTIVE:
         text = (f":large_green_circle: Your access {label} is active until "
-                f"{when(request.ends_at)}.")
+                f"{when(request.ends_at)}{granted_note(request)}.")
+        if request.reason:
+            text += f"\nReason: {reason_text(request, links)}"
         if notice.delivery is not None:
             text += f"\n{notice.delivery.instructions}"
         buttons = [grant_buttons(request)]
@@ -376,7 +448,8 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
             text += f"\n{notice.delivery.instructions}"
         buttons = [grant_buttons(notice.parent)]
     elif kind is NoticeKind.APPROVED:
-        text = f":white_check_mark: Request {label} was approved; granting access now."
+        text = (f":white_check_mark: Request {label} was approved{granted_note(request)}; "
+                "granting access now.")
     elif kind is NoticeKind.DENIED:
         text = (f":x: Request {label} was denied by {mention(request.ended_by)}: "
                 f"{escape(request.end_reason)}")
@@ -408,6 +481,31 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
             "certificate_not_after"):
         text += ("\nYour client certificate stays valid until it expires, but its RBAC "
                  "binding is gone, so it grants nothing.")
+    if kind in (NoticeKind.EXPIRED, NoticeKind.REVOKED) and request.kind is Kind.ACCESS:
+        buttons = [_actions(request.id, button("Request again", REQUEST_AGAIN, request.id))]
+    if request.on_behalf:
+        text += f"\n_{mention(request.requester_id)} asked for this access for you._"
+    return fit_message(text, [*sections(text), *buttons])
+
+
+BEHALF_OUTCOMES = frozenset({
+    NoticeKind.APPROVED, NoticeKind.ACTIVE, NoticeKind.DENIED, NoticeKind.TIMED_OUT,
+    NoticeKind.FAILED, NoticeKind.RETRYING, NoticeKind.EXPIRED, NoticeKind.REVOKED})
+"""What the requester of access on someone else's behalf hears of, beside the grantee."""
+
+
+def behalf_message(notice: Notice) -> tuple[str, list[Block]] | None:
+    """The DM to someone who asked on another's behalf: each outcome of their request (the
+    grantee receives how to connect), with "Request again" once it ended; None otherwise."""
+    request = notice.request
+    if not request.on_behalf or notice.kind not in BEHALF_OUTCOMES:
+        return None
+    text = (f"Request #{request.id} you made for {mention(request.grantee)} "
+            f"({target(request)}): {status(request, notice.approvals_missing)}")
+    if notice.kind is NoticeKind.ACTIVE:
+        text += f"\n{mention(request.grantee)} received how to connect."
+    buttons = [_actions(request.id, button("Request again", REQUEST_AGAIN, request.id))] \
+        if notice.kind in (NoticeKind.EXPIRED, NoticeKind.REVOKED) else []
     return fit_message(text, [*sections(text), *buttons])
 
 
@@ -415,13 +513,14 @@ REMINDER_LISTED = 45
 """Grants shown one by one, each with its Extend button, in the weekly reminder."""
 
 
-def weekly_reminder(grants: Sequence[AccessRequest], now: datetime) -> tuple[str, list[Block]]:
+def weekly_reminder(grants: Sequence[AccessRequest], now: datetime,
+                    links: ReasonLinks = unlinked) -> tuple[str, list[Block]]:
     """The DM to someone whose grants end within a week: one block per grant with its Extend
     button, the rest counted with the command that lists them."""
     text = f":calendar: {len(grants)} of your grants end within a week."
     blocks: list[Block] = [_text(text)]
     for grant in grants[:REMINDER_LISTED]:
-        blocks.append({**_text(f"{request_line(grant, now)}, ends {when(grant.ends_at)}"),
+        blocks.append({**_text(f"{request_line(grant, now, links)}, ends {when(grant.ends_at)}"),
                        "accessory": button("Extend", EXTEND, grant.id)})
     if len(grants) > REMINDER_LISTED:
         blocks.append(_context(f"…and {len(grants) - REMINDER_LISTED} more: "
@@ -447,8 +546,8 @@ def access_review_csv(grants: Sequence[AccessRequest]) -> str:
     return buffer.getvalue()
 
 
-def access_review(grants: Sequence[AccessRequest], total: int,
-                  now: datetime) -> list[tuple[str, list[Block]]]:
+def access_review(grants: Sequence[AccessRequest], total: int, now: datetime,
+                  links: ReasonLinks = unlinked) -> list[tuple[str, list[Block]]]:
     """The weekly review of ``grants`` (the first of ``total``), in messages that fit Slack's
     50-block limit."""
     confirm = {"title": _plain("Revoke access?"),
@@ -464,12 +563,14 @@ def access_review(grants: Sequence[AccessRequest], total: int,
         blocks: list[Block] = [_text(head if start == 0 else f"{head} (continued)")]
         for grant in chunk:
             approvers = ", ".join(mention(a) for a in grant.approvers_so_far()) or "-"
+            reason = reason_text(grant, links)
             blocks.append({
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": (
-                    f"*#{grant.id}* {mention(grant.requester_id)} on *{target(grant)}* as "
+                    f"*#{grant.id}* {mention(grant.grantee)} on *{target(grant)}* as "
                     f"`{escape(grant.subject)}`\nsince {when(grant.activated_at)}, until "
-                    f"{when(grant.ends_at)}, approved by {approvers}")},
+                    f"{when(grant.ends_at)}, approved by {approvers}"
+                    + (f"\n{reason}" if reason else ""))},
                 "accessory": button("Revoke", REVOKE, grant.id, "danger", confirm),
             })
         messages.append(fit_message(head, blocks))
@@ -601,37 +702,49 @@ def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
 # --- lists and overviews ------------------------------------------------------------------
 
 
-def request_line(request: AccessRequest, now: datetime) -> str:
+def request_line(request: AccessRequest, now: datetime, links: ReasonLinks = unlinked) -> str:
+    """``*#12* staging/edit for <@U…>: active, 1h left``, then who asked on their behalf and
+    the reason (its tickets linked by ``links``)."""
     left = request.time_left(now)
     extra = f", {format_duration(left)} left" if request.state is State.ACTIVE and left else ""
-    owner = mention(request.requester_id)
+    owner = mention(request.grantee)
     kind = "extension of #" + str(request.parent_id) + " " if request.kind is Kind.EXTENSION \
         else ""
+    if request.on_behalf:
+        extra += f", asked by {mention(request.requester_id)}"
+    reason = reason_text(request, links)
     return (f"*#{request.id}* {kind}{target(request)} for {owner}: "
-            f"{request.state.value.replace('_', ' ')}{extra}")
+            f"{request.state.value.replace('_', ' ')}{extra}" + (f" — {reason}" if reason else ""))
 
 
-def listing(scope: str, found: Sequence[AccessRequest], now: datetime) -> tuple[str, list[Block]]:
+def listing(scope: str, found: Sequence[AccessRequest], now: datetime,
+            links: ReasonLinks = unlinked) -> tuple[str, list[Block]]:
     scope = escape(scope)
     if not found:
         text = f"Nothing in `{scope}`."
         return fit_message(text, [_text(text)])
     shown = list(found)[:MAX_LISTED]
     blocks = [_text(f"*{scope.capitalize()}* ({len(found)})")]
-    blocks += [_text(request_line(r, now)) for r in shown]
+    blocks += [_text(request_line(r, now, links)) for r in shown]
     if len(found) > len(shown):
         blocks.append(_context(f"…and {len(found) - len(shown)} more."))
     return fit_message(f"{len(found)} requests in {scope}", blocks)
 
 
-def clusters_overview(config: Config) -> str:
+def clusters_overview(config: Config,
+                      allowed: Collection[tuple[str, str]] | None = None) -> str:
+    """Clusters and roles with their limits and approvers; only the ``allowed`` (cluster,
+    role) pairs when given (what the person may ask for)."""
     lines = []
     for name, cluster in config.clusters.items():
+        roles = [role for role in cluster.roles if allowed is None or (name, role) in allowed]
+        if not roles:
+            continue
         head = f"*{escape(name)}* ({cluster.backend})"
         if cluster.description:
             head += f": {escape(cluster.description)}"
         lines.append(head)
-        for role in cluster.roles:
+        for role in roles:
             policy = config.policy(name, role)
             who = ", ".join(mention(a) for a in sorted(policy.approvers)) or "the policy"
             extras = []
@@ -643,27 +756,30 @@ def clusters_overview(config: Config) -> str:
                 extras.append("break-glass")
             if policy.approvals_required > 1:
                 extras.append(f"{policy.approvals_required} approvals")
+            if policy.reason_hint or policy.reason_pattern:
+                extras.append(f"reason: {escape(policy.reason_hint or policy.reason_pattern)}")
             extra = f"; {'; '.join(extras)}" if extras else ""
             lines.append(f"  • `{escape(role)}`: up to {format_duration(policy.max_duration)} "
                          f"(default {format_duration(policy.default_duration)}), "
                          f"approved by {who}{extra}")
-    return "\n".join(lines)
+    return "\n".join(lines) or ("You may ask for no role here. `/k8s-access clusters` lists "
+                                "what you may ask for; ask the platform team if you need one.")
 
 
 def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], now: datetime,
-              missing: dict[int, int]) -> dict[str, Any]:
+              missing: dict[int, int], links: ReasonLinks = unlinked) -> dict[str, Any]:
     blocks: list[Block] = [{"type": "header", "text": _plain("Kubernetes access")}]
     mine = list(mine)
     active = [r for r in mine if r.state is State.ACTIVE and r.kind is Kind.ACCESS]
     pending = [r for r in mine if r.state in (State.PENDING, State.APPROVED)]
     blocks.append(_text("*Your active grants*" if active else "_No active grants._"))
     for request in active[:MAX_LISTED]:
-        blocks += [_text(request_line(request, now)), grant_buttons(request)]
+        blocks += [_text(request_line(request, now, links)), grant_buttons(request)]
     blocks.append({"type": "divider"})
     blocks.append(_text("*Your pending requests*" if pending else "_No pending requests._"))
     for request in pending[:MAX_LISTED]:
         state = status(request, missing.get(request.id or 0, 0))
-        blocks.append(_text(f"{request_line(request, now)}\n{state}"))
+        blocks.append(_text(f"{request_line(request, now, links)}\n{state}"))
         if request.state is State.PENDING:
             blocks.append(_actions(request.id, button("Cancel", CANCEL, request.id)))
     waiting = list(waiting)
@@ -671,10 +787,9 @@ def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], n
         blocks.append({"type": "divider"})
         blocks.append(_text(f"*Waiting for your decision* ({len(waiting)})"))
         for request in waiting[:MAX_LISTED]:
-            reason = escape(request.reason) or "no reason given"
+            reason = reason_text(request, links) or "no reason given"
             blocks.append(_text(f"{summary(request)}\n_{reason}_"))
-            blocks.append(_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
-                                   button("Deny", DENY, request.id, "danger")))
+            blocks += decision_buttons(request)
     blocks.append(_context("Ask for access with `/k8s-access request`; `/k8s-access help` "
                            "shows every command."))
     return fit_view({"type": "home", "blocks": blocks})
@@ -706,18 +821,29 @@ def _select(action_id: str, options: Sequence[str], initial: str | None) -> Bloc
     return element
 
 
-def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
-    """The request form, pre-filled; the role list follows the chosen cluster."""
-    clusters = list(config.clusters)
+def request_modal(config: Config, prefill: dict[str, Any],
+                  allowed: Collection[tuple[str, str]] | None = None,
+                  for_others: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The request form, pre-filled; the role list follows the chosen cluster. Only the
+    ``allowed`` (cluster, role) pairs are offered when given (what the person may ask for);
+    once a role of ``for_others`` is chosen (or someone was typed after ``--for``), "For"
+    picks someone else to receive it."""
+    def offered(cluster: str, role: str) -> bool:
+        return allowed is None or (cluster, role) in allowed
+
+    clusters = [name for name, cluster in config.clusters.items()
+                if any(offered(name, role) for role in cluster.roles)]
     cluster = prefill.get("cluster") if prefill.get("cluster") in clusters else (
         clusters[0] if len(clusters) == 1 else None)
     blocks = [_input("cluster", "Cluster", _select(PICK_CLUSTER, clusters, cluster),
                      dispatch=True)]
     role = prefill.get("role")
     if cluster is not None:
-        roles = list(config.clusters[cluster].roles)
+        roles = [name for name in config.clusters[cluster].roles if offered(cluster, name)]
         role = role if role in roles else (roles[0] if len(roles) == 1 else None)
         blocks.append(_input("role", "Role", _select(PICK_ROLE, roles, role), dispatch=True))
+        if (cluster, role) in for_others or prefill.get("for"):
+            blocks.append(_grantee_input(prefill.get("for")))
         if role is not None:
             policy = config.policy(cluster, role)
             if policy.namespaces:
@@ -732,7 +858,8 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
             blocks.append(_input("reason", "Reason",
                                  {"type": "plain_text_input", "action_id": "reason",
                                   "multiline": True, "initial_value": prefill.get("reason", "")},
-                                 optional=not policy.require_reason))
+                                 optional=not policy.require_reason,
+                                 hint=policy.reason_hint))
             if policy.allow_own_csr:
                 blocks.append(_input(
                     "csr", "Your own CSR (optional)",
@@ -749,6 +876,16 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
         "private_metadata": _form_memory(prefill),
         "blocks": blocks,
     })
+
+
+def _grantee_input(chosen: str | None) -> Block:
+    """The request form's "For": someone else who is to receive the access."""
+    element: Block = {"type": "users_select", "action_id": PICK_GRANTEE,
+                      "placeholder": _plain("Yourself")}
+    if chosen:
+        element["initial_user"] = chosen
+    return _input("for", "For", element, optional=True,
+                  hint="Leave empty to ask for yourself; pick someone to ask on their behalf.")
 
 
 def _form_memory(prefill: dict[str, Any]) -> str:

@@ -17,9 +17,9 @@ SLASH_COMMAND = "/k8s-access"
 """The bot's one slash command (``app-manifest.yaml`` declares it)."""
 USAGE = {
     "request": "request [CLUSTER [ROLE [DURATION]]] [REASON…]   (options: -n NAMESPACE, "
-               "--break-glass)",
+               "--break-glass, --for @USER)",
     "list": "list [mine|pending|active|all]",
-    "approve": "approve ID [COMMENT]",
+    "approve": "approve ID [--for DURATION] [COMMENT]",
     "deny": "deny ID REASON",
     "cancel": "cancel ID",
     "revoke": "revoke ID [REASON]",
@@ -42,6 +42,8 @@ class Command:
     text: str = ""
     """The free text: reason, comment, list scope or the linked username."""
     break_glass: bool = False
+    grantee_id: str | None = None
+    """``request --for @user``: the Slack user the access is for."""
 
 
 def usage(verb: str) -> str:
@@ -67,13 +69,35 @@ def parse_request_id(word: str | None, verb: str) -> int:
     return int(digits)
 
 
+_MENTION = re.compile(r"<@(?P<id>[UW][A-Z0-9]{2,31})(?:\|[^>]*)?>|(?P<bare>[UW][A-Z0-9]{2,31})",
+                      re.ASCII)
+
+
+def parse_mention(word: str | None) -> str:
+    """The Slack user ID in a mention as Slack sends it in a command's text (``<@U123|bob>``
+    or ``<@U123>``), or a bare user ID; :class:`InvalidInput` saying how to write it."""
+    match = _MENTION.fullmatch(word or "")
+    if match is None:
+        shown = (word or "")[:40]
+        what = f"'{shown}' is not a mention of a Slack user" if word else "`--for` needs a person"
+        raise InvalidInput(
+            f"{what}: pick the person from the list Slack offers as you type @, like "
+            "`request --for @bob staging view 2h reason`.")
+    return match["id"] or match["bare"]
+
+
 def _parse_request(words: list[str]) -> Command:
     namespace = None
     break_glass = False
+    grantee_id = None
     rest: list[str] = []
     iterator = iter(words)
     for word in iterator:
-        if word in ("-n", "--namespace"):
+        if word == "--for":
+            grantee_id = parse_mention(next(iterator, None))
+        elif word.startswith("--for="):
+            grantee_id = parse_mention(word.split("=", 1)[1])
+        elif word in ("-n", "--namespace"):
             namespace = next(iterator, None)
             if namespace is None:
                 raise InvalidInput(f"`{word}` needs a namespace: {usage('request')}.")
@@ -91,7 +115,23 @@ def _parse_request(words: list[str]) -> Command:
     # not the start of the reason.
     duration = parse_duration(rest.pop(0)) if rest and rest[0][:1].isdigit() else None
     return Command("request", cluster=cluster, role=role, namespace=namespace,
-                   duration=duration, text=" ".join(rest), break_glass=break_glass)
+                   duration=duration, text=" ".join(rest), break_glass=break_glass,
+                   grantee_id=grantee_id)
+
+
+def _parse_approve(words: list[str]) -> Command:
+    """``approve ID [--for DURATION] [COMMENT]``: ``--for`` approves less than asked."""
+    request_id = parse_request_id(words[0] if words else None, "approve")
+    rest = words[1:]
+    duration = None
+    if "--for" in rest:
+        at = rest.index("--for")
+        if at + 1 >= len(rest):
+            raise InvalidInput(f"`--for` needs a duration: {usage('approve')}, like "
+                               f"`approve {request_id} --for 1h`.")
+        duration = parse_duration(rest[at + 1])
+        rest = rest[:at] + rest[at + 2:]
+    return Command("approve", request_id=request_id, duration=duration, text=" ".join(rest))
 
 
 def parse(text: str) -> Command:
@@ -108,7 +148,9 @@ def parse(text: str) -> Command:
         if len(rest) > 1:
             raise InvalidInput(f"Write {usage('list')}.")
         return Command("list", text=rest[0] if rest else "mine")
-    if verb in ("approve", "deny", "cancel", "revoke"):
+    if verb == "approve":
+        return _parse_approve(rest)
+    if verb in ("deny", "cancel", "revoke"):
         request_id = parse_request_id(rest[0] if rest else None, verb)
         return Command(verb, request_id=request_id, text=" ".join(rest[1:]))
     if verb == "extend":

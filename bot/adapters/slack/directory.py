@@ -71,7 +71,7 @@ class SlackDirectory:
             user = self._client.users_info(user=user_id)["user"]
         except SlackApiError as error:
             if error.response.get("error") in ("user_not_found", "user_not_visible"):
-                return UserInfo(slack_user_id=user_id)
+                return UserInfo(slack_user_id=user_id, known=False)
             raise TemporaryBackendError(
                 f"Slack did not say who {user_id} is: {error.response.get('error')}"
             ) from None
@@ -80,6 +80,7 @@ class SlackDirectory:
             slack_user_id=user_id,
             email=profile.get("email"),
             name=user.get("name") or profile.get("display_name"),
+            known=not user.get("deleted", False),
         )
 
     def members(self, group_id: str) -> frozenset[str]:

@@ -20,10 +20,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks, payloads
-from bot.domain import lifecycle
+from bot.domain import eligibility, lifecycle
 from bot.domain.durations import format_duration, parse_duration
+from bot.domain.eligibility import NotEligible
 from bot.domain.errors import DomainError, InvalidInput
-from bot.services import grants
+from bot.services import asking, grants
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,15 @@ class AccessWanted:
     namespace: str | None = None
     break_glass: bool = False
     user_csr: str | None = None
+    grantee_id: str | None = None
+    """Who receives the access when asked on their behalf (``--for``, the form's "For")."""
 
     def prefill(self) -> dict[str, Any]:
         """The request form's initial values (and its ``private_metadata``)."""
         return {"cluster": self.cluster, "role": self.role, "namespace": self.namespace,
                 "reason": self.reason, "break_glass": self.break_glass,
-                "duration": format_duration(self.duration) if self.duration else None}
+                "duration": format_duration(self.duration) if self.duration else None,
+                "for": self.grantee_id}
 
     def command(self) -> str:
         """The whole request command, with what was given filled in and the rest named."""
@@ -58,6 +62,8 @@ class AccessWanted:
             words.insert(2, f"-n {self.namespace}")
         if self.break_glass:
             words.insert(0, "--break-glass")
+        if self.grantee_id:
+            words.insert(0, f"--for <@{self.grantee_id}>")
         return (f"`/k8s-access request {' '.join(words)}`, for example "
                 "`/k8s-access request staging edit 4h deploy hotfix` (`/k8s-access clusters` "
                 "lists clusters and roles)")
@@ -72,6 +78,9 @@ def values(view: dict[str, Any]) -> dict[str, str]:
                 chosen = element.get("selected_option")
                 if chosen:
                     found[block_id] = chosen["value"]
+            elif element.get("type") == "users_select":
+                if element.get("selected_user"):
+                    found[block_id] = element["selected_user"]
             elif element.get("value") is not None:
                 found[block_id] = element["value"]
     return found
@@ -85,7 +94,7 @@ def access_wanted(view: dict[str, Any]) -> AccessWanted:
         duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
         namespace=chosen.get("namespace"),
         break_glass=bool(payloads.form_memory(view).get("break_glass")),
-        user_csr=chosen.get("csr") or None)
+        user_csr=chosen.get("csr") or None, grantee_id=chosen.get("for") or None)
 
 
 def open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
@@ -119,7 +128,8 @@ class Forms:
         callback = view.get("callback_id")
         if callback == blocks.REQUEST_MODAL:
             return self._request_errors(values(view),
-                                        bool(payloads.form_memory(view).get("break_glass")))
+                                        bool(payloads.form_memory(view).get("break_glass"))) \
+                or self._asker_errors(str(body["user"]["id"]), values(view))
         if callback == blocks.EXTEND_MODAL:
             return _duration_errors(values(view))
         if callback == blocks.DENY_MODAL:
@@ -140,6 +150,21 @@ class Forms:
             duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
             namespace=chosen.get("namespace"), break_glass=break_glass)
 
+    def _asker_errors(self, user_id: str, chosen: dict[str, str]) -> dict[str, str]:
+        """Who asks, and for whom: refused on the role (not eligible) or on "For"."""
+        try:
+            asking.check_may_ask(self.ctx, user_id,
+                                 self.ctx.config.policy(chosen["cluster"], chosen["role"]),
+                                 chosen.get("for"))
+        except NotEligible as error:
+            return {"role" if error.asking else "for": error.message}
+        except DomainError as error:
+            return {"for": error.message}
+        except Exception:
+            log.exception("could not check who a request form asks for")
+            return {"for": "Something went wrong; try again."}
+        return {}
+
     def _deny_errors(self, user_id: str, view: dict[str, Any]) -> dict[str, str]:
         """The Deny form goes on only from someone who may deny, with a reason."""
         try:
@@ -157,15 +182,31 @@ class Forms:
     def refresh_request_form(self, body: dict[str, Any], client: WebClient) -> None:
         """The cluster or role changed in the request form: rebuild it with the right choices."""
         view = body["view"]
+        user_id = str(body["user"]["id"])
         prefill = {**payloads.form_memory(view), **values(view)}
         if body["actions"][0]["action_id"] == blocks.PICK_CLUSTER:
             prefill.pop("role", None)
             prefill.pop("namespace", None)
         try:
             client.views_update(view_id=view["id"], hash=view.get("hash"),
-                                view=blocks.request_modal(self.ctx.config, prefill))
+                                view=request_form(self.ctx, user_id, prefill))
         except SlackApiError as error:  # a newer pick won (hash_conflict), or the form closed
             log.warning("could not update the request form: %s", error.response.get("error"))
+
+
+def allowed_pairs(ctx: Context, user_id: str) -> set[tuple[str, str]]:
+    """The (cluster, role) pairs ``user_id`` may ask for (:func:`asking.askable`)."""
+    return {(policy.cluster, policy.role) for policy in asking.askable(ctx, user_id)}
+
+
+def request_form(ctx: Context, user_id: str, prefill: dict[str, Any]) -> dict[str, Any]:
+    """The request form as ``user_id`` may fill it in: the roles they may ask for, and "For"
+    where they may ask on someone else's behalf."""
+    actor = ctx.actor(user_id)
+    askable = asking.askable(ctx, user_id)
+    return blocks.request_modal(
+        ctx.config, prefill, {(p.cluster, p.role) for p in askable},
+        {(p.cluster, p.role) for p in askable if eligibility.may_request_for_others(p, actor)})
 
 
 def _duration_errors(chosen: dict[str, str]) -> dict[str, str]:

@@ -18,11 +18,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks, commands
-from bot.adapters.slack.forms import AccessWanted, open_form
-from bot.domain import lifecycle
-from bot.domain.errors import DomainError
+from bot.adapters.slack.forms import AccessWanted, allowed_pairs, open_form, request_form
+from bot.domain import lifecycle, reasons
+from bot.domain.durations import format_duration
+from bot.domain.errors import DomainError, NotAuthorized
 from bot.domain.model import AccessRequest, State
-from bot.services import access, grants, identity
+from bot.services import access, asking, grants, identity
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -48,61 +49,71 @@ class Handlers:
     def __init__(self, ctx: Context, client: WebClient | None = None) -> None:
         self.ctx = ctx
         self.client = client
+        self.links = reasons.linker(ctx.config.policies)
+        """Each request's reason with its tickets linked, by its role's ``ticket_url``."""
 
     # --- verbs that only read -----------------------------------------------------------
 
     def help(self) -> Reply:
         return reply(commands.help_text())
 
-    def clusters(self) -> Reply:
-        return reply(blocks.clusters_overview(self.ctx.config))
+    def clusters(self, user_id: str) -> Reply:
+        """The clusters and roles ``user_id`` may ask for (admins: all)."""
+        return reply(blocks.clusters_overview(self.ctx.config, allowed_pairs(self.ctx, user_id)))
 
     def whoami(self, user_id: str) -> Reply:
         return reply(_whoami(identity.whoami(self.ctx, user_id)))
 
     def listing(self, user_id: str, scope: str) -> Reply:
         found = access.list_requests(self.ctx, user_id, scope)
-        return Reply(*blocks.listing(found.scope.value, found.requests, self.ctx.clock()))
+        return Reply(*blocks.listing(found.scope.value, found.requests, self.ctx.clock(),
+                                     self.links))
 
     # --- requests and decisions ---------------------------------------------------------
 
     def request(self, user_id: str, wanted: AccessWanted,
                 trigger_id: str | None = None) -> Reply | None:
         """File the request, or open the form when it lacks what the requester must say."""
-        if not self._complete(wanted):
+        if not self._complete(user_id, wanted):
             assert self.client is not None
             open_form(self.client, trigger_id,
-                      blocks.request_modal(self.ctx.config, wanted.prefill()),
+                      request_form(self.ctx, user_id, wanted.prefill()),
                       instead=wanted.command())
             return None
         assert wanted.cluster is not None and wanted.role is not None
         filed = access.file_request(
             self.ctx, user_id, wanted.cluster, wanted.role, duration=wanted.duration,
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
-            user_csr=wanted.user_csr)
+            user_csr=wanted.user_csr, grantee_id=wanted.grantee_id)
         return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed)))
 
-    def opens_form(self, wanted: AccessWanted) -> bool:
+    def opens_form(self, user_id: str, wanted: AccessWanted) -> bool:
         """Whether :meth:`request` would only open the form; False when it would file the
-        request or refuse it (an unknown cluster or role)."""
+        request or refuse it (an unknown cluster or role, a role the person may not ask for)."""
         try:
-            return not self._complete(wanted)
+            return not self._complete(user_id, wanted)
         except DomainError:
             return False
 
-    def _complete(self, wanted: AccessWanted) -> bool:
-        """Unknown cluster or role names raise, with the choices."""
+    def _complete(self, user_id: str, wanted: AccessWanted) -> bool:
+        """Unknown cluster or role names raise, with the choices; so does a role the person
+        may not ask for (for whom they ask), with who may, before any form opens."""
         if wanted.cluster is None or wanted.role is None:
             if wanted.cluster is not None:
                 self.ctx.config.cluster(wanted.cluster)
             return False
-        return lifecycle.is_complete(
-            self.ctx.config.policy(wanted.cluster, wanted.role), reason=wanted.reason,
-            namespace=wanted.namespace, break_glass=wanted.break_glass)
+        policy = self.ctx.config.policy(wanted.cluster, wanted.role)
+        if lifecycle.is_complete(policy, reason=wanted.reason, namespace=wanted.namespace,
+                                 break_glass=wanted.break_glass):
+            return True  # filing checks who asks, for whom
+        asking.check_may_ask(self.ctx, user_id, policy, wanted.grantee_id)
+        return False
 
-    def approve(self, user_id: str, request_id: int, comment: str = "") -> Reply:
-        done = access.approve(self.ctx, request_id, user_id, comment)
-        return reply(f"You approved request #{request_id}. "
+    def approve(self, user_id: str, request_id: int, comment: str = "",
+                duration: timedelta | None = None) -> Reply:
+        done = access.approve(self.ctx, request_id, user_id, comment, duration)
+        length = f" for {format_duration(duration)}" if duration else ""
+        return reply(f"You approved request #{request_id}{length}. "
                      f"{blocks.status(done, approvals_missing(self.ctx, done))}")
 
     def deny(self, user_id: str, request_id: int, reason: str) -> Reply:
@@ -146,6 +157,20 @@ class Handlers:
         self._open(trigger_id, blocks.extend_modal(grant),
                    f"`/k8s-access extend {grant.id} DURATION [REASON]`, like "
                    f"`extend {grant.id} 2h still debugging`")
+
+    def request_again(self, user_id: str, request_id: int, trigger_id: str | None) -> None:
+        """Open the request form filled in as an ended request was: its cluster, role,
+        namespace, duration and reason; and its grantee when someone else clicks (the person
+        who asked on their behalf). Only those two may: the form shows the reason."""
+        ended = grants.get(self.ctx, request_id)
+        if user_id not in (ended.requester_id, ended.grantee):
+            raise NotAuthorized(f"Request #{request_id} is not yours to ask for again.")
+        wanted = AccessWanted(
+            cluster=ended.cluster, role=ended.role, duration=ended.duration,
+            reason=ended.reason, namespace=ended.namespace,
+            grantee_id=ended.grantee if ended.grantee != user_id else None)
+        self._open(trigger_id, request_form(self.ctx, user_id, wanted.prefill()),
+                   wanted.command())
 
     def _open(self, trigger_id: str | None, view: blocks.Block, instead: str) -> None:
         assert self.client is not None

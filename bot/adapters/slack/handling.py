@@ -29,6 +29,7 @@ from bot.adapters.slack.forms import AccessWanted
 from bot.adapters.slack.handlers import Handlers, Reply, reply
 from bot.adapters.slack.home import Home
 from bot.domain.durations import parse_duration
+from bot.domain.eligibility import NotEligible
 from bot.domain.errors import DomainError, InvalidInput
 from bot.services.context import Context
 
@@ -52,11 +53,12 @@ class Handling:
         self.home = Home(ctx)
         self.by_verb: dict[str, TextRoute] = {
             "help": lambda user, c, trigger: handlers.help(),
-            "clusters": lambda user, c, trigger: handlers.clusters(),
+            "clusters": lambda user, c, trigger: handlers.clusters(user),
             "whoami": lambda user, c, trigger: handlers.whoami(user),
             "list": lambda user, c, trigger: handlers.listing(user, c.text),
             "request": lambda user, c, trigger: handlers.request(user, _wanted(c), trigger),
-            "approve": lambda user, c, trigger: handlers.approve(user, _id(c), c.text),
+            "approve": lambda user, c, trigger: handlers.approve(user, _id(c), c.text,
+                                                                 c.duration),
             "deny": lambda user, c, trigger: handlers.deny(user, _id(c), c.text),
             "cancel": lambda user, c, trigger: handlers.cancel(user, _id(c)),
             "revoke": lambda user, c, trigger: handlers.revoke(user, _id(c), c.text),
@@ -71,6 +73,10 @@ class Handling:
             blocks.DENY: lambda user, request_id, body: handlers.deny_form(
                 user, request_id, body.get("trigger_id")),
             blocks.EXTEND: lambda user, request_id, body: handlers.extend_form(
+                user, request_id, body.get("trigger_id")),
+            blocks.APPROVE_FOR: lambda user, request_id, body: handlers.approve(
+                user, request_id, duration=_chosen_duration(body)),
+            blocks.REQUEST_AGAIN: lambda user, request_id, body: handlers.request_again(
                 user, request_id, body.get("trigger_id")),
         }
         self.by_form: dict[str, FormRoute] = {
@@ -104,7 +110,8 @@ class Handling:
             return False
         try:
             parsed = commands.parse(str(body.get("text", "")))
-            return parsed.verb == "request" and self.handlers.opens_form(_wanted(parsed))
+            return parsed.verb == "request" and self.handlers.opens_form(
+                str(body.get("user_id", "")), _wanted(parsed))
         except DomainError:  # the worker answers it, like any other command
             return False
         except Exception:  # the worker answers it, with an apology
@@ -181,6 +188,8 @@ class Handling:
         anything else logged with a reference and answered with an apology."""
         try:
             return action()
+        except NotEligible as error:
+            return reply(blocks.not_eligible(error.message, error.requesters))
         except DomainError as error:
             # The message quotes what the person typed: plain text, never markup.
             return reply(blocks.escape(error.message))
@@ -217,10 +226,18 @@ def _user_id(body: dict[str, Any]) -> str:
 
 
 def _button_request_id(action: dict[str, Any]) -> int:
+    """A button's value, or the request ID a menu's chosen option starts with (``ID:…``)."""
+    value = action.get("value") or (action.get("selected_option") or {}).get("value", "")
     try:
-        return commands.parse_request_id(str(action.get("value", "")), action["action_id"])
+        return commands.parse_request_id(str(value).split(":")[0], action["action_id"])
     except DomainError:
         raise InvalidInput("That button is broken; use the command instead.") from None
+
+
+def _chosen_duration(body: dict[str, Any]) -> timedelta:
+    """The duration an "Approve for…" option names (``ID:DURATION``)."""
+    value = str(body["actions"][0]["selected_option"]["value"])
+    return parse_duration(value.partition(":")[2])
 
 
 def _id(command: Command) -> int:
@@ -236,4 +253,4 @@ def _duration(command: Command) -> timedelta:
 def _wanted(command: Command) -> AccessWanted:
     return AccessWanted(cluster=command.cluster, role=command.role, duration=command.duration,
                         reason=command.text, namespace=command.namespace,
-                        break_glass=command.break_glass)
+                        break_glass=command.break_glass, grantee_id=command.grantee_id)

@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks
 from bot.adapters.slack.handlers import approvals_missing
+from bot.domain import reasons
 from bot.domain.model import State
 from bot.services import access
 from bot.services.context import Context
@@ -38,7 +39,8 @@ class Home:
                    if r.id is not None and r.state is State.PENDING}
         try:
             client.views_publish(user_id=user_id,
-                                 view=blocks.home_view(mine, waiting, ctx.clock(), missing))
+                                 view=blocks.home_view(mine, waiting, ctx.clock(), missing,
+                                                       reasons.linker(ctx.config.policies)))
         except SlackApiError as error:  # the Home tab stays as it was; nobody is waiting on it
             log.warning("App Home of %s not published: Slack answered %s", user_id,
                         error.response.get("error") if error.response is not None else error)

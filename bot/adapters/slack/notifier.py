@@ -34,6 +34,7 @@ from bot.adapters.slack.directory import is_person
 from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, MessageRef, Reach, Undelivered
 from bot.domain.ports import Audience, Metrics, Notice, NoticeKind, Posted
+from bot.domain.reasons import ReasonLinks, unlinked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,8 +45,11 @@ UNLISTED = "usergroup_unavailable"
 class SlackNotifier:
     def __init__(self, client: WebClient,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, links: ReasonLinks = unlinked) -> None:
+        """``links`` turns the tickets in a request's reason into links (its role's
+        ``ticket_url``, :func:`bot.domain.reasons.linker`); by default nothing is linked."""
         self._client = client
+        self._links = links
         self._clock = clock
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -56,8 +60,8 @@ class SlackNotifier:
     def remind(self, user_id: str, grants: Sequence[AccessRequest],
                admins: Sequence[str] = ()) -> None:
         try:
-            self._dm("reminder", user_id, *blocks.weekly_reminder(grants, self._clock()),
-                     paced=True)
+            self._dm("reminder", user_id,
+                     *blocks.weekly_reminder(grants, self._clock(), self._links), paced=True)
         except Undeliverable as error:
             self._report_refused("reminder", error, admins)
             raise
@@ -71,7 +75,8 @@ class SlackNotifier:
             else conversation
         detailed = list(grants)[:blocks.REVIEW_DETAILED]
         failed: list[Undeliverable] = []
-        for text, content in blocks.access_review(detailed, len(grants), self._clock()):
+        for text, content in blocks.access_review(detailed, len(grants), self._clock(),
+                                                  self._links):
             try:
                 self._post(purpose, target, text, content, paced=True, recipient=conversation)
             except Undeliverable as error:
@@ -106,20 +111,23 @@ class SlackNotifier:
         if kind is NoticeKind.STILL_PENDING:
             return self._remind_approvers(notice)
         later: list[Undeliverable] = []
-        dm = blocks.requester_message(notice)
-        if dm is not None:
-            try:
-                self._dm("requester", request.requester_id, *dm)
-            except Undeliverable as error:
-                later.append(error)
+        # The grantee (the requester unless asked on someone's behalf) hears of their access
+        # and receives how to connect; one who asked for them hears of each outcome.
+        for recipient, dm in ((request.grantee, blocks.requester_message(notice, self._links)),
+                              (request.requester_id, blocks.behalf_message(notice))):
+            if dm is not None:
+                try:
+                    self._dm("requester", recipient, *dm)
+                except Undeliverable as error:
+                    later.append(error)
         if notice.delivery is not None and notice.delivery.content is not None:
             delivery = notice.delivery
             try:
-                self._send_file(request.requester_id, delivery.filename or "kubeconfig.yaml",
+                self._send_file(request.grantee, delivery.filename or "kubeconfig.yaml",
                                 delivery.content or b"", f"Kubeconfig for request #{request.id}")
             except Undeliverable as error:  # the file is gone with it: say so
                 text = blocks.file_undelivered(request, error.error)
-                self._try(lambda: self._dm("requester", request.requester_id, text,
+                self._try(lambda: self._dm("requester", request.grantee, text,
                                            [blocks.section(text)]))
         if later:  # everything else was tried; a caller that sends once decides what to do
             raise later[0]
@@ -132,7 +140,8 @@ class SlackNotifier:
         one, else DM each approver, each on their own."""
         request = notice.request
         audience = notice.audience or Audience()
-        text, content = blocks.approval_message(request, notice.approvals_missing)
+        text, content = blocks.approval_message(request, notice.approvals_missing,
+                                                links=self._links)
         if request.break_glass:
             text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
         if notice.kind is NoticeKind.ON_CALL_APPROVED:
@@ -203,7 +212,7 @@ class SlackNotifier:
 
     def _update_approval(self, request: AccessRequest, missing: int,
                          messages: Sequence[MessageRef], note: str | None = None) -> None:
-        text, content = blocks.approval_message(request, missing, note)
+        text, content = blocks.approval_message(request, missing, note, self._links)
         for ref in messages:
             self._try(lambda c=ref.conversation, t=ref.message: self._call(  # type: ignore[misc]
                 "approval_update", c, lambda: self._client.chat_update(

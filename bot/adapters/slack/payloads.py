@@ -18,9 +18,11 @@ from bot.adapters.slack.commands import MAX_REQUEST_ID
 MODAL_ONLY_ACTIONS = frozenset({blocks.PICK_CLUSTER, blocks.PICK_ROLE, "namespace"})
 """Actions that exist only inside the request form: sent from anywhere else they are forged."""
 REQUEST_ACTIONS = frozenset({blocks.APPROVE, blocks.DENY, blocks.REVOKE, blocks.EXTEND,
-                             blocks.CANCEL})
+                             blocks.CANCEL, blocks.REQUEST_AGAIN})
 """Buttons whose value is the request's ID."""
-FORM_ACTIONS = frozenset({blocks.DENY, blocks.EXTEND})
+CHOICE_ACTIONS = frozenset({blocks.APPROVE_FOR})
+"""Menus whose chosen option's value starts with the request's ID (``ID:…``)."""
+FORM_ACTIONS = frozenset({blocks.DENY, blocks.EXTEND, blocks.REQUEST_AGAIN})
 """Buttons that open a form, so they need Slack's ``trigger_id``."""
 
 
@@ -64,7 +66,9 @@ def _values(view: dict[str, Any]) -> None:
     for elements in values.values():
         for element in elements.values():
             value, selected = element.get("value"), element.get("selected_option")
-            text = value is None or isinstance(value, str)
+            user = element.get("selected_user")
+            text = (value is None or isinstance(value, str)) and (
+                user is None or isinstance(user, str))
             chosen = selected is None or (isinstance(selected, dict)
                                           and isinstance(selected.get("value"), str))
             if not (text and chosen):
@@ -90,6 +94,10 @@ def _block_actions(body: dict[str, Any]) -> None:
         raise MalformedPayload("an action value that is not a string")
     if action_id in REQUEST_ACTIONS and not isinstance(action.get("value"), str):
         raise MalformedPayload("a request button without its request ID")
+    if action_id in CHOICE_ACTIONS:
+        chosen = action.get("selected_option")
+        if not isinstance(chosen, dict) or not isinstance(chosen.get("value"), str):
+            raise MalformedPayload("a menu without its chosen option")
     if action_id in FORM_ACTIONS and not _text(body.get("trigger_id")):
         raise MalformedPayload("a form button without trigger_id")
     if action_id in MODAL_ONLY_ACTIONS:

@@ -63,7 +63,7 @@ class Receiver:
         for action in payloads.FORM_ACTIONS:
             app.action(action)(self.on_form_button)
         for action in (*(payloads.REQUEST_ACTIONS - payloads.FORM_ACTIONS),
-                       blocks.CONFIRM_LINK, "namespace"):
+                       *payloads.CHOICE_ACTIONS, blocks.CONFIRM_LINK, "namespace"):
             app.action(action)(acknowledge)
         app.action(blocks.PICK_CLUSTER)(self.on_pick)
         app.action(blocks.PICK_ROLE)(self.on_pick)
