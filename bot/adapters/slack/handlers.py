@@ -11,6 +11,7 @@ turns it into the answer (:meth:`Handling.run <bot.adapters.slack.handling.Handl
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -49,8 +50,12 @@ class Handlers:
     def __init__(self, ctx: Context, client: WebClient | None = None) -> None:
         self.ctx = ctx
         self.client = client
-        self.links = reasons.linker(ctx.config.policies)
         """Each request's reason with its tickets linked, by its role's ``ticket_url``."""
+
+    @cached_property
+    def links(self) -> reasons.ReasonLinks:
+        """Turns the tickets in a reason into links, by each role's ``ticket_url``."""
+        return reasons.linker(self.ctx.config.policies)
 
     # --- verbs that only read -----------------------------------------------------------
 
