@@ -11,9 +11,9 @@ turns it into the answer (:meth:`Handling.run <bot.adapters.slack.handling.Handl
 from __future__ import annotations
 
 import logging
-from functools import cached_property
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
