@@ -37,6 +37,11 @@ class UserInfo:
     name: str | None = None
     links: dict[str, str] = field(default_factory=dict)
     """Confirmed links by provider, e.g. ``{"gitlab": "alice"}``."""
+    tz: str | None = None
+    """The IANA time zone their clock shows (Slack's ``users.info`` ``tz``, like
+    ``Europe/Berlin``); None when unknown. ``--at 22:00`` is read in it."""
+    deactivated: bool = False
+    """Their account is deactivated (Slack's ``deleted``): nothing starts for them."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,9 @@ class NoticeKind(StrEnum):
     """No approver could be told of the request: the requester and the admins hear why."""
     SLOW = "slow"
     """A grant's backend call is still running after a while: ``detail`` says what is slow."""
+    ESCALATED = "escalated"
+    """An escalation step added approvers to a waiting request: the approval message goes to
+    them (``audience``), with its buttons."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +367,13 @@ class AccessRequests(Protocol):
 
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
         """Active grants whose end comes before ``until``, soonest first."""
+        ...
+
+    def pending_past(self, created_before: datetime, window_started_before: datetime,
+                     limit: int) -> list[AccessRequest]:
+        """Pending requests that may be past their deadline: unscheduled ones filed at or
+        before ``created_before``, scheduled ones whose window started at or before
+        ``window_started_before``; oldest first."""
         ...
 
 

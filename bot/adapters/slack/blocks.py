@@ -25,8 +25,10 @@ from typing import Any
 
 from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
+from bot.domain import windows
 from bot.domain.durations import format_duration
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
+from bot.domain.policy import RolePolicy
 from bot.domain.ports import Notice, NoticeKind
 
 Block = dict[str, Any]
@@ -297,6 +299,9 @@ def status(request: AccessRequest, missing: int = 0) -> str:
         return f":hourglass: Waiting for {missing} more approval{plural}{done}."
     if state is State.APPROVED:
         line = f":white_check_mark: Approved by {approvers}; granting access…"
+        if windows.approved_ahead(request):
+            line = (f":white_check_mark: Approved by {approvers}; access starts "
+                    f"{when(request.window_start)}.")
         if request.last_error:
             line += f"\n:warning: The backend failed, retrying: {escape(request.last_error)}"
         return line
@@ -326,7 +331,18 @@ def _fields(request: AccessRequest) -> Block:
         f"*Identity granted*\n`{escape(request.subject)}`",
         f"*Reason*\n{reason}",
     ]
+    if request.window_start is not None:
+        fields.append(f"*Window*\n{window(request)}")
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
+
+
+def window(request: AccessRequest, tz: str | None = None) -> str:
+    """A scheduled window, from its start to its end: in each reader's own time zone (Slack
+    renders the dates), or in UTC and ``tz`` (the requester's zone) when ``tz`` is given."""
+    start, end = request.window_start, request.window_end
+    if tz is not None and start is not None and end is not None:
+        return f"{windows.render_time(start, tz)} to {windows.render_time(end, tz)}"
+    return f"{when(start)} to {when(end)}"
 
 
 def approval_message(request: AccessRequest, missing: int,
@@ -346,6 +362,13 @@ def approval_message(request: AccessRequest, missing: int,
         blocks.append(_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
                                button("Deny", DENY, request.id, "danger")))
     return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
+
+
+def escalated(text: str, content: list[Block]) -> tuple[str, list[Block]]:
+    """An approval message for approvers an escalation step added: why it comes to them."""
+    why = (":arrow_double_up: Escalated to you: nobody has decided on this request yet, "
+           "and you may now.")
+    return fit_message(f"Escalated to you: {text}", [_text(why), *content])
 
 
 def delay_note(notice: Notice) -> str:
@@ -372,6 +395,10 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
         if notice.delivery is not None and notice.delivery.instructions:
             text += f"\n{notice.delivery.instructions}"
         buttons = [grant_buttons(notice.parent)]
+    elif kind is NoticeKind.APPROVED and windows.approved_ahead(request):
+        text = (f":white_check_mark: Request {label} was approved: your access starts at "
+                f"{when(request.window_start)} and ends at {when(request.window_end)}. You will "
+                f"get it then; `/k8s-access cancel {request.id}` withdraws it before.")
     elif kind is NoticeKind.APPROVED:
         text = f":white_check_mark: Request {label} was approved; granting access now."
     elif kind is NoticeKind.DENIED:
@@ -380,6 +407,9 @@ def requester_message(notice: Notice) -> tuple[str, list[Block]] | None:
     elif kind is NoticeKind.TIMED_OUT:
         text = (f":zzz: Request {label} timed out: {escape(request.end_reason)}. "
                 "Ask again if you still need it.")
+    elif kind is NoticeKind.FAILED and request.window_start is not None:
+        text = (f":boom: Your scheduled access {label} could not start: "
+                f"{escape(request.end_reason).rstrip('.')}. Ask again if you still need it.")
     elif kind is NoticeKind.FAILED:
         text = (f":boom: Access {label} could not be granted: {escape(request.end_reason)}\n"
                 "The platform team has been told; ask again once it is fixed.")
@@ -483,7 +513,16 @@ def link_confirmation(user_id: str, username: str) -> tuple[str, list[Block]]:
                       "value": user_id}]}])
 
 
-def filed_message(request: AccessRequest, missing: int) -> str:
+def filed_message(request: AccessRequest, missing: int, tz: str | None = None) -> str:
+    """The answer to the requester: what was filed and who was told; a scheduled window in
+    UTC and in ``tz``, their time zone."""
+    text = _filed(request, missing)
+    if request.window_start is not None:
+        text += f"\nWindow: {window(request, tz or 'UTC')}."
+    return text
+
+
+def _filed(request: AccessRequest, missing: int) -> str:
     if request.state is State.PENDING and request.notified is not None \
             and not request.notified.reached:
         return (f"Request #{request.id} filed: {summary(request)}.\n"
@@ -655,7 +694,8 @@ def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], n
     for request in pending[:MAX_LISTED]:
         state = status(request, missing.get(request.id or 0, 0))
         blocks.append(_text(f"{request_line(request, now)}\n{state}"))
-        if request.state is State.PENDING:
+        if request.state is State.PENDING or (
+                windows.approved_ahead(request) and (request.window_start or now) > now):
             blocks.append(_actions(request.id, button("Cancel", CANCEL, request.id)))
     waiting = list(waiting)
     if waiting:
@@ -724,6 +764,8 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
                                  {"type": "plain_text_input", "action_id": "reason",
                                   "multiline": True, "initial_value": prefill.get("reason", "")},
                                  optional=not policy.require_reason))
+            if not prefill.get("break_glass"):
+                blocks.append(_start_at(policy, prefill.get("start_at")))
             if policy.allow_own_csr:
                 blocks.append(_input(
                     "csr", "Your own CSR (optional)",
@@ -740,6 +782,18 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
         "private_metadata": _form_memory(prefill),
         "blocks": blocks,
     })
+
+
+def _start_at(policy: RolePolicy, typed: str | None) -> Block:
+    """The request form's optional "Start at": empty starts the access once approved."""
+    element: Block = {"type": "plain_text_input", "action_id": "start_at",
+                      "placeholder": _plain("tomorrow 22:00")}
+    if typed:
+        element["initial_value"] = typed
+    return _input("start_at", "Start at", element, optional=True, hint=(
+        "Empty: as soon as approved. Or a time in your Slack time zone, like 22:00, "
+        "tomorrow 22:00 or 2026-12-02T22:00 (end it in Z for UTC), up to "
+        f"{format_duration(policy.max_schedule_ahead)} ahead."))
 
 
 def _form_memory(prefill: dict[str, Any]) -> str:

@@ -17,9 +17,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks, payloads
-from bot.domain import lifecycle
+from bot.domain import lifecycle, windows
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import DomainError, InvalidInput
+from bot.domain.policy import RolePolicy
 from bot.services import grants
 from bot.services.context import Context
 
@@ -40,12 +41,15 @@ class AccessWanted:
     namespace: str | None = None
     break_glass: bool = False
     user_csr: str | None = None
+    at: str | None = None
+    """When a scheduled window starts, as typed (``--at``, the form's "Start at")."""
 
     def prefill(self) -> dict[str, Any]:
         """The request form's initial values (and its ``private_metadata``)."""
         return {"cluster": self.cluster, "role": self.role, "namespace": self.namespace,
                 "reason": self.reason, "break_glass": self.break_glass,
-                "duration": format_duration(self.duration) if self.duration else None}
+                "duration": format_duration(self.duration) if self.duration else None,
+                "start_at": self.at}
 
     def command(self) -> str:
         """The whole request command, with what was given filled in and the rest named."""
@@ -55,6 +59,8 @@ class AccessWanted:
             words.insert(2, f"-n {self.namespace}")
         if self.break_glass:
             words.insert(0, "--break-glass")
+        if self.at:
+            words.insert(3, f"--at {self.at}")
         return (f"`/k8s-access request {' '.join(words)}`, for example "
                 "`/k8s-access request staging edit 4h deploy hotfix` (`/k8s-access clusters` "
                 "lists clusters and roles)")
@@ -82,7 +88,7 @@ def access_wanted(view: dict[str, Any]) -> AccessWanted:
         duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
         namespace=chosen.get("namespace"),
         break_glass=bool(payloads.form_memory(view).get("break_glass")),
-        user_csr=chosen.get("csr") or None)
+        user_csr=chosen.get("csr") or None, at=chosen.get("start_at") or None)
 
 
 def open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
@@ -116,14 +122,16 @@ class Forms:
         callback = view.get("callback_id")
         if callback == blocks.REQUEST_MODAL:
             return self._request_errors(values(view),
-                                        bool(payloads.form_memory(view).get("break_glass")))
+                                        bool(payloads.form_memory(view).get("break_glass")),
+                                        str(body["user"]["id"]))
         if callback == blocks.EXTEND_MODAL:
             return _duration_errors(values(view))
         if callback == blocks.DENY_MODAL:
             return self._deny_errors(str(body["user"]["id"]), view)
         return {}
 
-    def _request_errors(self, chosen: dict[str, str], break_glass: bool) -> dict[str, str]:
+    def _request_errors(self, chosen: dict[str, str], break_glass: bool,
+                        user_id: str) -> dict[str, str]:
         config = self.ctx.config
         if chosen.get("cluster") not in config.clusters:
             return {"cluster": "Choose a cluster."}
@@ -132,10 +140,27 @@ class Forms:
         wrong = _duration_errors(chosen)
         if wrong:
             return wrong
+        policy = config.policy(chosen["cluster"], chosen["role"])
         return lifecycle.field_errors(
-            config.policy(chosen["cluster"], chosen["role"]),
-            duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
-            namespace=chosen.get("namespace"), break_glass=break_glass)
+            policy, duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
+            namespace=chosen.get("namespace"), break_glass=break_glass,
+        ) | self._start_errors(policy, chosen.get("start_at"), user_id)
+
+    def _start_errors(self, policy: RolePolicy, at: str | None, user_id: str) -> dict[str, str]:
+        """What is wrong with the "Start at" field, read in the person's Slack time zone. When
+        Slack cannot say which zone that is now, the worker checks it (and answers) instead."""
+        if not at or not at.strip():
+            return {}
+        try:
+            tz = self.ctx.directory.user_info(user_id).tz
+        except DomainError:
+            return {}
+        try:
+            windows.schedule(at, now=self.ctx.clock(), tz=tz,
+                             max_ahead=policy.max_schedule_ahead)
+        except DomainError as error:
+            return {"start_at": error.message}
+        return {}
 
     def _deny_errors(self, user_id: str, view: dict[str, Any]) -> dict[str, str]:
         """The Deny form goes on only from someone who may deny, with a reason."""

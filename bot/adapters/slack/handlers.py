@@ -78,8 +78,9 @@ class Handlers:
         filed = access.file_request(
             self.ctx, user_id, wanted.cluster, wanted.role, duration=wanted.duration,
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
-            user_csr=wanted.user_csr)
-        return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed)))
+            user_csr=wanted.user_csr, at=wanted.at)
+        tz = self.ctx.directory.user_info(user_id).tz if filed.window_start else None
+        return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed), tz))
 
     def _complete(self, wanted: AccessWanted) -> bool:
         """Unknown cluster or role names raise, with the choices."""

@@ -204,4 +204,4 @@ def _duration(command: Command) -> timedelta:
 def _wanted(command: Command) -> AccessWanted:
     return AccessWanted(cluster=command.cluster, role=command.role, duration=command.duration,
                         reason=command.text, namespace=command.namespace,
-                        break_glass=command.break_glass)
+                        break_glass=command.break_glass, at=command.at)

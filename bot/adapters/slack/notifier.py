@@ -92,7 +92,7 @@ class SlackNotifier:
     def notify(self, notice: Notice) -> Posted | None:
         request = notice.request
         kind = notice.kind
-        if kind is NoticeKind.FILED:
+        if kind in (NoticeKind.FILED, NoticeKind.ESCALATED):
             return self._announce(notice)
         if kind is NoticeKind.UNREACHABLE:
             return Posted(self._tell_unreachable(notice))
@@ -135,6 +135,8 @@ class SlackNotifier:
         text, content = blocks.approval_message(request, notice.approvals_missing)
         if request.break_glass:
             text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
+        if notice.kind is NoticeKind.ESCALATED:
+            text, content = blocks.escalated(text, content)
         channel = audience.conversation
         if channel:
             try:
