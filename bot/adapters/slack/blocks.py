@@ -760,12 +760,12 @@ def request_modal(config: Config, prefill: dict[str, Any]) -> dict[str, Any]:
             blocks.append(_input("duration", "Duration",
                                  {"type": "plain_text_input", "action_id": "duration",
                                   "initial_value": duration}, hint=hint))
+            if not prefill.get("break_glass"):
+                blocks.append(_start_at(policy, prefill.get("start_at")))
             blocks.append(_input("reason", "Reason",
                                  {"type": "plain_text_input", "action_id": "reason",
                                   "multiline": True, "initial_value": prefill.get("reason", "")},
                                  optional=not policy.require_reason))
-            if not prefill.get("break_glass"):
-                blocks.append(_start_at(policy, prefill.get("start_at")))
             if policy.allow_own_csr:
                 blocks.append(_input(
                     "csr", "Your own CSR (optional)",
