@@ -373,7 +373,8 @@ class AccessRequests(Protocol):
                      limit: int) -> list[AccessRequest]:
         """Pending requests that may be past their deadline: unscheduled ones filed at or
         before ``created_before``, scheduled ones whose window started at or before
-        ``window_started_before``; oldest first."""
+        ``window_started_before``; oldest first. Their rows are locked for the transaction,
+        and rows another transaction holds are skipped (where the database can)."""
         ...
 
 

@@ -223,6 +223,8 @@ class SqlAlchemyAccessRequests:
             .where(RequestRow.state == State.PENDING.value, unscheduled | started)
             .order_by(RequestRow.created_at)
             .limit(limit)
+            # Replicas timing out at once each take the rows the others have not locked.
+            .with_for_update(skip_locked=True, of=RequestRow)
         )
         return [_to_request(row) for row in self.session.scalars(query)]
 
