@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.errors import DomainError
-from bot.services import access, audit_stream, grants, operations, reminders
+from bot.services import access, audit_stream, escalations, grants, operations, reminders
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,11 @@ JOBS: dict[str, Callable[[Context], int]] = {
     "timeout": access.time_out_pending,
     "remind": reminders.remind,
     "stream": audit_stream.deliver,
+    "escalate": escalations.escalate_pending,
 }
 """Every periodic pass by name; each does only what it names. ``reconcile`` removes the
-backend objects no grant explains (see :func:`bot.services.grants.reconcile`)."""
+backend objects no grant explains (see :func:`bot.services.grants.reconcile`); ``escalate``
+adds the approvers of escalation steps due on waiting requests."""
 EVERY = {"stream": timedelta(seconds=5)}
 """Jobs that run at a fixed interval instead: the audit stream keeps up within seconds."""
 

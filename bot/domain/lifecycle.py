@@ -4,8 +4,8 @@
 
     pending ──approve (quorum)──▶ approved ──provisioned──▶ active ──▶ expired
        │                            │                        └──revoke──▶ revoked
-       ├──deny──▶ denied            └──permanent error──▶ failed
-       ├──cancel──▶ cancelled
+       ├──deny──▶ denied            ├──permanent error──▶ failed
+       ├──cancel──▶ cancelled ◀─────┘ cancel (a scheduled window not yet started)
        └──no decision in time──▶ timed_out
 
 The functions here check who acts and what the policy says, then move the request. They mutate
@@ -67,6 +67,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.PENDING, Event.TIME_OUT): State.TIMED_OUT,
     (State.APPROVED, Event.PROVISION): State.ACTIVE,
     (State.APPROVED, Event.FAIL): State.FAILED,
+    (State.APPROVED, Event.CANCEL): State.CANCELLED,
     (State.ACTIVE, Event.EXPIRE): State.EXPIRED,
     (State.ACTIVE, Event.REVOKE): State.REVOKED,
 }
@@ -346,10 +347,16 @@ def deny(
 
 
 def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
+    """The requester withdraws a pending request, or an approved one whose scheduled window
+    has not started (:func:`bot.domain.windows.check_not_started`)."""
     next_state(request, Event.CANCEL)
     if actor.user_id != request.requester_id:
         raise NotAuthorized(f"Only the requester can cancel request {request.label}.")
-    _end(request, Event.CANCEL, now, actor.user_id, "cancelled by the requester")
+    why = "cancelled by the requester"
+    if request.state is State.APPROVED:
+        windows.check_not_started(request, now)
+        why += " before its window started"
+    _end(request, Event.CANCEL, now, actor.user_id, why)
 
 
 def time_out(request: AccessRequest, policy: RolePolicy, now: datetime) -> None:

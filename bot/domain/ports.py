@@ -39,6 +39,11 @@ class UserInfo:
     """Confirmed links by provider, e.g. ``{"gitlab": "alice"}``."""
     known: bool = True
     """False when the directory has no such person, or only a deactivated account."""
+    tz: str | None = None
+    """The IANA time zone their clock shows (Slack's ``users.info`` ``tz``, like
+    ``Europe/Berlin``); None when unknown. ``--at 22:00`` is read in it."""
+    deactivated: bool = False
+    """Their account is deactivated (Slack's ``deleted``): nothing starts for them."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +241,9 @@ class NoticeKind(StrEnum):
     ON_CALL_APPROVED = "on_call_approved"
     """A new request approved by policy because the requester is on call: announced to the
     approvers loudly, flagged for review (like break-glass, without the siren)."""
+    ESCALATED = "escalated"
+    """An escalation step added approvers to a waiting request: the approval message goes to
+    them (``audience``), with its buttons."""
 
 
 @dataclass(frozen=True)
@@ -368,6 +376,14 @@ class AccessRequests(Protocol):
 
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
         """Active grants whose end comes before ``until``, soonest first."""
+        ...
+
+    def pending_past(self, created_before: datetime, window_started_before: datetime,
+                     limit: int) -> list[AccessRequest]:
+        """Pending requests that may be past their deadline: unscheduled ones filed at or
+        before ``created_before``, scheduled ones whose window started at or before
+        ``window_started_before``; oldest first. Their rows are locked for the transaction,
+        and rows another transaction holds are skipped (where the database can)."""
         ...
 
 

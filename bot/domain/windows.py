@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain.durations import format_duration
-from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, State
+from bot.domain.errors import InvalidInput, InvalidTransition, PolicyViolation
+from bot.domain.model import AccessRequest, Actor, State
+from bot.domain.policy import RolePolicy
 
 _HOW = ("write it like 2026-12-02T22:00, 22:00 (the next one) or tomorrow 22:00, "
         "optionally ending in Z or an offset like +01:00")
@@ -159,3 +160,47 @@ def planned_end(request: AccessRequest, started: datetime) -> datetime:
 def window_ended(request: AccessRequest, now: datetime) -> bool:
     end = request.window_end
     return end is not None and now >= end
+
+
+def approved_ahead(request: AccessRequest) -> bool:
+    """Whether ``request`` was approved before its window's start (so that the grant waits
+    for it); False for an unscheduled request or one approved once its window had begun."""
+    start = request.window_start
+    return start is not None and request.decided_at is not None and request.decided_at < start
+
+
+def check_not_started(request: AccessRequest, now: datetime) -> None:
+    """Refuse with :class:`InvalidTransition` to withdraw an approved request unless it is a
+    scheduled window that has not started at ``now``: once access is being granted, it is
+    revoked instead."""
+    if request.window_start is not None and now < request.window_start:
+        return
+    what = ("its window started" if request.window_start is not None
+            else "its access is being granted")
+    raise InvalidTransition(
+        f"Request {request.label} is approved and {what}: it cannot be cancelled now. "
+        f"Revoke it once it is active (`revoke {request.id}`)."
+    )
+
+
+def check_at_start(request: AccessRequest, policy: RolePolicy, grantee: Actor, subject: str,
+                   now: datetime, *, deactivated: bool = False) -> None:
+    """What is checked again when a scheduled window starts, before access is granted
+    (the contract's "eligibility and identity are checked again at the start"). Raises
+    :class:`PolicyViolation` saying why the request cannot start: its window ended before
+    it could (the bot was down all along), the grantee's account was deactivated, they may
+    no longer ask for the role (``requesters`` changed), or the identity they would be
+    granted (``subject``, resolved afresh) is not the one the approvers saw."""
+    end = request.window_end
+    if end is not None and now >= end:
+        raise PolicyViolation(
+            f"its window ended at {render_time(end)} before the access could start")
+    if deactivated:
+        raise PolicyViolation("the account it was asked for is deactivated")
+    if not policy.may_request(grantee):
+        raise PolicyViolation(
+            f"the person it was asked for may no longer ask for {policy.cluster}/{policy.role}")
+    if subject != request.subject:
+        raise PolicyViolation(
+            f"the identity to grant changed from {request.subject} to {subject} since the "
+            "approvers saw it; ask again so that they approve the new one")

@@ -27,9 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 from slack_sdk.signature import SignatureVerifier
 
@@ -122,6 +124,9 @@ class Failure:
 @dataclass
 class FakeSlack:
     users: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Users by ID: ``email``, ``name`` and ``tz`` (an IANA zone, ``Europe/London`` when not
+    given), answered by ``users.info`` as Slack does (``tz``, ``tz_label``, ``tz_offset``;
+    ``deleted`` for the deactivated)."""
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     channels: set[str] = field(default_factory=set)
     """Channels the bot is a member of."""
@@ -322,9 +327,14 @@ class FakeSlack:
         user = self.users.get(params.get("user", ""))
         if user is None:
             return {"ok": False, "error": "user_not_found"}
-        return {"ok": True, "user": {"id": params["user"], "name": user.get("name"),
-                                     "profile": {"email": user.get("email"),
-                                                 "display_name": user.get("name")}}}
+        zone = user.get("tz") or "Europe/London"
+        offset = datetime.now(UTC).astimezone(ZoneInfo(zone)).utcoffset() or timedelta()
+        return {"ok": True, "user": {
+            "id": params["user"], "name": user.get("name"),
+            "deleted": params["user"] in self.deactivated,
+            "tz": zone, "tz_label": user.get("tz_label") or zone,
+            "tz_offset": int(offset.total_seconds()),
+            "profile": {"email": user.get("email"), "display_name": user.get("name")}}}
 
     def api_usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
         group = params.get("usergroup", "")

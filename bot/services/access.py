@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from bot.domain import eligibility, lifecycle
+from bot.domain import eligibility, escalation, lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
+from bot.domain.model import AccessRequest, Actor, Kind, Operation, OperationKind, Reach, State
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
-from bot.services import asking, grants, oncall, operations
+from bot.services import asking, grants, oncall, operations, scheduled
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,11 @@ def file_request(
     break_glass: bool = False,
     user_csr: str | None = None,
     grantee_id: str | None = None,
+    at: str | None = None,
 ) -> AccessRequest:
     """File a request; approvers hear of it, or the policy approves it at once.
-    ``grantee_id``: the Slack user who receives the access when asked on their behalf."""
+    ``grantee_id``: the Slack user who receives the access when asked on their behalf; ``at``
+    schedules its window (``--at WHEN``, read in the requester's Slack time zone)."""
     policy = ctx.config.policy(cluster, role)
     granter = ctx.granter(cluster)
     requester = ctx.actor(user_id)
@@ -45,12 +47,14 @@ def file_request(
     eligibility.check_request_for(policy, requester, grantee)
     with ctx.transaction() as uow:
         user = ctx.user_info(grantee.user_id, uow.links)
+    asker = user if grantee.user_id == user_id else ctx.directory.user_info(user_id)
     subject = granter.resolve_subject(user)
     now = ctx.clock()
     request = lifecycle.file_request(
         policy=policy, requester=requester, subject=subject, duration=duration, reason=reason,
         now=now, namespace=namespace, break_glass=break_glass, user_csr=user_csr,
         grantee=grantee,
+        window_start=scheduled.window_start(policy, at, asker, now),
     )
     if request.user_csr:
         granter.check_user_csr(request.user_csr, subject)
@@ -61,6 +65,7 @@ def file_request(
         audit(uow.audit, now, user_id, "requested", request, target=request.target,
               duration=int(request.duration.total_seconds()), reason=request.reason,
               subject=subject, break_glass=request.break_glass or None, on_call=request.on_call,
+              window_start=_iso(request.window_start), window_end=_iso(request.window_end),
               **asking.filing_details(request))
         operation = None
         if request.state is State.APPROVED:
@@ -144,7 +149,8 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "",
             complete = lifecycle.approve(request, actor, policy, now, comment, duration)
             uow.requests.save(request)
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
-                  request, comment=comment or None, **asking.approval_details(request, duration))
+                  request, comment=comment or None, window_start=_iso(request.window_start),
+                  **asking.approval_details(request, duration))
             operation = operations.owe_approved(uow.operations, request, now) if complete else None
             decision = ctx.prepared(uow, Notice(NoticeKind.DECISION, request, actor=user_id))
         return decision, operation
@@ -186,9 +192,12 @@ def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
+            approved = request.state is State.APPROVED
             lifecycle.cancel(request, actor, now)
             uow.requests.save(request)
-            audit(uow.audit, now, user_id, "cancelled", request)
+            operations.forgo(uow.operations, request, OperationKind.GRANT, request.end_reason or "")
+            audit(uow.audit, now, user_id, "cancelled", request,
+                  window_start=_iso(request.window_start) if approved else None)
             return ctx.prepared(uow, Notice(NoticeKind.CANCELLED, request, actor=user_id))
 
     cancellation = retrying(withdraw)
@@ -197,16 +206,17 @@ def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
 
 
 def time_out_pending(ctx: Context, limit: int | None = None) -> int:
-    """Close requests nobody decided on within their role's timeout, up to ``limit`` (the
-    tuning's batch) at a time; returns how many."""
+    """Close requests nobody decided on by their deadline (their role's timeout, or the end
+    of their scheduled window: :func:`bot.domain.escalation.pending_deadline`), up to
+    ``limit`` (the tuning's batch) at a time; returns how many."""
     now = ctx.clock()
     shortest = min(p.pending_timeout for p in ctx.config.policies.values())
     notices = []
     with ctx.transaction() as uow:
-        for request in uow.requests.pending_created_before(
-                now - shortest, ctx.tuning.batches.timeouts if limit is None else limit):
+        for request in uow.requests.pending_past(
+                now - shortest, now, ctx.tuning.batches.timeouts if limit is None else limit):
             policy = ctx.config.policies.get((request.cluster, request.role))
-            if policy is None or now < request.created_at + policy.pending_timeout:
+            if policy is None or now < escalation.pending_deadline(request, policy):
                 continue
             lifecycle.time_out(request, policy, now)
             uow.requests.save(request)
@@ -275,3 +285,7 @@ def _merge(first: list[AccessRequest], second: list[AccessRequest]) -> list[Acce
     seen = {r.id for r in first}
     merged = first + [r for r in second if r.id not in seen]
     return sorted(merged, key=lambda r: (r.created_at, r.id or 0), reverse=True)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

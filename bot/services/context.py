@@ -106,7 +106,7 @@ class Context:
                           (("gitlab", mapping.gitlab), ("kubernetes", mapping.kubernetes))
                           if v})
         email = mapping.email if mapping is not None and mapping.email else info.email
-        return UserInfo(slack_user_id=user_id, email=email, name=info.name, links=linked)
+        return dataclasses.replace(info, slack_user_id=user_id, email=email, links=linked)
 
     # --- what notices need --------------------------------------------------------------
 

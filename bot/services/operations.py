@@ -45,6 +45,7 @@ from bot.domain.ports import (
     UnitOfWork,
 )
 from bot.logcontext import request_scope
+from bot.services import scheduled
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,20 @@ def owe(operations: OperationQueue, request: AccessRequest, kind: OperationKind,
 
 def owe_approved(operations: OperationQueue, request: AccessRequest,
                  now: datetime) -> Operation | None:
-    """The backend work an approved request needs: a grant, or an extension of its parent."""
+    """The backend work an approved request needs: a grant, or an extension of its parent;
+    due now, or at the start of a scheduled window still ahead."""
     kind = OperationKind.EXTEND if request.kind is Kind.EXTENSION else OperationKind.GRANT
-    return owe(operations, request, kind, now)
+    return owe(operations, request, kind, max(now, windows.activation_at(request) or now))
+
+
+def forgo(operations: OperationQueue, request: AccessRequest, kind: OperationKind,
+          why: str) -> None:
+    """The owed ``kind`` of ``request`` is wanted no more (a window cancelled before its
+    start): it never runs. Nothing happens when none is owed."""
+    assert request.id is not None
+    owed = operations.get(request.id, kind)
+    if owed is not None and owed.state is OperationState.PENDING:
+        _finish(operations, owed, OperationState.FAILED, why)
 
 
 def run_due(ctx: Context, limit: int | None = None) -> int:
@@ -240,6 +252,7 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
                   parent: AccessRequest | None, started: datetime) -> GrantResult | None:
     granter = ctx.granter(request.cluster)
     if operation.kind is OperationKind.GRANT:
+        scheduled.check_at_start(ctx, request, started)
         spec = spec_for(request, windows.planned_end(request, started))
         if operation.prepared is None:
             operation.prepared = granter.prepare(spec)

@@ -2,7 +2,8 @@
 approvers about requests still waiting.
 
 Each message has a unique key (who, what, which week or which end) claimed in the database
-before it is sent, so several replicas send it once. A send that fails for a reason that may
+before it is sent, so several replicas send it once; a waiting request counts the reminders of
+its approvers instead, on its own row. A send that fails for a reason that may
 pass (Slack rate-limiting or down) gives its key back so the next pass tries again; one that
 Slack refused for good (the recipient cannot receive it, or the message itself is invalid)
 keeps its key: it is logged and counted, never sent again unchanged every minute.
@@ -17,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from bot.domain import escalation
-from bot.domain.errors import Undeliverable
-from bot.domain.model import AccessRequest, Kind, State
+from bot.domain.errors import ConcurrentModification, Undeliverable
+from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
-from bot.services.context import Context
+from bot.services.context import Context, audit, retrying
 from bot.services.schedule import last_occurrence
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,31 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
     with ctx.transaction() as uow:
         if not uow.once.claim_key(key, ctx.clock()):
             return False
+
+    def release() -> None:
+        with ctx.transaction() as uow:
+            uow.once.release_key(key)
+
+    return _sent(key, send, release)
+
+
+def _sent(what: str, send: Callable[[], object], give_back: Callable[[], None]) -> bool:
+    """Send what was claimed; when it failed for a reason that may pass, ``give_back`` the
+    claim so that the next pass tries again. A message Slack refused for good keeps its
+    claim (logged). True when sent."""
     try:
         send()
     except Undeliverable as error:
         if not error.retryable:
-            log.error("%s was not delivered and is not tried again: %s (%s)", key,
+            log.error("%s was not delivered and is not tried again: %s (%s)", what,
                       error.message, error.kind)
             return False
-        log.warning("%s was not delivered; it will be tried again: %s", key, error.message)
-        with ctx.transaction() as uow:
-            uow.once.release_key(key)
+        log.warning("%s was not delivered; it will be tried again: %s", what, error.message)
+        give_back()
         return False
     except Exception:
-        log.exception("sending %s failed; it will be tried again", key)
-        with ctx.transaction() as uow:
-            uow.once.release_key(key)
+        log.exception("sending %s failed; it will be tried again", what)
+        give_back()
         return False
     return True
 
@@ -92,13 +103,19 @@ def weekly(ctx: Context) -> int:
 
 
 def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], object]]]) -> int:
-    """Send many messages a few at a time: Slack answers in parallel, and rate limits are the
-    notifier's to respect. Each still claims its key first."""
-    if len(tasks) <= 1:
-        return sum(_once(ctx, key, send) for key, send in tasks)
+    """Send many messages a few at a time, each under its key (:func:`_once`)."""
+    return _in_parallel(ctx, [lambda t=task: _once(ctx, *t)  # type: ignore[misc]
+                              for task in tasks])
+
+
+def _in_parallel(ctx: Context, sends: list[Callable[[], bool]]) -> int:
+    """Run sends a few at a time: Slack answers in parallel, and rate limits are the
+    notifier's to respect. How many sent."""
+    if len(sends) <= 1:
+        return sum(send() for send in sends)
     with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
                             thread_name_prefix="reminders") as pool:
-        return sum(pool.map(lambda task: _once(ctx, *task), tasks))
+        return sum(pool.map(lambda send: send(), sends))
 
 
 def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
@@ -139,22 +156,64 @@ def nudge_expiring(ctx: Context, limit: int | None = None) -> int:
 
 def renotify_pending(ctx: Context, limit: int | None = None) -> int:
     """Remind the approvers of requests still waiting: after ``renotify_after``, then after
-    twice as long again each time (4 h, 12 h, 28 h…), until the request times out. Each
-    reminder goes once; one that reached nobody leaves the next to try again."""
+    twice as long again each time (4 h, 12 h, 28 h…), until the request's deadline (its
+    timeout, or its scheduled window's end). Each reminder goes once: the request counts the
+    reminders sent (:func:`bot.domain.escalation.renotify_due`), claimed with its row locked
+    before it is sent, so replicas and restarts never send one twice. One that reached nobody
+    leaves the next to try again; one Slack could not take yet is given back."""
     after = ctx.config.schedules.renotify_after
     now = ctx.clock()
-    tasks: list[tuple[str, Callable[[], object]]] = []
+    policies = ctx.config.policies
     with ctx.transaction() as uow:
-        for request in uow.requests.pending_created_before(
-                now - after, ctx.tuning.batches.renotify if limit is None else limit):
+        waiting = uow.requests.pending_created_before(
+            now - after, ctx.tuning.batches.renotify if limit is None else limit)
+    due = [r.id for r in waiting if r.id is not None
+           and (policy := policies.get((r.cluster, r.role))) is not None
+           and escalation.renotify_due(r, policy, after, now)]
+    return _in_parallel(ctx, [lambda i=request_id: _renotify_once(ctx, i, after)  # type: ignore[misc]
+                              for request_id in due])
+
+
+def _renotify_once(ctx: Context, request_id: int, after: timedelta) -> bool:
+    """Claim the reminder due on one request, send it, and give the claim back when the send
+    may work later; False when nothing was sent (another replica claimed it, or it failed)."""
+
+    def claim() -> tuple[Notice, int, int] | None:
+        now = ctx.clock()
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
             policy = ctx.config.policies.get((request.cluster, request.role))
-            if policy is not None and now >= request.created_at + policy.pending_timeout:
-                continue  # the timeout pass closes it
-            step = renotify_step(now - request.created_at, after)
-            reminder = ctx.prepared(uow, Notice(NoticeKind.STILL_PENDING, request))
-            tasks.append((f"renotify:{request.id}:{step}",
-                          lambda n=reminder: _renotify(ctx, n)))  # type: ignore[misc]
-    return _send_all(ctx, tasks)
+            step = escalation.renotify_due(request, policy, after, now) if policy else 0
+            if not step:
+                return None
+            before = request.renotified
+            escalation.mark_renotified(request, step)
+            uow.requests.save(request)
+            return ctx.prepared(uow, Notice(NoticeKind.STILL_PENDING, request)), before, step
+
+    claimed = retrying(claim)
+    if claimed is None:
+        return False
+    reminder, before, step = claimed
+    if not _sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
+                 lambda: _unclaim(ctx, request_id, before, step)):
+        return False
+    with ctx.transaction() as uow:
+        audit(uow.audit, ctx.clock(), POLICY_ACTOR, "renotified", reminder.request,
+              reminder=step)
+    return True
+
+
+def _unclaim(ctx: Context, request_id: int, before: int, step: int) -> None:
+    """Give a claimed reminder back, unless the request moved on meanwhile."""
+    try:
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
+            if request.renotified == step:
+                request.renotified = before
+                uow.requests.save(request)
+    except ConcurrentModification:
+        log.info("request %s changed meanwhile; its reminder is not given back", request_id)
 
 
 def renotify_step(waited: timedelta, after: timedelta) -> int:
@@ -191,8 +250,9 @@ def forget_spent_keys(ctx: Context) -> int:
     """Delete the keys no pass can ask for again, so that the table holds weeks, not years.
 
     A weekly key matters for :data:`CATCH_UP` after its moment, a nudge's until its grant ends
-    (``nudge_before`` after it was sent; an extension makes a new key), a waiting request's
-    until the request times out. Keys older than the longest of these, and a day, are spent.
+    (``nudge_before`` after it was sent; an extension makes a new key). Keys older than the
+    longest of these and the pending timeouts (keys of earlier versions), and a day, are
+    spent.
     """
     config = ctx.config
     longest = max([CATCH_UP, config.schedules.nudge_before,

@@ -146,10 +146,14 @@ class RecordingNotifier:
 class StaticDirectory:
     emails: dict[str, str] = field(default_factory=dict)
     groups: dict[str, set[str]] = field(default_factory=dict)
+    zones: dict[str, str] = field(default_factory=dict)
+    """Time zones by user (Slack's ``tz``); unlisted users have none."""
+    deactivated: set[str] = field(default_factory=set)
 
     def user_info(self, user_id: str) -> UserInfo:
         return UserInfo(slack_user_id=user_id, email=self.emails.get(user_id),
-                        name=user_id.lower())
+                        name=user_id.lower(), tz=self.zones.get(user_id),
+                        deactivated=user_id in self.deactivated)
 
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         return frozenset(g for g in candidates if user_id in self.groups.get(g, set()))

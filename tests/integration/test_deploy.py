@@ -326,7 +326,8 @@ def test_the_cronjobs_run_every_job_once_each_and_serve_leaves_them(
                 "containers"]
             assert container["args"][:2] == ["jobs", "run"]
             jobs[container["args"][2]] = document["spec"]["schedule"]
-    assert sorted(jobs) == ["expire", "reconcile", "remind", "retry", "stream", "timeout"]
+    assert sorted(jobs) == ["escalate", "expire", "reconcile", "remind", "retry", "stream",
+                           "timeout"]
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "serve", "--socket-mode", "--no-jobs"]

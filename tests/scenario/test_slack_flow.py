@@ -152,7 +152,7 @@ def test_incomplete_request_opens_a_prefilled_modal(driver: Driver, slack: FakeS
     modal = wait_for(lambda: slack.called("views.open"))[0]["view"]
     assert modal["callback_id"] == "request_modal"
     block_ids = [b["block_id"] for b in modal["blocks"]]
-    assert block_ids == ["cluster", "role", "namespace", "duration", "reason"]
+    assert block_ids == ["cluster", "role", "namespace", "duration", "start_at", "reason"]
     assert modal["blocks"][3]["element"]["initial_value"] == "2h"
 
     values = {"cluster": selected("pick_cluster", "staging"),

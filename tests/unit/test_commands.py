@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -48,3 +49,31 @@ def test_extend_still_parses() -> None:
     parsed = commands.parse("extend 3 1h30m slow rollout")
     assert (parsed.request_id, parsed.duration, parsed.text) == (
         3, timedelta(minutes=90), "slow rollout")
+
+
+@pytest.mark.parametrize(("text", "at", "reason"), [
+    ("request prod edit 2h --at 2026-12-02T22:00 migrate db", "2026-12-02T22:00", "migrate db"),
+    ("request prod edit 2h --at 22:00 migrate db", "22:00", "migrate db"),
+    ("request prod edit 2h --at tomorrow 22:00 migrate db", "tomorrow 22:00", "migrate db"),
+    ("request prod edit 2h --at Tomorrow 22:00Z migrate", "Tomorrow 22:00Z", "migrate"),
+    ("request prod edit 2h --at 2026-12-02 22:00 migrate", "2026-12-02 22:00", "migrate"),
+    ("request --at 22:00 prod edit 2h migrate", "22:00", "migrate"),   # anywhere after request
+    ("request prod edit 2h migrate the db --at=22:00+01:00", "22:00+01:00", "migrate the db"),
+    ("request prod edit 2h --at=tomorrow 07:00 x", "tomorrow 07:00", "x"),
+    ("request prod edit 2h migrate", None, "migrate"),
+])
+def test_at_is_read_anywhere_after_request(text: str, at: str | None, reason: str) -> None:
+    command = commands.parse(text)
+    assert (command.cluster, command.role, command.at, command.text) == (
+        "prod", "edit", at, reason)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("request prod edit 2h --at", "`--at` needs a start, like `--at 22:00`"),
+    ("request prod edit 2h --at -n shop", "`--at` needs a start"),
+    ("request prod edit 2h --at tomorrow", "`--at tomorrow` needs a time of day too"),
+    ("request prod edit 2h --at 2026-12-02", "`--at 2026-12-02` needs a time of day too"),
+])
+def test_at_without_a_time_says_how_to_write_it(text: str, says: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(says)):
+        commands.parse(text)

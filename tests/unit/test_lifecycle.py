@@ -68,13 +68,17 @@ ACTIONS: dict[Event, Callable[[AccessRequest], None]] = {
 }
 
 TABLE = [(state, event, TRANSITIONS.get((state, event))) for state in State for event in Event]
+SETUP: dict[tuple[State, Event], dict[str, object]] = {
+    # An approved request can be cancelled only while its scheduled window is ahead.
+    (State.APPROVED, Event.CANCEL): {"window_start": NOW + timedelta(hours=1)},
+}
 
 
 @pytest.mark.parametrize(("state", "event", "expected"), TABLE,
                          ids=[f"{s.value}-{e.name.lower()}" for s, e, _ in TABLE])
 def test_every_state_against_every_action(state: State, event: Event,
                                           expected: State | None) -> None:
-    request = request_in(state)
+    request = request_in(state, **SETUP.get((state, event), {}))
     if expected is None:
         with pytest.raises(InvalidTransition) as error:
             ACTIONS[event](request)
@@ -94,6 +98,7 @@ def test_the_table_is_the_specified_lifecycle() -> None:
         ("pending", "time out", "timed_out"),
         ("approved", "provision", "active"),
         ("approved", "fail", "failed"),
+        ("approved", "cancel", "cancelled"),
         ("active", "expire", "expired"),
         ("active", "revoke", "revoked"),
     }
@@ -372,3 +377,34 @@ def test_check_deny_is_what_deny_checks(actor: Actor, reason: str | None,
     with pytest.raises(error, match=says):
         lifecycle.deny(request, actor, POLICY, NOW, reason or "")
     assert request.state is State.PENDING
+
+
+# --- withdrawing a scheduled window -------------------------------------------------------
+
+H = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(("case", "changes", "actor", "error", "says"), [
+    ("window ahead", {"window_start": NOW + H}, ALICE, None, ""),
+    ("window a minute ahead", {"window_start": NOW + timedelta(minutes=1)}, ALICE, None, ""),
+    ("window starting now", {"window_start": NOW}, ALICE, InvalidTransition,
+     "its window started"),
+    ("window under way", {"window_start": NOW - H}, ALICE, InvalidTransition,
+     "its window started"),
+    ("unscheduled, being granted", {}, ALICE, InvalidTransition,
+     "its access is being granted"),
+    ("someone else's window", {"window_start": NOW + H}, BOB, NotAuthorized,
+     "Only the requester"),
+])
+def test_an_approved_window_is_withdrawn_only_before_it_starts(
+        case: str, changes: dict[str, object], actor: Actor, error: type[DomainError] | None,
+        says: str) -> None:
+    request = request_in(State.APPROVED, decided_at=NOW - H, **changes)
+    if error is None:
+        lifecycle.cancel(request, actor, NOW)
+        assert request.state is State.CANCELLED
+        assert request.end_reason == "cancelled by the requester before its window started"
+        return
+    with pytest.raises(error, match=says):
+        lifecycle.cancel(request, actor, NOW)
+    assert request.state is State.APPROVED and request.ended_at is None

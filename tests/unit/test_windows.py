@@ -164,3 +164,47 @@ def test_a_window_that_ended_undecided_times_out_not_before() -> None:
     lifecycle.time_out(request, POLICY, NOW + timedelta(days=3, hours=2))
     assert request.state is State.TIMED_OUT
     assert request.end_reason == "its window ended without a decision"
+
+
+ELIGIBLE = RolePolicy(**{**POLICY.__dict__, "requesters": frozenset({"U0ALICE", "S0DEVS"})})
+
+
+@pytest.mark.parametrize(("case", "at", "grantee", "subject", "deactivated", "says"), [
+    ("all as approved", NOW + 3 * H, ALICE, "s", False, None),
+    ("eligible by a user group", NOW + 3 * H, Actor("U0ALICE", frozenset({"S0DEVS"})), "s",
+     False, None),
+    ("late, still inside the window", NOW + 4 * H, ALICE, "s", False, None),
+    ("the window ended meanwhile", NOW + 5 * H, ALICE, "s", False,
+     "its window ended at 2026-11-30 14:00 UTC before the access could start"),
+    ("deactivated", NOW + 3 * H, ALICE, "s", True, "deactivated"),
+    ("no longer among the requesters", NOW + 3 * H, CAROL, "s", False,
+     "may no longer ask for prod/edit"),
+    ("another identity", NOW + 3 * H, ALICE, "alice@new.example", False,
+     "changed from s to alice@new.example"),
+])
+def test_what_is_checked_again_at_the_start(case: str, at: datetime, grantee: Actor,
+                                            subject: str, deactivated: bool,
+                                            says: str | None) -> None:
+    request = scheduled(NOW + 3 * H, policy=ELIGIBLE)
+    lifecycle.approve(request, BOB, ELIGIBLE, NOW + H)
+    if says is None:
+        windows.check_at_start(request, ELIGIBLE, grantee, subject, at, deactivated=deactivated)
+        return
+    with pytest.raises(PolicyViolation, match=says):
+        windows.check_at_start(request, ELIGIBLE, grantee, subject, at, deactivated=deactivated)
+
+
+@pytest.mark.parametrize(("start", "approved_at", "ahead"), [
+    (None, NOW, False),
+    (NOW + 3 * H, NOW + H, True),
+    (NOW + 3 * H, NOW + 3 * H, False),
+    (NOW + 3 * H, NOW + 4 * H, False),
+])
+def test_approved_ahead_is_an_approval_before_the_start(start: datetime | None,
+                                                       approved_at: datetime,
+                                                       ahead: bool) -> None:
+    request = scheduled(start) if start is not None else lifecycle.file_request(
+        policy=POLICY, requester=ALICE, subject="s", duration=2 * H, reason="x", now=NOW)
+    assert not windows.approved_ahead(request)  # pending
+    lifecycle.approve(request, BOB, POLICY, approved_at)
+    assert windows.approved_ahead(request) is ahead

@@ -222,6 +222,20 @@ class SqlAlchemyAccessRequests:
         )
         return [_to_request(row) for row in self.session.scalars(query)]
 
+    def pending_past(self, created_before: datetime, window_started_before: datetime,
+                     limit: int) -> list[AccessRequest]:
+        unscheduled = RequestRow.window_start.is_(None) & (RequestRow.created_at <= created_before)
+        started = RequestRow.window_start <= window_started_before
+        query = (
+            select(RequestRow)
+            .where(RequestRow.state == State.PENDING.value, unscheduled | started)
+            .order_by(RequestRow.created_at)
+            .limit(limit)
+            # Replicas timing out at once each take the rows the others have not locked.
+            .with_for_update(skip_locked=True, of=RequestRow)
+        )
+        return [_to_request(row) for row in self.session.scalars(query)]
+
 
 def count_by_state(engine: Engine) -> list[tuple[str, str, int]] | None:
     """``(state, cluster, count)`` of all requests; None when the database did not answer."""

@@ -26,9 +26,11 @@ from typing import Any
 
 from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
+from bot.domain import windows
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
 from bot.domain.oncall import on_call_approval
+from bot.domain.policy import RolePolicy
 from bot.domain.ports import Notice, NoticeKind
 from bot.domain.reasons import ReasonLinks, unlinked
 
@@ -362,6 +364,9 @@ def status(request: AccessRequest, missing: int = 0) -> str:
     if state is State.APPROVED:
         line = (f":white_check_mark: Approved by {approvers}{granted_note(request)}; "
                 "granting access…")
+        if windows.approved_ahead(request):
+            line = (f":white_check_mark: Approved by {approvers}{granted_note(request)}; "
+                    f"access starts {when(request.window_start)}.")
         if request.last_error:
             line += f"\n:warning: The backend failed, retrying: {escape(request.last_error)}"
         return line
@@ -396,7 +401,18 @@ def _fields(request: AccessRequest, links: ReasonLinks = unlinked) -> Block:
     ]
     if request.on_behalf:
         fields.insert(1, f"*For*\n{mention(request.grantee)}")
+    if request.window_start is not None:
+        fields.append(f"*Window*\n{window(request)}")
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
+
+
+def window(request: AccessRequest, tz: str | None = None) -> str:
+    """A scheduled window, from its start to its end: in each reader's own time zone (Slack
+    renders the dates), or in UTC and ``tz`` (the requester's zone) when ``tz`` is given."""
+    start, end = request.window_start, request.window_end
+    if tz is not None and start is not None and end is not None:
+        return f"{windows.render_time(start, tz)} to {windows.render_time(end, tz)}"
+    return f"{when(start)} to {when(end)}"
 
 
 def approval_message(request: AccessRequest, missing: int, note: str | None = None,
@@ -417,6 +433,13 @@ def approval_message(request: AccessRequest, missing: int, note: str | None = No
     if request.state is State.PENDING:
         blocks += decision_buttons(request)
     return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
+
+
+def escalated(text: str, content: list[Block]) -> tuple[str, list[Block]]:
+    """An approval message for approvers an escalation step added: why it comes to them."""
+    why = (":arrow_double_up: Escalated to you: nobody has decided on this request yet, "
+           "and you may now.")
+    return fit_message(f"Escalated to you: {text}", [_text(why), *content])
 
 
 def delay_note(notice: Notice) -> str:
@@ -447,6 +470,10 @@ def requester_message(notice: Notice,
         if notice.delivery is not None and notice.delivery.instructions:
             text += f"\n{notice.delivery.instructions}"
         buttons = [grant_buttons(notice.parent)]
+    elif kind is NoticeKind.APPROVED and windows.approved_ahead(request):
+        text = (f":white_check_mark: Request {label} was approved: your access starts at "
+                f"{when(request.window_start)} and ends at {when(request.window_end)}. You will "
+                f"get it then; `/k8s-access cancel {request.id}` withdraws it before.")
     elif kind is NoticeKind.APPROVED:
         text = (f":white_check_mark: Request {label} was approved{granted_note(request)}; "
                 "granting access now.")
@@ -456,6 +483,9 @@ def requester_message(notice: Notice,
     elif kind is NoticeKind.TIMED_OUT:
         text = (f":zzz: Request {label} timed out: {escape(request.end_reason)}. "
                 "Ask again if you still need it.")
+    elif kind is NoticeKind.FAILED and request.window_start is not None:
+        text = (f":boom: Your scheduled access {label} could not start: "
+                f"{escape(request.end_reason).rstrip('.')}. Ask again if you still need it.")
     elif kind is NoticeKind.FAILED:
         text = (f":boom: Access {label} could not be granted: {escape(request.end_reason)}\n"
                 "The platform team has been told; ask again once it is fixed.")
@@ -587,10 +617,14 @@ def link_confirmation(user_id: str, username: str) -> tuple[str, list[Block]]:
                       "value": user_id}]}])
 
 
-def filed_message(request: AccessRequest, missing: int) -> str:
-    """The requester's answer to a new request: where it stands and, for a role with on-call
-    auto-approval, why being on call approved it or not."""
-    return _filed(request, missing) + on_call_line(request)
+def filed_message(request: AccessRequest, missing: int, tz: str | None = None) -> str:
+    """The requester's answer to a new request: where it stands, a scheduled window in UTC and
+    in ``tz`` (their time zone) and, for a role with on-call auto-approval, why being on call
+    approved it or not."""
+    text = _filed(request, missing)
+    if request.window_start is not None:
+        text += f"\nWindow: {window(request, tz or 'UTC')}."
+    return text + on_call_line(request)
 
 
 def _filed(request: AccessRequest, missing: int) -> str:
@@ -780,7 +814,8 @@ def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], n
     for request in pending[:MAX_LISTED]:
         state = status(request, missing.get(request.id or 0, 0))
         blocks.append(_text(f"{request_line(request, now, links)}\n{state}"))
-        if request.state is State.PENDING:
+        if request.state is State.PENDING or (
+                windows.approved_ahead(request) and (request.window_start or now) > now):
             blocks.append(_actions(request.id, button("Cancel", CANCEL, request.id)))
     waiting = list(waiting)
     if waiting:
@@ -855,6 +890,8 @@ def request_modal(config: Config, prefill: dict[str, Any],
             blocks.append(_input("duration", "Duration",
                                  {"type": "plain_text_input", "action_id": "duration",
                                   "initial_value": duration}, hint=hint))
+            if not prefill.get("break_glass"):
+                blocks.append(_start_at(policy, prefill.get("start_at")))
             blocks.append(_input("reason", "Reason",
                                  {"type": "plain_text_input", "action_id": "reason",
                                   "multiline": True, "initial_value": prefill.get("reason", "")},
@@ -886,6 +923,18 @@ def _grantee_input(chosen: str | None) -> Block:
         element["initial_user"] = chosen
     return _input("for", "For", element, optional=True,
                   hint="Leave empty to ask for yourself; pick someone to ask on their behalf.")
+
+
+def _start_at(policy: RolePolicy, typed: str | None) -> Block:
+    """The request form's optional "Start at": empty starts the access once approved."""
+    element: Block = {"type": "plain_text_input", "action_id": "start_at",
+                      "placeholder": _plain("tomorrow 22:00")}
+    if typed:
+        element["initial_value"] = typed
+    return _input("start_at", "Start at", element, optional=True, hint=(
+        "Empty: as soon as approved. Or a time in your Slack time zone, like 22:00, "
+        "tomorrow 22:00 or 2026-12-02T22:00 (end it in Z for UTC), up to "
+        f"{format_duration(policy.max_schedule_ahead)} ahead."))
 
 
 def _form_memory(prefill: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ the handler of its verb.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,7 +18,7 @@ SLASH_COMMAND = "/k8s-access"
 """The bot's one slash command (``app-manifest.yaml`` declares it)."""
 USAGE = {
     "request": "request [CLUSTER [ROLE [DURATION]]] [REASON…]   (options: -n NAMESPACE, "
-               "--break-glass, --for @USER)",
+               "--break-glass, --for @USER, --at WHEN)",
     "list": "list [mine|pending|active|all]",
     "approve": "approve ID [--for DURATION] [COMMENT]",
     "deny": "deny ID REASON",
@@ -44,6 +45,8 @@ class Command:
     break_glass: bool = False
     grantee_id: str | None = None
     """``request --for @user``: the Slack user the access is for."""
+    at: str | None = None
+    """``--at WHEN``: when a scheduled window starts, as typed (read by the use case)."""
 
 
 def usage(verb: str) -> str:
@@ -90,6 +93,7 @@ def _parse_request(words: list[str]) -> Command:
     namespace = None
     break_glass = False
     grantee_id = None
+    at = None
     rest: list[str] = []
     iterator = iter(words)
     for word in iterator:
@@ -105,6 +109,8 @@ def _parse_request(words: list[str]) -> Command:
             namespace = word.split("=", 1)[1]
         elif word == "--break-glass":
             break_glass = True
+        elif word == "--at" or word.startswith("--at="):
+            at = _when(word.partition("=")[2] or next(iterator, None), iterator)
         elif word.startswith("--"):
             raise InvalidInput(f"Unknown option `{word}`: {usage('request')}.")
         else:
@@ -116,7 +122,7 @@ def _parse_request(words: list[str]) -> Command:
     duration = parse_duration(rest.pop(0)) if rest and rest[0][:1].isdigit() else None
     return Command("request", cluster=cluster, role=role, namespace=namespace,
                    duration=duration, text=" ".join(rest), break_glass=break_glass,
-                   grantee_id=grantee_id)
+                   grantee_id=grantee_id, at=at)
 
 
 def _parse_approve(words: list[str]) -> Command:
@@ -132,6 +138,23 @@ def _parse_approve(words: list[str]) -> Command:
         duration = parse_duration(rest[at + 1])
         rest = rest[:at] + rest[at + 2:]
     return Command("approve", request_id=request_id, duration=duration, text=" ".join(rest))
+
+
+_WHEN_HOW = ("`--at` needs a start, like `--at 22:00`, `--at tomorrow 22:00` or "
+             "`--at 2026-12-02T22:00` (your Slack time zone, or end it in `Z` for UTC)")
+
+
+def _when(first: str | None, following: Iterator[str]) -> str:
+    """The words of ``--at WHEN``: one (``22:00``, ``2026-12-02T22:00``), or two where the
+    first names only the day (``tomorrow 22:00``, ``2026-12-02 22:00``)."""
+    if not first or first.startswith("-"):
+        raise InvalidInput(f"{_WHEN_HOW}.")
+    if first.lower() == "tomorrow" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", first, re.ASCII):
+        clock = next(following, None)
+        if clock is None:
+            raise InvalidInput(f"`--at {first}` needs a time of day too: {_WHEN_HOW}.")
+        return f"{first} {clock}"
+    return first
 
 
 def parse(text: str) -> Command:
@@ -175,5 +198,6 @@ def help_text() -> str:
         "*k8s-access*: time-boxed Kubernetes access, approved in Slack.\n"
         + "\n".join(lines)
         + "\nDurations look like `90m`, `4h`, `2d`, `1w` or `1h30m`. "
-        "Example: `/k8s-access request staging edit 4h deploy hotfix`."
+        "Example: `/k8s-access request staging edit 4h deploy hotfix`; "
+        "`--at tomorrow 22:00` asks for a window that starts then (your Slack time zone)."
     )

@@ -1,4 +1,5 @@
-"""Who people are, from Slack: email by ``users.info``, user groups by
+"""Who people are, from Slack: email, time zone (``tz``) and whether the account is
+deactivated (``deleted``) by ``users.info``, user groups by
 ``usergroups.users.list``, both cached for a few minutes.
 
 The rest of the bot speaks of principals (a user or a group of users, opaque IDs); this module
@@ -81,6 +82,8 @@ class SlackDirectory:
             email=profile.get("email"),
             name=user.get("name") or profile.get("display_name"),
             known=not user.get("deleted", False),
+            tz=user.get("tz") or None,
+            deactivated=bool(user.get("deleted")),
         )
 
     def members(self, group_id: str) -> frozenset[str]:

@@ -20,10 +20,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks, payloads
-from bot.domain import eligibility, lifecycle
+from bot.domain import eligibility, lifecycle, windows
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.eligibility import NotEligible
 from bot.domain.errors import DomainError, InvalidInput
+from bot.domain.policy import RolePolicy
 from bot.services import asking, grants
 from bot.services.context import Context
 
@@ -46,13 +47,15 @@ class AccessWanted:
     user_csr: str | None = None
     grantee_id: str | None = None
     """Who receives the access when asked on their behalf (``--for``, the form's "For")."""
+    at: str | None = None
+    """When a scheduled window starts, as typed (``--at``, the form's "Start at")."""
 
     def prefill(self) -> dict[str, Any]:
         """The request form's initial values (and its ``private_metadata``)."""
         return {"cluster": self.cluster, "role": self.role, "namespace": self.namespace,
                 "reason": self.reason, "break_glass": self.break_glass,
                 "duration": format_duration(self.duration) if self.duration else None,
-                "for": self.grantee_id}
+                "for": self.grantee_id, "start_at": self.at}
 
     def command(self) -> str:
         """The whole request command, with what was given filled in and the rest named."""
@@ -62,6 +65,8 @@ class AccessWanted:
             words.insert(2, f"-n {self.namespace}")
         if self.break_glass:
             words.insert(0, "--break-glass")
+        if self.at:
+            words.insert(len(words) - 1, f"--at {self.at}")
         if self.grantee_id:
             words.insert(0, f"--for <@{self.grantee_id}>")
         return (f"`/k8s-access request {' '.join(words)}`, for example "
@@ -94,7 +99,8 @@ def access_wanted(view: dict[str, Any]) -> AccessWanted:
         duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
         namespace=chosen.get("namespace"),
         break_glass=bool(payloads.form_memory(view).get("break_glass")),
-        user_csr=chosen.get("csr") or None, grantee_id=chosen.get("for") or None)
+        user_csr=chosen.get("csr") or None, grantee_id=chosen.get("for") or None,
+        at=chosen.get("start_at") or None)
 
 
 def open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
@@ -128,7 +134,8 @@ class Forms:
         callback = view.get("callback_id")
         if callback == blocks.REQUEST_MODAL:
             return self._request_errors(values(view),
-                                        bool(payloads.form_memory(view).get("break_glass"))) \
+                                        bool(payloads.form_memory(view).get("break_glass")),
+                                        str(body["user"]["id"])) \
                 or self._asker_errors(str(body["user"]["id"]), values(view))
         if callback == blocks.EXTEND_MODAL:
             return _duration_errors(values(view))
@@ -136,7 +143,8 @@ class Forms:
             return self._deny_errors(str(body["user"]["id"]), view)
         return {}
 
-    def _request_errors(self, chosen: dict[str, str], break_glass: bool) -> dict[str, str]:
+    def _request_errors(self, chosen: dict[str, str], break_glass: bool,
+                        user_id: str) -> dict[str, str]:
         config = self.ctx.config
         if chosen.get("cluster") not in config.clusters:
             return {"cluster": "Choose a cluster."}
@@ -145,10 +153,27 @@ class Forms:
         wrong = _duration_errors(chosen)
         if wrong:
             return wrong
+        policy = config.policy(chosen["cluster"], chosen["role"])
         return lifecycle.field_errors(
-            config.policy(chosen["cluster"], chosen["role"]),
-            duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
-            namespace=chosen.get("namespace"), break_glass=break_glass)
+            policy, duration=parse_duration(chosen["duration"]), reason=chosen.get("reason", ""),
+            namespace=chosen.get("namespace"), break_glass=break_glass,
+        ) | self._start_errors(policy, chosen.get("start_at"), user_id)
+
+    def _start_errors(self, policy: RolePolicy, at: str | None, user_id: str) -> dict[str, str]:
+        """What is wrong with the "Start at" field, read in the person's Slack time zone. When
+        Slack cannot say which zone that is now, the worker checks it (and answers) instead."""
+        if not at or not at.strip():
+            return {}
+        try:
+            tz = self.ctx.directory.user_info(user_id).tz
+        except DomainError:
+            return {}
+        try:
+            windows.schedule(at, now=self.ctx.clock(), tz=tz,
+                             max_ahead=policy.max_schedule_ahead)
+        except DomainError as error:
+            return {"start_at": error.message}
+        return {}
 
     def _asker_errors(self, user_id: str, chosen: dict[str, str]) -> dict[str, str]:
         """Who asks, and for whom: refused on the role (not eligible) or on "For"."""

@@ -89,8 +89,9 @@ class Handlers:
         filed = access.file_request(
             self.ctx, user_id, wanted.cluster, wanted.role, duration=wanted.duration,
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
-            user_csr=wanted.user_csr, grantee_id=wanted.grantee_id)
-        return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed)))
+            user_csr=wanted.user_csr, grantee_id=wanted.grantee_id, at=wanted.at)
+        tz = self.ctx.directory.user_info(user_id).tz if filed.window_start else None
+        return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed), tz))
 
     def opens_form(self, user_id: str, wanted: AccessWanted) -> bool:
         """Whether :meth:`request` would only open the form; False when it would file the

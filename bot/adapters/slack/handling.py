@@ -253,4 +253,5 @@ def _duration(command: Command) -> timedelta:
 def _wanted(command: Command) -> AccessWanted:
     return AccessWanted(cluster=command.cluster, role=command.role, duration=command.duration,
                         reason=command.text, namespace=command.namespace,
-                        break_glass=command.break_glass, grantee_id=command.grantee_id)
+                        break_glass=command.break_glass, grantee_id=command.grantee_id,
+                        at=command.at)

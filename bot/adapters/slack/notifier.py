@@ -97,7 +97,7 @@ class SlackNotifier:
     def notify(self, notice: Notice) -> Posted | None:
         request = notice.request
         kind = notice.kind
-        if kind in (NoticeKind.FILED, NoticeKind.ON_CALL_APPROVED):
+        if kind in (NoticeKind.FILED, NoticeKind.ON_CALL_APPROVED, NoticeKind.ESCALATED):
             return self._announce(notice)
         if kind is NoticeKind.UNREACHABLE:
             return Posted(self._tell_unreachable(notice))
@@ -146,6 +146,8 @@ class SlackNotifier:
             text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
         if notice.kind is NoticeKind.ON_CALL_APPROVED:
             text, content = blocks.on_call_announcement(request)
+        if notice.kind is NoticeKind.ESCALATED:
+            text, content = blocks.escalated(text, content)
         channel = audience.conversation
         if channel:
             try:

@@ -1,0 +1,76 @@
+"""Escalation: a request still pending after a step's ``after`` gains that step's approvers,
+who are told with the approval message and its buttons and may then decide.
+
+The steps and who they add are :mod:`bot.domain.escalation`'s rule; here a pass applies the
+steps due, each request in a transaction of its own with its row locked, so that several
+replicas apply each step once: the request counts the steps it applied
+(:attr:`~bot.domain.model.AccessRequest.escalations_applied`), and a replica that comes second
+finds nothing left to apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from bot.domain import escalation
+from bot.domain.model import POLICY_ACTOR
+from bot.domain.ports import Audience, Notice, NoticeKind
+from bot.logcontext import request_scope
+from bot.services.context import Context, audit, retrying
+
+log = logging.getLogger(__name__)
+
+
+def escalate_pending(ctx: Context, limit: int | None = None) -> int:
+    """One escalation pass over the requests waiting longer than the earliest step, up to
+    ``limit`` (the tuning's re-notification batch); returns how many were escalated."""
+    policies = ctx.config.policies
+    earliest = [p.escalation[0].after for p in policies.values() if p.escalation]
+    if not earliest:
+        return 0
+    now = ctx.clock()
+    with ctx.transaction() as uow:
+        waiting = uow.requests.pending_created_before(
+            now - min(earliest), ctx.tuning.batches.renotify if limit is None else limit)
+    due = [r.id for r in waiting if r.id is not None
+           and (policy := policies.get((r.cluster, r.role))) is not None
+           and escalation.due_steps(r, policy, now)]
+    return sum(_escalate(ctx, request_id) for request_id in due)
+
+
+def _escalate(ctx: Context, request_id: int) -> bool:
+    """Apply the steps due on one request and tell the approvers they add; False when
+    another replica (or a decision) came first."""
+
+    def apply() -> tuple[Notice, frozenset[str]] | None:
+        now = ctx.clock()
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
+            policy = ctx.config.policies.get((request.cluster, request.role))
+            if policy is None:
+                return None
+            before = request.escalations_applied
+            added = escalation.escalate(request, policy, now)
+            if request.escalations_applied == before:
+                return None
+            uow.requests.save(request)
+            audit(uow.audit, now, POLICY_ACTOR, "escalated", request,
+                  steps=list(range(before + 1, request.escalations_applied + 1)),
+                  approvers=sorted(added))
+            return ctx.prepared(uow, Notice(NoticeKind.ESCALATED, request)), added
+
+    applied = retrying(apply)
+    if applied is None:
+        return False
+    notice, added = applied
+    request = notice.request
+    with request_scope(request.id):
+        people = ctx.directory.users(added)  # outside the transaction: Slack may be slow
+        audience = Audience(
+            approvers=tuple(sorted(people.users - {request.requester_id, request.grantee})),
+            unlisted=people.unlisted)
+        log.info("escalated to %s", ", ".join(audience.approvers) or "nobody new")
+        if audience.approvers or audience.unlisted:
+            ctx.announce(dataclasses.replace(notice, audience=audience))
+    return True
