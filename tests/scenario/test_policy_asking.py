@@ -220,7 +220,7 @@ def test_the_form_asks_for_someone_else(driver: Driver, slack: FakeSlack,
     driver.command(BOB, "request staging edit")
     modal = wait_for(lambda: slack.called("views.open")[1:])[0]["view"]
     assert [b["block_id"] for b in modal["blocks"]] == [
-        "cluster", "role", "for", "duration", "reason"]
+        "cluster", "role", "for", "duration", "start_at", "reason"]
     values = {"cluster": selected("pick_cluster", "staging"),
               "role": selected("pick_role", "edit"), "for": user_picked(ALICE),
               "duration": text_input("duration", "1h"), "reason": text_input("reason", "fix")}
@@ -342,7 +342,7 @@ def test_request_again_opens_the_form_as_it_was(
     chosen = {b["block_id"]: b["element"].get("initial_option", {}).get("value")
               or b["element"].get("initial_value") for b in modal["blocks"]}
     assert chosen == {"cluster": "staging", "role": "deploy", "namespace": "payments",
-                      "duration": "1h30m", "reason": "fix the shop"}
+                      "duration": "1h30m", "start_at": None, "reason": "fix the shop"}
     values = {"cluster": selected("pick_cluster", "staging"),
               "role": selected("pick_role", "deploy"),
               "namespace": selected("namespace", "payments"),
