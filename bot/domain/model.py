@@ -142,6 +142,10 @@ class AccessRequest:
     notified: Reach | None = field(default=None, compare=False)
     """Where the approvers were told of it, as the notifier reported when it was filed; not
     stored, so None on a request read back from the store."""
+    approvals_missing: int = field(default=0, compare=False)
+    """Approvals it still waits for, as the use case that returned it counted them
+    (:func:`bot.domain.lifecycle.approvals_missing`); not stored, so 0 on a request read back
+    from the store."""
 
     @property
     def label(self) -> str:

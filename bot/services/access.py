@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from bot.domain import lifecycle
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, Operation, Reach, State
+from bot.domain.model import AccessRequest, Actor, Kind, Reach, State
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
 from bot.services import grants, operations
@@ -65,9 +65,9 @@ def file_request(
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
+        request.approvals_missing = lifecycle.approvals_missing(request, policy)
         request.notified = announce(ctx, Notice(
-            NoticeKind.FILED, request,
-            approvals_missing=lifecycle.approvals_missing(request, policy)))
+            NoticeKind.FILED, request, approvals_missing=request.approvals_missing))
         if operation is not None:
             return operations.run_operation(ctx, operation) or grants.get(ctx, request.id or 0)
     return request
@@ -113,9 +113,9 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
               duration=int(duration.total_seconds()), reason=extension.reason)
         operation = operations.owe_approved(uow.operations, extension, now) \
             if extension.state is State.APPROVED else None
+    extension.approvals_missing = lifecycle.approvals_missing(extension, policy)
     extension.notified = announce(ctx, Notice(
-        NoticeKind.FILED, extension, parent=grant,
-        approvals_missing=lifecycle.approvals_missing(extension, policy)))
+        NoticeKind.FILED, extension, parent=grant, approvals_missing=extension.approvals_missing))
     if operation is not None:
         return operations.run_operation(ctx, operation) or grants.get(ctx, extension.id or 0)
     return extension
@@ -123,10 +123,14 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
 
 @scoped
 def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> AccessRequest:
-    """Record an approval; the last one the quorum needs approves and provisions the request."""
+    """Record an approval; the last one the quorum needs approves and provisions the request.
+    The request comes back with the approvals it still misses (``approvals_missing``).
+
+    The approval that completes the quorum owes the grant and takes its lease in the same
+    transaction (:func:`operations.owe_held`); the backend call follows at once."""
     actor = ctx.actor(user_id)
 
-    def decide() -> tuple[Notice, Operation | None]:
+    def decide() -> tuple[Notice, operations.Held | None]:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
@@ -135,18 +139,21 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "") -> A
             uow.requests.save(request)
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None)
-            operation = operations.owe_approved(uow.operations, request, now) if complete else None
+            held = operations.owe_held(ctx, uow, request, now) if complete else None
+            if held is None:
+                ctx.settle(uow)
             decision = ctx.prepared(uow, Notice(NoticeKind.DECISION, request, actor=user_id))
-        return decision, operation
+        return decision, held
 
-    decision, operation = retrying(decide)
+    decision, held = retrying(decide)
     request = decision.request
+    request.approvals_missing = decision.approvals_missing
     log.info("%s approved; %s more approvals needed", user_id, decision.approvals_missing)
     ctx.notify(decision)
-    if operation is None:
+    if held is None:
         return request
     ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
-    return operations.run_operation(ctx, operation) or grants.get(ctx, request_id)
+    return operations.run_held(ctx, held)
 
 
 @scoped
@@ -196,7 +203,7 @@ def time_out_pending(ctx: Context, limit: int | None = None) -> int:
         for request in uow.requests.pending_created_before(
                 now - shortest, ctx.tuning.batches.timeouts if limit is None else limit):
             policy = ctx.config.policies.get((request.cluster, request.role))
-            if policy is None or now < request.created_at + policy.pending_timeout:
+            if policy is None or not lifecycle.overdue(request, policy, now):
                 continue
             lifecycle.time_out(request, policy, now)
             uow.requests.save(request)
@@ -257,6 +264,8 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
             found = uow.requests.find(clusters=clusters, limit=limit) \
                 if actor.is_admin or clusters else []
             found = _merge(found, uow.requests.find(requester_id=user_id, limit=limit))[:limit]
+    for request in found:
+        request.approvals_missing = ctx.missing_approvals(request)
     return Listing(chosen, found)
 
 

@@ -43,6 +43,8 @@ class SqlAlchemyOperationQueue:
             next_attempt_at=operation.next_attempt_at,
             intent=dict(operation.intent),
             prepared=operation.prepared,
+            lease_owner=operation.lease_owner,
+            lease_until=operation.lease_until,
         )
         try:
             with self.session.begin_nested():
