@@ -23,11 +23,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
 from bot.domain.durations import format_duration
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
 from bot.domain.ports import Notice, NoticeKind
+from bot.slack_ids import is_conversation, is_user_group
 
 Block = dict[str, Any]
 

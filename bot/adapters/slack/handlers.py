@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from bot.adapters.slack import blocks, commands
 from bot.adapters.slack.forms import AccessWanted, open_form
 from bot.domain import lifecycle
-from bot.domain.model import AccessRequest, State
+from bot.domain.model import State
 from bot.services import access, grants, identity
 from bot.services.context import Context
 
@@ -36,11 +36,6 @@ class Reply:
 def reply(text: str) -> Reply:
     """An answer in mrkdwn the bot wrote; typed parts must already be escaped."""
     return Reply(*blocks.reply(text))
-
-
-def approvals_missing(ctx: Context, request: AccessRequest) -> int:
-    """How many approvals ``request`` still waits for, as the lifecycle counts them."""
-    return lifecycle.approvals_missing(request, ctx.config.policy(request.cluster, request.role))
 
 
 class Handlers:
@@ -79,7 +74,7 @@ class Handlers:
             self.ctx, user_id, wanted.cluster, wanted.role, duration=wanted.duration,
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
             user_csr=wanted.user_csr)
-        return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed)))
+        return reply(blocks.filed_message(filed, filed.approvals_missing))
 
     def _complete(self, wanted: AccessWanted) -> bool:
         """Unknown cluster or role names raise, with the choices."""
@@ -94,7 +89,7 @@ class Handlers:
     def approve(self, user_id: str, request_id: int, comment: str = "") -> Reply:
         done = access.approve(self.ctx, request_id, user_id, comment)
         return reply(f"You approved request #{request_id}. "
-                     f"{blocks.status(done, approvals_missing(self.ctx, done))}")
+                     f"{blocks.status(done, done.approvals_missing)}")
 
     def deny(self, user_id: str, request_id: int, reason: str) -> Reply:
         access.deny(self.ctx, request_id, user_id, reason)
@@ -114,7 +109,7 @@ class Handlers:
     def extend(self, user_id: str, grant_id: int, duration: timedelta,
                reason: str = "") -> Reply:
         extension = access.extend(self.ctx, grant_id, user_id, duration, reason)
-        line = blocks.status(extension, approvals_missing(self.ctx, extension))
+        line = blocks.status(extension, extension.approvals_missing)
         if extension.state is State.PENDING:
             line = line.removesuffix(".") + blocks.reach_line(extension.notified)
         return reply(f"Extension #{extension.id} of grant #{grant_id}: {line}")
