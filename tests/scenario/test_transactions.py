@@ -12,7 +12,9 @@ the worker the inbox claim, the decision, a read of the approval messages, the o
 claim, a lease renewal before the backend call, the completion (renewal and state), a second
 read of the approval messages, a re-read of the request, and the inbox's done. Now it takes 5:
 the insert, the inbox claim, the decision (which owes the grant and takes its lease), the
-completion (the request as it ends, the notices prepared), and the inbox's done.
+record of what the backend held before the grant (this backend, like GitLab, has something to
+record; the Kubernetes backends do not, and save the transaction), and the completion (the
+request as it ends, the notices prepared, the inbox's done).
 """
 
 from __future__ import annotations
