@@ -301,21 +301,18 @@ def audit_export(since: str | None, fmt: str) -> None:
 
 # --- jobs ---------------------------------------------------------------------------------
 
-_JOBS: dict[str, Callable[[Context], int]] = JOBS
-
-
 @main.group()
 def jobs() -> None:
     """One pass of a periodic job (for a Kubernetes CronJob)."""
 
 
 @jobs.command("run")
-@click.argument("job", type=click.Choice(sorted(_JOBS)))
+@click.argument("job", type=click.Choice(sorted(JOBS)))
 @_explained
 def jobs_run(job: str) -> None:
     from bot.jobs import run_job
 
-    count = run_job(_context(), job, _JOBS[job])
+    count = run_job(_context(), job, JOBS[job])
     if count is None:
         click.echo(f"{job}: failed; see the log", err=True)
         sys.exit(1)

@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot import slack_ids
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import InvalidInput, NotFound
 from bot.domain.model import Actor
@@ -404,7 +405,6 @@ def _duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
-_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -414,15 +414,12 @@ class _Strict(BaseModel):
 
 def _check_slack_ids(values: list[str] | None) -> list[str] | None:
     for value in values or []:
-        if not _SLACK_ID.match(value):
+        if not slack_ids.is_principal_id(value):
             raise ValueError(
                 f"'{value}' is not a Slack user ID (U…/W…) or user group ID (S…); "
                 "copy it from the person's or group's profile"
             )
     return values
-
-
-_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
 
 
 def _channel_problems(data: dict[Any, Any], source: str) -> Iterator[Problem]:
@@ -437,7 +434,7 @@ def _channel_problems(data: dict[Any, Any], source: str) -> Iterator[Problem]:
                    for role_name, role in (roles if isinstance(roles, dict) else {}).items()]
     for where, fields in places:
         value = fields.get("approvers_channel") if isinstance(fields, dict) else None
-        if isinstance(value, str) and not _CHANNEL_ID.match(value):
+        if isinstance(value, str) and not slack_ids.is_conversation_id(value):
             yield Problem(source, f"{where}.approvers_channel", value,
                           "not a Slack channel ID: write the channel's ID (C…), not its name; "
                           "it is at the bottom of the channel's details (click its name, then "
@@ -955,7 +952,7 @@ class Config:
                   for a in step.approvers}
         names |= {r for p in self.policies.values() for r in p.requesters or ()}
         names |= set(self.file.admins)
-        return frozenset(n for n in names if n.startswith("S"))
+        return frozenset(filter(slack_ids.is_user_group, names))
 
     def is_admin(self, actor_id: str, groups: frozenset[str] = frozenset()) -> bool:
         admins = set(self.file.admins)
@@ -990,7 +987,7 @@ def _effective_policies(
                 problems.append(Problem(source, where, None,
                                         "nobody can approve it: set approvers"))
             if approvers and len(approvers) < merged["approvals_required"] and not any(
-                a.startswith("S") for a in approvers
+                slack_ids.is_user_group(a) for a in approvers
             ):
                 problems.append(Problem(
                     source, where, None,

@@ -359,11 +359,17 @@ def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
     _end(request, Event.CANCEL, now, actor.user_id, why)
 
 
+def overdue(request: AccessRequest, policy: RolePolicy, now: datetime) -> bool:
+    """Whether a pending ``request`` has waited past its deadline
+    (:func:`bot.domain.escalation.pending_deadline`) and times out."""
+    return now >= escalation.pending_deadline(request, policy)
+
+
 def time_out(request: AccessRequest, policy: RolePolicy, now: datetime) -> None:
     """Close a request nobody decided by its deadline
     (:func:`bot.domain.escalation.pending_deadline`)."""
     next_state(request, Event.TIME_OUT)
-    if now < escalation.pending_deadline(request, policy):
+    if not overdue(request, policy, now):
         raise InvalidTransition(f"Request {request.label} has not waited long enough to time out.")
     why = ("its window ended without a decision" if request.window_start is not None
            else f"no decision within {format_duration(policy.pending_timeout)}")
@@ -485,15 +491,21 @@ def file_extension(
     return extension
 
 
-def apply_extension(extension: AccessRequest, grant: AccessRequest, now: datetime) -> None:
-    """The backend accepted the longer grant: move the grant's end and mark the extension active."""
+def extended_end(extension: AccessRequest, grant: AccessRequest) -> datetime:
+    """Where ``extension`` moves ``grant``'s end (by the duration granted); raises
+    :class:`InvalidTransition` unless the grant is still active, the only one it can apply to."""
     if grant.state is not State.ACTIVE or grant.ends_at is None:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: the extension cannot apply."
         )
+    return grant.ends_at + extension.granted_duration
+
+
+def apply_extension(extension: AccessRequest, grant: AccessRequest, now: datetime) -> None:
+    """The backend accepted the longer grant: move the grant's end and mark the extension active."""
+    ends_at = extended_end(extension, grant)
     activate(extension, now)
-    grant.ends_at = grant.ends_at + extension.granted_duration
-    extension.ends_at = grant.ends_at
+    grant.ends_at = extension.ends_at = ends_at
 
 
 def end_with_parent(extension: AccessRequest, grant: AccessRequest) -> None:

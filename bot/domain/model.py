@@ -146,6 +146,10 @@ class AccessRequest:
     """Why being on call approved it, or why not (:attr:`bot.domain.oncall.OnCallDecision.detail`)
     for a role with on-call auto-approval, as found when it was filed; not stored (the
     ``requested`` audit event keeps it)."""
+    approvals_missing: int = field(default=0, compare=False)
+    """Approvals it still waits for, as the use case that returned it counted them
+    (:func:`bot.domain.lifecycle.approvals_missing`); not stored, so 0 on a request read back
+    from the store."""
 
     @property
     def label(self) -> str:

@@ -401,7 +401,8 @@ class OperationQueue(Protocol):
     """The backend calls the bot owes, each held by one worker at a time under a lease."""
 
     def enqueue(self, operation: Operation) -> bool:
-        """Owe an operation; False when the same request already owes one of that kind."""
+        """Owe an operation (leased already when it names its lease's owner); False when the
+        same request already owes one of that kind."""
         ...
 
     def get(self, request_id: int, kind: OperationKind) -> Operation | None: ...

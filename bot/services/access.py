@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from bot.domain import eligibility, escalation, lifecycle
+from bot.domain import eligibility, lifecycle, windows
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, Operation, OperationKind, Reach, State
+from bot.domain.model import AccessRequest, Actor, Kind, OperationKind, Reach, State
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope, scoped
 from bot.services import asking, grants, oncall, operations, scheduled
@@ -76,9 +76,9 @@ def file_request(
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
+        request.approvals_missing = lifecycle.approvals_missing(request, policy)
         request.notified = announce(ctx, Notice(
-            oncall.notice_kind(on_call), request,
-            approvals_missing=lifecycle.approvals_missing(request, policy)))
+            oncall.notice_kind(on_call), request, approvals_missing=request.approvals_missing))
         if operation is not None:
             return oncall.told(request, operations.run_operation(ctx, operation)
                                or grants.get(ctx, request.id or 0))
@@ -126,9 +126,9 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
               duration=int(duration.total_seconds()), reason=extension.reason)
         operation = operations.owe_approved(uow.operations, extension, now) \
             if extension.state is State.APPROVED else None
+    extension.approvals_missing = lifecycle.approvals_missing(extension, policy)
     extension.notified = announce(ctx, Notice(
-        NoticeKind.FILED, extension, parent=grant,
-        approvals_missing=lifecycle.approvals_missing(extension, policy)))
+        NoticeKind.FILED, extension, parent=grant, approvals_missing=extension.approvals_missing))
     if operation is not None:
         return operations.run_operation(ctx, operation) or grants.get(ctx, extension.id or 0)
     return extension
@@ -138,10 +138,15 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
 def approve(ctx: Context, request_id: int, user_id: str, comment: str = "",
             duration: timedelta | None = None) -> AccessRequest:
     """Record an approval; the last one the quorum needs approves and provisions the request.
-    ``duration`` approves less than asked (never more); the shortest approved applies."""
+    ``duration`` approves less than asked (never more); the shortest approved applies. The
+    request comes back with the approvals it still misses (``approvals_missing``).
+
+    The approval that completes the quorum owes the grant and takes its lease in the same
+    transaction (:func:`operations.owe_held`); the backend call follows at once. A window
+    approved ahead of its start owes the grant for the start instead (the retry pass runs it)."""
     actor = ctx.actor(user_id)
 
-    def decide() -> tuple[Notice, Operation | None]:
+    def decide() -> tuple[Notice, operations.Held | None]:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
@@ -151,18 +156,25 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "",
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None, window_start=_iso(request.window_start),
                   **asking.approval_details(request, duration))
-            operation = operations.owe_approved(uow.operations, request, now) if complete else None
+            held = None
+            if complete and windows.approved_ahead(request):
+                operations.owe_approved(uow.operations, request, now)
+            elif complete:
+                held = operations.owe_held(ctx, uow, request, now)
+            if held is None:
+                ctx.settle(uow)
             decision = ctx.prepared(uow, Notice(NoticeKind.DECISION, request, actor=user_id))
-        return decision, operation
+        return decision, held
 
-    decision, operation = retrying(decide)
+    decision, held = retrying(decide)
     request = decision.request
+    request.approvals_missing = decision.approvals_missing
     log.info("%s approved; %s more approvals needed", user_id, decision.approvals_missing)
     ctx.notify(decision)
-    if operation is None:
+    if held is None:
         return request
     ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
-    return operations.run_operation(ctx, operation) or grants.get(ctx, request_id)
+    return operations.run_held(ctx, held)
 
 
 @scoped
@@ -216,7 +228,7 @@ def time_out_pending(ctx: Context, limit: int | None = None) -> int:
         for request in uow.requests.pending_past(
                 now - shortest, now, ctx.tuning.batches.timeouts if limit is None else limit):
             policy = ctx.config.policies.get((request.cluster, request.role))
-            if policy is None or now < escalation.pending_deadline(request, policy):
+            if policy is None or not lifecycle.overdue(request, policy, now):
                 continue
             lifecycle.time_out(request, policy, now)
             uow.requests.save(request)
@@ -278,6 +290,8 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
             found = uow.requests.find(clusters=clusters, limit=limit) \
                 if actor.is_admin or clusters else []
             found = _merge(found, uow.requests.find(involving=user_id, limit=limit))[:limit]
+    for request in found:
+        request.approvals_missing = ctx.missing_approvals(request)
     return Listing(chosen, found)
 
 

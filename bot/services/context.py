@@ -63,6 +63,35 @@ _committed_events: ContextVar[list[tuple[str, str]] | None] = ContextVar(
     "committed_events", default=None)
 
 
+@dataclass
+class Receipt:
+    """What asked for the work running on this thread (a Slack request kept in the inbox),
+    marked done by the use case inside its last transaction (:meth:`Context.settle`): done
+    exactly when that transaction commits, so a crash before the commit runs the work again
+    and none after it does. ``mark_done`` does it inside a unit of work of the same database.
+    """
+
+    mark_done: Callable[[UnitOfWork], None]
+    done: bool = False
+    """The transaction that marked it has committed; its owner need not mark it again."""
+    staged_in: UnitOfWork | None = None
+
+
+_receipt: ContextVar[Receipt | None] = ContextVar("receipt", default=None)
+
+
+@contextmanager
+def receipt(mark_done: Callable[[UnitOfWork], None]) -> Iterator[Receipt]:
+    """Run the block's use cases for work that ``mark_done`` marks done; the receipt says
+    afterwards whether one of them did."""
+    held = Receipt(mark_done)
+    token = _receipt.set(held)
+    try:
+        yield held
+    finally:
+        _receipt.reset(token)
+
+
 @dataclass(frozen=True)
 class Context:
     config: Config
@@ -153,14 +182,27 @@ class Context:
         """``notice`` with what the approval messages show, read inside ``uow``'s
         transaction: the approvals still missing, and where the request's (and its parent's)
         approval messages were posted."""
-        policy = self.config.policies.get((notice.request.cluster, notice.request.role))
         return dataclasses.replace(
             notice,
-            approvals_missing=lifecycle.approvals_missing(notice.request, policy)
-            if policy is not None else 0,
+            approvals_missing=self.missing_approvals(notice.request),
             messages=_approval_messages(uow.messages, notice.request),
             parent_messages=_approval_messages(uow.messages, notice.parent)
             if notice.parent is not None else ())
+
+    def missing_approvals(self, request: AccessRequest) -> int:
+        """How many approvals ``request`` still waits for under its role's policy (0 for a
+        role no longer configured): :func:`bot.domain.lifecycle.approvals_missing`."""
+        policy = self.config.policies.get((request.cluster, request.role))
+        return lifecycle.approvals_missing(request, policy) if policy is not None else 0
+
+    def settle(self, uow: UnitOfWork) -> None:
+        """Mark what asked for the running use case (a :class:`Receipt`, when there is one)
+        done in ``uow``'s transaction: call it in the use case's last transaction, the one
+        after whose commit running the work again would change nothing."""
+        held = _receipt.get()
+        if held is not None and not held.done:
+            held.mark_done(uow)
+            held.staged_in = uow
 
     def remember(self, notice: Notice, posted: Posted | None) -> Reach | None:
         """Store the approval messages the notifier posted for ``notice``, so that the
@@ -208,6 +250,9 @@ class Context:
             with self.unit_of_work() as uow:
                 yield uow
                 uow.commit()
+                held = _receipt.get()
+                if held is not None and held.staged_in is uow:
+                    held.done = True
         finally:
             _committed_events.reset(token)
         for action, cluster in events:

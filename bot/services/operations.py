@@ -2,7 +2,10 @@
 
 An approval, a revocation or an expiry records an :class:`Operation`; :func:`run_operation`
 takes its lease, calls the backend outside any transaction, and completes the request in one
-transaction afterwards. The lease is short (``RetryPolicy.lease``) and a heartbeat renews it
+transaction afterwards. An approval owes its grant and takes the lease in the transaction that
+decides it (:func:`owe_held`), and :func:`run_held` runs it from there: one transaction to
+decide, one to complete (and one to record what the backend held before, when it held
+anything). The lease is short (``RetryPolicy.lease``) and a heartbeat renews it
 while the call runs, so a slow backend is not taken over while its worker lives, and a worker
 that dies mid-call leaves the operation owed with a lease that lapses within about a minute: the
 next pass (``jobs run retry``) finishes it; the backends are idempotent, so the repeated call
@@ -18,6 +21,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 from bot.domain import lifecycle, windows
@@ -77,8 +81,8 @@ def owe_approved(operations: OperationQueue, request: AccessRequest,
                  now: datetime) -> Operation | None:
     """The backend work an approved request needs: a grant, or an extension of its parent;
     due now, or at the start of a scheduled window still ahead."""
-    kind = OperationKind.EXTEND if request.kind is Kind.EXTENSION else OperationKind.GRANT
-    return owe(operations, request, kind, max(now, windows.activation_at(request) or now))
+    return owe(operations, request, _approved_kind(request),
+               max(now, windows.activation_at(request) or now))
 
 
 def forgo(operations: OperationQueue, request: AccessRequest, kind: OperationKind,
@@ -89,6 +93,36 @@ def forgo(operations: OperationQueue, request: AccessRequest, kind: OperationKin
     owed = operations.get(request.id, kind)
     if owed is not None and owed.state is OperationState.PENDING:
         _finish(operations, owed, OperationState.FAILED, why)
+
+
+def _approved_kind(request: AccessRequest) -> OperationKind:
+    return OperationKind.EXTEND if request.kind is Kind.EXTENSION else OperationKind.GRANT
+
+
+@dataclass(frozen=True)
+class Held:
+    """An operation this worker holds the lease on, with the request (and an extension's
+    grant) as read in the transaction that took the lease."""
+
+    operation: Operation
+    request: AccessRequest
+    parent: AccessRequest | None
+
+
+def owe_held(ctx: Context, uow: UnitOfWork, request: AccessRequest,
+             now: datetime) -> Held | None:
+    """Owe the backend work ``request`` (just approved in ``uow``) needs, and take its lease in
+    the same transaction: the caller runs it with :func:`run_held` after the commit, without
+    claiming it again. None when it is owed already. A worker that dies before running it
+    leaves the lease to lapse (``RetryPolicy.lease``), and the retry pass runs it."""
+    assert request.id is not None
+    operation = Operation(request_id=request.id, kind=_approved_kind(request),
+                          next_attempt_at=now, attempts=1, lease_owner=_lease_owner(ctx),
+                          lease_until=now + ctx.retry.lease)
+    if not uow.operations.enqueue(operation):
+        return None
+    parent = uow.requests.get(request.parent_id) if request.parent_id is not None else None
+    return Held(operation, request, parent)
 
 
 def run_due(ctx: Context, limit: int | None = None) -> int:
@@ -215,6 +249,13 @@ def run_operation(ctx: Context, operation: Operation) -> AccessRequest | None:
         assert claimed is not None
         request = uow.requests.get(claimed.request_id)
         parent = uow.requests.get(request.parent_id) if request.parent_id is not None else None
+    return run_held(ctx, Held(claimed, request, parent))
+
+
+def run_held(ctx: Context, held: Held) -> AccessRequest:
+    """Do the backend call of an operation this worker holds (:func:`run_operation`,
+    :func:`owe_held`) and return the request as it ends up."""
+    claimed, request, parent = held.operation, held.request, held.parent
     with request_scope(request.id):
         started = ctx.clock()
         timer = time.monotonic()
@@ -256,17 +297,14 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
         spec = spec_for(request, windows.planned_end(request, started))
         if operation.prepared is None:
             operation.prepared = granter.prepare(spec)
-            with ctx.transaction() as uow:
-                operation.lease_until = _hold(ctx, uow.operations, operation)
-                uow.operations.save(operation)
+            if operation.prepared:  # nothing held before: a retry prepares the same nothing
+                with ctx.transaction() as uow:
+                    operation.lease_until = _hold(ctx, uow.operations, operation)
+                    uow.operations.save(operation)
         return granter.grant(spec, operation.prepared)
     if operation.kind is OperationKind.EXTEND:
         assert parent is not None
-        if parent.state is not State.ACTIVE or parent.ends_at is None:
-            raise InvalidTransition(
-                f"Request {parent.label} is {parent.state.value}: the extension cannot apply."
-            )
-        return granter.extend(spec_for(parent, parent.ends_at + request.duration),
+        return granter.extend(spec_for(parent, lifecycle.extended_end(request, parent)),
                               parent.backend_ref)
     if not _hand_over(ctx, request):
         granter.revoke(spec_for(request, request.ends_at or started), request.backend_ref)
@@ -337,6 +375,7 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
             notices = [ctx.prepared(uow, notice) for notice
                        in _apply(uow, operation, request, result, started, now)]
             _finish(uow.operations, operation, OperationState.DONE)
+            ctx.settle(uow)
         return request, notices
 
     request, notices = retrying(commit)
@@ -405,6 +444,7 @@ def _postpone(ctx: Context, operation: Operation, error: str,
               next_attempt_at=_iso(operation.next_attempt_at))
         first_failure = ctx.prepared(uow, Notice(NoticeKind.RETRYING, request)) \
             if operation.attempts == 1 else None
+        ctx.settle(uow)
     log.warning("%s for request %s failed (attempt %s), retrying at %s: %s",
                 operation.kind.value, request.id, operation.attempts,
                 operation.next_attempt_at.isoformat(), error)
@@ -429,6 +469,7 @@ def _give_up(ctx: Context, operation: Operation, error: str) -> AccessRequest:
         _finish(uow.operations, operation, OperationState.FAILED, error)
         audit(uow.audit, now, POLICY_ACTOR, f"{operation.kind.value} failed", request, error=error)
         failed = ctx.prepared(uow, Notice(NoticeKind.FAILED, request))
+        ctx.settle(uow)
     log.error("%s for request %s failed for good: %s", operation.kind.value, request.id, error)
     ctx.notify(failed)
     return request

@@ -2,7 +2,8 @@
 
 Receiving is one statement on the acknowledgement path: it claims the request's key (a replay
 finds it taken, on any replica) and keeps the body. A worker claims what is waiting with a
-lease, runs it and marks it done; a worker that dies leaves its lease to run out, and the next
+lease, runs it and marks it done (in the use case's last transaction where there is one,
+:meth:`SqlAlchemyInbox.done_in`); a worker that dies leaves its lease to run out, and the next
 one takes the request again. Done rows keep their key, without the body, for as long as a
 replay must still be refused.
 """
@@ -16,11 +17,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, Table, bindparam, create_engine, delete, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.adapters.db.models import SlackInboxRow
+from bot.adapters.db.unit_of_work import SqlAlchemyUnitOfWork
+from bot.domain.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
 TABLE: Table = SlackInboxRow.__table__  # type: ignore[assignment]
@@ -131,8 +145,16 @@ class SqlAlchemyInbox:
     def done(self, key: str) -> None:
         """Finished (or given up): drop the body, keep the key for ``keep_done``."""
         with self._engine.begin() as connection:
-            connection.execute(update(TABLE).where(TABLE.c.key == key)
-                               .values(done_at=self._clock(), body=None, lease_until=None))
+            connection.execute(self._done(key))
+
+    def done_in(self, uow: UnitOfWork, key: str) -> None:
+        """:meth:`done`, inside ``uow``'s transaction (a unit of work on this database)."""
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        uow.session.execute(self._done(key))
+
+    def _done(self, key: str) -> Update:
+        return (update(TABLE).where(TABLE.c.key == key)
+                .values(done_at=self._clock(), body=None, lease_until=None))
 
     def waiting(self) -> int:
         with self._engine.connect() as connection:

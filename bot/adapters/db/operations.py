@@ -30,20 +30,25 @@ def _to_operation(row: OperationRow) -> Operation:
     )
 
 
+def _write(row: OperationRow, operation: Operation) -> None:
+    """Everything of ``operation`` that changes, onto its row."""
+    row.state = operation.state.value
+    row.attempts = operation.attempts
+    row.next_attempt_at = operation.next_attempt_at
+    row.intent = dict(operation.intent)
+    row.prepared = operation.prepared
+    row.lease_owner = operation.lease_owner
+    row.lease_until = operation.lease_until
+    row.last_error = operation.last_error
+
+
 class SqlAlchemyOperationQueue:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def enqueue(self, operation: Operation) -> bool:
-        row = OperationRow(
-            request_id=operation.request_id,
-            kind=operation.kind.value,
-            state=operation.state.value,
-            attempts=operation.attempts,
-            next_attempt_at=operation.next_attempt_at,
-            intent=dict(operation.intent),
-            prepared=operation.prepared,
-        )
+        row = OperationRow(request_id=operation.request_id, kind=operation.kind.value)
+        _write(row, operation)
         try:
             with self.session.begin_nested():
                 self.session.add(row)
@@ -64,14 +69,7 @@ class SqlAlchemyOperationQueue:
         row = self.session.get(OperationRow, operation.id)
         if row is None:
             raise NotFound(f"There is no operation {operation.id}.")
-        row.state = operation.state.value
-        row.attempts = operation.attempts
-        row.next_attempt_at = operation.next_attempt_at
-        row.intent = dict(operation.intent)
-        row.prepared = operation.prepared
-        row.lease_owner = operation.lease_owner
-        row.lease_until = operation.lease_until
-        row.last_error = operation.last_error
+        _write(row, operation)
         self.session.flush()
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:

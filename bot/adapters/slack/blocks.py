@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.adapters.slack.directory import is_conversation, is_user_group
 from bot.config import Config
 from bot.domain import windows
 from bot.domain.durations import format_duration, parse_duration
@@ -33,6 +32,7 @@ from bot.domain.oncall import on_call_approval
 from bot.domain.policy import RolePolicy
 from bot.domain.ports import Notice, NoticeKind
 from bot.domain.reasons import ReasonLinks, unlinked
+from bot.slack_ids import is_conversation, is_user_group
 
 Block = dict[str, Any]
 

@@ -3,8 +3,7 @@ deactivated (``deleted``) by ``users.info``, user groups by
 ``usergroups.users.list``, both cached for a few minutes.
 
 The rest of the bot speaks of principals (a user or a group of users, opaque IDs); this module
-is where Slack's IDs are told apart by their first letter: ``U…``/``W…`` users, ``S…`` user
-groups, ``C…``/``G…`` conversations (Slack's "Formatting text for app surfaces" reference).
+expands the user groups among them (Slack's ID kinds: :mod:`bot.slack_ids`).
 """
 
 from __future__ import annotations
@@ -20,24 +19,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain.errors import TemporaryBackendError
 from bot.domain.ports import People, UserInfo
+from bot.slack_ids import is_user_group
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def is_user_group(slack_id: str) -> bool:
-    """A user group (``S…``), as opposed to a user or a conversation."""
-    return slack_id.startswith("S")
-
-
-def is_person(slack_id: str) -> bool:
-    """A user (``U…``, or ``W…`` in an Enterprise Grid organisation)."""
-    return slack_id[:1] in ("U", "W")
-
-
-def is_conversation(slack_id: str) -> bool:
-    """A channel (``C…``) or a private channel of the older kind (``G…``)."""
-    return slack_id[:1] in ("C", "G")
 
 
 class _TtlCache:

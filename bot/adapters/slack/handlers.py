@@ -23,7 +23,7 @@ from bot.adapters.slack.forms import AccessWanted, allowed_pairs, open_form, req
 from bot.domain import lifecycle, reasons
 from bot.domain.durations import format_duration
 from bot.domain.errors import DomainError, NotAuthorized
-from bot.domain.model import AccessRequest, State
+from bot.domain.model import State
 from bot.services import access, asking, grants, identity
 from bot.services.context import Context
 
@@ -39,11 +39,6 @@ class Reply:
 def reply(text: str) -> Reply:
     """An answer in mrkdwn the bot wrote; typed parts must already be escaped."""
     return Reply(*blocks.reply(text))
-
-
-def approvals_missing(ctx: Context, request: AccessRequest) -> int:
-    """How many approvals ``request`` still waits for, as the lifecycle counts them."""
-    return lifecycle.approvals_missing(request, ctx.config.policy(request.cluster, request.role))
 
 
 class Handlers:
@@ -91,7 +86,7 @@ class Handlers:
             reason=wanted.reason, namespace=wanted.namespace, break_glass=wanted.break_glass,
             user_csr=wanted.user_csr, grantee_id=wanted.grantee_id, at=wanted.at)
         tz = self.ctx.directory.user_info(user_id).tz if filed.window_start else None
-        return reply(blocks.filed_message(filed, approvals_missing(self.ctx, filed), tz))
+        return reply(blocks.filed_message(filed, filed.approvals_missing, tz))
 
     def opens_form(self, user_id: str, wanted: AccessWanted) -> bool:
         """Whether :meth:`request` would only open the form; False when it would file the
@@ -120,7 +115,7 @@ class Handlers:
         done = access.approve(self.ctx, request_id, user_id, comment, duration)
         length = f" for {format_duration(duration)}" if duration else ""
         return reply(f"You approved request #{request_id}{length}. "
-                     f"{blocks.status(done, approvals_missing(self.ctx, done))}")
+                     f"{blocks.status(done, done.approvals_missing)}")
 
     def deny(self, user_id: str, request_id: int, reason: str) -> Reply:
         access.deny(self.ctx, request_id, user_id, reason)
@@ -140,7 +135,7 @@ class Handlers:
     def extend(self, user_id: str, grant_id: int, duration: timedelta,
                reason: str = "") -> Reply:
         extension = access.extend(self.ctx, grant_id, user_id, duration, reason)
-        line = blocks.status(extension, approvals_missing(self.ctx, extension))
+        line = blocks.status(extension, extension.approvals_missing)
         if extension.state is State.PENDING:
             line = line.removesuffix(".") + blocks.reach_line(extension.notified)
         return reply(f"Extension #{extension.id} of grant #{grant_id}: {line}")

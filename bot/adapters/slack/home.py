@@ -12,7 +12,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks
-from bot.adapters.slack.handlers import approvals_missing
 from bot.domain import reasons
 from bot.domain.model import State
 from bot.services import access
@@ -35,7 +34,7 @@ class Home:
         ctx = self.ctx
         mine = access.list_requests(ctx, user_id, "mine").requests
         waiting = access.list_requests(ctx, user_id, "pending").requests
-        missing = {r.id: approvals_missing(ctx, r) for r in [*mine, *waiting]
+        missing = {r.id: r.approvals_missing for r in [*mine, *waiting]
                    if r.id is not None and r.state is State.PENDING}
         try:
             client.views_publish(user_id=user_id,

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
 
+from bot.domain.ports import UnitOfWork
+
 MAX_ATTEMPTS = 3
 LEASE = timedelta(minutes=10)
 REPLAY_WINDOW = timedelta(minutes=10)
@@ -57,6 +59,10 @@ class SlackInbox(Protocol):
 
     def done(self, key: str) -> None:
         """Finished (or given up): drop the body, keep the key until it cannot be replayed."""
+        ...
+
+    def done_in(self, uow: UnitOfWork, key: str) -> None:
+        """:meth:`done`, inside ``uow``'s transaction: the inbox's database is the use cases'."""
         ...
 
     def waiting(self) -> int:

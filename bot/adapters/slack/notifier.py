@@ -30,11 +30,11 @@ from slack_sdk import WebClient
 
 from bot.adapters.slack import blocks
 from bot.adapters.slack.client import undeliverable
-from bot.adapters.slack.directory import is_person
 from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, MessageRef, Reach, Undelivered
 from bot.domain.ports import Audience, Metrics, Notice, NoticeKind, Posted
 from bot.domain.reasons import ReasonLinks, unlinked
+from bot.slack_ids import is_person
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,6 +4,11 @@ It hands every waiting request to the Bolt app that routes it to its handler
 (:class:`~bot.adapters.slack.handling.Handling`), on a pool of threads, so that a slow GitLab or
 cluster holds one thread and not the queue. ``serve`` runs it in a process of its own: the
 process that acknowledges Slack shares no interpreter lock with the work.
+
+A request is marked done in the last transaction of the use case it ran, where that use case
+says which one is last (:meth:`Context.settle <bot.services.context.Context.settle>`): what it
+committed and the request's being done commit together. Otherwise, and for what only reads or
+is refused, it is marked done after its handler returned.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from slack_bolt import App
 from slack_bolt.request import BoltRequest
 
 from bot.adapters.slack.inbox import MAX_ATTEMPTS, Received, SlackInbox
+from bot.services.context import receipt
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -77,7 +83,11 @@ class SlackWorker:
                 log.error("gave up on a Slack request after %s attempts (%s)", MAX_ATTEMPTS,
                           received.key[:24])
             else:
-                self.handle(received)
+                key = received.key
+                with receipt(lambda uow: self._inbox.done_in(uow, key)) as handled:
+                    self.handle(received)
+                if handled.done:  # marked in the use case's last transaction
+                    return
             self._inbox.done(received.key)
         except Exception:  # the database went away: the lease runs out and it runs again
             log.exception("the work for a Slack request failed")
