@@ -586,7 +586,10 @@ class _Silent:
     def remind(self, user_id: str, grants_: Any, admins: Any = ()) -> None:
         pass
 
-    def review(self, conversation: str, grants_: Any, admins: Any = ()) -> None:
+    def review(self, review: Any, admins: Any = ()) -> None:
+        pass
+
+    def update_review(self, review: Any) -> None:
         pass
 
 

@@ -20,6 +20,7 @@ from bot.domain import escalation
 from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
+from bot.services import reviews
 from bot.services.context import Context
 from bot.services.schedule import last_occurrence
 
@@ -86,8 +87,9 @@ def weekly(ctx: Context) -> int:
                           u, g, admins)))
     for audience, grants in sorted(audiences.items()):
         tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: ctx.notifier.review(  # type: ignore[misc]
-                          a, g, admins)))
+                      lambda a=audience, g=grants: reviews.post(  # type: ignore[misc]
+                          ctx, period, a, g, admins)))
+    reviews.count_unreviewed(ctx, period, active)
     return _send_all(ctx, tasks)
 
 
