@@ -454,9 +454,9 @@ class AccessReviews(Protocol):
     one decision per grant and week (see :mod:`bot.domain.reviews`)."""
 
     def open(self, period: str, audience: str, grants: Sequence[tuple[int, bool]],
-             now: datetime) -> int:
-        """The ID of ``audience``'s review of ``period``, made with ``grants`` (grant ID,
-        carried over) in that order unless it exists, in which case it is left as it is."""
+             now: datetime) -> tuple[int, bool]:
+        """The ID of ``audience``'s review of ``period``, and whether it was made now: with
+        ``grants`` (grant ID, carried over) in that order; one that exists is left as it is."""
         ...
 
     def get(self, review_id: int) -> AccessReview:

@@ -19,7 +19,7 @@ from bot.domain import reviews as rules
 from bot.domain.errors import InvalidTransition, NotFound
 from bot.domain.model import AccessRequest, Actor
 from bot.domain.ports import UnitOfWork
-from bot.domain.reviews import AccessReview, ReviewDecision, Verdict
+from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 from bot.services import grants
 from bot.services.context import Context, audit
 
@@ -35,12 +35,15 @@ def post(ctx: Context, period: str, audience: str, active: Sequence[AccessReques
     """Post ``audience``'s review of ``period``: stored first with its grants (those nobody
     decided last week flagged as carried over), unless an earlier attempt stored it, then
     posted, and where it went remembered. Raises what the notifier raises."""
-    grant_ids = [grant.id for grant in active if grant.id is not None]
+    listed = {grant.id: grant for grant in active if grant.id is not None}
     with ctx.transaction() as uow:
-        carried = rules.carried_over(grant_ids, _undecided_last_time(uow, period))
-        review_id = uow.reviews.open(period, audience,
-                                     [(g, g in carried) for g in grant_ids], ctx.clock())
-        review = uow.reviews.get(review_id)
+        carried = rules.carried_over(listed, _undecided_last_time(uow, period))
+        review_id, made = uow.reviews.open(period, audience,
+                                           [(i, i in carried) for i in listed], ctx.clock())
+        # As just made: the grants at hand, none decided yet; else as an earlier pass left it.
+        review = AccessReview(period, audience, tuple(
+            ReviewItem(grant, i in carried) for i, grant in listed.items()), review_id) \
+            if made else uow.reviews.get(review_id)
     ref = ctx.notifier.review(review, admins)
     if ref is not None:
         with ctx.transaction() as uow:

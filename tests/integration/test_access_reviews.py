@@ -9,12 +9,14 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from bot.domain.errors import DomainError
 from bot.domain.model import State
+from bot.domain.reviews import AccessReview
 from bot.services import access, grants, reminders, reviews
 from bot.services.context import Context
-from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB
+from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, DAVE
 from tests.fakes.ports import InMemoryGranter, RecordingNotifier, StaticDirectory
 
 ATTEMPTS = 20
@@ -83,3 +85,28 @@ def test_replicas_posting_the_same_review_make_one(ctx: Context,
         period = uow.reviews.latest_period(1)
         assert period is not None
         assert len(uow.reviews.listing(period, 1)) == len(notifier.reviews)
+
+
+def test_a_review_that_could_not_be_posted_is_posted_as_stored_next_time(
+        ctx: Context, notifier: RecordingNotifier) -> None:
+    """Staging has no channel: Bob and Dave each get a review. One cannot be posted; a
+    decision comes in meanwhile; the next pass posts that review as stored, decision shown."""
+    grant = access.file_request(ctx, ALICE, "staging", "view", duration=timedelta(hours=1))
+    assert grant.id is not None
+    failures = iter([ConnectionError("Slack unreachable")])
+    posted: list[AccessReview] = []
+
+    def flaky(review: AccessReview, admins: Any = ()) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        posted.append(review)
+
+    notifier.review = flaky  # type: ignore[method-assign]
+    assert reminders.weekly(ctx) == 2  # Alice's weekly DM and one of the reviews
+    assert [r.progress() for r in posted] == ["0 of 1 reviewed"]
+    reviews.keep(ctx, grant.id, BOB)
+    assert reminders.weekly(ctx) == 1
+    assert [r.progress() for r in posted] == ["0 of 1 reviewed", "1 of 1 reviewed"]
+    assert {r.audience for r in posted} == {BOB, DAVE}
+    assert reminders.weekly(ctx) == 0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,25 +43,25 @@ class SqlAlchemyAccessReviews:
         return self.session.execute(statement).scalar_one_or_none()
 
     def open(self, period: str, audience: str, grants: Sequence[tuple[int, bool]],
-             now: datetime) -> int:
+             now: datetime) -> tuple[int, bool]:
         review_id = self._insert_once(AccessReviewRow, ["period", "audience"], period=period,
                                       audience=audience, created_at=now)
         if review_id is None:
             return self.session.scalars(select(AccessReviewRow.id).where(
                 AccessReviewRow.period == period,
-                AccessReviewRow.audience == audience)).one()
-        self.session.add_all(AccessReviewItemRow(review_id=review_id, grant_id=grant_id,
-                                                 carried_over=carried)
-                             for grant_id, carried in grants)
-        self.session.flush()
-        return review_id
+                AccessReviewRow.audience == audience)).one(), False
+        if grants:  # one statement for thousands of grants
+            self.session.execute(insert(AccessReviewItemRow), [
+                {"review_id": review_id, "grant_id": grant_id, "carried_over": carried}
+                for grant_id, carried in grants])
+        return review_id, True
 
     def get(self, review_id: int) -> AccessReview:
         row = self.session.get(AccessReviewRow, review_id, populate_existing=True)
         if row is None:
             raise NotFound(f"There is no access review {review_id}.")
-        decisions = {d.grant_id: d for d in self._decisions(
-            row.period, [item.grant_id for item in row.items])}
+        decisions = {d.grant_id: d for d in self._decisions(row.period, select(
+            AccessReviewItemRow.grant_id).where(AccessReviewItemRow.review_id == review_id))}
         return AccessReview(
             period=row.period, audience=row.audience, id=row.id,
             message=MessageRef(row.channel, row.ts) if row.channel and row.ts else None,
@@ -104,8 +104,10 @@ class SqlAlchemyAccessReviews:
             .order_by(AccessReviewRow.id)))
 
     def decision(self, period: str, grant_id: int) -> ReviewDecision | None:
-        found = self._decisions(period, [grant_id])
-        return found[0] if found else None
+        row = self.session.scalars(select(AccessReviewDecisionRow).where(
+            AccessReviewDecisionRow.period == period,
+            AccessReviewDecisionRow.grant_id == grant_id)).one_or_none()
+        return _to_decision(row) if row is not None else None
 
     def decide(self, period: str, decision: ReviewDecision) -> bool:
         return self._insert_once(
@@ -113,11 +115,15 @@ class SqlAlchemyAccessReviews:
             grant_id=decision.grant_id, verdict=decision.verdict.value,
             decided_by=decision.by, decided_at=decision.at) is not None
 
-    def _decisions(self, period: str, grant_ids: Sequence[int]) -> builtins.list[ReviewDecision]:
-        if not grant_ids:
-            return []
+    def _decisions(self, period: str, grant_ids: Select[Any]
+                   ) -> builtins.list[ReviewDecision]:
+        """The decisions of ``period`` on the grants ``grant_ids`` selects (a subquery, so
+        that a review of thousands of grants needs no list of parameters)."""
         rows = self.session.scalars(select(AccessReviewDecisionRow).where(
             AccessReviewDecisionRow.period == period,
             AccessReviewDecisionRow.grant_id.in_(grant_ids)))
-        return [ReviewDecision(row.grant_id, Verdict(row.verdict), row.decided_by,
-                               row.decided_at) for row in rows]
+        return [_to_decision(row) for row in rows]
+
+
+def _to_decision(row: AccessReviewDecisionRow) -> ReviewDecision:
+    return ReviewDecision(row.grant_id, Verdict(row.verdict), row.decided_by, row.decided_at)
