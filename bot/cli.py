@@ -292,10 +292,14 @@ def audit() -> None:
 @click.option("--since", default=None, help="A date, an ISO timestamp, or a duration ago (7d).")
 @click.option("--format", "fmt", type=click.Choice(audit_service.FORMATS), default="jsonl",
               show_default=True)
+@click.option("--attestations", is_flag=True,
+              help="Only the access reviews' attestations: one line per Keep, with the grant's "
+                   "ID and who kept it.")
 @_explained
-def audit_export(since: str | None, fmt: str) -> None:
+def audit_export(since: str | None, fmt: str, attestations: bool) -> None:
     """Write the audit log to standard output."""
-    for chunk in audit_service.export(_context(backends=False), since=since, fmt=fmt):
+    for chunk in audit_service.export(_context(backends=False), since=since, fmt=fmt,
+                                      attestations=attestations):
         click.echo(chunk, nl=False)
 
 

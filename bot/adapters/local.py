@@ -10,8 +10,9 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from bot.config import Config
-from bot.domain.model import AccessRequest
+from bot.domain.model import AccessRequest, MessageRef
 from bot.domain.ports import Notice, People, UserInfo
+from bot.domain.reviews import AccessReview
 
 log = logging.getLogger("bot.notices")
 
@@ -38,9 +39,12 @@ class LogNotifier:
                admins: Sequence[str] = ()) -> None:
         log.info("reminder for %s: grants %s end soon", user_id, [g.id for g in grants])
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest],
-               admins: Sequence[str] = ()) -> None:
-        log.info("access review for %s: %s active grants", conversation, len(grants))
+    def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
+        log.info("access review for %s: %s active grants", review.audience, review.total)
+        return None
+
+    def update_review(self, review: AccessReview) -> None:
+        log.info("access review for %s: %s", review.audience, review.progress())
 
     def notify(self, notice: Notice) -> None:
         request = notice.request

@@ -117,6 +117,10 @@ class PrometheusMetrics:
             "k8s_access_audit_stream_failures_total",
             "Failed deliveries of audit events, by sink (each is retried with back-off)",
             ["sink"], registry=r)
+        self.reviews_unreviewed = Gauge(
+            "k8s_access_review_unreviewed",
+            "Active grants the last weekly access review left undecided, carried into the "
+            "next one, by cluster", ["cluster"], multiprocess_mode="mostrecent", registry=r)
         self._exposed = r
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             self._exposed = CollectorRegistry()
@@ -144,6 +148,9 @@ class PrometheusMetrics:
 
     def undelivered(self, purpose: str, error: str, kind: str) -> None:
         self.slack_undelivered.labels(purpose, error, kind).inc()
+
+    def review_unreviewed(self, cluster: str, count: int) -> None:
+        self.reviews_unreviewed.labels(cluster).set(count)
 
     def slack_error(self, method: str, error: str) -> None:
         self.slack_errors.labels(method, error).inc()

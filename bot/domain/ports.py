@@ -24,6 +24,7 @@ from bot.domain.model import (
     Reach,
     State,
 )
+from bot.domain.reviews import AccessReview, ReviewDecision
 
 # --- backends -----------------------------------------------------------------------------
 
@@ -296,11 +297,16 @@ class Notifier(Protocol):
         refused as invalid."""
         ...
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest],
-               admins: Sequence[str] = ()) -> None:
-        """The weekly access review: every active grant an approvers ``conversation``, or one
-        approver, oversees, each with a Revoke button. :class:`Undeliverable` when (part of) it
-        could not be delivered; ``admins`` hear of a part refused as invalid."""
+    def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
+        """The weekly access review to its audience (an approvers conversation or one
+        approver): its progress, and every grant still to decide with Keep and Revoke (the
+        first ones, and all of them in a file when there are many). The message posted, to
+        update in place; None where the notifier keeps none. :class:`Undeliverable` when
+        (part of) it could not be delivered; ``admins`` hear of a part refused as invalid."""
+        ...
+
+    def update_review(self, review: AccessReview) -> None:
+        """Show ``review`` as it stands now in its message (``review.message``)."""
         ...
 
 
@@ -326,6 +332,11 @@ class Metrics(Protocol):
         """A message that reached nobody: ``purpose`` (approval, requester, reminder, …),
         the messaging service's ``error``, and its ``kind``: temporary (retried), recipient
         (that recipient cannot receive; skipped) or invalid (content refused; not retried)."""
+        ...
+
+    def review_unreviewed(self, cluster: str, count: int) -> None:
+        """How many of ``cluster``'s active grants the last weekly review left undecided, set
+        when the next one is made (they are carried into it)."""
         ...
 
 
@@ -464,6 +475,46 @@ class MessageReferences(Protocol):
         ...
 
 
+class AccessReviews(Protocol):
+    """The weekly access reviews: each audience's list of grants, where it was posted, and the
+    one decision per grant and week (see :mod:`bot.domain.reviews`)."""
+
+    def open(self, period: str, audience: str, grants: Sequence[tuple[int, bool]],
+             now: datetime) -> tuple[int, bool]:
+        """The ID of ``audience``'s review of ``period``, and whether it was made now: with
+        ``grants`` (grant ID, carried over) in that order; one that exists is left as it is."""
+        ...
+
+    def get(self, review_id: int) -> AccessReview:
+        """The review with its grants and this week's decisions; :class:`NotFound` if none."""
+        ...
+
+    def set_message(self, review_id: int, ref: MessageRef) -> None: ...
+
+    def previous_period(self, period: str) -> str | None:
+        """The latest period reviewed before ``period``; None when there was none."""
+        ...
+
+    def undecided(self, period: str) -> set[int]:
+        """The grants some review of ``period`` listed that got no decision that week."""
+        ...
+
+    def latest_period(self, grant_id: int) -> str | None:
+        """The latest period whose reviews list ``grant_id``; None when none does."""
+        ...
+
+    def listing(self, period: str, grant_id: int) -> builtins.list[int]:
+        """The reviews of ``period`` that list ``grant_id``."""
+        ...
+
+    def decision(self, period: str, grant_id: int) -> ReviewDecision | None: ...
+
+    def decide(self, period: str, decision: ReviewDecision) -> bool:
+        """Record ``decision`` unless the grant has one for ``period`` already (False then):
+        once across replicas, by the database."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction over every store: commit explicitly, roll back on leaving
     without a commit."""
@@ -485,6 +536,9 @@ class UnitOfWork(Protocol):
 
     @property
     def messages(self) -> MessageReferences: ...
+
+    @property
+    def reviews(self) -> AccessReviews: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

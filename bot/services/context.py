@@ -58,6 +58,9 @@ class NullMetrics:
     def undelivered(self, purpose: str, error: str, kind: str) -> None:
         pass
 
+    def review_unreviewed(self, cluster: str, count: int) -> None:
+        pass
+
 
 _committed_events: ContextVar[list[tuple[str, str]] | None] = ContextVar(
     "committed_events", default=None)

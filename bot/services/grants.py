@@ -8,6 +8,7 @@ Revocation and expiry owe a revocation in the database and hand it to the operat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,7 +27,7 @@ from bot.domain.model import (
     OperationKind,
     State,
 )
-from bot.domain.ports import AccessRequests, ManagedGrant, Reconcilable
+from bot.domain.ports import AccessRequests, ManagedGrant, Reconcilable, UnitOfWork
 from bot.logcontext import scoped
 from bot.services.context import Context, audit
 from bot.services.operations import owe, run_all, run_operation
@@ -44,7 +45,10 @@ def revoke(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRe
 
 
 @scoped
-def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> AccessRequest:
+def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str,
+              also: Callable[[UnitOfWork, AccessRequest], None] | None = None) -> AccessRequest:
+    """``also``: more to check and record in the transaction that owes the revocation, with
+    the grant's row locked (an access review's decision); what it raises refuses it all."""
     now = ctx.clock()
     with ctx.transaction() as uow:
         request = uow.requests.get(request_id, for_update=True)
@@ -53,6 +57,8 @@ def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> Acces
             raise InvalidTransition(
                 f"Request {request.label} is an extension: revoke its grant #{request.parent_id}."
             )
+        if also is not None:
+            also(uow, request)
         lifecycle.check_revoke(request, actor, policy)
         operation = owe(uow.operations, request, OperationKind.REVOKE, now, event="revoke",
                         by=actor.user_id, reason=reason.strip() or "revoked")

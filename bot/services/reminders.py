@@ -21,6 +21,7 @@ from bot.domain import escalation
 from bot.domain.errors import ConcurrentModification, Undeliverable
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
+from bot.services import reviews
 from bot.services.context import Context, audit, retrying
 from bot.services.schedule import last_occurrence
 
@@ -97,8 +98,9 @@ def weekly(ctx: Context) -> int:
                           u, g, admins)))
     for audience, grants in sorted(audiences.items()):
         tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: ctx.notifier.review(  # type: ignore[misc]
-                          a, g, admins)))
+                      lambda a=audience, g=grants: reviews.post(  # type: ignore[misc]
+                          ctx, period, a, g, admins)))
+    reviews.count_unreviewed(ctx, period, active)
     return _send_all(ctx, tasks)
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain.errors import PermanentBackendError, PolicyViolation, TemporaryBackendError
-from bot.domain.model import AccessRequest
+from bot.domain.model import AccessRequest, MessageRef
 from bot.domain.ports import (
     Delivery,
     ExternalAccount,
@@ -25,6 +25,7 @@ from bot.domain.ports import (
     People,
     UserInfo,
 )
+from bot.domain.reviews import AccessReview
 
 
 class FakeClock:
@@ -128,10 +129,13 @@ class RecordingNotifier:
         with self.lock:
             self.reminders.append((user_id, [g.id or 0 for g in grants]))
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest],
-               admins: Sequence[str] = ()) -> None:
+    def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
         with self.lock:
-            self.reviews.append((conversation, [g.id or 0 for g in grants]))
+            self.reviews.append((review.audience, [i.grant.id or 0 for i in review.items]))
+        return None
+
+    def update_review(self, review: AccessReview) -> None:
+        pass
 
     def notify(self, notice: Notice) -> None:
         with self.lock:

@@ -130,15 +130,17 @@ class Driver:
         return str(wait_for(lambda: self.slack.responses[seen:])[0]["text"])
 
     def click(self, user: str, action_id: str, value: str, *, channel: str = APPROVALS_CHANNEL,
-              ts: str | None = None, home: bool = False) -> BoltResponse:
+              ts: str | None = None, home: bool = False,
+              block_id: str | None = None) -> BoltResponse:
         payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {"id": user},
             "team": {"id": "T0TEAM"},
             "api_app_id": "A0APP",
             "trigger_id": "trigger-" + value,
-            "actions": [{"type": "button", "action_id": action_id, "block_id": f"b:{value}",
-                         "value": value, "action_ts": str(time.time())}],
+            "actions": [{"type": "button", "action_id": action_id,
+                         "block_id": block_id or f"b:{value}", "value": value,
+                         "action_ts": str(time.time())}],
         }
         if home:
             payload["view"] = {"id": "VHOME", "type": "home", "hash": "h"}

@@ -8,6 +8,7 @@ checker does not trust the code it checks.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from bot.adapters.slack import blocks
 from bot.config import Config, parse_config
 from bot.domain.model import AccessRequest, Approval, Decision, Kind, State
 from bot.domain.ports import Delivery, Notice, NoticeKind
+from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 from tests.conftest import TEST_CONFIG
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -203,7 +205,17 @@ def test_weekly_reminder_fits_however_many_grants(grants: list[AccessRequest]) -
 @FEW
 @given(st.lists(requests(State.ACTIVE), max_size=blocks.REVIEW_DETAILED), st.integers(0, 500))
 def test_access_review_fits(grants: list[AccessRequest], extra: int) -> None:
-    messages = blocks.access_review(grants, len(grants) + extra, NOW)
+    # ``extra`` grants already decided or ended: each a line while room is left, then counted.
+    ended = AccessRequest(requester_id="U0ERIN005", cluster="staging", role="view",
+                          duration=timedelta(hours=1), reason=HOSTILE, subject=HOSTILE,
+                          created_at=NOW, state=State.EXPIRED)
+    settled = [ReviewItem(dataclasses.replace(ended, id=n + 1), carried_over=n % 2 == 0,
+                          decision=ReviewDecision(n + 1, Verdict(("keep", "revoke")[n % 3 % 2]),
+                                                  "U0BOB0002", NOW) if n % 3 else None)
+               for n in range(extra)]
+    review = AccessReview("2026-03-02T09:00", "C0APPROVE",
+                          (*(ReviewItem(g, carried_over=True) for g in grants), *settled))
+    messages = [blocks.access_review(review)]
     for message in messages:
         check_message(message)
     shown = [b["accessory"]["value"] for _, content in messages for b in content

@@ -5,6 +5,7 @@ Any SQL statement run while these tests run fails them (a listener on every engi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from bot.domain.model import (
     Undelivered,
 )
 from bot.domain.ports import Audience, Notice, NoticeKind, Posted
+from bot.domain.reviews import AccessReview, ReviewItem
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 
 ALICE, BOB, CAROL, ADMIN = "U0ALICE01", "U0BOB0002", "U0CAROL03", "U0ADMIN05"
@@ -159,8 +161,9 @@ def test_the_weekly_review_goes_to_a_conversation_or_to_one_approver(
         notifier: SlackNotifier, slack: FakeSlack) -> None:
     grant = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
 
-    notifier.review(CHANNEL, [grant])
-    notifier.review(BOB, [grant])
+    review = AccessReview("2026-11-30T09:00", CHANNEL, (ReviewItem(grant),))
+    notifier.review(review)
+    notifier.review(dataclasses.replace(review, audience=BOB))
 
     assert [c["users"] for c in slack.called("conversations.open")] == [BOB]
     assert [p["channel"] for p in slack.called("chat.postMessage")] == [

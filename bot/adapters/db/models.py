@@ -236,3 +236,53 @@ class AuditDeliveryRow(Base):
         UniqueConstraint("event_id", "sink"),
         Index("ix_audit_deliveries_sink_due", "sink", "delivered_at", "next_attempt_at"),
     )
+
+
+class AccessReviewRow(Base):
+    """One audience's weekly access review: the week (``period``), who it is for, and where it
+    was posted so that it is updated in place."""
+
+    __tablename__ = "access_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(String(32))
+    audience: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    channel: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32))
+
+    items: Mapped[list[AccessReviewItemRow]] = relationship(
+        order_by="AccessReviewItemRow.id", lazy="selectin")
+
+    __table_args__ = (UniqueConstraint("period", "audience"),)
+
+
+class AccessReviewItemRow(Base):
+    """A grant listed in a review, in the order listed."""
+
+    __tablename__ = "access_review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("access_reviews.id"))
+    grant_id: Mapped[int] = mapped_column(ForeignKey("access_requests.id"), index=True)
+    carried_over: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    grant: Mapped[RequestRow] = relationship(lazy="joined")
+
+    __table_args__ = (UniqueConstraint("review_id", "grant_id"),)
+
+
+class AccessReviewDecisionRow(Base):
+    """The one decision on a grant in a week's review; the unique key makes a double click, a
+    second reviewer or a second replica count once."""
+
+    __tablename__ = "access_review_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(String(32))
+    grant_id: Mapped[int] = mapped_column(ForeignKey("access_requests.id"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    decided_by: Mapped[str] = mapped_column(String(32))
+    decided_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("period", "grant_id"),)

@@ -18,6 +18,7 @@ from bot.adapters.db.links import SqlAlchemyIdentityLinks
 from bot.adapters.db.messages import SqlAlchemyMessageReferences
 from bot.adapters.db.once import SqlAlchemyOnceKeys
 from bot.adapters.db.operations import SqlAlchemyOperationQueue
+from bot.adapters.db.reviews import SqlAlchemyAccessReviews
 from bot.domain.errors import ConcurrentModification
 
 
@@ -35,6 +36,7 @@ class SqlAlchemyUnitOfWork:
         self.links = SqlAlchemyIdentityLinks(session)
         self.once = SqlAlchemyOnceKeys(session)
         self.messages = SqlAlchemyMessageReferences(session)
+        self.reviews = SqlAlchemyAccessReviews(session)
         return self
 
     def __exit__(self, *exc: object) -> None:

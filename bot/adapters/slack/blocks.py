@@ -32,12 +32,16 @@ from bot.domain.oncall import on_call_approval
 from bot.domain.policy import RolePolicy
 from bot.domain.ports import Notice, NoticeKind
 from bot.domain.reasons import ReasonLinks, unlinked
+from bot.domain.reviews import AccessReview, ItemStatus, ReviewItem, Verdict
 from bot.slack_ids import is_conversation, is_user_group
 
 Block = dict[str, Any]
 
 APPROVE, DENY, REVOKE, EXTEND, CANCEL = "approve", "deny", "revoke", "extend", "cancel"
 CONFIRM_LINK = "confirm_link"
+KEEP = "keep"
+REVIEW_BLOCK = "review"
+"""The block ID prefix of a grant in an access review: its Revoke is the review's decision."""
 REQUEST_MODAL, DENY_MODAL, EXTEND_MODAL = "request_modal", "deny_modal", "extend_modal"
 PICK_CLUSTER, PICK_ROLE = "pick_cluster", "pick_role"
 APPROVE_FOR, REQUEST_AGAIN, PICK_GRANTEE = "approve_for", "request_again", "pick_grantee"
@@ -558,8 +562,9 @@ def weekly_reminder(grants: Sequence[AccessRequest], now: datetime,
     return fit_message(text, blocks)
 
 
-REVIEW_DETAILED = 96
-"""Grants shown one by one, with a Revoke button, in the weekly review; the rest go in a CSV."""
+REVIEW_DETAILED = 24
+"""Grants still to decide shown one by one, with Keep and Revoke, in the weekly review (two
+blocks each, within Slack's 50); beyond that all of them go in a CSV file."""
 
 
 def access_review_csv(grants: Sequence[AccessRequest]) -> str:
@@ -576,35 +581,65 @@ def access_review_csv(grants: Sequence[AccessRequest]) -> str:
     return buffer.getvalue()
 
 
-def access_review(grants: Sequence[AccessRequest], total: int, now: datetime,
-                  links: ReasonLinks = unlinked) -> list[tuple[str, list[Block]]]:
-    """The weekly review of ``grants`` (the first of ``total``), in messages that fit Slack's
-    50-block limit."""
+def _review_line(item: ReviewItem, links: ReasonLinks) -> str:
+    grant = item.grant
+    approvers = ", ".join(mention(a) for a in grant.approvers_so_far()) or "-"
+    reason = reason_text(grant, links)
+    carried = "\n:repeat: _Carried over: nobody reviewed it last week._" if item.carried_over \
+        else ""
+    return (f"*#{grant.id}* {mention(grant.grantee)} on *{target(grant)}* as "
+            f"`{escape(grant.subject)}`\nsince {when(grant.activated_at)}, until "
+            f"{when(grant.ends_at)}, approved by {approvers}"
+            + (f"\n{reason}" if reason else "") + carried)
+
+
+def _review_outcome(item: ReviewItem) -> str:
+    grant = item.grant
+    head = f"*#{grant.id}* {mention(grant.grantee)} on *{target(grant)}*"
+    decision = item.decision
+    if decision is not None and decision.verdict is Verdict.KEEP:
+        return f":white_check_mark: {head}: kept by {mention(decision.by)} {when(decision.at)}"
+    if decision is not None:
+        return f":no_entry: {head}: revoked by {mention(decision.by)} {when(decision.at)}"
+    return f":checkered_flag: {head}: {grant.state.value.replace('_', ' ')}, nothing to review"
+
+
+def access_review(review: AccessReview,
+                  links: ReasonLinks = unlinked) -> tuple[str, list[Block]]:
+    """The weekly review as it stands: progress ("N of M reviewed"), each grant still to
+    decide with Revoke (beside it) and Keep (under it), the decided ones one line each
+    (``links`` turns tickets in reasons into links). Beyond :data:`REVIEW_DETAILED` grants to
+    decide the rest is counted (they are in the CSV)."""
     confirm = {"title": _plain("Revoke access?"),
                "text": {"type": "mrkdwn", "text": "The grant ends now."},
                "confirm": _plain("Revoke"), "deny": _plain("Keep it")}
-    head = f":mag: Access review: {total} active grant{'s' if total != 1 else ''}."
-    if total > len(grants):
-        head += f" The first {len(grants)} are below; all of them are in the attached CSV."
-    messages = []
-    per_message = 24
-    for start in range(0, max(len(grants), 1), per_message):
-        chunk = grants[start:start + per_message]
-        blocks: list[Block] = [_text(head if start == 0 else f"{head} (continued)")]
-        for grant in chunk:
-            approvers = ", ".join(mention(a) for a in grant.approvers_so_far()) or "-"
-            reason = reason_text(grant, links)
-            blocks.append({
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": (
-                    f"*#{grant.id}* {mention(grant.grantee)} on *{target(grant)}* as "
-                    f"`{escape(grant.subject)}`\nsince {when(grant.activated_at)}, until "
-                    f"{when(grant.ends_at)}, approved by {approvers}"
-                    + (f"\n{reason}" if reason else ""))},
-                "accessory": button("Revoke", REVOKE, grant.id, "danger", confirm),
-            })
-        messages.append(fit_message(head, blocks))
-    return messages
+    total = review.total
+    head = (f":mag: Access review: {total} active grant{'s' if total != 1 else ''}. "
+            f"{review.progress()}.")
+    still = [item for item in review.items if item.status is ItemStatus.OPEN]
+    shown_open = {id(item) for item in still[:REVIEW_DETAILED]}
+    room = LIMITS["message_blocks"] - 2 - 2 * len(shown_open)
+    settled = [item for item in review.items if item.status is not ItemStatus.OPEN]
+    shown_settled = {id(item) for item in settled[:max(room, 0)]}
+    text = head
+    if total > REVIEW_DETAILED:
+        text += " All of them are in the attached CSV."
+    blocks: list[Block] = [_text(text)]
+    for item in review.items:
+        grant = item.grant
+        if id(item) in shown_open:
+            blocks.append({"type": "section", "block_id": f"{REVIEW_BLOCK}:{grant.id}",
+                           "text": {"type": "mrkdwn", "text": _review_line(item, links)},
+                           "accessory": button("Revoke", REVOKE, grant.id, "danger", confirm)})
+            blocks.append(_actions(grant.id, button("Keep", KEEP, grant.id, "primary")))
+        elif id(item) in shown_settled:
+            blocks.append(_context(_review_outcome(item)))
+    left = total - len(shown_open) - len(shown_settled)
+    if left:
+        waiting = len(still) - len(shown_open)
+        blocks.append(_context(f"…and {left} more ({waiting} still to review): all of them "
+                               "are in the attached CSV."))
+    return fit_message(head, blocks)
 
 
 def link_confirmation(user_id: str, username: str) -> tuple[str, list[Block]]:

@@ -24,7 +24,8 @@ from bot.domain import lifecycle, reasons
 from bot.domain.durations import format_duration
 from bot.domain.errors import DomainError, NotAuthorized
 from bot.domain.model import State
-from bot.services import access, asking, grants, identity
+from bot.domain.reviews import AccessReview
+from bot.services import access, asking, grants, identity, reviews
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,24 @@ class Handlers:
                 log.warning("could not ask admin %s to confirm a GitLab link: %s", admin,
                             error.response.get("error"))
         return "the admins have been asked" if asked else "no admin could be told: ask one"
+
+    # --- access reviews -----------------------------------------------------------------
+
+    def keep(self, user_id: str, grant_id: int) -> Reply:
+        review = reviews.keep(self.ctx, grant_id, user_id)
+        return reply(f"You kept grant #{grant_id}: your attestation is recorded"
+                     f"{_progress(review)}.")
+
+    def review_revoke(self, user_id: str, grant_id: int) -> Reply:
+        revoked, review = reviews.revoke(self.ctx, grant_id, user_id)
+        done = "is revoked" if revoked.state is State.REVOKED else (
+            f"is being revoked; the backend failed ({blocks.escape(revoked.last_error)}) and "
+            "the bot keeps retrying")
+        return reply(f"Grant #{grant_id} {done}{_progress(review)}.")
+
+
+def _progress(review: AccessReview | None) -> str:
+    return f" ({review.progress()} in this access review)" if review is not None else ""
 
 
 def _whoami(who: identity.Identities) -> str:

@@ -69,7 +69,9 @@ class Handling:
         self.by_button: dict[str, ButtonRoute] = {
             blocks.APPROVE: lambda user, request_id, body: handlers.approve(user, request_id),
             blocks.CANCEL: lambda user, request_id, body: handlers.cancel(user, request_id),
-            blocks.REVOKE: lambda user, request_id, body: handlers.revoke(user, request_id),
+            blocks.REVOKE: lambda user, request_id, body: (
+                handlers.review_revoke if payloads.in_review(body) else handlers.revoke)(
+                user, request_id),
             blocks.DENY: lambda user, request_id, body: handlers.deny_form(
                 user, request_id, body.get("trigger_id")),
             blocks.EXTEND: lambda user, request_id, body: handlers.extend_form(
@@ -78,6 +80,7 @@ class Handling:
                 user, request_id, duration=_chosen_duration(body)),
             blocks.REQUEST_AGAIN: lambda user, request_id, body: handlers.request_again(
                 user, request_id, body.get("trigger_id")),
+            blocks.KEEP: lambda user, request_id, body: handlers.keep(user, request_id),
         }
         self.by_form: dict[str, FormRoute] = {
             blocks.REQUEST_MODAL: lambda user, view: handlers.request(

@@ -34,6 +34,7 @@ from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, MessageRef, Reach, Undelivered
 from bot.domain.ports import Audience, Metrics, Notice, NoticeKind, Posted
 from bot.domain.reasons import ReasonLinks, unlinked
+from bot.domain.reviews import AccessReview
 from bot.slack_ids import is_person
 
 log = logging.getLogger(__name__)
@@ -66,33 +67,44 @@ class SlackNotifier:
             self._report_refused("reminder", error, admins)
             raise
 
-    def review(self, conversation: str, grants: Sequence[AccessRequest],
-               admins: Sequence[str] = ()) -> None:
-        """The detailed review for the first grants; all of them as a CSV file beyond that.
-        Each part is tried; the first part that could not be delivered is raised after."""
+    def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
+        """The review message, then all its grants as a CSV file when there are more than it
+        shows one by one. Each part is tried; the first part that could not be delivered is
+        raised after."""
         purpose = "review"
+        conversation = review.audience
         target = self._open_dm(purpose, conversation) if is_person(conversation) \
             else conversation
-        detailed = list(grants)[:blocks.REVIEW_DETAILED]
+        text, content = blocks.access_review(review, self._links)
         failed: list[Undeliverable] = []
-        for text, content in blocks.access_review(detailed, len(grants), self._clock(),
-                                                  self._links):
-            try:
-                self._post(purpose, target, text, content, paced=True, recipient=conversation)
-            except Undeliverable as error:
-                if error.kind != Undeliverable.INVALID:
-                    raise  # the next part would meet the same recipient or outage
-                failed.append(error)
-        if len(grants) > len(detailed):
+        posted: MessageRef | None = None
+        try:
+            posted = self._post(purpose, target, text, content, paced=True,
+                                recipient=conversation)
+        except Undeliverable as error:
+            if error.kind != Undeliverable.INVALID:
+                raise  # the file would meet the same recipient or outage
+            failed.append(error)
+        if review.total > blocks.REVIEW_DETAILED:
             try:
                 self._call(purpose, conversation, lambda: self._client.files_upload_v2(
                     channel=target, filename="access-review.csv", title="All active grants",
-                    content=blocks.access_review_csv(grants)))
+                    content=blocks.access_review_csv([item.grant for item in review.items])))
             except Undeliverable as error:
                 failed.append(error)
         if failed:
             self._report_refused("review", failed[0], admins)
             raise failed[0]
+        return posted
+
+    def update_review(self, review: AccessReview) -> None:
+        if review.message is None:
+            return
+        text, content = blocks.access_review(review, self._links)
+        ref = review.message
+        self._try(lambda: self._call("review_update", review.audience, lambda: (
+            self._client.chat_update(channel=ref.conversation, ts=ref.message, text=text,
+                                     blocks=content))))
 
     def notify(self, notice: Notice) -> Posted | None:
         request = notice.request
@@ -290,7 +302,7 @@ class SlackNotifier:
         return channel
 
     def _post(self, purpose: str, channel: str, text: str, content: list[blocks.Block],
-              paced: bool = False, recipient: str | None = None) -> None:
+              paced: bool = False, recipient: str | None = None) -> MessageRef:
         """Post a message; ``paced`` bulk sends keep to one message a second per channel, as
         Slack asks. 429s are waited out by the client either way."""
         if paced:
@@ -300,8 +312,10 @@ class SlackNotifier:
                     channel, 0.0)) + self.per_channel_interval
             if wait > 0:
                 time.sleep(wait)
-        self._call(purpose, recipient or channel, lambda: self._client.chat_postMessage(
-            channel=channel, text=text, blocks=content))
+        response = self._call(purpose, recipient or channel,
+                              lambda: self._client.chat_postMessage(
+                                  channel=channel, text=text, blocks=content))
+        return MessageRef(response["channel"], response["ts"])
 
     def _dm(self, purpose: str, user_id: str, text: str, content: list[blocks.Block],
             paced: bool = False) -> None:

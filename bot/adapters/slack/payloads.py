@@ -18,7 +18,7 @@ from bot.adapters.slack.commands import MAX_REQUEST_ID
 MODAL_ONLY_ACTIONS = frozenset({blocks.PICK_CLUSTER, blocks.PICK_ROLE, "namespace"})
 """Actions that exist only inside the request form: sent from anywhere else they are forged."""
 REQUEST_ACTIONS = frozenset({blocks.APPROVE, blocks.DENY, blocks.REVOKE, blocks.EXTEND,
-                             blocks.CANCEL, blocks.REQUEST_AGAIN})
+                             blocks.CANCEL, blocks.REQUEST_AGAIN, blocks.KEEP})
 """Buttons whose value is the request's ID."""
 CHOICE_ACTIONS = frozenset({blocks.APPROVE_FOR})
 """Menus whose chosen option's value starts with the request's ID (``ID:…``)."""
@@ -158,3 +158,10 @@ def check(body: Any) -> None:
     checker = _CHECKS.get(kind or "")
     if checker is not None:
         checker(body)
+
+
+def in_review(body: dict[str, Any]) -> bool:
+    """Whether the button was clicked in an access review (its block, see
+    :func:`bot.adapters.slack.blocks.access_review`)."""
+    block_id = body["actions"][0].get("block_id")
+    return isinstance(block_id, str) and block_id.startswith(f"{blocks.REVIEW_BLOCK}:")

@@ -1,0 +1,236 @@
+"""Access reviews that record decisions, through signed HTTP into the real Bolt app against the
+local Slack: Keep and Revoke as approver, admin, grantee and stranger; the review's progress
+updated in place; a double click counted once; what nobody decided carried into next week's
+review and counted; the attestations exported by the command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine
+
+from bot.adapters.metrics import PrometheusMetrics
+from bot.app import SlackRuntime, build_slack_runtime
+from bot.cli import main
+from bot.config import Config, Settings, parse_config
+from bot.domain.model import AuditEvent, State
+from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from bot.services import access, grants, reminders
+from tests.conftest import TEST_CONFIG
+from tests.fakes.ports import FakeClock, InMemoryGranter
+from tests.scenario.conftest import (
+    ADMIN,
+    ALICE,
+    APPROVALS_CHANNEL,
+    BOB,
+    CAROL,
+    DAVE,
+    Driver,
+    wait_for,
+)
+
+WEEK = timedelta(days=7)
+FIRST_WEEK, SECOND_WEEK = "2026-11-30T09:00", "2026-12-07T09:00"
+
+
+@pytest.fixture
+def slack_config(config: Config) -> Config:
+    """Staging's view role granted for up to three weeks, so that grants live into next week's
+    review."""
+    data = json.loads(json.dumps(TEST_CONFIG))
+    data["clusters"]["staging"]["approvers_channel"] = APPROVALS_CHANNEL
+    data["clusters"]["staging"]["roles"]["view"].update(max_duration="3w",
+                                                        auto_approve_up_to="3w")
+    return parse_config(data, config.source)
+
+
+@pytest.fixture
+def metrics() -> PrometheusMetrics:
+    return PrometheusMetrics()
+
+
+@pytest.fixture
+def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: InMemoryGranter,
+            clock: FakeClock, metrics: PrometheusMetrics) -> Iterator[SlackRuntime]:
+    """The scenario runtime, counting into ``metrics``."""
+    runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
+                                  granters={"staging": granter, "prod": granter}, clock=clock,
+                                  metrics=metrics)
+    worker = runtime.worker().start()
+    yield runtime
+    worker.stop()
+    runtime.inbox.close()
+
+
+def active(driver: Driver, user: str, length: str = "10d") -> int:
+    """An auto-approved staging grant of ``user``; its ID."""
+    answer = driver.ask(user, f"request staging view {length}")["text"]
+    request_id = int(answer.split("#", 1)[1].split(":", 1)[0].split(" ", 1)[0])
+    return request_id
+
+
+def reviews_in(slack: FakeSlack, channel: str) -> list[str]:
+    """The ``ts`` of the review messages in ``channel``, oldest first."""
+    return sorted(ts for (c, ts), m in list(slack.messages.items())
+                  if c == channel and "Access review" in (m.get("text") or ""))
+
+
+def keep(driver: Driver, user: str, grant: int, ts: str,
+         channel: str = APPROVALS_CHANNEL) -> str:
+    return driver.press(user, "keep", str(grant), ts=ts, channel=channel)
+
+
+def revoke_in_review(driver: Driver, user: str, grant: int, ts: str) -> str:
+    return driver.press(user, "revoke", str(grant), ts=ts, block_id=f"review:{grant}")
+
+
+def actions_of(message: dict[str, Any]) -> list[tuple[str, str]]:
+    found = []
+    for block in message["blocks"]:
+        elements = block.get("elements", []) if block["type"] == "actions" else \
+            [block["accessory"]] if "accessory" in block else []
+        found += [(e["action_id"], e["value"]) for e in elements if e.get("type") == "button"]
+    return found
+
+
+def attestations(runtime: SlackRuntime) -> list[AuditEvent]:
+    with runtime.ctx.transaction() as uow:
+        return [e for e in uow.audit.events() if e.action == "attested"]
+
+
+def test_keep_and_revoke_are_decided_by_approvers_and_admins_only(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    alices, carols = active(driver, ALICE), active(driver, CAROL)
+    assert reminders.weekly(runtime.ctx) == 1  # the review; no grant ends within the week
+    [ts] = reviews_in(slack, APPROVALS_CHANNEL)
+    review = slack.message(APPROVALS_CHANNEL, ts)
+    assert "Access review: 2 active grants. 0 of 2 reviewed." in review["text"]
+    assert sorted(actions_of(review)) == sorted([
+        ("keep", str(alices)), ("revoke", str(alices)),
+        ("keep", str(carols)), ("revoke", str(carols))])
+
+    # Refused: the grantee (even with the review's Revoke, which a grantee could use
+    # elsewhere), and someone who approves nothing on staging. Nothing changes.
+    assert "You cannot review grant" in keep(driver, ALICE, alices, ts)
+    assert "You cannot review grant" in revoke_in_review(driver, CAROL, carols, ts)
+    assert "Only approvers of staging and admins" in keep(driver, CAROL, alices, ts)
+    assert grants.get(runtime.ctx, carols).state is State.ACTIVE
+    assert attestations(runtime) == []
+    assert "0 of 2 reviewed" in slack.message(APPROVALS_CHANNEL, ts)["text"]
+
+    # An approver keeps Alice's grant: recorded, and the review shows it in place.
+    answer = keep(driver, BOB, alices, ts)
+    assert f"You kept grant #{alices}" in answer and "1 of 2 reviewed" in answer
+    review = slack.message(APPROVALS_CHANNEL, ts)
+    assert "1 of 2 reviewed" in review["text"]
+    assert ("keep", str(alices)) not in actions_of(review)
+    assert any(f"kept by <@{BOB}>" in b["elements"][0]["text"] for b in review["blocks"]
+               if b["type"] == "context")
+    [attested] = attestations(runtime)
+    assert (attested.actor, attested.request_id) == (BOB, alices)
+    assert attested.details["period"] == FIRST_WEEK
+    assert attested.details["subject"] == "u0alice01@example.com"
+
+    # Another approver (by group) comes second: told, nothing recorded twice.
+    assert "already reviewed this week" in keep(driver, DAVE, alices, ts)
+    assert len(attestations(runtime)) == 1
+
+    # An admin revokes Carol's grant from the review.
+    answer = revoke_in_review(driver, ADMIN, carols, ts)
+    assert f"Grant #{carols} is revoked" in answer and "2 of 2 reviewed" in answer
+    revoked = grants.get(runtime.ctx, carols)
+    assert revoked.state is State.REVOKED
+    assert (revoked.ended_by, revoked.end_reason) == (ADMIN, "revoked in the access review")
+    review = slack.message(APPROVALS_CHANNEL, ts)
+    assert "2 of 2 reviewed" in review["text"] and actions_of(review) == []
+    assert "is revoked: there is nothing left to review" in keep(driver, BOB, carols, ts)
+    assert len(attestations(runtime)) == 1
+
+
+def test_a_double_click_records_one_attestation(driver: Driver, slack: FakeSlack,
+                                                runtime: SlackRuntime) -> None:
+    grant = active(driver, ALICE)
+    reminders.weekly(runtime.ctx)
+    [ts] = reviews_in(slack, APPROVALS_CHANNEL)
+    seen = len(slack.responses)
+    for user in (BOB, BOB, DAVE):  # all at once: the worker takes them side by side
+        driver.click(user, "keep", str(grant), ts=ts)
+    answers = [r["text"] for r in wait_for(lambda: (
+        slack.responses[seen:] if len(slack.responses) - seen >= 3 else None))]
+    assert sum("You kept grant" in a for a in answers) == 1
+    assert sum("already reviewed this week" in a for a in answers) == 2
+    assert len(attestations(runtime)) == 1
+    assert "1 of 1 reviewed" in slack.message(APPROVALS_CHANNEL, ts)["text"]
+
+
+def test_reviews_by_dm_are_all_updated(driver: Driver, slack: FakeSlack,
+                                       runtime: SlackRuntime) -> None:
+    """Prod has no approvers channel: each approver gets the review; a decision in one DM
+    shows in every one, and counts once."""
+    ctx = runtime.ctx
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=timedelta(hours=4),
+                                  reason="incident")
+    assert request.id is not None
+    access.approve(ctx, request.id, BOB)
+    access.approve(ctx, request.id, CAROL)
+    assert grants.get(ctx, request.id).state is State.ACTIVE
+    reminders.weekly(ctx)
+    dms = {user: reviews_in(slack, slack.dm_channel(user)) for user in (BOB, CAROL, DAVE)}
+    assert all(len(found) == 1 for found in dms.values()), dms
+
+    answer = keep(driver, CAROL, request.id, dms[CAROL][0], channel=slack.dm_channel(CAROL))
+    assert "1 of 1 reviewed" in answer
+    for user, [ts] in dms.items():
+        assert "1 of 1 reviewed" in slack.message(slack.dm_channel(user), ts)["text"], user
+    assert "already reviewed" in keep(driver, BOB, request.id, dms[BOB][0],
+                                      channel=slack.dm_channel(BOB))
+
+
+def test_what_nobody_decided_is_carried_over_counted_and_exported(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
+        metrics: PrometheusMetrics, database_url: str) -> None:
+    alices, carols = active(driver, ALICE), active(driver, CAROL)
+    reminders.weekly(runtime.ctx)
+    [first] = reviews_in(slack, APPROVALS_CHANNEL)
+    keep(driver, BOB, alices, first)  # Carol's grant: nobody decides this week
+
+    clock.advance(WEEK)
+    assert reminders.weekly(runtime.ctx) == 3  # the review, and two grants now end in 3 days
+    [_, second] = reviews_in(slack, APPROVALS_CHANNEL)
+    review = slack.message(APPROVALS_CHANNEL, second)
+    assert "Access review: 2 active grants. 0 of 2 reviewed." in review["text"]
+    carried = [b["text"]["text"] for b in review["blocks"]
+               if b.get("block_id", "").startswith("review:") and "Carried over" in
+               b["text"]["text"]]
+    assert len(carried) == 1 and carried[0].startswith(f"*#{carols}*")
+    assert metrics.registry.get_sample_value(
+        "k8s_access_review_unreviewed", {"cluster": "staging"}) == 1.0
+    assert metrics.registry.get_sample_value(
+        "k8s_access_review_unreviewed", {"cluster": "prod"}) == 0.0
+
+    # A click in last week's message decides in this week's review, which shows it.
+    assert "1 of 2 reviewed" in keep(driver, BOB, carols, first)
+    assert "1 of 2 reviewed" in slack.message(APPROVALS_CHANNEL, second)["text"]
+
+    env = {"DATABASE_URL": database_url, "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    exported = CliRunner().invoke(main, ["audit", "export", "--attestations"], env=env,
+                                  catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(r["grant_id"], r["kept_by"], r["period"]) for r in lines] == [
+        (alices, BOB, FIRST_WEEK), (carols, BOB, SECOND_WEEK)]
+    assert {r["cluster"] for r in lines} == {"staging"}
+    as_csv = CliRunner().invoke(main, ["audit", "export", "--attestations", "--format", "csv"],
+                                env=env, catch_exceptions=False)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(int(r["grant_id"]), r["kept_by"]) for r in rows] == [(alices, BOB), (carols, BOB)]
+    everything = CliRunner().invoke(main, ["audit", "export"], env=env, catch_exceptions=False)
+    assert len(everything.stdout.splitlines()) > len(lines)  # the flag keeps attestations only
