@@ -316,11 +316,14 @@ def jobs() -> None:
 def jobs_run(job: str) -> None:
     from bot.jobs import run_job
 
-    count = run_job(_context(), job, JOBS[job])
+    ctx = _context()
+    count = run_job(ctx, job, JOBS[job])
     if count is None:
         click.echo(f"{job}: failed; see the log", err=True)
         sys.exit(1)
-    click.echo(f"{job}: {count} handled")
+    # A stdout sink's log shipper reads every line of standard output as an event.
+    streams_to_stdout = any(sink.type == "stdout" for sink in ctx.config.file.audit_sinks)
+    click.echo(f"{job}: {count} handled", err=streams_to_stdout)
 
 
 # --- serve --------------------------------------------------------------------------------

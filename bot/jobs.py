@@ -71,31 +71,32 @@ def run_job(ctx: Context, name: str, run: Callable[[Context], int]) -> int | Non
 
 
 class Scheduler:
-    """Runs each job every so often on a daemon thread until :meth:`stop`."""
+    """Runs each job every so often, each on its own daemon thread, until :meth:`stop`: a job
+    that waits on something slow (a webhook receiver that takes its time, a backend) never
+    delays another (the expiry of grants)."""
 
     def __init__(self, ctx: Context, jobs: list[Job]) -> None:
         self._ctx = ctx
         self._jobs = jobs
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._threads = [threading.Thread(target=self._loop, args=(job,),
+                                          name=f"job-{job.name}", daemon=True)
+                         for job in jobs]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        ends = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(ends - time.monotonic(), 0))
 
     def run_once(self, job: Job) -> None:
         run_job(self._ctx, job.name, job.run)
 
-    def _loop(self) -> None:
-        next_run = {job.name: 0.0 for job in self._jobs}
+    def _loop(self, job: Job) -> None:
         while not self._stop.is_set():
-            now = time.monotonic()
-            for job in self._jobs:
-                if now >= next_run[job.name]:
-                    self.run_once(job)
-                    next_run[job.name] = time.monotonic() + job.every.total_seconds()
-            wait = max(min(next_run.values()) - time.monotonic(), 0.05)
-            self._stop.wait(wait)
+            self.run_once(job)
+            self._stop.wait(job.every.total_seconds())

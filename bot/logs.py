@@ -100,6 +100,10 @@ def configure(level: str = "INFO", fmt: str = "console", secrets: Iterable[str] 
     root.addHandler(handler)
     root.setLevel(level.upper())
     # The Slack SDK logs request bodies at DEBUG; keep them out even then.
-    for noisy in ("slack_sdk", "slack_bolt", "urllib3", "kubernetes"):
+    for noisy in ("slack_sdk", "slack_bolt", "urllib3", "kubernetes", "pagerduty"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # httpx under the PagerDuty client logs every request's URL at INFO (the client itself at
+    # DEBUG), and on-call questions carry the requester's email (GET /users?query=…).
+    for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     return handler

@@ -26,9 +26,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
@@ -43,6 +44,18 @@ TIMESTAMP_HEADER = "X-K8s-Access-Timestamp"
 SIGNATURE_VERSION = "v1"
 WEBHOOK_TIMEOUT = 10.0
 """Seconds for one POST; a slow receiver is retried later rather than waited for."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the receiver's answer, not a place to go: urllib would follow a 301, 302 or 303
+    to a POST with a GET without the event, and count that GET's 200 as delivered."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int,
+                         msg: str, headers: Message, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def source(installation: str) -> str:
@@ -109,10 +122,14 @@ class WebhookSink:
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         where = f"webhook {shown_url(self._url)}"
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as answer:
+            with _OPENER.open(request, timeout=self._timeout) as answer:
                 answer.read()
         except urllib.error.HTTPError as error:
-            raise SinkUnavailable(f"{where} answered HTTP {error.code} {error.reason}") from None
+            moved = error.headers.get("Location") if 300 <= error.code < 400 else None
+            hint = "" if not moved else (" (redirects are not followed: set url to "
+                                         f"{shown_url(urljoin(self._url, moved))})")
+            raise SinkUnavailable(f"{where} answered HTTP {error.code} {error.reason}"
+                                  f"{hint}") from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", None) or error
             raise SinkUnavailable(f"{where} could not be reached: {reason}") from None

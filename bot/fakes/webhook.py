@@ -9,8 +9,9 @@ secret, compared in constant time. A refused request answers 401 (signature, tim
 
 Like a receiver that drops duplicates, it keeps each event ID once (:attr:`events`) and answers
 200 to a repeat, noting it in :attr:`duplicates`. Faults, until :meth:`recover`: ``down`` (the
-connection is closed without an answer), ``error`` (an HTTP status, 503 by default) and
-``slow`` (the answer waits ``delay`` seconds).
+connection is closed without an answer), ``error`` (an HTTP status, 503 by default),
+``slow`` (the answer waits ``delay`` seconds) and ``moved`` (a redirect, 301 by default, to
+``/moved``, whose ``GET`` answers 200 as a web server's page would).
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ class WebhookReceiver:
         self._server.stop()
 
     def outage(self, kind: str, *, status: int = 503, delay: float = 30) -> None:
-        """Fail every request from now until :meth:`recover`: ``down``, ``error`` (``status``)
-        or ``slow`` (answer after ``delay`` seconds, or at :meth:`recover`)."""
-        if kind not in ("down", "error", "slow"):
+        """Fail every request from now until :meth:`recover`: ``down``, ``error`` (``status``),
+        ``slow`` (answer after ``delay`` seconds, or at :meth:`recover`) or ``moved`` (redirect
+        with ``status``, 301 unless given)."""
+        if kind == "moved" and status == 503:
+            status = 301
+        if kind not in ("down", "error", "slow", "moved"):
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
             self._recovered.clear()
@@ -135,14 +139,23 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 if kind == "error":
                     self._answer(status, {"error": "unavailable"})
                     return
+                if kind == "moved":
+                    self._answer(status, {"error": "moved"}, location="/moved")
+                    return
                 receiver._recovered.wait(delay)
             status, answer = receiver._take({k.lower(): v for k, v in self.headers.items()},
                                             body)
             self._answer(status, answer)
 
-        def _answer(self, status: int, payload: dict[str, Any]) -> None:
+        def do_GET(self) -> None:
+            self._answer(200, {"page": self.path})
+
+        def _answer(self, status: int, payload: dict[str, Any],
+                    location: str | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
+            if location is not None:
+                self.send_header("Location", location)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

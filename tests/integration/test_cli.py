@@ -194,3 +194,32 @@ def test_an_audit_start_past_the_calendar_is_the_typists_not_the_databases(
     assert result.exit_code == 1
     assert f"error: '{since}' is out of range" in result.output
     assert "database" not in result.output
+
+
+def test_jobs_run_stream_leaves_standard_output_to_a_stdout_sink(
+        env: dict[str, str]) -> None:
+    """A log shipper reads every line of standard output as an event: the pass's summary goes
+    to standard error instead."""
+    import json
+
+    from bot.adapters.db import migrate
+    from bot.adapters.db.engine import make_engine
+    from bot.app import build_context
+    from bot.config import Settings, load_config
+    from bot.services.context import audit
+
+    config_path = Path(env["K8S_ACCESS_CONFIG"])
+    data = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**data, "audit_sinks": [{"type": "stdout"}]}))
+    migrate.upgrade(make_engine(env["DATABASE_URL"]))
+    ctx = build_context(Settings(database_url=env["DATABASE_URL"]), load_config(config_path),
+                        granters={})
+    with ctx.transaction() as uow:
+        audit(uow.audit, ctx.clock(), "U0ADMIN05", "stray removed", None, note="Grüße")
+    result = CliRunner().invoke(main, ["jobs", "run", "stream"], env=env,
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["type"], e["data"]["details"]) for e in events] == [
+        ("com.k8s-access-bot.stray-removed", {"note": "Grüße"})]
+    assert result.stderr.endswith("stream: 1 handled\n")

@@ -293,3 +293,26 @@ def test_each_job_does_only_what_it_names(jctx: Context) -> None:
     every = {job.name: job.every for job in default_jobs(jctx)}
     assert set(every) == set(JOBS)
     assert every["reconcile"] == 10 * every["expire"]
+
+
+def test_a_slow_job_never_holds_back_another(jctx: Context) -> None:
+    """The audit stream waiting on a slow receiver must not delay the expiry of grants."""
+    release, expired = threading.Event(), threading.Event()
+
+    def slow_stream(ctx: Context) -> int:
+        release.wait(10)
+        return 0
+
+    def expire(ctx: Context) -> int:
+        expired.set()
+        return 0
+
+    scheduler = Scheduler(jctx, [Job("stream", slow_stream, timedelta(milliseconds=10)),
+                                 Job("expire", expire, timedelta(milliseconds=10))])
+    scheduler.start()
+    try:
+        assert expired.wait(5)
+        assert not release.is_set()  # the stream's pass was still under way
+    finally:
+        release.set()
+        scheduler.stop()

@@ -320,3 +320,54 @@ def test_the_composition_root_builds_on_call_only_when_a_role_uses_it(
     assert policy is not None
     decision = evaluate(ctx.on_call, policy, ALICE, timedelta(hours=1))
     assert decision.approved and "Platform (PPLATF1), level 1" in decision.detail
+
+
+def test_opsgenie_a_schedule_that_fails_never_hides_another_that_says_yes(
+        og: FakeOpsgenie) -> None:
+    og.add_schedule("data-oncall", [BOB])
+    og.add_schedule("platform-oncall", [ALICE])
+    client = OpsgenieOnCall(API_KEY, og.url)
+    targets = OnCallTargets(opsgenie=OpsgenieTargets(("data-oncall", "platform-oncall")))
+    og.fail(503, times=1)  # data-oncall's answer
+    assert client.check(ALICE, targets).is_on_call
+    og.fail(503, times=1)
+    doubt = client.check(BOB, targets)  # on call in the one that failed, for all we know
+    assert (doubt.status, doubt.detail) == (
+        OnCallStatus.UNKNOWN, "schedule data-oncall: the service failed (503 Service "
+                              "Unavailable)")
+    typo = OnCallTargets(opsgenie=OpsgenieTargets(("platfrom-oncall", "platform-oncall")))
+    assert client.check(ALICE, typo).is_on_call
+    calls = len(og.calls)
+    refused = OpsgenieOnCall("wrong", og.url).check(ALICE, targets)
+    assert refused.detail.startswith("the service refused the bot's credentials")
+    assert len(og.calls) == calls + 1  # a refused key is not tried on every schedule
+
+
+def test_pagerduty_policies_failing_never_hide_a_schedule_that_says_yes(
+        pd: FakePagerDuty) -> None:
+    alice = pd.add_user("Alice", ALICE)
+    pd.put_on_call(alice, OTHER_POLICY, level=3, schedule=SCHEDULE)
+    targets = pagerduty_targets(schedules=(SCHEDULE,))
+    pd.fail("/oncalls", 503, times=1)  # the escalation policies' question
+    assert ask_pagerduty(pd, ALICE, targets).is_on_call
+    pd.add_user("Bob", BOB)
+    pd.fail("/oncalls", 503, times=1)
+    doubt = ask_pagerduty(pd, BOB, targets)
+    assert (doubt.status, doubt.detail) == (OnCallStatus.UNKNOWN,
+                                            "the service failed (503 Service Unavailable)")
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+def test_no_requester_email_in_the_log_of_an_on_call_question(
+        pd: FakePagerDuty, level: str) -> None:
+    output = io.StringIO()
+    handler = configure(level, "console", [TOKEN], stream=output)
+    try:
+        pd.add_user("Alice", ALICE)
+        ask_pagerduty(pd, ALICE, pagerduty_targets())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        configure("INFO", "console", [])
+        logging.getLogger().removeHandler(handler)
+    text = output.getvalue()
+    assert "alice%40example.com" not in text and ALICE not in text

@@ -200,3 +200,18 @@ def test_the_webhook_sink_signs_what_the_receiver_checks(receiver: WebhookReceiv
     with pytest.raises(SinkUnavailable, match=r"answered HTTP 401") as error:
         wrong.send(EVENT)
     assert "wrong" not in error.value.message and "wrong" not in repr(wrong)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failure_never_a_delivery(receiver: WebhookReceiver,
+                                                  status: int) -> None:
+    """urllib would follow a 301/302/303 to a POST with a bodiless GET whose 200 looks like
+    delivery: the event would be lost."""
+    receiver.outage("moved", status=status)
+    sink = WebhookSink("siem", receiver.url, SecretStr("right"), "default")
+    with pytest.raises(SinkUnavailable, match=rf"answered HTTP {status} .*redirects are not "
+                                              r"followed: set url to http://127\.0\.0\.1:\d+/moved"):
+        sink.send(EVENT)
+    receiver.recover()
+    sink.send(EVENT)
+    assert receiver.ids() == ["42"]

@@ -9,8 +9,8 @@ bad key, 403 when the key may not read the schedule, 404 for an unknown schedule
 rate-limited (``X-RateLimit-*`` headers). Reference: docs.opsgenie.com, "Who is On Call API"
 and "Response". There is no paging on this endpoint.
 
-Calls are short (:data:`DEFAULT_TIMEOUT`) and never retried; any failure is an answer of
-doubt with the reason.
+Calls are short (:data:`DEFAULT_TIMEOUT`) and never retried; a schedule that fails is doubt
+with the reason, unless the person is on call in another.
 """
 
 from __future__ import annotations
@@ -57,13 +57,20 @@ class OpsgenieOnCall:
         if wanted is None:
             return OnCallAnswer.unknown(SERVICE, "this role names no Opsgenie schedules")
         address = email.strip().lower()
-        try:
-            for schedule in wanted.schedules:
+        failures: list[str] = []
+        for schedule in wanted.schedules:  # one that fails never hides another that says yes
+            try:
                 name, recipients = self.on_call(schedule)
-                if address in {r.strip().lower() for r in recipients}:
-                    return OnCallAnswer.on_call(SERVICE, f"schedule {name}")
-        except OnCallServiceError as error:
-            return OnCallAnswer.unknown(SERVICE, error.reason)
+            except OnCallServiceError as error:
+                if error.status == 401:  # the key: every other schedule would refuse it too
+                    return OnCallAnswer.unknown(SERVICE, error.reason)
+                failures.append(error.reason if len(wanted.schedules) == 1
+                                else f"schedule {schedule}: {error.reason}")
+                continue
+            if address in {r.strip().lower() for r in recipients}:
+                return OnCallAnswer.on_call(SERVICE, f"schedule {name}")
+        if failures:
+            return OnCallAnswer.unknown(SERVICE, "; ".join(failures))
         plural = "s" if len(wanted.schedules) > 1 else ""
         return OnCallAnswer.not_on_call(SERVICE, f"not on call in schedule{plural} "
                                                  f"{', '.join(wanted.schedules)}")

@@ -57,23 +57,33 @@ class PagerDutyOnCall:
             return OnCallAnswer.unknown(SERVICE, "this role names no PagerDuty targets")
         try:
             user = self.user_by_email(email)
-            if user is None:
-                return OnCallAnswer.not_on_call(SERVICE, f"no PagerDuty user has the email "
-                                                         f"{email}")
-            user_id = str(user["id"])
-            levels: list[int] = []
-            if wanted.escalation_policies:
-                for entry in self.on_calls(user_id,
-                                           escalation_policy_ids=wanted.escalation_policies):
-                    level = int(entry.get("escalation_level") or 0)
-                    if level in wanted.levels:
-                        return OnCallAnswer.on_call(SERVICE, _where(entry))
-                    levels.append(level)
-            if wanted.schedules:
-                for entry in self.on_calls(user_id, schedule_ids=wanted.schedules):
-                    return OnCallAnswer.on_call(SERVICE, _where(entry))
         except OnCallServiceError as error:
             return OnCallAnswer.unknown(SERVICE, error.reason)
+        if user is None:
+            return OnCallAnswer.not_on_call(SERVICE, f"no PagerDuty user has the email {email}")
+        user_id = str(user.get("id") or "")
+        if not user_id:
+            return OnCallAnswer.unknown(SERVICE, "the answer to GET /users is not PagerDuty's")
+        levels: list[int] = []
+        failures: list[str] = []
+        # The policies and the schedules are asked apart: one that fails never hides the
+        # other saying yes.
+        for filters in ({"escalation_policy_ids": wanted.escalation_policies},
+                        {"schedule_ids": wanted.schedules}):
+            if not any(filters.values()):
+                continue
+            try:
+                entries = self.on_calls(user_id, **filters)
+            except OnCallServiceError as error:
+                failures.append(error.reason)
+                continue
+            for entry in entries:
+                level = int(entry.get("escalation_level") or 0)
+                if "schedule_ids" in filters or level in wanted.levels:
+                    return OnCallAnswer.on_call(SERVICE, _where(entry))
+                levels.append(level)
+        if failures:
+            return OnCallAnswer.unknown(SERVICE, "; ".join(dict.fromkeys(failures)))
         if levels:
             return OnCallAnswer.level_not_counted(SERVICE, levels, wanted.levels)
         return OnCallAnswer.not_on_call(SERVICE, "not on call in " + _targets(
