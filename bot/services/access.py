@@ -15,7 +15,7 @@ from enum import StrEnum
 from bot.domain import eligibility, lifecycle, windows
 from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import AccessRequest, Actor, Kind, OperationKind, Reach, State
-from bot.domain.ports import Audience, Notice, NoticeKind
+from bot.domain.ports import Audience, Notice, NoticeKind, UnitOfWork
 from bot.logcontext import request_scope, scoped
 from bot.services import asking, grants, oncall, operations, scheduled
 from bot.services.context import Context, audit, retrying
@@ -67,9 +67,9 @@ def file_request(
               subject=subject, break_glass=request.break_glass or None, on_call=request.on_call,
               window_start=_iso(request.window_start), window_end=_iso(request.window_end),
               **asking.filing_details(request))
-        operation = None
+        held = None
         if request.state is State.APPROVED:
-            operation = operations.owe_approved(uow.operations, request, now)
+            held = _owe(ctx, uow, request, now)
             audit(uow.audit, now, "policy", "approved", request,
                   **(oncall.approval_details(on_call)
                      or {"rule": "break-glass" if break_glass else "auto-approve"}))
@@ -79,10 +79,20 @@ def file_request(
         request.approvals_missing = lifecycle.approvals_missing(request, policy)
         request.notified = announce(ctx, Notice(
             oncall.notice_kind(on_call), request, approvals_missing=request.approvals_missing))
-        if operation is not None:
-            return oncall.told(request, operations.run_operation(ctx, operation)
-                               or grants.get(ctx, request.id or 0))
+        if held is not None:
+            return oncall.told(request, operations.run_held(ctx, held))
     return request
+
+
+def _owe(ctx: Context, uow: UnitOfWork, request: AccessRequest,
+         now: datetime) -> operations.Held | None:
+    """Owe the grant of a request just approved in ``uow``: held by this worker to run at once
+    (:func:`operations.owe_held`), or, for a window that starts later, owed for its start (the
+    retry pass runs it then); None when nothing is to run now."""
+    if windows.activation_due(request, now):
+        return operations.owe_held(ctx, uow, request, now)
+    operations.owe_approved(uow.operations, request, now)
+    return None
 
 
 def announce(ctx: Context, notice: Notice) -> Reach | None:
@@ -156,11 +166,7 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "",
             audit(uow.audit, now, user_id, "approved" if complete else "approval recorded",
                   request, comment=comment or None, window_start=_iso(request.window_start),
                   **asking.approval_details(request, duration))
-            held = None
-            if complete and windows.approved_ahead(request):
-                operations.owe_approved(uow.operations, request, now)
-            elif complete:
-                held = operations.owe_held(ctx, uow, request, now)
+            held = _owe(ctx, uow, request, now) if complete else None
             if held is None:
                 ctx.settle(uow)
             decision = ctx.prepared(uow, Notice(NoticeKind.DECISION, request, actor=user_id))
@@ -171,10 +177,9 @@ def approve(ctx: Context, request_id: int, user_id: str, comment: str = "",
     request.approvals_missing = decision.approvals_missing
     log.info("%s approved; %s more approvals needed", user_id, decision.approvals_missing)
     ctx.notify(decision)
-    if held is None:
-        return request
-    ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
-    return operations.run_held(ctx, held)
+    if request.state is State.APPROVED:  # the quorum is met: now, or at the window's start
+        ctx.notify(Notice(NoticeKind.APPROVED, request, actor=user_id))
+    return request if held is None else operations.run_held(ctx, held)
 
 
 @scoped

@@ -96,7 +96,8 @@ def test_serve_answers_slack_and_its_probes(tmp_path: Path) -> None:
             request = urllib.request.Request(base + "/slack/events", data=body.encode(),
                                              headers=signed_headers(body), method="POST")
             assert urllib.request.urlopen(request, timeout=5).status == 200
-            answer = wait_for(lambda: slack.responses_to(url))[0]
+            # The worker takes only the CPU serve leaves: on a busy machine it answers late.
+            answer = wait_for(lambda: slack.responses_to(url), timeout=30)[0]
             assert "*dev* (rbac)" in answer["text"]
             time.sleep(0.2)
             metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
@@ -118,7 +119,7 @@ def test_serve_in_socket_mode(tmp_path: Path) -> None:
                 "user_id": "U0ALICE01", "team_id": "T0TEAM", "channel_id": "C0GENERAL",
                 "response_url": url, "trigger_id": "t"})
             wait_for(lambda: socket_mode.acked(envelope), timeout=10)
-            answer = wait_for(lambda: slack.responses_to(url), timeout=10)[0]
+            answer = wait_for(lambda: slack.responses_to(url), timeout=30)[0]
             assert "Active until" in answer["text"]
             assert "k8s-access-1" in kube.cluster_role_bindings
     finally:
