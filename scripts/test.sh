@@ -47,9 +47,22 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== layers"
 .venv/bin/lint-imports --no-cache | tail -n 4
-echo "== tests on SQLite"
-DATABASE_URL="" .venv/bin/pytest -q "$@"
+# The two databases' runs go side by side: most of a run waits on sockets and subprocesses.
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+DATABASE_URL="" .venv/bin/pytest -q -p no:cacheprovider "$@" >"$logs/sqlite" 2>&1 &
+sqlite_run=$!
 if [ "$run_postgres" = 1 ]; then
-    echo "== tests on PostgreSQL"
-    DATABASE_URL="$POSTGRES_URL" .venv/bin/pytest -q "$@"
+    DATABASE_URL="$POSTGRES_URL" .venv/bin/pytest -q -p no:cacheprovider "$@" >"$logs/postgres" 2>&1 &
+    postgres_run=$!
 fi
+failed=0
+wait "$sqlite_run" || failed=1
+echo "== tests on SQLite"
+cat "$logs/sqlite"
+if [ "$run_postgres" = 1 ]; then
+    wait "$postgres_run" || failed=1
+    echo "== tests on PostgreSQL"
+    cat "$logs/postgres"
+fi
+exit "$failed"
