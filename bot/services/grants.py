@@ -8,6 +8,8 @@ Revocation and expiry owe a revocation in the database and hand it to the operat
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +21,6 @@ from bot.domain.errors import (
     TemporaryBackendError,
 )
 from bot.domain.model import (
-    POLICY_ACTOR,
     AccessRequest,
     Actor,
     Kind,
@@ -28,8 +29,9 @@ from bot.domain.model import (
 )
 from bot.domain.ports import AccessRequests, ManagedGrant, Reconcilable
 from bot.logcontext import scoped
+from bot.services import revocations
 from bot.services.context import Context, audit
-from bot.services.operations import owe, run_all, run_operation
+from bot.services.operations import owe, run_operation
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +65,24 @@ def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str) -> Acces
 
 
 def expire_due(ctx: Context, limit: int | None = None) -> int:
-    """Revoke every grant whose time is up, up to ``limit`` (the tuning's batch); returns how
-    many were found due."""
-    now = ctx.clock()
-    with ctx.transaction() as uow:
-        due = uow.requests.due_to_expire(
-            now, ctx.tuning.batches.expire if limit is None else limit)
-        owed = [op for request in due
-                if (op := owe(uow.operations, request, OperationKind.REVOKE, now, event="expire",
-                              by=POLICY_ACTOR, reason="time is up")) is not None]
-    run_all(ctx, owed)
-    return len(owed)
+    """Revoke every grant whose time is up, ``limit`` (the tuning's ``batches.expire``) at a
+    time, each batch claimed, revoked and completed together
+    (:mod:`bot.services.revocations`); batch after batch until none is due or the pass has
+    run for one sweep interval (``schedules.expiry_sweep``; the next pass takes the rest).
+    The grantees are told a few at a time (``Concurrency.messages``) while the next batch
+    runs. Returns how many revocations this pass owed (not those another replica claimed)."""
+    size = ctx.tuning.batches.expire if limit is None else limit
+    ends = time.monotonic() + ctx.config.schedules.expiry_sweep.total_seconds()
+    owed = 0
+    with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
+                            thread_name_prefix="expiry-notices") as telling:
+        while True:
+            batch = revocations.claim_expired(ctx, size)
+            owed += len(batch.claimed)
+            for notice in revocations.run_batch(ctx, batch):
+                telling.submit(ctx.notify, notice)
+            if batch.found < size or time.monotonic() >= ends:
+                return owed
 
 
 RECONCILE_GRACE = timedelta(minutes=5)

@@ -7,7 +7,7 @@ concurrent approvers queue instead of retrying.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, exists, func, select
@@ -106,6 +106,11 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
         )
 
 
+def _changed(request: AccessRequest | None) -> ConcurrentModification:
+    what = f"Request {request.label}" if request is not None else "A request"
+    return ConcurrentModification(f"{what} was changed by someone else meanwhile; try again.")
+
+
 class SqlAlchemyAccessRequests:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -132,21 +137,39 @@ class SqlAlchemyAccessRequests:
         return _to_request(self._row(request_id, for_update))
 
     def save(self, request: AccessRequest) -> None:
-        assert request.id is not None
-        # Read in this same transaction, as a use case does: the session has it already.
-        row = self.session.get(RequestRow, request.id) or self._row(request.id)
-        if row.version != request.version:
-            raise ConcurrentModification(
-                f"Request {request.label} was changed by someone else meanwhile; try again."
-            )
-        _write_request(row, request)
+        self.save_many([request])
+
+    def save_many(self, requests: Sequence[AccessRequest]) -> None:
+        rows = []
+        for request in requests:
+            assert request.id is not None
+            # Read in this same transaction, as a use case does: the session has it already.
+            row = self.session.get(RequestRow, request.id) or self._row(request.id)
+            if row.version != request.version:
+                raise _changed(request)
+            _write_request(row, request)
+            rows.append(row)
         try:
             self.session.flush()
         except (StaleDataError, IntegrityError):
-            raise ConcurrentModification(
-                f"Request {request.label} was changed by someone else meanwhile; try again."
-            ) from None
-        request.version = row.version
+            raise _changed(requests[0] if len(requests) == 1 else None) from None
+        for request, row in zip(requests, rows, strict=True):
+            request.version = row.version
+
+    def get_many(self, request_ids: Collection[int], *,
+                 for_update: bool = False) -> list[AccessRequest]:
+        query = select(RequestRow).where(RequestRow.id.in_(list(request_ids))) \
+            .order_by(RequestRow.id)
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return [_to_request(row) for row in self.session.scalars(query)] if request_ids else []
+
+    def extensions_of(self, grant_ids: Collection[int],
+                      states: Sequence[State]) -> list[AccessRequest]:
+        query = select(RequestRow).where(RequestRow.parent_id.in_(list(grant_ids)),
+                                         RequestRow.state.in_([s.value for s in states])) \
+            .order_by(RequestRow.id)
+        return [_to_request(row) for row in self.session.scalars(query)] if grant_ids else []
 
     def find(
         self,
@@ -177,7 +200,8 @@ class SqlAlchemyAccessRequests:
             query = query.limit(limit)
         return [_to_request(row) for row in self.session.scalars(query)]
 
-    def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:
+    def due_to_expire(self, now: datetime, limit: int, *,
+                      skip_locked: bool = False) -> list[AccessRequest]:
         owed = exists().where(
             OperationRow.request_id == RequestRow.id,
             OperationRow.kind == OperationKind.REVOKE.value,
@@ -193,6 +217,8 @@ class SqlAlchemyAccessRequests:
             .order_by(RequestRow.ends_at)
             .limit(limit)
         )
+        if skip_locked:  # PostgreSQL; SQLite has one writer at a time (BEGIN IMMEDIATE)
+            query = query.with_for_update(skip_locked=True, of=RequestRow)
         return [_to_request(row) for row in self.session.scalars(query)]
 
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
