@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, exists, func, select
+from sqlalchemy import Engine, Select, exists, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -114,6 +114,9 @@ def _changed(request: AccessRequest | None) -> ConcurrentModification:
 class SqlAlchemyAccessRequests:
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._read: dict[int, RequestRow] = {}
+        """The rows read for writing, held: the session holds only weakly what is unchanged,
+        and a row it forgot would be read again to be saved."""
 
     def add(self, request: AccessRequest) -> AccessRequest:
         row = RequestRow()
@@ -131,6 +134,7 @@ class SqlAlchemyAccessRequests:
         row = self.session.scalars(query).one_or_none()
         if row is None:
             raise NotFound(f"There is no request #{request_id}.")
+        self._read[row.id] = row
         return row
 
     def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
@@ -144,7 +148,8 @@ class SqlAlchemyAccessRequests:
         for request in requests:
             assert request.id is not None
             # Read in this same transaction, as a use case does: the session has it already.
-            row = self.session.get(RequestRow, request.id) or self._row(request.id)
+            row = self._read.get(request.id) or self.session.get(RequestRow, request.id) \
+                or self._row(request.id)
             if row.version != request.version:
                 raise _changed(request)
             _write_request(row, request)
@@ -162,14 +167,19 @@ class SqlAlchemyAccessRequests:
             .order_by(RequestRow.id)
         if for_update:
             query = query.with_for_update().execution_options(populate_existing=True)
-        return [_to_request(row) for row in self.session.scalars(query)] if request_ids else []
+        return self._held(query) if request_ids else []
 
     def extensions_of(self, grant_ids: Collection[int],
                       states: Sequence[State]) -> list[AccessRequest]:
         query = select(RequestRow).where(RequestRow.parent_id.in_(list(grant_ids)),
                                          RequestRow.state.in_([s.value for s in states])) \
             .order_by(RequestRow.id)
-        return [_to_request(row) for row in self.session.scalars(query)] if grant_ids else []
+        return self._held(query) if grant_ids else []
+
+    def _held(self, query: Select[RequestRow]) -> list[AccessRequest]:
+        rows = list(self.session.scalars(query))
+        self._read.update((row.id, row) for row in rows)
+        return [_to_request(row) for row in rows]
 
     def find(
         self,
