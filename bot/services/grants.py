@@ -69,20 +69,25 @@ def expire_due(ctx: Context, limit: int | None = None) -> int:
     time, each batch claimed, revoked and completed together
     (:mod:`bot.services.revocations`); batch after batch until none is due or the pass has
     run for one sweep interval (``schedules.expiry_sweep``; the next pass takes the rest).
-    The grantees are told a few at a time (``Concurrency.messages``) while the next batch
-    runs. Returns how many revocations this pass owed (not those another replica claimed)."""
+    Then the grantees are told, a few at a time (``Concurrency.messages``): ending access
+    comes first, and telling thousands while ending them would slow the ending. Returns how
+    many revocations this pass owed (not those another replica claimed)."""
     size = ctx.tuning.batches.expire if limit is None else limit
     ends = time.monotonic() + ctx.config.schedules.expiry_sweep.total_seconds()
-    owed = 0
-    with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
-                            thread_name_prefix="expiry-notices") as telling:
-        while True:
-            batch = revocations.claim_expired(ctx, size)
-            owed += len(batch.claimed)
-            for notice in revocations.run_batch(ctx, batch):
-                telling.submit(ctx.notify, notice)
-            if batch.found < size or time.monotonic() >= ends:
-                return owed
+    owed, notices = 0, []
+    while True:
+        batch = revocations.claim_expired(ctx, size)
+        owed += len(batch.claimed)
+        notices += revocations.run_batch(ctx, batch)
+        if batch.found < size or time.monotonic() >= ends:
+            break
+    if len(notices) > 1:
+        with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
+                                thread_name_prefix="expiry-notices") as telling:
+            list(telling.map(ctx.notify, notices))
+    else:
+        ctx.notify(*notices)
+    return owed
 
 
 RECONCILE_GRACE = timedelta(minutes=5)
