@@ -7,7 +7,7 @@ Adapters implement them after their technology (``SqlAlchemyUnitOfWork``,
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -359,6 +359,21 @@ class AccessRequests(Protocol):
         :class:`ConcurrentModification`."""
         ...
 
+    def save_many(self, requests: Sequence[AccessRequest]) -> None:
+        """:meth:`save` for each of ``requests``, written together; one changed by someone
+        else fails them all (:class:`ConcurrentModification`)."""
+        ...
+
+    def get_many(self, request_ids: Collection[int], *,
+                 for_update: bool = False) -> list[AccessRequest]:
+        """Those of ``request_ids`` that exist, by ID; ``for_update`` locks their rows."""
+        ...
+
+    def extensions_of(self, grant_ids: Collection[int],
+                      states: Sequence[State]) -> list[AccessRequest]:
+        """The extensions in ``states`` of the grants ``grant_ids``, by ID."""
+        ...
+
     def find(
         self,
         *,
@@ -377,8 +392,11 @@ class AccessRequests(Protocol):
         someone's behalf); ``involving``: requests a Slack user filed or receives."""
         ...
 
-    def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:
-        """Active grants whose end has come and whose revocation is not yet owed."""
+    def due_to_expire(self, now: datetime, limit: int, *,
+                      skip_locked: bool = False) -> list[AccessRequest]:
+        """Active grants whose end has come and whose revocation is not yet owed, soonest
+        end first. ``skip_locked`` locks their rows for this transaction and passes over rows
+        another transaction holds (another replica's batch), where the database can."""
         ...
 
     def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]:
@@ -435,6 +453,23 @@ class OperationQueue(Protocol):
         """Pending operations whose time has come and whose lease (if any) has lapsed."""
         ...
 
+    def enqueue_many(self, operations: Sequence[Operation]) -> list[Operation]:
+        """:meth:`enqueue` for each of ``operations`` in one statement, as they are (a lease
+        named in them is taken with them); those owed here, their ``id`` set. The others were
+        owed already."""
+        ...
+
+    def renew_many(self, operation_ids: Collection[int], owner: str,
+                   until: datetime) -> set[int]:
+        """:meth:`renew` for each of ``operation_ids``: the IDs still ``owner``'s, each now
+        held until ``until`` (and its row locked for the transaction)."""
+        ...
+
+    def finish_many(self, operation_ids: Collection[int], owner: str) -> set[int]:
+        """Mark done those of ``operation_ids`` still pending under ``owner``'s lease, the
+        lease released; their IDs. The others are left as they are."""
+        ...
+
 
 class IdentityLinks(Protocol):
     """People's ties to their accounts on a backend (GitLab)."""
@@ -472,6 +507,12 @@ class MessageReferences(Protocol):
 
     def list(self, request_id: int, purpose: str) -> builtins.list[MessageRef]:
         """The request's messages for ``purpose``, oldest first."""
+        ...
+
+    def list_many(self, request_ids: Collection[int],
+                  purpose: str) -> dict[int, builtins.list[MessageRef]]:
+        """:meth:`list` for each of ``request_ids`` at once; a request with none is left
+        out."""
         ...
 
 

@@ -431,6 +431,10 @@ def _selected(labels: dict[str, str], selector: str) -> bool:
 def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The headers and the body go out as two writes; on a kept-alive connection Nagle's
+        # algorithm would hold the body for the client's delayed ACK (40 ms), a wait no real
+        # API server makes.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

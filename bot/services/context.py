@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -223,6 +223,19 @@ class Context:
         """Tell people, after the commit; a failing notifier never undoes what happened."""
         for notice in notices:
             self.announce(notice)
+
+    def prepared_all(self, uow: UnitOfWork, notices: Sequence[Notice]) -> list[Notice]:
+        """:meth:`prepared` for each of ``notices``, their approval messages read together."""
+        ids = {n.request.id for n in notices} | {n.parent.id for n in notices if n.parent}
+        posted = uow.messages.list_many({i for i in ids if i is not None}, APPROVAL_MESSAGES)
+
+        def messages(request: AccessRequest | None) -> tuple[MessageRef, ...]:
+            return tuple(posted.get(request.id or 0, ())) if request is not None else ()
+
+        return [dataclasses.replace(
+            notice, approvals_missing=self.missing_approvals(notice.request),
+            messages=messages(notice.request), parent_messages=messages(notice.parent))
+            for notice in notices]
 
     def announce(self, notice: Notice) -> Reach | None:
         """Tell people, after the commit, and say where it went (see ``Notifier.notify``);

@@ -8,7 +8,9 @@ Revocation and expiry owe a revocation in the database and hand it to the operat
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,7 +22,6 @@ from bot.domain.errors import (
     TemporaryBackendError,
 )
 from bot.domain.model import (
-    POLICY_ACTOR,
     AccessRequest,
     Actor,
     Kind,
@@ -29,8 +30,9 @@ from bot.domain.model import (
 )
 from bot.domain.ports import AccessRequests, ManagedGrant, Reconcilable, UnitOfWork
 from bot.logcontext import scoped
+from bot.services import revocations
 from bot.services.context import Context, audit
-from bot.services.operations import owe, run_all, run_operation
+from bot.services.operations import owe, run_operation
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +71,29 @@ def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str,
 
 
 def expire_due(ctx: Context, limit: int | None = None) -> int:
-    """Revoke every grant whose time is up, up to ``limit`` (the tuning's batch); returns how
-    many were found due."""
-    now = ctx.clock()
-    with ctx.transaction() as uow:
-        due = uow.requests.due_to_expire(
-            now, ctx.tuning.batches.expire if limit is None else limit)
-        owed = [op for request in due
-                if (op := owe(uow.operations, request, OperationKind.REVOKE, now, event="expire",
-                              by=POLICY_ACTOR, reason="time is up")) is not None]
-    run_all(ctx, owed)
-    return len(owed)
+    """Revoke every grant whose time is up, ``limit`` (the tuning's ``batches.expire``) at a
+    time, each batch claimed, revoked and completed together
+    (:mod:`bot.services.revocations`); batch after batch until none is due or the pass has
+    run for one sweep interval (``schedules.expiry_sweep``; the next pass takes the rest).
+    Then the grantees are told, a few at a time (``Concurrency.messages``): ending access
+    comes first, and telling thousands while ending them would slow the ending. Returns how
+    many revocations this pass owed (not those another replica claimed)."""
+    size = ctx.tuning.batches.expire if limit is None else limit
+    ends = time.monotonic() + ctx.config.schedules.expiry_sweep.total_seconds()
+    owed, notices = 0, []
+    while True:
+        batch = revocations.claim_expired(ctx, size)
+        owed += len(batch.claimed)
+        notices += revocations.run_batch(ctx, batch)
+        if batch.found < size or time.monotonic() >= ends:
+            break
+    if len(notices) > 1:
+        with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
+                                thread_name_prefix="expiry-notices") as telling:
+            list(telling.map(ctx.notify, notices))
+    else:
+        ctx.notify(*notices)
+    return owed
 
 
 RECONCILE_GRACE = timedelta(minutes=5)

@@ -41,6 +41,7 @@ from bot.domain.model import (
     State,
 )
 from bot.domain.ports import (
+    AuditTrail,
     GrantResult,
     GrantSpec,
     Notice,
@@ -266,17 +267,9 @@ def run_held(ctx: Context, held: Held) -> AccessRequest:
                     result = _call_backend(ctx, claimed, request, parent, started)
             except LeaseLost:
                 raise
-            except TemporaryBackendError as error:
-                outcome = "temporary"
-                return _postpone(ctx, claimed, error.message, error.delay_seconds)
-            except (PermanentBackendError, DomainError) as error:
-                outcome = "permanent"
-                return _give_up(ctx, claimed, error.message)
-            except Exception as error:  # an adapter let a library error through: retry
-                outcome = "unexpected"
-                log.exception("backend call for request %s failed unexpectedly", request.id)
-                return _postpone(ctx, claimed,
-                                 f"unexpected error: {type(error).__name__}: {error}", None)
+            except Exception as error:
+                outcome, ended = settle_failure(ctx, claimed, error)
+                return ended
             return _complete(ctx, claimed, result, started)
         except LeaseLost:
             outcome = "lost"
@@ -287,6 +280,24 @@ def run_held(ctx: Context, held: Held) -> AccessRequest:
         finally:
             ctx.metrics.backend_call(claimed.kind.value, request.cluster,
                                      time.monotonic() - timer, outcome)
+
+
+def settle_failure(ctx: Context, operation: Operation,
+                   error: Exception) -> tuple[str, AccessRequest]:
+    """After the backend call of ``operation`` (held by this worker) failed with ``error``:
+    retried later with backoff, or given up (grants only; a revocation is retried at the
+    longest delay). Returns the outcome for :meth:`Metrics.backend_call` (temporary, permanent
+    or unexpected) and the request as it is now; :class:`LeaseLost` when the lease was taken
+    over meanwhile (nothing written)."""
+    if isinstance(error, TemporaryBackendError):
+        return "temporary", _postpone(ctx, operation, error.message, error.delay_seconds)
+    if isinstance(error, PermanentBackendError | DomainError):
+        return "permanent", _give_up(ctx, operation, error.message)
+    # an adapter let a library error through: retry
+    log.error("backend call for request %s failed unexpectedly", operation.request_id,
+              exc_info=error)
+    return "unexpected", _postpone(ctx, operation,
+                                   f"unexpected error: {type(error).__name__}: {error}", None)
 
 
 def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
@@ -350,6 +361,14 @@ def _hand_over(ctx: Context, request: AccessRequest) -> bool:
     return True
 
 
+def revoke_in_backend(ctx: Context, request: AccessRequest, started: datetime) -> None:
+    """Undo ``request``'s grant in its backend, or hand what it shares to another live grant
+    (:func:`_hand_over`); ``started``: when the attempt began, for a grant with no end."""
+    if not _hand_over(ctx, request):
+        ctx.granter(request.cluster).revoke(spec_for(request, request.ends_at or started),
+                                            request.backend_ref)
+
+
 def _owes_revocation(operations: OperationQueue, request: AccessRequest) -> bool:
     assert request.id is not None
     owed = operations.get(request.id, OperationKind.REVOKE)
@@ -379,10 +398,7 @@ def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
         return request, notices
 
     request, notices = retrying(commit)
-    for notice in notices:
-        ended = notice.request
-        if notice.kind is NoticeKind.EXPIRED and ended.ended_at and ended.ends_at:
-            ctx.metrics.expiry_lag((ended.ended_at - ended.ends_at).total_seconds())
+    observe_expiry_lag(ctx, notices)
     ctx.notify(*notices)
     return request
 
@@ -408,20 +424,38 @@ def _apply(uow: UnitOfWork, operation: Operation, request: AccessRequest,
         audit(uow.audit, now, POLICY_ACTOR, "extended", parent, extension=request.id,
               ends_at=_iso(parent.ends_at))
         return [Notice(NoticeKind.EXTENDED, request, delivery=result.delivery, parent=parent)]
-    if operation.intent.get("event") == "expire":
+    extensions = uow.requests.find(parent_id=request.id, states=[State.ACTIVE])
+    notice = end_grant(uow.audit, operation, request, extensions, now)
+    uow.requests.save_many([request, *extensions])
+    return [notice]
+
+
+def end_grant(trail: AuditTrail, revocation: Operation, request: AccessRequest,
+              extensions: list[AccessRequest], now: datetime) -> Notice:
+    """Record in ``request`` (and its active ``extensions``, which end with it) that the
+    backend confirmed ``revocation``: expired or revoked as its intent says, audited in
+    ``trail``; the caller saves them. The notice for the grantee;
+    :class:`InvalidTransition` when the request cannot end so (nothing changed)."""
+    if revocation.intent.get("event") == "expire":
         lifecycle.expire(request, now)
         kind, action = NoticeKind.EXPIRED, "expired"
     else:
-        lifecycle.revoke(request, operation.intent.get("by", POLICY_ACTOR), now,
-                         operation.intent.get("reason", "revoked"))
+        lifecycle.revoke(request, revocation.intent.get("by", POLICY_ACTOR), now,
+                         revocation.intent.get("reason", "revoked"))
         kind, action = NoticeKind.REVOKED, "revoked"
-    uow.requests.save(request)
-    for extension in uow.requests.find(parent_id=request.id, states=[State.ACTIVE]):
+    for extension in extensions:
         lifecycle.end_with_parent(extension, request)
-        uow.requests.save(extension)
-    audit(uow.audit, now, request.ended_by or POLICY_ACTOR, action, request,
+    audit(trail, now, request.ended_by or POLICY_ACTOR, action, request,
           reason=request.end_reason)
-    return [Notice(kind, request, actor=request.ended_by)]
+    return Notice(kind, request, actor=request.ended_by)
+
+
+def observe_expiry_lag(ctx: Context, notices: list[Notice]) -> None:
+    """Count how long after its end each expired grant of ``notices`` was revoked."""
+    for notice in notices:
+        ended = notice.request
+        if notice.kind is NoticeKind.EXPIRED and ended.ended_at and ended.ends_at:
+            ctx.metrics.expiry_lag((ended.ended_at - ended.ends_at).total_seconds())
 
 
 def _postpone(ctx: Context, operation: Operation, error: str,

@@ -411,6 +411,29 @@ def test_grants_ending_together_on_one_group_leave_nothing_behind(
     assert world.gitlab.member(world.view, world.alice) is None
 
 
+def test_a_grant_expiring_in_a_batch_hands_the_membership_to_the_live_one(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    prod = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    staging = access.file_request(ctx, ALICE, "staging", "view", duration=2 * H, reason="x")
+    assert prod.id is not None and staging.id is not None
+    access.approve(ctx, prod.id, BOB)
+    access.approve(ctx, staging.id, BOB)
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    assert grants.expire_due(later) == 1
+    assert grants.get(later, prod.id).state is State.EXPIRED
+    assert grants.get(later, staging.id).state is State.ACTIVE
+    assert world.gitlab.member(world.view, world.alice) is not None  # staging's until its end
+    assert grants.get(later, staging.id).backend_ref["action"] == "created"
+    with later.transaction() as uow:
+        assert [e.action for e in uow.audit.events() if e.request_id == staging.id][-1] \
+            == "handed over"
+    end = dataclasses.replace(ctx, clock=lambda: clock() + 2 * H + timedelta(minutes=1))
+    assert grants.expire_due(end) == 1
+    assert world.gitlab.member(world.view, world.alice) is None
+
+
 def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_over(
         engine: Engine, world: World, directory: StaticDirectory) -> None:
     ctx = two_clusters_on_one_group(engine, world, directory)

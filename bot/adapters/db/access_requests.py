@@ -7,10 +7,10 @@ concurrent approvers queue instead of retrying.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, exists, func, or_, select
+from sqlalchemy import Engine, Select, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -106,9 +106,17 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
         )
 
 
+def _changed(request: AccessRequest | None) -> ConcurrentModification:
+    what = f"Request {request.label}" if request is not None else "A request"
+    return ConcurrentModification(f"{what} was changed by someone else meanwhile; try again.")
+
+
 class SqlAlchemyAccessRequests:
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._read: dict[int, RequestRow] = {}
+        """The rows read for writing, held: the session holds only weakly what is unchanged,
+        and a row it forgot would be read again to be saved."""
 
     def add(self, request: AccessRequest) -> AccessRequest:
         row = RequestRow()
@@ -126,27 +134,52 @@ class SqlAlchemyAccessRequests:
         row = self.session.scalars(query).one_or_none()
         if row is None:
             raise NotFound(f"There is no request #{request_id}.")
+        self._read[row.id] = row
         return row
 
     def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
         return _to_request(self._row(request_id, for_update))
 
     def save(self, request: AccessRequest) -> None:
-        assert request.id is not None
-        # Read in this same transaction, as a use case does: the session has it already.
-        row = self.session.get(RequestRow, request.id) or self._row(request.id)
-        if row.version != request.version:
-            raise ConcurrentModification(
-                f"Request {request.label} was changed by someone else meanwhile; try again."
-            )
-        _write_request(row, request)
+        self.save_many([request])
+
+    def save_many(self, requests: Sequence[AccessRequest]) -> None:
+        rows = []
+        for request in requests:
+            assert request.id is not None
+            # Read in this same transaction, as a use case does: the session has it already.
+            row = self._read.get(request.id) or self.session.get(RequestRow, request.id) \
+                or self._row(request.id)
+            if row.version != request.version:
+                raise _changed(request)
+            _write_request(row, request)
+            rows.append(row)
         try:
             self.session.flush()
         except (StaleDataError, IntegrityError):
-            raise ConcurrentModification(
-                f"Request {request.label} was changed by someone else meanwhile; try again."
-            ) from None
-        request.version = row.version
+            raise _changed(requests[0] if len(requests) == 1 else None) from None
+        for request, row in zip(requests, rows, strict=True):
+            request.version = row.version
+
+    def get_many(self, request_ids: Collection[int], *,
+                 for_update: bool = False) -> list[AccessRequest]:
+        query = select(RequestRow).where(RequestRow.id.in_(list(request_ids))) \
+            .order_by(RequestRow.id)
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return self._held(query) if request_ids else []
+
+    def extensions_of(self, grant_ids: Collection[int],
+                      states: Sequence[State]) -> list[AccessRequest]:
+        query = select(RequestRow).where(RequestRow.parent_id.in_(list(grant_ids)),
+                                         RequestRow.state.in_([s.value for s in states])) \
+            .order_by(RequestRow.id)
+        return self._held(query) if grant_ids else []
+
+    def _held(self, query: Select[RequestRow]) -> list[AccessRequest]:
+        rows = list(self.session.scalars(query))
+        self._read.update((row.id, row) for row in rows)
+        return [_to_request(row) for row in rows]
 
     def find(
         self,
@@ -185,7 +218,8 @@ class SqlAlchemyAccessRequests:
             query = query.limit(limit)
         return [_to_request(row) for row in self.session.scalars(query)]
 
-    def due_to_expire(self, now: datetime, limit: int) -> list[AccessRequest]:
+    def due_to_expire(self, now: datetime, limit: int, *,
+                      skip_locked: bool = False) -> list[AccessRequest]:
         owed = exists().where(
             OperationRow.request_id == RequestRow.id,
             OperationRow.kind == OperationKind.REVOKE.value,
@@ -201,6 +235,8 @@ class SqlAlchemyAccessRequests:
             .order_by(RequestRow.ends_at)
             .limit(limit)
         )
+        if skip_locked:  # PostgreSQL; SQLite has one writer at a time (BEGIN IMMEDIATE)
+            query = query.with_for_update(skip_locked=True, of=RequestRow)
         return [_to_request(row) for row in self.session.scalars(query)]
 
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:

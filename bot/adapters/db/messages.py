@@ -4,6 +4,7 @@ names them by Slack's ``channel`` and ``ts``)."""
 from __future__ import annotations
 
 import builtins
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,9 +28,19 @@ class SqlAlchemyMessageReferences:
             MessageRow.channel == conversation)).one_or_none()
 
     def list(self, request_id: int, purpose: str) -> builtins.list[MessageRef]:
+        return self.list_many([request_id], purpose).get(request_id, [])
+
+    def list_many(self, request_ids: Collection[int],
+                  purpose: str) -> dict[int, builtins.list[MessageRef]]:
+        found: dict[int, builtins.list[MessageRef]] = {}
+        if not request_ids:
+            return found
         rows = self.session.scalars(
             select(MessageRow)
-            .where(MessageRow.request_id == request_id, MessageRow.purpose == purpose)
+            .where(MessageRow.request_id.in_(builtins.list(request_ids)),
+                   MessageRow.purpose == purpose)
             .order_by(MessageRow.id)
         )
-        return [MessageRef(row.channel, row.ts) for row in rows]
+        for row in rows:
+            found.setdefault(row.request_id, []).append(MessageRef(row.channel, row.ts))
+        return found

@@ -3,15 +3,21 @@ once; a lease, taken and renewed by conditional UPDATEs, lets one worker hold it
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.adapters.db.models import OperationRow
 from bot.domain.errors import NotFound
 from bot.domain.model import Operation, OperationKind, OperationState
+
+TABLE: Table = OperationRow.__table__  # type: ignore[assignment]
 
 
 def _to_operation(row: OperationRow) -> Operation:
@@ -113,3 +119,49 @@ class SqlAlchemyOperationQueue:
             .limit(limit)
         )
         return [_to_operation(row) for row in self.session.scalars(query)]
+
+    # --- many at a time: one statement for a whole batch --------------------------------
+
+    def enqueue_many(self, operations: Sequence[Operation]) -> list[Operation]:
+        insert: Any = pg_insert if self.session.get_bind().dialect.name == "postgresql" \
+            else sqlite_insert
+        if not operations:
+            return []
+        statement = (insert(TABLE).on_conflict_do_nothing(index_elements=["request_id", "kind"])
+                     .returning(TABLE.c.id, TABLE.c.request_id, TABLE.c.kind))
+        made = {(request_id, kind): id_ for id_, request_id, kind in self.session.execute(
+            statement, [_values(operation) for operation in operations])}
+        owed = []
+        for operation in operations:
+            operation.id = made.get((operation.request_id, operation.kind.value))
+            if operation.id is not None:
+                owed.append(operation)
+        return owed
+
+    def renew_many(self, operation_ids: Collection[int], owner: str,
+                   until: datetime) -> set[int]:
+        return self._held_by(operation_ids, owner, lease_until=until)
+
+    def finish_many(self, operation_ids: Collection[int], owner: str) -> set[int]:
+        return self._held_by(operation_ids, owner, state=OperationState.DONE.value,
+                             lease_owner=None, lease_until=None, last_error=None)
+
+    def _held_by(self, operation_ids: Collection[int], owner: str, **values: Any) -> set[int]:
+        """Set ``values`` on those of ``operation_ids`` still pending under ``owner``'s lease
+        (their rows stay locked until the transaction ends); their IDs."""
+        if not operation_ids:
+            return set()
+        statement = (update(TABLE)
+                     .where(TABLE.c.id.in_(list(operation_ids)),
+                            TABLE.c.state == OperationState.PENDING.value,
+                            TABLE.c.lease_owner == owner)
+                     .values(**values).returning(TABLE.c.id))
+        return {id_ for (id_,) in self.session.execute(statement)}
+
+
+def _values(operation: Operation) -> dict[str, Any]:
+    return {"request_id": operation.request_id, "kind": operation.kind.value,
+            "state": operation.state.value, "attempts": operation.attempts,
+            "next_attempt_at": operation.next_attempt_at, "intent": dict(operation.intent),
+            "prepared": operation.prepared, "lease_owner": operation.lease_owner,
+            "lease_until": operation.lease_until, "last_error": operation.last_error}
