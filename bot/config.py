@@ -7,6 +7,7 @@ the reason, and start-up stops there.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -947,16 +948,11 @@ class Config:
     def all_approver_groups(self) -> frozenset[str]:
         """Every Slack user group named anywhere: as approvers (escalation steps included),
         requesters or admins; the groups whose membership decides what a person may do."""
-        names = {a for p in self.policies.values() for a in p.approvers | p.cluster_approvers}
-        names |= {a for p in self.policies.values() for step in p.escalation
-                  for a in step.approvers}
-        names |= {r for p in self.policies.values() for r in p.requesters or ()}
-        names |= set(self.file.admins)
-        return frozenset(filter(slack_ids.is_user_group, names))
+        admins = frozenset(filter(slack_ids.is_user_group, self.file.admins))
+        return admins.union(*(p.user_groups for p in self.policies.values()))
 
     def is_admin(self, actor_id: str, groups: frozenset[str] = frozenset()) -> bool:
-        admins = set(self.file.admins)
-        return actor_id in admins or bool(groups & admins)
+        return Actor(actor_id, groups).among(frozenset(self.file.admins))
 
     def actor(self, user_id: str, groups: frozenset[str] = frozenset()) -> Actor:
         return Actor(user_id=user_id, groups=groups, is_admin=self.is_admin(user_id, groups))
@@ -1023,10 +1019,16 @@ def _effective_policies(
             )
         for role_name in cluster.roles:
             key = (cluster_name, role_name)
-            policy = policies[key]
-            policies[key] = RolePolicy(**{**policy.__dict__,
-                                          "cluster_approvers": frozenset(every_approver)})
+            policy = dataclasses.replace(policies[key], cluster_approvers=frozenset(every_approver))
+            policies[key] = dataclasses.replace(policy, user_groups=_user_groups(policy))
     return policies, list(dict.fromkeys(problems))  # a layer's problem once, not per role
+
+
+def _user_groups(policy: RolePolicy) -> frozenset[str]:
+    """The user groups among the principals ``policy`` names."""
+    named = policy.approvers | policy.cluster_approvers | (policy.requesters or frozenset())
+    named = named.union(*(step.approvers for step in policy.escalation))
+    return frozenset(filter(slack_ids.is_user_group, named))
 
 
 def _merged_policy_problems(merged: Mapping[str, Any], layers: Mapping[str, PolicyFields],

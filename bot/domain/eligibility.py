@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bot.domain.errors import NotAuthorized, PolicyViolation
-from bot.domain.model import Actor
+from bot.domain.model import AccessRequest, Actor
 from bot.domain.policy import RolePolicy
 
 
@@ -36,14 +36,15 @@ def check_eligible(policy: RolePolicy, person: Actor, *, asking: bool = True) ->
     whom = "You are" if asking else "The person you ask for is"
     raise NotEligible(
         f"{whom} not among those who may ask for {policy.cluster}/{policy.role}: "
-        f"{_who(policy.requesters)} may. Ask one of the approvers if you need it.",
+        f"{_who(policy.requesters, policy.user_groups)} may. Ask one of the approvers if you "
+        "need it.",
         requesters=policy.requesters, asking=asking,
     )
 
 
 def may_request_for_others(policy: RolePolicy, requester: Actor) -> bool:
     """Approvers and admins always may; others where the role allows it and they may ask."""
-    if requester.is_admin or policy.is_approver(requester):
+    if policy.is_approver_or_admin(requester):
         return True
     return policy.request_for_others and policy.may_request(requester)
 
@@ -73,16 +74,23 @@ def check_not_break_glass_for_others(requester: Actor, grantee: Actor, policy: R
         )
 
 
+def check_ask_again(request: AccessRequest, user_id: str) -> None:
+    """Refuse unless ``user_id`` is one of ``request``'s parties: only they may ask again as it
+    was asked (the request form it opens shows its reason)."""
+    if user_id not in request.parties:
+        raise NotAuthorized(f"Request {request.label} is not yours to ask for again.")
+
+
 def eligible_policies(policies: Iterable[RolePolicy], person: Actor) -> list[RolePolicy]:
     """The roles ``person`` may ask for, in the order given: what a request form and the
     ``clusters`` listing show them."""
     return [policy for policy in policies if policy.may_request(person)]
 
 
-def _who(principals: frozenset[str]) -> str:
+def _who(principals: frozenset[str], user_groups: frozenset[str]) -> str:
     if not principals:
         return "nobody"
-    users = sorted(p for p in principals if not p.startswith("S"))
-    groups = sorted(p for p in principals if p.startswith("S"))
+    users = sorted(principals - user_groups)
+    groups = sorted(principals & user_groups)
     parts = [*users, *(f"members of user group {g}" for g in groups)]
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]

@@ -42,8 +42,7 @@ def approvers_of(request: AccessRequest, policy: RolePolicy) -> frozenset[str]:
 
 
 def may_decide(request: AccessRequest, policy: RolePolicy, actor: Actor) -> bool:
-    principals = approvers_of(request, policy)
-    return actor.user_id in principals or bool(actor.groups & principals)
+    return actor.among(approvers_of(request, policy))
 
 
 def escalate(request: AccessRequest, policy: RolePolicy, now: datetime) -> frozenset[str]:
@@ -56,7 +55,7 @@ def escalate(request: AccessRequest, policy: RolePolicy, now: datetime) -> froze
     before = approvers_of(request, policy)
     request.escalations_applied += len(steps)
     added = frozenset().union(*(step.approvers for step in steps))
-    return added - before - {request.requester_id, request.grantee}
+    return added - before - request.parties
 
 
 def renotify_step(waited: timedelta, after: timedelta) -> int:

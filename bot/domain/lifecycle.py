@@ -29,6 +29,7 @@ from bot.domain.errors import (
 )
 from bot.domain.model import (
     POLICY_ACTOR,
+    WAITING_STATES,
     AccessRequest,
     Actor,
     Approval,
@@ -391,7 +392,7 @@ def check_no_duplicate(request: AccessRequest, open_requests: list[AccessRequest
                 f"You already have access to {other.target} with request {other.label}: "
                 f"extend it instead (`extend {other.id} 2h reason`)."
             )
-        if other.state in (State.PENDING, State.APPROVED):
+        if other.state in WAITING_STATES:
             raise PolicyViolation(
                 f"You already asked for {other.target} with request {other.label}; "
                 "it is still waiting. Cancel it first to ask again."
@@ -448,7 +449,7 @@ def _end(request: AccessRequest, event: Event, now: datetime, by: str, reason: s
 def check_extend(grant: AccessRequest, requester: Actor) -> None:
     """Refuse unless ``grant`` is an active grant and ``requester`` its grantee: what
     :func:`file_extension` checks first, so that the Extend form opens only for them."""
-    if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
+    if not grant.is_active_grant:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
         )

@@ -32,6 +32,10 @@ class State(StrEnum):
 FINAL_STATES = frozenset(
     {State.EXPIRED, State.REVOKED, State.DENIED, State.CANCELLED, State.TIMED_OUT, State.FAILED}
 )
+WAITING_STATES = (State.PENDING, State.APPROVED)
+"""Asked for and not yet granted: waiting for a decision, or approved ahead of its window."""
+OPEN_STATES = (*WAITING_STATES, State.ACTIVE)
+"""Waiting or granted: what a second request for the same access would duplicate."""
 
 
 class Kind(StrEnum):
@@ -55,6 +59,11 @@ class Actor:
     user_id: str
     groups: frozenset[str] = frozenset()
     is_admin: bool = False
+
+    def among(self, principals: frozenset[str]) -> bool:
+        """Whether they are one of ``principals`` or in one of its groups: the one test of
+        membership every rule about people uses."""
+        return self.user_id in principals or bool(self.groups & principals)
 
 
 @dataclass
@@ -165,6 +174,17 @@ class AccessRequest:
     def grantee(self) -> str:
         """The Slack user who receives the access: the person asked for, or the requester."""
         return self.grantee_id or self.requester_id
+
+    @property
+    def parties(self) -> frozenset[str]:
+        """The people the request is about: who asked and who receives the access (one
+        person unless asked on someone's behalf). They never decide on it."""
+        return frozenset({self.requester_id, self.grantee})
+
+    @property
+    def is_active_grant(self) -> bool:
+        """Access being held now (not an extension, which lengthens one)."""
+        return self.kind is Kind.ACCESS and self.state is State.ACTIVE
 
     @property
     def on_behalf(self) -> bool:

@@ -62,29 +62,36 @@ class RolePolicy:
     """A link template with ``{ticket}``, filled with the text :attr:`reason_pattern` matched."""
     on_call: OnCallPolicy | None = None
     """``auto_approve_on_call``: who is on call is approved by policy (``bot.domain.oncall``)."""
+    user_groups: frozenset[str] = frozenset()
+    """Which of the principals this policy names (approvers, cluster approvers, requesters,
+    escalation steps) are groups of users: the configuration tells them apart, so that no rule
+    reads an ID's form."""
 
     @property
     def namespaced(self) -> bool:
         return bool(self.namespaces)
 
     def is_approver(self, actor: Actor) -> bool:
-        return _matches(self.approvers, actor)
+        """One of the role's own approvers (those escalation adds aside:
+        :func:`bot.domain.escalation.may_decide`)."""
+        return actor.among(self.approvers)
+
+    def is_approver_or_admin(self, actor: Actor) -> bool:
+        """Answers for the role: sees its pending requests, may ask for it on someone's
+        behalf."""
+        return actor.is_admin or self.is_approver(actor)
+
+    def oversees(self, actor: Actor) -> bool:
+        """Admins, and the approvers of any role of the cluster: they may revoke the role's
+        grants, review them and see them listed."""
+        return actor.is_admin or actor.among(self.approvers | self.cluster_approvers)
 
     def may_request(self, person: Actor) -> bool:
         """Whether ``person`` (their user groups resolved) is among :attr:`requesters`."""
-        return self.requesters is None or _matches(self.requesters, person)
+        return self.requesters is None or person.among(self.requesters)
 
     def may_revoke(self, actor: Actor, grantee_id: str) -> bool:
-        return (
-            actor.is_admin
-            or actor.user_id == grantee_id
-            or _matches(self.approvers | self.cluster_approvers, actor)
-        )
+        return actor.user_id == grantee_id or self.oversees(actor)
 
     def auto_approves(self, duration: timedelta) -> bool:
         return self.auto_approve_up_to is not None and duration <= self.auto_approve_up_to
-
-
-def _matches(principals: frozenset[str], actor: Actor) -> bool:
-    """Whether ``actor`` is one of the principals, or in one of its groups."""
-    return actor.user_id in principals or bool(actor.groups & principals)

@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from bot.domain.errors import InvalidTransition, NotAuthorized
-from bot.domain.model import AccessRequest, Actor, Kind, MessageRef, State
+from bot.domain.model import AccessRequest, Actor, MessageRef, State
 from bot.domain.policy import RolePolicy
 
 
@@ -102,15 +102,14 @@ def check_decide(grant: AccessRequest, actor: Actor, policy: RolePolicy,
     :class:`NotAuthorized` unless ``actor`` approves any role of the grant's cluster or is an
     admin, and always for its grantee and its requester; :class:`InvalidTransition` when the
     grant is not an active grant, or when ``earlier`` (this week's decision) exists."""
-    if actor.user_id in (grant.grantee, grant.requester_id):
+    if actor.user_id in grant.parties:
         raise NotAuthorized(
             f"You cannot review grant {grant.label}: it is your own access, or you asked for "
             "it. Another approver of the cluster or an admin decides.")
-    principals = policy.approvers | policy.cluster_approvers
-    if not (actor.is_admin or actor.user_id in principals or actor.groups & principals):
+    if not policy.oversees(actor):
         raise NotAuthorized(
             f"Only approvers of {policy.cluster} and admins may review grant {grant.label}.")
-    if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
+    if not grant.is_active_grant:
         raise InvalidTransition(
             f"Grant {grant.label} is {grant.state.value}: there is nothing left to review.")
     if earlier is not None:

@@ -14,7 +14,15 @@ from enum import StrEnum
 
 from bot.domain import eligibility, lifecycle, windows
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, OperationKind, Reach, State
+from bot.domain.model import (
+    WAITING_STATES,
+    AccessRequest,
+    Actor,
+    Kind,
+    OperationKind,
+    Reach,
+    State,
+)
 from bot.domain.ports import Audience, Notice, NoticeKind, UnitOfWork
 from bot.logcontext import request_scope, scoped
 from bot.services import asking, grants, oncall, operations, scheduled
@@ -127,7 +135,7 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
         extension = lifecycle.file_extension(
             grant=grant, policy=policy, requester=requester, duration=duration, reason=reason,
             now=now)
-        waiting = uow.requests.find(parent_id=grant_id, states=[State.PENDING, State.APPROVED])
+        waiting = uow.requests.find(parent_id=grant_id, states=WAITING_STATES)
         if waiting:
             raise PolicyViolation(
                 f"Request {grant.label} already has extension #{waiting[0].id} waiting.")
@@ -269,7 +277,7 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
     actor = ctx.actor(user_id)
     policies = ctx.config.policies.values()
     approves = [p for p in policies if p.is_approver(actor)]
-    revokes = {p.cluster for p in policies if p.may_revoke(actor, "")}
+    revokes = {p.cluster for p in policies if p.oversees(actor)}
     with ctx.transaction() as uow:
         if chosen is Scope.MINE:
             found = uow.requests.find(involving=user_id, limit=limit)
@@ -280,7 +288,7 @@ def list_requests(ctx: Context, user_id: str, scope: str = "mine", limit: int = 
                      if actor.is_admin or any((r.cluster, r.role) == (p.cluster, p.role)
                                               for p in approves)]
             if not actor.is_admin:
-                found = [r for r in found if user_id not in (r.requester_id, r.grantee)]
+                found = [r for r in found if user_id not in r.parties]
         elif chosen is Scope.ACTIVE:
             clusters = None if actor.is_admin else sorted(revokes)
             found = uow.requests.find(states=[State.ACTIVE], clusters=clusters,

@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.domain import eligibility, lifecycle
 from bot.domain.errors import NotFound, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, State
+from bot.domain.model import OPEN_STATES, AccessRequest, Actor, Kind
 from bot.domain.policy import RolePolicy
 from bot.domain.ports import AccessRequests
 from bot.services.context import Context
@@ -62,7 +62,7 @@ def open_requests_of(requests: AccessRequests, request: AccessRequest) -> list[A
     """The open access requests of the person ``request`` is for, on its cluster: what
     :func:`bot.domain.lifecycle.check_no_duplicate` compares it with."""
     return requests.find(grantee=request.grantee,
-                         states=[State.PENDING, State.APPROVED, State.ACTIVE],
+                         states=OPEN_STATES,
                          clusters=[request.cluster], kind=Kind.ACCESS)
 
 

@@ -152,8 +152,7 @@ class Context:
         requester nor the grantee."""
         policy = self.config.policy(request.cluster, request.role)
         people = self.directory.users(policy.approvers)
-        mine = {request.requester_id, request.grantee}
-        return Audience(approvers=tuple(sorted(people.users - mine)),
+        return Audience(approvers=tuple(sorted(people.users - request.parties)),
                         unlisted=people.unlisted)
 
     def tell_approvers(self, notice: Notice,

@@ -68,7 +68,7 @@ def _escalate(ctx: Context, request_id: int) -> bool:
     with request_scope(request.id):
         people = ctx.directory.users(added)  # outside the transaction: Slack may be slow
         audience = Audience(
-            approvers=tuple(sorted(people.users - {request.requester_id, request.grantee})),
+            approvers=tuple(sorted(people.users - request.parties)),
             unlisted=people.unlisted)
         log.info("escalated to %s", ", ".join(audience.approvers) or "nobody new")
         if audience.approvers or audience.unlisted:

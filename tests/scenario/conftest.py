@@ -15,10 +15,14 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from sqlalchemy import Engine
 
+from bot.adapters.metrics import PrometheusMetrics
 from bot.app import SlackRuntime, build_slack_runtime
-from bot.config import Config, Settings
+from bot.config import Config, Settings, parse_config
+from bot.domain.errors import NotFound
+from bot.domain.model import State
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
-from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
+from bot.services import grants
+from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE, TEST_CONFIG
 from tests.fakes.ports import FakeClock, InMemoryGranter
 
 if TYPE_CHECKING:
@@ -57,21 +61,31 @@ def settings(slack: FakeSlack) -> Settings:
                     slack_api_url=slack.api_url)
 
 
+def scenario_data() -> dict[str, Any]:
+    """The test configuration as the document a config file holds, staging's approvals going
+    to :data:`APPROVALS_CHANNEL`: what a scenario changes before it parses it."""
+    data: dict[str, Any] = json.loads(json.dumps(TEST_CONFIG))
+    data["clusters"]["staging"]["approvers_channel"] = APPROVALS_CHANNEL
+    return data
+
+
 @pytest.fixture
 def slack_config(config: Config) -> Config:
-    from bot.config import parse_config
-    from tests.conftest import TEST_CONFIG
+    return parse_config(scenario_data(), config.source)
 
-    data = json.loads(json.dumps(TEST_CONFIG))
-    data["clusters"]["staging"]["approvers_channel"] = APPROVALS_CHANNEL
-    return parse_config(data, config.source)
+
+@pytest.fixture
+def metrics() -> PrometheusMetrics:
+    return PrometheusMetrics()
 
 
 @pytest.fixture
 def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: InMemoryGranter,
-            clock: FakeClock) -> Iterator[SlackRuntime]:
+            clock: FakeClock, metrics: PrometheusMetrics) -> Iterator[SlackRuntime]:
+    """The bot with its worker running, counting into ``metrics``."""
     runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
-                                  granters={"staging": granter, "prod": granter}, clock=clock)
+                                  granters={"staging": granter, "prod": granter}, clock=clock,
+                                  metrics=metrics)
     worker = runtime.worker().start()
     yield runtime
     worker.stop()  # no listener may outlive its test
@@ -170,7 +184,6 @@ class Driver:
         return self.dispatch(body, content_type="application/json")
 
 
-
 def command_body(slack: FakeSlack, user: str, text: str, response_url: str,
                  channel: str = "C0GENERAL") -> str:
     return urlencode({
@@ -186,6 +199,25 @@ def driver(runtime: SlackRuntime, slack: FakeSlack) -> Driver:
     return Driver(runtime, slack)
 
 
+def state_of(runtime: SlackRuntime, request_id: int) -> State | None:
+    """The request's state as stored; None when there is no such request."""
+    try:
+        return grants.get(runtime.ctx, request_id).state
+    except NotFound:
+        return None
+
+
+def approval_message(slack: FakeSlack, index: int = 0) -> tuple[str, dict[str, Any]]:
+    """The ``index``-th message posted in the approvers' channel (waited for): its ``ts`` and
+    the message as it stands now."""
+    posted = wait_for(lambda: [m for m in slack.called("chat.postMessage")
+                               if m["channel"] == APPROVALS_CHANNEL][index:])
+    ts = wait_for(lambda: [ts for (c, ts) in slack.messages if c == APPROVALS_CHANNEL]
+                  [index:])[0]
+    assert posted
+    return ts, slack.message(APPROVALS_CHANNEL, ts)
+
+
 def text_input(action_id: str, value: str) -> dict[str, Any]:
     return {action_id: {"type": "plain_text_input", "value": value}}
 
@@ -195,5 +227,5 @@ def selected(action_id: str, value: str | None) -> dict[str, Any]:
     return {action_id: {"type": "static_select", "selected_option": option}}
 
 
-__all__ = ["ADMIN", "ALICE", "BOB", "CAROL", "DAVE", "Driver", "selected", "text_input",
-           "wait_for"]
+__all__ = ["ADMIN", "ALICE", "BOB", "CAROL", "DAVE", "Driver", "approval_message", "scenario_data",
+           "selected", "state_of", "text_input", "wait_for"]

@@ -8,23 +8,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
 
 from bot.adapters.metrics import PrometheusMetrics
-from bot.app import SlackRuntime, build_slack_runtime
+from bot.app import SlackRuntime
 from bot.cli import main
-from bot.config import Config, Settings, parse_config
+from bot.config import Config, parse_config
 from bot.domain.model import AuditEvent, State
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from bot.services import access, grants, reminders
-from tests.conftest import TEST_CONFIG
-from tests.fakes.ports import FakeClock, InMemoryGranter
+from tests.fakes.ports import FakeClock
 from tests.scenario.conftest import (
     ADMIN,
     ALICE,
@@ -33,6 +30,7 @@ from tests.scenario.conftest import (
     CAROL,
     DAVE,
     Driver,
+    scenario_data,
     wait_for,
 )
 
@@ -44,29 +42,10 @@ FIRST_WEEK, SECOND_WEEK = "2026-11-30T09:00", "2026-12-07T09:00"
 def slack_config(config: Config) -> Config:
     """Staging's view role granted for up to three weeks, so that grants live into next week's
     review."""
-    data = json.loads(json.dumps(TEST_CONFIG))
-    data["clusters"]["staging"]["approvers_channel"] = APPROVALS_CHANNEL
+    data = scenario_data()
     data["clusters"]["staging"]["roles"]["view"].update(max_duration="3w",
                                                         auto_approve_up_to="3w")
     return parse_config(data, config.source)
-
-
-@pytest.fixture
-def metrics() -> PrometheusMetrics:
-    return PrometheusMetrics()
-
-
-@pytest.fixture
-def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: InMemoryGranter,
-            clock: FakeClock, metrics: PrometheusMetrics) -> Iterator[SlackRuntime]:
-    """The scenario runtime, counting into ``metrics``."""
-    runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
-                                  granters={"staging": granter, "prod": granter}, clock=clock,
-                                  metrics=metrics)
-    worker = runtime.worker().start()
-    yield runtime
-    worker.stop()
-    runtime.inbox.close()
 
 
 def active(driver: Driver, user: str, length: str = "10d") -> int:

@@ -8,7 +8,7 @@ over Block Kit's limits), and the bot is driven by signed requests like the othe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from bot.app import SlackRuntime, build_slack_runtime
 from bot.config import Config, Settings
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
-from bot.services import access, grants, reminders
+from bot.services import access, reminders
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
     ADMIN,
@@ -30,6 +30,7 @@ from tests.scenario.conftest import (
     CAROL,
     DAVE,
     Driver,
+    state_of,
     wait_for,
 )
 
@@ -37,22 +38,10 @@ H = timedelta(hours=1)
 
 
 @pytest.fixture
-def metrics() -> PrometheusMetrics:
-    return PrometheusMetrics()
-
-
-@pytest.fixture
-def runtime(settings: Settings, slack_config: Config, engine: Engine, granter: InMemoryGranter,
-            clock: FakeClock, metrics: PrometheusMetrics) -> Iterator[SlackRuntime]:
-    """The scenario runtime, counting into ``metrics``."""
-    runtime = build_slack_runtime(settings, slack_config, http=True, engine=engine,
-                                  granters={"staging": granter, "prod": granter}, clock=clock,
-                                  metrics=metrics)
+def runtime(runtime: SlackRuntime) -> SlackRuntime:
+    """The scenario runtime, its messages to one channel not spaced out."""
     runtime.ctx.notifier.per_channel_interval = 0  # type: ignore[attr-defined]
-    worker = runtime.worker().start()
-    yield runtime
-    worker.stop()
-    runtime.inbox.close()
+    return runtime
 
 
 def undelivered(metrics: PrometheusMetrics, purpose: str, error: str, kind: str) -> float:
@@ -333,10 +322,6 @@ def test_a_weekly_reminder_over_slacks_limits_is_sent_at_most_once(
         reminders.weekly(runtime.ctx)
         clock.advance(timedelta(minutes=1))
     assert len(weekly_posts(slack, slack.dm_channel(ALICE))) == 1
-
-
-def state_of(runtime: SlackRuntime, request_id: int) -> State:
-    return grants.get(runtime.ctx, request_id).state
 
 
 def test_a_kubeconfig_slack_would_not_share_is_announced_to_the_requester(

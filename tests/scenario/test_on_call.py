@@ -7,7 +7,6 @@ reason, never approved on doubt."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,7 @@ from bot.domain.model import State
 from bot.fakes.opsgenie import API_KEY, FakeOpsgenie
 from bot.fakes.pagerduty import TOKEN, FakePagerDuty
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
-from bot.services import grants
-from tests.conftest import PD_POLICY, TEST_CONFIG
+from tests.conftest import PD_POLICY
 from tests.fakes.ports import InMemoryGranter
 from tests.scenario.conftest import (
     ALICE,
@@ -30,6 +28,8 @@ from tests.scenario.conftest import (
     BOB,
     Driver,
     command_body,
+    scenario_data,
+    state_of,
     wait_for,
 )
 
@@ -56,9 +56,8 @@ def settings(slack: FakeSlack, pd: FakePagerDuty, og: FakeOpsgenie) -> Settings:
 
 @pytest.fixture
 def slack_config(service: str) -> Config:
-    data = json.loads(json.dumps(TEST_CONFIG))
+    data = scenario_data()
     staging = data["clusters"]["staging"]
-    staging["approvers_channel"] = APPROVALS_CHANNEL
     section = {"escalation_policies": [POLICY], "levels": [1]} if service == "pagerduty" \
         else {"schedules": [SCHEDULE]}
     staging["roles"]["edit"] |= {"auto_approve_on_call": {service: section},
@@ -139,10 +138,6 @@ def ask_patiently(driver: Driver, user: str, text: str) -> dict[str, Any]:
     assert driver.dispatch(command_body(driver.slack, user, text, url)).status == 200
     answer: dict[str, Any] = wait_for(lambda: driver.slack.responses_to(url), timeout=30)[0]
     return answer
-
-
-def state_of(runtime: SlackRuntime, request_id: int) -> State:
-    return grants.get(runtime.ctx, request_id).state
 
 
 def test_on_call_is_approved_by_policy_active_and_announced(

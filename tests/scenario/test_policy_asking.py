@@ -13,11 +13,10 @@ import pytest
 
 from bot.app import SlackRuntime
 from bot.config import Config, parse_config
-from bot.domain.errors import NotFound
 from bot.domain.model import AuditEvent, State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
-from tests.conftest import ADMIN, APPROVER_GROUP, TEST_CONFIG
+from tests.conftest import ADMIN, APPROVER_GROUP
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
     ALICE,
@@ -26,7 +25,10 @@ from tests.scenario.conftest import (
     CAROL,
     DAVE,
     Driver,
+    approval_message,
+    scenario_data,
     selected,
+    state_of,
     text_input,
     wait_for,
 )
@@ -37,21 +39,13 @@ HINT = "name the ticket, like OPS-123"
 
 @pytest.fixture
 def slack_config(config: Config) -> Config:
-    data = json.loads(json.dumps(TEST_CONFIG))
+    data = scenario_data()
     staging = data["clusters"]["staging"]
-    staging["approvers_channel"] = APPROVALS_CHANNEL
     staging["roles"]["secrets"] = {
         "cluster_role": "view", "requesters": [CAROL, APPROVER_GROUP],
         "reason_pattern": "[A-Z]+-[0-9]+", "reason_hint": HINT, "ticket_url": JIRA}
     staging["roles"]["logs"] = {"cluster_role": "view", "request_for_others": True}
     return parse_config(data, config.source)
-
-
-def state_of(runtime: SlackRuntime, request_id: int) -> State | None:
-    try:
-        return grants.get(runtime.ctx, request_id).state
-    except NotFound:
-        return None
 
 
 def stored(runtime: SlackRuntime) -> int:
@@ -62,12 +56,6 @@ def stored(runtime: SlackRuntime) -> int:
 def events(runtime: SlackRuntime, action: str) -> list[AuditEvent]:
     with runtime.ctx.transaction() as uow:
         return [e for e in uow.audit.events() if e.action == action]
-
-
-def approval_message(slack: FakeSlack, index: int = 0) -> tuple[str, dict[str, Any]]:
-    ts = wait_for(lambda: [ts for (c, ts) in slack.messages if c == APPROVALS_CHANNEL]
-                  [index:])[0]
-    return ts, slack.message(APPROVALS_CHANNEL, ts)
 
 
 def dms(slack: FakeSlack, user: str, says: str) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from bot.app import SlackRuntime
-from bot.domain.errors import NotFound
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
@@ -20,25 +19,12 @@ from tests.scenario.conftest import (
     CAROL,
     DAVE,
     Driver,
+    approval_message,
     selected,
+    state_of,
     text_input,
     wait_for,
 )
-
-
-def state_of(runtime: SlackRuntime, request_id: int) -> State | None:
-    try:
-        return grants.get(runtime.ctx, request_id).state
-    except NotFound:
-        return None
-
-
-def approval_message(slack: FakeSlack) -> tuple[str, dict[str, Any]]:
-    posted = wait_for(lambda: [m for m in slack.called("chat.postMessage")
-                               if m["channel"] == APPROVALS_CHANNEL])
-    ts = wait_for(lambda: [ts for (c, ts) in slack.messages if c == APPROVALS_CHANNEL])[0]
-    assert posted
-    return ts, slack.message(APPROVALS_CHANNEL, ts)
 
 
 def buttons(message: dict[str, Any]) -> list[str]:

@@ -4,7 +4,6 @@ as the scheduler runs them (:data:`bot.jobs.JOBS`), the clock moved by hand."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.jobs import JOBS
 from bot.services import grants
-from tests.conftest import TEST_CONFIG
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
     ALICE,
@@ -24,7 +22,10 @@ from tests.scenario.conftest import (
     BOB,
     CAROL,
     Driver,
+    approval_message,
+    scenario_data,
     selected,
+    state_of,
     text_input,
     wait_for,
 )
@@ -38,10 +39,9 @@ TUESDAY_22_BERLIN = datetime(2026, 12, 1, 21, 0, tzinfo=UTC)
 def slack_config(config: Config) -> Config:
     """The scenario configuration, with staging's approvals escalated to Carol after 30 min
     and windows at most three days ahead."""
-    data = json.loads(json.dumps(TEST_CONFIG))
-    staging = data["clusters"]["staging"]
-    staging.update(approvers_channel=APPROVALS_CHANNEL, max_schedule_ahead="3d",
-                   escalation=[{"after": "30m", "approvers": [CAROL]}])
+    data = scenario_data()
+    data["clusters"]["staging"].update(max_schedule_ahead="3d",
+                                       escalation=[{"after": "30m", "approvers": [CAROL]}])
     return parse_config(data, config.source)
 
 
@@ -55,7 +55,7 @@ def run(runtime: SlackRuntime, job: str) -> int:
 
 
 def approval_ts(slack: FakeSlack) -> str:
-    return str(wait_for(lambda: [ts for (c, ts) in slack.messages if c == APPROVALS_CHANNEL])[0])
+    return approval_message(slack)[0]
 
 
 def dm_texts(slack: FakeSlack, user: str) -> list[str]:
@@ -65,10 +65,6 @@ def dm_texts(slack: FakeSlack, user: str) -> list[str]:
 def dm_saying(slack: FakeSlack, user: str, words: str) -> str:
     found: list[str] = wait_for(lambda: [t for t in dm_texts(slack, user) if words in t])
     return found[0]
-
-
-def state_of(runtime: SlackRuntime, request_id: int) -> State:
-    return grants.get(runtime.ctx, request_id).state
 
 
 def actions_of(runtime: SlackRuntime, request_id: int) -> list[str]:

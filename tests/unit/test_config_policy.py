@@ -68,6 +68,21 @@ def test_keys_are_layered_defaults_cluster_role() -> None:
     assert "S0ENG00001" in config.all_approver_groups()
 
 
+def test_each_policy_knows_which_principals_it_names_are_user_groups() -> None:
+    """The domain tells users from user groups by what the configuration says, never by an
+    ID's form: each policy carries the groups among its approvers, cluster approvers,
+    requesters and escalation steps."""
+    config = parse_config(with_changes(
+        clusters__prod__approvers=["U0BOB000002", "S0OPS00001"],
+        clusters__prod__roles__view__requesters=["U0ALICE0001", "S0ENG00001"],
+        clusters__prod__roles__view__escalation=[{"after": "30m", "approvers": ["S0LEAD0001"]}],
+    ), SOURCE)
+    view, admin = config.policy("prod", "view"), config.policy("prod", "admin")
+    assert view.user_groups == {"S0OPS00001", "S0ENG00001", "S0LEAD0001"}
+    assert admin.user_groups == {"S0OPS00001"}
+    assert {"S0OPS00001", "S0ENG00001", "S0LEAD0001"} <= config.all_approver_groups()
+
+
 @pytest.mark.parametrize(("changes", "says"), [
     ({"clusters__prod__requesters": ["bob"]},
      "k8s-access.yaml: clusters.prod.requesters: 'bob' is not a Slack user ID (U…/W…) or user "

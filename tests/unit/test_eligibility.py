@@ -28,8 +28,9 @@ def policy(**changes: object) -> RolePolicy:
     return RolePolicy(**{**OPEN.__dict__, **changes})  # type: ignore[arg-type]
 
 
-LISTED = policy(requesters=frozenset({"U0ALICE", "S0SRE"}))
-FOR_OTHERS = policy(requesters=frozenset({"U0ALICE", "S0SRE"}), request_for_others=True)
+LISTED = policy(requesters=frozenset({"U0ALICE", "S0SRE"}), user_groups=frozenset({"S0SRE"}))
+FOR_OTHERS = policy(requesters=frozenset({"U0ALICE", "S0SRE"}), user_groups=frozenset({"S0SRE"}),
+                    request_for_others=True)
 
 
 @pytest.mark.parametrize(("role", "person", "allowed"), [
@@ -151,3 +152,52 @@ def test_forms_list_only_what_a_person_may_ask_for() -> None:
     roles = [OPEN, policy(role="admin", requesters=frozenset({"S0SRE"}))]
     assert [p.role for p in eligibility.eligible_policies(roles, ALICE)] == ["edit"]
     assert [p.role for p in eligibility.eligible_policies(roles, DAVE_SRE)] == ["edit", "admin"]
+
+
+def test_a_refusal_names_groups_as_the_policy_types_them_not_by_their_form() -> None:
+    role = policy(requesters=frozenset({"U0ALICE", "SAM", "G0TEAM"}),
+                  user_groups=frozenset({"G0TEAM"}))
+    with pytest.raises(NotEligible) as error:
+        eligibility.check_eligible(role, EVE)
+    assert "SAM, U0ALICE and members of user group G0TEAM may" in error.value.message
+
+
+CLUSTER_APPROVER = Actor("U0CARL")
+SRE_OF_THE_CLUSTER = Actor("U0SAM", groups=frozenset({"S0OPS"}))
+WIDE = policy(cluster_approvers=frozenset({"U0BOB", "U0CARL", "S0OPS"}))
+
+
+@pytest.mark.parametrize(("person", "answers_for", "oversees"), [
+    (BOB_APPROVER, True, True),           # the role's approver
+    (ADMIN, True, True),
+    (CLUSTER_APPROVER, False, True),      # approves another role of the cluster
+    (SRE_OF_THE_CLUSTER, False, True),    # through a user group
+    (DAVE_SRE, False, False),             # in a group that approves nothing here
+    (EVE, False, False),
+])
+def test_who_answers_for_and_who_oversees_a_role(person: Actor, answers_for: bool,
+                                                 oversees: bool) -> None:
+    assert WIDE.is_approver_or_admin(person) is answers_for
+    assert eligibility.may_request_for_others(WIDE, person) is answers_for
+    assert WIDE.oversees(person) is oversees
+    assert WIDE.may_revoke(person, "U0NOBODY") is oversees
+    assert WIDE.may_revoke(person, person.user_id)
+
+
+def test_the_parties_of_a_request_are_its_requester_and_grantee() -> None:
+    own = lifecycle.file_request(policy=OPEN, requester=ALICE, subject="s", duration=None,
+                                 reason="x", now=NOW)
+    behalf = lifecycle.file_request(policy=OPEN, requester=BOB_APPROVER, grantee=ALICE,
+                                    subject="s", duration=None, reason="x", now=NOW)
+    assert own.parties == {"U0ALICE"}
+    assert behalf.parties == {"U0BOB", "U0ALICE"}
+
+
+def test_only_the_parties_may_ask_again() -> None:
+    behalf = lifecycle.file_request(policy=OPEN, requester=BOB_APPROVER, grantee=ALICE,
+                                    subject="s", duration=None, reason="x", now=NOW)
+    behalf.id = 7
+    eligibility.check_ask_again(behalf, "U0BOB")
+    eligibility.check_ask_again(behalf, "U0ALICE")
+    with pytest.raises(NotAuthorized, match="Request #7 is not yours to ask for again"):
+        eligibility.check_ask_again(behalf, "U0EVE")

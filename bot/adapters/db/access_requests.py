@@ -8,13 +8,14 @@ concurrent approvers queue instead of retrying.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Engine, Select, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from bot.adapters.db.mapping import Columns, document, enum, seconds
 from bot.adapters.db.models import ApprovalRow, OperationRow, RequestRow
 from bot.domain.errors import ConcurrentModification, NotFound
 from bot.domain.model import (
@@ -26,84 +27,27 @@ from bot.domain.model import (
     State,
 )
 
+APPROVAL = Columns(Approval, "approver_id", enum("decision", Decision), "decided_at", "comment",
+                   seconds("duration", "approved_seconds"))
+REQUEST = Columns(
+    AccessRequest,
+    enum("kind", Kind), "parent_id", "requester_id", "cluster", "role", "namespace",
+    seconds("duration", "duration_seconds"), "reason", "subject", enum("state", State),
+    "break_glass", "approved_by_policy", "created_at", "decided_at", "activated_at", "ends_at",
+    "ended_at", "ended_by", "end_reason", "last_error", "user_csr", document("backend_ref"),
+    "grantee_id", "window_start", "escalations_applied", "renotified",
+    loaded_only=("id", "version"),
+)
+
 
 def _to_request(row: RequestRow) -> AccessRequest:
-    return AccessRequest(
-        id=row.id,
-        kind=Kind(row.kind),
-        parent_id=row.parent_id,
-        requester_id=row.requester_id,
-        cluster=row.cluster,
-        role=row.role,
-        namespace=row.namespace,
-        duration=timedelta(seconds=row.duration_seconds),
-        reason=row.reason,
-        subject=row.subject,
-        state=State(row.state),
-        break_glass=row.break_glass,
-        approved_by_policy=row.approved_by_policy,
-        created_at=row.created_at,
-        decided_at=row.decided_at,
-        activated_at=row.activated_at,
-        ends_at=row.ends_at,
-        ended_at=row.ended_at,
-        ended_by=row.ended_by,
-        end_reason=row.end_reason,
-        last_error=row.last_error,
-        user_csr=row.user_csr,
-        backend_ref=dict(row.backend_ref or {}),
-        approvals=[
-            Approval(a.approver_id, Decision(a.decision), a.decided_at, a.comment,
-                     None if a.approved_seconds is None
-                     else timedelta(seconds=a.approved_seconds))
-            for a in row.approvals
-        ],
-        version=row.version,
-        grantee_id=row.grantee_id,
-        window_start=row.window_start,
-        escalations_applied=row.escalations_applied,
-        renotified=row.renotified,
-    )
+    return REQUEST.load(row, approvals=[APPROVAL.load(a) for a in row.approvals])
 
 
 def _write_request(row: RequestRow, request: AccessRequest) -> None:
-    row.kind = request.kind.value
-    row.parent_id = request.parent_id
-    row.requester_id = request.requester_id
-    row.cluster = request.cluster
-    row.role = request.role
-    row.namespace = request.namespace
-    row.duration_seconds = int(request.duration.total_seconds())
-    row.reason = request.reason
-    row.subject = request.subject
-    row.state = request.state.value
-    row.break_glass = request.break_glass
-    row.approved_by_policy = request.approved_by_policy
-    row.created_at = request.created_at
-    row.decided_at = request.decided_at
-    row.activated_at = request.activated_at
-    row.ends_at = request.ends_at
-    row.ended_at = request.ended_at
-    row.ended_by = request.ended_by
-    row.end_reason = request.end_reason
-    row.last_error = request.last_error
-    row.user_csr = request.user_csr
-    row.backend_ref = dict(request.backend_ref)
-    row.grantee_id = request.grantee_id
-    row.window_start = request.window_start
-    row.escalations_applied = request.escalations_applied
-    row.renotified = request.renotified
+    REQUEST.write(row, request)
     for approval in request.approvals[len(row.approvals):]:
-        row.approvals.append(
-            ApprovalRow(
-                approver_id=approval.approver_id,
-                decision=approval.decision.value,
-                comment=approval.comment,
-                decided_at=approval.decided_at,
-                approved_seconds=None if approval.duration is None
-                else int(approval.duration.total_seconds()),
-            )
-        )
+        row.approvals.append(ApprovalRow(**APPROVAL.values(approval)))
 
 
 def _changed(request: AccessRequest | None) -> ConcurrentModification:
@@ -129,9 +73,7 @@ class SqlAlchemyAccessRequests:
 
     def _row(self, request_id: int, for_update: bool = False) -> RequestRow:
         query = select(RequestRow).where(RequestRow.id == request_id)
-        if for_update:
-            query = query.with_for_update().execution_options(populate_existing=True)
-        row = self.session.scalars(query).one_or_none()
+        row = self.session.scalars(_locked(query) if for_update else query).one_or_none()
         if row is None:
             raise NotFound(f"There is no request #{request_id}.")
         self._read[row.id] = row
@@ -165,9 +107,7 @@ class SqlAlchemyAccessRequests:
                  for_update: bool = False) -> list[AccessRequest]:
         query = select(RequestRow).where(RequestRow.id.in_(list(request_ids))) \
             .order_by(RequestRow.id)
-        if for_update:
-            query = query.with_for_update().execution_options(populate_existing=True)
-        return self._held(query) if request_ids else []
+        return self._held(_locked(query) if for_update else query) if request_ids else []
 
     def extensions_of(self, grant_ids: Collection[int],
                       states: Sequence[State]) -> list[AccessRequest]:
@@ -180,6 +120,9 @@ class SqlAlchemyAccessRequests:
         rows = list(self.session.scalars(query))
         self._read.update((row.id, row) for row in rows)
         return [_to_request(row) for row in rows]
+
+    def _all(self, query: Select[RequestRow]) -> list[AccessRequest]:
+        return [_to_request(row) for row in self.session.scalars(query)]
 
     def find(
         self,
@@ -216,7 +159,7 @@ class SqlAlchemyAccessRequests:
         query = query.order_by(RequestRow.created_at.desc(), RequestRow.id.desc())
         if limit is not None:
             query = query.limit(limit)
-        return [_to_request(row) for row in self.session.scalars(query)]
+        return self._all(query)
 
     def due_to_expire(self, now: datetime, limit: int, *,
                       skip_locked: bool = False) -> list[AccessRequest]:
@@ -237,7 +180,7 @@ class SqlAlchemyAccessRequests:
         )
         if skip_locked:  # PostgreSQL; SQLite has one writer at a time (BEGIN IMMEDIATE)
             query = query.with_for_update(skip_locked=True, of=RequestRow)
-        return [_to_request(row) for row in self.session.scalars(query)]
+        return self._all(query)
 
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
         query = (
@@ -247,7 +190,7 @@ class SqlAlchemyAccessRequests:
             .order_by(RequestRow.ends_at)
             .limit(limit)
         )
-        return [_to_request(row) for row in self.session.scalars(query)]
+        return self._all(query)
 
     def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]:
         query = (
@@ -256,7 +199,7 @@ class SqlAlchemyAccessRequests:
             .order_by(RequestRow.created_at)
             .limit(limit)
         )
-        return [_to_request(row) for row in self.session.scalars(query)]
+        return self._all(query)
 
     def pending_past(self, created_before: datetime, window_started_before: datetime,
                      limit: int) -> list[AccessRequest]:
@@ -270,7 +213,12 @@ class SqlAlchemyAccessRequests:
             # Replicas timing out at once each take the rows the others have not locked.
             .with_for_update(skip_locked=True, of=RequestRow)
         )
-        return [_to_request(row) for row in self.session.scalars(query)]
+        return self._all(query)
+
+
+def _locked(query: Select[RequestRow]) -> Select[RequestRow]:
+    """``query`` taking the rows' locks (PostgreSQL), the rows read afresh."""
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def count_by_state(engine: Engine) -> list[tuple[str, str, int]] | None:

@@ -8,9 +8,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.adapters.db.mapping import Columns, document
 from bot.adapters.db.models import AuditRow
 from bot.adapters.db.outbox import owe_to_sinks
 from bot.domain.model import AuditEvent
+
+EVENT = Columns(AuditEvent, "at", "actor", "action", "request_id", document("details"),
+                loaded_only=("id",))
 
 
 class SqlAlchemyAuditTrail:
@@ -18,15 +22,7 @@ class SqlAlchemyAuditTrail:
         self.session = session
 
     def record(self, event: AuditEvent) -> None:
-        self.session.add(
-            row := AuditRow(
-                at=event.at,
-                actor=event.actor,
-                action=event.action,
-                request_id=event.request_id,
-                details=dict(event.details),
-            )
-        )
+        self.session.add(row := AuditRow(**EVENT.values(event)))
         owe_to_sinks(self.session, row)  # the audit stream's outbox rows, in this transaction
 
     def events(self, since: datetime | None = None) -> Iterator[AuditEvent]:
@@ -34,11 +30,4 @@ class SqlAlchemyAuditTrail:
         if since is not None:
             query = query.where(AuditRow.at >= since)
         for row in self.session.scalars(query.execution_options(yield_per=500)):
-            yield AuditEvent(
-                id=row.id,
-                at=row.at,
-                actor=row.actor,
-                action=row.action,
-                request_id=row.request_id,
-                details=dict(row.details or {}),
-            )
+            yield EVENT.load(row)

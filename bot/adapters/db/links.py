@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from bot.adapters.db.mapping import Columns
 from bot.adapters.db.models import IdentityLinkRow
 from bot.domain.model import IdentityLink
+
+LINK = Columns(IdentityLink, "slack_user_id", "provider", "username", "confirmed", "created_at",
+               "confirmed_by")
 
 
 class SqlAlchemyIdentityLinks:
@@ -16,24 +20,8 @@ class SqlAlchemyIdentityLinks:
         row = self.session.get(IdentityLinkRow, (slack_user_id, provider))
         if row is None:
             return None
-        return IdentityLink(
-            slack_user_id=row.slack_user_id,
-            provider=row.provider,
-            username=row.username,
-            confirmed=row.confirmed,
-            created_at=row.created_at,
-            confirmed_by=row.confirmed_by,
-        )
+        return LINK.load(row)
 
     def save(self, link: IdentityLink) -> None:
-        self.session.merge(
-            IdentityLinkRow(
-                slack_user_id=link.slack_user_id,
-                provider=link.provider,
-                username=link.username,
-                confirmed=link.confirmed,
-                created_at=link.created_at,
-                confirmed_by=link.confirmed_by,
-            )
-        )
+        self.session.merge(IdentityLinkRow(**LINK.values(link)))
         self.session.flush()

@@ -7,12 +7,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.adapters.db.mapping import Columns, document, enum
 from bot.adapters.db.models import OperationRow
 from bot.domain.errors import NotFound
 from bot.domain.model import Operation, OperationKind, OperationState
@@ -20,32 +21,13 @@ from bot.domain.model import Operation, OperationKind, OperationState
 TABLE: Table = OperationRow.__table__  # type: ignore[assignment]
 
 
-def _to_operation(row: OperationRow) -> Operation:
-    return Operation(
-        id=row.id,
-        request_id=row.request_id,
-        kind=OperationKind(row.kind),
-        state=OperationState(row.state),
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        intent=dict(row.intent or {}),
-        prepared=None if row.prepared is None else dict(row.prepared),
-        lease_owner=row.lease_owner,
-        lease_until=row.lease_until,
-        last_error=row.last_error,
-    )
-
-
-def _write(row: OperationRow, operation: Operation) -> None:
-    """Everything of ``operation`` that changes, onto its row."""
-    row.state = operation.state.value
-    row.attempts = operation.attempts
-    row.next_attempt_at = operation.next_attempt_at
-    row.intent = dict(operation.intent)
-    row.prepared = operation.prepared
-    row.lease_owner = operation.lease_owner
-    row.lease_until = operation.lease_until
-    row.last_error = operation.last_error
+OPERATION = Columns(
+    Operation,
+    "request_id", enum("kind", OperationKind), enum("state", OperationState), "attempts",
+    "next_attempt_at", document("intent"), document("prepared", optional=True), "lease_owner",
+    "lease_until", "last_error",
+    loaded_only=("id",),
+)
 
 
 class SqlAlchemyOperationQueue:
@@ -53,8 +35,7 @@ class SqlAlchemyOperationQueue:
         self.session = session
 
     def enqueue(self, operation: Operation) -> bool:
-        row = OperationRow(request_id=operation.request_id, kind=operation.kind.value)
-        _write(row, operation)
+        row = OperationRow(**OPERATION.values(operation))
         try:
             with self.session.begin_nested():
                 self.session.add(row)
@@ -69,24 +50,19 @@ class SqlAlchemyOperationQueue:
                 OperationRow.request_id == request_id, OperationRow.kind == kind.value
             )
         ).one_or_none()
-        return None if row is None else _to_operation(row)
+        return None if row is None else OPERATION.load(row)
 
     def save(self, operation: Operation) -> None:
         row = self.session.get(OperationRow, operation.id)
         if row is None:
             raise NotFound(f"There is no operation {operation.id}.")
-        _write(row, operation)
+        OPERATION.write(row, operation)
         self.session.flush()
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
         result = self.session.execute(
             update(OperationRow)
-            .where(
-                OperationRow.id == operation_id,
-                OperationRow.state == OperationState.PENDING.value,
-                OperationRow.next_attempt_at <= now,
-                (OperationRow.lease_until.is_(None)) | (OperationRow.lease_until < now),
-            )
+            .where(OperationRow.id == operation_id, *_claimable(now))
             .values(
                 lease_owner=owner, lease_until=until, attempts=OperationRow.attempts + 1
             )
@@ -95,30 +71,16 @@ class SqlAlchemyOperationQueue:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def renew(self, operation_id: int, owner: str, until: datetime) -> bool:
-        result = self.session.execute(
-            update(OperationRow)
-            .where(
-                OperationRow.id == operation_id,
-                OperationRow.state == OperationState.PENDING.value,
-                OperationRow.lease_owner == owner,
-            )
-            .values(lease_until=until)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
+        return operation_id in self.renew_many([operation_id], owner, until)
 
     def due(self, now: datetime, limit: int) -> list[Operation]:
         query = (
             select(OperationRow)
-            .where(
-                OperationRow.state == OperationState.PENDING.value,
-                OperationRow.next_attempt_at <= now,
-                (OperationRow.lease_until.is_(None)) | (OperationRow.lease_until < now),
-            )
+            .where(*_claimable(now))
             .order_by(OperationRow.next_attempt_at)
             .limit(limit)
         )
-        return [_to_operation(row) for row in self.session.scalars(query)]
+        return [OPERATION.load(row) for row in self.session.scalars(query)]
 
     # --- many at a time: one statement for a whole batch --------------------------------
 
@@ -130,7 +92,7 @@ class SqlAlchemyOperationQueue:
         statement = (insert(TABLE).on_conflict_do_nothing(index_elements=["request_id", "kind"])
                      .returning(TABLE.c.id, TABLE.c.request_id, TABLE.c.kind))
         made = {(request_id, kind): id_ for id_, request_id, kind in self.session.execute(
-            statement, [_values(operation) for operation in operations])}
+            statement, [OPERATION.values(operation) for operation in operations])}
         owed = []
         for operation in operations:
             operation.id = made.get((operation.request_id, operation.kind.value))
@@ -159,9 +121,9 @@ class SqlAlchemyOperationQueue:
         return {id_ for (id_,) in self.session.execute(statement)}
 
 
-def _values(operation: Operation) -> dict[str, Any]:
-    return {"request_id": operation.request_id, "kind": operation.kind.value,
-            "state": operation.state.value, "attempts": operation.attempts,
-            "next_attempt_at": operation.next_attempt_at, "intent": dict(operation.intent),
-            "prepared": operation.prepared, "lease_owner": operation.lease_owner,
-            "lease_until": operation.lease_until, "last_error": operation.last_error}
+
+def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """An operation a worker may take at ``now``: still owed, due, and its lease lapsed."""
+    return (OperationRow.state == OperationState.PENDING.value,
+            OperationRow.next_attempt_at <= now,
+            OperationRow.lease_until.is_(None) | (OperationRow.lease_until < now))

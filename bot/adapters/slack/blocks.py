@@ -27,7 +27,16 @@ from typing import Any
 from bot.config import Config
 from bot.domain import windows
 from bot.domain.durations import format_duration, parse_duration
-from bot.domain.model import POLICY_ACTOR, AccessRequest, Decision, Kind, Reach, State, Undelivered
+from bot.domain.model import (
+    POLICY_ACTOR,
+    WAITING_STATES,
+    AccessRequest,
+    Decision,
+    Kind,
+    Reach,
+    State,
+    Undelivered,
+)
 from bot.domain.oncall import on_call_approval
 from bot.domain.policy import RolePolicy
 from bot.domain.ports import Notice, NoticeKind
@@ -839,8 +848,8 @@ def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], n
               missing: dict[int, int], links: ReasonLinks = unlinked) -> dict[str, Any]:
     blocks: list[Block] = [{"type": "header", "text": _plain("Kubernetes access")}]
     mine = list(mine)
-    active = [r for r in mine if r.state is State.ACTIVE and r.kind is Kind.ACCESS]
-    pending = [r for r in mine if r.state in (State.PENDING, State.APPROVED)]
+    active = [r for r in mine if r.is_active_grant]
+    pending = [r for r in mine if r.state in WAITING_STATES]
     blocks.append(_text("*Your active grants*" if active else "_No active grants._"))
     for request in active[:MAX_LISTED]:
         blocks += [_text(request_line(request, now, links)), grant_buttons(request)]

@@ -12,6 +12,7 @@ that read are done there, the domain's own (:func:`lifecycle.field_errors`,
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -177,32 +178,21 @@ class Forms:
 
     def _asker_errors(self, user_id: str, chosen: dict[str, str]) -> dict[str, str]:
         """Who asks, and for whom: refused on the role (not eligible) or on "For"."""
-        try:
-            asking.check_may_ask(self.ctx, user_id,
-                                 self.ctx.config.policy(chosen["cluster"], chosen["role"]),
-                                 chosen.get("for"))
-        except NotEligible as error:
-            return {"role" if error.asking else "for": error.message}
-        except DomainError as error:
-            return {"for": error.message}
-        except Exception:
-            log.exception("could not check who a request form asks for")
-            return {"for": "Something went wrong; try again."}
-        return {}
+        return _refused("for", "who a request form asks for", lambda: asking.check_may_ask(
+            self.ctx, user_id, self.ctx.config.policy(chosen["cluster"], chosen["role"]),
+            chosen.get("for")),
+            on=lambda error: "role" if isinstance(error, NotEligible) and error.asking
+            else "for")
 
     def _deny_errors(self, user_id: str, view: dict[str, Any]) -> dict[str, str]:
         """The Deny form goes on only from someone who may deny, with a reason."""
-        try:
+        def check() -> None:
             request = grants.get(self.ctx, payloads.view_request_id(view))
             lifecycle.check_deny(request, self.ctx.actor(user_id),
                                  self.ctx.config.policy(request.cluster, request.role),
                                  values(view).get("reason", ""))
-        except DomainError as error:
-            return {"reason": error.message}
-        except Exception:
-            log.exception("could not check a Deny form")
-            return {"reason": "Something went wrong; try again."}
-        return {}
+
+        return _refused("reason", "a Deny form", check)
 
     def refresh_request_form(self, body: dict[str, Any], client: WebClient) -> None:
         """The cluster or role changed in the request form: rebuild it with the right choices."""
@@ -232,6 +222,20 @@ def request_form(ctx: Context, user_id: str, prefill: dict[str, Any]) -> dict[st
     return blocks.request_modal(
         ctx.config, prefill, {(p.cluster, p.role) for p in askable},
         {(p.cluster, p.role) for p in askable if eligibility.may_request_for_others(p, actor)})
+
+
+def _refused(field: str, what: str, check: Callable[[], object], *,
+             on: Callable[[DomainError], str] | None = None) -> dict[str, str]:
+    """``check``'s refusal, as the form's error on ``field`` (or the field ``on`` names for
+    it); a failure to check ``what`` is logged and asks the person to try again."""
+    try:
+        check()
+    except DomainError as error:
+        return {on(error) if on else field: error.message}
+    except Exception:
+        log.exception("could not check %s", what)
+        return {field: "Something went wrong; try again."}
+    return {}
 
 
 def _duration_errors(chosen: dict[str, str]) -> dict[str, str]:

@@ -20,9 +20,9 @@ from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack import blocks, commands
 from bot.adapters.slack.forms import AccessWanted, allowed_pairs, open_form, request_form
-from bot.domain import lifecycle, reasons
+from bot.domain import eligibility, lifecycle, reasons
 from bot.domain.durations import format_duration
-from bot.domain.errors import DomainError, NotAuthorized
+from bot.domain.errors import DomainError
 from bot.domain.model import State
 from bot.domain.reviews import AccessReview
 from bot.services import access, asking, grants, identity, reviews
@@ -165,8 +165,7 @@ class Handlers:
         namespace, duration and reason; and its grantee when someone else clicks (the person
         who asked on their behalf). Only those two may: the form shows the reason."""
         ended = grants.get(self.ctx, request_id)
-        if user_id not in (ended.requester_id, ended.grantee):
-            raise NotAuthorized(f"Request #{request_id} is not yours to ask for again.")
+        eligibility.check_ask_again(ended, user_id)
         wanted = AccessWanted(
             cluster=ended.cluster, role=ended.role, duration=ended.duration,
             reason=ended.reason, namespace=ended.namespace,
