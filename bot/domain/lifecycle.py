@@ -246,7 +246,7 @@ def _approve_by_policy(request: AccessRequest, now: datetime, comment: str) -> N
 
 
 def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, verb: str) -> None:
-    next_state(request, Event.APPROVE if verb == "approve" else Event.DENY)
+    # Who may decide first: someone who may not learns nothing of where the request stands.
     if actor.user_id == request.requester_id:
         raise NotAuthorized(f"You cannot {verb} your own request {request.label}.")
     if actor.user_id == request.grantee:
@@ -258,6 +258,7 @@ def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, ver
             f"You are not an approver for {policy.cluster}/{policy.role}, "
             f"so you cannot {verb} request {request.label}."
         )
+    next_state(request, Event.APPROVE if verb == "approve" else Event.DENY)
     if any(a.approver_id == actor.user_id for a in request.approvals):
         raise InvalidTransition(f"You already decided on request {request.label}.")
 
@@ -349,9 +350,9 @@ def deny(
 def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
     """The requester withdraws a pending request, or an approved one whose scheduled window
     has not started (:func:`bot.domain.windows.check_not_started`)."""
-    next_state(request, Event.CANCEL)
     if actor.user_id != request.requester_id:
         raise NotAuthorized(f"Only the requester can cancel request {request.label}.")
+    next_state(request, Event.CANCEL)
     why = "cancelled by the requester"
     if request.state is State.APPROVED:
         windows.check_not_started(request, now)
@@ -422,12 +423,12 @@ def expire(request: AccessRequest, now: datetime) -> None:
 
 def check_revoke(request: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
     """Refuse unless the grant is active and ``actor`` is its grantee, an approver or an admin."""
-    next_state(request, Event.REVOKE)
     if not policy.may_revoke(actor, request.grantee):
         raise NotAuthorized(
             f"Only the grantee, approvers of {policy.cluster} and admins may revoke "
             f"request {request.label}."
         )
+    next_state(request, Event.REVOKE)
 
 
 def revoke(request: AccessRequest, by: str, now: datetime, reason: str) -> None:
@@ -448,12 +449,12 @@ def _end(request: AccessRequest, event: Event, now: datetime, by: str, reason: s
 def check_extend(grant: AccessRequest, requester: Actor) -> None:
     """Refuse unless ``grant`` is an active grant and ``requester`` its grantee: what
     :func:`file_extension` checks first, so that the Extend form opens only for them."""
+    if requester.user_id != grant.grantee:
+        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
     if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
         )
-    if requester.user_id != grant.grantee:
-        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
 
 
 def file_extension(

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 
 from bot.adapters.metrics import PrometheusMetrics
+from bot.adapters.slack import blocks
 from bot.app import SlackRuntime, build_slack_runtime
 from bot.cli import main
 from bot.config import Config, Settings, parse_config
@@ -234,3 +235,30 @@ def test_what_nobody_decided_is_carried_over_counted_and_exported(
     assert [(int(r["grant_id"]), r["kept_by"]) for r in rows] == [(alices, BOB), (carols, BOB)]
     everything = CliRunner().invoke(main, ["audit", "export"], env=env, catch_exceptions=False)
     assert len(everything.stdout.splitlines()) > len(lines)  # the flag keeps attestations only
+
+
+def test_a_review_whose_csv_file_failed_is_posted_once_and_its_file_sent_next_pass(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
+    """More grants than the message shows: the CSV file goes beside it. Slack takes the
+    message but not the file; the next pass sends the file and updates the message in
+    place, never posting a second review."""
+    first = active(driver, ALICE)
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(first)
+        for _ in range(blocks.REVIEW_DETAILED):
+            template.id, template.version = None, 0
+            uow.requests.add(template)
+    slack.fail("files.completeUploadExternal", "service_unavailable", times=3,
+               channel_id=APPROVALS_CHANNEL)
+    assert reminders.weekly(runtime.ctx) == 0  # the file could not go: tried again later
+    [ts] = reviews_in(slack, APPROVALS_CHANNEL)
+    keep(driver, BOB, first, ts)
+
+    clock.advance(timedelta(minutes=1))
+    assert reminders.weekly(runtime.ctx) == 1
+    assert reminders.weekly(runtime.ctx) == 0
+    assert reviews_in(slack, APPROVALS_CHANNEL) == [ts]  # one review message, updated
+    assert "1 of 25 reviewed" in slack.message(APPROVALS_CHANNEL, ts)["text"]
+    uploads = [c for c in slack.called("files.completeUploadExternal")
+               if c.get("channel_id") == APPROVALS_CHANNEL]
+    assert len(uploads) == 4  # three refused, then the one that went
