@@ -15,14 +15,13 @@ Reference: docs.opsgenie.com, "Who is On Call API", "Response" and "Rate Limitin
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from bot.fakes.server import BackgroundServer, JsonAnswer, json_get_handler
+from bot.fakes.server import BackgroundServer, FaultSwitches, JsonAnswer, json_get_handler
 
 API_KEY = "og-test-key-0123456789"
 
@@ -51,17 +50,16 @@ class Schedule:
 
 
 @dataclass
-class FakeOpsgenie:
+class FakeOpsgenie(FaultSwitches[list[int | None]]):
+    """Its faults are ``[status, times left]`` (None: until :meth:`heal`)."""
+
     keys: set[str] = field(default_factory=lambda: {API_KEY})
     schedules: dict[str, Schedule] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
     """``(path, query)`` of every call, as received."""
 
     def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.faults: list[list[int | None]] = []
-        """``[status, times left]`` (None: until :meth:`heal`)."""
-        self._slow: list[float] = []
+        self._init_switches()
         self._server = BackgroundServer(ThreadingHTTPServer(
             ("127.0.0.1", 0), json_get_handler(self.answer, self.delay)))
         self.url = self._server.url
@@ -89,21 +87,8 @@ class FakeOpsgenie:
         with self.lock:
             self.faults.append([status, times])
 
-    def slow(self, seconds: float, *, times: int = 1) -> None:
-        """Hold each of the next ``times`` answers for ``seconds`` (a slow or hung API)."""
-        with self.lock:
-            self._slow += [seconds] * times
-
-    def heal(self) -> None:
-        with self.lock:
-            self.faults.clear()
-            self._slow.clear()
 
     # --- the API ------------------------------------------------------------------------
-
-    def delay(self) -> float:
-        with self.lock:
-            return self._slow.pop(0) if self._slow else 0.0
 
     def handle(self, path: str, query: dict[str, list[str]],
                authorization: str) -> JsonAnswer:

@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import ssl
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from bot.fakes.pki import TestCA
-from bot.fakes.server import BackgroundServer, JsonAnswer, TLSServer, json_get_handler
+from bot.fakes.server import (
+    BackgroundServer,
+    FaultSwitches,
+    JsonAnswer,
+    TLSServer,
+    json_get_handler,
+)
 
 TOKEN = "pd-test-token-u+0123456789"
 DEFAULT_LIMIT, MAX_LIMIT, ITERATION_LIMIT = 25, 100, 10_000
@@ -62,7 +67,7 @@ class Fault:
 
 
 @dataclass
-class FakePagerDuty:
+class FakePagerDuty(FaultSwitches[Fault]):
     tokens: set[str] = field(default_factory=lambda: {TOKEN})
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     """ID → ``{"name", "email"}``."""
@@ -77,9 +82,7 @@ class FakePagerDuty:
     """The largest page it answers (PagerDuty's is 100); smaller to see paging at work."""
 
     def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.faults: list[Fault] = []
-        self._slow: list[float] = []
+        self._init_switches()
         self._folder = tempfile.TemporaryDirectory(prefix="fake-pagerduty-")
         ca = TestCA()
         self.ca_file = Path(self._folder.name) / "ca.crt"
@@ -124,25 +127,12 @@ class FakePagerDuty:
             self.faults.append(fault)
         return fault
 
-    def slow(self, seconds: float, *, times: int = 1) -> None:
-        """Hold each of the next ``times`` answers for ``seconds`` (a slow or hung API)."""
-        with self.lock:
-            self._slow += [seconds] * times
-
-    def heal(self) -> None:
-        with self.lock:
-            self.faults.clear()
-            self._slow.clear()
 
     def called(self, path: str) -> list[dict[str, list[str]]]:
         with self.lock:
             return [q for p, q in self.calls if p == path]
 
     # --- the API ------------------------------------------------------------------------
-
-    def delay(self) -> float:
-        with self.lock:
-            return self._slow.pop(0) if self._slow else 0.0
 
     def handle(self, path: str, query: dict[str, list[str]],
                authorization: str) -> JsonAnswer:
