@@ -51,7 +51,8 @@ class Schedule:
 
 @dataclass
 class FakeOpsgenie(FaultSwitches[list[int | None]]):
-    """Its faults are ``[status, times left]`` (None: until :meth:`heal`)."""
+    """Its faults are ``[status, times left, Retry-After]`` (times None: until :meth:`heal`;
+    Retry-After None: not said)."""
 
     keys: set[str] = field(default_factory=lambda: {API_KEY})
     schedules: dict[str, Schedule] = field(default_factory=dict)
@@ -78,14 +79,16 @@ class FakeOpsgenie(FaultSwitches[list[int | None]]):
         self.schedules[schedule.id] = schedule
         return schedule
 
-    def fail(self, status: int, *, times: int | None = None) -> None:
+    def fail(self, status: int, *, times: int | None = None,
+             retry_after: int | None = None) -> None:
         """Answer the next ``times`` calls (or every call until :meth:`heal`) with ``status``
-        and Opsgenie's error body."""
+        and Opsgenie's error body; a 429 with ``retry_after`` also says ``Retry-After``
+        (seconds)."""
         if status not in MESSAGES:
             raise ValueError(f"Opsgenie documents no {status} here; use one of "
                              f"{list(MESSAGES)}")
         with self.lock:
-            self.faults.append([status, times])
+            self.faults.append([status, times, retry_after])
 
 
     # --- the API ------------------------------------------------------------------------
@@ -95,12 +98,15 @@ class FakeOpsgenie(FaultSwitches[list[int | None]]):
         with self.lock:
             self.calls.append((path, query))
             for fault in self.faults:
-                status, times = fault
+                status, times, retry_after = fault
                 if times != 0:
                     if times is not None:
                         fault[1] = times - 1
                     assert status is not None
-                    return _error(status)
+                    code, body, headers = _error(status)
+                    if retry_after is not None and status == 429:
+                        headers = {**headers, "Retry-After": str(retry_after)}
+                    return code, body, headers
         key = authorization.removeprefix("GenieKey ")
         if not authorization.startswith("GenieKey ") or key not in self.keys:
             return _error(401)

@@ -64,6 +64,8 @@ class Fault:
     status: int
     times: int | None
     """How many more calls fail; None for every call until :meth:`FakePagerDuty.heal`."""
+    retry_after: str | None = None
+    """A ``Retry-After`` header to answer a 429 with (seconds, or an HTTP date)."""
 
 
 @dataclass
@@ -116,13 +118,15 @@ class FakePagerDuty(FaultSwitches[Fault]):
                     schedule: str | None = None) -> None:
         self.oncalls.append(OnCallEntry(user_id, escalation_policy, level, schedule))
 
-    def fail(self, path: str, status: int, *, times: int | None = None) -> Fault:
+    def fail(self, path: str, status: int, *, times: int | None = None,
+             retry_after: str | None = None) -> Fault:
         """Answer calls to ``path`` (``/oncalls``, ``/users``, or ``*`` for any) with
         ``status`` and PagerDuty's error body: ``times`` calls, or every call until
-        :meth:`heal`."""
+        :meth:`heal`; a 429 with ``retry_after`` also says ``Retry-After`` (as a proxy or
+        gateway in front of PagerDuty may)."""
         if status not in ERRORS:
             raise ValueError(f"PagerDuty documents no {status} here; use one of {list(ERRORS)}")
-        fault = Fault(path, status, times)
+        fault = Fault(path, status, times, retry_after)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -142,7 +146,10 @@ class FakePagerDuty(FaultSwitches[Fault]):
                 if fault.path in (path, "*") and fault.times != 0:
                     if fault.times is not None:
                         fault.times -= 1
-                    return _error(fault.status)
+                    status, body, headers = _error(fault.status)
+                    if fault.retry_after is not None and fault.status == 429:
+                        headers = {**headers, "Retry-After": fault.retry_after}
+                    return status, body, headers
         token = authorization.removeprefix("Token token=")
         if not authorization.startswith("Token token=") or token not in self.tokens:
             return _error(401)
