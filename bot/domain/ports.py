@@ -540,6 +540,12 @@ class AccessReviews(Protocol):
 
     def set_message(self, review_id: int, ref: MessageRef) -> None: ...
 
+    def decided(self, review_id: int) -> int:
+        """How many of the review's grants have a decision in its period: a count that only
+        grows, to tell cheaply whether a review read earlier is still as the database has
+        it."""
+        ...
+
     def previous_period(self, period: str) -> str | None:
         """The latest period reviewed before ``period``; None when there was none."""
         ...

@@ -160,25 +160,26 @@ def refresh(ctx: Context, period: str, grant_id: int) -> AccessReview | None:
 
     Decisions on one review race (two reviewers at the same moment): each reads after its
     own commit, but their updates may reach the message in either order, the older last.
-    So after updating, each reads again, and updates again until what it read is what it
-    showed: whoever's update comes last has seen every decision committed before it. Each
-    item only moves forward (open, then decided or ended), so this ends. A message that
-    cannot be updated is logged; the decision stands."""
-    shown: dict[int, tuple[ReviewItem, ...]] = {}
-    while True:
-        with ctx.transaction() as uow:
-            now = ctx.clock()
-            found = [uow.reviews.get(review_id, now)
-                     for review_id in uow.reviews.listing(period, grant_id)]
-        stale = [review for review in found if review.message is not None
-                 and review.id is not None and shown.get(review.id) != review.items]
-        if not stale:
-            return found[0] if found else None
-        for review in stale:
-            assert review.id is not None
-            shown[review.id] = review.items
+    So after updating, each counts the review's decisions again (a cheap count that only
+    grows) and, while the count moved, reads and updates again: whoever's update comes last
+    has seen every decision committed before it. A message that cannot be updated is logged;
+    the decision stands."""
+    with ctx.transaction() as uow:
+        listing = uow.reviews.listing(period, grant_id)
+        found = [uow.reviews.get(review_id, ctx.clock()) for review_id in listing]
+    first: AccessReview | None = found[0] if found else None
+    for review in found:
+        while review.message is not None and review.id is not None:
             try:
                 ctx.notifier.update_review(review)
             except Exception:
                 log.exception("the access review %s for %s was not updated", review.period,
                               review.audience)
+            shown = sum(item.decision is not None for item in review.items)
+            with ctx.transaction() as uow:
+                if uow.reviews.decided(review.id) == shown:
+                    break
+                review = uow.reviews.get(review.id, ctx.clock())
+            if review.id == (first.id if first else None):
+                first = review
+    return first

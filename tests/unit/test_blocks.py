@@ -370,3 +370,17 @@ def test_review_csv_cells_never_start_a_formula(typed: str) -> None:
     assert (rows[0]["grantee"], rows[0]["requester"]) == ("U0CAROL03", "U0ALICE01")
     assert (rows[0]["status"], rows[0]["decided_by"]) == ("kept", "U0BOB0002")
     assert rows[0]["id"] == "7"
+
+
+def test_a_grant_whose_access_is_ending_shows_as_ended_without_buttons() -> None:
+    review = AccessReview("2026-03-02T09:00", "C0APPROVE", (
+        ReviewItem(review_grant(reason="x"), ending=True),
+        ReviewItem(review_grant(id=8, reason="x", state=State.EXPIRED))))
+    text, content = blocks.access_review(review)
+    check_message((text, content))
+    assert "2 of 2 reviewed" in text
+    lines = [b["elements"][0]["text"] for b in content if b["type"] == "context"]
+    assert any(line.startswith(":checkered_flag: *#7*") and "ending, nothing to review" in line
+               for line in lines)
+    assert any("*#8*" in line and "expired, nothing to review" in line for line in lines)
+    assert not any("accessory" in b or b["type"] == "actions" for b in content)

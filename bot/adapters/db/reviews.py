@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -77,6 +77,15 @@ class SqlAlchemyAccessReviews:
             period=row.period, audience=row.audience, id=row.id,
             message=MessageRef(row.channel, row.ts) if row.channel and row.ts else None,
             items=tuple(items))
+
+    def decided(self, review_id: int) -> int:
+        listed = select(AccessReviewItemRow.grant_id).where(
+            AccessReviewItemRow.review_id == review_id)
+        period = select(AccessReviewRow.period).where(
+            AccessReviewRow.id == review_id).scalar_subquery()
+        return self.session.scalar(select(func.count()).select_from(AccessReviewDecisionRow)
+                                   .where(AccessReviewDecisionRow.period == period,
+                                          AccessReviewDecisionRow.grant_id.in_(listed))) or 0
 
     def set_message(self, review_id: int, ref: MessageRef) -> None:
         row = self.session.get(AccessReviewRow, review_id)
