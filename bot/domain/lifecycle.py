@@ -446,6 +446,14 @@ def _end(request: AccessRequest, event: Event, now: datetime, by: str, reason: s
 # --- extensions ---------------------------------------------------------------------------
 
 
+def ending(grant: AccessRequest, now: datetime, revocation_owed: bool) -> bool:
+    """Whether the access of ``grant``, still active by its state, is on its way out: its
+    revocation is owed (under way, or being retried), or its time is up (the expiry sweep's
+    to end). Nothing is left to decide about such a grant, and it is extended no more."""
+    return grant.state is State.ACTIVE and (
+        revocation_owed or (grant.ends_at is not None and grant.ends_at <= now))
+
+
 def check_extend(grant: AccessRequest, requester: Actor) -> None:
     """Refuse unless ``grant`` is an active grant and ``requester`` its grantee: what
     :func:`file_extension` checks first, so that the Extend form opens only for them."""
@@ -465,13 +473,19 @@ def file_extension(
     duration: timedelta,
     reason: str,
     now: datetime,
+    revocation_owed: bool = False,
 ) -> AccessRequest:
-    """Ask for more time on an active grant.
+    """Ask for more time on an active grant, not one whose access is :func:`ending`
+    (``revocation_owed``: its revocation is owed).
 
     Approved at once when the role allows self-extension and the whole grant stays within the
     role's maximum; otherwise it waits for approval like any request.
     """
     check_extend(grant, requester)
+    if ending(grant, now, revocation_owed):
+        raise InvalidTransition(
+            f"Request {grant.label} is already ending (its revocation is under way, or its "
+            "time is up): it cannot be extended. Ask for new access once it has ended.")
     check_duration(policy, duration)
     assert grant.activated_at is not None and grant.ends_at is not None
     extension = AccessRequest(

@@ -46,15 +46,7 @@ class ItemStatus(StrEnum):
     REVOKED = "revoked"
     ENDED = "ended"
     """No decision, but the grant ended anyway (expired, or revoked outside the review), or
-    its access is ending (:func:`ending`)."""
-
-
-def ending(grant: AccessRequest, now: datetime, revocation_owed: bool) -> bool:
-    """Whether the access of ``grant``, still active by its state, is on its way out: its
-    revocation is owed (under way, or being retried), or its time is up (the expiry sweep's
-    to end). Nothing is left to decide about such a grant."""
-    return grant.state is State.ACTIVE and (
-        revocation_owed or (grant.ends_at is not None and grant.ends_at <= now))
+    its access is ending (:func:`bot.domain.lifecycle.ending`)."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +56,8 @@ class ReviewItem:
     """Last week's review listed it and nobody decided."""
     decision: ReviewDecision | None = None
     ending: bool = False
-    """Its access is ending though the grant is still active (:func:`ending`), as of when the
-    review was read."""
+    """Its access is ending though the grant is still active
+    (:func:`bot.domain.lifecycle.ending`), as of when the review was read."""
 
     @property
     def status(self) -> ItemStatus:
@@ -129,7 +121,7 @@ def check_decide(grant: AccessRequest, actor: Actor, policy: RolePolicy,
     :class:`NotAuthorized` as :func:`check_reviewer` says, before anything else;
     :class:`InvalidTransition` when the grant is not an active grant, when ``earlier`` (this
     week's decision) exists, or when its access is ending (``is_ending``, see
-    :func:`ending`)."""
+    :func:`bot.domain.lifecycle.ending`)."""
     check_reviewer(grant, actor, policy)
     if grant.kind is not Kind.ACCESS or grant.state is not State.ACTIVE:
         raise InvalidTransition(

@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from bot.domain import lifecycle
 from bot.domain import reviews as rules
 from bot.domain.errors import InvalidTransition, NotFound, Undeliverable
-from bot.domain.model import AccessRequest, Actor, OperationKind, OperationState
+from bot.domain.model import AccessRequest, Actor
 from bot.domain.ports import UnitOfWork
 from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
-from bot.services import grants
+from bot.services import grants, operations
 from bot.services.context import Context, audit
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,9 @@ def _decide(ctx: Context, uow: UnitOfWork, grant: AccessRequest, actor: Actor,
     period = uow.reviews.latest_period(grant.id)
     if period is None:
         raise NotFound(f"Grant {grant.label} is in no access review.")
-    owed = uow.operations.get(grant.id, OperationKind.REVOKE)
     rules.check_decide(grant, actor, policy, uow.reviews.decision(period, grant.id),
-                       is_ending=rules.ending(grant, now, owed is not None
-                                              and owed.state is OperationState.PENDING))
+                       is_ending=lifecycle.ending(
+                           grant, now, operations.owes_revocation(uow.operations, grant)))
     if not uow.reviews.decide(period, ReviewDecision(grant.id, verdict, actor.user_id, now)):
         raise InvalidTransition(f"Grant {grant.label} was already reviewed this week.")
     return period

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.domain.errors import DomainError, InvalidTransition, NotAuthorized
+from bot.domain.lifecycle import ending
 from bot.domain.model import AccessRequest, Actor, Kind, State
 from bot.domain.policy import RolePolicy
 from bot.domain.reviews import (
@@ -19,7 +20,6 @@ from bot.domain.reviews import (
     Verdict,
     carried_over,
     check_decide,
-    ending,
 )
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)

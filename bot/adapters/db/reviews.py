@@ -26,8 +26,9 @@ from bot.adapters.db.models import (
     OperationRow,
 )
 from bot.domain.errors import NotFound
+from bot.domain.lifecycle import ending
 from bot.domain.model import MessageRef, OperationKind, OperationState
-from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict, ending
+from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 
 
 class SqlAlchemyAccessReviews:
