@@ -262,3 +262,20 @@ def test_a_review_whose_csv_file_failed_is_posted_once_and_its_file_sent_next_pa
     uploads = [c for c in slack.called("files.completeUploadExternal")
                if c.get("channel_id") == APPROVALS_CHANNEL]
     assert len(uploads) == 4  # three refused, then the one that went
+
+
+def test_keep_on_a_grant_whose_time_is_up_is_refused_and_the_review_shows_it(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
+    grant = active(driver, ALICE, "2h")
+    reminders.weekly(runtime.ctx)
+    [ts] = reviews_in(slack, APPROVALS_CHANNEL)
+    clock.advance(timedelta(hours=2))  # its end: the expiry sweep has not run yet
+    assert "Only approvers of staging and admins" in keep(driver, CAROL, grant, ts)
+    assert "0 of 1 reviewed" in slack.message(APPROVALS_CHANNEL, ts)["text"]  # untouched
+    answer = keep(driver, BOB, grant, ts)
+    assert f"Grant #{grant} is already ending" in answer
+    assert attestations(runtime) == []
+    review = slack.message(APPROVALS_CHANNEL, ts)
+    assert "1 of 1 reviewed" in review["text"] and actions_of(review) == []
+    assert any(f"*#{grant}*" in b["elements"][0]["text"] and "ending, nothing to review" in
+               b["elements"][0]["text"] for b in review["blocks"] if b["type"] == "context")
