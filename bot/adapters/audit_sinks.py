@@ -17,9 +17,12 @@ secret is never logged, and messages show the URL without its query or user part
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import os
+import socket
 import sys
 import threading
 import time
@@ -28,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from email.message import Message
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 from cloudevents.core.bindings.http import to_structured_event
@@ -43,7 +46,8 @@ SIGNATURE_HEADER = "X-K8s-Access-Signature"
 TIMESTAMP_HEADER = "X-K8s-Access-Timestamp"
 SIGNATURE_VERSION = "v1"
 WEBHOOK_TIMEOUT = 10.0
-"""Seconds for one POST; a slow receiver is retried later rather than waited for."""
+"""Seconds for one POST, all of it (connecting, sending, the answer); a slow receiver is
+retried later rather than waited for."""
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -55,7 +59,77 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+class _Deadline:
+    """The whole time one POST may take. The socket's timeout bounds each read and write
+    alone, so a receiver answering a byte at a time could hold a POST for ever; when the
+    deadline passes, the connection is shut, which ends whatever waits on it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.passed = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """An opener whose connections this deadline shuts; it follows no redirect."""
+        return urllib.request.build_opener(_NoRedirects, _BoundedHTTP(self), _BoundedHTTPS(self))
+
+    def connection(self, http_class: type[http.client.HTTPConnection]
+                   ) -> type[http.client.HTTPConnection]:
+        deadline = self
+
+        class Bounded(http_class):  # type: ignore[valid-type,misc]
+            def connect(self) -> None:
+                super().connect()
+                deadline._watch(self.sock)
+
+        return Bounded
+
+    def _watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.passed:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.passed = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _BoundedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request,
+                **http_conn_args: Any) -> http.client.HTTPResponse:
+        return super().do_open(self._deadline.connection(http_class), req, **http_conn_args)
+
+
+class _BoundedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request,
+                **http_conn_args: Any) -> http.client.HTTPResponse:
+        return super().do_open(self._deadline.connection(http_class), req, **http_conn_args)
 
 
 def source(installation: str) -> str:
@@ -121,18 +195,22 @@ class WebhookSink:
                                          body)
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         where = f"webhook {shown_url(self._url)}"
-        try:
-            with _OPENER.open(request, timeout=self._timeout) as answer:
-                answer.read()
-        except urllib.error.HTTPError as error:
-            moved = error.headers.get("Location") if 300 <= error.code < 400 else None
-            hint = "" if not moved else (" (redirects are not followed: set url to "
-                                         f"{shown_url(urljoin(self._url, moved))})")
-            raise SinkUnavailable(f"{where} answered HTTP {error.code} {error.reason}"
-                                  f"{hint}") from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise SinkUnavailable(f"{where} could not be reached: {reason}") from None
+        with _Deadline(self._timeout) as deadline:
+            try:
+                with deadline.opener().open(request, timeout=self._timeout) as answer:
+                    answer.read()
+            except urllib.error.HTTPError as error:
+                moved = error.headers.get("Location") if 300 <= error.code < 400 else None
+                hint = "" if not moved else (" (redirects are not followed: set url to "
+                                             f"{shown_url(urljoin(self._url, moved))})")
+                raise SinkUnavailable(f"{where} answered HTTP {error.code} {error.reason}"
+                                      f"{hint}") from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+                reason = getattr(error, "reason", None) or error
+                if deadline.passed or isinstance(reason, TimeoutError):
+                    raise SinkUnavailable(f"{where} gave no answer within "
+                                          f"{self._timeout:g}s") from None
+                raise SinkUnavailable(f"{where} could not be reached: {reason}") from None
 
     def flush(self) -> None:
         pass  # each POST that answered 2xx is the receiver's

@@ -43,6 +43,9 @@ class LogNotifier:
         log.info("access review for %s: %s active grants", review.audience, review.total)
         return None
 
+    def review_attachment(self, review: AccessReview, admins: Sequence[str] = ()) -> None:
+        pass  # the log line of :meth:`review` says it all
+
     def update_review(self, review: AccessReview) -> None:
         log.info("access review for %s: %s", review.audience, review.progress())
 

@@ -247,7 +247,7 @@ def _approve_by_policy(request: AccessRequest, now: datetime, comment: str) -> N
 
 
 def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, verb: str) -> None:
-    next_state(request, Event.APPROVE if verb == "approve" else Event.DENY)
+    # Who may decide first: someone who may not learns nothing of where the request stands.
     if actor.user_id == request.requester_id:
         raise NotAuthorized(f"You cannot {verb} your own request {request.label}.")
     if actor.user_id == request.grantee:
@@ -259,6 +259,7 @@ def _check_decider(request: AccessRequest, actor: Actor, policy: RolePolicy, ver
             f"You are not an approver for {policy.cluster}/{policy.role}, "
             f"so you cannot {verb} request {request.label}."
         )
+    next_state(request, Event.APPROVE if verb == "approve" else Event.DENY)
     if any(a.approver_id == actor.user_id for a in request.approvals):
         raise InvalidTransition(f"You already decided on request {request.label}.")
 
@@ -350,9 +351,9 @@ def deny(
 def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
     """The requester withdraws a pending request, or an approved one whose scheduled window
     has not started (:func:`bot.domain.windows.check_not_started`)."""
-    next_state(request, Event.CANCEL)
     if actor.user_id != request.requester_id:
         raise NotAuthorized(f"Only the requester can cancel request {request.label}.")
+    next_state(request, Event.CANCEL)
     why = "cancelled by the requester"
     if request.state is State.APPROVED:
         windows.check_not_started(request, now)
@@ -423,12 +424,12 @@ def expire(request: AccessRequest, now: datetime) -> None:
 
 def check_revoke(request: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
     """Refuse unless the grant is active and ``actor`` is its grantee, an approver or an admin."""
-    next_state(request, Event.REVOKE)
     if not policy.may_revoke(actor, request.grantee):
         raise NotAuthorized(
             f"Only the grantee, approvers of {policy.cluster} and admins may revoke "
             f"request {request.label}."
         )
+    next_state(request, Event.REVOKE)
 
 
 def revoke(request: AccessRequest, by: str, now: datetime, reason: str) -> None:
@@ -446,15 +447,23 @@ def _end(request: AccessRequest, event: Event, now: datetime, by: str, reason: s
 # --- extensions ---------------------------------------------------------------------------
 
 
+def ending(grant: AccessRequest, now: datetime, revocation_owed: bool) -> bool:
+    """Whether the access of ``grant``, still active by its state, is on its way out: its
+    revocation is owed (under way, or being retried), or its time is up (the expiry sweep's
+    to end). Nothing is left to decide about such a grant, and it is extended no more."""
+    return grant.state is State.ACTIVE and (
+        revocation_owed or (grant.ends_at is not None and grant.ends_at <= now))
+
+
 def check_extend(grant: AccessRequest, requester: Actor) -> None:
     """Refuse unless ``grant`` is an active grant and ``requester`` its grantee: what
     :func:`file_extension` checks first, so that the Extend form opens only for them."""
+    if requester.user_id != grant.grantee:
+        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
     if not grant.is_active_grant:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: only an active grant can be extended."
         )
-    if requester.user_id != grant.grantee:
-        raise NotAuthorized(f"Only the grantee can extend request {grant.label}.")
 
 
 def file_extension(
@@ -465,13 +474,19 @@ def file_extension(
     duration: timedelta,
     reason: str,
     now: datetime,
+    revocation_owed: bool = False,
 ) -> AccessRequest:
-    """Ask for more time on an active grant.
+    """Ask for more time on an active grant, not one whose access is :func:`ending`
+    (``revocation_owed``: its revocation is owed).
 
     Approved at once when the role allows self-extension and the whole grant stays within the
     role's maximum; otherwise it waits for approval like any request.
     """
     check_extend(grant, requester)
+    if ending(grant, now, revocation_owed):
+        raise InvalidTransition(
+            f"Request {grant.label} is already ending (its revocation is under way, or its "
+            "time is up): it cannot be extended. Ask for new access once it has ended.")
     check_duration(policy, duration)
     assert grant.activated_at is not None and grant.ends_at is not None
     extension = AccessRequest(

@@ -298,11 +298,17 @@ class Notifier(Protocol):
         ...
 
     def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
-        """The weekly access review to its audience (an approvers conversation or one
-        approver): its progress, and every grant still to decide with Keep and Revoke (the
-        first ones, and all of them in a file when there are many). The message posted, to
-        update in place; None where the notifier keeps none. :class:`Undeliverable` when
-        (part of) it could not be delivered; ``admins`` hear of a part refused as invalid."""
+        """The weekly access review's message to its audience (an approvers conversation or
+        one approver): its progress, and the first grants still to decide with Keep and
+        Revoke. The message posted, to update in place; None where the notifier keeps none.
+        :class:`Undeliverable` when it could not be delivered; ``admins`` hear of a message
+        refused as invalid."""
+        ...
+
+    def review_attachment(self, review: AccessReview, admins: Sequence[str] = ()) -> None:
+        """What goes beside the review's message: all of its grants in a file, when there are
+        more than the message shows; nothing otherwise. :class:`Undeliverable` when it could
+        not be delivered; ``admins`` hear of one refused as invalid."""
         ...
 
     def update_review(self, review: AccessReview) -> None:
@@ -526,11 +532,19 @@ class AccessReviews(Protocol):
         ``grants`` (grant ID, carried over) in that order; one that exists is left as it is."""
         ...
 
-    def get(self, review_id: int) -> AccessReview:
-        """The review with its grants and this week's decisions; :class:`NotFound` if none."""
+    def get(self, review_id: int, now: datetime) -> AccessReview:
+        """The review with its grants and this week's decisions, each grant whose access is
+        ending at ``now`` marked so (:func:`bot.domain.reviews.ending`); :class:`NotFound`
+        if none."""
         ...
 
     def set_message(self, review_id: int, ref: MessageRef) -> None: ...
+
+    def decided(self, review_id: int) -> int:
+        """How many of the review's grants have a decision in its period: a count that only
+        grows, to tell cheaply whether a review read earlier is still as the database has
+        it."""
+        ...
 
     def previous_period(self, period: str) -> str | None:
         """The latest period reviewed before ``period``; None when there was none."""

@@ -45,7 +45,8 @@ class ItemStatus(StrEnum):
     KEPT = "kept"
     REVOKED = "revoked"
     ENDED = "ended"
-    """No decision, but the grant ended anyway (expired, or revoked outside the review)."""
+    """No decision, but the grant ended anyway (expired, or revoked outside the review), or
+    its access is ending (:func:`bot.domain.lifecycle.ending`)."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,17 @@ class ReviewItem:
     carried_over: bool = False
     """Last week's review listed it and nobody decided."""
     decision: ReviewDecision | None = None
+    ending: bool = False
+    """Its access is ending though the grant is still active
+    (:func:`bot.domain.lifecycle.ending`), as of when the review was read."""
 
     @property
     def status(self) -> ItemStatus:
         if self.decision is not None:
             return ItemStatus.KEPT if self.decision.verdict is Verdict.KEEP \
                 else ItemStatus.REVOKED
-        return ItemStatus.OPEN if self.grant.state is State.ACTIVE else ItemStatus.ENDED
+        return ItemStatus.OPEN if self.grant.state is State.ACTIVE and not self.ending \
+            else ItemStatus.ENDED
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,10 @@ def carried_over(grant_ids: Iterable[int], undecided_last_week: Iterable[int]) -
     return frozenset(grant_ids) & frozenset(undecided_last_week)
 
 
-def check_decide(grant: AccessRequest, actor: Actor, policy: RolePolicy,
-                 earlier: ReviewDecision | None) -> None:
-    """Refuse a review decision on ``grant`` by ``actor``, with a message for them.
-
-    :class:`NotAuthorized` unless ``actor`` approves any role of the grant's cluster or is an
-    admin, and always for its grantee and its requester; :class:`InvalidTransition` when the
-    grant is not an active grant, or when ``earlier`` (this week's decision) exists."""
+def check_reviewer(grant: AccessRequest, actor: Actor, policy: RolePolicy) -> None:
+    """:class:`NotAuthorized` unless ``actor`` approves any role of the grant's cluster or is
+    an admin, and always for its grantee and its requester. Checked before anything else is
+    looked at, so that someone who may not decide learns nothing of the grant's review."""
     if actor.user_id in grant.parties:
         raise NotAuthorized(
             f"You cannot review grant {grant.label}: it is your own access, or you asked for "
@@ -109,6 +111,17 @@ def check_decide(grant: AccessRequest, actor: Actor, policy: RolePolicy,
     if not policy.oversees(actor):
         raise NotAuthorized(
             f"Only approvers of {policy.cluster} and admins may review grant {grant.label}.")
+
+
+def check_decide(grant: AccessRequest, actor: Actor, policy: RolePolicy,
+                 earlier: ReviewDecision | None, *, is_ending: bool = False) -> None:
+    """Refuse a review decision on ``grant`` by ``actor``, with a message for them.
+
+    :class:`NotAuthorized` as :func:`check_reviewer` says, before anything else;
+    :class:`InvalidTransition` when the grant is not an active grant, when ``earlier`` (this
+    week's decision) exists, or when its access is ending (``is_ending``, see
+    :func:`bot.domain.lifecycle.ending`)."""
+    check_reviewer(grant, actor, policy)
     if not grant.is_active_grant:
         raise InvalidTransition(
             f"Grant {grant.label} is {grant.state.value}: there is nothing left to review.")
@@ -117,3 +130,7 @@ def check_decide(grant: AccessRequest, actor: Actor, policy: RolePolicy,
         raise InvalidTransition(
             f"Grant {grant.label} was already reviewed this week: {verb} at "
             f"{earlier.at.strftime('%Y-%m-%d %H:%M UTC')}.")
+    if is_ending:
+        raise InvalidTransition(
+            f"Grant {grant.label} is already ending (its revocation is under way, or its time "
+            "is up): there is nothing left to review.")

@@ -15,14 +15,13 @@ Reference: docs.opsgenie.com, "Who is On Call API", "Response" and "Rate Limitin
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from bot.fakes.server import BackgroundServer, JsonAnswer, json_get_handler
+from bot.fakes.server import BackgroundServer, FaultSwitches, JsonAnswer, json_get_handler
 
 API_KEY = "og-test-key-0123456789"
 
@@ -51,17 +50,17 @@ class Schedule:
 
 
 @dataclass
-class FakeOpsgenie:
+class FakeOpsgenie(FaultSwitches[list[int | None]]):
+    """Its faults are ``[status, times left, Retry-After]`` (times None: until :meth:`heal`;
+    Retry-After None: not said)."""
+
     keys: set[str] = field(default_factory=lambda: {API_KEY})
     schedules: dict[str, Schedule] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
     """``(path, query)`` of every call, as received."""
 
     def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.faults: list[list[int | None]] = []
-        """``[status, times left]`` (None: until :meth:`heal`)."""
-        self._slow: list[float] = []
+        self._init_switches()
         self._server = BackgroundServer(ThreadingHTTPServer(
             ("127.0.0.1", 0), json_get_handler(self.answer, self.delay)))
         self.url = self._server.url
@@ -80,42 +79,34 @@ class FakeOpsgenie:
         self.schedules[schedule.id] = schedule
         return schedule
 
-    def fail(self, status: int, *, times: int | None = None) -> None:
+    def fail(self, status: int, *, times: int | None = None,
+             retry_after: int | None = None) -> None:
         """Answer the next ``times`` calls (or every call until :meth:`heal`) with ``status``
-        and Opsgenie's error body."""
+        and Opsgenie's error body; a 429 with ``retry_after`` also says ``Retry-After``
+        (seconds)."""
         if status not in MESSAGES:
             raise ValueError(f"Opsgenie documents no {status} here; use one of "
                              f"{list(MESSAGES)}")
         with self.lock:
-            self.faults.append([status, times])
+            self.faults.append([status, times, retry_after])
 
-    def slow(self, seconds: float, *, times: int = 1) -> None:
-        """Hold each of the next ``times`` answers for ``seconds`` (a slow or hung API)."""
-        with self.lock:
-            self._slow += [seconds] * times
-
-    def heal(self) -> None:
-        with self.lock:
-            self.faults.clear()
-            self._slow.clear()
 
     # --- the API ------------------------------------------------------------------------
-
-    def delay(self) -> float:
-        with self.lock:
-            return self._slow.pop(0) if self._slow else 0.0
 
     def handle(self, path: str, query: dict[str, list[str]],
                authorization: str) -> JsonAnswer:
         with self.lock:
             self.calls.append((path, query))
             for fault in self.faults:
-                status, times = fault
+                status, times, retry_after = fault
                 if times != 0:
                     if times is not None:
                         fault[1] = times - 1
                     assert status is not None
-                    return _error(status)
+                    code, body, headers = _error(status)
+                    if retry_after is not None and status == 429:
+                        headers = {**headers, "Retry-After": str(retry_after)}
+                    return code, body, headers
         key = authorization.removeprefix("GenieKey ")
         if not authorization.startswith("GenieKey ") or key not in self.keys:
             return _error(401)

@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import ssl
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from bot.fakes.pki import TestCA
-from bot.fakes.server import BackgroundServer, JsonAnswer, TLSServer, json_get_handler
+from bot.fakes.server import (
+    BackgroundServer,
+    FaultSwitches,
+    JsonAnswer,
+    TLSServer,
+    json_get_handler,
+)
 
 TOKEN = "pd-test-token-u+0123456789"
 DEFAULT_LIMIT, MAX_LIMIT, ITERATION_LIMIT = 25, 100, 10_000
@@ -59,10 +64,12 @@ class Fault:
     status: int
     times: int | None
     """How many more calls fail; None for every call until :meth:`FakePagerDuty.heal`."""
+    retry_after: str | None = None
+    """A ``Retry-After`` header to answer a 429 with (seconds, or an HTTP date)."""
 
 
 @dataclass
-class FakePagerDuty:
+class FakePagerDuty(FaultSwitches[Fault]):
     tokens: set[str] = field(default_factory=lambda: {TOKEN})
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     """ID → ``{"name", "email"}``."""
@@ -77,9 +84,7 @@ class FakePagerDuty:
     """The largest page it answers (PagerDuty's is 100); smaller to see paging at work."""
 
     def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.faults: list[Fault] = []
-        self._slow: list[float] = []
+        self._init_switches()
         self._folder = tempfile.TemporaryDirectory(prefix="fake-pagerduty-")
         ca = TestCA()
         self.ca_file = Path(self._folder.name) / "ca.crt"
@@ -113,36 +118,25 @@ class FakePagerDuty:
                     schedule: str | None = None) -> None:
         self.oncalls.append(OnCallEntry(user_id, escalation_policy, level, schedule))
 
-    def fail(self, path: str, status: int, *, times: int | None = None) -> Fault:
+    def fail(self, path: str, status: int, *, times: int | None = None,
+             retry_after: str | None = None) -> Fault:
         """Answer calls to ``path`` (``/oncalls``, ``/users``, or ``*`` for any) with
         ``status`` and PagerDuty's error body: ``times`` calls, or every call until
-        :meth:`heal`."""
+        :meth:`heal`; a 429 with ``retry_after`` also says ``Retry-After`` (as a proxy or
+        gateway in front of PagerDuty may)."""
         if status not in ERRORS:
             raise ValueError(f"PagerDuty documents no {status} here; use one of {list(ERRORS)}")
-        fault = Fault(path, status, times)
+        fault = Fault(path, status, times, retry_after)
         with self.lock:
             self.faults.append(fault)
         return fault
 
-    def slow(self, seconds: float, *, times: int = 1) -> None:
-        """Hold each of the next ``times`` answers for ``seconds`` (a slow or hung API)."""
-        with self.lock:
-            self._slow += [seconds] * times
-
-    def heal(self) -> None:
-        with self.lock:
-            self.faults.clear()
-            self._slow.clear()
 
     def called(self, path: str) -> list[dict[str, list[str]]]:
         with self.lock:
             return [q for p, q in self.calls if p == path]
 
     # --- the API ------------------------------------------------------------------------
-
-    def delay(self) -> float:
-        with self.lock:
-            return self._slow.pop(0) if self._slow else 0.0
 
     def handle(self, path: str, query: dict[str, list[str]],
                authorization: str) -> JsonAnswer:
@@ -152,7 +146,10 @@ class FakePagerDuty:
                 if fault.path in (path, "*") and fault.times != 0:
                     if fault.times is not None:
                         fault.times -= 1
-                    return _error(fault.status)
+                    status, body, headers = _error(fault.status)
+                    if fault.retry_after is not None and fault.status == 429:
+                        headers = {**headers, "Retry-After": fault.retry_after}
+                    return status, body, headers
         token = authorization.removeprefix("Token token=")
         if not authorization.startswith("Token token=") or token not in self.tokens:
             return _error(401)

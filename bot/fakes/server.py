@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 
@@ -47,6 +47,39 @@ class TLSServer(ThreadingHTTPServer):
 
 JsonAnswer = tuple[int, dict[str, Any], dict[str, str]]
 """Status, JSON body and extra headers."""
+
+FaultT = TypeVar("FaultT")
+
+
+class FaultSwitches(Generic[FaultT]):
+    """The fault switches every fake API shares: answers held back (:meth:`slow`, served by
+    :meth:`delay` to :func:`json_get_handler`), the fake's own faults (``faults``: each fake
+    says what one is and adds them), and :meth:`heal` for all of them. Call
+    :meth:`_init_switches` before serving."""
+
+    lock: threading.Lock
+    faults: list[FaultT]
+
+    def _init_switches(self) -> None:
+        self.lock = threading.Lock()
+        self.faults = []
+        self._slow: list[float] = []
+
+    def slow(self, seconds: float, *, times: int = 1) -> None:
+        """Hold each of the next ``times`` answers for ``seconds`` (a slow or hung API)."""
+        with self.lock:
+            self._slow += [seconds] * times
+
+    def heal(self) -> None:
+        """No more faults, and no answer held back."""
+        with self.lock:
+            self.faults.clear()
+            self._slow.clear()
+
+    def delay(self) -> float:
+        """How long to hold the answer being served."""
+        with self.lock:
+            return self._slow.pop(0) if self._slow else 0.0
 
 
 def json_get_handler(answer: Callable[[str, dict[str, list[str]], str], JsonAnswer],

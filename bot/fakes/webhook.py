@@ -10,8 +10,9 @@ secret, compared in constant time. A refused request answers 401 (signature, tim
 Like a receiver that drops duplicates, it keeps each event ID once (:attr:`events`) and answers
 200 to a repeat, noting it in :attr:`duplicates`. Faults, until :meth:`recover`: ``down`` (the
 connection is closed without an answer), ``error`` (an HTTP status, 503 by default),
-``slow`` (the answer waits ``delay`` seconds) and ``moved`` (a redirect, 301 by default, to
-``/moved``, whose ``GET`` answers 200 as a web server's page would).
+``slow`` (the answer waits ``delay`` seconds), ``moved`` (a redirect, 301 by default, to
+``/moved``, whose ``GET`` answers 200 as a web server's page would) and ``trickle`` (an
+answer a byte at a time that never ends, which no socket timeout alone ends).
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ class WebhookReceiver:
 
     def outage(self, kind: str, *, status: int = 503, delay: float = 30) -> None:
         """Fail every request from now until :meth:`recover`: ``down``, ``error`` (``status``),
-        ``slow`` (answer after ``delay`` seconds, or at :meth:`recover`) or ``moved`` (redirect
-        with ``status``, 301 unless given)."""
+        ``slow`` (answer after ``delay`` seconds, or at :meth:`recover`), ``moved`` (redirect
+        with ``status``, 301 unless given) or ``trickle`` (an answer that never ends, a byte
+        every ``delay`` seconds)."""
         if kind == "moved" and status == 503:
             status = 301
-        if kind not in ("down", "error", "slow", "moved"):
+        if kind not in ("down", "error", "slow", "moved", "trickle"):
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
             self._recovered.clear()
@@ -142,10 +144,27 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 if kind == "moved":
                     self._answer(status, {"error": "moved"}, location="/moved")
                     return
+                if kind == "trickle":
+                    self._trickle(delay)
+                    return
                 receiver._recovered.wait(delay)
             status, answer = receiver._take({k.lower(): v for k, v in self.headers.items()},
                                             body)
             self._answer(status, answer)
+
+        def _trickle(self, delay: float) -> None:
+            """An answer that never ends: a byte of headers every ``delay`` seconds, each
+            within any socket timeout longer than that, until :meth:`recover`."""
+            self.close_connection = True
+            chunks = [b"HTTP/1.1 200 OK\r\n", *(b"X-Slow: %d\r\n" % n for n in range(10**6))]
+            try:
+                for byte in (bytes([b]) for chunk in chunks for b in chunk):
+                    if receiver._recovered.wait(delay):
+                        return
+                    self.wfile.write(byte)
+                    self.wfile.flush()
+            except OSError:
+                return  # the bot gave up and shut the connection
 
         def do_GET(self) -> None:
             self._answer(200, {"page": self.path})

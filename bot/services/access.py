@@ -134,7 +134,7 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
         policy = ctx.config.policy(grant.cluster, grant.role)
         extension = lifecycle.file_extension(
             grant=grant, policy=policy, requester=requester, duration=duration, reason=reason,
-            now=now)
+            now=now, revocation_owed=operations.owes_revocation(uow.operations, grant))
         waiting = uow.requests.find(parent_id=grant_id, states=WAITING_STATES)
         if waiting:
             raise PolicyViolation(

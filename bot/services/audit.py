@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +9,7 @@ from typing import Any
 
 from bot.domain.durations import parse_duration
 from bot.domain.errors import InvalidInput, NotAuthorized
+from bot.domain.exports import csv_line
 from bot.domain.model import AuditEvent
 from bot.domain.stream import audit_record
 from bot.services import reviews
@@ -74,17 +73,11 @@ def export(ctx: Context, *, since: str | None = None, fmt: str = "jsonl",
                   if not attestations or e.action == reviews.ATTESTED)
         rows = (attestation_record(e) if attestations else audit_record(e) for e in events)
         if fmt == "csv":
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            yield buffer.getvalue()
+            yield csv_line(columns)
             for row in rows:
-                buffer.seek(0)
-                buffer.truncate()
                 if "details" in row:
                     row = {**row, "details": json.dumps(row["details"], sort_keys=True)}
-                writer.writerow(row)
-                yield buffer.getvalue()
+                yield csv_line(row.get(column) for column in columns)
         else:
             for row in rows:
                 yield json.dumps(row, sort_keys=True) + "\n"

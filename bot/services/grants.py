@@ -55,12 +55,12 @@ def revoke_as(ctx: Context, request_id: int, actor: Actor, reason: str,
     with ctx.transaction() as uow:
         request = uow.requests.get(request_id, for_update=True)
         policy = ctx.config.policy(request.cluster, request.role)
+        if also is not None:  # first: it may refuse before the grant's state is told
+            also(uow, request)
         if request.kind is not Kind.ACCESS:
             raise InvalidTransition(
                 f"Request {request.label} is an extension: revoke its grant #{request.parent_id}."
             )
-        if also is not None:
-            also(uow, request)
         lifecycle.check_revoke(request, actor, policy)
         operation = owe(uow.operations, request, OperationKind.REVOKE, now, event="revoke",
                         by=actor.user_id, reason=reason.strip() or "revoked")

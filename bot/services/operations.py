@@ -336,7 +336,7 @@ def _hand_over(ctx: Context, request: AccessRequest) -> bool:
                  if other.id != request.id and other.ends_at is not None
                  and other.cluster in ctx.granters  # a cluster since removed holds nothing
                  and ctx.granter(other.cluster).shared_object(other.backend_ref) == key
-                 and not _owes_revocation(uow.operations, other)]
+                 and not owes_revocation(uow.operations, other)]
     if not heirs:
         return False
     heir = max(heirs, key=lambda other: other.ends_at or datetime.min)
@@ -369,7 +369,8 @@ def revoke_in_backend(ctx: Context, request: AccessRequest, started: datetime) -
                                             request.backend_ref)
 
 
-def _owes_revocation(operations: OperationQueue, request: AccessRequest) -> bool:
+def owes_revocation(operations: OperationQueue, request: AccessRequest) -> bool:
+    """Whether ``request``'s revocation is owed and not yet done (under way, or retried)."""
     assert request.id is not None
     owed = operations.get(request.id, OperationKind.REVOKE)
     return owed is not None and owed.state is OperationState.PENDING

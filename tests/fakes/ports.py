@@ -122,6 +122,10 @@ class RecordingNotifier:
     notices: list[Notice] = field(default_factory=list)
     reminders: list[tuple[str, list[int]]] = field(default_factory=list)
     reviews: list[tuple[str, list[int]]] = field(default_factory=list)
+    attachments: list[str] = field(default_factory=list)
+    """The audiences whose review's attachment was sent (or found not needed), in order."""
+    shown: dict[MessageRef, str] = field(default_factory=dict)
+    """Each review message's progress as last updated in place."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def remind(self, user_id: str, grants: Sequence[AccessRequest],
@@ -132,10 +136,16 @@ class RecordingNotifier:
     def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
         with self.lock:
             self.reviews.append((review.audience, [i.grant.id or 0 for i in review.items]))
-        return None
+            return MessageRef(review.audience, f"review-{len(self.reviews)}")
+
+    def review_attachment(self, review: AccessReview, admins: Sequence[str] = ()) -> None:
+        with self.lock:
+            self.attachments.append(review.audience)
 
     def update_review(self, review: AccessReview) -> None:
-        pass
+        assert review.message is not None, "only a posted review is updated"
+        with self.lock:
+            self.shown[review.message] = review.progress()
 
     def notify(self, notice: Notice) -> None:
         with self.lock:

@@ -4,6 +4,8 @@ attestation, one review."""
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -11,13 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from bot.domain.errors import DomainError
+import pytest
+
+from bot.domain.errors import DomainError, InvalidTransition, NotAuthorized, NotFound, Undeliverable
 from bot.domain.model import State
 from bot.domain.reviews import AccessReview
 from bot.services import access, grants, reminders, reviews
+from bot.services import audit as audit_service
 from bot.services.context import Context
-from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, DAVE
-from tests.fakes.ports import InMemoryGranter, RecordingNotifier, StaticDirectory
+from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
+from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
 
 ATTEMPTS = 20
 
@@ -110,3 +115,160 @@ def test_a_review_that_could_not_be_posted_is_posted_as_stored_next_time(
     assert [r.progress() for r in posted] == ["0 of 1 reviewed", "1 of 1 reviewed"]
     assert {r.audience for r in posted} == {BOB, DAVE}
     assert reminders.weekly(ctx) == 0
+
+
+# --- a grant whose access is ending, refused; the review shows it ended -------------------
+
+STRANGER = "U0ERIN005"
+
+
+def shown(notifier: RecordingNotifier) -> set[str]:
+    """The progress each posted review message shows now."""
+    with notifier.lock:
+        return set(notifier.shown.values())
+
+
+def test_keep_is_refused_for_a_grant_being_revoked_and_the_review_shows_it_ended(
+        ctx: Context, granter: InMemoryGranter, notifier: RecordingNotifier) -> None:
+    grant = reviewed_grant(ctx)
+    # The grantee revokes it; the backend fails, so the revocation is owed and retried while
+    # the grant is still active.
+    granter.fail_next.append(ConnectionError("cluster unreachable"))
+    assert grants.revoke(ctx, grant, ALICE, "done").state is State.ACTIVE
+
+    with pytest.raises(InvalidTransition, match="already ending"):
+        reviews.keep(ctx, grant, BOB)
+    with pytest.raises(InvalidTransition, match="already ending"):
+        reviews.revoke(ctx, grant, DAVE)
+    assert attested(ctx, grant) == 0
+    with ctx.transaction() as uow:
+        period = uow.reviews.latest_period(grant)
+        assert period is not None and uow.reviews.decision(period, grant) is None
+    assert shown(notifier) == {"1 of 1 reviewed"}  # both audiences' messages
+
+
+def test_keep_is_refused_for_a_grant_whose_time_is_up(
+        ctx: Context, clock: FakeClock, notifier: RecordingNotifier) -> None:
+    grant = reviewed_grant(ctx)
+    clock.advance(timedelta(hours=1))  # its end; the expiry sweep has not run yet
+    assert grants.get(ctx, grant).state is State.ACTIVE
+
+    with pytest.raises(InvalidTransition, match="already ending"):
+        reviews.keep(ctx, grant, BOB)
+    assert attested(ctx, grant) == 0
+    assert shown(notifier) == {"1 of 1 reviewed"}
+
+
+# --- who may not decide hears that first ----------------------------------------------------
+
+
+def test_someone_who_may_not_review_learns_nothing_of_the_grants_review(
+        ctx: Context, clock: FakeClock) -> None:
+    grant = reviewed_grant(ctx)
+    reviews.keep(ctx, grant, BOB)
+    late = access.file_request(ctx, CAROL, "staging", "view", duration=timedelta(hours=1))
+    assert late.id is not None  # in no review yet
+    for user in (STRANGER, ALICE):  # an outsider, and the grantee
+        for grant_id in (grant, late.id):  # decided; in no review
+            with pytest.raises(NotAuthorized):
+                reviews.keep(ctx, grant_id, user)
+            with pytest.raises(NotAuthorized):
+                reviews.revoke(ctx, grant_id, user)
+    with pytest.raises(NotFound):  # an approver is told what stands
+        reviews.keep(ctx, late.id, BOB)
+    with pytest.raises(InvalidTransition, match="already reviewed"):
+        reviews.keep(ctx, grant, DAVE)
+
+
+# --- progress racing: two reviewers decide at the same moment ------------------------------
+
+
+def test_two_decisions_at_once_leave_the_message_showing_both(
+        ctx: Context, notifier: RecordingNotifier, directory: StaticDirectory) -> None:
+    """Bob keeps one grant and Dave the other. Bob's update of the message reads before
+    Dave's decision commits and reaches Slack after Dave's: without reading again after it,
+    the message would stay at Bob's stale "1 of 2"."""
+    first = access.file_request(ctx, ALICE, "staging", "view", duration=timedelta(hours=1))
+    second = access.file_request(ctx, CAROL, "staging", "view", duration=timedelta(hours=1))
+    assert first.id is not None and second.id is not None
+    directory.groups[APPROVER_GROUP] = set()  # Bob's review only: one message
+    assert reminders.weekly(ctx) >= 1
+    update = notifier.update_review
+    interleaved = threading.Event()
+
+    def slow_update(review: AccessReview) -> None:
+        if review.progress() == "1 of 2 reviewed" and not interleaved.is_set():
+            interleaved.set()  # Dave decides, and updates, while Bob's update is on its way
+            racer = threading.Thread(target=reviews.keep, args=(ctx, second.id, ADMIN))
+            racer.start()
+            racer.join()
+            assert shown(notifier) == {"2 of 2 reviewed"}
+        update(review)
+
+    notifier.update_review = slow_update  # type: ignore[method-assign]
+    review = reviews.keep(ctx, first.id, BOB)
+
+    assert interleaved.is_set()
+    assert shown(notifier) == {"2 of 2 reviewed"}
+    assert review is not None and review.progress() == "2 of 2 reviewed"
+
+
+def test_many_decisions_at_once_leave_the_message_complete(
+        ctx: Context, notifier: RecordingNotifier, directory: StaticDirectory) -> None:
+    directory.groups[APPROVER_GROUP] = set()
+    ids = []
+    for n in range(6):
+        grantee = f"U0GRANT{n:03d}"
+        directory.emails[grantee] = f"{grantee.lower()}@example.com"
+        grant = access.file_request(ctx, grantee, "staging", "view",
+                                    duration=timedelta(hours=1))
+        assert grant.id is not None
+        ids.append(grant.id)
+    assert reminders.weekly(ctx) >= 1
+    outcomes = race([lambda g=g: reviews.keep(ctx, g, BOB) for g in ids])  # type: ignore[misc]
+    assert outcomes == Counter({"decided": len(ids)}), outcomes
+    assert shown(notifier) == {f"{len(ids)} of {len(ids)} reviewed"}
+
+
+# --- each review message posted once --------------------------------------------------------
+
+
+def test_a_review_whose_attachment_failed_is_updated_not_posted_again(
+        ctx: Context, notifier: RecordingNotifier, clock: FakeClock) -> None:
+    grant = access.file_request(ctx, ALICE, "staging", "view", duration=timedelta(hours=1))
+    assert grant.id is not None
+    attach = notifier.review_attachment
+    failures = [Undeliverable("Slack is down", recipient=BOB, error="service_unavailable",
+                              kind=Undeliverable.TEMPORARY)]
+
+    def flaky(review: AccessReview, admins: Any = ()) -> None:
+        if review.audience == BOB and failures:
+            raise failures.pop()
+        attach(review, admins)
+
+    notifier.review_attachment = flaky  # type: ignore[method-assign]
+    assert reminders.weekly(ctx) == 2  # Alice's weekly DM and Dave's review
+    reviews.keep(ctx, grant.id, DAVE)
+    clock.advance(timedelta(minutes=1))
+    assert reminders.weekly(ctx) == 1  # Bob's review, now complete
+    assert reminders.weekly(ctx) == 0
+    assert sorted(audience for audience, _ in notifier.reviews) == [BOB, DAVE]  # once each
+    assert sorted(notifier.attachments) == [BOB, DAVE]
+    assert shown(notifier) == {"1 of 1 reviewed"}  # Bob's was brought up to date
+
+
+def test_the_attestations_export_names_grantee_and_reviewer_in_cells_no_spreadsheet_runs(
+        ctx: Context, directory: StaticDirectory) -> None:
+    directory.emails[CAROL] = "=HYPERLINK(\"https://evil.example\")@example.com"
+    request = access.file_request(ctx, CAROL, "staging", "view", duration=timedelta(hours=1),
+                                  reason="+1 for the incident")
+    assert request.id is not None and reminders.weekly(ctx) >= 1
+    reviews.keep(ctx, request.id, BOB)
+
+    exported = "".join(audit_service.export(ctx, fmt="csv", attestations=True))
+    [row] = list(csv.DictReader(io.StringIO(exported, newline="")))
+    assert (row["grantee"], row["kept_by"]) == (CAROL, BOB)
+    assert row["subject"] == "'" + directory.emails[CAROL]
+    everything = "".join(audit_service.export(ctx, fmt="csv"))
+    for line in csv.reader(io.StringIO(everything, newline="")):
+        assert not any(cell.startswith(("=", "+", "-", "@")) for cell in line), line

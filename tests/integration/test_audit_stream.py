@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -193,6 +194,46 @@ def test_a_slow_receiver_is_retried_and_keeps_each_event_once(
     assert receiver.ids() == event_ids(slow)
     assert set(receiver.duplicates) <= set(receiver.ids())  # repeats were dropped by ID
     assert audit_stream.deliver(slow) == 0
+
+
+@pytest.mark.parametrize("status", [400, 410, 413])
+def test_a_receiver_refusing_events_keeps_them_waiting_until_it_takes_them(
+        sctx: Context, receiver: WebhookReceiver, clock: FakeClock, status: int) -> None:
+    """A 4xx is a failure like any other (docs/audit-stream.md): nothing is dropped, the
+    events wait, named with the receiver's answer, until the receiver is fixed."""
+    receiver.outage("error", status=status)
+    record(sctx, 2)
+    assert audit_stream.deliver(sctx) == 2  # the file's
+    clock.advance(timedelta(minutes=10))
+    assert audit_stream.deliver(sctx) == 0
+    assert sctx.stream is not None
+    backlog = sctx.stream.outbox.backlog(["webhook"])["webhook"]
+    assert backlog.waiting == 2 and backlog.attempts == 2
+    assert f"answered HTTP {status}" in (backlog.last_error or "")
+    receiver.recover()
+    clock.advance(timedelta(minutes=10))
+    assert audit_stream.deliver(sctx) == 2
+    assert receiver.ids() == event_ids(sctx)
+
+
+def test_a_receiver_that_never_finishes_answering_holds_the_stream_no_longer_than_the_timeout(
+        sctx: Context, receiver: WebhookReceiver, clock: FakeClock) -> None:
+    assert sctx.stream is not None
+    webhook = WebhookSink("webhook", receiver.url, _secret(), "default", timeout=0.5)
+    trickled = dataclasses.replace(sctx, stream=dataclasses.replace(
+        sctx.stream, sinks=[webhook, *sctx.stream.sinks[1:]]))
+    receiver.outage("trickle", delay=0.05)
+    record(trickled, 2)
+    started = time.monotonic()
+    assert audit_stream.deliver(trickled) == 2  # the file's; the webhook gave up in time
+    assert time.monotonic() - started < 2.0
+    backlog = trickled.stream.outbox.backlog(["webhook"])["webhook"] if trickled.stream \
+        else None
+    assert backlog is not None and "gave no answer within 0.5s" in (backlog.last_error or "")
+    receiver.recover()
+    clock.advance(timedelta(minutes=1))
+    assert audit_stream.deliver(trickled) == 2
+    assert receiver.ids() == event_ids(trickled)
 
 
 def test_a_restarted_bot_delivers_what_the_stopped_one_left(

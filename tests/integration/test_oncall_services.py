@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -371,3 +372,68 @@ def test_no_requester_email_in_the_log_of_an_on_call_question(
         logging.getLogger().removeHandler(handler)
     text = output.getvalue()
     assert "alice%40example.com" not in text and ALICE not in text
+
+
+# --- the services' edges: rate limits that ask to wait, refused credentials, one address
+# --- for two accounts --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", ["30", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_pagerduty_rate_limit_asking_a_long_wait_is_doubt_at_once(
+        pd: FakePagerDuty, retry_after: str) -> None:
+    pd.put_on_call(pd.add_user("Alice", ALICE), POLICY, 1)
+    pd.fail("/oncalls", 429, retry_after=retry_after)
+    started = time.monotonic()
+    answer = ask_pagerduty(pd, ALICE, pagerduty_targets(schedules=(SCHEDULE,)))
+    assert time.monotonic() - started < 1.0  # neither waited out nor retried
+    assert answer.status is OnCallStatus.UNKNOWN
+    assert answer.detail.startswith("the service is rate-limiting the bot (429 Rate Limit "
+                                    "Exceeded); it asks to wait ")
+    assert len(pd.called("/oncalls")) == 1  # the schedules would meet the same limit
+
+
+def test_pagerduty_rate_limit_asking_a_short_wait_is_retried(pd: FakePagerDuty) -> None:
+    pd.put_on_call(pd.add_user("Alice", ALICE), POLICY, 1)
+    pd.fail("/oncalls", 429, times=1, retry_after="0")
+    assert ask_pagerduty(pd, ALICE, pagerduty_targets()).is_on_call
+    assert len(pd.called("/oncalls")) == 2
+
+
+def test_opsgenie_rate_limit_says_how_long_and_ends_the_check(og: FakeOpsgenie) -> None:
+    og.add_schedule("data-oncall", [BOB])
+    og.add_schedule("platform-oncall", [ALICE])
+    og.fail(429, retry_after=45)
+    answer = OpsgenieOnCall(API_KEY, og.url).check(
+        ALICE, OnCallTargets(opsgenie=OpsgenieTargets(("data-oncall", "platform-oncall"))))
+    assert (answer.status, answer.detail) == (
+        OnCallStatus.UNKNOWN, "the service is rate-limiting the bot (429 Rate limit exceeded); "
+                              "it asks to wait 45s")
+    assert len(og.calls) == 1
+
+
+def test_a_refused_token_ends_the_check_at_its_first_call(pd: FakePagerDuty,
+                                                          og: FakeOpsgenie) -> None:
+    pd.put_on_call(pd.add_user("Alice", ALICE), POLICY, 1)
+    pd.fail("/oncalls", 401)
+    refused = ask_pagerduty(pd, ALICE, pagerduty_targets(schedules=(SCHEDULE,)))
+    assert refused.detail == ("the service refused the bot's credentials (401 Authentication "
+                              "failed)")
+    assert len(pd.called("/oncalls")) == 1
+    og.add_schedule("data-oncall", [BOB])
+    og.add_schedule("platform-oncall", [ALICE])
+    OpsgenieOnCall("wrong", og.url).check(
+        ALICE, OnCallTargets(opsgenie=OpsgenieTargets(("data-oncall", "platform-oncall"))))
+    assert len(og.calls) == 1
+
+
+def test_pagerduty_an_address_two_accounts_share_asks_about_both(pd: FakePagerDuty) -> None:
+    """The query's matches page by page; both accounts with Alice's address (in any case) are
+    asked about, so the one on call is found whichever comes first."""
+    pd.max_limit = 2
+    pd.add_user("Alice (old)", ALICE)
+    pd.add_user("Malice", "m" + ALICE)
+    second = pd.add_user("Alice", ALICE.upper())  # on the second page
+    pd.put_on_call(second, POLICY, 1)
+    assert ask_pagerduty(pd, ALICE, pagerduty_targets()).is_on_call
+    [asked] = pd.called("/oncalls")
+    assert sorted(asked["user_ids[]"]) == ["PU00001", "PU00003"]

@@ -294,6 +294,25 @@ def test_extension_beyond_self_limit_needs_approval(ctx: Context) -> None:
     assert grant.ends_at - grant.activated_at == 5 * H
 
 
+def test_a_grant_whose_access_is_ending_is_extended_no_more(
+        ctx: Context, granter: InMemoryGranter, clock: FakeClock) -> None:
+    """Its revocation owed (the backend failing, retried), or its time up before the sweep:
+    an extension is refused and nothing is filed."""
+    being_revoked = access.file_request(ctx, ALICE, "staging", "view", duration=H)
+    expiring = access.file_request(ctx, CAROL, "staging", "view", duration=H)
+    assert being_revoked.id is not None and expiring.id is not None
+    granter.fail_next.append(temporary("cluster unreachable"))
+    assert grants.revoke(ctx, being_revoked.id, ALICE, "done").state is State.ACTIVE
+    with pytest.raises(InvalidTransition, match="already ending"):
+        access.extend(ctx, being_revoked.id, ALICE, H, "more")
+    clock.advance(H)
+    with pytest.raises(InvalidTransition, match="already ending"):
+        access.extend(ctx, expiring.id, CAROL, H, "more")
+    assert grants.get(ctx, expiring.id).state is State.ACTIVE  # the sweep's, still
+    with ctx.transaction() as uow:
+        assert uow.requests.find(kind=Kind.EXTENSION, limit=None) == []
+
+
 def test_pending_requests_time_out(ctx: Context, notifier: RecordingNotifier,
                                    clock: FakeClock) -> None:
     request_id = file_edit(ctx)

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.adapters.metrics import PrometheusMetrics
+from bot.adapters.slack import blocks
 from bot.app import SlackRuntime
 from bot.cli import main
 from bot.config import Config, parse_config
@@ -213,3 +214,47 @@ def test_what_nobody_decided_is_carried_over_counted_and_exported(
     assert [(int(r["grant_id"]), r["kept_by"]) for r in rows] == [(alices, BOB), (carols, BOB)]
     everything = CliRunner().invoke(main, ["audit", "export"], env=env, catch_exceptions=False)
     assert len(everything.stdout.splitlines()) > len(lines)  # the flag keeps attestations only
+
+
+def test_a_review_whose_csv_file_failed_is_posted_once_and_its_file_sent_next_pass(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
+    """More grants than the message shows: the CSV file goes beside it. Slack takes the
+    message but not the file; the next pass sends the file and updates the message in
+    place, never posting a second review."""
+    first = active(driver, ALICE)
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(first)
+        for _ in range(blocks.REVIEW_DETAILED):
+            template.id, template.version = None, 0
+            uow.requests.add(template)
+    slack.fail("files.completeUploadExternal", "service_unavailable", times=3,
+               channel_id=APPROVALS_CHANNEL)
+    assert reminders.weekly(runtime.ctx) == 0  # the file could not go: tried again later
+    [ts] = reviews_in(slack, APPROVALS_CHANNEL)
+    keep(driver, BOB, first, ts)
+
+    clock.advance(timedelta(minutes=1))
+    assert reminders.weekly(runtime.ctx) == 1
+    assert reminders.weekly(runtime.ctx) == 0
+    assert reviews_in(slack, APPROVALS_CHANNEL) == [ts]  # one review message, updated
+    assert "1 of 25 reviewed" in slack.message(APPROVALS_CHANNEL, ts)["text"]
+    uploads = [c for c in slack.called("files.completeUploadExternal")
+               if c.get("channel_id") == APPROVALS_CHANNEL]
+    assert len(uploads) == 4  # three refused, then the one that went
+
+
+def test_keep_on_a_grant_whose_time_is_up_is_refused_and_the_review_shows_it(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
+    grant = active(driver, ALICE, "2h")
+    reminders.weekly(runtime.ctx)
+    [ts] = reviews_in(slack, APPROVALS_CHANNEL)
+    clock.advance(timedelta(hours=2))  # its end: the expiry sweep has not run yet
+    assert "Only approvers of staging and admins" in keep(driver, CAROL, grant, ts)
+    assert "0 of 1 reviewed" in slack.message(APPROVALS_CHANNEL, ts)["text"]  # untouched
+    answer = keep(driver, BOB, grant, ts)
+    assert f"Grant #{grant} is already ending" in answer
+    assert attestations(runtime) == []
+    review = slack.message(APPROVALS_CHANNEL, ts)
+    assert "1 of 1 reviewed" in review["text"] and actions_of(review) == []
+    assert any(f"*#{grant}*" in b["elements"][0]["text"] and "ending, nothing to review" in
+               b["elements"][0]["text"] for b in review["blocks"] if b["type"] == "context")

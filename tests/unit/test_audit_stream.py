@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -215,3 +216,37 @@ def test_a_redirect_is_a_failure_never_a_delivery(receiver: WebhookReceiver,
     receiver.recover()
     sink.send(EVENT)
     assert receiver.ids() == ["42"]
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_given_up_on_in_time(
+        receiver: WebhookReceiver) -> None:
+    """Each byte comes within the socket's timeout, so only a deadline on the whole POST ends
+    it: the sink's turn, and the stream's, is never held longer than the timeout."""
+    receiver.outage("trickle", delay=0.1)
+    sink = WebhookSink("siem", receiver.url, SecretStr("right"), "default", timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(SinkUnavailable, match=r"gave no answer within 1s"):
+        sink.send(EVENT)
+    assert time.monotonic() - started < 2.0
+    receiver.recover()
+    sink.send(EVENT)
+    assert receiver.ids() == ["42"]
+
+
+def test_a_receiver_that_answers_nothing_in_time_is_named_so(
+        receiver: WebhookReceiver) -> None:
+    receiver.outage("slow", delay=5)
+    sink = WebhookSink("siem", receiver.url, SecretStr("right"), "default", timeout=0.5)
+    with pytest.raises(SinkUnavailable, match=r"gave no answer within 0\.5s"):
+        sink.send(EVENT)
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    (400, "Bad Request"), (404, "Not Found"), (410, "Gone"), (413, "Request Entity Too Large"),
+    (422, "Unprocessable Entity")])
+def test_a_receiver_refusing_the_event_is_a_failure_named_with_its_answer(
+        receiver: WebhookReceiver, status: int, reason: str) -> None:
+    receiver.outage("error", status=status)
+    sink = WebhookSink("siem", receiver.url, SecretStr("right"), "default")
+    with pytest.raises(SinkUnavailable, match=rf"answered HTTP {status} {reason}"):
+        sink.send(EVENT)

@@ -8,7 +8,9 @@ checker does not trust the code it checks.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -323,3 +325,62 @@ def test_link_confirmation_fits(user_id: str, username: str) -> None:
 @given(TYPED)
 def test_any_reply_fits_once_escaped(text: str) -> None:
     check_message(blocks.reply(blocks.escape(text) or "-"))
+
+
+# --- flags before free text; CSV cells no spreadsheet runs ---------------------------------
+
+LONG_REASON = "& <@U0BOB0002> " * 300  # 2000 typed characters; escaped, far longer
+
+
+def review_grant(**fields: Any) -> AccessRequest:
+    base = AccessRequest(requester_id="U0ALICE01", cluster="staging", role="view",
+                         duration=timedelta(hours=4), reason=LONG_REASON, subject="alice",
+                         created_at=NOW, state=State.ACTIVE, activated_at=NOW,
+                         ends_at=NOW + timedelta(hours=4), id=7)
+    return dataclasses.replace(base, **fields)
+
+
+def test_a_long_reason_never_hides_the_carried_over_flag() -> None:
+    review = AccessReview("2026-03-02T09:00", "C0APPROVE",
+                          (ReviewItem(review_grant(), carried_over=True),))
+    texts = check_message(blocks.access_review(review))
+    [line] = [t for t in texts if t.startswith("*#7*")]
+    assert "Carried over" in line and "approved by" in line
+    assert line.endswith("…") and len(line) <= blocks.LIMITS["section_text"]
+
+
+def test_a_long_reason_never_hides_a_pending_requests_status_on_the_home_tab() -> None:
+    pending = review_grant(state=State.PENDING, activated_at=None, ends_at=None)
+    view = blocks.home_view([pending], [], NOW, {7: 2})
+    check_view(view)
+    [line] = [b["text"]["text"] for b in view["blocks"]
+              if b["type"] == "section" and b["text"]["text"].startswith("*#7*")]
+    assert blocks.status(pending, 2) in line and line.endswith("…")
+
+
+@pytest.mark.parametrize("typed", ["=HYPERLINK(\"https://evil.example\")", "+1+2", "-3",
+                                   "@SUM(A1)", "\t=1", "\r=1"])
+def test_review_csv_cells_never_start_a_formula(typed: str) -> None:
+    grant = review_grant(subject=typed, namespace=typed, role=typed, reason=typed,
+                         grantee_id="U0CAROL03")
+    content = blocks.access_review_csv([ReviewItem(
+        grant, decision=ReviewDecision(7, Verdict.KEEP, "U0BOB0002", NOW))])
+    rows = list(csv.DictReader(io.StringIO(content, newline="")))
+    assert rows[0]["subject"] == rows[0]["namespace"] == rows[0]["role"] == "'" + typed
+    assert (rows[0]["grantee"], rows[0]["requester"]) == ("U0CAROL03", "U0ALICE01")
+    assert (rows[0]["status"], rows[0]["decided_by"]) == ("kept", "U0BOB0002")
+    assert rows[0]["id"] == "7"
+
+
+def test_a_grant_whose_access_is_ending_shows_as_ended_without_buttons() -> None:
+    review = AccessReview("2026-03-02T09:00", "C0APPROVE", (
+        ReviewItem(review_grant(reason="x"), ending=True),
+        ReviewItem(review_grant(id=8, reason="x", state=State.EXPIRED))))
+    text, content = blocks.access_review(review)
+    check_message((text, content))
+    assert "2 of 2 reviewed" in text
+    lines = [b["elements"][0]["text"] for b in content if b["type"] == "context"]
+    assert any(line.startswith(":checkered_flag: *#7*") and "ending, nothing to review" in line
+               for line in lines)
+    assert any("*#8*" in line and "expired, nothing to review" in line for line in lines)
+    assert not any("accessory" in b or b["type"] == "actions" for b in content)

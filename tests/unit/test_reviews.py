@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.domain.errors import DomainError, InvalidTransition, NotAuthorized
+from bot.domain.lifecycle import ending
 from bot.domain.model import AccessRequest, Actor, Kind, State
 from bot.domain.policy import RolePolicy
 from bot.domain.reviews import (
@@ -73,7 +74,42 @@ DECIDE_CASES: list[tuple[str, AccessRequest, Actor, ReviewDecision | None,
      InvalidTransition),
     ("a stranger, on a decided grant: told they may not, not what was decided", grant(),
      Actor(ERIN), KEPT, NotAuthorized),
+    ("a stranger, on an ended grant: told they may not, not that it ended",
+     grant(state=State.REVOKED), Actor(ERIN), None, NotAuthorized),
+    ("the grantee, on an ended grant", grant(state=State.EXPIRED), Actor(ALICE), None,
+     NotAuthorized),
 ]
+ENDING_CASES: list[tuple[str, Actor, ReviewDecision | None, type[DomainError]]] = [
+    ("an approver, on a grant whose access is ending", Actor(BOB), None, InvalidTransition),
+    ("an admin, on a grant whose access is ending", ADMIN_ACTOR, None, InvalidTransition),
+    ("a stranger, on a grant whose access is ending", Actor(ERIN), None, NotAuthorized),
+    ("the grantee, on a grant whose access is ending", Actor(ALICE), None, NotAuthorized),
+    ("an approver, on a decided grant whose access is ending", Actor(BOB), KEPT,
+     InvalidTransition),
+]
+
+
+@pytest.mark.parametrize(("case", "actor", "earlier", "refused"), ENDING_CASES,
+                         ids=[c[0] for c in ENDING_CASES])
+def test_nobody_decides_on_a_grant_whose_access_is_ending(
+        case: str, actor: Actor, earlier: ReviewDecision | None,
+        refused: type[DomainError]) -> None:
+    with pytest.raises(refused) as raised:
+        check_decide(grant(), actor, POLICY, earlier, is_ending=True)
+    assert "#7" in raised.value.message
+
+
+@pytest.mark.parametrize(("case", "request_", "revocation_owed", "expected"), [
+    ("active, time left", grant(), False, False),
+    ("its revocation owed", grant(), True, True),
+    ("its end reached, not yet swept", grant(ends_at=NOW), False, True),
+    ("its end passed", grant(ends_at=NOW - timedelta(minutes=1)), False, True),
+    ("already revoked: ended, not ending", grant(state=State.REVOKED), True, False),
+    ("already expired", grant(state=State.EXPIRED, ends_at=NOW), False, False),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_what_is_ending(case: str, request_: AccessRequest, revocation_owed: bool,
+                        expected: bool) -> None:
+    assert ending(request_, NOW, revocation_owed) is expected
 
 
 @pytest.mark.parametrize(("case", "request_", "actor", "earlier", "refused"), DECIDE_CASES,
@@ -108,6 +144,8 @@ def test_what_is_carried_over(listed: list[int], undecided: list[int], carried: 
                 decision=ReviewDecision(7, Verdict.REVOKE, BOB, NOW)), ItemStatus.REVOKED),
     (ReviewItem(grant(state=State.EXPIRED)), ItemStatus.ENDED),
     (ReviewItem(grant(state=State.REVOKED)), ItemStatus.ENDED),
+    (ReviewItem(grant(), ending=True), ItemStatus.ENDED),
+    (ReviewItem(grant(), decision=KEPT, ending=True), ItemStatus.KEPT),
 ])
 def test_item_status(item: ReviewItem, status: ItemStatus) -> None:
     assert item.status is status

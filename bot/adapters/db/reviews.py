@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -23,9 +23,11 @@ from bot.adapters.db.models import (
     AccessReviewItemRow,
     AccessReviewRow,
     Base,
+    OperationRow,
 )
 from bot.domain.errors import NotFound
-from bot.domain.model import MessageRef
+from bot.domain.lifecycle import ending
+from bot.domain.model import MessageRef, OperationKind, OperationState
 from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 
 
@@ -56,17 +58,35 @@ class SqlAlchemyAccessReviews:
                 for grant_id, carried in grants])
         return review_id, True
 
-    def get(self, review_id: int) -> AccessReview:
+    def get(self, review_id: int, now: datetime) -> AccessReview:
         row = self.session.get(AccessReviewRow, review_id, populate_existing=True)
         if row is None:
             raise NotFound(f"There is no access review {review_id}.")
-        decisions = {d.grant_id: d for d in self._decisions(row.period, select(
-            AccessReviewItemRow.grant_id).where(AccessReviewItemRow.review_id == review_id))}
+        listed = select(AccessReviewItemRow.grant_id).where(
+            AccessReviewItemRow.review_id == review_id)
+        decisions = {d.grant_id: d for d in self._decisions(row.period, listed)}
+        owed = set(self.session.scalars(select(OperationRow.request_id).where(
+            OperationRow.kind == OperationKind.REVOKE.value,
+            OperationRow.state == OperationState.PENDING.value,
+            OperationRow.request_id.in_(listed))))
+        items = []
+        for item in row.items:
+            grant = _to_request(item.grant)
+            items.append(ReviewItem(grant, item.carried_over, decisions.get(item.grant_id),
+                                    ending(grant, now, item.grant_id in owed)))
         return AccessReview(
             period=row.period, audience=row.audience, id=row.id,
             message=MessageRef(row.channel, row.ts) if row.channel and row.ts else None,
-            items=tuple(ReviewItem(_to_request(item.grant), item.carried_over,
-                                   decisions.get(item.grant_id)) for item in row.items))
+            items=tuple(items))
+
+    def decided(self, review_id: int) -> int:
+        listed = select(AccessReviewItemRow.grant_id).where(
+            AccessReviewItemRow.review_id == review_id)
+        period = select(AccessReviewRow.period).where(
+            AccessReviewRow.id == review_id).scalar_subquery()
+        return self.session.scalar(select(func.count()).select_from(AccessReviewDecisionRow)
+                                   .where(AccessReviewDecisionRow.period == period,
+                                          AccessReviewDecisionRow.grant_id.in_(listed))) or 0
 
     def set_message(self, review_id: int, ref: MessageRef) -> None:
         row = self.session.get(AccessReviewRow, review_id)

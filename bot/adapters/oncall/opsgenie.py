@@ -9,8 +9,10 @@ bad key, 403 when the key may not read the schedule, 404 for an unknown schedule
 rate-limited (``X-RateLimit-*`` headers). Reference: docs.opsgenie.com, "Who is On Call API"
 and "Response". There is no paging on this endpoint.
 
-Calls are short (:data:`DEFAULT_TIMEOUT`) and never retried; a schedule that fails is doubt
-with the reason, unless the person is on call in another.
+Calls are short (:data:`DEFAULT_TIMEOUT`) and never retried (a 429's reason says how long it
+asks to wait, from ``Retry-After``); a schedule that fails is doubt with the reason, unless
+the person is on call in another. A refused key (401) or a rate limit (429) ends the check at
+once: every other schedule would meet it too.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import requests
 
 from bot.adapters.oncall.service import (
     DEFAULT_TIMEOUT,
+    ENDS_THE_CHECK,
     OnCallServiceError,
+    asked_wait,
     http_reason,
     network_reason,
+    rate_limited_reason,
 )
 from bot.domain.oncall import OnCallAnswer, OnCallTargets
 
@@ -62,7 +67,7 @@ class OpsgenieOnCall:
             try:
                 name, recipients = self.on_call(schedule)
             except OnCallServiceError as error:
-                if error.status == 401:  # the key: every other schedule would refuse it too
+                if error.status in ENDS_THE_CHECK:  # every other schedule would meet it too
                     return OnCallAnswer.unknown(SERVICE, error.reason)
                 failures.append(error.reason if len(wanted.schedules) == 1
                                 else f"schedule {schedule}: {error.reason}")
@@ -88,8 +93,9 @@ class OpsgenieOnCall:
         body = _json(response)
         if response.status_code != 200:
             message = str(body.get("message") or "") if isinstance(body, dict) else ""
-            raise OnCallServiceError(SERVICE, http_reason(response.status_code, message),
-                                     response.status_code)
+            reason = rate_limited_reason(message, asked_wait(response.headers)) \
+                if response.status_code == 429 else http_reason(response.status_code, message)
+            raise OnCallServiceError(SERVICE, reason, response.status_code)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise OnCallServiceError(SERVICE, f"the answer to GET {path} is not Opsgenie's")

@@ -1,7 +1,8 @@
 """PagerDuty's REST API v2, through the ``pagerduty`` client library: is this person on call?
 
-The person is found by email (``GET /users?query=EMAIL``, the exact address among the
-matches), then their current on-calls are listed (``GET /oncalls`` with ``user_ids[]`` and
+The person is found by email (``GET /users?query=EMAIL``, every page; each user whose address
+is exactly it, in any case, counts: two accounts with one address are both asked about),
+then their current on-calls are listed (``GET /oncalls`` with ``user_ids[]`` and
 ``escalation_policy_ids[]`` or ``schedule_ids[]``, ``earliest=true``; ``since``/``until``
 default to now), paged by ``offset``/``limit`` while ``more`` is true (the library's
 ``iter_all``). Each on-call carries its ``escalation_level`` (1 = first). Reference:
@@ -9,7 +10,11 @@ developer.pagerduty.com, "List all of the on-calls" and "List users"; error bodi
 ``{"error": {"message": …, "code": …, "errors": […]}}``.
 
 Calls are short (:data:`DEFAULT_TIMEOUT`), never retried on a network error, and retried
-once after a short pause on a 429; any failure is an answer of doubt with the reason.
+once after a short pause on a 429, unless the 429 asks for a longer wait than
+:data:`RATE_LIMIT_WAIT` (``Retry-After``, or PagerDuty's ``ratelimit-reset``): a request is
+not held up that long, so that is doubt at once. Any failure is an answer of doubt with the
+reason; a refused token (401) or a rate limit ends the check at once (every other call would
+meet the same).
 """
 
 from __future__ import annotations
@@ -21,13 +26,39 @@ import pagerduty
 
 from bot.adapters.oncall.service import (
     DEFAULT_TIMEOUT,
+    ENDS_THE_CHECK,
+    RATE_LIMIT_WAIT,
     OnCallServiceError,
+    asked_wait,
     http_reason,
     network_reason,
+    rate_limited_reason,
 )
 from bot.domain.oncall import OnCallAnswer, OnCallTargets
 
 SERVICE = "PagerDuty"
+
+
+class _WaitTooLongError(Exception):
+    """A 429 asking for a longer wait than a request may take: out of the library's retry
+    loop at once."""
+
+    def __init__(self, response: Any, wait: float) -> None:
+        super().__init__(f"429, asked to wait {wait}s")
+        self.response = response
+        self.wait = wait
+
+
+class _Client(pagerduty.RestApiV2Client):
+    """The library's client, told (by its ``postprocess`` hook, called on each answer) to give
+    up on a 429 that asks for a longer wait than a request may take, instead of retrying."""
+
+    def postprocess(self, response: Any, suffix: str | None = None) -> None:
+        super().postprocess(response, suffix)
+        if response.status_code == 429:
+            wait = asked_wait(response.headers)
+            if wait is not None and wait > RATE_LIMIT_WAIT:
+                raise _WaitTooLongError(response, wait)
 
 
 class PagerDutyOnCall:
@@ -40,8 +71,8 @@ class PagerDutyOnCall:
         self.timeout = timeout
         # The system's CAs (SSL_CERT_FILE and SSL_CERT_DIR override them), like the rest of
         # the bot's HTTPS clients.
-        self.client = pagerduty.RestApiV2Client(token, base_url=url or None,
-                                                verify=ssl.create_default_context())
+        self.client = _Client(token, base_url=url or None,
+                              verify=ssl.create_default_context())
         self.client.timeout = timeout  # type: ignore[assignment]  # httpx takes seconds
         self.client.max_network_attempts = 0  # a failed connection is an answer of doubt
         self.client.retry = {429: 1}  # once, after sleep_timer × 2 seconds; then give up
@@ -56,13 +87,13 @@ class PagerDutyOnCall:
         if wanted is None:
             return OnCallAnswer.unknown(SERVICE, "this role names no PagerDuty targets")
         try:
-            user = self.user_by_email(email)
+            users = self.users_by_email(email)
         except OnCallServiceError as error:
             return OnCallAnswer.unknown(SERVICE, error.reason)
-        if user is None:
+        if not users:
             return OnCallAnswer.not_on_call(SERVICE, f"no PagerDuty user has the email {email}")
-        user_id = str(user.get("id") or "")
-        if not user_id:
+        user_ids = tuple(str(user.get("id") or "") for user in users)
+        if not all(user_ids):
             return OnCallAnswer.unknown(SERVICE, "the answer to GET /users is not PagerDuty's")
         levels: list[int] = []
         failures: list[str] = []
@@ -73,8 +104,10 @@ class PagerDutyOnCall:
             if not any(filters.values()):
                 continue
             try:
-                entries = self.on_calls(user_id, **filters)
+                entries = self.on_calls(user_ids, **filters)
             except OnCallServiceError as error:
+                if error.status in ENDS_THE_CHECK:
+                    return OnCallAnswer.unknown(SERVICE, error.reason)
                 failures.append(error.reason)
                 continue
             for entry in entries:
@@ -91,15 +124,20 @@ class PagerDutyOnCall:
 
     # --- calls -------------------------------------------------------------------------
 
-    def user_by_email(self, email: str) -> dict[str, Any] | None:
-        """The PagerDuty user with exactly this email (any case), or None."""
-        found = self._call(lambda: self.client.find("users", email, attribute="email"))
-        return found if isinstance(found, dict) else None
+    def users_by_email(self, email: str) -> list[dict[str, Any]]:
+        """Every PagerDuty user with exactly this email (any case), from every page of the
+        query's matches (which include addresses that merely contain it)."""
+        wanted = email.strip().lower()
+        found: list[Any] = self._call(lambda: list(self.client.iter_all(
+            "users", params={"query": email})))
+        return [user for user in found if isinstance(user, dict)
+                and str(user.get("email") or "").strip().lower() == wanted]
 
-    def on_calls(self, user_id: str, *, escalation_policy_ids: tuple[str, ...] = (),
+    def on_calls(self, user_ids: tuple[str, ...], *,
+                 escalation_policy_ids: tuple[str, ...] = (),
                  schedule_ids: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """The user's on-calls right now, filtered by the given IDs, every page."""
-        params: dict[str, Any] = {"user_ids": [user_id], "earliest": "true"}
+        """The users' on-calls right now, filtered by the given IDs, every page."""
+        params: dict[str, Any] = {"user_ids": list(user_ids), "earliest": "true"}
         if escalation_policy_ids:
             params["escalation_policy_ids"] = list(escalation_policy_ids)
         if schedule_ids:
@@ -120,6 +158,9 @@ class PagerDutyOnCall:
         """Run ``call``, translating the library's errors into :class:`OnCallServiceError`."""
         try:
             return call()
+        except _WaitTooLongError as limited:
+            raise OnCallServiceError(SERVICE, rate_limited_reason(
+                _message(limited.response), limited.wait), 429) from None
         except pagerduty.HttpError as error:
             response = error.response
             assert response is not None  # an HttpError always has its response

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from bot.domain.oncall import OnCallAnswer, OnCallStatus, OnCallTargets, combine
@@ -58,6 +60,41 @@ def network_reason(error: BaseException, timeout: float) -> str:
         if type(found).__name__ in ("ConnectError", "ConnectionError"):
             return "cannot connect"
     return f"the call failed ({type(error).__name__})"
+
+
+ENDS_THE_CHECK = (401, 429)
+"""Failures every other call of one check would meet too (a refused credential, a rate
+limit): the check ends at the first, as doubt."""
+RATE_LIMIT_WAIT = 1.0
+"""The longest wait a 429 may ask for and still be retried while a request waits; a longer
+one is doubt at once."""
+
+
+def asked_wait(headers: Mapping[str, str]) -> float | None:
+    """How many seconds a 429 asks the bot to wait: ``Retry-After`` (seconds, or an HTTP
+    date), else PagerDuty's ``ratelimit-reset`` (seconds); None when it says nothing."""
+    for name in ("Retry-After", "ratelimit-reset"):
+        value = (headers.get(name) or "").strip()
+        if not value:
+            continue
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return None
+
+
+def rate_limited_reason(message: str, wait: float | None) -> str:
+    """A 429 that was not retried, with the wait the service asked for."""
+    asked = f"; it asks to wait {wait:.0f}s" if wait is not None else ""
+    return http_reason(429, message) + asked
 
 
 def http_reason(status: int, message: str) -> str:

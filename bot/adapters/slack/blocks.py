@@ -15,9 +15,7 @@ Two rules hold for everything built here, each in one place:
 from __future__ import annotations
 
 import copy
-import csv
 import html
-import io
 import json
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -27,6 +25,7 @@ from typing import Any
 from bot.config import Config
 from bot.domain import windows
 from bot.domain.durations import format_duration, parse_duration
+from bot.domain.exports import csv_line
 from bot.domain.model import (
     POLICY_ACTOR,
     WAITING_STATES,
@@ -113,6 +112,18 @@ def shorten(text: str, limit: int) -> str:
     if amp >= 0 and ";" not in cut[amp:] and len(cut) - amp <= 5:
         cut = cut[:amp]
     return cut + "…"
+
+
+def then_free_text(fixed: str, free: str, separator: str = "\n",
+                   limit: int | None = None) -> str:
+    """``fixed`` (the bot's own words: flags, facts, status) then ``free`` (text a person
+    typed, already escaped) after ``separator``, ``free`` shortened so that the whole fits
+    ``limit`` (a section's): a long reason never pushes a flag or a status out of the
+    message."""
+    if not free:
+        return fixed
+    room = (LIMITS["section_text"] if limit is None else limit) - len(fixed) - len(separator)
+    return fixed + separator + shorten(free, room) if room > 1 else fixed
 
 
 def _cut(text_object: Any, limit: int) -> None:
@@ -576,30 +587,37 @@ REVIEW_DETAILED = 24
 blocks each, within Slack's 50); beyond that all of them go in a CSV file."""
 
 
-def access_review_csv(grants: Sequence[AccessRequest]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "requester", "cluster", "role", "namespace", "subject", "since",
-                     "until", "approved_by"])
-    for grant in grants:
-        writer.writerow([grant.id, grant.requester_id, grant.cluster, grant.role,
-                         grant.namespace or "", grant.subject,
-                         grant.activated_at.isoformat() if grant.activated_at else "",
-                         grant.ends_at.isoformat() if grant.ends_at else "",
-                         " ".join(grant.approvers_so_far())])
-    return buffer.getvalue()
+def access_review_csv(items: Sequence[ReviewItem]) -> str:
+    """Every grant of a review, one row each: who holds it, what, since and until when, who
+    approved it, and this week's decision on it. Cells are safe to open in a spreadsheet
+    (:func:`bot.domain.exports.csv_line`)."""
+    lines = [csv_line(["id", "grantee", "requester", "cluster", "role", "namespace", "subject",
+                       "since", "until", "approved_by", "carried_over", "status",
+                       "decided_by", "decided_at"])]
+    for item in items:
+        grant, decision = item.grant, item.decision
+        lines.append(csv_line([
+            grant.id, grant.grantee, grant.requester_id, grant.cluster, grant.role,
+            grant.namespace, grant.subject,
+            grant.activated_at.isoformat() if grant.activated_at else None,
+            grant.ends_at.isoformat() if grant.ends_at else None,
+            " ".join(grant.approvers_so_far()), "yes" if item.carried_over else None,
+            item.status.value, decision.by if decision else None,
+            decision.at.isoformat() if decision else None]))
+    return "".join(lines)
 
 
 def _review_line(item: ReviewItem, links: ReasonLinks) -> str:
+    """A grant still to decide: which it is, the carried-over flag, the facts, then its
+    reason, which alone is shortened to fit."""
     grant = item.grant
     approvers = ", ".join(mention(a) for a in grant.approvers_so_far()) or "-"
-    reason = reason_text(grant, links)
     carried = "\n:repeat: _Carried over: nobody reviewed it last week._" if item.carried_over \
         else ""
-    return (f"*#{grant.id}* {mention(grant.grantee)} on *{target(grant)}* as "
-            f"`{escape(grant.subject)}`\nsince {when(grant.activated_at)}, until "
-            f"{when(grant.ends_at)}, approved by {approvers}"
-            + (f"\n{reason}" if reason else "") + carried)
+    return then_free_text(
+        f"*#{grant.id}* {mention(grant.grantee)} on *{target(grant)}* as "
+        f"`{escape(grant.subject)}`{carried}\nsince {when(grant.activated_at)}, until "
+        f"{when(grant.ends_at)}, approved by {approvers}", reason_text(grant, links))
 
 
 def _review_outcome(item: ReviewItem) -> str:
@@ -610,7 +628,8 @@ def _review_outcome(item: ReviewItem) -> str:
         return f":white_check_mark: {head}: kept by {mention(decision.by)} {when(decision.at)}"
     if decision is not None:
         return f":no_entry: {head}: revoked by {mention(decision.by)} {when(decision.at)}"
-    return f":checkered_flag: {head}: {grant.state.value.replace('_', ' ')}, nothing to review"
+    ended = "ending" if grant.state is State.ACTIVE else grant.state.value.replace('_', ' ')
+    return f":checkered_flag: {head}: {ended}, nothing to review"
 
 
 def access_review(review: AccessReview,
@@ -780,9 +799,11 @@ def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
 # --- lists and overviews ------------------------------------------------------------------
 
 
-def request_line(request: AccessRequest, now: datetime, links: ReasonLinks = unlinked) -> str:
-    """``*#12* staging/edit for <@U…>: active, 1h left``, then who asked on their behalf and
-    the reason (its tickets linked by ``links``)."""
+def request_line(request: AccessRequest, now: datetime, links: ReasonLinks = unlinked,
+                 also: str = "") -> str:
+    """``*#12* staging/edit for <@U…>: active, 1h left``, then who asked on their behalf,
+    ``also`` (more of the bot's words, such as the status) and the reason (its tickets linked
+    by ``links``), which alone is shortened to fit."""
     left = request.time_left(now)
     extra = f", {format_duration(left)} left" if request.state is State.ACTIVE and left else ""
     owner = mention(request.grantee)
@@ -790,9 +811,9 @@ def request_line(request: AccessRequest, now: datetime, links: ReasonLinks = unl
         else ""
     if request.on_behalf:
         extra += f", asked by {mention(request.requester_id)}"
-    reason = reason_text(request, links)
-    return (f"*#{request.id}* {kind}{target(request)} for {owner}: "
-            f"{request.state.value.replace('_', ' ')}{extra}" + (f" — {reason}" if reason else ""))
+    return then_free_text(f"*#{request.id}* {kind}{target(request)} for {owner}: "
+                          f"{request.state.value.replace('_', ' ')}{extra}{also}",
+                          reason_text(request, links), " — ")
 
 
 def listing(scope: str, found: Sequence[AccessRequest], now: datetime,
@@ -857,7 +878,7 @@ def home_view(mine: Iterable[AccessRequest], waiting: Iterable[AccessRequest], n
     blocks.append(_text("*Your pending requests*" if pending else "_No pending requests._"))
     for request in pending[:MAX_LISTED]:
         state = status(request, missing.get(request.id or 0, 0))
-        blocks.append(_text(f"{request_line(request, now, links)}\n{state}"))
+        blocks.append(_text(request_line(request, now, links, f"\n{state}")))
         if request.state is State.PENDING or (
                 windows.approved_ahead(request) and (request.window_start or now) > now):
             blocks.append(_actions(request.id, button("Cancel", CANCEL, request.id)))

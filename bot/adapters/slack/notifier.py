@@ -68,34 +68,34 @@ class SlackNotifier:
             raise
 
     def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
-        """The review message, then all its grants as a CSV file when there are more than it
-        shows one by one. Each part is tried; the first part that could not be delivered is
-        raised after."""
-        purpose = "review"
+        """The review message alone (:meth:`review_attachment` sends its CSV file)."""
         conversation = review.audience
-        target = self._open_dm(purpose, conversation) if is_person(conversation) \
-            else conversation
-        text, content = blocks.access_review(review, self._links)
-        failed: list[Undeliverable] = []
-        posted: MessageRef | None = None
         try:
-            posted = self._post(purpose, target, text, content, paced=True,
-                                recipient=conversation)
+            target = self._review_target(conversation)
+            text, content = blocks.access_review(review, self._links)
+            return self._post("review", target, text, content, paced=True,
+                              recipient=conversation)
         except Undeliverable as error:
-            if error.kind != Undeliverable.INVALID:
-                raise  # the file would meet the same recipient or outage
-            failed.append(error)
-        if review.total > blocks.REVIEW_DETAILED:
-            try:
-                self._call(purpose, conversation, lambda: self._client.files_upload_v2(
-                    channel=target, filename="access-review.csv", title="All active grants",
-                    content=blocks.access_review_csv([item.grant for item in review.items])))
-            except Undeliverable as error:
-                failed.append(error)
-        if failed:
-            self._report_refused("review", failed[0], admins)
-            raise failed[0]
-        return posted
+            self._report_refused("review", error, admins)
+            raise
+
+    def review_attachment(self, review: AccessReview, admins: Sequence[str] = ()) -> None:
+        """All the review's grants as a CSV file, when there are more than its message shows
+        one by one."""
+        if review.total <= blocks.REVIEW_DETAILED:
+            return
+        conversation = review.audience
+        try:
+            target = self._review_target(conversation)
+            self._call("review", conversation, lambda: self._client.files_upload_v2(
+                channel=target, filename="access-review.csv", title="All active grants",
+                content=blocks.access_review_csv(review.items)))
+        except Undeliverable as error:
+            self._report_refused("review", error, admins)
+            raise
+
+    def _review_target(self, audience: str) -> str:
+        return self._open_dm("review", audience) if is_person(audience) else audience
 
     def update_review(self, review: AccessReview) -> None:
         if review.message is None:
