@@ -1,0 +1,84 @@
+"""Policy at the edges, end to end over signed Slack requests: options given twice or in their
+``--opt=VALUE`` form, who the access may be for, who may withdraw it, far-off windows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot.app import SlackRuntime
+from bot.domain.model import State
+from bot.fakes.slack import FakeSlack
+from bot.services import grants
+from tests.fakes.ports import FakeClock
+from tests.scenario.conftest import ALICE, BOB, CAROL, Driver, wait_for
+
+
+def stored(runtime: SlackRuntime) -> int:
+    with runtime.ctx.transaction() as uow:
+        return len(uow.requests.find(limit=None))
+
+
+# --- options given twice, and the --opt=VALUE form ----------------------------------------
+
+
+@pytest.mark.parametrize(("user", "text"), [
+    (BOB, "request --for <@U0ALICE01> --for <@U0CAROL03> staging edit 1h x"),
+    (BOB, "request --for=<@U0ALICE01> staging edit 1h x --for <@U0CAROL03>"),
+    (ALICE, "request staging edit 1h --at 22:00 --at 23:00 x"),
+    (ALICE, "request staging edit 1h --at=22:00 x --at=tomorrow 23:00"),
+    (ALICE, "request -n shop -n payments staging deploy 1h x"),
+    (ALICE, "request --break-glass --break-glass prod admin 1h x"),
+])
+def test_a_request_option_given_twice_files_nothing(driver: Driver, runtime: SlackRuntime,
+                                                    slack: FakeSlack, user: str,
+                                                    text: str) -> None:
+    answer = driver.ask(user, text)["text"]
+    assert "is given twice: give it once, `/k8s-access request" in answer, answer
+    assert stored(runtime) == 0
+    assert slack.called("views.open") == []
+
+
+@pytest.mark.parametrize("text", ["approve 1 --for 1h --for 30m", "approve 1 --for=1h --for 30m",
+                                  "approve 1 --for=30m ok --for=1h"])
+def test_approve_for_given_twice_approves_nothing(driver: Driver, runtime: SlackRuntime,
+                                                  text: str) -> None:
+    driver.ask(ALICE, "request staging edit 2h fix")
+    answer = driver.ask(BOB, text)["text"]
+    assert "`--for` is given twice: give it once, `/k8s-access approve" in answer
+    assert grants.get(runtime.ctx, 1).approvals == []
+
+
+@pytest.mark.parametrize("text", ["approve 1 --for=1h", "approve 1 lgtm --for=1h",
+                                  "approve 1 \u2014for 1h lgtm"])
+def test_approve_for_in_the_equals_form_approves_that_much(driver: Driver, runtime: SlackRuntime,
+                                                           clock: FakeClock, text: str) -> None:
+    driver.ask(ALICE, "request staging edit 2h fix")
+    assert driver.ask(BOB, text)["text"].startswith("You approved request #1 for 1h.")
+    wait_for(lambda: grants.get(runtime.ctx, 1).state is State.ACTIVE)
+    assert grants.get(runtime.ctx, 1).ends_at == clock() + timedelta(hours=1)
+
+
+def test_the_equals_forms_of_request_options(driver: Driver, runtime: SlackRuntime) -> None:
+    answer = driver.ask(BOB, "request --for=<@U0ALICE01> -n=shop staging deploy 1h x")["text"]
+    assert answer.startswith("Request #1 filed"), answer
+    request = grants.get(runtime.ctx, 1)
+    assert (request.grantee, request.namespace) == (ALICE, "shop")
+    answer = driver.ask(CAROL, "request staging edit 1h --at=tomorrow 10:00 x")["text"]
+    assert answer.startswith("Request #2 filed"), answer
+    assert grants.get(runtime.ctx, 2).window_start is not None
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("deny 1 --for 1h no", "Unknown option `--for`: `/k8s-access deny"),
+    ("cancel 1 --force", "Unknown option `--force`: `/k8s-access cancel"),
+    ("approve 1 --at 10:00", "Unknown option `--at`: `/k8s-access approve"),
+])
+def test_an_option_a_verb_does_not_take_changes_nothing(driver: Driver, runtime: SlackRuntime,
+                                                        text: str, says: str) -> None:
+    driver.ask(ALICE, "request staging edit 2h fix")
+    user = ALICE if text.startswith("cancel") else BOB
+    assert says in driver.ask(user, text)["text"]
+    request = grants.get(runtime.ctx, 1)
+    assert (request.state, request.approvals) == (State.PENDING, [])
