@@ -184,11 +184,13 @@ def check_not_started(request: AccessRequest, now: datetime) -> None:
 
 
 def check_at_start(request: AccessRequest, policy: RolePolicy, grantee: Actor, subject: str,
-                   now: datetime, *, deactivated: bool = False) -> None:
+                   now: datetime, *, deactivated: bool = False,
+                   account_problem: str | None = None) -> None:
     """What is checked again when a scheduled window starts, before access is granted
     (the contract's "eligibility and identity are checked again at the start"). Raises
     :class:`PolicyViolation` saying why the request cannot start: its window ended before
-    it could (the bot was down all along), the grantee's account was deactivated, they may
+    it could (the bot was down all along), the grantee's account was deactivated or is not a
+    full member's (``account_problem``, :func:`bot.domain.eligibility.account_problem`), they may
     no longer ask for the role (``requesters`` changed), or the identity they would be
     granted (``subject``, resolved afresh) is not the one the approvers saw."""
     end = request.window_end
@@ -197,6 +199,8 @@ def check_at_start(request: AccessRequest, policy: RolePolicy, grantee: Actor, s
             f"its window ended at {render_time(end)} before the access could start")
     if deactivated:
         raise PolicyViolation("the account it was asked for is deactivated")
+    if account_problem is not None:  # a bot, a guest, someone from another organisation
+        raise PolicyViolation(account_problem)
     if not policy.may_request(grantee):
         raise PolicyViolation(
             f"the person it was asked for may no longer ask for {policy.cluster}/{policy.role}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -82,3 +83,58 @@ def test_an_option_a_verb_does_not_take_changes_nothing(driver: Driver, runtime:
     assert says in driver.ask(user, text)["text"]
     request = grants.get(runtime.ctx, 1)
     assert (request.state, request.approvals) == (State.PENDING, [])
+
+
+# --- who the access may be for ------------------------------------------------------------
+
+GONE, ROBOT, GUEST, LONE, OUTSIDER = "U0GONE001", "U0ROBOT01", "U0GUEST01", "U0LONE001", "U0EXT0001"
+ACCOUNTS = {
+    GONE: "the Slack account of U0GONE001 (gone) is deactivated",
+    ROBOT: "U0ROBOT01 (robot) is a bot or an app, not a person",
+    GUEST: "U0GUEST01 (guest) is a guest of this workspace",
+    LONE: "U0LONE001 (lone) is a guest of this workspace",
+    OUTSIDER: "U0EXT0001 (ext) is from another organisation (a Slack Connect user)",
+    "U0NOBODY9": "Slack knows no active user U0NOBODY9",
+}
+
+
+@pytest.fixture
+def accounts(slack: FakeSlack) -> FakeSlack:
+    for user, name in [(GONE, "gone"), (ROBOT, "robot"), (GUEST, "guest"), (LONE, "lone"),
+                       (OUTSIDER, "ext")]:
+        slack.users[user] = {"email": f"{name}@example.com", "name": name}
+    slack.deactivated.add(GONE)
+    slack.bot_users.add(ROBOT)
+    slack.guests.update({GUEST: "multi", LONE: "single"})
+    slack.strangers.add(OUTSIDER)
+    return slack
+
+
+@pytest.mark.parametrize("grantee", list(ACCOUNTS))
+@pytest.mark.parametrize("text", ["request --for <@{}> staging edit 1h x",
+                                  "request --for <@{}> staging edit",
+                                  "request staging --for={}"])
+def test_access_is_never_asked_for_an_account_that_cannot_receive_it(
+        driver: Driver, runtime: SlackRuntime, accounts: FakeSlack, grantee: str,
+        text: str) -> None:
+    answer = driver.ask(BOB, text.format(grantee))["text"]
+    assert ACCOUNTS[grantee][1:] in answer, answer
+    assert "went wrong" not in answer
+    assert stored(runtime) == 0
+    assert accounts.called("views.open") == []
+
+
+@pytest.mark.parametrize("grantee", list(ACCOUNTS))
+def test_the_form_refuses_such_an_account_on_its_for_field(
+        driver: Driver, runtime: SlackRuntime, accounts: FakeSlack, grantee: str) -> None:
+    from tests.scenario.conftest import selected, text_input
+
+    view = {"type": "modal", "callback_id": "request_modal", "private_metadata": "{}"}
+    refused = driver.submit(BOB, view, {
+        "cluster": selected("pick_cluster", "staging"), "role": selected("pick_role", "edit"),
+        "for": {"pick_grantee": {"type": "users_select", "selected_user": grantee}},
+        "duration": text_input("duration", "1h"), "reason": text_input("reason", "x")})
+    assert refused.status == 200, refused.body
+    assert ACCOUNTS[grantee][1:] in json.loads(refused.body)["errors"]["for"]
+    assert runtime.inbox.waiting() == 0
+    assert stored(runtime) == 0

@@ -11,6 +11,7 @@ from bot.domain.eligibility import NotEligible
 from bot.domain.errors import NotAuthorized, PolicyViolation
 from bot.domain.model import Actor, State
 from bot.domain.policy import RolePolicy
+from bot.domain.ports import UserInfo
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 ALICE = Actor("U0ALICE")
@@ -151,3 +152,19 @@ def test_forms_list_only_what_a_person_may_ask_for() -> None:
     roles = [OPEN, policy(role="admin", requesters=frozenset({"S0SRE"}))]
     assert [p.role for p in eligibility.eligible_policies(roles, ALICE)] == ["edit"]
     assert [p.role for p in eligibility.eligible_policies(roles, DAVE_SRE)] == ["edit", "admin"]
+
+
+@pytest.mark.parametrize(("info", "says"), [
+    (UserInfo("U0ALICE01", name="alice"), None),
+    (UserInfo("U0ALICE01", name="alice", known=False, deactivated=True),
+     "the Slack account of U0ALICE01 (alice) is deactivated"),
+    (UserInfo("U0ALICE01", deactivated=True), "the Slack account of U0ALICE01 is deactivated"),
+    (UserInfo("U0NOBODY9", known=False), "Slack knows no active user U0NOBODY9"),
+    (UserInfo("U0BOT0001", name="deploybot", bot=True),
+     "U0BOT0001 (deploybot) is a bot or an app, not a person"),
+    (UserInfo("U0GUEST01", guest=True), "U0GUEST01 is a guest of this workspace"),
+    (UserInfo("U0EXT0001", external=True, guest=True),
+     "U0EXT0001 is from another organisation (a Slack Connect user)"),
+])
+def test_which_accounts_may_receive_access(info: UserInfo, says: str | None) -> None:
+    assert eligibility.account_problem(info) == says
