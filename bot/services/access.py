@@ -59,20 +59,28 @@ def file_request(
     if request.user_csr:
         granter.check_user_csr(request.user_csr, subject)
     on_call = oncall.consult(ctx, policy, request, user.email)
-    with ctx.transaction() as uow:
-        asking.check_no_duplicate(uow.requests, request)
-        uow.requests.add(request)
-        audit(uow.audit, now, user_id, "requested", request, target=request.target,
-              duration=int(request.duration.total_seconds()), reason=request.reason,
-              subject=subject, break_glass=request.break_glass or None, on_call=request.on_call,
-              window_start=_iso(request.window_start), window_end=_iso(request.window_end),
-              **asking.filing_details(request))
-        held = None
-        if request.state is State.APPROVED:
-            held = _owe(ctx, uow, request, now)
-            audit(uow.audit, now, "policy", "approved", request,
-                  **(oncall.approval_details(on_call)
-                     or {"rule": "break-glass" if break_glass else "auto-approve"}))
+
+    def store() -> operations.Held | None:
+        """One pending request per grantee, cluster, role and namespace: checked here, and
+        kept by the database against a request filed at the same moment (filing again then
+        finds it, and the duplicate check says so)."""
+        with ctx.transaction() as uow:
+            asking.check_no_duplicate(uow.requests, request)
+            uow.requests.add(request)
+            audit(uow.audit, now, user_id, "requested", request, target=request.target,
+                  duration=int(request.duration.total_seconds()), reason=request.reason,
+                  subject=subject, break_glass=request.break_glass or None,
+                  on_call=request.on_call, window_start=_iso(request.window_start),
+                  window_end=_iso(request.window_end), **asking.filing_details(request))
+            held = None
+            if request.state is State.APPROVED:
+                held = _owe(ctx, uow, request, now)
+                audit(uow.audit, now, "policy", "approved", request,
+                      **(oncall.approval_details(on_call)
+                         or {"rule": "break-glass" if break_glass else "auto-approve"}))
+            return held
+
+    held = retrying(store)
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
