@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from bot.domain import eligibility, lifecycle, windows
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import AccessRequest, Actor, Kind, OperationKind, Reach, State
+from bot.domain.model import AccessRequest, Kind, OperationKind, Reach, State
 from bot.domain.ports import Audience, Notice, NoticeKind, UnitOfWork
 from bot.logcontext import request_scope, scoped
 from bot.services import asking, grants, oncall, operations, scheduled
@@ -211,7 +211,8 @@ def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequ
 
 @scoped
 def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
-    actor = Actor(user_id)
+    """Withdraw a request: its requester, the person it was asked for, or an admin."""
+    actor = ctx.actor(user_id)
 
     def withdraw() -> Notice:
         now = ctx.clock()

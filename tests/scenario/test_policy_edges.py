@@ -138,3 +138,40 @@ def test_the_form_refuses_such_an_account_on_its_for_field(
     assert ACCOUNTS[grantee][1:] in json.loads(refused.body)["errors"]["for"]
     assert runtime.inbox.waiting() == 0
     assert stored(runtime) == 0
+
+
+# --- who may withdraw a request asked on someone's behalf -----------------------------------
+
+
+def test_the_grantee_the_requester_or_an_admin_may_cancel(driver: Driver, runtime: SlackRuntime,
+                                                          slack: FakeSlack) -> None:
+    from tests.conftest import ADMIN, DAVE
+
+    for text in ("deploy -n shop 1h fix", "deploy -n payments 1h fix", "edit 1h fix"):
+        driver.ask(BOB, f"request --for <@U0ALICE01> staging {text}")
+    for user in (CAROL, DAVE):  # DAVE approves staging: he denies instead
+        answer = driver.ask(user, "cancel 1")["text"]
+        assert "Only the requester can cancel request #1 (or the person it asks access for, " \
+               "or an admin)" in answer
+    assert grants.get(runtime.ctx, 1).state is State.PENDING
+
+    assert driver.press(ALICE, "cancel", "1", channel=slack.dm_channel(ALICE)) \
+        == "Request #1 is cancelled."
+    assert driver.ask(BOB, "cancel 2")["text"] == "Request #2 is cancelled."
+    assert driver.ask(ADMIN, "cancel 3")["text"] == "Request #3 is cancelled."
+    ended = {i: grants.get(runtime.ctx, i) for i in (1, 2, 3)}
+    assert [(r.state, r.ended_by) for r in ended.values()] == [
+        (State.CANCELLED, ALICE), (State.CANCELLED, BOB), (State.CANCELLED, ADMIN)]
+    assert wait_for(lambda: [c for c in slack.called("chat.update")
+                             if "Cancelled by <@U0ALICE01>." in json.dumps(c)])
+    assert wait_for(lambda: [c for c in slack.called("chat.update")
+                             if "Cancelled by the requester." in json.dumps(c)])
+
+
+def test_the_grantee_may_revoke_what_was_asked_for_them(driver: Driver, runtime: SlackRuntime,
+                                                        slack: FakeSlack) -> None:
+    driver.ask(BOB, "request --for <@U0ALICE01> staging view 1h")  # auto-approved
+    wait_for(lambda: grants.get(runtime.ctx, 1).state is State.ACTIVE)
+    assert "Only the grantee" in driver.ask(CAROL, "revoke 1")["text"]
+    assert driver.press(ALICE, "revoke", "1", channel=slack.dm_channel(ALICE)) \
+        == "Request #1 is revoked."

@@ -393,7 +393,9 @@ def status(request: AccessRequest, missing: int = 0) -> str:
     if state is State.DENIED:
         return f":x: Denied by {mention(request.ended_by)}: {escape(request.end_reason)}"
     if state is State.CANCELLED:
-        return ":leftwards_arrow_with_hook: Cancelled by the requester."
+        by = "the requester" if request.ended_by == request.requester_id \
+            else mention(request.ended_by)
+        return f":leftwards_arrow_with_hook: Cancelled by {by}."
     if state is State.TIMED_OUT:
         return f":zzz: Timed out: {escape(request.end_reason)}."
     return f":boom: Failed: {escape(request.end_reason)}"
