@@ -175,3 +175,42 @@ def test_the_grantee_may_revoke_what_was_asked_for_them(driver: Driver, runtime:
     assert "Only the grantee" in driver.ask(CAROL, "revoke 1")["text"]
     assert driver.press(ALICE, "revoke", "1", channel=slack.dm_channel(ALICE)) \
         == "Request #1 is revoked."
+
+
+# --- far-off and impossible starts ----------------------------------------------------------
+
+FAR_OFF = [
+    ("9999-12-31T23:59", "is more than 2w ahead"),
+    ("9999-12-31T23:59Z", "is more than 2w ahead"),
+    ("9999-12-31T23:59+14:00", "is more than 2w ahead"),
+    ("0001-01-01T00:00", "is too far from now to be a start"),
+    ("0001-01-01T00:00-12:00", "is in the past"),
+    ("99999-01-01T10:00", "is not a time"),
+    ("2026-02-30T10:00", "is not a date"),
+    ("25:00", "is not a time of day"),
+    ("tomorrow 24:00", "is not a time of day"),
+    ("2026-12-02T10:00+23:59", "is not an offset"),
+    ("2020-01-01T10:00", "is in the past"),
+    ("2027-06-01T10:00", "is more than 2w ahead"),
+]
+
+
+@pytest.mark.parametrize(("at", "says"), FAR_OFF)
+def test_a_far_off_start_is_refused_clearly(driver: Driver, runtime: SlackRuntime,
+                                            slack: FakeSlack, at: str, says: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    slack.users[ALICE]["tz"] = "Europe/Berlin"  # east of UTC: year 1 begins before year 1
+    answer = driver.ask(ALICE, f"request staging edit 1h --at {at} fix")["text"]
+    assert says in answer and "went wrong" not in answer, answer
+    refused = driver.submit(ALICE, {"type": "modal", "callback_id": "request_modal",
+                                    "private_metadata": "{}"}, {
+        "cluster": {"pick_cluster": {"type": "static_select", "selected_option": {
+            "value": "staging", "text": {"type": "plain_text", "text": "staging"}}}},
+        "role": {"pick_role": {"type": "static_select", "selected_option": {
+            "value": "edit", "text": {"type": "plain_text", "text": "edit"}}}},
+        "duration": {"duration": {"type": "plain_text_input", "value": "1h"}},
+        "start_at": {"start_at": {"type": "plain_text_input", "value": at}},
+        "reason": {"reason": {"type": "plain_text_input", "value": "fix"}}})
+    assert says in json.loads(refused.body)["errors"]["start_at"]
+    assert stored(runtime) == 0
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
