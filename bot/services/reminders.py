@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from bot.domain import escalation
 from bot.domain.errors import ConcurrentModification, Undeliverable
-from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
+from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, Reach, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services import reviews
 from bot.services.context import Context, audit, retrying
@@ -45,10 +45,10 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
         with ctx.transaction() as uow:
             uow.once.release_key(key)
 
-    return _sent(key, send, release)
+    return sent(key, send, release)
 
 
-def _sent(what: str, send: Callable[[], object], give_back: Callable[[], None]) -> bool:
+def sent(what: str, send: Callable[[], object], give_back: Callable[[], None]) -> bool:
     """Send what was claimed; when it failed for a reason that may pass, ``give_back`` the
     claim so that the next pass tries again. A message Slack refused for good keeps its
     claim (logged). True when sent."""
@@ -197,7 +197,7 @@ def _renotify_once(ctx: Context, request_id: int, after: timedelta) -> bool:
     if claimed is None:
         return False
     reminder, before, step = claimed
-    if not _sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
+    if not sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
                  lambda: _unclaim(ctx, request_id, before, step)):
         return False
     with ctx.transaction() as uow:
@@ -227,9 +227,15 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
 def _renotify(ctx: Context, notice: Notice) -> None:
     """Remind the approvers in the threads of the request's approval messages, or announce it
     to them anew where it has none; a reminder that still reached nobody is undeliverable."""
-    request = notice.request
     reach = ctx.remember(notice, ctx.notifier.notify(notice)) if notice.messages \
         else ctx.tell_approvers(notice, ctx.notifier.notify)
+    check_reached(notice.request, reach)
+
+
+def check_reached(request: AccessRequest, reach: Reach | None) -> None:
+    """Raise :class:`Undeliverable` when ``reach`` reached nobody: temporary when some of it
+    failed for a reason that may pass (Slack down or rate-limiting), so that the caller gives
+    its claim back (:func:`sent`). A notifier that cannot say (None) is taken at its word."""
     if reach is None or reach.reached:
         return
     first = reach.undelivered[0] if reach.undelivered else None
@@ -237,7 +243,8 @@ def _renotify(ctx: Context, notice: Notice) -> None:
         f"request {request.id} still reached no approver: "
         + (", ".join(f"{u.recipient} {u.error}" for u in reach.undelivered) or "none set"),
         recipient=first.recipient if first else "-",
-        error=first.error if first else "no_approvers", kind=Undeliverable.RECIPIENT)
+        error=first.error if first else "no_approvers",
+        kind=Undeliverable.TEMPORARY if reach.may_reach_later else Undeliverable.RECIPIENT)
 
 
 def remind(ctx: Context) -> int:
