@@ -14,7 +14,6 @@ import dataclasses
 import logging
 
 from bot.domain import escalation
-from bot.domain.errors import ConcurrentModification
 from bot.domain.model import POLICY_ACTOR
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope
@@ -81,7 +80,8 @@ def _escalate(ctx: Context, request_id: int) -> bool:
 
         if (audience.approvers or audience.unlisted) and not reminders.sent(
                 f"escalation of request {request_id}", tell,
-                lambda: _give_back(ctx, request_id, before, request.escalations_applied)):
+                lambda: reminders.give_back(ctx, request_id, "escalations_applied", before,
+                                            request.escalations_applied)):
             return False
         log.info("escalated to %s", ", ".join(audience.approvers) or "nobody new")
         with ctx.transaction() as uow:
@@ -90,15 +90,3 @@ def _escalate(ctx: Context, request_id: int) -> bool:
                   approvers=sorted(added))
     return True
 
-
-def _give_back(ctx: Context, request_id: int, before: int, applied: int) -> None:
-    """Undo the steps a pass applied but could tell nobody of, unless the request moved on
-    meanwhile: the next pass applies them again, and tells them then."""
-    try:
-        with ctx.transaction() as uow:
-            request = uow.requests.get(request_id, for_update=True)
-            if request.escalations_applied == applied:
-                request.escalations_applied = before
-                uow.requests.save(request)
-    except ConcurrentModification:
-        log.info("request %s changed meanwhile; its escalation is not given back", request_id)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Literal
 
 from bot.domain import escalation
 from bot.domain.errors import ConcurrentModification, Undeliverable
@@ -198,7 +199,7 @@ def _renotify_once(ctx: Context, request_id: int, after: timedelta) -> bool:
         return False
     reminder, before, step = claimed
     if not sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
-                 lambda: _unclaim(ctx, request_id, before, step)):
+                 lambda: give_back(ctx, request_id, "renotified", before, step)):
         return False
     with ctx.transaction() as uow:
         audit(uow.audit, ctx.clock(), POLICY_ACTOR, "renotified", reminder.request,
@@ -206,16 +207,19 @@ def _renotify_once(ctx: Context, request_id: int, after: timedelta) -> bool:
     return True
 
 
-def _unclaim(ctx: Context, request_id: int, before: int, step: int) -> None:
-    """Give a claimed reminder back, unless the request moved on meanwhile."""
+def give_back(ctx: Context, request_id: int, counter: Literal["renotified", "escalations_applied"],
+              before: int, claimed: int) -> None:
+    """Give back what a pass claimed on a request by counting it (its reminders sent, its
+    escalation steps applied), unless the request moved on meanwhile: the next pass claims
+    it again."""
     try:
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
-            if request.renotified == step:
-                request.renotified = before
+            if getattr(request, counter) == claimed:
+                setattr(request, counter, before)
                 uow.requests.save(request)
     except ConcurrentModification:
-        log.info("request %s changed meanwhile; its reminder is not given back", request_id)
+        log.info("request %s changed meanwhile; its %s is not given back", request_id, counter)
 
 
 def renotify_step(waited: timedelta, after: timedelta) -> int:
