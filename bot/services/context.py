@@ -96,14 +96,16 @@ def receipt(mark_done: Callable[[UnitOfWork], None]) -> Iterator[Receipt]:
         _receipt.reset(token)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Expected:
     """The request someone named from a place that says what it must be (a button in a
-    message): ``check`` sees it, or None when there is none, wherever a use case reads it and
-    before anything is decided, and raises to refuse. See :func:`expecting`."""
+    message): ``check`` sees it, or None when there is none, the first time a use case reads
+    it, before anything is decided, and raises to refuse. See :func:`expecting`."""
 
     request_id: int
     check: Callable[[AccessRequest | None], None]
+    passed: bool = False
+    """The check let it through: what the use case goes on to do reads it unchecked."""
 
 
 _expected: ContextVar[Expected | None] = ContextVar("expected", default=None)
@@ -128,7 +130,7 @@ class _ExpectedRequests:
         self._expected = expected
 
     def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
-        if request_id != self._expected.request_id:
+        if request_id != self._expected.request_id or self._expected.passed:
             return self._requests.get(request_id, for_update=for_update)
         try:
             found = self._requests.get(request_id, for_update=for_update)
@@ -136,6 +138,7 @@ class _ExpectedRequests:
             self._expected.check(None)
             raise
         self._expected.check(found)
+        self._expected.passed = True
         return found
 
     def __getattr__(self, name: str) -> Any:
