@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from bot.domain.errors import NotAuthorized, PolicyViolation
 from bot.domain.model import AccessRequest, Actor
 from bot.domain.policy import RolePolicy
+from bot.domain.ports import UserInfo
 
 
 class NotEligible(NotAuthorized):
@@ -94,3 +95,21 @@ def _who(principals: frozenset[str], user_groups: frozenset[str]) -> str:
     groups = sorted(principals & user_groups)
     parts = [*users, *(f"members of user group {g}" for g in groups)]
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+
+
+def account_problem(info: UserInfo) -> str | None:
+    """Why the account ``info`` describes cannot receive access, in words that name it; None
+    for a full member of the workspace. Access is personal: a deactivated account, a bot or
+    app, a guest or someone from another organisation never receives it."""
+    who = f"{info.slack_user_id} ({info.name})" if info.name else info.slack_user_id
+    if info.deactivated:
+        return f"the Slack account of {who} is deactivated"
+    if not info.known:
+        return f"Slack knows no active user {who}"
+    if info.bot:
+        return f"{who} is a bot or an app, not a person"
+    if info.external:
+        return f"{who} is from another organisation (a Slack Connect user)"
+    if info.guest:
+        return f"{who} is a guest of this workspace"
+    return None

@@ -350,11 +350,20 @@ def deny(
 
 def cancel(request: AccessRequest, actor: Actor, now: datetime) -> None:
     """The requester withdraws a pending request, or an approved one whose scheduled window
-    has not started (:func:`bot.domain.windows.check_not_started`)."""
-    if actor.user_id != request.requester_id:
-        raise NotAuthorized(f"Only the requester can cancel request {request.label}.")
+    has not started (:func:`bot.domain.windows.check_not_started`); so may the person it was
+    asked for on their behalf, and an admin. Nobody else: an approver denies instead."""
+    if actor.user_id == request.requester_id:
+        why = "cancelled by the requester"
+    elif actor.user_id == request.grantee:
+        why = "cancelled by the person it was asked for"
+    elif actor.is_admin:
+        why = "cancelled by an admin"
+    else:
+        also = " the person it asks access for, or" if request.on_behalf else ""
+        raise NotAuthorized(
+            f"Only the requester can cancel request {request.label} (or{also} an admin); "
+            "approvers deny it instead.")
     next_state(request, Event.CANCEL)
-    why = "cancelled by the requester"
     if request.state is State.APPROVED:
         windows.check_not_started(request, now)
         why += " before its window started"

@@ -83,6 +83,9 @@ class Undelivered:
 
     recipient: str
     error: str
+    retryable: bool = field(default=False, compare=False)
+    """The service was down or rate-limiting (or a user group could not be listed): sending
+    again later may work. What failed and why is the record; this is advice about it."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,12 @@ class Reach:
     @property
     def reached(self) -> bool:
         return self.channel is not None or bool(self.people)
+
+    @property
+    def may_reach_later(self) -> bool:
+        """Nobody was reached, and some of it failed for a reason that may pass (Slack down
+        or rate-limiting): sending again later may reach them."""
+        return not self.reached and any(u.retryable for u in self.undelivered)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,13 @@ class UserInfo:
     ``Europe/Berlin``); None when unknown. ``--at 22:00`` is read in it."""
     deactivated: bool = False
     """Their account is deactivated (Slack's ``deleted``): nothing starts for them."""
+    bot: bool = False
+    """The account is a bot or an app's, not a person's (Slack's ``is_bot``, ``is_app_user``,
+    ``is_workflow_bot``)."""
+    guest: bool = False
+    """A guest with a restricted account (Slack's ``is_restricted``, ``is_ultra_restricted``)."""
+    external: bool = False
+    """From another organisation, met in a shared channel (Slack Connect: ``is_stranger``)."""
 
 
 @dataclass(frozen=True)

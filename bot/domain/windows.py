@@ -72,12 +72,16 @@ def parse_when(text: str, *, now: datetime, tz: str | None) -> datetime:
     return at
 
 
+MAX_OFFSET_MINUTES = 14 * 60
+"""The widest offset from UTC any place keeps (UTC+14:00, Kiribati; UTC-12:00 the other way)."""
+
+
 def _offset(text: str) -> tzinfo:
     if text == "Z":
         return UTC
     digits = text[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:])
-    if hours > 23 or minutes > 59:
+    if hours * 60 + minutes > MAX_OFFSET_MINUTES or minutes > 59:
         raise InvalidInput(f"'{text}' is not an offset: {_HOW}.")
     sign = -1 if text[0] == "-" else 1
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
@@ -85,8 +89,11 @@ def _offset(text: str) -> tzinfo:
 
 def _local(year: int, month: int, day: int, hour: int, minute: int, where: tzinfo,
            shown: str) -> datetime:
-    at = datetime(year, month, day, hour, minute, tzinfo=where)
-    utc = at.astimezone(UTC)
+    try:
+        at = datetime(year, month, day, hour, minute, tzinfo=where)
+        utc = at.astimezone(UTC)
+    except (OverflowError, ValueError):  # before year 1 or after 9999 once in UTC
+        raise InvalidInput(f"'{shown}' is too far from now to be a start: {_HOW}.") from None
     if utc.astimezone(where).replace(tzinfo=None) != at.replace(tzinfo=None):
         raise InvalidInput(
             f"'{shown}' does not exist in {where}: the clocks skip it that day. "
@@ -126,7 +133,10 @@ def render_time(at: datetime, tz: str | None = None) -> str:
     text = f"{utc:%Y-%m-%d %H:%M} UTC"
     if not tz or tz == "UTC":
         return text
-    local = at.astimezone(zone(tz))
+    try:
+        local = at.astimezone(zone(tz))
+    except OverflowError:  # the last or first hours a datetime holds: UTC alone says it
+        return text
     if local.utcoffset() == timedelta() and local.tzname() in ("UTC", "GMT"):
         return text
     shown = f"{local:%H:%M}" if local.date() == utc.date() else f"{local:%Y-%m-%d %H:%M}"
@@ -184,11 +194,13 @@ def check_not_started(request: AccessRequest, now: datetime) -> None:
 
 
 def check_at_start(request: AccessRequest, policy: RolePolicy, grantee: Actor, subject: str,
-                   now: datetime, *, deactivated: bool = False) -> None:
+                   now: datetime, *, deactivated: bool = False,
+                   account_problem: str | None = None) -> None:
     """What is checked again when a scheduled window starts, before access is granted
     (the contract's "eligibility and identity are checked again at the start"). Raises
     :class:`PolicyViolation` saying why the request cannot start: its window ended before
-    it could (the bot was down all along), the grantee's account was deactivated, they may
+    it could (the bot was down all along), the grantee's account was deactivated or is not a
+    full member's (``account_problem``, :func:`bot.domain.eligibility.account_problem`), they may
     no longer ask for the role (``requesters`` changed), or the identity they would be
     granted (``subject``, resolved afresh) is not the one the approvers saw."""
     end = request.window_end
@@ -197,6 +209,8 @@ def check_at_start(request: AccessRequest, policy: RolePolicy, grantee: Actor, s
             f"its window ended at {render_time(end)} before the access could start")
     if deactivated:
         raise PolicyViolation("the account it was asked for is deactivated")
+    if account_problem is not None:  # a bot, a guest, someone from another organisation
+        raise PolicyViolation(account_problem)
     if not policy.may_request(grantee):
         raise PolicyViolation(
             f"the person it was asked for may no longer ask for {policy.cluster}/{policy.role}")

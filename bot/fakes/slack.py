@@ -138,7 +138,14 @@ class FakeSlack:
     deactivated: set[str] = field(default_factory=set)
     """Users whose account is deactivated: conversations.open answers user_disabled."""
     bot_users: set[str] = field(default_factory=set)
-    """Bot users: conversations.open answers cannot_dm_bot."""
+    """Bot users: conversations.open answers cannot_dm_bot; users.info says ``is_bot`` and
+    shows no email, as for a bot."""
+    guests: dict[str, str] = field(default_factory=dict)
+    """Guests by ID: ``multi`` (users.info ``is_restricted``) or ``single`` (also
+    ``is_ultra_restricted``)."""
+    strangers: set[str] = field(default_factory=set)
+    """Slack Connect users of another organisation: users.info ``is_stranger`` and their own
+    ``team_id``."""
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
@@ -329,12 +336,21 @@ class FakeSlack:
             return {"ok": False, "error": "user_not_found"}
         zone = user.get("tz") or "Europe/London"
         offset = datetime.now(UTC).astimezone(ZoneInfo(zone)).utcoffset() or timedelta()
+        user_id = params["user"]
+        bot, guest = user_id in self.bot_users, self.guests.get(user_id)
+        profile = {"display_name": user.get("name")}
+        if not bot:
+            profile["email"] = user.get("email")
         return {"ok": True, "user": {
-            "id": params["user"], "name": user.get("name"),
-            "deleted": params["user"] in self.deactivated,
+            "id": user_id, "name": user.get("name"),
+            "team_id": "T0OTHER" if user_id in self.strangers else "T0TEAM",
+            "deleted": user_id in self.deactivated,
+            "is_bot": bot, "is_app_user": False,
+            "is_restricted": guest is not None, "is_ultra_restricted": guest == "single",
+            "is_stranger": user_id in self.strangers,
             "tz": zone, "tz_label": user.get("tz_label") or zone,
             "tz_offset": int(offset.total_seconds()),
-            "profile": {"email": user.get("email"), "display_name": user.get("name")}}}
+            "profile": profile}}
 
     def api_usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
         group = params.get("usergroup", "")

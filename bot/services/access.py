@@ -17,7 +17,6 @@ from bot.domain.errors import InvalidInput, PolicyViolation
 from bot.domain.model import (
     WAITING_STATES,
     AccessRequest,
-    Actor,
     Kind,
     OperationKind,
     Reach,
@@ -67,20 +66,28 @@ def file_request(
     if request.user_csr:
         granter.check_user_csr(request.user_csr, subject)
     on_call = oncall.consult(ctx, policy, request, user.email)
-    with ctx.transaction() as uow:
-        asking.check_no_duplicate(uow.requests, request)
-        uow.requests.add(request)
-        audit(uow.audit, now, user_id, "requested", request, target=request.target,
-              duration=int(request.duration.total_seconds()), reason=request.reason,
-              subject=subject, break_glass=request.break_glass or None, on_call=request.on_call,
-              window_start=_iso(request.window_start), window_end=_iso(request.window_end),
-              **asking.filing_details(request))
-        held = None
-        if request.state is State.APPROVED:
-            held = _owe(ctx, uow, request, now)
-            audit(uow.audit, now, "policy", "approved", request,
-                  **(oncall.approval_details(on_call)
-                     or {"rule": "break-glass" if break_glass else "auto-approve"}))
+
+    def store() -> operations.Held | None:
+        """One pending request per grantee, cluster, role and namespace: checked here, and
+        kept by the database against a request filed at the same moment (filing again then
+        finds it, and the duplicate check says so)."""
+        with ctx.transaction() as uow:
+            asking.check_no_duplicate(uow.requests, request)
+            uow.requests.add(request)
+            audit(uow.audit, now, user_id, "requested", request, target=request.target,
+                  duration=int(request.duration.total_seconds()), reason=request.reason,
+                  subject=subject, break_glass=request.break_glass or None,
+                  on_call=request.on_call, window_start=_iso(request.window_start),
+                  window_end=_iso(request.window_end), **asking.filing_details(request))
+            held = None
+            if request.state is State.APPROVED:
+                held = _owe(ctx, uow, request, now)
+                audit(uow.audit, now, "policy", "approved", request,
+                      **(oncall.approval_details(on_call)
+                         or {"rule": "break-glass" if break_glass else "auto-approve"}))
+            return held
+
+    held = retrying(store)
     with request_scope(request.id):
         log.info("%s asked for %s for %s as %s", user_id, request.target,
                  request.duration, subject)
@@ -211,7 +218,8 @@ def deny(ctx: Context, request_id: int, user_id: str, reason: str) -> AccessRequ
 
 @scoped
 def cancel(ctx: Context, request_id: int, user_id: str) -> AccessRequest:
-    actor = Actor(user_id)
+    """Withdraw a request: its requester, the person it was asked for, or an admin."""
+    actor = ctx.actor(user_id)
 
     def withdraw() -> Notice:
         now = ctx.clock()

@@ -40,12 +40,15 @@ def grantee(ctx: Context, requester: Actor, grantee_id: str | None) -> Actor:
     asked for. :class:`NotFound` when the directory knows no such (active) person."""
     if grantee_id is None or grantee_id == requester.user_id:
         return requester
-    if not ctx.directory.user_info(grantee_id).known:
-        raise NotFound(
-            f"Slack knows no active user {grantee_id}: mention the person you ask for by "
-            "picking them from the list Slack offers as you type @, like "
-            "`request --for @bob staging view 2h reason`."
-        )
+    info = ctx.directory.user_info(grantee_id)
+    problem = eligibility.account_problem(info)
+    if problem is not None:
+        how = ("mention the person you ask for by picking them from the list Slack offers "
+               "as you type @, like `request --for @bob staging view 2h reason`"
+               if not info.known and not info.deactivated
+               else "access can only be asked for a full member of this workspace")
+        error = NotFound if not info.known and not info.deactivated else PolicyViolation
+        raise error(f"{problem[0].upper()}{problem[1:]}: {how}.")
     return ctx.actor(grantee_id)
 
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from bot.config import Config, RetryPolicy, Tuning
 from bot.domain import lifecycle
@@ -18,6 +18,7 @@ from bot.domain.errors import ConcurrentModification, NotFound, Undeliverable
 from bot.domain.model import AccessRequest, Actor, AuditEvent, MessageRef, Reach
 from bot.domain.oncall import OnCall
 from bot.domain.ports import (
+    AccessRequests,
     Audience,
     AuditTrail,
     Directory,
@@ -93,6 +94,67 @@ def receipt(mark_done: Callable[[UnitOfWork], None]) -> Iterator[Receipt]:
         yield held
     finally:
         _receipt.reset(token)
+
+
+@dataclass
+class Expected:
+    """The request someone named from a place that says what it must be (a button in a
+    message): ``check`` sees it, or None when there is none, the first time a use case reads
+    it, before anything is decided, and raises to refuse. See :func:`expecting`."""
+
+    request_id: int
+    check: Callable[[AccessRequest | None], None]
+    passed: bool = False
+    """The check let it through: what the use case goes on to do reads it unchecked."""
+
+
+_expected: ContextVar[Expected | None] = ContextVar("expected", default=None)
+
+
+@contextmanager
+def expecting(request_id: int, check: Callable[[AccessRequest | None], None]) -> Iterator[None]:
+    """Run the block's use cases with request ``request_id`` shown to ``check`` as each reads
+    it, in the use case's own transaction: the check costs no transaction of its own."""
+    token = _expected.set(Expected(request_id, check))
+    try:
+        yield
+    finally:
+        _expected.reset(token)
+
+
+class _ExpectedRequests:
+    """A request store that shows the expected request to its check as it is read."""
+
+    def __init__(self, requests: AccessRequests, expected: Expected) -> None:
+        self._requests = requests
+        self._expected = expected
+
+    def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
+        if request_id != self._expected.request_id or self._expected.passed:
+            return self._requests.get(request_id, for_update=for_update)
+        try:
+            found = self._requests.get(request_id, for_update=for_update)
+        except NotFound:
+            self._expected.check(None)
+            raise
+        self._expected.check(found)
+        self._expected.passed = True
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._requests, name)
+
+
+class _ExpectingUnitOfWork:
+    """A unit of work whose request store is :class:`_ExpectedRequests`."""
+
+    def __init__(self, uow: UnitOfWork, expected: Expected) -> None:
+        self.opened = uow
+        """The unit of work itself (what an adapter's own use of it expects)."""
+        self.requests = cast(AccessRequests, _ExpectedRequests(uow.requests, expected))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.opened, name)
 
 
 @dataclass(frozen=True)
@@ -203,7 +265,7 @@ class Context:
         after whose commit running the work again would change nothing."""
         held = _receipt.get()
         if held is not None and not held.done:
-            held.mark_done(uow)
+            held.mark_done(uow.opened if isinstance(uow, _ExpectingUnitOfWork) else uow)
             held.staged_in = uow
 
     def remember(self, notice: Notice, posted: Posted | None) -> Reach | None:
@@ -262,7 +324,10 @@ class Context:
         events: list[tuple[str, str]] = []
         token = _committed_events.set(events)
         try:
-            with self.unit_of_work() as uow:
+            with self.unit_of_work() as opened:
+                expected = _expected.get()
+                uow = opened if expected is None else cast(
+                    UnitOfWork, _ExpectingUnitOfWork(opened, expected))
                 yield uow
                 uow.commit()
                 held = _receipt.get()

@@ -17,6 +17,7 @@ from bot.domain import escalation
 from bot.domain.model import POLICY_ACTOR
 from bot.domain.ports import Audience, Notice, NoticeKind
 from bot.logcontext import request_scope
+from bot.services import claims
 from bot.services.context import Context, audit, retrying
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,10 @@ def escalate_pending(ctx: Context, limit: int | None = None) -> int:
 
 def _escalate(ctx: Context, request_id: int) -> bool:
     """Apply the steps due on one request and tell the approvers they add; False when
-    another replica (or a decision) came first."""
+    another replica (or a decision) came first, or when Slack could take the message to
+    nobody for now: the steps are then given back, for the next pass to apply and tell."""
 
-    def apply() -> tuple[Notice, frozenset[str]] | None:
+    def apply() -> tuple[Notice, frozenset[str], int] | None:
         now = ctx.clock()
         with ctx.transaction() as uow:
             request = uow.requests.get(request_id, for_update=True)
@@ -55,22 +57,36 @@ def _escalate(ctx: Context, request_id: int) -> bool:
             if request.escalations_applied == before:
                 return None
             uow.requests.save(request)
-            audit(uow.audit, now, POLICY_ACTOR, "escalated", request,
-                  steps=list(range(before + 1, request.escalations_applied + 1)),
-                  approvers=sorted(added))
-            return ctx.prepared(uow, Notice(NoticeKind.ESCALATED, request)), added
+            return ctx.prepared(uow, Notice(NoticeKind.ESCALATED, request)), added, before
 
     applied = retrying(apply)
     if applied is None:
         return False
-    notice, added = applied
+    notice, added, before = applied
     request = notice.request
     with request_scope(request.id):
         people = ctx.directory.users(added)  # outside the transaction: Slack may be slow
         audience = Audience(
             approvers=tuple(sorted(people.users - request.parties)),
             unlisted=people.unlisted)
+        told = dataclasses.replace(notice, audience=audience)
+
+        def tell() -> None:
+            """Reaching nobody for now (Slack down) is a failure the next pass tries again;
+            reaching nobody ever (every one deactivated) is not."""
+            reach = ctx.remember(told, ctx.notifier.notify(told))
+            if reach is not None and reach.may_reach_later:
+                claims.check_reached(request, reach)
+
+        if (audience.approvers or audience.unlisted) and not claims.sent(
+                f"escalation of request {request_id}", tell,
+                lambda: claims.give_back(ctx, request_id, "escalations_applied", before,
+                                            request.escalations_applied)):
+            return False
         log.info("escalated to %s", ", ".join(audience.approvers) or "nobody new")
-        if audience.approvers or audience.unlisted:
-            ctx.announce(dataclasses.replace(notice, audience=audience))
+        with ctx.transaction() as uow:
+            audit(uow.audit, ctx.clock(), POLICY_ACTOR, "escalated", request,
+                  steps=list(range(before + 1, request.escalations_applied + 1)),
+                  approvers=sorted(added))
     return True
+

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from bot.domain import escalation
-from bot.domain.errors import ConcurrentModification, Undeliverable
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services import reviews
+from bot.services.claims import check_reached, give_back, sent
 from bot.services.context import Context, audit, retrying
 from bot.services.schedule import last_occurrence
 
@@ -45,28 +45,7 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
         with ctx.transaction() as uow:
             uow.once.release_key(key)
 
-    return _sent(key, send, release)
-
-
-def _sent(what: str, send: Callable[[], object], give_back: Callable[[], None]) -> bool:
-    """Send what was claimed; when it failed for a reason that may pass, ``give_back`` the
-    claim so that the next pass tries again. A message Slack refused for good keeps its
-    claim (logged). True when sent."""
-    try:
-        send()
-    except Undeliverable as error:
-        if not error.retryable:
-            log.error("%s was not delivered and is not tried again: %s (%s)", what,
-                      error.message, error.kind)
-            return False
-        log.warning("%s was not delivered; it will be tried again: %s", what, error.message)
-        give_back()
-        return False
-    except Exception:
-        log.exception("sending %s failed; it will be tried again", what)
-        give_back()
-        return False
-    return True
+    return sent(key, send, release)
 
 
 def weekly(ctx: Context) -> int:
@@ -197,25 +176,13 @@ def _renotify_once(ctx: Context, request_id: int, after: timedelta) -> bool:
     if claimed is None:
         return False
     reminder, before, step = claimed
-    if not _sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
-                 lambda: _unclaim(ctx, request_id, before, step)):
+    if not sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
+                 lambda: give_back(ctx, request_id, "renotified", before, step)):
         return False
     with ctx.transaction() as uow:
         audit(uow.audit, ctx.clock(), POLICY_ACTOR, "renotified", reminder.request,
               reminder=step)
     return True
-
-
-def _unclaim(ctx: Context, request_id: int, before: int, step: int) -> None:
-    """Give a claimed reminder back, unless the request moved on meanwhile."""
-    try:
-        with ctx.transaction() as uow:
-            request = uow.requests.get(request_id, for_update=True)
-            if request.renotified == step:
-                request.renotified = before
-                uow.requests.save(request)
-    except ConcurrentModification:
-        log.info("request %s changed meanwhile; its reminder is not given back", request_id)
 
 
 def renotify_step(waited: timedelta, after: timedelta) -> int:
@@ -227,17 +194,9 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
 def _renotify(ctx: Context, notice: Notice) -> None:
     """Remind the approvers in the threads of the request's approval messages, or announce it
     to them anew where it has none; a reminder that still reached nobody is undeliverable."""
-    request = notice.request
     reach = ctx.remember(notice, ctx.notifier.notify(notice)) if notice.messages \
         else ctx.tell_approvers(notice, ctx.notifier.notify)
-    if reach is None or reach.reached:
-        return
-    first = reach.undelivered[0] if reach.undelivered else None
-    raise Undeliverable(
-        f"request {request.id} still reached no approver: "
-        + (", ".join(f"{u.recipient} {u.error}" for u in reach.undelivered) or "none set"),
-        recipient=first.recipient if first else "-",
-        error=first.error if first else "no_approvers", kind=Undeliverable.RECIPIENT)
+    check_reached(notice.request, reach)
 
 
 def remind(ctx: Context) -> int:

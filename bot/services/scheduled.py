@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.domain import windows
+from bot.domain import eligibility, windows
 from bot.domain.errors import PolicyViolation
 from bot.domain.model import AccessRequest
 from bot.domain.policy import RolePolicy
@@ -44,7 +44,8 @@ def check_at_start(ctx: Context, request: AccessRequest, now: datetime) -> None:
         raise PolicyViolation(f"{request.cluster}/{request.role} is no longer configured")
     with ctx.transaction() as uow:
         grantee = ctx.user_info(request.grantee, uow.links)
+    problem = eligibility.account_problem(grantee)
     subject = ctx.granter(request.cluster).resolve_subject(grantee) \
-        if not grantee.deactivated else request.subject
+        if problem is None else request.subject
     windows.check_at_start(request, policy, ctx.actor(request.grantee), subject, now,
-                           deactivated=grantee.deactivated)
+                           deactivated=grantee.deactivated, account_problem=problem)

@@ -163,11 +163,16 @@ class StaticDirectory:
     zones: dict[str, str] = field(default_factory=dict)
     """Time zones by user (Slack's ``tz``); unlisted users have none."""
     deactivated: set[str] = field(default_factory=set)
+    bots: set[str] = field(default_factory=set)
+    guests: set[str] = field(default_factory=set)
+    strangers: set[str] = field(default_factory=set)
+    """Slack Connect users of another organisation."""
 
     def user_info(self, user_id: str) -> UserInfo:
         return UserInfo(slack_user_id=user_id, email=self.emails.get(user_id),
                         name=user_id.lower(), tz=self.zones.get(user_id),
-                        deactivated=user_id in self.deactivated)
+                        deactivated=user_id in self.deactivated, bot=user_id in self.bots,
+                        guest=user_id in self.guests, external=user_id in self.strangers)
 
     def groups_of(self, user_id: str, candidates: frozenset[str]) -> frozenset[str]:
         return frozenset(g for g in candidates if user_id in self.groups.get(g, set()))

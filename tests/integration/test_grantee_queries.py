@@ -14,12 +14,14 @@ from tests.conftest import ALICE, BOB, CAROL
 
 def test_requests_are_found_by_whom_they_are_for(ctx: Context) -> None:
     now = ctx.clock()
-    policy = ctx.config.policy("staging", "edit")
-    filed = [(ALICE, None), (BOB, ALICE), (BOB, None), (BOB, CAROL)]
+    # One pending request per grantee and role: Bob asks Alice's on another role.
+    filed = [(ALICE, None, "edit"), (BOB, ALICE, "view"), (BOB, None, "edit"),
+             (BOB, CAROL, "edit")]
     with ctx.transaction() as uow:
-        for requester, grantee in filed:
+        for requester, grantee, role in filed:
             uow.requests.add(lifecycle.file_request(
-                policy=policy, requester=Actor(requester, is_admin=True),
+                policy=ctx.config.policy("staging", role),
+                requester=Actor(requester, is_admin=True),
                 grantee=Actor(grantee) if grantee else None, subject="s",
                 duration=timedelta(hours=1), reason="r", now=now))
     with ctx.transaction() as uow:

@@ -192,6 +192,9 @@ def test_a_started_or_unscheduled_approved_request_is_not_cancelled(
               "alice@elsewhere.example"),
     ("deactivated", "the account it was asked for is deactivated"),
     ("left the group", "may no longer ask for prod/edit"),
+    ("became a guest", "u0alice01) is a guest of this workspace"),
+    ("is a bot now", "u0alice01) is a bot or an app, not a person"),
+    ("moved organisation", "u0alice01) is from another organisation"),
 ])
 def test_at_the_start_the_grantee_is_checked_again(
         runners: list[Context], directory: StaticDirectory, granter: InMemoryGranter,
@@ -203,6 +206,12 @@ def test_at_the_start_the_grantee_is_checked_again(
         directory.emails[ALICE] = "alice@elsewhere.example"
     elif change == "deactivated":
         directory.deactivated.add(ALICE)
+    elif change == "became a guest":
+        directory.guests.add(ALICE)
+    elif change == "is a bot now":
+        directory.bots.add(ALICE)
+    elif change == "moved organisation":
+        directory.strangers.add(ALICE)
     else:
         directory.groups[DEVS] = set()
     clock.now = MONDAY_8.replace(month=12, day=1, hour=21)

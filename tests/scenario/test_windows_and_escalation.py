@@ -264,3 +264,51 @@ def test_approvers_are_reminded_with_back_off_until_the_timeout(
     assert len(replies) == 2 and all("has waited since" in m["text"] for m in replies)
     assert actions_of(runtime, 1) == ["requested", "renotified", "renotified"]
     assert grants.get(runtime.ctx, 1).renotified == 2
+
+
+# --- Slack down while escalating or reminding ---------------------------------------------
+
+SLACK_DOWN = ["service_unavailable", "fatal_error", "request_timeout", "ratelimited"]
+
+
+@pytest.mark.parametrize("error", SLACK_DOWN)
+def test_an_escalation_slack_could_not_take_is_applied_again_and_told_once(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
+        error: str) -> None:
+    slack.retry_after = 0
+    driver.ask(ALICE, "request staging edit 1h deploy")
+    approval_ts(slack)
+    clock.advance(30 * M)
+    slack.fail("chat.postMessage", error)
+    slack.fail("conversations.open", error)
+    assert run(runtime, "escalate") == 0
+    assert run(runtime, "escalate") == 0  # still down: still not applied
+    assert grants.get(runtime.ctx, 1).escalations_applied == 0
+    assert actions_of(runtime, 1) == ["requested"]
+    assert "not an approver" in driver.press(CAROL, "approve", "1")
+    slack.heal()
+    assert run(runtime, "escalate") == 1
+    assert run(runtime, "escalate") == 0
+    (escalated,) = wait_for(lambda: slack.dms_to(CAROL))
+    assert escalated["text"].startswith("Escalated to you")
+    assert actions_of(runtime, 1) == ["requested", "escalated"]
+    assert grants.get(runtime.ctx, 1).escalations_applied == 1
+
+
+@pytest.mark.parametrize("error", SLACK_DOWN)
+def test_a_reminder_slack_could_not_take_is_sent_on_a_later_pass_once(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
+        error: str) -> None:
+    slack.retry_after = 0
+    driver.ask(ALICE, "request staging edit 1h deploy")
+    ts = approval_ts(slack)
+    clock.advance(4 * H)
+    slack.fail("chat.postMessage", error)
+    assert run(runtime, "remind") == 0
+    assert grants.get(runtime.ctx, 1).renotified == 0
+    slack.heal()
+    assert run(runtime, "remind") == 1
+    assert run(runtime, "remind") == 0
+    replies = [m for m in slack.channel_messages(APPROVALS_CHANNEL) if m.get("thread_ts") == ts]
+    assert len(replies) == 1
+    assert actions_of(runtime, 1).count("renotified") == 1

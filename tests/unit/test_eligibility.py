@@ -11,6 +11,7 @@ from bot.domain.eligibility import NotEligible
 from bot.domain.errors import NotAuthorized, PolicyViolation
 from bot.domain.model import Actor, State
 from bot.domain.policy import RolePolicy
+from bot.domain.ports import UserInfo
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 ALICE = Actor("U0ALICE")
@@ -201,3 +202,19 @@ def test_only_the_parties_may_ask_again() -> None:
     eligibility.check_ask_again(behalf, "U0ALICE")
     with pytest.raises(NotAuthorized, match="Request #7 is not yours to ask for again"):
         eligibility.check_ask_again(behalf, "U0EVE")
+
+
+@pytest.mark.parametrize(("info", "says"), [
+    (UserInfo("U0ALICE01", name="alice"), None),
+    (UserInfo("U0ALICE01", name="alice", known=False, deactivated=True),
+     "the Slack account of U0ALICE01 (alice) is deactivated"),
+    (UserInfo("U0ALICE01", deactivated=True), "the Slack account of U0ALICE01 is deactivated"),
+    (UserInfo("U0NOBODY9", known=False), "Slack knows no active user U0NOBODY9"),
+    (UserInfo("U0BOT0001", name="deploybot", bot=True),
+     "U0BOT0001 (deploybot) is a bot or an app, not a person"),
+    (UserInfo("U0GUEST01", guest=True), "U0GUEST01 is a guest of this workspace"),
+    (UserInfo("U0EXT0001", external=True, guest=True),
+     "U0EXT0001 is from another organisation (a Slack Connect user)"),
+])
+def test_which_accounts_may_receive_access(info: UserInfo, says: str | None) -> None:
+    assert eligibility.account_problem(info) == says

@@ -424,3 +424,47 @@ def test_an_approved_window_is_withdrawn_only_before_it_starts(
     with pytest.raises(error, match=says):
         lifecycle.cancel(request, actor, NOW)
     assert request.state is State.APPROVED and request.ended_at is None
+
+
+# --- who may withdraw a request filed on someone's behalf -----------------------------------
+
+APPROVER = Actor("U0BOB")
+
+
+@pytest.mark.parametrize(("state", "by", "grantee", "allowed", "why"), [
+    (State.PENDING, ALICE, None, True, "cancelled by the requester"),
+    (State.PENDING, CAROL, CAROL.user_id, True, "cancelled by the person it was asked for"),
+    (State.PENDING, ALICE, CAROL.user_id, True, "cancelled by the requester"),
+    (State.PENDING, ADMIN, None, True, "cancelled by an admin"),
+    (State.PENDING, ADMIN, CAROL.user_id, True, "cancelled by an admin"),
+    (State.PENDING, APPROVER, None, False, "(or an admin)"),
+    (State.PENDING, APPROVER, CAROL.user_id, False,
+     "(or the person it asks access for, or an admin)"),
+    (State.PENDING, STRANGER, CAROL.user_id, False, "approvers deny it instead"),
+    (State.PENDING, DAVE_IN_GROUP, CAROL.user_id, False, "Only the requester can cancel"),
+])
+def test_who_may_cancel(state: State, by: Actor, grantee: str | None, allowed: bool,
+                        why: str) -> None:
+    request = request_in(state, grantee_id=grantee)
+    if allowed:
+        lifecycle.cancel(request, by, NOW)
+        assert (request.state, request.ended_by, request.end_reason) == (
+            State.CANCELLED, by.user_id, why)
+    else:
+        with pytest.raises(NotAuthorized, match=why.replace("(", r"\(").replace(")", r"\)")):
+            lifecycle.cancel(request, by, NOW)
+        assert request.state is state
+
+
+@pytest.mark.parametrize(("by", "allowed"), [
+    (CAROL, True),       # the grantee, asked for by Alice
+    (ALICE, False),      # the requester who asked for Carol: not an approver
+    (ADMIN, True), (DAVE_IN_GROUP, True), (STRANGER, False),
+])
+def test_who_may_revoke_a_grant_asked_on_someone_s_behalf(by: Actor, allowed: bool) -> None:
+    request = request_in(State.ACTIVE, grantee_id=CAROL.user_id)
+    if allowed:
+        lifecycle.check_revoke(request, by, POLICY)
+    else:
+        with pytest.raises(NotAuthorized):
+            lifecycle.check_revoke(request, by, POLICY)

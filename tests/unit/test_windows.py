@@ -208,3 +208,45 @@ def test_approved_ahead_is_an_approval_before_the_start(start: datetime | None,
     assert not windows.approved_ahead(request)  # pending
     lifecycle.approve(request, BOB, POLICY, approved_at)
     assert windows.approved_ahead(request) is ahead
+
+
+@pytest.mark.parametrize(("at", "tz", "error", "says"), [
+    ("9999-12-31T23:59", "Europe/Berlin", PolicyViolation, "9999-12-31 22:59 UTC (23:59 CET) "
+                                                           "is more than 2w ahead"),
+    ("9999-12-31T23:59Z", "Europe/Berlin", PolicyViolation, "9999-12-31 23:59 UTC is more"),
+    ("9999-12-31T23:59Z", "Pacific/Kiritimati", PolicyViolation, "is more than 2w ahead"),
+    ("9999-12-31T23:59+14:00", "Europe/Berlin", PolicyViolation, "is more than 2w ahead"),
+    ("0001-01-01T00:00", "Europe/Berlin", InvalidInput, "is too far from now to be a start"),
+    ("0001-01-01T00:00", None, PolicyViolation, "is in the past"),
+    ("0001-01-01T00:00-12:00", "Europe/Berlin", PolicyViolation, "is in the past"),
+    ("0000-01-01T10:00", None, InvalidInput, "is not a date"),
+    ("99999-01-01T10:00", None, InvalidInput, "is not a time"),
+    ("2026-02-30T10:00", "Europe/Berlin", InvalidInput, "is not a date"),
+    ("2026-13-01T10:00", None, InvalidInput, "is not a date"),
+    ("25:00", "Europe/Berlin", InvalidInput, "is not a time of day"),
+    ("24:00", None, InvalidInput, "is not a time of day"),
+    ("tomorrow 23:60", None, InvalidInput, "is not a time of day"),
+    ("2026-12-02T10:00+23:59", None, InvalidInput, "'+23:59' is not an offset"),
+    ("2026-12-02T10:00-14:01", None, InvalidInput, "'-14:01' is not an offset"),
+    ("2025-01-01T00:00", "Europe/Berlin", PolicyViolation, "is in the past"),
+    ("2030-01-01T00:00", "Europe/Berlin", PolicyViolation, "is more than 2w ahead"),
+    ("99999999999999999999:00", None, InvalidInput, "is not a time"),
+    ("2026-12-02T10:00+14:00", None, None, "2026-12-01 20:00"),
+    ("2026-12-02T10:00-12:00", "Europe/Berlin", None, "2026-12-02 22:00"),
+])
+def test_far_off_and_impossible_starts_say_how(at: str, tz: str | None,
+                                               error: type[Exception] | None,
+                                               says: str) -> None:
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    if error is None:
+        start = windows.schedule(at, now=now, tz=tz, max_ahead=timedelta(days=14))
+        assert f"{start:%Y-%m-%d %H:%M}" == says
+        return
+    with pytest.raises(error) as refused:
+        windows.schedule(at, now=now, tz=tz, max_ahead=timedelta(days=14))
+    assert says in str(refused.value)
+
+
+def test_a_time_at_the_end_of_what_a_datetime_holds_is_shown_in_utc() -> None:
+    last = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    assert windows.render_time(last, "Pacific/Kiritimati") == "9999-12-31 23:59 UTC"

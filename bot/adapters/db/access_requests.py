@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot.adapters.db.mapping import Columns, document, enum, seconds
-from bot.adapters.db.models import ApprovalRow, OperationRow, RequestRow
+from bot.adapters.db.models import ONE_PENDING_INDEX, ApprovalRow, OperationRow, RequestRow
 from bot.domain.errors import ConcurrentModification, NotFound
 from bot.domain.model import (
     AccessRequest,
@@ -66,7 +66,16 @@ class SqlAlchemyAccessRequests:
         row = RequestRow()
         _write_request(row, request)
         self.session.add(row)
-        self.session.flush()
+        try:
+            self.session.flush()
+        except IntegrityError as error:
+            if ONE_PENDING_INDEX not in str(error.orig):
+                raise
+            # Someone filed the same for the same person a moment earlier: filing again
+            # finds their request and says so.
+            raise ConcurrentModification(
+                f"Someone asked for {request.target} for the same person at the same moment; "
+                "try again to see their request.") from None
         request.id = row.id
         request.version = row.version
         return request

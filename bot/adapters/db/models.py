@@ -21,6 +21,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -108,6 +110,18 @@ class RequestRow(Base):
         Index("ix_access_requests_created_at", "created_at"),
         Index("ix_access_requests_grantee_created", "grantee_id", "created_at"),
     )
+
+
+ONE_PENDING_INDEX = "uq_access_requests_one_pending"
+"""One pending access request per grantee, cluster, role and namespace: two people filing the
+same at the same moment (or someone and another for them) cannot both store it. The grantee is
+the requester where ``grantee_id`` is NULL; a NULL namespace counts as one namespace."""
+ONE_PENDING_WHERE = "state = 'pending' AND kind = 'access'"
+Index(ONE_PENDING_INDEX,
+      func.coalesce(RequestRow.grantee_id, RequestRow.requester_id), RequestRow.cluster,
+      RequestRow.role, func.coalesce(RequestRow.namespace, ""),
+      unique=True, sqlite_where=text(ONE_PENDING_WHERE),
+      postgresql_where=text(ONE_PENDING_WHERE))
 
 
 class ApprovalRow(Base):

@@ -323,13 +323,21 @@ def approve_for_value(request_id: int | None, duration: timedelta) -> str:
     return f"{request_id}:{format_duration(duration)}"
 
 
+def approve_for_choices(request: AccessRequest) -> list[timedelta]:
+    """The shorter durations the "Approve for…" menu offers for ``request`` (none for an
+    extension)."""
+    if request.kind is not Kind.ACCESS:
+        return []
+    return [d for d in APPROVE_FOR_CHOICES if d < request.duration]
+
+
 def decision_buttons(request: AccessRequest) -> list[Block]:
     """Approve and Deny; and below them, where a standard duration shorter than asked exists,
     an "Approve for…" menu of those (a section's accessory, so the buttons stay as they are)."""
     content = [_actions(request.id, button("Approve", APPROVE, request.id, "primary"),
                         button("Deny", DENY, request.id, "danger"))]
-    shorter = [d for d in APPROVE_FOR_CHOICES if d < request.duration]
-    if shorter and request.kind is Kind.ACCESS:
+    shorter = approve_for_choices(request)
+    if shorter:
         content.append({
             "type": "section", "block_id": f"{APPROVE_FOR}:{request.id}",
             "text": {"type": "mrkdwn", "text": f"Or approve less than the "
@@ -405,7 +413,9 @@ def status(request: AccessRequest, missing: int = 0) -> str:
     if state is State.DENIED:
         return f":x: Denied by {mention(request.ended_by)}: {escape(request.end_reason)}"
     if state is State.CANCELLED:
-        return ":leftwards_arrow_with_hook: Cancelled by the requester."
+        by = "the requester" if request.ended_by == request.requester_id \
+            else mention(request.ended_by)
+        return f":leftwards_arrow_with_hook: Cancelled by {by}."
     if state is State.TIMED_OUT:
         return f":zzz: Timed out: {escape(request.end_reason)}."
     return f":boom: Failed: {escape(request.end_reason)}"

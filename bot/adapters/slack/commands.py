@@ -89,30 +89,62 @@ def parse_mention(word: str | None) -> str:
     return match["id"] or match["bare"]
 
 
+def _options(words: list[str], verb: str, takes: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """``(option, word)`` for each word: ``("", word)`` for a plain word, else the option's
+    name (``--for``, ``--for=…`` alike) with the word itself. An option ``verb`` does not take
+    (one of ``takes``), or one given twice, is refused with the usage line: never ignored,
+    and never the last one silently winning."""
+    seen: set[str] = set()
+    for typed in words:
+        # Some keyboards turn a typed ``--`` into a dash: ``—for`` is ``--for``.
+        dashed = re.sub(r"^[\u2013\u2014](?=[a-z])", "--", typed)
+        word = dashed if dashed.partition("=")[0] in takes else typed
+        name = word.partition("=")[0] if word.startswith(("--", "-n=")) else word
+        if name == "-n":
+            name = "--namespace"
+        if not name.startswith("--") or name == "--":
+            yield "", word
+            continue
+        if name not in takes:
+            raise InvalidInput(f"Unknown option `{word[:40]}`: {usage(verb)}.")
+        if name in seen:
+            raise InvalidInput(f"`{name}` is given twice: give it once, {usage(verb)}.")
+        seen.add(name)
+        yield name, word
+
+
+def _value(word: str, following: Iterator[tuple[str, str]]) -> str | None:
+    """The value of an option: after ``=`` in the same word, else the next plain word."""
+    if "=" in word:
+        return word.partition("=")[2]
+    name, value = next(following, ("", None))
+    return value if not name else None
+
+
+REQUEST_OPTIONS = frozenset({"--for", "--namespace", "--break-glass", "--at"})
+
+
 def _parse_request(words: list[str]) -> Command:
     namespace = None
     break_glass = False
     grantee_id = None
     at = None
     rest: list[str] = []
-    iterator = iter(words)
-    for word in iterator:
-        if word == "--for":
-            grantee_id = parse_mention(next(iterator, None))
-        elif word.startswith("--for="):
-            grantee_id = parse_mention(word.split("=", 1)[1])
-        elif word in ("-n", "--namespace"):
-            namespace = next(iterator, None)
-            if namespace is None:
-                raise InvalidInput(f"`{word}` needs a namespace: {usage('request')}.")
-        elif word.startswith("--namespace="):
-            namespace = word.split("=", 1)[1]
-        elif word == "--break-glass":
+    options = _options(words, "request", REQUEST_OPTIONS)
+    for name, word in options:
+        if name == "--for":
+            grantee_id = parse_mention(_value(word, options))
+        elif name == "--namespace":
+            namespace = _value(word, options)
+            if not namespace:
+                raise InvalidInput(f"`{word.partition('=')[0]}` needs a namespace: "
+                                   f"{usage('request')}.")
+        elif name == "--break-glass":
+            if "=" in word:
+                raise InvalidInput(f"`--break-glass` takes no value: {usage('request')}.")
             break_glass = True
-        elif word == "--at" or word.startswith("--at="):
-            at = _when(word.partition("=")[2] or next(iterator, None), iterator)
-        elif word.startswith("--"):
-            raise InvalidInput(f"Unknown option `{word}`: {usage('request')}.")
+        elif name == "--at":
+            at = _when(_value(word, options), (w for _, w in options))
         else:
             rest.append(word)
     cluster = rest.pop(0) if rest else None
@@ -126,18 +158,27 @@ def _parse_request(words: list[str]) -> Command:
 
 
 def _parse_approve(words: list[str]) -> Command:
-    """``approve ID [--for DURATION] [COMMENT]``: ``--for`` approves less than asked."""
+    """``approve ID [--for DURATION] [COMMENT]``: ``--for`` (or ``--for=``) approves less
+    than asked."""
     request_id = parse_request_id(words[0] if words else None, "approve")
-    rest = words[1:]
     duration = None
-    if "--for" in rest:
-        at = rest.index("--for")
-        if at + 1 >= len(rest):
+    comment: list[str] = []
+    options = _options(words[1:], "approve", frozenset({"--for"}))
+    for name, word in options:
+        if not name:
+            comment.append(word)
+            continue
+        value = _value(word, options)
+        if not value:
             raise InvalidInput(f"`--for` needs a duration: {usage('approve')}, like "
                                f"`approve {request_id} --for 1h`.")
-        duration = parse_duration(rest[at + 1])
-        rest = rest[:at] + rest[at + 2:]
-    return Command("approve", request_id=request_id, duration=duration, text=" ".join(rest))
+        duration = parse_duration(value)
+    return Command("approve", request_id=request_id, duration=duration, text=" ".join(comment))
+
+
+def _plain(words: list[str], verb: str) -> str:
+    """The free text of a verb that takes no option: an option there is refused."""
+    return " ".join(word for _, word in _options(words, verb, frozenset()))
 
 
 _WHEN_HOW = ("`--at` needs a start, like `--at 22:00`, `--at tomorrow 22:00` or "
@@ -175,13 +216,14 @@ def parse(text: str) -> Command:
         return _parse_approve(rest)
     if verb in ("deny", "cancel", "revoke"):
         request_id = parse_request_id(rest[0] if rest else None, verb)
-        return Command(verb, request_id=request_id, text=" ".join(rest[1:]))
+        return Command(verb, request_id=request_id, text=_plain(rest[1:], verb))
     if verb == "extend":
         request_id = parse_request_id(rest[0] if rest else None, verb)
         if len(rest) < 2:
             raise InvalidInput(f"How much longer? Write {usage('extend')}, like `extend 42 2h`.")
+        text = _plain(rest[2:], verb)
         return Command("extend", request_id=request_id, duration=parse_duration(rest[1]),
-                       text=" ".join(rest[2:]))
+                       text=text)
     if verb == "link":
         if len(rest) != 2 or rest[0].lower() != "gitlab":
             raise InvalidInput(f"Write {usage('link')}, like `link gitlab alice`.")

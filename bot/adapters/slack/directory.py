@@ -1,6 +1,6 @@
 """Who people are, from Slack: email, time zone (``tz``) and whether the account is
-deactivated (``deleted``) by ``users.info``, user groups by
-``usergroups.users.list``, both cached for a few minutes.
+deactivated (``deleted``), a bot's, a guest's or from another organisation by ``users.info``;
+user groups by ``usergroups.users.list``; both cached for a few minutes.
 
 The rest of the bot speaks of principals (a user or a group of users, opaque IDs); this module
 expands the user groups among them (Slack's ID kinds: :mod:`bot.slack_ids`).
@@ -69,6 +69,9 @@ class SlackDirectory:
             known=not user.get("deleted", False),
             tz=user.get("tz") or None,
             deactivated=bool(user.get("deleted")),
+            bot=any(user.get(flag) for flag in ("is_bot", "is_app_user", "is_workflow_bot")),
+            guest=bool(user.get("is_restricted") or user.get("is_ultra_restricted")),
+            external=bool(user.get("is_stranger")),
         )
 
     def members(self, group_id: str) -> frozenset[str]:

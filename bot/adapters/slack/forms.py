@@ -20,11 +20,12 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.adapters.slack import blocks, payloads
+from bot.adapters.slack import blocks, clicks, payloads
 from bot.domain import eligibility, lifecycle, windows
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.eligibility import NotEligible
-from bot.domain.errors import DomainError, InvalidInput
+from bot.domain.errors import DomainError, InvalidInput, NotFound
+from bot.domain.model import AccessRequest
 from bot.domain.policy import RolePolicy
 from bot.services import asking, grants
 from bot.services.context import Context
@@ -139,7 +140,7 @@ class Forms:
                                         str(body["user"]["id"])) \
                 or self._asker_errors(str(body["user"]["id"]), values(view))
         if callback == blocks.EXTEND_MODAL:
-            return _duration_errors(values(view))
+            return _duration_errors(values(view)) or self._extend_errors(view)
         if callback == blocks.DENY_MODAL:
             return self._deny_errors(str(body["user"]["id"]), view)
         return {}
@@ -184,10 +185,22 @@ class Forms:
             on=lambda error: "role" if isinstance(error, NotEligible) and error.asking
             else "for")
 
+    def _form_request(self, view: dict[str, Any]) -> AccessRequest:
+        """The request a Deny or Extend form is about; a form naming none is broken."""
+        try:
+            return grants.get(self.ctx, payloads.view_request_id(view))
+        except NotFound:
+            raise clicks.BrokenButton(str(view["callback_id"]), "form") from None
+
+    def _extend_errors(self, view: dict[str, Any]) -> dict[str, str]:
+        """The Extend form goes on only about a request that exists (the worker checks the
+        rest, as for the command)."""
+        return _refused("duration", "an Extend form", lambda: self._form_request(view))
+
     def _deny_errors(self, user_id: str, view: dict[str, Any]) -> dict[str, str]:
         """The Deny form goes on only from someone who may deny, with a reason."""
         def check() -> None:
-            request = grants.get(self.ctx, payloads.view_request_id(view))
+            request = self._form_request(view)
             lifecycle.check_deny(request, self.ctx.actor(user_id),
                                  self.ctx.config.policy(request.cluster, request.role),
                                  values(view).get("reason", ""))

@@ -99,10 +99,12 @@ class Handlers:
 
     def _complete(self, user_id: str, wanted: AccessWanted) -> bool:
         """Unknown cluster or role names raise, with the choices; so does a role the person
-        may not ask for (for whom they ask), with who may, before any form opens."""
+        may not ask for (for whom they ask), with who may, before any form opens; and so does
+        asking for someone whose account cannot receive access (:func:`asking.grantee`)."""
         if wanted.cluster is None or wanted.role is None:
             if wanted.cluster is not None:
                 self.ctx.config.cluster(wanted.cluster)
+            asking.grantee(self.ctx, self.ctx.actor(user_id), wanted.grantee_id)
             return False
         policy = self.ctx.config.policy(wanted.cluster, wanted.role)
         if lifecycle.is_complete(policy, reason=wanted.reason, namespace=wanted.namespace,

@@ -23,15 +23,16 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.adapters.slack import blocks, commands, forms, payloads
+from bot.adapters.slack import blocks, clicks, commands, forms, payloads
 from bot.adapters.slack.commands import SLASH_COMMAND, Command
 from bot.adapters.slack.forms import AccessWanted
 from bot.adapters.slack.handlers import Handlers, Reply, reply
 from bot.adapters.slack.home import Home
 from bot.domain.durations import parse_duration
 from bot.domain.eligibility import NotEligible
-from bot.domain.errors import DomainError, InvalidInput
-from bot.services.context import Context
+from bot.domain.errors import DomainError
+from bot.domain.model import AccessRequest
+from bot.services.context import Context, expecting
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Handling:
         action = body["actions"][0]
         route = self.by_button[action["action_id"]]
         self._tell(client, body, respond, self.run(
-            user_id, lambda: route(user_id, _button_request_id(action), body)))
+            user_id, lambda: self._clicked(body, route)))
         if (body.get("view") or {}).get("type") == "home":
             self.home.publish(client, user_id)
 
@@ -157,9 +158,9 @@ class Handling:
                         client: WebClient) -> None:
         ack()
         admin_id = _user_id(body)
-        linked = str(body["actions"][0].get("value", ""))
         self._tell(client, body, respond, self.run(
-            admin_id, lambda: self.handlers.confirm_link(admin_id, linked)))
+            admin_id, lambda: self.handlers.confirm_link(
+                admin_id, clicks.linked_user(body["actions"][0]))))
 
     def on_form(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
                 client: WebClient) -> None:
@@ -168,6 +169,22 @@ class Handling:
         user_id = _user_id(body)
         route = self.by_form[view["callback_id"]]
         self._tell(client, body, None, self.run(user_id, lambda: route(user_id, view)))
+
+    def _clicked(self, body: dict[str, Any], route: ButtonRoute) -> Reply | None:
+        """``route`` for the request a button or menu names, refused unless it is one the
+        bot's message could have offered there (:mod:`~bot.adapters.slack.clicks`), checked
+        as the use case reads it."""
+        action = body["actions"][0]
+        request_id = clicks.request_id(action)
+        config = self.handlers.ctx.config
+
+        def check(request: AccessRequest | None) -> None:
+            if request is None:
+                raise clicks.BrokenButton(str(action["action_id"]))
+            clicks.check_request(body, request, config)
+
+        with expecting(request_id, check):
+            return route(_user_id(body), request_id, body)
 
     def on_home_opened(self, event: dict[str, Any], client: WebClient) -> None:
         self.home.on_opened(event, client)
@@ -228,17 +245,9 @@ def _user_id(body: dict[str, Any]) -> str:
     return str(user.get("id") or body.get("user_id"))
 
 
-def _button_request_id(action: dict[str, Any]) -> int:
-    """A button's value, or the request ID a menu's chosen option starts with (``ID:…``)."""
-    value = action.get("value") or (action.get("selected_option") or {}).get("value", "")
-    try:
-        return commands.parse_request_id(str(value).split(":")[0], action["action_id"])
-    except DomainError:
-        raise InvalidInput("That button is broken; use the command instead.") from None
-
-
 def _chosen_duration(body: dict[str, Any]) -> timedelta:
-    """The duration an "Approve for…" option names (``ID:DURATION``)."""
+    """The duration an "Approve for…" option names (``ID:DURATION``), one of those offered
+    (:func:`clicks.check_request`)."""
     value = str(body["actions"][0]["selected_option"]["value"])
     return parse_duration(value.partition(":")[2])
 

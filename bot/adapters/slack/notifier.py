@@ -168,8 +168,9 @@ class SlackNotifier:
             except Undeliverable as error:
                 log.error("request %s: the approvers channel %s refused the approval message "
                           "(%s)", request.id, channel, error.error)
-                return Posted(Reach(undelivered=(Undelivered(channel, error.error),)))
-        undelivered = [Undelivered(group, UNLISTED) for group in audience.unlisted]
+                refused = Undelivered(channel, error.error, error.retryable)
+                return Posted(Reach(undelivered=(refused,)))
+        undelivered = [Undelivered(group, UNLISTED, retryable=True) for group in audience.unlisted]
         reached: list[str] = []
         messages: list[MessageRef] = []
         for user in audience.approvers:
@@ -178,7 +179,7 @@ class SlackNotifier:
                 messages.append(self._post_approval("approval_dm", user, dm, text, content))
                 reached.append(user)
             except Undeliverable as error:
-                undelivered.append(Undelivered(user, error.error))
+                undelivered.append(Undelivered(user, error.error, error.retryable))
         if not reached:
             log.error("request %s reached no approver: %s", request.id,
                       ", ".join(f"{u.recipient} {u.error}" for u in undelivered) or "none set")
@@ -260,7 +261,7 @@ class SlackNotifier:
                                                   reply_broadcast=True)))
                 reached.append(channel)
             except Undeliverable as error:
-                undelivered.append(Undelivered(channel, error.error))
+                undelivered.append(Undelivered(channel, error.error, error.retryable))
         return Posted(Reach(channel=reached[0] if reached else None,
                             undelivered=tuple(undelivered)))
 
