@@ -23,7 +23,7 @@ from bot.adapters.slack import blocks, payloads
 from bot.domain import eligibility, lifecycle, windows
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.eligibility import NotEligible
-from bot.domain.errors import DomainError, InvalidInput
+from bot.domain.errors import DatabaseUnavailable, DomainError, InvalidInput
 from bot.domain.policy import RolePolicy
 from bot.services import asking, grants
 from bot.services.context import Context
@@ -185,6 +185,8 @@ class Forms:
             return {"role" if error.asking else "for": error.message}
         except DomainError as error:
             return {"for": error.message}
+        except DatabaseUnavailable:
+            raise  # the receiver answers it, whatever the form
         except Exception:
             log.exception("could not check who a request form asks for")
             return {"for": "Something went wrong; try again."}
@@ -199,6 +201,8 @@ class Forms:
                                  values(view).get("reason", ""))
         except DomainError as error:
             return {"reason": error.message}
+        except DatabaseUnavailable:
+            raise  # the receiver answers it, whatever the form
         except Exception:
             log.exception("could not check a Deny form")
             return {"reason": "Something went wrong; try again."}

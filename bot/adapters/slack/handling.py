@@ -30,7 +30,7 @@ from bot.adapters.slack.handlers import Handlers, Reply, reply
 from bot.adapters.slack.home import Home
 from bot.domain.durations import parse_duration
 from bot.domain.eligibility import NotEligible
-from bot.domain.errors import DomainError, InvalidInput
+from bot.domain.errors import DatabaseUnavailable, DomainError, InvalidInput
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Handling:
         user_id = _user_id(body)
         action = body["actions"][0]
         route = self.by_button[action["action_id"]]
-        self._tell(client, body, respond, self.run(
+        self.tell(client, body, respond, self.run(
             user_id, lambda: route(user_id, _button_request_id(action), body)))
         if (body.get("view") or {}).get("type") == "home":
             self.home.publish(client, user_id)
@@ -158,7 +158,7 @@ class Handling:
         ack()
         admin_id = _user_id(body)
         linked = str(body["actions"][0].get("value", ""))
-        self._tell(client, body, respond, self.run(
+        self.tell(client, body, respond, self.run(
             admin_id, lambda: self.handlers.confirm_link(admin_id, linked)))
 
     def on_form(self, ack: Ack, body: dict[str, Any], view: dict[str, Any],
@@ -167,7 +167,7 @@ class Handling:
         ack()
         user_id = _user_id(body)
         route = self.by_form[view["callback_id"]]
-        self._tell(client, body, None, self.run(user_id, lambda: route(user_id, view)))
+        self.tell(client, body, None, self.run(user_id, lambda: route(user_id, view)))
 
     def on_home_opened(self, event: dict[str, Any], client: WebClient) -> None:
         self.home.on_opened(event, client)
@@ -196,6 +196,9 @@ class Handling:
         except DomainError as error:
             # The message quotes what the person typed: plain text, never markup.
             return reply(blocks.escape(error.message))
+        except DatabaseUnavailable as error:
+            log.error("could not answer %s: the database is unreachable (%s)", user_id, error)
+            return reply(DatabaseUnavailable.MESSAGE)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("handler failed for %s (reference %s)", user_id, reference)
@@ -204,8 +207,8 @@ class Handling:
                          "platform team.")
 
     @staticmethod
-    def _tell(client: WebClient, body: dict[str, Any], respond: Respond | None,
-              answer: Reply | None) -> None:
+    def tell(client: WebClient, body: dict[str, Any], respond: Respond | None,
+             answer: Reply | None) -> None:
         """Answer the person who acted: ephemeral where Slack allows, else in a DM."""
         if answer is None:
             return
