@@ -494,11 +494,18 @@ def file_extension(
 def extended_end(extension: AccessRequest, grant: AccessRequest) -> datetime:
     """Where ``extension`` moves ``grant``'s end (by the duration granted); raises
     :class:`InvalidTransition` unless the grant is still active, the only one it can apply to."""
+    extended_end_allowed(grant)
+    assert grant.ends_at is not None
+    return grant.ends_at + extension.granted_duration
+
+
+def extended_end_allowed(grant: AccessRequest) -> None:
+    """Refuse (:class:`InvalidTransition`) unless ``grant`` is active, the only state an
+    extension can apply to."""
     if grant.state is not State.ACTIVE or grant.ends_at is None:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: the extension cannot apply."
         )
-    return grant.ends_at + extension.granted_duration
 
 
 def apply_extension(extension: AccessRequest, grant: AccessRequest, now: datetime) -> None:

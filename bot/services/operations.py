@@ -272,7 +272,14 @@ def run_held(ctx: Context, held: Held) -> AccessRequest:
             except Exception as error:
                 outcome, ended = settle_failure(ctx, claimed, error)
                 return ended
-            return _complete(ctx, claimed, result, started)
+            try:
+                return _complete(ctx, claimed, result, started)
+            except DomainError as error:
+                if claimed.kind is not OperationKind.EXTEND:
+                    raise
+                # the grant began to end while its backend was extended: the end stands
+                outcome, ended = settle_failure(ctx, claimed, error)
+                return ended
         except LeaseLost:
             outcome = "lost"
             log.warning("another worker took over request %s's %s; leaving it to them",
@@ -319,6 +326,9 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
         return granted
     if operation.kind is OperationKind.EXTEND:
         assert parent is not None
+        with ctx.transaction() as uow:  # as it is now, not as when the extension was claimed
+            parent = uow.requests.get(parent.id or 0)
+            check_extensible(uow.operations, parent)
         spec = spec_for(parent, lifecycle.extended_end(request, parent))
         extended = granter.extend(spec, parent.backend_ref)
         _share(ctx, parent, extended.reference, keeps=spec)
@@ -378,6 +388,19 @@ def _share(ctx: Context, request: AccessRequest, reference: dict[str, Any],
     return True
 
 
+def check_extensible(operations: OperationQueue, grant: AccessRequest) -> None:
+    """Refuse to extend ``grant`` (read in the transaction of ``operations``, its row locked
+    where it will change) once it is no longer active or its revocation is owed: it is ending,
+    in its backend already or soon, and an extension would leave it recorded as active, or
+    extended, while its access ends. Whichever of an extension and the expiry of the same
+    grant locks the grant first wins; the other is refused."""
+    lifecycle.extended_end_allowed(grant)
+    if _owes_revocation(operations, grant):
+        raise InvalidTransition(
+            f"Request {grant.label} is ending (its time is up, or it is being revoked), so it "
+            "can no longer be extended; ask for new access instead.")
+
+
 def _owes_revocation(operations: OperationQueue, request: AccessRequest) -> bool:
     assert request.id is not None
     owed = operations.get(request.id, OperationKind.REVOKE)
@@ -426,6 +449,7 @@ def _apply(uow: UnitOfWork, operation: Operation, request: AccessRequest,
     if operation.kind is OperationKind.EXTEND:
         assert result is not None and request.parent_id is not None
         parent = uow.requests.get(request.parent_id, for_update=True)
+        check_extensible(uow.operations, parent)
         lifecycle.apply_extension(request, parent, started)
         parent.backend_ref = result.reference
         uow.requests.save(request)
