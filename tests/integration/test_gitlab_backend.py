@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -538,3 +539,29 @@ def test_the_membership_is_what_the_live_grants_explain_after_every_batch(
         assert all(grants.get(ctx, i).state is State.EXPIRED
                    for i, (_, end) in ends.items() if end <= moment)
         check()
+
+
+@pytest.mark.parametrize("hanging", [1, 1000], ids=["one-call", "every-call"])
+def test_a_hung_gitlab_holds_up_an_expiry_pass_for_its_timeout_only(
+        engine: Engine, gl_config: Config, world: World, directory: StaticDirectory,
+        hanging: int) -> None:
+    """python-gitlab's timeout bounds each call that hangs: the pass ends what it can and is
+    over long before GitLab answers; the retry pass ends the rest once it does."""
+    ctx, _ = context(engine, gl_config, directory, timeout=0.5)
+    ids = [grant(ctx, "view"), grant(ctx, "edit")]
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + 2 * H + timedelta(minutes=1))
+    world.gitlab.hang_next, world.gitlab.hang_seconds = hanging, 8.0
+    started = time.monotonic()
+    assert grants.expire_due(later) == 2
+    assert time.monotonic() - started < 6  # bounded by the timeout, not the 8s hang
+    world.gitlab.hang_next = 0
+    left = [grants.get(later, i) for i in ids if grants.get(later, i).state is State.ACTIVE]
+    assert left, "a hung call ends no grant"
+    assert all("unreachable or too slow" in (g.last_error or "") for g in left)
+    if hanging == 1000:
+        assert len(left) == 2
+    operations.run_due(later)
+    assert all(grants.get(later, i).state is State.EXPIRED for i in ids)
+    assert world.gitlab.member(world.view, world.alice) is None
+    assert world.gitlab.member(world.edit, world.alice) is None
