@@ -173,3 +173,22 @@ def test_the_refused_extension_is_told_in_words(two: tuple[Context, Context],
         in text
     assert "is expired: the extension cannot apply" in text
     assert "platform team" not in text  # nothing broke: the grant's time was up
+
+
+def test_a_grant_revoked_while_its_extension_is_applied_refuses_the_extension(
+        two: tuple[Context, Context], backend: SlowExtension,
+        notifier: RecordingNotifier) -> None:
+    sweeper, approver = two
+    grant_id, extension_id = grant_with_extension_waiting(sweeper)
+
+    def revoked_meanwhile() -> None:
+        with ThreadPoolExecutor(1) as other:
+            other.submit(grants.revoke, sweeper, grant_id, BOB, "incident over").result()
+
+    backend.after_extend = revoked_meanwhile
+    ended = access.approve(approver, extension_id, BOB)
+    assert ended.state is State.FAILED
+    grant = grants.get(sweeper, grant_id)
+    assert grant.state is State.REVOKED and grant_id not in backend.active
+    assert notifier.kinds(extension_id)[-1] is NoticeKind.FAILED
+    assert notifier.kinds(grant_id).count(NoticeKind.REVOKED) == 1
