@@ -372,7 +372,8 @@ class GitLabMembershipGranter:
         the live grants explain, whatever order they end in. Before the bot touched it, the
         user had :meth:`_origin`; with holders left it stands at their highest level (never
         below the origin) until the day after the latest end; with none it is the origin
-        again, or gone when the origin was none and the bot's user made it."""
+        again, or gone when the origin was none and no other user made it (an older GitLab
+        that does not show ``created_by`` leaves the bot's records to prove it)."""
         first = known[0] if known else holders[0][1]
         group_id, user_id = first["group_id"], int(first["user_id"])
         origin = self._origin([*known, *(reference for _, reference in holders)])
@@ -396,7 +397,7 @@ class GitLabMembershipGranter:
                     (origin["access_level"], origin.get("expires_at")):
                 self._update(group, user_id, int(origin["access_level"]),
                              origin.get("expires_at"))
-        elif not holders and now["created_by"] == self._bot_id():
+        elif not holders and now["created_by"] in (None, self._bot_id()):  # None: not shown
             try:
                 with _translated("remove the member"):
                     group.members.delete(user_id)
