@@ -565,3 +565,20 @@ def test_a_hung_gitlab_holds_up_an_expiry_pass_for_its_timeout_only(
     assert all(grants.get(later, i).state is State.EXPIRED for i in ids)
     assert world.gitlab.member(world.view, world.alice) is None
     assert world.gitlab.member(world.edit, world.alice) is None
+
+
+def test_a_membership_made_again_by_hand_outlives_the_shared_grants(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    """Someone removes the membership the bot made and adds the user again by hand: when the
+    grants end, the bot removes nothing it did not make."""
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    for cluster in ("prod", "staging"):
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=H, reason="x")
+        assert filed.id is not None
+        access.approve(ctx, filed.id, BOB)
+    owner = world.gitlab.add_user("owner", "owner@example.com")
+    del world.view.members[world.alice.id]
+    made = world.gitlab.add_member(world.view, world.alice, 30, by=owner)
+    clock = ctx.clock
+    grants.expire_due(dataclasses.replace(ctx, clock=lambda: clock() + 2 * H))
+    assert world.gitlab.member(world.view, world.alice) == made
