@@ -366,6 +366,69 @@ class GitLabMembershipGranter:
             return None
         return f"gitlab {self.gl.url} group {reference['group_id']} user {reference['user_id']}"
 
+    def share(self, holders: list[tuple[GrantSpec, dict[str, Any]]],
+              known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One membership held by several grants (see :class:`SharedObjects`): it ends up as
+        the live grants explain, whatever order they end in. Before the bot touched it, the
+        user had :meth:`_origin`; with holders left it stands at their highest level (never
+        below the origin) until the day after the latest end; with none it is the origin
+        again, or gone when the origin was none and no other user made it (an older GitLab
+        that does not show ``created_by`` leaves the bot's records to prove it)."""
+        first = known[0] if known else holders[0][1]
+        group_id, user_id = first["group_id"], int(first["user_id"])
+        origin = self._origin([*known, *(reference for _, reference in holders)])
+        levels = [self._level(spec) for spec, _ in holders]
+        try:
+            with _translated(f"read group {group_id}"):
+                group = self.gl.groups.get(group_id)
+        except _NotFound:
+            group = None  # the group is gone, and the membership with it
+        now = None if group is None else self._membership(group.members, user_id,
+                                                          "read the membership")
+        if group is None or now is None:
+            log.info("membership of user %s in group %s is gone; nothing to change",
+                     user_id, group_id)
+        elif holders and (origin is None or origin["access_level"] < max(levels)):
+            wanted = (max(levels), _expiry(max(spec.ends_at for spec, _ in holders)))
+            if (now["access_level"], now["expires_at"]) != wanted:
+                self._update(group, user_id, *wanted)
+        elif origin is not None:
+            if (now["access_level"], now["expires_at"]) != \
+                    (origin["access_level"], origin.get("expires_at")):
+                self._update(group, user_id, int(origin["access_level"]),
+                             origin.get("expires_at"))
+        elif not holders and now["created_by"] in (None, self._bot_id()):  # None: not shown
+            try:
+                with _translated("remove the member"):
+                    group.members.delete(user_id)
+            except _NotFound:
+                pass
+        elif not holders:
+            log.warning("the membership of user %s in group %s was not made by the bot; "
+                        "left alone", user_id, group_id)
+        return [_holding(reference, level, origin)
+                for (_, reference), level in zip(holders, levels, strict=True)]
+
+    def _origin(self, references: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The direct membership the user had before the bot touched it, from the references
+        of the grants on it: each recorded what it found, and the bot only ever adds or
+        raises, so the lowest of those is the origin; a grant that created the membership, or
+        found one the bot's user made, proves there was none."""
+        found: list[dict[str, Any]] = []
+        for reference in references:
+            action, previous = reference.get("action"), reference.get("previous")
+            if action not in ("created", "raised", "pre_existing"):
+                continue
+            if action == "created" or previous is None or (
+                    previous.get("created_by") is not None
+                    and previous["created_by"] == self._bot_id()):
+                return None
+            found.append(previous)
+        if not found:
+            return None
+        lowest = min(found, key=lambda previous: int(previous["access_level"]))
+        return _previous(lowest)
+
     def describe(self, spec: GrantSpec, reference: dict[str, Any]) -> str:
         return (f"GitLab membership of {reference.get('username')} in "
                 f"{reference.get('group_path') or reference.get('group_id')}: "
@@ -420,6 +483,15 @@ def _previous(membership: dict[str, Any]) -> dict[str, Any]:
     """What a revocation restores: the level and expiry that were there."""
     return {"access_level": membership["access_level"],
             "expires_at": membership.get("expires_at")}
+
+
+def _holding(reference: dict[str, Any], level: int,
+             origin: dict[str, Any] | None) -> dict[str, Any]:
+    """A live grant's reference after a :meth:`GitLabMembershipGranter.share`: what it holds
+    measured against the origin, which it now carries for whoever ends last."""
+    action = "created" if origin is None else \
+        "raised" if int(origin["access_level"]) < level else "pre_existing"
+    return {**reference, "action": action, "previous": origin, "access_level": level}
 
 
 def _created_at(raw: object) -> datetime | None:

@@ -80,3 +80,11 @@ class Undeliverable(DomainError):
     @property
     def retryable(self) -> bool:
         return self.kind == self.TEMPORARY
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (stopped, restarting, its file unreadable): nothing was
+    kept or changed. Not a person's mistake, so not a :class:`DomainError`; whoever is waiting
+    is told :data:`MESSAGE`."""
+
+    MESSAGE = "The bot cannot reach its database right now; try again in a minute."

@@ -464,6 +464,13 @@ def ending(grant: AccessRequest, now: datetime, revocation_owed: bool) -> bool:
         revocation_owed or (grant.ends_at is not None and grant.ends_at <= now))
 
 
+def ending_refusal(grant: AccessRequest) -> InvalidTransition:
+    """The answer to extending ``grant`` once its access is :func:`ending`."""
+    return InvalidTransition(
+        f"Request {grant.label} is already ending (its revocation is under way, or its time "
+        "is up), so it can no longer be extended; ask for new access instead.")
+
+
 def check_extend(grant: AccessRequest, requester: Actor) -> None:
     """Refuse unless ``grant`` is an active grant and ``requester`` its grantee: what
     :func:`file_extension` checks first, so that the Extend form opens only for them."""
@@ -493,9 +500,7 @@ def file_extension(
     """
     check_extend(grant, requester)
     if ending(grant, now, revocation_owed):
-        raise InvalidTransition(
-            f"Request {grant.label} is already ending (its revocation is under way, or its "
-            "time is up): it cannot be extended. Ask for new access once it has ended.")
+        raise ending_refusal(grant)
     check_duration(policy, duration)
     assert grant.activated_at is not None and grant.ends_at is not None
     extension = AccessRequest(
@@ -519,11 +524,18 @@ def file_extension(
 def extended_end(extension: AccessRequest, grant: AccessRequest) -> datetime:
     """Where ``extension`` moves ``grant``'s end (by the duration granted); raises
     :class:`InvalidTransition` unless the grant is still active, the only one it can apply to."""
+    extended_end_allowed(grant)
+    assert grant.ends_at is not None
+    return grant.ends_at + extension.granted_duration
+
+
+def extended_end_allowed(grant: AccessRequest) -> None:
+    """Refuse (:class:`InvalidTransition`) unless ``grant`` is active, the only state an
+    extension can apply to."""
     if grant.state is not State.ACTIVE or grant.ends_at is None:
         raise InvalidTransition(
             f"Request {grant.label} is {grant.state.value}: the extension cannot apply."
         )
-    return grant.ends_at + extension.granted_duration
 
 
 def apply_extension(extension: AccessRequest, grant: AccessRequest, now: datetime) -> None:

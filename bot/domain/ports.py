@@ -127,6 +127,22 @@ class Granter(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedObjects(Protocol):
+    """A backend whose object several grants may hold at once (:meth:`Granter.shared_object`):
+    one GitLab membership for two clusters' roles on the same group."""
+
+    def share(self, holders: list[tuple[GrantSpec, dict[str, Any]]],
+              known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Leave the shared object exactly as ``holders`` explain (the live grants that keep
+        it, each with its spec and reference): what was there before the bot touched it,
+        raised to the highest level they need until the latest of their ends; restored, or
+        removed where the bot made it, when no holder remains. ``known``: the references of
+        every grant on the object not yet ended (those ending now too), which tell what was
+        there before. Returns the holders' references, in order, as they now stand."""
+        ...
+
+
 @dataclass(frozen=True)
 class ManagedGrant:
     """Something a backend holds that says it is the bot's: a RoleBinding labelled for this

@@ -104,6 +104,9 @@ def _owe(ctx: Context, uow: UnitOfWork, request: AccessRequest,
     """Owe the grant of a request just approved in ``uow``: held by this worker to run at once
     (:func:`operations.owe_held`), or, for a window that starts later, owed for its start (the
     retry pass runs it then); None when nothing is to run now."""
+    if request.parent_id is not None:  # an extension: of a grant that is not ending
+        operations.check_extensible(uow.operations,
+                                    uow.requests.get(request.parent_id, for_update=True))
     if windows.activation_due(request, now):
         return operations.owe_held(ctx, uow, request, now)
     operations.owe_approved(uow.operations, request, now)
@@ -142,6 +145,7 @@ def extend(ctx: Context, grant_id: int, user_id: str, duration: timedelta,
         extension = lifecycle.file_extension(
             grant=grant, policy=policy, requester=requester, duration=duration, reason=reason,
             now=now, revocation_owed=operations.owes_revocation(uow.operations, grant))
+        operations.check_extensible(uow.operations, grant)
         waiting = uow.requests.find(parent_id=grant_id, states=WAITING_STATES)
         if waiting:
             raise PolicyViolation(

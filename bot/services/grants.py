@@ -28,7 +28,7 @@ from bot.domain.model import (
     OperationKind,
     State,
 )
-from bot.domain.ports import AccessRequests, ManagedGrant, Reconcilable, UnitOfWork
+from bot.domain.ports import AccessRequests, ManagedGrant, Notice, Reconcilable, UnitOfWork
 from bot.logcontext import scoped
 from bot.services import revocations
 from bot.services.context import Context, audit
@@ -76,24 +76,33 @@ def expire_due(ctx: Context, limit: int | None = None) -> int:
     (:mod:`bot.services.revocations`); batch after batch until none is due or the pass has
     run for one sweep interval (``schedules.expiry_sweep``; the next pass takes the rest).
     Then the grantees are told, a few at a time (``Concurrency.messages``): ending access
-    comes first, and telling thousands while ending them would slow the ending. Returns how
-    many revocations this pass owed (not those another replica claimed)."""
+    comes first, and telling thousands while ending them would slow the ending. A pass that
+    fails part way (the database gone) still tells those its earlier batches ended; the
+    batch that failed is finished, and told, by the retry pass. Returns how many revocations
+    this pass owed (not those another replica claimed)."""
     size = ctx.tuning.batches.expire if limit is None else limit
     ends = time.monotonic() + ctx.config.schedules.expiry_sweep.total_seconds()
     owed, notices = 0, []
-    while True:
-        batch = revocations.claim_expired(ctx, size)
-        owed += len(batch.claimed)
-        notices += revocations.run_batch(ctx, batch)
-        if batch.found < size or time.monotonic() >= ends:
-            break
+    try:
+        while True:
+            batch = revocations.claim_expired(ctx, size)
+            owed += len(batch.claimed)
+            notices += revocations.run_batch(ctx, batch)
+            if batch.found < size or time.monotonic() >= ends:
+                break
+    finally:
+        _tell(ctx, notices)
+    return owed
+
+
+def _tell(ctx: Context, notices: list[Notice]) -> None:
+    """Send ``notices``, a few at a time (``Concurrency.messages``)."""
     if len(notices) > 1:
         with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
                                 thread_name_prefix="expiry-notices") as telling:
             list(telling.map(ctx.notify, notices))
     else:
         ctx.notify(*notices)
-    return owed
 
 
 RECONCILE_GRACE = timedelta(minutes=5)

@@ -23,6 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bot.domain import lifecycle, windows
 from bot.domain.errors import (
@@ -47,6 +48,7 @@ from bot.domain.ports import (
     Notice,
     NoticeKind,
     OperationQueue,
+    SharedObjects,
     UnitOfWork,
 )
 from bot.logcontext import request_scope
@@ -270,7 +272,14 @@ def run_held(ctx: Context, held: Held) -> AccessRequest:
             except Exception as error:
                 outcome, ended = settle_failure(ctx, claimed, error)
                 return ended
-            return _complete(ctx, claimed, result, started)
+            try:
+                return _complete(ctx, claimed, result, started)
+            except DomainError as error:
+                if claimed.kind is not OperationKind.EXTEND:
+                    raise
+                # the grant began to end while its backend was extended: the end stands
+                outcome, ended = settle_failure(ctx, claimed, error)
+                return ended
         except LeaseLost:
             outcome = "lost"
             log.warning("another worker took over request %s's %s; leaving it to them",
@@ -312,61 +321,84 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
                 with ctx.transaction() as uow:
                     operation.lease_until = _hold(ctx, uow.operations, operation)
                     uow.operations.save(operation)
-        return granter.grant(spec, operation.prepared)
+        granted = granter.grant(spec, operation.prepared)
+        _share(ctx, request, granted.reference, keeps=spec)
+        return granted
     if operation.kind is OperationKind.EXTEND:
         assert parent is not None
-        return granter.extend(spec_for(parent, lifecycle.extended_end(request, parent)),
-                              parent.backend_ref)
-    if not _hand_over(ctx, request):
-        granter.revoke(spec_for(request, request.ends_at or started), request.backend_ref)
+        with ctx.transaction() as uow:  # as it is now, not as when the extension was claimed
+            parent = uow.requests.get(parent.id or 0)
+            check_extensible(uow.operations, parent)
+        spec = spec_for(parent, lifecycle.extended_end(request, parent))
+        extended = granter.extend(spec, parent.backend_ref)
+        _share(ctx, parent, extended.reference, keeps=spec)
+        return extended
+    revoke_in_backend(ctx, request, started)
     return None
 
 
-def _hand_over(ctx: Context, request: AccessRequest) -> bool:
-    """Where another live grant holds the same backend object (two clusters' roles on one
-    GitLab group), the object stays: that grant takes over what this one made, lasts until its
-    own end, and removes it in turn. True when handed over (nothing to remove now)."""
-    key = ctx.granter(request.cluster).shared_object(request.backend_ref)
-    if key is None:
+def revoke_in_backend(ctx: Context, request: AccessRequest, started: datetime) -> None:
+    """Undo ``request``'s grant in its backend; what it shares with other live grants stays
+    as they need it (:func:`_share`). ``started``: when the attempt began, for a grant with
+    no end."""
+    if not _share(ctx, request, request.backend_ref):
+        ctx.granter(request.cluster).revoke(spec_for(request, request.ends_at or started),
+                                            request.backend_ref)
+
+
+def _share(ctx: Context, request: AccessRequest, reference: dict[str, Any],
+           keeps: GrantSpec | None = None) -> bool:
+    """Where ``request``'s backend object may be held by other grants too (two clusters' roles
+    on one GitLab group), leave it as the live ones explain (:class:`SharedObjects`): the
+    others, and ``request`` itself when it ``keeps`` it (just granted or extended, until
+    ``keeps.ends_at``), at the highest level and the latest end they need; restored, or
+    removed, when none remains. Every grant ending meanwhile (a revocation owed) counts as
+    gone, so grants ending together, in one batch or on two workers, all leave it as the
+    ones that stay need it, in whatever order they run. When ``request`` ends, the others'
+    references are rewritten to carry what was there before the bot (audited: handed over).
+    False when nothing is shared: the caller makes the plain call."""
+    granter = ctx.granter(request.cluster)
+    key = granter.shared_object(reference)
+    if key is None or not isinstance(granter, SharedObjects):
         return False
     with ctx.transaction() as uow:
-        heirs = [other for other in uow.requests.find(subject=request.subject,
-                                                      states=[State.ACTIVE], kind=Kind.ACCESS,
-                                                      limit=None)
-                 if other.id != request.id and other.ends_at is not None
-                 and other.cluster in ctx.granters  # a cluster since removed holds nothing
-                 and ctx.granter(other.cluster).shared_object(other.backend_ref) == key
-                 and not owes_revocation(uow.operations, other)]
-    if not heirs:
-        return False
-    heir = max(heirs, key=lambda other: other.ends_at or datetime.min)
-    mine, theirs = request.backend_ref, heir.backend_ref
-    reference = dict(theirs)
-    if mine.get("action") in ("created", "raised") and \
-            theirs.get("action") not in ("created", "raised"):
-        reference.update(action=mine["action"], previous=mine.get("previous"),
-                         access_level=max(int(mine.get("access_level", 0)),
-                                          int(theirs.get("access_level", 0))))
-    assert heir.ends_at is not None
-    result = ctx.granter(heir.cluster).extend(spec_for(heir, heir.ends_at), reference)
-    with ctx.transaction() as uow:
-        current = uow.requests.get(heir.id or 0, for_update=True)
-        if current.state is State.ACTIVE:
-            current.backend_ref = result.reference
-            uow.requests.save(current)
-        audit(uow.audit, ctx.clock(), POLICY_ACTOR, "handed over", current,
-              from_request=request.id, object=key)
-    log.info("request %s ends; %s stays for request %s until %s", request.id, key, heir.id,
-             heir.ends_at)
+        live = [other for other in uow.requests.find(subject=request.subject,
+                                                     states=[State.ACTIVE], kind=Kind.ACCESS,
+                                                     limit=None)
+                if other.id != request.id and other.ends_at is not None
+                and other.cluster in ctx.granters  # a cluster since removed holds nothing
+                and ctx.granter(other.cluster).shared_object(other.backend_ref) == key]
+        staying = [other for other in live if not owes_revocation(uow.operations, other)]
+    if keeps is not None and not staying:
+        return True  # granted or extended alone: the backend call left it as it should be
+    holders = [(spec_for(other, other.ends_at or ctx.clock()), other.backend_ref)
+               for other in staying]
+    if keeps is not None:
+        holders.append((keeps, reference))
+    references = granter.share(holders, [reference, *(other.backend_ref for other in live)])
+    if staying and keeps is None:
+        with ctx.transaction() as uow:
+            for other, now_held in zip(staying, references, strict=False):
+                current = uow.requests.get(other.id or 0, for_update=True)
+                if current.state is State.ACTIVE and current.backend_ref != now_held:
+                    current.backend_ref = now_held
+                    uow.requests.save(current)
+                    audit(uow.audit, ctx.clock(), POLICY_ACTOR, "handed over", current,
+                          from_request=request.id, object=key)
+        log.info("request %s ends; %s stays for request(s) %s", request.id, key,
+                 ", ".join(str(other.id) for other in staying))
     return True
 
 
-def revoke_in_backend(ctx: Context, request: AccessRequest, started: datetime) -> None:
-    """Undo ``request``'s grant in its backend, or hand what it shares to another live grant
-    (:func:`_hand_over`); ``started``: when the attempt began, for a grant with no end."""
-    if not _hand_over(ctx, request):
-        ctx.granter(request.cluster).revoke(spec_for(request, request.ends_at or started),
-                                            request.backend_ref)
+def check_extensible(operations: OperationQueue, grant: AccessRequest) -> None:
+    """Refuse to extend ``grant`` (read in the transaction of ``operations``, its row locked
+    where it will change) once it is no longer active or its revocation is owed: it is ending,
+    in its backend already or soon, and an extension would leave it recorded as active, or
+    extended, while its access ends. Whichever of an extension and the expiry of the same
+    grant locks the grant first wins; the other is refused."""
+    lifecycle.extended_end_allowed(grant)
+    if owes_revocation(operations, grant):
+        raise lifecycle.ending_refusal(grant)
 
 
 def owes_revocation(operations: OperationQueue, request: AccessRequest) -> bool:
@@ -418,6 +450,7 @@ def _apply(uow: UnitOfWork, operation: Operation, request: AccessRequest,
     if operation.kind is OperationKind.EXTEND:
         assert result is not None and request.parent_id is not None
         parent = uow.requests.get(request.parent_id, for_update=True)
+        check_extensible(uow.operations, parent)
         lifecycle.apply_extension(request, parent, started)
         parent.backend_ref = result.reference
         uow.requests.save(request)

@@ -210,3 +210,46 @@ def test_a_pass_drains_batch_after_batch(ctx: Context, granter: InMemoryGranter,
     assert all(grants.get(ctx, i).state is State.EXPIRED for i in ids)
     assert granter.calls["revoked"] == 7
     assert grants.expire_due(ctx, limit=2) == 0
+
+
+def test_a_pass_failing_mid_way_still_tells_the_grants_it_ended_and_the_rest_later(
+        engine: Engine, config: Config, notifier: RecordingNotifier,
+        directory: StaticDirectory, clock: FakeClock, monkeypatch: Any) -> None:
+    """The database goes away as the third batch completes (its backend calls were made):
+    the two batches before it are told at once, the third is finished by the retry pass once
+    its leases lapse and told then; nobody is told twice."""
+    from bot.domain.errors import DatabaseUnavailable
+    from bot.services import revocations
+
+    granter = WatchedGranter()
+    ctx = worker(engine, config, granter, notifier, directory, clock, "one")
+    ids = grants_ending_in_an_hour(ctx, directory, 6)
+    complete, batches = revocations._complete, Counter[str]()
+
+    def database_gone_at_the_third(*args: Any) -> Any:
+        batches["completed"] += 1
+        if batches["completed"] == 3:
+            raise DatabaseUnavailable("connection refused")
+        return complete(*args)
+
+    monkeypatch.setattr(revocations, "_complete", database_gone_at_the_third)
+    clock.advance(H)
+    try:
+        grants.expire_due(ctx, limit=2)
+    except DatabaseUnavailable:
+        pass
+    else:
+        raise AssertionError("the pass should have failed")
+
+    def told() -> Counter[int]:
+        return Counter(n.request.id or 0 for n in notifier.notices
+                       if n.kind is NoticeKind.EXPIRED)
+
+    ended = [i for i in ids if grants.get(ctx, i).state is State.EXPIRED]
+    assert len(ended) == 4
+    assert told() == Counter(ended)  # told although the pass failed after them
+    clock.advance(ctx.retry.lease + timedelta(seconds=1))
+    assert operations.run_due(ctx) == 2
+    assert all(grants.get(ctx, i).state is State.EXPIRED for i in ids)
+    assert told() == Counter(ids)  # each once
+    assert audited(ctx, "expired") == Counter(ids)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,7 +15,7 @@ from sqlalchemy import Engine
 
 from bot.adapters.gitlab import GitLabMembershipGranter
 from bot.app import build_context
-from bot.config import Config, Settings, parse_config
+from bot.config import ACCESS_LEVELS, Config, Settings, parse_config
 from bot.domain.errors import (
     NotAuthorized,
     PermanentBackendError,
@@ -26,7 +28,7 @@ from bot.fakes.gitlab import FakeGitLab, GitLabUser, Group
 from bot.services import access, grants, identity, operations
 from bot.services.context import Context, RetryPolicy
 from tests.conftest import ADMIN, ALICE, BOB
-from tests.fakes.ports import RecordingNotifier, StaticDirectory
+from tests.fakes.ports import FakeClock, RecordingNotifier, StaticDirectory
 
 H = timedelta(hours=1)
 BOT_TOKEN = "glpat-bot-token"
@@ -452,3 +454,131 @@ def test_a_409_on_a_membership_the_bot_made_for_another_cluster_is_not_taken_ove
     assert world.gitlab.member(world.view, world.alice) is not None  # prod's access stays
     grants.revoke(ctx, prod.id, ALICE, "done")
     assert world.gitlab.member(world.view, world.alice) is None
+
+
+# --- one membership, several clusters' grants, any order ------------------------------
+
+LEVELS = {"prod": "developer", "staging": "maintainer", "dev": "developer"}
+"""Each cluster's role ``view`` is the same group, at these access levels."""
+START = datetime(2026, 11, 30, 20, 0, tzinfo=UTC)
+"""Late in the day: grants of different lengths end on different days, so GitLab's
+``expires_at`` tells them apart."""
+BY_HAND_EXPIRES = "2027-06-30"
+
+
+def shared_group(engine: Engine, world: World, directory: StaticDirectory,
+                 clock: FakeClock) -> Context:
+    config: Config = parse_config({"admins": [ADMIN], "clusters": {
+        cluster: {"backend": "gitlab", "approvers": [BOB],
+                  "gitlab": {"agent_id": 42, "url": world.gitlab.url,
+                             "kas_proxy_url": "https://kas.example.com/k8s-proxy"},
+                  "roles": {"view": {"group": "platform/k8s-view", "access_level": level}}}
+        for cluster, level in LEVELS.items()}}, Path("gitlab.yaml"))
+    granters = {name: GitLabMembershipGranter.connect(config, name, None, BOT_TOKEN, timeout=5)
+                for name in LEVELS}
+    ctx = build_context(Settings(), config, engine=engine, granters=granters,
+                        notifier=RecordingNotifier(), directory=directory, clock=clock)
+    return dataclasses.replace(ctx, retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
+
+
+def wanted(origin: dict[str, Any] | None, live: list[tuple[str, datetime]]) -> Any:
+    """What the membership must be: the origin where no live grant needs more, else the
+    highest live level until the day after the latest live end."""
+    top = max((ACCESS_LEVELS[LEVELS[cluster]] for cluster, _ in live), default=0)
+    if origin is not None and origin["access_level"] >= top:
+        return origin
+    if not live:
+        return None
+    latest = max(ends for _, ends in live)
+    return (top, (latest + timedelta(days=1)).date().isoformat())
+
+
+def held(world: World) -> Any:
+    member = world.gitlab.member(world.view, world.alice)
+    if member is None:
+        return None
+    return (member["access_level"], member["expires_at"])
+
+
+@pytest.mark.parametrize("hours", [(1, 1, 1), (1, 1, 5), (1, 3, 5), (5, 1, 1)],
+                         ids=["one-batch", "two-then-one", "three-batches", "one-then-two"])
+@pytest.mark.parametrize("by_hand", [None, 30, 40], ids=["none", "developer", "maintainer"])
+@pytest.mark.parametrize("order", [("prod", "staging", "dev"), ("staging", "prod", "dev"),
+                                   ("dev", "prod", "staging")],
+                         ids=lambda order: "-".join(order))
+def test_the_membership_is_what_the_live_grants_explain_after_every_batch(
+        engine: Engine, world: World, directory: StaticDirectory, order: tuple[str, ...],
+        by_hand: int | None, hours: tuple[int, ...]) -> None:
+    clock = FakeClock(START)
+    ctx = shared_group(engine, world, directory, clock)
+    origin: dict[str, Any] | None = None
+    if by_hand is not None:
+        owner = world.gitlab.add_user("owner", "owner@example.com")
+        origin = dict(world.gitlab.add_member(world.view, world.alice, by_hand, by=owner,
+                                              expires_at=BY_HAND_EXPIRES))
+    ends: dict[int, tuple[str, datetime]] = {}
+    for cluster, length in zip(order, hours, strict=True):
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=length * H,
+                                    reason="x")
+        assert filed.id is not None
+        assert access.approve(ctx, filed.id, BOB).state is State.ACTIVE
+        ends[filed.id] = (cluster, START + length * H)
+
+    def check() -> None:
+        live = [ends[i] for i in ends if grants.get(ctx, i).state is State.ACTIVE]
+        expected = wanted(origin, live)
+        if expected is origin and origin is not None:
+            assert world.gitlab.member(world.view, world.alice) == origin  # exactly as made
+        else:
+            assert held(world) == expected, f"live: {live}"
+
+    check()
+    for moment in sorted({end for _, end in ends.values()}):
+        clock.now = moment + timedelta(minutes=1)
+        grants.expire_due(ctx)
+        assert all(grants.get(ctx, i).state is State.EXPIRED
+                   for i, (_, end) in ends.items() if end <= moment)
+        check()
+
+
+@pytest.mark.parametrize("hanging", [1, 1000], ids=["one-call", "every-call"])
+def test_a_hung_gitlab_holds_up_an_expiry_pass_for_its_timeout_only(
+        engine: Engine, gl_config: Config, world: World, directory: StaticDirectory,
+        hanging: int) -> None:
+    """python-gitlab's timeout bounds each call that hangs: the pass ends what it can and is
+    over long before GitLab answers; the retry pass ends the rest once it does."""
+    ctx, _ = context(engine, gl_config, directory, timeout=0.5)
+    ids = [grant(ctx, "view"), grant(ctx, "edit")]
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + 2 * H + timedelta(minutes=1))
+    world.gitlab.hang_next, world.gitlab.hang_seconds = hanging, 8.0
+    started = time.monotonic()
+    assert grants.expire_due(later) == 2
+    assert time.monotonic() - started < 6  # bounded by the timeout, not the 8s hang
+    world.gitlab.hang_next = 0
+    left = [grants.get(later, i) for i in ids if grants.get(later, i).state is State.ACTIVE]
+    assert left, "a hung call ends no grant"
+    assert all("unreachable or too slow" in (g.last_error or "") for g in left)
+    if hanging == 1000:
+        assert len(left) == 2
+    operations.run_due(later)
+    assert all(grants.get(later, i).state is State.EXPIRED for i in ids)
+    assert world.gitlab.member(world.view, world.alice) is None
+    assert world.gitlab.member(world.edit, world.alice) is None
+
+
+def test_a_membership_made_again_by_hand_outlives_the_shared_grants(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    """Someone removes the membership the bot made and adds the user again by hand: when the
+    grants end, the bot removes nothing it did not make."""
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    for cluster in ("prod", "staging"):
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=H, reason="x")
+        assert filed.id is not None
+        access.approve(ctx, filed.id, BOB)
+    owner = world.gitlab.add_user("owner", "owner@example.com")
+    del world.view.members[world.alice.id]
+    made = world.gitlab.add_member(world.view, world.alice, 30, by=owner)
+    clock = ctx.clock
+    grants.expire_due(dataclasses.replace(ctx, clock=lambda: clock() + 2 * H))
+    assert world.gitlab.member(world.view, world.alice) == made

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
 from bot.services import access, grants, operations
 from bot.services.context import Context, RetryPolicy
-from tests.conftest import ALICE, BOB, CAROL
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import RecordingNotifier, StaticDirectory
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -517,3 +518,36 @@ def test_rsa_keys_where_configured(engine: Engine, kube: FakeKubernetes,
         "users"][0]["user"]
     key = serialization.load_pem_private_key(base64.b64decode(user["client-key-data"]), None)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+
+
+@pytest.mark.parametrize("hanging", [1, 1000], ids=["one-call", "every-call"])
+def test_a_hung_api_server_holds_up_an_expiry_pass_for_its_timeout_only(
+        engine: Engine, k8s_config: Config, kube: FakeKubernetes,
+        directory: StaticDirectory, hanging: int) -> None:
+    """The request timeout bounds each call that hangs: the pass ends what it can and is
+    over long before the API server answers; the retry pass ends the rest once it does."""
+    ctx = dataclasses.replace(
+        build_context(Settings(), k8s_config, engine=engine,
+                      granters=granters_for(k8s_config, timeout=0.5),
+                      notifier=RecordingNotifier(), directory=directory),
+        retry=RetryPolicy(jitter=0, first_delay=timedelta(0)))
+    ids = []
+    for user in (ALICE, DAVE, ADMIN):
+        request = access.file_request(ctx, user, "oidc", "view", duration=H, reason="x")
+        assert request.id is not None
+        access.approve(ctx, request.id, BOB)
+        ids.append(request.id)
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    kube.hang_next, kube.hang_seconds = hanging, 8.0
+    started = time.monotonic()
+    assert grants.expire_due(later) == 3
+    assert time.monotonic() - started < 6  # bounded by the timeout, not the 8s hang
+    kube.hang_next = 0
+    left = [grants.get(later, i) for i in ids if grants.get(later, i).state is State.ACTIVE]
+    assert all("unreachable or too slow" in (grant.last_error or "") for grant in left)
+    if hanging == 1000:
+        assert len(left) == 3
+    operations.run_due(later)
+    assert all(grants.get(later, i).state is State.EXPIRED for i in ids)
+    assert not {f"k8s-access-{i}" for i in ids} & set(kube.cluster_role_bindings)

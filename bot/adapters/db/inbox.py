@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.adapters.db.models import SlackInboxRow
+from bot.adapters.db.reachability import unavailable, unreachable
 from bot.adapters.db.unit_of_work import SqlAlchemyUnitOfWork
 from bot.domain.ports import UnitOfWork
 
@@ -86,7 +87,7 @@ class SqlAlchemyInbox:
 
     def receive(self, key: str, body: str) -> bool:
         """Keep a request's body under ``key``; False when the key was taken (a replay)."""
-        fresh = self._keep({"key": key, "received_at": self._clock(), "body": body,
+        fresh = self._kept({"key": key, "received_at": self._clock(), "body": body,
                             "done_at": None})
         if fresh:
             self._on_receive()
@@ -96,7 +97,17 @@ class SqlAlchemyInbox:
         """Keep only ``key``, already done, for a request answered on receipt: no worker runs
         it, and a replay of it is refused like any other's. False when the key was taken."""
         now = self._clock()
-        return self._keep({"key": key, "received_at": now, "body": None, "done_at": now})
+        return self._kept({"key": key, "received_at": now, "body": None, "done_at": now})
+
+    def _kept(self, values: dict[str, Any]) -> bool:
+        """:meth:`_keep`; :class:`~bot.domain.errors.DatabaseUnavailable` when the database
+        cannot be reached."""
+        try:
+            return self._keep(values)
+        except Exception as error:
+            if unreachable(error):
+                raise unavailable(error) from error
+            raise
 
     def _keep_through_core(self, values: dict[str, Any]) -> bool:
         with self._engine.begin() as connection:

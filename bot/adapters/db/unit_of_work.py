@@ -18,6 +18,7 @@ from bot.adapters.db.links import SqlAlchemyIdentityLinks
 from bot.adapters.db.messages import SqlAlchemyMessageReferences
 from bot.adapters.db.once import SqlAlchemyOnceKeys
 from bot.adapters.db.operations import SqlAlchemyOperationQueue
+from bot.adapters.db.reachability import unavailable, unreachable
 from bot.adapters.db.reviews import SqlAlchemyAccessReviews
 from bot.domain.errors import ConcurrentModification
 
@@ -40,8 +41,17 @@ class SqlAlchemyUnitOfWork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.session.rollback()
-        self.session.close()
+        """Roll back what was not committed. A database that cannot be reached is
+        :class:`~bot.domain.errors.DatabaseUnavailable` to the caller."""
+        error = exc[1] if len(exc) > 1 and isinstance(exc[1], BaseException) else None
+        try:
+            self.session.rollback()
+            self.session.close()
+        except Exception as failed:
+            if error is None or not unreachable(failed):
+                raise
+        if error is not None and unreachable(error):
+            raise unavailable(error) from error
 
     def commit(self) -> None:
         try:
@@ -51,6 +61,10 @@ class SqlAlchemyUnitOfWork:
             raise ConcurrentModification(
                 "Someone else changed the same request meanwhile; try again."
             ) from None
+        except Exception as error:
+            if unreachable(error):
+                raise unavailable(error) from error
+            raise
 
 
 def unit_of_work_factory(engine: Engine) -> sessionmaker[Session]:

@@ -520,6 +520,10 @@ def requester_message(notice: Notice,
     elif kind is NoticeKind.FAILED and request.window_start is not None:
         text = (f":boom: Your scheduled access {label} could not start: "
                 f"{escape(request.end_reason).rstrip('.')}. Ask again if you still need it.")
+    elif kind is NoticeKind.FAILED and request.kind is Kind.EXTENSION:
+        text = (f":boom: Extension {label} of grant #{request.parent_id} could not apply: "
+                f"{escape(request.end_reason).rstrip('.')}. Ask for new access if you still "
+                "need it.")
     elif kind is NoticeKind.FAILED:
         text = (f":boom: Access {label} could not be granted: {escape(request.end_reason)}\n"
                 "The platform team has been told; ask again once it is fixed.")

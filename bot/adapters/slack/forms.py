@@ -24,7 +24,7 @@ from bot.adapters.slack import blocks, clicks, payloads
 from bot.domain import eligibility, lifecycle, windows
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.eligibility import NotEligible
-from bot.domain.errors import DomainError, InvalidInput, NotFound
+from bot.domain.errors import DatabaseUnavailable, DomainError, InvalidInput, NotFound
 from bot.domain.model import AccessRequest
 from bot.domain.policy import RolePolicy
 from bot.services import asking, grants
@@ -245,6 +245,8 @@ def _refused(field: str, what: str, check: Callable[[], object], *,
         check()
     except DomainError as error:
         return {on(error) if on else field: error.message}
+    except DatabaseUnavailable:
+        raise  # the receiver answers it, whatever the form
     except Exception:
         log.exception("could not check %s", what)
         return {field: "Something went wrong; try again."}

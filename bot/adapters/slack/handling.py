@@ -30,7 +30,7 @@ from bot.adapters.slack.handlers import Handlers, Reply, reply
 from bot.adapters.slack.home import Home
 from bot.domain.durations import parse_duration
 from bot.domain.eligibility import NotEligible
-from bot.domain.errors import DomainError
+from bot.domain.errors import DatabaseUnavailable, DomainError
 from bot.domain.model import AccessRequest
 from bot.services.context import Context, expecting
 
@@ -149,7 +149,7 @@ class Handling:
         user_id = _user_id(body)
         action = body["actions"][0]
         route = self.by_button[action["action_id"]]
-        self._tell(client, body, respond, self.run(
+        self.tell(client, body, respond, self.run(
             user_id, lambda: self._clicked(body, route)))
         if (body.get("view") or {}).get("type") == "home":
             self.home.publish(client, user_id)
@@ -158,7 +158,7 @@ class Handling:
                         client: WebClient) -> None:
         ack()
         admin_id = _user_id(body)
-        self._tell(client, body, respond, self.run(
+        self.tell(client, body, respond, self.run(
             admin_id, lambda: self.handlers.confirm_link(
                 admin_id, clicks.linked_user(body["actions"][0]))))
 
@@ -168,7 +168,7 @@ class Handling:
         ack()
         user_id = _user_id(body)
         route = self.by_form[view["callback_id"]]
-        self._tell(client, body, None, self.run(user_id, lambda: route(user_id, view)))
+        self.tell(client, body, None, self.run(user_id, lambda: route(user_id, view)))
 
     def _clicked(self, body: dict[str, Any], route: ButtonRoute) -> Reply | None:
         """``route`` for the request a button or menu names, refused unless it is one the
@@ -213,6 +213,9 @@ class Handling:
         except DomainError as error:
             # The message quotes what the person typed: plain text, never markup.
             return reply(blocks.escape(error.message))
+        except DatabaseUnavailable as error:
+            log.error("could not answer %s: the database is unreachable (%s)", user_id, error)
+            return reply(DatabaseUnavailable.MESSAGE)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("handler failed for %s (reference %s)", user_id, reference)
@@ -221,8 +224,8 @@ class Handling:
                          "platform team.")
 
     @staticmethod
-    def _tell(client: WebClient, body: dict[str, Any], respond: Respond | None,
-              answer: Reply | None) -> None:
+    def tell(client: WebClient, body: dict[str, Any], respond: Respond | None,
+             answer: Reply | None) -> None:
         """Answer the person who acted: ephemeral where Slack allows, else in a DM."""
         if answer is None:
             return

@@ -45,12 +45,14 @@ class SlackInbox(Protocol):
         ...
 
     def receive(self, key: str, body: str) -> bool:
-        """Keep a request's body under ``key``; False when the key was taken (a replay)."""
+        """Keep a request's body under ``key``; False when the key was taken (a replay);
+        :class:`~bot.domain.errors.DatabaseUnavailable` when it cannot be kept."""
         ...
 
     def remember(self, key: str) -> bool:
         """Keep only ``key``, already done, for a request answered on receipt (no worker runs
-        it; a replay of it is refused); False when the key was taken."""
+        it; a replay of it is refused); False when the key was taken;
+        :class:`~bot.domain.errors.DatabaseUnavailable` when it cannot be kept."""
         ...
 
     def claim(self, worker: str, limit: int) -> Sequence[Received]:

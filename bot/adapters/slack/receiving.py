@@ -35,8 +35,10 @@ from slack_sdk import WebClient
 from bot.adapters.slack import blocks, payloads
 from bot.adapters.slack.commands import SLASH_COMMAND
 from bot.adapters.slack.forms import Forms
+from bot.adapters.slack.handlers import reply
 from bot.adapters.slack.handling import Handling, acknowledge
 from bot.adapters.slack.inbox import SlackInbox
+from bot.domain.errors import DatabaseUnavailable
 from bot.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -74,12 +76,23 @@ class Receiver:
     def receive(self, req: Any, resp: Any, next: Callable[[], Any]) -> Any:
         """Keep the request for the worker. A signed request is kept once: the same signature
         again is a replay. A form with wrong fields is answered with them and not kept; a
-        request that only opens a form keeps only its signature."""
+        request that only opens a form keeps only its signature. A database that cannot be
+        reached is answered with :meth:`unavailable`."""
         try:
             payloads.check(req.body)
         except payloads.MalformedPayload as error:
             log.warning("refused a malformed Slack request: %s", error)
             return BoltResponse(status=400, body="malformed payload")
+        try:
+            answer = self._keep(req)
+        except DatabaseUnavailable as error:
+            log.error("could not keep a Slack request: the database is unreachable (%s); "
+                      "told the person to try again", error)
+            return self.unavailable(req)
+        return next() if answer is None else answer
+
+    def _keep(self, req: Any) -> BoltResponse | None:
+        """:meth:`receive` past the payload's shape: the answer when it is not passed on."""
         errors = self.forms.errors(req.body)
         if errors:
             return BoltResponse(status=200, body={"response_action": "errors", "errors": errors})
@@ -87,7 +100,7 @@ class Receiver:
         if form_only:
             req.context[OPENS_FORM] = True
         if self.inbox is None:
-            return next()
+            return None
         signature = req.headers.get("x-slack-signature", [None])[0]
         signed = signature if signature and req.mode == "http" else None
         if form_only:  # nothing for the worker; in Socket Mode, no signature to replay either
@@ -98,7 +111,31 @@ class Receiver:
         if not fresh:
             log.warning("rejected a replayed Slack request")
             return BoltResponse(status=401, body="")
-        return next()
+        return None
+
+    def unavailable(self, req: Any) -> BoltResponse:
+        """The answer when the request cannot be kept (:class:`DatabaseUnavailable`): HTTP 200
+        and :data:`DatabaseUnavailable.MESSAGE` where the person sees it. A command's answer
+        shows it; a form keeps what was typed and shows it on its first field; a click is
+        acknowledged and told after, ephemerally; an options request gets no options."""
+        body: dict[str, Any] = req.body
+        text = DatabaseUnavailable.MESSAGE
+        if body.get("command"):
+            return BoltResponse(status=200, body={"response_type": "ephemeral", "text": text})
+        kind = body.get("type")
+        if kind == "block_suggestion":
+            return BoltResponse(status=200, body={"options": []})
+        if kind == "view_submission":
+            fields = [block["block_id"] for block in body["view"].get("blocks") or []
+                      if isinstance(block, dict) and block.get("type") == "input"
+                      and block.get("block_id")]
+            if fields:
+                return BoltResponse(status=200, body={"response_action": "errors",
+                                                      "errors": {fields[0]: text}})
+        if body.get("user") or body.get("user_id"):
+            self._later(self.handling.tell, req.context.client, body, req.context.respond,
+                        reply(text))
+        return BoltResponse(status=200, body="")
 
     def on_form_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         """``request`` without what the form asks: acknowledged, then the form opens."""
@@ -116,7 +153,7 @@ class Receiver:
             try:
                 work(*args)
             except Exception:  # the person's own mistakes were answered inside
-                log.exception("could not open a form")
+                log.exception("could not open a form or answer")
 
         self._opening.submit(run)
 
