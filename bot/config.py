@@ -48,7 +48,7 @@ from bot.domain.oncall import (
     PagerDutyTargets,
 )
 from bot.domain.policy import DEFAULT_MAX_SCHEDULE_AHEAD, EscalationStep, RolePolicy
-from bot.domain.reasons import TICKET_FIELD
+from bot.domain.reasons import TICKET_FIELD, nested_repetition
 
 
 class ConfigError(Exception):
@@ -484,6 +484,11 @@ def _check_reason_pattern(value: str | None) -> str | None:
     if pattern.search(""):
         raise ValueError("matches an empty reason too, so every reason passes: write what a "
                          "ticket looks like, e.g. '[A-Z]+-[0-9]+'")
+    if nested_repetition(value):
+        raise ValueError("repeats a part that itself repeats (like '(a+)+'), which can take "
+                         "minutes on a reason that almost matches and stop the bot: write each "
+                         "part once, e.g. '[A-Z]+-[0-9]+', or make the inner repetition "
+                         "possessive ('[A-Z]++') or atomic ('(?>…)')")
     return value
 
 
