@@ -63,8 +63,13 @@ def parse_when(text: str, *, now: datetime, tz: str | None) -> datetime:
             day = datetime.strptime(full["date"], "%Y-%m-%d").date()
         except ValueError:
             raise InvalidInput(f"'{shown}' is not a date: {_HOW}.") from None
+    elif match["tomorrow"]:
+        day = local_now.date() + timedelta(days=1)
     else:
-        day = local_now.date() + timedelta(days=1 if match["tomorrow"] else 0)
+        # Past today's clock: tomorrow's, before asking whether today's exists (a time the
+        # clocks skipped this morning still comes tomorrow).
+        passed = (hour, minute) <= (local_now.hour, local_now.minute)
+        day = local_now.date() + timedelta(days=1 if passed else 0)
     at = _local(day.year, day.month, day.day, hour, minute, where, shown)
     if full is None and not match["tomorrow"] and at <= now:
         tomorrow = day + timedelta(days=1)

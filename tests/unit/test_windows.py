@@ -64,6 +64,12 @@ def test_an_unknown_zone_and_a_skipped_local_time_are_refused() -> None:
     spring = datetime(2027, 3, 27, 12, tzinfo=UTC)  # Berlin skips 02:00-03:00 on 28 March
     with pytest.raises(InvalidInput, match="the clocks skip it"):
         windows.parse_when("tomorrow 02:30", now=spring, tz=BERLIN)
+    later = datetime(2027, 3, 28, 9, tzinfo=UTC)  # 11:00 that day: the next 02:30 exists
+    assert windows.parse_when("02:30", now=later, tz=BERLIN) == datetime(
+        2027, 3, 29, 0, 30, tzinfo=UTC)
+    before = datetime(2027, 3, 27, 23, 30, tzinfo=UTC)  # 00:30 that day: today's is skipped
+    with pytest.raises(InvalidInput, match="the clocks skip it"):
+        windows.parse_when("02:30", now=before, tz=BERLIN)
     autumn = datetime(2027, 10, 30, 12, tzinfo=UTC)  # 02:30 happens twice: the first one
     assert windows.parse_when("tomorrow 02:30", now=autumn, tz=BERLIN) == datetime(
         2027, 10, 31, 0, 30, tzinfo=UTC)
