@@ -498,6 +498,10 @@ def _check_ticket_url(value: str | None) -> str | None:
     if not value.startswith(("https://", "http://")):
         raise ValueError("is not a link: write it as https://…/{ticket}, e.g. "
                          "'https://tracker.example.com/issue/{ticket}'")
+    if re.search(r"[\s|<>]", value):
+        raise ValueError("holds a space, '|', '<' or '>', which would cut the link in Slack's "
+                         "<url|text> markup: percent-encode them (%20, %7C, %3C, %3E), e.g. "
+                         "'https://tracker.example.com/issue/{ticket}'")
     fields = set(re.findall(r"{([^{}]*)}", value))
     if fields != {TICKET_FIELD.strip("{}")}:
         raise ValueError("must hold {ticket} once, where the ticket goes, and no other {…}: "

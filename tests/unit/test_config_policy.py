@@ -116,6 +116,13 @@ def test_each_policy_knows_which_principals_it_names_are_user_groups() -> None:
       "clusters__prod__ticket_url": "jira.example.com/browse/{ticket}"},
      "clusters.prod.ticket_url = 'jira.example.com/browse/{ticket}': is not a link: write it "
      "as https://"),
+    ({"clusters__prod__reason_pattern": "X-1",
+      "clusters__prod__ticket_url": "https://t.example/a|b/{ticket}"},
+     "clusters.prod.ticket_url = 'https://t.example/a|b/{ticket}': holds a space, '|', '<' "
+     "or '>', which would cut the link"),
+    ({"clusters__prod__reason_pattern": "X-1",
+      "clusters__prod__ticket_url": "https://t.example/?q={ticket} x"},
+     "percent-encode them (%20, %7C, %3C, %3E)"),
     ({"clusters__prod__ticket_url": "https://t.example/{ticket}"},
      "clusters.prod.ticket_url = 'https://t.example/{ticket}': clusters.prod.roles.view has no "
      "reason_pattern to find the ticket in a reason: set reason_pattern"),
