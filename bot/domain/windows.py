@@ -56,7 +56,7 @@ def parse_when(text: str, *, now: datetime, tz: str | None) -> datetime:
     hour, minute = int(match["hour"]), int(match["minute"])
     if hour > 23 or minute > 59:
         raise InvalidInput(f"'{shown}' is not a time of day: {_HOW}.")
-    where = _offset(match["zone"].upper()) if match["zone"] else zone(tz)
+    where = _offset(match["zone"].upper()) if match["zone"] else _clock_zone(tz, shown)
     local_now = now.astimezone(where)
     if full is not None:
         try:
@@ -75,6 +75,18 @@ def parse_when(text: str, *, now: datetime, tz: str | None) -> datetime:
         tomorrow = day + timedelta(days=1)
         at = _local(tomorrow.year, tomorrow.month, tomorrow.day, hour, minute, where, shown)
     return at
+
+
+def _clock_zone(tz: str | None, shown: str) -> tzinfo:
+    """The zone of the person's clock (Slack's profile ``tz``, not typed by them): one this
+    machine does not know asks for the time in UTC or with an offset instead."""
+    try:
+        return zone(tz)
+    except InvalidInput:
+        raise InvalidInput(
+            f"Your Slack time zone '{tz}' is not a time zone the bot knows, so '{shown}' cannot "
+            "be read in it: end the time in Z (UTC) or an offset, like 22:00Z or 22:00+01:00."
+        ) from None
 
 
 MAX_OFFSET_MINUTES = 14 * 60
@@ -140,8 +152,8 @@ def render_time(at: datetime, tz: str | None = None) -> str:
         return text
     try:
         local = at.astimezone(zone(tz))
-    except OverflowError:  # the last or first hours a datetime holds: UTC alone says it
-        return text
+    except (OverflowError, InvalidInput):  # the last or first hours a datetime holds, or a
+        return text                        # zone this machine does not know: UTC says it
     if local.utcoffset() == timedelta() and local.tzname() in ("UTC", "GMT"):
         return text
     shown = f"{local:%H:%M}" if local.date() == utc.date() else f"{local:%Y-%m-%d %H:%M}"

@@ -58,6 +58,16 @@ def test_what_is_not_a_time_is_refused_with_how_to_write_it(text: str, says: str
         windows.parse_when(text, now=NOW, tz=BERLIN)
 
 
+def test_a_slack_zone_unknown_here_asks_for_utc_or_an_offset_and_renders_utc() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        windows.parse_when("22:00", now=NOW, tz="Mars/Olympus")
+    assert "Your Slack time zone 'Mars/Olympus' is not a time zone the bot knows" in (
+        refused.value.message)
+    assert "like 22:00Z or 22:00+01:00" in refused.value.message
+    assert windows.parse_when("22:00Z", now=NOW, tz="Mars/Olympus") == utc(30, 22, month=11)
+    assert windows.render_time(utc(2, 21), "Mars/Olympus") == "2026-12-02 21:00 UTC"
+
+
 def test_an_unknown_zone_and_a_skipped_local_time_are_refused() -> None:
     with pytest.raises(InvalidInput, match="'Mars/Olympus' is not a time zone"):
         windows.parse_when("22:00", now=NOW, tz="Mars/Olympus")
