@@ -48,7 +48,7 @@ from bot.domain.oncall import (
     PagerDutyTargets,
 )
 from bot.domain.policy import DEFAULT_MAX_SCHEDULE_AHEAD, EscalationStep, RolePolicy
-from bot.domain.reasons import TICKET_FIELD
+from bot.domain.reasons import TICKET_FIELD, nested_repetition
 
 
 class ConfigError(Exception):
@@ -484,6 +484,11 @@ def _check_reason_pattern(value: str | None) -> str | None:
     if pattern.search(""):
         raise ValueError("matches an empty reason too, so every reason passes: write what a "
                          "ticket looks like, e.g. '[A-Z]+-[0-9]+'")
+    if nested_repetition(value):
+        raise ValueError("repeats a part that itself repeats (like '(a+)+'), which can take "
+                         "minutes on a reason that almost matches and stop the bot: write each "
+                         "part once, e.g. '[A-Z]+-[0-9]+', or make the inner repetition "
+                         "possessive ('[A-Z]++') or atomic ('(?>…)')")
     return value
 
 
@@ -492,6 +497,10 @@ def _check_ticket_url(value: str | None) -> str | None:
         return value  # "" clears a link template set on a wider layer
     if not value.startswith(("https://", "http://")):
         raise ValueError("is not a link: write it as https://…/{ticket}, e.g. "
+                         "'https://tracker.example.com/issue/{ticket}'")
+    if re.search(r"[\s|<>]", value):
+        raise ValueError("holds a space, '|', '<' or '>', which would cut the link in Slack's "
+                         "<url|text> markup: percent-encode them (%20, %7C, %3C, %3E), e.g. "
                          "'https://tracker.example.com/issue/{ticket}'")
     fields = set(re.findall(r"{([^{}]*)}", value))
     if fields != {TICKET_FIELD.strip("{}")}:

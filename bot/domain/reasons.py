@@ -10,7 +10,8 @@ finds ``OPS-123`` in ``deploy OPS-123 hotfix``). The ticket is the match, or its
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
@@ -34,6 +35,47 @@ class ReasonPiece:
 def compiled(pattern: str) -> re.Pattern[str]:
     """``pattern`` compiled once (configuration checked it compiles)."""
     return re.compile(pattern)
+
+
+def nested_repetition(pattern: str) -> bool:
+    """Whether ``pattern`` (which compiles) repeats something that itself repeats, like
+    ``(a+)+`` or ``([A-Z]+-?)+``: Python's matcher may then try exponentially many ways to
+    split a reason that almost matches, and a 40-character reason stops the bot for minutes.
+    Safe and allowed: an atomic group ``(?>…)``, a lookaround or a possessive ``++`` inside,
+    and both repetitions bounded (``(\\d{1,3}){2}``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import sre_constants as op  # the parser re itself uses
+        import sre_parse
+
+    repeats = (op.MAX_REPEAT, op.MIN_REPEAT)
+    atomic = (op.ATOMIC_GROUP, op.ASSERT, op.ASSERT_NOT)  # never backtracked into
+
+    def nodes(value: object) -> Iterator[tuple[object, object]]:
+        """Every node under ``value`` except inside atomic groups and lookarounds."""
+        if isinstance(value, sre_parse.SubPattern):
+            for code, argument in value.data:
+                yield code, argument
+                if code not in atomic:
+                    yield from nodes(argument)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from nodes(item)
+
+    def repeated(code: object, argument: object) -> tuple[bool, object] | None:
+        """Whether a repetition of more than once is unbounded, and its body; else None."""
+        if code in repeats and isinstance(argument, tuple) and argument[1] > 1:
+            return argument[1] == op.MAXREPEAT, argument[2]
+        return None
+
+    for node in nodes(sre_parse.parse(pattern)):
+        outer = repeated(*node)
+        if outer is None:
+            continue
+        inner = (repeated(*below) for below in nodes(outer[1]))
+        if any(each is not None and (outer[0] or each[0]) for each in inner):
+            return True
+    return False
 
 
 def check_reason_pattern(policy: RolePolicy, reason: str) -> None:

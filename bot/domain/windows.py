@@ -56,20 +56,37 @@ def parse_when(text: str, *, now: datetime, tz: str | None) -> datetime:
     hour, minute = int(match["hour"]), int(match["minute"])
     if hour > 23 or minute > 59:
         raise InvalidInput(f"'{shown}' is not a time of day: {_HOW}.")
-    where = _offset(match["zone"].upper()) if match["zone"] else zone(tz)
+    where = _offset(match["zone"].upper()) if match["zone"] else _clock_zone(tz, shown)
     local_now = now.astimezone(where)
     if full is not None:
         try:
             day = datetime.strptime(full["date"], "%Y-%m-%d").date()
         except ValueError:
             raise InvalidInput(f"'{shown}' is not a date: {_HOW}.") from None
+    elif match["tomorrow"]:
+        day = local_now.date() + timedelta(days=1)
     else:
-        day = local_now.date() + timedelta(days=1 if match["tomorrow"] else 0)
+        # Past today's clock: tomorrow's, before asking whether today's exists (a time the
+        # clocks skipped this morning still comes tomorrow).
+        passed = (hour, minute) <= (local_now.hour, local_now.minute)
+        day = local_now.date() + timedelta(days=1 if passed else 0)
     at = _local(day.year, day.month, day.day, hour, minute, where, shown)
     if full is None and not match["tomorrow"] and at <= now:
         tomorrow = day + timedelta(days=1)
         at = _local(tomorrow.year, tomorrow.month, tomorrow.day, hour, minute, where, shown)
     return at
+
+
+def _clock_zone(tz: str | None, shown: str) -> tzinfo:
+    """The zone of the person's clock (Slack's profile ``tz``, not typed by them): one this
+    machine does not know asks for the time in UTC or with an offset instead."""
+    try:
+        return zone(tz)
+    except InvalidInput:
+        raise InvalidInput(
+            f"Your Slack time zone '{tz}' is not a time zone the bot knows, so '{shown}' cannot "
+            "be read in it: end the time in Z (UTC) or an offset, like 22:00Z or 22:00+01:00."
+        ) from None
 
 
 MAX_OFFSET_MINUTES = 14 * 60
@@ -135,8 +152,8 @@ def render_time(at: datetime, tz: str | None = None) -> str:
         return text
     try:
         local = at.astimezone(zone(tz))
-    except OverflowError:  # the last or first hours a datetime holds: UTC alone says it
-        return text
+    except (OverflowError, InvalidInput):  # the last or first hours a datetime holds, or a
+        return text                        # zone this machine does not know: UTC says it
     if local.utcoffset() == timedelta() and local.tzname() in ("UTC", "GMT"):
         return text
     shown = f"{local:%H:%M}" if local.date() == utc.date() else f"{local:%Y-%m-%d %H:%M}"

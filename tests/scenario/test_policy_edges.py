@@ -85,6 +85,14 @@ def test_an_option_a_verb_does_not_take_changes_nothing(driver: Driver, runtime:
     assert (request.state, request.approvals) == (State.PENDING, [])
 
 
+def test_a_reason_may_name_a_flag_that_is_no_option(driver: Driver, runtime: SlackRuntime) -> None:
+    driver.ask(ALICE, "request staging edit 2h fix")
+    answer = driver.ask(BOB, "deny 1 breaks --force-push policy")["text"]
+    assert "Unknown option" not in answer, answer
+    wait_for(lambda: grants.get(runtime.ctx, 1).state is State.DENIED)
+    assert grants.get(runtime.ctx, 1).end_reason == "breaks --force-push policy"
+
+
 # --- who the access may be for ------------------------------------------------------------
 
 GONE, ROBOT, GUEST, LONE, OUTSIDER = "U0GONE001", "U0ROBOT01", "U0GUEST01", "U0LONE001", "U0EXT0001"

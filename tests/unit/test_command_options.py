@@ -85,3 +85,38 @@ def test_request_options_in_each_form(text: str, grantee: str | None, namespace:
                                   "extend 12 2h still -- debugging"])
 def test_a_lone_dash_in_a_reason_is_text(text: str) -> None:
     assert "--" in parse(text).text or "-" in parse(text).text
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("deny 12 breaks --force-push policy", "breaks --force-push policy"),
+    ("deny 12 breaks \u2014force-push policy", "breaks \u2014force-push policy"),
+    ("revoke 12 done, ran --dry-run first", "done, ran --dry-run first"),
+    ("extend 12 2h still running --watch", "still running --watch"),
+    ("cancel 12 wrong --context", "wrong --context"),
+    ("approve 12 ok, but no --force-push", "ok, but no --force-push"),
+    ("approve 12 --for 1h ok, no --force", "ok, no --force"),
+    ("deny 12 use `--for` next time", "use `--for` next time"),
+    ("request staging deploy 1h fix --no-verify hook", "fix --no-verify hook"),
+])
+def test_a_word_that_names_no_option_is_text_after_the_first_word(text: str, said: str) -> None:
+    assert parse(text).text == said
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("deny 12 breaks policy --for 1h", "Unknown option `--for`: `/k8s-access deny"),
+    ("deny 12 breaks policy \u2014for 1h", "Unknown option `--for`: `/k8s-access deny"),
+    ("revoke 12 done --reason=x", "Unknown option `--reason=x`: `/k8s-access revoke"),
+    ("extend 12 2h more --at 10:00", "Unknown option `--at`: `/k8s-access extend"),
+    ("cancel 12 oops -n shop", "Unknown option `-n`: `/k8s-access cancel"),
+    ("approve 12 ok --break-glass", "Unknown option `--break-glass`: `/k8s-access approve"),
+    ("deny 12 --force-push breaks policy", "Unknown option `--force-push`: `/k8s-access deny"),
+    ("approve 12 --force ok", "Unknown option `--force`: `/k8s-access approve"),
+    ("request staging --force deploy 1h x", "Unknown option `--force`: `/k8s-access request"),
+    ("request --force staging deploy 1h x", "Unknown option `--force`: `/k8s-access request"),
+])
+def test_an_option_where_it_is_not_taken_says_how_to_write_it_as_text(text: str,
+                                                                       says: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse(text)
+    assert says in refused.value.message
+    assert "wrap it in backticks" in refused.value.message

@@ -12,6 +12,7 @@ import pytest
 
 from bot.config import ConfigProblems, load_config, parse_config
 from bot.domain.policy import EscalationStep
+from bot.domain.reasons import nested_repetition
 from tests.unit.test_config import EXAMPLE, with_changes
 
 SOURCE = Path("k8s-access.yaml")
@@ -100,6 +101,11 @@ def test_each_policy_knows_which_principals_it_names_are_user_groups() -> None:
      "(missing ), unterminated subpattern at position 0): write one like"),
     ({"clusters__prod__reason_pattern": "[A-Z]*"},
      "clusters.prod.reason_pattern = '[A-Z]*': matches an empty reason too"),
+    ({"clusters__prod__reason_pattern": "([A-Z]+-?)+[0-9]+"},
+     "clusters.prod.reason_pattern = '([A-Z]+-?)+[0-9]+': repeats a part that itself repeats"),
+    ({"clusters__prod__reason_pattern": "(?:OPS-(?:[0-9]{1,3},?)+)+"},
+     "make the inner repetition possessive ('[A-Z]++') or atomic ('(?>…)')"),
+    ({"defaults": {"reason_pattern": r"(\w+ ?){1,20}!"}}, "defaults.reason_pattern = "),
     ({"clusters__prod__reason_pattern": "X-1",
       "clusters__prod__ticket_url": "https://jira.example.com/browse/"},
      "clusters.prod.ticket_url = 'https://jira.example.com/browse/': must hold {ticket} once"),
@@ -110,6 +116,13 @@ def test_each_policy_knows_which_principals_it_names_are_user_groups() -> None:
       "clusters__prod__ticket_url": "jira.example.com/browse/{ticket}"},
      "clusters.prod.ticket_url = 'jira.example.com/browse/{ticket}': is not a link: write it "
      "as https://"),
+    ({"clusters__prod__reason_pattern": "X-1",
+      "clusters__prod__ticket_url": "https://t.example/a|b/{ticket}"},
+     "clusters.prod.ticket_url = 'https://t.example/a|b/{ticket}': holds a space, '|', '<' "
+     "or '>', which would cut the link"),
+    ({"clusters__prod__reason_pattern": "X-1",
+      "clusters__prod__ticket_url": "https://t.example/?q={ticket} x"},
+     "percent-encode them (%20, %7C, %3C, %3E)"),
     ({"clusters__prod__ticket_url": "https://t.example/{ticket}"},
      "clusters.prod.ticket_url = 'https://t.example/{ticket}': clusters.prod.roles.view has no "
      "reason_pattern to find the ticket in a reason: set reason_pattern"),
@@ -146,3 +159,21 @@ def test_a_layer_problem_is_listed_once_not_per_role() -> None:
     fields = [p.field for p in error.value.problems]
     assert fields.count("defaults.escalation.0.after") == 5  # one per role, each says which
     assert len(set(map(str, error.value.problems))) == len(error.value.problems)
+
+
+@pytest.mark.parametrize("pattern", [
+    "([A-Z]+-?)+[0-9]+", "(a+)+$", "(a*)*b", r"(\w{1,3})+x", r"(\w+){1,10}x",
+    "(?:x|(?:ab)+)+c", "(?:OPS-(?:[0-9]+,?)+)+",
+])
+def test_a_pattern_that_can_take_minutes_on_a_reason_is_refused(pattern: str) -> None:
+    """Each of these takes seconds to minutes on a reason of 30 to 40 characters that almost
+    matches: a typed reason would stop the bot."""
+    assert nested_repetition(pattern)
+
+
+@pytest.mark.parametrize("pattern", [
+    "[A-Z]+-[0-9]+", r"(?P<ticket>(OPS|SEC)-\d+)", r"(?:[A-Z]+-\d+,?)?x", "(ab)+c", "(a?)+b",
+    r"(\d{1,3}){2}", "(?>[A-Z]+-?)+[0-9]+", "([A-Z]++-?)+[0-9]+", r"(?:(?=\w+)x)+",
+])
+def test_a_pattern_that_is_quick_on_any_reason_is_accepted(pattern: str) -> None:
+    assert not nested_repetition(pattern)

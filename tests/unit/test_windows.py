@@ -58,12 +58,28 @@ def test_what_is_not_a_time_is_refused_with_how_to_write_it(text: str, says: str
         windows.parse_when(text, now=NOW, tz=BERLIN)
 
 
+def test_a_slack_zone_unknown_here_asks_for_utc_or_an_offset_and_renders_utc() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        windows.parse_when("22:00", now=NOW, tz="Mars/Olympus")
+    assert "Your Slack time zone 'Mars/Olympus' is not a time zone the bot knows" in (
+        refused.value.message)
+    assert "like 22:00Z or 22:00+01:00" in refused.value.message
+    assert windows.parse_when("22:00Z", now=NOW, tz="Mars/Olympus") == utc(30, 22, month=11)
+    assert windows.render_time(utc(2, 21), "Mars/Olympus") == "2026-12-02 21:00 UTC"
+
+
 def test_an_unknown_zone_and_a_skipped_local_time_are_refused() -> None:
     with pytest.raises(InvalidInput, match="'Mars/Olympus' is not a time zone"):
         windows.parse_when("22:00", now=NOW, tz="Mars/Olympus")
     spring = datetime(2027, 3, 27, 12, tzinfo=UTC)  # Berlin skips 02:00-03:00 on 28 March
     with pytest.raises(InvalidInput, match="the clocks skip it"):
         windows.parse_when("tomorrow 02:30", now=spring, tz=BERLIN)
+    later = datetime(2027, 3, 28, 9, tzinfo=UTC)  # 11:00 that day: the next 02:30 exists
+    assert windows.parse_when("02:30", now=later, tz=BERLIN) == datetime(
+        2027, 3, 29, 0, 30, tzinfo=UTC)
+    before = datetime(2027, 3, 27, 23, 30, tzinfo=UTC)  # 00:30 that day: today's is skipped
+    with pytest.raises(InvalidInput, match="the clocks skip it"):
+        windows.parse_when("02:30", now=before, tz=BERLIN)
     autumn = datetime(2027, 10, 30, 12, tzinfo=UTC)  # 02:30 happens twice: the first one
     assert windows.parse_when("tomorrow 02:30", now=autumn, tz=BERLIN) == datetime(
         2027, 10, 31, 0, 30, tzinfo=UTC)

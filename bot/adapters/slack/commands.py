@@ -89,28 +89,52 @@ def parse_mention(word: str | None) -> str:
     return match["id"] or match["bare"]
 
 
+OPTIONS = frozenset({"--for", "--namespace", "--break-glass", "--at", "--reason"})
+"""Every option name a person may mean: those of ``request`` and ``approve``, and the command
+line's ``--reason``. Given to a verb that does not take it, it is refused wherever it stands;
+any other ``--word`` is text once the free text has begun (``deny 12 breaks --force-push``)."""
+TEXT = "?"
+"""The option name :func:`_options` gives a ``--word`` that names no option: text, unless it
+stands where the free text would begin (see :func:`_free_text`)."""
+
+
 def _options(words: list[str], verb: str, takes: frozenset[str]) -> Iterator[tuple[str, str]]:
-    """``(option, word)`` for each word: ``("", word)`` for a plain word, else the option's
-    name (``--for``, ``--for=…`` alike) with the word itself. An option ``verb`` does not take
-    (one of ``takes``), or one given twice, is refused with the usage line: never ignored,
-    and never the last one silently winning."""
+    """``(option, word)`` for each word: ``("", word)`` for a plain word, ``(TEXT, word)`` for
+    a ``--word`` that names no option, else the option's name (``--for``, ``--for=…`` alike)
+    with the word itself. An option ``verb`` does not take (one of ``takes``), or one given
+    twice, is refused with the usage line: never ignored, and never the last one silently
+    winning."""
     seen: set[str] = set()
     for typed in words:
         # Some keyboards turn a typed ``--`` into a dash: ``—for`` is ``--for``.
         dashed = re.sub(r"^[\u2013\u2014](?=[a-z])", "--", typed)
-        word = dashed if dashed.partition("=")[0] in takes else typed
+        word = dashed if dashed.partition("=")[0] in OPTIONS else typed
         name = word.partition("=")[0] if word.startswith(("--", "-n=")) else word
         if name == "-n":
             name = "--namespace"
         if not name.startswith("--") or name == "--":
             yield "", word
             continue
+        if name not in OPTIONS:
+            yield TEXT, word
+            continue
         if name not in takes:
-            raise InvalidInput(f"Unknown option `{word[:40]}`: {usage(verb)}.")
+            raise InvalidInput(f"Unknown option `{word[:40]}`: {usage(verb)}. To write it as "
+                               "text, wrap it in backticks.")
         if name in seen:
             raise InvalidInput(f"`{name}` is given twice: give it once, {usage(verb)}.")
         seen.add(name)
         yield name, word
+
+
+def _free_text(words: list[tuple[str, str]], verb: str) -> str:
+    """The free text in ``words``: a ``--word`` that names no option is refused where the
+    text would begin (there it reads as a mistyped option), and is text after that."""
+    if words and words[0][0] == TEXT:
+        word = words[0][1]
+        raise InvalidInput(f"Unknown option `{word[:40]}`: {usage(verb)}. To write it as text, "
+                           "put another word before it, or wrap it in backticks.")
+    return " ".join(word for _, word in words)
 
 
 def _value(word: str, following: Iterator[tuple[str, str]]) -> str | None:
@@ -121,7 +145,7 @@ def _value(word: str, following: Iterator[tuple[str, str]]) -> str | None:
     return value if not name else None
 
 
-REQUEST_OPTIONS = frozenset({"--for", "--namespace", "--break-glass", "--at"})
+REQUEST_OPTIONS = OPTIONS - {"--reason"}
 
 
 def _parse_request(words: list[str]) -> Command:
@@ -129,7 +153,7 @@ def _parse_request(words: list[str]) -> Command:
     break_glass = False
     grantee_id = None
     at = None
-    rest: list[str] = []
+    rest: list[tuple[str, str]] = []
     options = _options(words, "request", REQUEST_OPTIONS)
     for name, word in options:
         if name == "--for":
@@ -146,14 +170,16 @@ def _parse_request(words: list[str]) -> Command:
         elif name == "--at":
             at = _when(_value(word, options), (w for _, w in options))
         else:
-            rest.append(word)
-    cluster = rest.pop(0) if rest else None
-    role = rest.pop(0) if rest else None
+            rest.append((name, word))
+    # The cluster, role and duration are where the free text would begin, too.
+    cluster = _free_text(rest[:1], "request") or None
+    role = _free_text(rest[1:2], "request") or None
+    rest = rest[2:]
     # A word that starts with a digit is meant as the duration: a typo there is an error,
     # not the start of the reason.
-    duration = parse_duration(rest.pop(0)) if rest and rest[0][:1].isdigit() else None
+    duration = parse_duration(rest.pop(0)[1]) if rest and rest[0][1][:1].isdigit() else None
     return Command("request", cluster=cluster, role=role, namespace=namespace,
-                   duration=duration, text=" ".join(rest), break_glass=break_glass,
+                   duration=duration, text=_free_text(rest, "request"), break_glass=break_glass,
                    grantee_id=grantee_id, at=at)
 
 
@@ -162,23 +188,24 @@ def _parse_approve(words: list[str]) -> Command:
     than asked."""
     request_id = parse_request_id(words[0] if words else None, "approve")
     duration = None
-    comment: list[str] = []
+    comment: list[tuple[str, str]] = []
     options = _options(words[1:], "approve", frozenset({"--for"}))
     for name, word in options:
-        if not name:
-            comment.append(word)
+        if name in ("", TEXT):
+            comment.append((name, word))
             continue
         value = _value(word, options)
         if not value:
             raise InvalidInput(f"`--for` needs a duration: {usage('approve')}, like "
                                f"`approve {request_id} --for 1h`.")
         duration = parse_duration(value)
-    return Command("approve", request_id=request_id, duration=duration, text=" ".join(comment))
+    return Command("approve", request_id=request_id, duration=duration,
+                   text=_free_text(comment, "approve"))
 
 
 def _plain(words: list[str], verb: str) -> str:
     """The free text of a verb that takes no option: an option there is refused."""
-    return " ".join(word for _, word in _options(words, verb, frozenset()))
+    return _free_text(list(_options(words, verb, frozenset())), verb)
 
 
 _WHEN_HOW = ("`--at` needs a start, like `--at 22:00`, `--at tomorrow 22:00` or "
