@@ -262,17 +262,26 @@ class Context:
         if request.id is None or not lifecycle.open_to_decision(request) or not (
                 notice.messages or (posted is not None and posted.messages)):
             return reach
+        try:
+            self._catch_up(request)
+        except Exception:  # what happened stands; the next decision shows it
+            log.exception("request %s: its approval messages could not be checked against "
+                          "the request", request.id)
+        return reach
+
+    def _catch_up(self, shown: AccessRequest) -> None:
+        """Show the request in its approval messages again while it is newer than ``shown``."""
+        assert shown.id is not None
         for _ in range(CATCH_UP_ROUNDS):
             with self.transaction() as uow:
-                latest = uow.requests.get(request.id)
-                if latest.version == request.version:
-                    return reach
+                latest = uow.requests.get(shown.id)
+                if latest.version == shown.version:
+                    return
                 refreshed = self.prepared(uow, Notice(NoticeKind.REFRESHED, latest))
             self._send(refreshed)
-            request = latest
+            shown = latest
         log.warning("request %s kept changing while its approval messages were updated",
-                    request.id)
-        return reach
+                    shown.id)
 
     def _send(self, notice: Notice) -> Posted | None:
         """What the notifier posted for ``notice``; None when it failed (logged)."""

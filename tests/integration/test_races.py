@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,27 @@ def test_decisions_at_once_leave_every_approval_message_showing_the_final_state(
 
     final = grants.get(ctx, request_id).state
     assert {state for state, _ in notifier.approval.values()} == {final}, notifier.approval
+
+
+def test_a_database_failing_after_the_decision_leaves_the_decision_standing(
+        showing: tuple[Context, ShowingNotifier], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The approval committed; reading the request again after its update fails: the
+    approver still hears that their approval was recorded, never an error."""
+    ctx, notifier = showing
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=timedelta(hours=1),
+                                  reason="race")
+    assert request.id is not None
+    original = Context.transaction
+
+    def failing_after(notice: Notice) -> None:
+        if notice.kind is NoticeKind.DECISION:
+            monkeypatch.setattr(Context, "transaction", broken)
+
+    def broken(self: Context) -> Any:
+        raise OSError("the database went away")
+
+    notifier.on_the_way = failing_after
+    approved = access.approve(ctx, request.id, BOB)
+    monkeypatch.setattr(Context, "transaction", original)
+    assert approved.state is State.PENDING and approved.approvals_missing == 1
+    assert len(grants.get(ctx, request.id).approvals) == 1
