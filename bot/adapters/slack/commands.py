@@ -95,8 +95,10 @@ def _parse_request(words: list[str]) -> Command:
     grantee_id = None
     at = None
     rest: list[str] = []
+    given: set[str] = set()
     iterator = iter(words)
     for word in iterator:
+        _once(given, word, "request")
         if word == "--for":
             grantee_id = parse_mention(next(iterator, None))
         elif word.startswith("--for="):
@@ -125,11 +127,30 @@ def _parse_request(words: list[str]) -> Command:
                    grantee_id=grantee_id, at=at)
 
 
+_OPTIONS = {"--for": "--for", "-n": "-n", "--namespace": "-n", "--at": "--at"}
+"""The options that take a value, each under one name (``-n`` and ``--namespace`` are one)."""
+
+
+def _once(given: set[str], word: str, verb: str, options: tuple[str, ...] = tuple(_OPTIONS)
+          ) -> None:
+    """Refuse an option that takes a value when it was given before in the same command:
+    which of the two was meant is not for the bot to guess."""
+    name = _OPTIONS.get(word.partition("=")[0]) if word.startswith("-") else None
+    if name is None or word.partition("=")[0] not in options:
+        return
+    if name in given:
+        raise InvalidInput(f"`{name}` is given twice: give it once, {usage(verb)}.")
+    given.add(name)
+
+
 def _parse_approve(words: list[str]) -> Command:
     """``approve ID [--for DURATION] [COMMENT]``: ``--for`` approves less than asked."""
     request_id = parse_request_id(words[0] if words else None, "approve")
     rest = words[1:]
     duration = None
+    given: set[str] = set()
+    for word in rest:
+        _once(given, word, "approve", options=("--for",))
     if "--for" in rest:
         at = rest.index("--for")
         if at + 1 >= len(rest):
