@@ -99,6 +99,12 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
      "signed but readable: write https://… (plain http:// only to localhost)"),
     ({"type": "webhook", "url": "siem.example", "secret_env": "SIEM_SECRET"},
      "f.yaml: audit_sinks.0.url: 'siem.example' is not a URL: write it as https://…"),
+    ({"type": "webhook", "url": "https://siem.example:99999/in", "secret_env": "SIEM_SECRET"},
+     "f.yaml: audit_sinks.0.url: 'https://siem.example:99999/in' has no valid port: "
+     "write https://host/path, or a port from 1 to 65535 (https://host:8443/path)"),
+    ({"type": "webhook", "url": "https://siem.example:http/in", "secret_env": "SIEM_SECRET"},
+     "f.yaml: audit_sinks.0.url: 'https://siem.example:http/in' has no valid port: "
+     "write https://host/path, or a port from 1 to 65535 (https://host:8443/path)"),
     ({"type": "webhook", "url": "https://siem.example/in"},
      "f.yaml: audit_sinks.0: a webhook sink needs 'secret_env' (see audit_sinks in "
      "examples/k8s-access.yaml)"),
