@@ -19,10 +19,10 @@ import pytest
 from bot.domain.errors import DomainError
 from bot.domain.model import MessageRef, Reach, State
 from bot.domain.ports import Notice, NoticeKind, Posted
-from bot.services import access, grants
+from bot.services import access, grants, reminders
 from bot.services.context import Context
 from tests.conftest import ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
-from tests.fakes.ports import InMemoryGranter, RecordingNotifier, StaticDirectory
+from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
 
 ATTEMPTS = 50
 
@@ -193,6 +193,32 @@ def test_a_cancellation_overtaking_the_approval_of_a_window_ahead_is_what_stays_
     assert interleaved.is_set()
     assert grants.get(ctx, request.id).state is State.CANCELLED
     assert {state for state, _ in notifier.approval.values()} == {State.CANCELLED}
+
+
+def test_a_reminder_overtaken_by_the_approvals_leaves_the_message_showing_the_grant(
+        showing: tuple[Context, ShowingNotifier], clock: FakeClock) -> None:
+    """The reminder pass shows the request still waiting; while its update is on its way,
+    Bob and Carol approve and their updates land first."""
+    ctx, notifier = showing
+    request = access.file_request(ctx, ALICE, "prod", "view", duration=timedelta(hours=1),
+                                  reason="race")
+    assert request.id is not None
+    interleaved = threading.Event()
+
+    def overtaken(notice: Notice) -> None:
+        if notice.kind is NoticeKind.STILL_PENDING and not interleaved.is_set():
+            interleaved.set()
+            other = threading.Thread(target=lambda: (access.approve(ctx, request.id, BOB),
+                                                     access.approve(ctx, request.id, CAROL)))
+            other.start()
+            other.join()
+
+    notifier.on_the_way = overtaken
+    clock.advance(timedelta(hours=4))
+    assert reminders.renotify_pending(ctx) == 1
+    assert interleaved.is_set()
+    assert grants.get(ctx, request.id).state is State.ACTIVE
+    assert {state for state, _ in notifier.approval.values()} == {State.ACTIVE}
 
 
 @pytest.mark.parametrize("round_", range(3))
