@@ -256,3 +256,13 @@ def test_a_receiver_refusing_the_event_is_a_failure_named_with_its_answer(
     sink = WebhookSink("siem", receiver.url, SecretStr("right"), "default")
     with pytest.raises(SinkUnavailable, match=rf"answered HTTP {status} {reason}"):
         sink.send(EVENT)
+
+
+def test_a_webhook_urls_password_and_basic_credentials_are_redacted_from_log_lines() -> None:
+    from bot.logs import RedactingFilter
+
+    redact = RedactingFilter().redact
+    assert redact("POST https://bot:p%40ss-w0rd@siem.example.com/in failed") \
+        == "POST https://bot:[redacted]@siem.example.com/in failed"
+    assert "Ym90OnBAc3M" not in redact("headers: Authorization: Basic Ym90OnBAc3M6d29yZA==")
+    assert redact("https://siem.example.com:8443/in") == "https://siem.example.com:8443/in"
