@@ -125,7 +125,31 @@ def _operator() -> Actor:
     return Actor(user_id=f"cli:{getpass.getuser()}", is_admin=True)
 
 
-@click.group()
+class _OnceCommand(click.Command):
+    """A command whose options that take one value are refused when given twice: which of
+    the two was meant is not for the bot to guess (click would take the last)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        words = args[:args.index("--")] if "--" in args else args
+        for param in self.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.multiple \
+                    or param.count:
+                continue
+            names = set(param.opts)
+            given = [w for w in words if w.partition("=")[0] in names]
+            if len(given) > 1:
+                raise click.UsageError(f"{param.opts[-1]} is given twice: give it once.", ctx)
+        return super().parse_args(ctx, args)
+
+
+class _OnceGroup(click.Group):
+    command_class = _OnceCommand
+
+
+_OnceGroup.group_class = _OnceGroup
+
+
+@click.group(cls=_OnceGroup)
 @click.version_option(package_name="k8s-access-bot", prog_name="k8s-access-bot",
                       message="%(prog)s %(version)s")
 def main() -> None:

@@ -799,6 +799,13 @@ class AuditSinkConfig(_Strict):
         if value is None:
             return value
         parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if port is not None and port <= 0:
+            raise ValueError(f"'{value}' has no valid port: write https://host/path, or a "
+                             "port from 1 to 65535 (https://host:8443/path)")
         if parts.scheme == "https" and parts.hostname:
             return value
         if parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS:

@@ -1,9 +1,10 @@
 """Logging for the whole process: JSON or console lines, the request ID on each, secrets never.
 
 :func:`configure` installs one handler on the root logger with a redacting filter: Slack and
-GitLab tokens, PagerDuty and Opsgenie keys in an ``Authorization`` header, the configured
-secrets (:meth:`bot.config.Settings.secret_values`) and any PEM private key are replaced before
-a line is written, whoever logged it (the bot or a library).
+GitLab tokens, PagerDuty and Opsgenie keys and Basic credentials in an ``Authorization``
+header, a password in a URL (an audit webhook's), the configured secrets
+(:meth:`bot.config.Settings.secret_values`) and any PEM private key are replaced before a line
+is written, whoever logged it (the bot or a library).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _PATTERNS = [
     re.compile(r"\bxapp-[A-Za-z0-9-]+"),
     re.compile(r"\bglpat-[A-Za-z0-9_-]+"),
     re.compile(r"(?i)(client-key-data|private[_-]token|authorization)(['\"]?\s*[:=]\s*['\"]?)"
-               r"(Bearer\s+|Token\s+token=|GenieKey\s+)?[A-Za-z0-9+/=._-]{8,}"),
+               r"(Bearer\s+|Token\s+token=|GenieKey\s+|Basic\s+)?[A-Za-z0-9+/=._-]{8,}"),
+    re.compile(r"(?i)\b(https?://[^\s/:@]+)(:)[^\s/@]+(?=@)"),  # a URL's password (webhook)
 ]
 
 

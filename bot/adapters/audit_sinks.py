@@ -17,6 +17,7 @@ secret is never logged, and messages show the URL without its query or user part
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from email.message import Message
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
@@ -167,6 +168,18 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def _credentials_apart(url: str) -> tuple[str, SecretStr | None]:
+    """``url`` without its user part, and that part as an HTTP Basic ``Authorization`` value
+    (as curl sends it); None when the URL has none."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return (urlunsplit(parts._replace(netloc=host)),
+            SecretStr("Basic " + base64.b64encode(pair.encode()).decode()))
+
+
 class WebhookSink:
     """POSTs each event, signed; any answer but 2xx, or none in time, is a failure."""
 
@@ -174,7 +187,7 @@ class WebhookSink:
                  timeout: float = WEBHOOK_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         self._name = name
-        self._url = url
+        self._url, self._authorization = _credentials_apart(url)
         self._secret = secret
         self._installation = installation
         self._timeout = timeout
@@ -193,6 +206,8 @@ class WebhookSink:
         headers[TIMESTAMP_HEADER] = timestamp
         headers[SIGNATURE_HEADER] = sign(self._secret.get_secret_value().encode(), timestamp,
                                          body)
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization.get_secret_value()
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         where = f"webhook {shown_url(self._url)}"
         with _Deadline(self._timeout) as deadline:

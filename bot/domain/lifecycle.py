@@ -338,6 +338,15 @@ def approvals_missing(request: AccessRequest, policy: RolePolicy) -> int:
     return max(policy.approvals_required - len(set(request.approvers_so_far())), 0)
 
 
+def open_to_decision(request: AccessRequest) -> bool:
+    """Whether people may still change ``request`` by deciding on it: pending (approve, deny,
+    cancel, time out), or approved ahead of its window (its requester may cancel it until the
+    window starts). An approval whose grant is under way is changed only by whoever holds
+    the grant."""
+    return request.state is State.PENDING or (
+        request.state is State.APPROVED and windows.approved_ahead(request))
+
+
 def deny(
     request: AccessRequest, actor: Actor, policy: RolePolicy, now: datetime, reason: str
 ) -> None:

@@ -268,6 +268,9 @@ class NoticeKind(StrEnum):
     ESCALATED = "escalated"
     """An escalation step added approvers to a waiting request: the approval message goes to
     them (``audience``), with its buttons."""
+    REFRESHED = "refreshed"
+    """The approval messages alone (``messages``), shown again as the request stands now: the
+    update of a decision that raced another may have reached them after the newer one's."""
 
 
 @dataclass(frozen=True)

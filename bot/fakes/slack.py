@@ -156,6 +156,9 @@ class FakeSlack:
     retry_after: int = 1
     on_call: Callable[[str, dict[str, Any]], None] | None = None
     """Called with each successful call, as it arrives (the demo prints them)."""
+    latency: Callable[[str, dict[str, Any]], float] | None = None
+    """Seconds a call (method, parameters) travels before Slack handles it; calls in flight
+    together are handled in the order they arrive, as Slack does, not the order sent."""
     per_channel_interval: float = 0.0
     """Like Slack's chat.postMessage limit: at most one message per channel this often."""
     global_per_second: int = 0
@@ -244,6 +247,8 @@ class FakeSlack:
 
     def handle(self, method: str, params: dict[str, Any],
                token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if self.latency is not None:
+            time.sleep(self.latency(method, params))
         status, answer, headers = self._answer(method, params, token)
         if not answer.get("ok"):
             with self._lock:

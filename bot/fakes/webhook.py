@@ -17,6 +17,7 @@ answer a byte at a time that never ends, which no socket timeout alone ends).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -33,9 +34,12 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str, *, tolerance: float = 300) -> None:
+    def __init__(self, secret: str, *, tolerance: float = 300,
+                 basic_auth: tuple[str, str] | None = None) -> None:
         self.secret = secret.encode()
         self.tolerance = tolerance
+        self.basic_auth = basic_auth
+        """A receiver behind HTTP Basic authentication (user, password): 401 without it."""
         self.events: dict[str, dict[str, Any]] = {}
         """Each event taken, by ID, in the order they arrived (the parsed JSON body)."""
         self.duplicates: list[str] = []
@@ -89,6 +93,11 @@ class WebhookReceiver:
             return self._fault
 
     def _check(self, headers: dict[str, str], body: bytes) -> tuple[int, str] | None:
+        if self.basic_auth is not None:
+            expected_auth = "Basic " + base64.b64encode(
+                ":".join(self.basic_auth).encode()).decode()
+            if not hmac.compare_digest(headers.get("authorization", ""), expected_auth):
+                return 401, "Basic authentication required"
         if headers.get("content-type", "").split(";")[0].strip() != CONTENT_TYPE:
             return 415, f"Content-Type must be {CONTENT_TYPE}"
         timestamp = headers.get("x-k8s-access-timestamp", "")

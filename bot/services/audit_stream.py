@@ -63,14 +63,14 @@ def _deliver_to(ctx: Context, stream: AuditStream, sink: AuditSink) -> int:
             break
         try:
             sink.send(pending.event)
-        except SinkUnavailable as error:
-            failure = (pending, error)
+        except Exception as error:
+            failure = (pending, _unavailable(sink, error))
             break
         sent.append(pending)
     try:
         sink.flush()
-    except SinkUnavailable as error:
-        failure, sent = (batch[0], error), []
+    except Exception as error:
+        failure, sent = (batch[0], _unavailable(sink, error)), []
     stream.outbox.delivered([p.id for p in sent], ctx.clock())
     if sent:
         stream.metrics.stream_delivered(sink.name, len(sent))
@@ -78,6 +78,17 @@ def _deliver_to(ctx: Context, stream: AuditStream, sink: AuditSink) -> int:
         _back_off(ctx, stream, sink, failure[0], failure[1])
     stream.outbox.release(_rest(batch, sent), ctx.worker_id)
     return len(sent)
+
+
+def _unavailable(sink: AuditSink, error: Exception) -> SinkUnavailable:
+    """What a sink raised, as a failure to take the event: one it explains (a receiver down),
+    or its own fault, logged with its traceback; either way the event waits and is offered
+    again after the back-off, and the other sinks go on."""
+    if isinstance(error, SinkUnavailable):
+        return error
+    log.error("audit sink %s failed unexpectedly", sink.name, exc_info=error)
+    return SinkUnavailable(f"the sink failed unexpectedly ({type(error).__name__}); "
+                           "see the log")
 
 
 def _rest(batch: Sequence[PendingDelivery], sent: Sequence[PendingDelivery]) -> list[int]:

@@ -27,6 +27,7 @@ from bot.domain.ports import (
     MessageReferences,
     Metrics,
     Notice,
+    NoticeKind,
     Notifier,
     Posted,
     UnitOfWork,
@@ -39,6 +40,9 @@ T = TypeVar("T")
 
 APPROVAL_MESSAGES = "approval"
 """The purpose under which a request's approval messages are stored."""
+CATCH_UP_ROUNDS = 5
+"""How many times one notice's sender shows its approval messages again while the request
+keeps changing under it (:meth:`Context.shown`)."""
 
 
 class NullMetrics:
@@ -232,13 +236,13 @@ class Context:
         if conversation:
             tried = send(dataclasses.replace(notice, audience=Audience(conversation=conversation)))
             if tried is None or tried.reach is None or tried.reach.reached:
-                return self.remember(notice, tried)
+                return self.shown(notice, tried)
             first = tried
         each = send(dataclasses.replace(notice, audience=self.approvers(request)))
         if each is None or each.reach is None:
             return None
         refused = first.reach.undelivered if first.reach is not None else ()
-        return self.remember(notice, Posted(
+        return self.shown(notice, Posted(
             dataclasses.replace(each.reach, undelivered=refused + each.reach.undelivered),
             first.messages + each.messages))
 
@@ -301,7 +305,45 @@ class Context:
     def announce(self, notice: Notice) -> Reach | None:
         """Tell people, after the commit, and say where it went (see ``Notifier.notify``);
         None when the notifier failed or cannot know."""
-        return self.remember(notice, self._send(notice))
+        return self.shown(notice, self._send(notice))
+
+    def shown(self, notice: Notice, posted: Posted | None) -> Reach | None:
+        """:meth:`remember` what was posted for ``notice``, then make sure its approval
+        messages do not stay behind the request.
+
+        Decisions on one request race (two approvers at the same moment, a denial or a
+        cancellation against an approval, a command before the message was stored): each
+        notice is read after its own commit, but the updates may reach Slack in either
+        order, the older last. So the sender of a notice that showed the request still open
+        to decision reads its version again after the update, and while it moved shows the
+        request as it stands now and reads again: whoever's update lands last has then seen
+        every change committed before it. A request no longer open to decision is changed
+        only by whoever holds it, whose own notice follows."""
+        reach = self.remember(notice, posted)
+        request = notice.request
+        if request.id is None or not lifecycle.open_to_decision(request) or not (
+                notice.messages or (posted is not None and posted.messages)):
+            return reach
+        try:
+            self._catch_up(request)
+        except Exception:  # what happened stands; the next decision shows it
+            log.exception("request %s: its approval messages could not be checked against "
+                          "the request", request.id)
+        return reach
+
+    def _catch_up(self, shown: AccessRequest) -> None:
+        """Show the request in its approval messages again while it is newer than ``shown``."""
+        assert shown.id is not None
+        for _ in range(CATCH_UP_ROUNDS):
+            with self.transaction() as uow:
+                latest = uow.requests.get(shown.id)
+                if latest.version == shown.version:
+                    return
+                refreshed = self.prepared(uow, Notice(NoticeKind.REFRESHED, latest))
+            self._send(refreshed)
+            shown = latest
+        log.warning("request %s kept changing while its approval messages were updated",
+                    shown.id)
 
     def _send(self, notice: Notice) -> Posted | None:
         """What the notifier posted for ``notice``; None when it failed (logged)."""

@@ -194,7 +194,7 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
 def _renotify(ctx: Context, notice: Notice) -> None:
     """Remind the approvers in the threads of the request's approval messages, or announce it
     to them anew where it has none; a reminder that still reached nobody is undeliverable."""
-    reach = ctx.remember(notice, ctx.notifier.notify(notice)) if notice.messages \
+    reach = ctx.shown(notice, ctx.notifier.notify(notice)) if notice.messages \
         else ctx.tell_approvers(notice, ctx.notifier.notify)
     check_reached(notice.request, reach)
 

@@ -163,7 +163,17 @@ def refresh(ctx: Context, period: str, grant_id: int) -> AccessReview | None:
     So after updating, each counts the review's decisions again (a cheap count that only
     grows) and, while the count moved, reads and updates again: whoever's update comes last
     has seen every decision committed before it. A message that cannot be updated is logged;
-    the decision stands."""
+    the decision stands. So does one whose review cannot be read again (None then: the next
+    decision shows it)."""
+    try:
+        return _refresh(ctx, period, grant_id)
+    except Exception:
+        log.exception("the access review %s was not shown again after a decision on grant "
+                      "#%s", period, grant_id)
+        return None
+
+
+def _refresh(ctx: Context, period: str, grant_id: int) -> AccessReview | None:
     with ctx.transaction() as uow:
         listing = uow.reviews.listing(period, grant_id)
         found = [uow.reviews.get(review_id, ctx.clock()) for review_id in listing]

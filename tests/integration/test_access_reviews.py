@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bot.adapters.db.reviews import SqlAlchemyAccessReviews
 from bot.domain.errors import DomainError, InvalidTransition, NotAuthorized, NotFound, Undeliverable
 from bot.domain.model import State
 from bot.domain.reviews import AccessReview
@@ -228,6 +229,24 @@ def test_many_decisions_at_once_leave_the_message_complete(
     outcomes = race([lambda g=g: reviews.keep(ctx, g, BOB) for g in ids])  # type: ignore[misc]
     assert outcomes == Counter({"decided": len(ids)}), outcomes
     assert shown(notifier) == {f"{len(ids)} of {len(ids)} reviewed"}
+
+
+def test_a_database_failing_after_the_decision_leaves_keep_and_revoke_standing(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision committed; reading the review again to show it fails: the reviewer hears
+    the decision was recorded (without the progress), never an error."""
+    other = access.file_request(ctx, CAROL, "staging", "view", duration=timedelta(hours=1))
+    kept = reviewed_grant(ctx)
+    assert other.id is not None
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(SqlAlchemyAccessReviews, "listing", gone)
+    assert reviews.keep(ctx, kept, BOB) is None
+    revoked, review = reviews.revoke(ctx, other.id, BOB)
+    assert revoked.state is State.REVOKED and review is None
+    assert attested(ctx, kept) == 1
 
 
 # --- each review message posted once --------------------------------------------------------

@@ -394,3 +394,59 @@ def test_the_outbox_claims_due_rows_oldest_first(sctx: Context, engine: Engine,
     assert {p.id for p in first}.isdisjoint(p.id for p in second)
     outbox.release([p.id for p in first], "a")
     assert len(outbox.claim("webhook", "c", now, now + H, 5)) == 2
+
+
+def test_credentials_in_the_webhook_url_are_sent_as_basic_authentication_never_shown(
+        engine: Engine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``https://user:password@host/…``, as curl reads it: the receiver behind HTTP Basic
+    authentication gets every event; the password is in no message about the sink."""
+    guarded = WebhookReceiver(SECRET, basic_auth=("bot", "p@ss:word")).start()
+    try:
+        monkeypatch.setenv("AUDIT_WEBHOOK_SECRET", SECRET)
+        url = guarded.url.replace("http://", "http://bot:p%40ss%3Aword@")
+        config = parse_config({**TEST_CONFIG, "audit_sinks": [
+            {"type": "webhook", "url": url, "secret_env": "AUDIT_WEBHOOK_SECRET"}]},
+            Path("test.yaml"))
+        pod = replica(engine, config, clock)
+        record(pod, 2)
+        assert audit_stream.deliver(pod) == 2
+        assert guarded.ids() == event_ids(pod) and guarded.rejected == []
+        assert pod.stream is not None
+        assert "p@ss" not in repr(pod.stream.sinks[0])
+
+        wrong = replica(engine, parse_config({**TEST_CONFIG, "audit_sinks": [
+            {"type": "webhook", "url": guarded.url.replace("http://", "http://bot:nope@"),
+             "secret_env": "AUDIT_WEBHOOK_SECRET"}]}, Path("test.yaml")), clock)
+        record(wrong, 1)
+        assert audit_stream.deliver(wrong) == 0
+        assert wrong.stream is not None
+        error = wrong.stream.outbox.backlog(["webhook"])["webhook"].last_error or ""
+        assert "answered HTTP 401" in error and "nope" not in error
+    finally:
+        guarded.stop()
+
+
+def test_a_sink_failing_unexpectedly_keeps_its_event_waiting_and_holds_back_no_other_sink(
+        sctx: Context, receiver: WebhookReceiver, audit_file: Path, clock: FakeClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert sctx.stream is not None
+    webhook = sctx.stream.sinks[0]
+    send = webhook.send
+    broken = [ValueError("Port out of range 0-65535")]
+
+    def unexpected(event: Any) -> None:
+        if broken:
+            raise broken.pop()
+        send(event)
+
+    webhook.send = unexpected  # type: ignore[method-assign]
+    record(sctx, 2)
+    assert audit_stream.deliver(sctx) == 2  # the file's; no traceback out of the pass
+    assert file_ids(audit_file) == event_ids(sctx)
+    backlog = sctx.stream.outbox.backlog(["webhook"])["webhook"]
+    assert backlog.waiting == 2
+    assert "failed unexpectedly (ValueError)" in (backlog.last_error or "")
+    assert "audit sink webhook failed unexpectedly" in caplog.text
+    clock.advance(timedelta(minutes=1))
+    assert audit_stream.deliver(sctx) == 2
+    assert receiver.ids() == event_ids(sctx)

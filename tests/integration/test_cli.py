@@ -223,3 +223,17 @@ def test_jobs_run_stream_leaves_standard_output_to_a_stdout_sink(
     assert [(e["type"], e["data"]["details"]) for e in events] == [
         ("com.k8s-access-bot.stray-removed", {"note": "Grüße"})]
     assert result.stderr.endswith("stream: 1 handled\n")
+
+
+@pytest.mark.parametrize("args", [
+    ("audit", "export", "--attestations", "--since", "7d", "--since=2026-01-01"),
+    ("audit", "export", "--format", "csv", "--format", "jsonl"),
+    ("grants", "revoke", "1", "--reason", "left", "--reason", "moved on"),
+    ("db", "upgrade", "--revision", "head", "--revision", "0001"),
+])
+def test_an_option_given_twice_is_refused_and_nothing_runs(env: dict[str, str],
+                                                            args: tuple[str, ...]) -> None:
+    result = run(env, *args)
+    assert result.exit_code == 2, result.output
+    assert "is given twice: give it once." in result.output
+    assert "Traceback" not in result.output

@@ -3,6 +3,7 @@ checked alongside the messages Slack received."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -289,3 +290,37 @@ def test_failure_is_announced_to_the_approvers(driver: Driver, slack: FakeSlack,
                                if m.get("thread_ts") == ts])
     assert "Failed: the bot may not bind edit" in thread[0]["text"]
     wait_for(lambda: [m for m in slack.dms_to(ALICE) if "could not be granted" in m["text"]])
+
+
+def test_two_approvers_clicking_at_once_leave_every_message_showing_the_grant(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    """Bob and Carol approve prod/view (two approvals needed) at the same moment; the update
+    that still waits for one more approval is slow to reach Slack and lands after the final
+    one. Every approval message ends showing the grant active, with no Approve button."""
+    driver.ask(ALICE, "request prod view 1h debug")
+    posted = wait_for(lambda: [m for m in slack.called("chat.postMessage")
+                               if "approve" in str(m.get("blocks"))][2:] and
+                      [m for m in slack.called("chat.postMessage")
+                       if "approve" in str(m.get("blocks"))])
+    assert len(posted) == 3  # Bob, Carol and Dave, each in their DM
+    slack.latency = lambda method, params: \
+        0.3 if "1 more approval" in str(params.get("text")) else 0.0
+    answered = len(slack.responses)
+    clicks = [threading.Thread(target=driver.click, args=(user, "approve", "1"),
+                               kwargs={"channel": f"D{user}"})  # in each one's own DM
+              for user in (BOB, CAROL)]
+    for click in clicks:
+        click.start()
+    for click in clicks:
+        click.join()
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    dms = {m["channel"] for m in posted}
+
+    def shown() -> list[dict[str, Any]]:
+        return [message for (channel, _), message in slack.messages.items() if channel in dms]
+
+    wait_for(lambda: len(slack.responses) >= answered + 2)  # each click's use case is done
+    assert len(shown()) == 3
+    for message in shown():
+        assert "Active until" in message["text"], message["text"]
+        assert "approve" not in buttons(message)

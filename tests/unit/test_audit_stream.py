@@ -99,6 +99,12 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
      "signed but readable: write https://… (plain http:// only to localhost)"),
     ({"type": "webhook", "url": "siem.example", "secret_env": "SIEM_SECRET"},
      "f.yaml: audit_sinks.0.url: 'siem.example' is not a URL: write it as https://…"),
+    ({"type": "webhook", "url": "https://siem.example:99999/in", "secret_env": "SIEM_SECRET"},
+     "f.yaml: audit_sinks.0.url: 'https://siem.example:99999/in' has no valid port: "
+     "write https://host/path, or a port from 1 to 65535 (https://host:8443/path)"),
+    ({"type": "webhook", "url": "https://siem.example:http/in", "secret_env": "SIEM_SECRET"},
+     "f.yaml: audit_sinks.0.url: 'https://siem.example:http/in' has no valid port: "
+     "write https://host/path, or a port from 1 to 65535 (https://host:8443/path)"),
     ({"type": "webhook", "url": "https://siem.example/in"},
      "f.yaml: audit_sinks.0: a webhook sink needs 'secret_env' (see audit_sinks in "
      "examples/k8s-access.yaml)"),
@@ -250,3 +256,13 @@ def test_a_receiver_refusing_the_event_is_a_failure_named_with_its_answer(
     sink = WebhookSink("siem", receiver.url, SecretStr("right"), "default")
     with pytest.raises(SinkUnavailable, match=rf"answered HTTP {status} {reason}"):
         sink.send(EVENT)
+
+
+def test_a_webhook_urls_password_and_basic_credentials_are_redacted_from_log_lines() -> None:
+    from bot.logs import RedactingFilter
+
+    redact = RedactingFilter().redact
+    assert redact("POST https://bot:p%40ss-w0rd@siem.example.com/in failed") \
+        == "POST https://bot:[redacted]@siem.example.com/in failed"
+    assert "Ym90OnBAc3M" not in redact("headers: Authorization: Basic Ym90OnBAc3M6d29yZA==")
+    assert redact("https://siem.example.com:8443/in") == "https://siem.example.com:8443/in"

@@ -77,3 +77,20 @@ def test_at_is_read_anywhere_after_request(text: str, at: str | None, reason: st
 def test_at_without_a_time_says_how_to_write_it(text: str, says: str) -> None:
     with pytest.raises(InvalidInput, match=re.escape(says)):
         commands.parse(text)
+
+
+@pytest.mark.parametrize(("text", "option"), [
+    ("request staging deploy 1h -n shop -n payments fix", "--namespace"),
+    ("request staging deploy 1h -n shop fix --namespace=payments", "--namespace"),
+    ("request --for <@U0BOB0002> staging view 1h --for=<@U0CAROL03> x", "--for"),
+    ("request staging view 1h --at 22:00 --at=23:00 x", "--at"),
+    ("approve 3 --for 2h --for 30m", "--for"),
+])
+def test_an_option_given_twice_is_refused_not_guessed(text: str, option: str) -> None:
+    with pytest.raises(InvalidInput, match=f"`{re.escape(option)}` is given twice: give it once"):
+        commands.parse(text)
+
+
+def test_a_flag_given_twice_is_refused_too() -> None:
+    with pytest.raises(InvalidInput, match="`--break-glass` is given twice"):
+        commands.parse("request staging view 1h x --break-glass --break-glass")

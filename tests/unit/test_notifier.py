@@ -120,6 +120,23 @@ def test_a_decision_updates_the_messages_it_is_given(
     assert "Waiting for 1 more approval" in update["text"]
 
 
+def test_a_refresh_updates_the_approval_messages_and_tells_nobody(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    first = notifier.notify(Notice(NoticeKind.FILED, pending(), approvals_missing=2,
+                                   audience=Audience(conversation=CHANNEL)))
+    assert first is not None
+    denied = pending(state=State.DENIED, ended_by=CAROL, end_reason="not now")
+
+    posted = notifier.notify(Notice(NoticeKind.REFRESHED, denied, approvals_missing=2,
+                                    messages=first.messages))
+
+    assert posted is None
+    [update] = slack.called("chat.update")
+    assert (update["channel"], update["ts"]) == (CHANNEL, first.messages[0].message)
+    assert "Waiting for" not in update["text"] and "actions" not in str(update["blocks"])
+    assert len(slack.called("chat.postMessage")) == 1 and not slack.called("conversations.open")
+
+
 def test_a_reminder_threads_under_each_message_or_announces_anew(
         notifier: SlackNotifier, slack: FakeSlack) -> None:
     audience = Audience(conversation=CHANNEL)

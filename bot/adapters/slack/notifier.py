@@ -113,6 +113,9 @@ class SlackNotifier:
             return self._announce(notice)
         if kind is NoticeKind.UNREACHABLE:
             return Posted(self._tell_unreachable(notice))
+        if kind is NoticeKind.REFRESHED:
+            self._update_approval(request, notice.approvals_missing, notice.messages)
+            return None
         if kind is not NoticeKind.APPROVED:  # the decision notice showed it already
             self._update_approval(request, notice.approvals_missing, notice.messages,
                                   blocks.delay_note(notice) if kind is NoticeKind.SLOW else None)
