@@ -517,3 +517,21 @@ def test_rsa_keys_where_configured(engine: Engine, kube: FakeKubernetes,
         "users"][0]["user"]
     key = serialization.load_pem_private_key(base64.b64decode(user["client-key-data"]), None)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+
+
+def test_a_csr_is_approved_as_created_and_read_again_only_when_it_changed(
+        kctx: Context, kube: FakeKubernetes) -> None:
+    """The approval sends the CSR the API server returned on creation: no read in between.
+    When something changed it meanwhile, the API server answers 409 and it is read again."""
+    first = grant(kctx, "prod", "view")
+    assert grants.get(kctx, first).state is State.ACTIVE
+    calls = [(method, path.rsplit("/", 1)[-1]) for _, method, path in kube.requests
+             if "certificatesigningrequests" in path]
+    assert [method for method, _ in calls] == ["POST", "PUT", "GET"]  # create, approve, signed
+    grants.revoke(kctx, first, ALICE, "done")
+    del kube.requests[:]
+    kube.csrs_change_after_create = 1
+    second = grant(kctx, "prod", "view")
+    assert grants.get(kctx, second).state is State.ACTIVE
+    assert [method for _, method, path in kube.requests
+            if "certificatesigningrequests" in path] == ["POST", "PUT", "GET", "PUT", "GET"]
