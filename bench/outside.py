@@ -42,12 +42,13 @@ from bench.processes import (
     SlackProcess,
     bot_environment,
     free_port,
+    memory_label,
     process,
+    replica_rss,
     requester,
     rss_mib,
     run_cli,
     serve,
-    worker_of,
 )
 
 Row = Callable[[str, str, str, str], None]
@@ -509,8 +510,8 @@ def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due:
                     "slowest", spread(one, digits=1) + " ms", "1.00×")
                 row("replicas", f"ack x{concurrency}: two replicas taking turns",
                     spread(two, digits=1) + " ms", ratio(two, one))
-            row("replicas", "memory of the second replica: serve + worker",
-                f"{rss_mib(pid):.0f} + {rss_mib(worker_of(pid)):.0f} MiB", "")
+            row("replicas", "memory of the second replica: serve + its workers",
+                memory_label(replica_rss(pid)), "")
             wait_until(lambda: False, 1)  # the last answers on their way
         acks_twice = repeated_audit(engine)
         if due is None:
@@ -557,10 +558,10 @@ def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
                 serve(bot.env, port, jobs=True) as rest:  # nobody to remind yet
             time.sleep(4)
             bare_rss = rss_mib(bare)
-            at_rest = rss_mib(rest), rss_mib(worker_of(rest))
+            at_rest = replica_rss(rest)
         row("memory", "bare Bolt app at rest (waitress, one process)", f"{bare_rss:.0f} MiB",
             "1.00×")
-        row("memory", "serve + worker at rest", f"{at_rest[0]:.0f} + {at_rest[1]:.0f} MiB",
+        row("memory", f"serve + its {len(at_rest) - 1} worker(s) at rest", memory_label(at_rest),
             f"{sum(at_rest) / bare_rss:.2f}×")
         seed(engine, users, datetime.now(UTC))
         started = time.monotonic()
@@ -569,12 +570,12 @@ def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
                                    str(event["channel"]).startswith("D")
                                    for event in bot.arrived()) >= users, 300)
             seconds = time.monotonic() - started
-            after = rss_mib(busy), rss_mib(worker_of(busy))
-        row("memory", f"serve + worker after their reminder run ({seconds:.0f} s)",
-            f"{after[0]:.0f} + {after[1]:.0f} MiB", f"{sum(after) / bare_rss:.2f}×")
+            after = replica_rss(busy)
+        row("memory", f"serve + its worker(s) after their reminder run ({seconds:.0f} s)",
+            memory_label(after), f"{sum(after) / bare_rss:.2f}×")
         need = max(sum(at_rest), sum(after))
         request = math.ceil(need * 1.25 / 32) * 32
-        row("memory", "suggested per replica (serve + worker in one container): "
+        row("memory", "suggested per replica (serve and its workers in one container): "
             "requests / limits", f"{request} / {request * 2} MiB", "")
     counts = bot.counts
     assert counts is not None

@@ -199,8 +199,9 @@ def rss_mib(pid: int | str = "self") -> float:
     return float("nan")
 
 
-def worker_of(serve_pid: int) -> int:
-    """The ``work`` process ``serve`` started."""
+def workers_of(serve_pid: int) -> list[int]:
+    """The ``work`` processes ``serve`` started."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
@@ -208,6 +209,17 @@ def worker_of(serve_pid: int) -> int:
         except OSError:
             continue
         if parent == serve_pid and b"--wake-on-stdin" in cmdline:
-            return int(stat.parent.name)
-    raise RuntimeError("serve started no worker")
+            found.append(int(stat.parent.name))
+    if not found:
+        raise RuntimeError("serve started no worker")
+    return sorted(found)
 
+
+def replica_rss(serve_pid: int) -> list[float]:
+    """Resident MiB of ``serve`` and of each of its workers."""
+    return [rss_mib(serve_pid), *(rss_mib(pid) for pid in workers_of(serve_pid))]
+
+
+def memory_label(sizes: list[float]) -> str:
+    """``serve + workers`` as ``112 + 96 + 95 MiB``."""
+    return " + ".join(f"{size:.0f}" for size in sizes) + " MiB"
