@@ -156,6 +156,10 @@ def clear_live(engine: Engine) -> None:
         connection.execute(text("DELETE FROM messages"))
         connection.execute(text("DELETE FROM operations"))
         connection.execute(text("DELETE FROM approvals"))
+        connection.execute(text("DELETE FROM access_review_decisions"))
+        connection.execute(text("DELETE FROM access_review_items"))
+        connection.execute(text("DELETE FROM access_reviews"))
+        connection.execute(text("DELETE FROM audit_deliveries"))
         connection.execute(text("DELETE FROM audit_events"))
         connection.execute(text("DELETE FROM access_requests WHERE reason <> 'history'"))
 
