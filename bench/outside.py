@@ -43,12 +43,13 @@ from bench.processes import (
     bot_environment,
     free_port,
     memory_label,
-    process,
+    processes,
     replica_rss,
     requester,
     rss_mib,
     run_cli,
     serve,
+    serving,
 )
 
 Row = Callable[[str, str, str, str], None]
@@ -286,10 +287,15 @@ def bench_forms(engine: Engine, database_url: str, row: Row, count: int, rounds:
         view = next(event["view"] for event in bot.arrived() if event["method"] == "views.open")
         form = bot.folder / "form.json"
         form.write_text(view if isinstance(view, str) else json.dumps(view))
-        bare_port = free_port()
-        running.enter_context(process(
-            [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url, "forms",
-             str(form)], PYTHONPATH, f"http://127.0.0.1:{bare_port}/healthz"))
+        bare_port, bare_kubeconfig_port = free_port(), free_port()
+        credentials = bot.folder / "cluster.json"
+        credentials.write_text(json.dumps(bot.cluster.credentials))
+        running.enter_context(processes(
+            ([sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url,
+              "forms", str(form)], PYTHONPATH, f"http://127.0.0.1:{bare_port}/healthz"),
+            ([sys.executable, "-m", "bench.bare_app", str(bare_kubeconfig_port),
+              bot.slack.api_url, "kubeconfig", str(credentials)], PYTHONPATH,
+             f"http://127.0.0.1:{bare_kubeconfig_port}/healthz")))
         for concurrency in (4, 16):
             ours, base = Outcome(), Outcome()
             for _ in range(rounds):  # taking turns: a slow moment falls on both
@@ -310,35 +316,28 @@ def bench_forms(engine: Engine, database_url: str, row: Row, count: int, rounds:
                 f"{sum(t > TRIGGER_VALID for t in ours.forms) + ours.missing}", "")
             row("kubeconfig", f"  x{concurrency} mixed: click → kubeconfig, bot p50 / p99 / "
                 "slowest", spread(ours.kubeconfigs) + " ms", "")
-        bench_kubeconfig(bot, row, kubeconfigs, port)
+        bench_kubeconfig(bot, row, kubeconfigs, port, bare_kubeconfig_port)
 
 
-def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int) -> None:
+def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int, bare_port: int) -> None:
     """Approve clicks only, four at a time, on the bot serving at ``port``; beside a bare app
-    doing the same calls."""
-    credentials = bot.folder / "cluster.json"
-    credentials.write_text(json.dumps(bot.cluster.credentials))
-    bare_port = free_port()
-    with process(
-            [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url,
-             "kubeconfig", str(credentials)], PYTHONPATH,
-            f"http://127.0.0.1:{bare_port}/healthz"):
-        ours, base = Outcome(), Outcome()
-        for half in (count // 2, count - count // 2):
-            approvable = bot.fresh_requests(half, port)
-            clicks = Burst()
-            for n, (request_id, who) in enumerate(approvable):
-                clicks.bodies.append(click(APPROVER, "approve", str(request_id),
-                                           bot.slack.response_url())[0])
-                clicks.approvals[n] = f"D{who}"
-            timed_burst(bot, clicks, [port], 4, ours)
-            idle(bot.engine)
-            bare = Burst()
-            for n in range(half):
-                who = bot.person()
-                bare.bodies.append(click(APPROVER, "approve", who, bot.slack.response_url())[0])
-                bare.approvals[n] = f"D{who}"
-            timed_burst(bot, bare, [bare_port], 4, base)
+    doing the same calls, at ``bare_port``."""
+    ours, base = Outcome(), Outcome()
+    for half in (count // 2, count - count // 2):
+        approvable = bot.fresh_requests(half, port)
+        clicks = Burst()
+        for n, (request_id, who) in enumerate(approvable):
+            clicks.bodies.append(click(APPROVER, "approve", str(request_id),
+                                       bot.slack.response_url())[0])
+            clicks.approvals[n] = f"D{who}"
+        timed_burst(bot, clicks, [port], 4, ours)
+        idle(bot.engine)
+        bare = Burst()
+        for n in range(half):
+            who = bot.person()
+            bare.bodies.append(click(APPROVER, "approve", who, bot.slack.response_url())[0])
+            bare.approvals[n] = f"D{who}"
+        timed_burst(bot, bare, [bare_port], 4, base)
     row("kubeconfig", f"x4, {count} Approve clicks: bare Bolt app doing the same calls, p50 / "
         "p99 / slowest", spread(base.kubeconfigs) + " ms", "1.00×")
     row("kubeconfig", "x4: k8s-access-bot, p50 / p99 / slowest",
@@ -542,6 +541,25 @@ def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due:
 # --- 6. memory -----------------------------------------------------------------------------
 
 
+def settled(serve_pid: int, timeout: float = 20) -> None:
+    """Wait until ``serve``'s workers have started and their memory stopped growing."""
+    before: list[float] = []
+
+    def steady() -> bool:
+        nonlocal before
+        try:
+            now = replica_rss(serve_pid)
+        except RuntimeError:  # no worker yet
+            return False
+        done = len(now) == len(before) and all(abs(a - b) < 0.5
+                                                    for a, b in zip(now, before, strict=True))
+        before = now
+        time.sleep(0.5)
+        return done
+
+    wait_until(steady, timeout)
+
+
 def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
                  seed: Callable[[Engine, int, datetime], None],
                  clear: Callable[[Engine], None]) -> None:
@@ -552,11 +570,11 @@ def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
     clear(engine)
     with deployment(engine, database_url, **this_minute()) as bot:
         port, bare_port = free_port(), free_port()
-        with process([sys.executable, "-m", "bench.bare_app", str(bare_port),
-                      bot.slack.api_url], PYTHONPATH,
-                     f"http://127.0.0.1:{bare_port}/healthz") as bare, \
-                serve(bot.env, port, jobs=True) as rest:  # nobody to remind yet
-            time.sleep(4)
+        with processes(([sys.executable, "-m", "bench.bare_app", str(bare_port),
+                         bot.slack.api_url], PYTHONPATH,
+                        f"http://127.0.0.1:{bare_port}/healthz"),
+                       serving(bot.env, port, jobs=True)) as (bare, rest):  # none to remind
+            settled(rest)
             bare_rss = rss_mib(bare)
             at_rest = replica_rss(rest)
         row("memory", "bare Bolt app at rest (waitress, one process)", f"{bare_rss:.0f} MiB",
