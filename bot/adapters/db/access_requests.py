@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from bot.adapters.db.among import among
 from bot.adapters.db.models import ApprovalRow, OperationRow, RequestRow
 from bot.domain.errors import ConcurrentModification, NotFound
 from bot.domain.model import (
@@ -184,7 +185,7 @@ class SqlAlchemyAccessRequests:
 
     def get_many(self, request_ids: Collection[int], *,
                  for_update: bool = False) -> list[AccessRequest]:
-        query = select(RequestRow).where(RequestRow.id.in_(list(request_ids))) \
+        query = select(RequestRow).where(among(self.session, RequestRow.id, request_ids)) \
             .order_by(RequestRow.id)
         if for_update:
             query = query.with_for_update().execution_options(populate_existing=True)
@@ -237,7 +238,7 @@ class SqlAlchemyAccessRequests:
 
     def extensions_of(self, grant_ids: Collection[int],
                       states: Sequence[State]) -> list[AccessRequest]:
-        query = select(RequestRow).where(RequestRow.parent_id.in_(list(grant_ids)),
+        query = select(RequestRow).where(among(self.session, RequestRow.parent_id, grant_ids),
                                          RequestRow.state.in_([s.value for s in states])) \
             .order_by(RequestRow.id)
         return self._held(query) if grant_ids else []
