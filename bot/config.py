@@ -171,10 +171,10 @@ class Concurrency:
     """Reminder messages one pass sends together (``SEND_CONCURRENCY``)."""
     slack_requests: int = 8
     """Slack requests a worker process handles together (``WORKER_THREADS``)."""
-    worker_processes: int = 2
+    worker_processes: int = 1
     """Worker processes ``serve`` starts (``WORKER_PROCESSES``): one interpreter does the work
-    of one core at most, and a burst of approvals (a key, a certificate and a kubeconfig each)
-    needs more. The first also runs the scheduled jobs."""
+    of one core at most; where the pod has cores to spare, more answer a burst of approvals
+    sooner, each for about 110 MiB. The first runs the scheduled jobs."""
     web_requests: int = 8
     """HTTP requests ``serve`` answers together (``WEB_THREADS``)."""
 
