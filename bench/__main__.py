@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m bench`` (PostgreSQL, about 15 minutes on two cores; ``--quick``
+"""Benchmarks: ``python -m bench`` (PostgreSQL, about 5 minutes on two cores; ``--quick``
 under one).
 
 Every number is set beside a baseline measured in the same run, and reported as a ratio:
