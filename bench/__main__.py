@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m bench`` (PostgreSQL, about 15 minutes on two cores; ``--quick``
+"""Benchmarks: ``python -m bench`` (PostgreSQL, about 5 minutes on two cores; ``--quick``
 under one).
 
 Every number is set beside a baseline measured in the same run, and reported as a ratio:
@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from bench import outside
 from bench.bare_app import bare_app
 from bench.load import send_all
-from bench.processes import APPROVER, CLUSTERS, ME, SlackProcess, free_port, process
+from bench.processes import APPROVER, CLUSTERS, ME, Server, SlackProcess, free_port, processes
 from bot.adapters.db import migrate
 from bot.adapters.db.engine import make_engine
 from bot.adapters.slack.home import Home
@@ -156,6 +156,10 @@ def clear_live(engine: Engine) -> None:
         connection.execute(text("DELETE FROM messages"))
         connection.execute(text("DELETE FROM operations"))
         connection.execute(text("DELETE FROM approvals"))
+        connection.execute(text("DELETE FROM access_review_decisions"))
+        connection.execute(text("DELETE FROM access_review_items"))
+        connection.execute(text("DELETE FROM access_reviews"))
+        connection.execute(text("DELETE FROM audit_deliveries"))
         connection.execute(text("DELETE FROM audit_events"))
         connection.execute(text("DELETE FROM access_requests WHERE reason <> 'history'"))
 
@@ -191,7 +195,7 @@ def timed(action: Callable[[], object], repeat: int) -> float:
 
 
 
-def bot_process(database_url: str, slack_url: str, folder: Path, port: int) -> Any:
+def bot_process(database_url: str, slack_url: str, folder: Path, port: int) -> Server:
     config = folder / "k8s-access.yaml"
     cluster = {"backend": "gitlab", "approvers": [APPROVER], "approvers_channel": "C0REVIEW",
                "gitlab": {"agent_id": 1, "kas_proxy_url": "https://kas.invalid/k8s-proxy",
@@ -204,9 +208,9 @@ def bot_process(database_url: str, slack_url: str, folder: Path, port: int) -> A
            "K8S_ACCESS_CONFIG": str(config), "GITLAB_TOKEN": "glpat-bench",
            "LOG_LEVEL": "WARNING"}
     env.pop("SLACK_APP_TOKEN", None)
-    return process([str(Path(sys.executable).parent / "k8s-access-bot"), "serve", "--http",
-                    "--host", "127.0.0.1", "--port", str(port), "--no-jobs"], env,
-                   f"http://127.0.0.1:{port}/healthz")
+    return ([str(Path(sys.executable).parent / "k8s-access-bot"), "serve", "--http",
+             "--host", "127.0.0.1", "--port", str(port), "--no-jobs"], env,
+            f"http://127.0.0.1:{port}/healthz")
 
 
 def payloads(slack: FakeSlack | SlackProcess, count: int, request_ids: list[int]) -> list[str]:
@@ -282,15 +286,15 @@ def bench_ack(engine: Engine, database_url: str, count: int, rounds: int,
     pythonpath = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     remote = SlackProcess()
 
-    def bare_process(port: int, *mode: str) -> Any:
-        return process([sys.executable, "-m", "bench.bare_app", str(port), remote.api_url,
-                        *mode], pythonpath, f"http://127.0.0.1:{port}/healthz")
+    def bare_process(port: int, *mode: str) -> Server:
+        return ([sys.executable, "-m", "bench.bare_app", str(port), remote.api_url, *mode],
+                pythonpath, f"http://127.0.0.1:{port}/healthz")
 
     sent = 0
     folder = Path(tempfile.mkdtemp())
     try:
-        with bot_process(database_url, remote.url, folder, ours_port), \
-                bare_process(default_port), bare_process(same_port, "before-response"):
+        with processes(bot_process(database_url, remote.url, folder, ours_port),
+                       bare_process(default_port), bare_process(same_port, "before-response")):
             for concurrency, keep_alive in itertools.product(
                     concurrencies, (False, True) if keep_alive_too else (False,)):
                 def run(port: int, count: int, keep_alive: bool = keep_alive,
@@ -434,6 +438,14 @@ def seed_active_grants(engine: Engine, users: int, now: datetime) -> None:
 SECTIONS = ("ack", "queries", "forms", "expiry", "reminders", "replicas", "memory")
 
 
+@contextmanager
+def took(name: str) -> Iterator[None]:
+    """Print how long a section took: where a run's minutes go."""
+    started = time.monotonic()
+    yield
+    print(f"  ({name}: {time.monotonic() - started:.0f} s)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--postgres", default=os.environ.get(
@@ -454,28 +466,35 @@ def main() -> None:
         engine = make_engine(url, pool_size=20, max_overflow=10)
         migrate.upgrade(engine)
         if "ack" in only:
-            bench_ack(engine, url, 40 if quick else 400, 2 if quick else 5, (4, 16),
-                      keep_alive_too=not quick)
+            with took("ack"):
+                bench_ack(engine, url, 40 if quick else 400, 2 if quick else 5, (4, 16),
+                          keep_alive_too=not quick)
         if "queries" in only:
-            bench_queries(engine, sizes, 20 if quick else 60)
+            with took("queries"):
+                bench_queries(engine, sizes, 20 if quick else 60)
         if "forms" in only:
-            outside.bench_forms(engine, url, row, 48 if quick else 200, 1 if quick else 3,
-                                12 if quick else 100)
+            with took("forms"):
+                outside.bench_forms(engine, url, row, 48 if quick else 200, 1 if quick else 3,
+                                    12 if quick else 100)
         start = 0.0  # seconds a one-shot pass takes to start, left out of the reminder run
         if "expiry" in only:
-            start = outside.bench_expiry(
-                engine, url, row, [sizes[-1]] if quick else [sizes[0], sizes[-1]],
-                100 if quick else 1000, 300 if quick else 10_000, seed_history, clear_live,
-                1 if quick else 3)
+            with took("expiry"):
+                start = outside.bench_expiry(
+                    engine, url, row, [sizes[-1]] if quick else [sizes[0], sizes[-1]],
+                    100 if quick else 1000, 300 if quick else 10_000, seed_history, clear_live,
+                    1 if quick else 3)
         if "reminders" in only:
-            outside.bench_reminders(engine, url, row, 1_000 if quick else 10_000, 300,
-                                    seed_active_grants, clear_live, start)
+            with took("reminders"):
+                outside.bench_reminders(engine, url, row, 1_000 if quick else 10_000, 300,
+                                        seed_active_grants, clear_live, start)
         if "replicas" in only:
-            outside.bench_replicas(engine, url, row, 48 if quick else 400,
-                                   None if quick else 500, clear_live)
+            with took("replicas"):
+                outside.bench_replicas(engine, url, row, 48 if quick else 400,
+                                       None if quick else 500, clear_live)
         if "memory" in only:
-            outside.bench_memory(engine, url, row, 500 if quick else 10_000, seed_active_grants,
-                                 clear_live)
+            with took("memory"):
+                outside.bench_memory(engine, url, row, 500 if quick else 10_000,
+                                     seed_active_grants, clear_live)
         engine.dispose()
     print(f"\n{'quick' if quick else 'full'} run: {time.monotonic() - started:.0f} s")
     print("\n| section | measure | value | ratio |\n| --- | --- | --- | --- |")

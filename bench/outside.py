@@ -42,12 +42,14 @@ from bench.processes import (
     SlackProcess,
     bot_environment,
     free_port,
-    process,
+    memory_label,
+    processes,
+    replica_rss,
     requester,
     rss_mib,
     run_cli,
     serve,
-    worker_of,
+    serving,
 )
 
 Row = Callable[[str, str, str, str], None]
@@ -285,10 +287,15 @@ def bench_forms(engine: Engine, database_url: str, row: Row, count: int, rounds:
         view = next(event["view"] for event in bot.arrived() if event["method"] == "views.open")
         form = bot.folder / "form.json"
         form.write_text(view if isinstance(view, str) else json.dumps(view))
-        bare_port = free_port()
-        running.enter_context(process(
-            [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url, "forms",
-             str(form)], PYTHONPATH, f"http://127.0.0.1:{bare_port}/healthz"))
+        bare_port, bare_kubeconfig_port = free_port(), free_port()
+        credentials = bot.folder / "cluster.json"
+        credentials.write_text(json.dumps(bot.cluster.credentials))
+        running.enter_context(processes(
+            ([sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url,
+              "forms", str(form)], PYTHONPATH, f"http://127.0.0.1:{bare_port}/healthz"),
+            ([sys.executable, "-m", "bench.bare_app", str(bare_kubeconfig_port),
+              bot.slack.api_url, "kubeconfig", str(credentials)], PYTHONPATH,
+             f"http://127.0.0.1:{bare_kubeconfig_port}/healthz")))
         for concurrency in (4, 16):
             ours, base = Outcome(), Outcome()
             for _ in range(rounds):  # taking turns: a slow moment falls on both
@@ -309,35 +316,28 @@ def bench_forms(engine: Engine, database_url: str, row: Row, count: int, rounds:
                 f"{sum(t > TRIGGER_VALID for t in ours.forms) + ours.missing}", "")
             row("kubeconfig", f"  x{concurrency} mixed: click → kubeconfig, bot p50 / p99 / "
                 "slowest", spread(ours.kubeconfigs) + " ms", "")
-        bench_kubeconfig(bot, row, kubeconfigs, port)
+        bench_kubeconfig(bot, row, kubeconfigs, port, bare_kubeconfig_port)
 
 
-def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int) -> None:
+def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int, bare_port: int) -> None:
     """Approve clicks only, four at a time, on the bot serving at ``port``; beside a bare app
-    doing the same calls."""
-    credentials = bot.folder / "cluster.json"
-    credentials.write_text(json.dumps(bot.cluster.credentials))
-    bare_port = free_port()
-    with process(
-            [sys.executable, "-m", "bench.bare_app", str(bare_port), bot.slack.api_url,
-             "kubeconfig", str(credentials)], PYTHONPATH,
-            f"http://127.0.0.1:{bare_port}/healthz"):
-        ours, base = Outcome(), Outcome()
-        for half in (count // 2, count - count // 2):
-            approvable = bot.fresh_requests(half, port)
-            clicks = Burst()
-            for n, (request_id, who) in enumerate(approvable):
-                clicks.bodies.append(click(APPROVER, "approve", str(request_id),
-                                           bot.slack.response_url())[0])
-                clicks.approvals[n] = f"D{who}"
-            timed_burst(bot, clicks, [port], 4, ours)
-            idle(bot.engine)
-            bare = Burst()
-            for n in range(half):
-                who = bot.person()
-                bare.bodies.append(click(APPROVER, "approve", who, bot.slack.response_url())[0])
-                bare.approvals[n] = f"D{who}"
-            timed_burst(bot, bare, [bare_port], 4, base)
+    doing the same calls, at ``bare_port``."""
+    ours, base = Outcome(), Outcome()
+    for half in (count // 2, count - count // 2):
+        approvable = bot.fresh_requests(half, port)
+        clicks = Burst()
+        for n, (request_id, who) in enumerate(approvable):
+            clicks.bodies.append(click(APPROVER, "approve", str(request_id),
+                                       bot.slack.response_url())[0])
+            clicks.approvals[n] = f"D{who}"
+        timed_burst(bot, clicks, [port], 4, ours)
+        idle(bot.engine)
+        bare = Burst()
+        for n in range(half):
+            who = bot.person()
+            bare.bodies.append(click(APPROVER, "approve", who, bot.slack.response_url())[0])
+            bare.approvals[n] = f"D{who}"
+        timed_burst(bot, bare, [bare_port], 4, base)
     row("kubeconfig", f"x4, {count} Approve clicks: bare Bolt app doing the same calls, p50 / "
         "p99 / slowest", spread(base.kubeconfigs) + " ms", "1.00×")
     row("kubeconfig", "x4: k8s-access-bot, p50 / p99 / slowest",
@@ -509,8 +509,8 @@ def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due:
                     "slowest", spread(one, digits=1) + " ms", "1.00×")
                 row("replicas", f"ack x{concurrency}: two replicas taking turns",
                     spread(two, digits=1) + " ms", ratio(two, one))
-            row("replicas", "memory of the second replica: serve + worker",
-                f"{rss_mib(pid):.0f} + {rss_mib(worker_of(pid)):.0f} MiB", "")
+            row("replicas", "memory of the second replica: serve + its workers",
+                memory_label(replica_rss(pid)), "")
             wait_until(lambda: False, 1)  # the last answers on their way
         acks_twice = repeated_audit(engine)
         if due is None:
@@ -541,6 +541,25 @@ def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due:
 # --- 6. memory -----------------------------------------------------------------------------
 
 
+def settled(serve_pid: int, timeout: float = 20) -> None:
+    """Wait until ``serve``'s workers have started and their memory stopped growing."""
+    before: list[float] = []
+
+    def steady() -> bool:
+        nonlocal before
+        try:
+            now = replica_rss(serve_pid)
+        except RuntimeError:  # no worker yet
+            return False
+        done = len(now) == len(before) and all(abs(a - b) < 0.5
+                                                    for a, b in zip(now, before, strict=True))
+        before = now
+        time.sleep(0.5)
+        return done
+
+    wait_until(steady, timeout)
+
+
 def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
                  seed: Callable[[Engine, int, datetime], None],
                  clear: Callable[[Engine], None]) -> None:
@@ -551,16 +570,16 @@ def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
     clear(engine)
     with deployment(engine, database_url, **this_minute()) as bot:
         port, bare_port = free_port(), free_port()
-        with process([sys.executable, "-m", "bench.bare_app", str(bare_port),
-                      bot.slack.api_url], PYTHONPATH,
-                     f"http://127.0.0.1:{bare_port}/healthz") as bare, \
-                serve(bot.env, port, jobs=True) as rest:  # nobody to remind yet
-            time.sleep(4)
+        with processes(([sys.executable, "-m", "bench.bare_app", str(bare_port),
+                         bot.slack.api_url], PYTHONPATH,
+                        f"http://127.0.0.1:{bare_port}/healthz"),
+                       serving(bot.env, port, jobs=True)) as (bare, rest):  # none to remind
+            settled(rest)
             bare_rss = rss_mib(bare)
-            at_rest = rss_mib(rest), rss_mib(worker_of(rest))
+            at_rest = replica_rss(rest)
         row("memory", "bare Bolt app at rest (waitress, one process)", f"{bare_rss:.0f} MiB",
             "1.00×")
-        row("memory", "serve + worker at rest", f"{at_rest[0]:.0f} + {at_rest[1]:.0f} MiB",
+        row("memory", f"serve + its {len(at_rest) - 1} worker(s) at rest", memory_label(at_rest),
             f"{sum(at_rest) / bare_rss:.2f}×")
         seed(engine, users, datetime.now(UTC))
         started = time.monotonic()
@@ -569,12 +588,12 @@ def bench_memory(engine: Engine, database_url: str, row: Row, users: int,
                                    str(event["channel"]).startswith("D")
                                    for event in bot.arrived()) >= users, 300)
             seconds = time.monotonic() - started
-            after = rss_mib(busy), rss_mib(worker_of(busy))
-        row("memory", f"serve + worker after their reminder run ({seconds:.0f} s)",
-            f"{after[0]:.0f} + {after[1]:.0f} MiB", f"{sum(after) / bare_rss:.2f}×")
+            after = replica_rss(busy)
+        row("memory", f"serve + its worker(s) after their reminder run ({seconds:.0f} s)",
+            memory_label(after), f"{sum(after) / bare_rss:.2f}×")
         need = max(sum(at_rest), sum(after))
         request = math.ceil(need * 1.25 / 32) * 32
-        row("memory", "suggested per replica (serve + worker in one container): "
+        row("memory", "suggested per replica (serve and its workers in one container): "
             "requests / limits", f"{request} / {request * 2} MiB", "")
     counts = bot.counts
     assert counts is not None

@@ -47,26 +47,42 @@ def free_port() -> int:
 @contextmanager
 def process(args: list[str], env: dict[str, str], health: str) -> Iterator[int]:
     """A server in a process of its own, so that the load generator shares no CPU lock."""
-    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    with processes((args, env, health)) as (pid,):
+        yield pid
+
+
+Server = tuple[list[str], dict[str, str], str]
+"""A server's command line, environment and health URL."""
+
+
+@contextmanager
+def processes(*servers: Server) -> Iterator[tuple[int, ...]]:
+    """Servers started together, each in a process of its own; their process IDs once every
+    one answers its health URL. Stopped together too: starting and stopping Python servers
+    one after the other is most of what a short run waits for."""
+    children = [subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for args, env, _ in servers]
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(health, timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise RuntimeError(f"{args[0]} did not start") from None
-                time.sleep(0.1)
-        yield child.pid
+        for child, (args, _, health) in zip(children, servers, strict=True):
+            while True:
+                try:
+                    urllib.request.urlopen(health, timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or child.poll() is not None:
+                        raise RuntimeError(f"{args[0]} did not start") from None
+                    time.sleep(0.05)
+        yield tuple(child.pid for child in children)
     finally:
-        child.terminate()
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 class SlackProcess:
@@ -165,8 +181,13 @@ def bot_environment(database_url: str, slack: SlackProcess, cluster: ClusterProc
 
 def serve(env: dict[str, str], port: int, jobs: bool = False) -> Any:
     """``k8s-access-bot serve --http`` on ``port``; yields its process ID."""
-    return process([BOT, "serve", "--http", "--host", "127.0.0.1", "--port", str(port),
-                    "--jobs" if jobs else "--no-jobs"], env, f"http://127.0.0.1:{port}/healthz")
+    return process(*serving(env, port, jobs))
+
+
+def serving(env: dict[str, str], port: int, jobs: bool = False) -> Server:
+    """How :func:`serve` starts the bot, for :func:`processes`."""
+    return ([BOT, "serve", "--http", "--host", "127.0.0.1", "--port", str(port),
+             "--jobs" if jobs else "--no-jobs"], env, f"http://127.0.0.1:{port}/healthz")
 
 
 @dataclass(frozen=True)
@@ -199,8 +220,9 @@ def rss_mib(pid: int | str = "self") -> float:
     return float("nan")
 
 
-def worker_of(serve_pid: int) -> int:
-    """The ``work`` process ``serve`` started."""
+def workers_of(serve_pid: int) -> list[int]:
+    """The ``work`` processes ``serve`` started."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
@@ -208,6 +230,17 @@ def worker_of(serve_pid: int) -> int:
         except OSError:
             continue
         if parent == serve_pid and b"--wake-on-stdin" in cmdline:
-            return int(stat.parent.name)
-    raise RuntimeError("serve started no worker")
+            found.append(int(stat.parent.name))
+    if not found:
+        raise RuntimeError("serve started no worker")
+    return sorted(found)
 
+
+def replica_rss(serve_pid: int) -> list[float]:
+    """Resident MiB of ``serve`` and of each of its workers."""
+    return [rss_mib(serve_pid), *(rss_mib(pid) for pid in workers_of(serve_pid))]
+
+
+def memory_label(sizes: list[float]) -> str:
+    """``serve + workers`` as ``112 + 96 + 95 MiB``."""
+    return " + ".join(f"{size:.0f}" for size in sizes) + " MiB"

@@ -100,7 +100,41 @@ class WorkerProcess:
             self._spawn()
 
 
-def readiness(runtime: SlackRuntime, worker: WorkerProcess | None = None,
+class Workers:
+    """``serve``'s worker processes: each woken for every request (the first to claim it does
+    it; the others find nothing), each restarted on its own. Only the first runs the jobs."""
+
+    def __init__(self, count: int, jobs: bool) -> None:
+        self._processes = [WorkerProcess(jobs and n == 0) for n in range(count)]
+
+    def start(self) -> None:
+        for process in self._processes:
+            process.start()
+
+    def alive(self) -> bool:
+        return all(process.alive() for process in self._processes)
+
+    def wake(self) -> None:
+        for process in self._processes:
+            process.wake()
+
+    def stop(self, timeout: float = 40) -> None:
+        """Ask every worker to finish at once, then wait for each."""
+        stopping = [threading.Thread(target=process.stop, args=(timeout,))
+                    for process in self._processes]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
+
+
+def worker_processes(settings: Settings, dialect: str) -> int:
+    """``WORKER_PROCESSES`` on PostgreSQL; one on SQLite, which lets one process write at a
+    time."""
+    return settings.tuning.concurrency.worker_processes if dialect == "postgresql" else 1
+
+
+def readiness(runtime: SlackRuntime, worker: Workers | WorkerProcess | None = None,
               slack_ttl: float = 60) -> Callable[[], dict[str, str]]:
     """Database reachable, migrations at head, the worker running, Slack accepting the token
     (cached a minute)."""
@@ -109,7 +143,7 @@ def readiness(runtime: SlackRuntime, worker: WorkerProcess | None = None,
     def check() -> dict[str, str]:
         failed: dict[str, str] = {}
         if worker is not None and not worker.alive():
-            failed["worker"] = "the worker process is not running; it is being restarted"
+            failed["worker"] = "a worker process is not running; it is being restarted"
         try:
             with runtime.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -152,7 +186,7 @@ def run(settings: Settings, config: Config, *, socket_mode: bool, host: str, por
     runtime = build_slack_runtime(settings, config, http=not socket_mode, engine=engine,
                                   metrics=metrics)
     settle_heap()
-    worker = WorkerProcess(jobs)
+    worker = Workers(worker_processes(settings, engine.dialect.name), jobs)
     channels = ApproversChannelWatch(runtime.client, config, metrics.approvers_channel)
     metrics.watch_audit_stream(lambda: audit_stream.lag(runtime.ctx))
     web = WebApp(None if socket_mode else slack_http(runtime.app), readiness(runtime, worker),

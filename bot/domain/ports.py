@@ -520,6 +520,10 @@ class OnceKeys(Protocol):
         """Claim a unique key once across all replicas; False when it was claimed before."""
         ...
 
+    def claim_keys(self, keys: Sequence[str], now: datetime) -> set[str]:
+        """:meth:`claim_key` for many keys in one go: those claimed now."""
+        ...
+
     def release_key(self, key: str) -> None:
         """Give a claimed key back, when what it stood for could not be done."""
         ...

@@ -102,6 +102,9 @@ class FakeKubernetes:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     before_list: Callable[[], None] | None = None
     """Runs once, before the next list of (Cluster)RoleBindings is answered."""
+    csrs_change_after_create: int = 0
+    """The next this many CSRs are changed right after they are created (as by another
+    controller): an update with the resourceVersion their creation returned is a conflict."""
 
     def __post_init__(self) -> None:
         self.ca = TestCA()
@@ -322,8 +325,13 @@ class FakeKubernetes:
                                     "may not specify a duration less than 600 seconds (10m0s)")
             stored = {**body, "status": {}}
             stored["metadata"]["creationTimestamp"] = datetime.now(UTC).isoformat()
+            stored["metadata"]["resourceVersion"] = str(len(self.requests))
             self.csrs[new_name] = stored
-            return 201, stored
+            created = json.loads(json.dumps(stored))
+            if self.csrs_change_after_create:
+                self.csrs_change_after_create -= 1
+                stored["metadata"]["resourceVersion"] += "-changed"
+            return 201, created
         if name is None:
             return 200, {"kind": "CertificateSigningRequestList",
                          "items": list(self.csrs.values())}
@@ -343,6 +351,13 @@ class FakeKubernetes:
                                     f'certificatesigningrequests.{CERTS} "{name}" is forbidden: '
                                     f'user not permitted to approve requests with signerName '
                                     f'"{signer}"')
+            version = body.get("metadata", {}).get("resourceVersion")
+            if version and version != stored["metadata"].get("resourceVersion"):
+                return 409, _status(409, "Conflict",
+                                    f'Operation cannot be fulfilled on certificatesigningrequests.'
+                                    f'{CERTS} "{name}": the object has been modified; please '
+                                    "apply your changes to the latest version and try again")
+            stored["metadata"]["resourceVersion"] = str(len(self.requests))
             stored["status"]["conditions"] = body.get("status", {}).get("conditions", [])
             approved = any(c.get("type") == "Approved" for c in stored["status"]["conditions"])
             if approved and self.signing and signer == SIGNER:

@@ -20,8 +20,10 @@ method reference (docs.slack.dev/reference/methods/…) and Block Kit reference.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -179,6 +181,11 @@ class FakeSlack:
         self._window: deque[float] = deque()
         self._ts = itertools.count(1)
         self._server = BackgroundServer(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
+        self.connections = 0
+        """Connections clients opened."""
+        self._open: set[socket.socket] = set()
+        """Connections kept alive by clients (HTTP/1.1, as Slack keeps them): closed on stop,
+        so that a stopped Slack answers nobody, however they connected."""
         self.url = self._server.url
         self.api_url = self.url + "/api/"
 
@@ -188,6 +195,15 @@ class FakeSlack:
 
     def stop(self) -> None:
         self._server.stop()
+        self.hang_up()
+
+    def hang_up(self) -> None:
+        """Close every connection clients keep open, as Slack closes idle ones."""
+        with self._lock:
+            kept, self._open = list(self._open), set()
+        for connection in kept:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     # --- what tests look at -------------------------------------------------------------
 
@@ -589,8 +605,22 @@ def _block_problems(blocks: list[dict[str, Any]], limit: int, pointer: str) -> l
 
 def _handler(slack: FakeSlack) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, as Slack keeps them
+        disable_nagle_algorithm = True  # headers and body leave in two writes
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            with slack._lock:
+                slack.connections += 1
+                slack._open.add(self.connection)
+
+        def finish(self) -> None:
+            with slack._lock:
+                slack._open.discard(self.connection)
+            super().finish()
 
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))

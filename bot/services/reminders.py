@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 
 from bot.domain import escalation
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
@@ -33,6 +34,8 @@ CATCH_UP = timedelta(hours=12)
 """A replica that was down at the scheduled moment still sends within this; later, it skips
 to the next week rather than send a stale reminder."""
 KEY_MARGIN = timedelta(days=1)
+CLAIM_CHUNK = 4
+"""Keys claimed together, per sending thread."""
 
 
 def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
@@ -41,11 +44,8 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
         if not uow.once.claim_key(key, ctx.clock()):
             return False
 
-    def release() -> None:
-        with ctx.transaction() as uow:
-            uow.once.release_key(key)
+    return sent(key, send, partial(_release, ctx, key))
 
-    return sent(key, send, release)
 
 
 def weekly(ctx: Context) -> int:
@@ -84,9 +84,32 @@ def weekly(ctx: Context) -> int:
 
 
 def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], object]]]) -> int:
-    """Send many messages a few at a time, each under its key (:func:`_once`)."""
-    return _in_parallel(ctx, [lambda t=task: _once(ctx, *t)  # type: ignore[misc]
-                              for task in tasks])
+    """Send many messages a few at a time, each under its key (as :func:`_once` does). The
+    keys are claimed a chunk at a time, one statement for the chunk, just before its messages
+    go: a chunk is claimed when the one before it is on its way, so that a pass that dies
+    leaves at most two chunks claimed and unsent (each key at most once, as with one)."""
+    if len(tasks) <= 1:
+        return sum(_once(ctx, key, send) for key, send in tasks)
+    threads = ctx.tuning.concurrency.messages
+    size = threads * CLAIM_CHUNK
+    done = 0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="reminders") as pool:
+        going: list[Future[bool]] = []
+        for start in range(0, len(tasks), size):
+            chunk = tasks[start:start + size]
+            with ctx.transaction() as uow:
+                mine = uow.once.claim_keys([key for key, _ in chunk], ctx.clock())
+            coming = [pool.submit(sent, key, send, partial(_release, ctx, key))
+                      for key, send in chunk if key in mine]
+            done += sum(future.result() for future in going)
+            going = coming
+        done += sum(future.result() for future in going)
+    return done
+
+
+def _release(ctx: Context, key: str) -> None:
+    with ctx.transaction() as uow:
+        uow.once.release_key(key)
 
 
 def _in_parallel(ctx: Context, sends: list[Callable[[], bool]]) -> int:

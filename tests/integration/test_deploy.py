@@ -281,11 +281,14 @@ def test_the_secret_comes_from_a_git_ignored_file_with_a_documented_example() ->
 
 
 def measured_mib(row: str) -> list[int]:
-    """The MiB numbers of a memory row of the README's benchmark table."""
-    line = next((line for line in (ROOT / "README.md").read_text().splitlines()
-                 if line.startswith("| memory |") and row in line), None)
+    """The MiB numbers of a memory row of the README's benchmark table, as measured last (its
+    ``after`` column where it sets a run beside an earlier one, else its ``value``)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    line = next((line for line in lines if line.startswith("| memory |") and row in line), None)
     assert line, f"README, Benchmarks: no memory row saying {row!r}"
-    value = line.split("|")[3]
+    header = next(h for h in reversed(lines[:lines.index(line)]) if h.startswith("| section |"))
+    names = [name.strip() for name in header.split("|")]
+    value = line.split("|")[names.index("after" if "after" in names else "value")]
     assert value.strip().endswith("MiB"), line
     return [int(n) for n in re.findall(r"\d+", value)]
 
@@ -298,9 +301,9 @@ def mebibytes(quantity: str) -> float:
 
 def test_memory_requests_cover_the_measured_footprint(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
-    at_rest = measured_mib("at rest")
-    after_reminders = measured_mib("after the worker's own run of 10 000 reminders")
-    assert len(at_rest) == len(after_reminders) == 2  # serve + its worker
+    at_rest = measured_mib("`serve` + its worker at rest")
+    after_reminders = measured_mib("own run of 10 000 reminders")
+    assert len(at_rest) == len(after_reminders) >= 2  # serve + its workers
     for overlay, documents in rendered.items():
         for pod, spec in pod_specs(documents):
             for container in spec["containers"]:
@@ -308,9 +311,9 @@ def test_memory_requests_cover_the_measured_footprint(
                     continue
                 request = mebibytes(container["resources"]["requests"]["memory"])
                 limit = mebibytes(container["resources"]["limits"]["memory"])
-                # serve runs its worker in the same container; a CronJob runs one pass alone.
+                # serve runs its workers in the same container; a CronJob runs one pass alone.
                 needed = sum(after_reminders) if container["args"][0] == "serve" \
-                    else after_reminders[1]
+                    else max(after_reminders[1:])
                 assert needed <= request <= limit, (overlay, pod, needed, request, limit)
 
 

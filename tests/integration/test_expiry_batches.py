@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from bot.app import build_context
 from bot.config import Config, RetryPolicy, Settings
@@ -253,3 +253,47 @@ def test_a_pass_failing_mid_way_still_tells_the_grants_it_ended_and_the_rest_lat
     assert all(grants.get(ctx, i).state is State.EXPIRED for i in ids)
     assert told() == Counter(ids)  # each once
     assert audited(ctx, "expired") == Counter(ids)
+
+
+def test_a_batch_saves_its_ended_grants_in_one_update(
+        ctx: Context, engine: Engine, directory: StaticDirectory, clock: FakeClock) -> None:
+    """The rows the batch holds locked are saved by one UPDATE sent for all of them, each
+    version compared and bumped, not by a flush of each row."""
+    ids = grants_ending_in_an_hour(ctx, directory, 6)
+    versions = {i: grants.get(ctx, i).version for i in ids}
+    clock.advance(H)
+    updates: list[tuple[str, int]] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+              executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE ACCESS_REQUESTS"):
+            updates.append((statement, len(parameters) if executemany else 1))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert grants.expire_due(ctx) == 6
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [rows for _, rows in updates] == [6]
+    assert "version" in updates[0][0].split("WHERE")[1]  # compared
+    for request_id in ids:
+        ended = grants.get(ctx, request_id)
+        assert ended.state is State.EXPIRED and ended.version == versions[request_id] + 1
+
+
+def test_a_locked_row_saved_from_a_stale_copy_is_refused(ctx: Context,
+                                                         directory: StaticDirectory) -> None:
+    from bot.domain.errors import ConcurrentModification
+
+    ids = grants_ending_in_an_hour(ctx, directory, 2)
+    with ctx.transaction() as uow:
+        held = uow.requests.get_many(ids, for_update=True)
+        held[1].version -= 1  # as read before someone else's change
+        for request in held:
+            request.last_error = "noted"
+        try:
+            uow.requests.save_many(held)
+        except ConcurrentModification:
+            pass
+        else:
+            raise AssertionError("a stale copy was saved")

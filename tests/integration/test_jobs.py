@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +17,8 @@ from sqlalchemy import Engine, text
 
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
-from bot.domain.model import State
+from bot.domain.errors import Undeliverable
+from bot.domain.model import AccessRequest, State
 from bot.domain.ports import NoticeKind
 from bot.jobs import Job, Scheduler
 from bot.services import access, grants, operations, reminders
@@ -262,6 +263,55 @@ def test_three_runners_race_over_the_same_work(engine: Engine, jobs_config: Conf
     assert len(notifier.reviews) == 1
     expired = Counter(n.request.id for n in notifier.notices if n.kind is NoticeKind.EXPIRED)
     assert expired == Counter(expiring)
+
+
+class FlakyReminders(RecordingNotifier):
+    """Slack is down for the first reminder of each of ``flaky`` people (it may pass)."""
+
+    def __init__(self, flaky: set[str]) -> None:
+        super().__init__()
+        self.flaky = set(flaky)
+
+    def remind(self, user_id: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
+        with self.lock:
+            if user_id in self.flaky:
+                self.flaky.discard(user_id)
+                raise Undeliverable("Slack answered service_unavailable", recipient=user_id,
+                                    error="service_unavailable",
+                                    kind=Undeliverable.TEMPORARY)
+        super().remind(user_id, grants, admins)
+
+
+def test_racing_weekly_runs_over_many_people_remind_each_once(
+        engine: Engine, jobs_config: Config, granter: InMemoryGranter,
+        directory: StaticDirectory, clock: FakeClock) -> None:
+    """More people than one claim of keys holds: each is reminded once by one of three racing
+    runners; one whose message could not go out now is reminded by the next pass."""
+    clock.now = MONDAY_8
+    users = [f"U0MANY{n:04d}" for n in range(3 * 8 * reminders.CLAIM_CHUNK + 5)]
+    notifier = FlakyReminders(set(users[::10]))
+    runners = [make_context(engine, jobs_config, granter, notifier, directory, clock,
+                            worker=f"replica-{n}") for n in range(3)]
+    for user in users:
+        directory.emails[user] = f"{user.lower()}@example.com"
+        active_grant(runners[0], user, 3 * D)
+    clock.advance(H)
+    barrier = threading.Barrier(3)
+
+    def run(ctx: Context) -> int:
+        barrier.wait()
+        return reminders.weekly(ctx)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        sent = sum(pool.map(run, runners))
+    assert max(Counter(u for u, _ in notifier.reminders).values()) == 1
+    assert notifier.flaky == set()  # each failed once, and gave its key back
+    # what a failure gave back after the other runners had passed it goes in the next pass
+    sent += reminders.weekly(runners[1])
+    assert sent == len(users) + 1  # and the review
+    assert Counter(u for u, _ in notifier.reminders) == Counter(users)
+    assert reminders.weekly(runners[2]) == 0
 
 
 def test_scheduler_runs_the_passes(jctx: Context, clock: FakeClock) -> None:

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
 
 from bot.adapters.gitlab import GitLabMembershipGranter
-from bot.adapters.kubeconfig import gitlab_host, glab_login_command
+from bot.adapters.kubeconfig import gitlab_host, glab_exec, glab_login_command, kubeconfig
 from bot.adapters.kubernetes.api import KubernetesApi
 from bot.adapters.kubernetes.granters import KubernetesCertificateGranter, KubernetesRbacGranter
 from bot.app import build_context
@@ -269,3 +270,26 @@ def test_rbac_without_oidc_settings_says_how_to_sign_in(
     for needed in (servers.kube.url, "`oidc:u0alice01@example.com`", "kubectl auth whoami",
                    "kubectl krew install oidc-login", "kubectl oidc-login setup"):
         assert needed in text, (needed, text)
+
+
+def test_libyaml_writes_the_kubeconfig_the_python_emitter_writes() -> None:
+    """The file handed out is the same, byte for byte, whichever emitter PyYAML has."""
+    from bot.adapters import kubeconfig as module
+
+    class PythonDumper(yaml.SafeDumper):
+        pass
+
+    PythonDumper.add_representer(str, module._text)
+    arguments: dict[str, Any] = {
+        "cluster": "prod", "server": "https://k8s.example:6443", "ca_pem": os.urandom(1200),
+        "user": "alice@example.com", "certificate_pem": os.urandom(1100),
+        "key": os.urandom(240), "namespace": "team-a",
+        "exec_plugin": glab_exec(agent_id=7, gitlab_url="https://gitlab.example.com")}
+    assert module._Dumper.__mro__[1] is getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    written = kubeconfig(**arguments)
+    original = module._Dumper
+    try:
+        module._Dumper = PythonDumper  # type: ignore[misc]
+        assert kubeconfig(**arguments) == written
+    finally:
+        module._Dumper = original  # type: ignore[misc]

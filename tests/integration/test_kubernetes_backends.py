@@ -551,3 +551,21 @@ def test_a_hung_api_server_holds_up_an_expiry_pass_for_its_timeout_only(
     operations.run_due(later)
     assert all(grants.get(later, i).state is State.EXPIRED for i in ids)
     assert not {f"k8s-access-{i}" for i in ids} & set(kube.cluster_role_bindings)
+
+
+def test_a_csr_is_approved_as_created_and_read_again_only_when_it_changed(
+        kctx: Context, kube: FakeKubernetes) -> None:
+    """The approval sends the CSR the API server returned on creation: no read in between.
+    When something changed it meanwhile, the API server answers 409 and it is read again."""
+    first = grant(kctx, "prod", "view")
+    assert grants.get(kctx, first).state is State.ACTIVE
+    calls = [(method, path.rsplit("/", 1)[-1]) for _, method, path in kube.requests
+             if "certificatesigningrequests" in path]
+    assert [method for method, _ in calls] == ["POST", "PUT", "GET"]  # create, approve, signed
+    grants.revoke(kctx, first, ALICE, "done")
+    del kube.requests[:]
+    kube.csrs_change_after_create = 1
+    second = grant(kctx, "prod", "view")
+    assert grants.get(kctx, second).state is State.ACTIVE
+    assert [method for _, method, path in kube.requests
+            if "certificatesigningrequests" in path] == ["POST", "PUT", "GET", "PUT", "GET"]

@@ -15,13 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
+from sqlalchemy import Engine
 
 from bot.adapters.db import migrate
 from bot.adapters.db.engine import make_engine
 from bot.fakes.kubernetes import FakeKubernetes
 from bot.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
 from bot.fakes.socket_mode import FakeSocketMode
+from tests.conftest import ON_POSTGRES
 from tests.scenario.conftest import command_body, wait_for
 
 BIN = Path(sys.executable).parent
@@ -35,10 +38,11 @@ def free_port() -> int:
 
 @contextmanager
 def bot(tmp_path: Path, slack: FakeSlack, *args: str,
-        approvers_channel: str | None = None) -> Iterator[tuple[str, FakeKubernetes, int]]:
-    """``serve ARGS`` over a fresh SQLite file and one rbac cluster on a local API server;
-    yields its base URL, the cluster and its process ID once it answers /healthz, and checks it
-    stops cleanly."""
+        approvers_channel: str | None = None, database: str | None = None,
+        env: dict[str, str] | None = None) -> Iterator[tuple[str, FakeKubernetes, int]]:
+    """``serve ARGS`` over a fresh SQLite file (or ``database``, migrated) and one rbac cluster
+    on a local API server; yields its base URL, the cluster and its process ID once it answers
+    /healthz, and checks it stops cleanly."""
     kube = FakeKubernetes(tmp_path).start()
     kube.allow_bot("bot")
     config = tmp_path / "k8s-access.yaml"
@@ -48,14 +52,16 @@ def bot(tmp_path: Path, slack: FakeSlack, *args: str,
         "kubernetes": {"server": kube.url, "kubeconfig": str(kube.kubeconfig("bot", "bot"))},
         "roles": {"view": {"cluster_role": "view", "auto_approve_up_to": "1h",
                            "require_reason": False}}}}}))
-    database = f"sqlite:///{tmp_path / 'bot.db'}"
-    migrate.upgrade(make_engine(database))
+    if database is None:
+        database = f"sqlite:///{tmp_path / 'bot.db'}"
+        migrate.upgrade(make_engine(database))
     port = free_port()
-    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-           "SLACK_APP_TOKEN": APP_TOKEN, "SLACK_API_URL": slack.api_url,
-           "DATABASE_URL": database, "K8S_ACCESS_CONFIG": str(config), "LOG_FORMAT": "json"}
+    environment = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN,
+                   "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_APP_TOKEN": APP_TOKEN,
+                   "SLACK_API_URL": slack.api_url, "DATABASE_URL": database,
+                   "K8S_ACCESS_CONFIG": str(config), "LOG_FORMAT": "json", **(env or {})}
     process = subprocess.Popen([str(BIN / "k8s-access-bot"), "serve", *args, "--host",
-                                "127.0.0.1", "--port", str(port)], env=env,
+                                "127.0.0.1", "--port", str(port)], env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
 
@@ -127,8 +133,9 @@ def test_serve_in_socket_mode(tmp_path: Path) -> None:
         slack.stop()
 
 
-def worker_of(serve: int) -> int:
-    """The process ID of the worker ``serve`` started."""
+def workers_of(serve: int) -> dict[int, bytes]:
+    """The workers ``serve`` started: process ID → command line."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -136,8 +143,15 @@ def worker_of(serve: int) -> int:
         except OSError:
             continue
         if int(fields[1]) == serve and b"--wake-on-stdin" in cmdline:
-            return int(stat.parent.name)
-    raise AssertionError("serve has no worker")
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
+def worker_of(serve: int) -> int:
+    """The process ID of the worker ``serve`` started."""
+    found = workers_of(serve)
+    assert found, "serve has no worker"
+    return min(found)
 
 
 def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(tmp_path: Path) -> None:
@@ -157,6 +171,46 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(tmp_path:
             assert "*dev* (rbac)" in answer["text"]
             assert worker_of(serve) != first
             assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+    finally:
+        slack.stop()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs the PostgreSQL server")
+def test_on_postgresql_serve_runs_several_workers_and_each_request_once(
+        tmp_path: Path, engine: Engine) -> None:
+    """WORKER_PROCESSES workers share the inbox; only the first runs the jobs; one killed is
+    restarted, and every request is answered once, whichever worker took it."""
+    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
+    url = engine.url.render_as_string(hide_password=False)
+    try:
+        with bot(tmp_path, slack, "--http", database=url,
+                 env={"WORKER_PROCESSES": "3"}) as (base, _, serve):
+            workers = wait_for(lambda: len(workers_of(serve)) == 3 and workers_of(serve),
+                               timeout=20)
+            assert sorted(b"--jobs" in cmdline.split(b"\0") for cmdline in workers.values()) \
+                == [False, False, True]
+            os.kill(min(workers), signal.SIGKILL)
+            urls = [slack.response_url() for _ in range(12)]
+            for response_url in urls:
+                body = command_body(slack, "U0ALICE01", "clusters", response_url)
+                request = urllib.request.Request(base + "/slack/events", data=body.encode(),
+                                                 headers=signed_headers(body), method="POST")
+                assert urllib.request.urlopen(request, timeout=5).status == 200
+            wait_for(lambda: all(slack.responses_to(u) for u in urls), timeout=30)
+            wait_for(lambda: len(workers_of(serve)) == 3, timeout=20)
+            time.sleep(1.5)  # a second answer would have arrived by now
+            assert [len(slack.responses_to(u)) for u in urls] == [1] * 12
+    finally:
+        slack.stop()
+
+
+def test_serve_on_sqlite_runs_one_worker(tmp_path: Path) -> None:
+    slack = FakeSlack(users={"U0ALICE01": {"email": "alice@example.com"}}).start()
+    try:
+        with bot(tmp_path, slack, "--http", env={"WORKER_PROCESSES": "3"}) as (_, _, serve):
+            wait_for(lambda: workers_of(serve), timeout=10)
+            time.sleep(1)
+            assert len(workers_of(serve)) == 1
     finally:
         slack.stop()
 

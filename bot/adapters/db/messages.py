@@ -9,6 +9,7 @@ from collections.abc import Collection
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.adapters.db.among import among
 from bot.adapters.db.models import MessageRow
 from bot.domain.model import MessageRef
 
@@ -37,7 +38,7 @@ class SqlAlchemyMessageReferences:
             return found
         rows = self.session.scalars(
             select(MessageRow)
-            .where(MessageRow.request_id.in_(builtins.list(request_ids)),
+            .where(among(self.session, MessageRow.request_id, request_ids),
                    MessageRow.purpose == purpose)
             .order_by(MessageRow.id)
         )

@@ -3,6 +3,7 @@ duplicate, so that replicas racing for a key never fail and only one of them win
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete
@@ -18,13 +19,19 @@ class SqlAlchemyOnceKeys:
         self.session = session
 
     def claim_key(self, key: str, now: datetime) -> bool:
+        return key in self.claim_keys([key], now)
+
+    def claim_keys(self, keys: Sequence[str], now: datetime) -> set[str]:
+        """One statement: the keys inserted now, not those claimed before."""
+        if not keys:
+            return set()
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         table = Base.metadata.tables[ClaimedKeyRow.__tablename__]
-        statement = (insert(table).values(key=key, claimed_at=now)
+        statement = (insert(table).values([{"key": key, "claimed_at": now} for key in keys])
                      .on_conflict_do_nothing(index_elements=["key"])
                      .returning(table.c.key))
-        return self.session.execute(statement).first() is not None
+        return set(self.session.scalars(statement))
 
     def release_key(self, key: str) -> None:
         self.session.execute(delete(ClaimedKeyRow).where(ClaimedKeyRow.key == key))

@@ -7,12 +7,14 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, select, update
+from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.adapters.db.among import among
 from bot.adapters.db.mapping import Columns, document, enum
 from bot.adapters.db.models import OperationRow
 from bot.domain.errors import NotFound
@@ -89,10 +91,26 @@ class SqlAlchemyOperationQueue:
             else sqlite_insert
         if not operations:
             return []
-        statement = (insert(TABLE).on_conflict_do_nothing(index_elements=["request_id", "kind"])
+        rows = [OPERATION.values(operation) for operation in operations]
+        shared = {column: value for column, value in rows[0].items() if column != "request_id"}
+        if insert is pg_insert and all(
+                {column: value for column, value in row.items() if column != "request_id"}
+                == shared for row in rows[1:]):
+            # One statement whatever the batch's size: the request IDs as one array, the
+            # rest once (a batch of revocations differs only in its requests).
+            request_ids = func.unnest(bindparam(None, [row["request_id"] for row in rows],
+                                                type_=ARRAY(Integer)))
+            columns = ["request_id", *shared]
+            statement = insert(TABLE).from_select(columns, select(
+                request_ids, *(literal(value, TABLE.c[column].type)
+                               for column, value in shared.items())))
+            parameters: Any = None
+        else:
+            statement, parameters = insert(TABLE), rows
+        returning = (statement.on_conflict_do_nothing(index_elements=["request_id", "kind"])
                      .returning(TABLE.c.id, TABLE.c.request_id, TABLE.c.kind))
-        made = {(request_id, kind): id_ for id_, request_id, kind in self.session.execute(
-            statement, [OPERATION.values(operation) for operation in operations])}
+        made = {(request_id, kind): id_ for id_, request_id, kind
+                in self.session.execute(returning, parameters)}
         owed = []
         for operation in operations:
             operation.id = made.get((operation.request_id, operation.kind.value))
@@ -114,7 +132,7 @@ class SqlAlchemyOperationQueue:
         if not operation_ids:
             return set()
         statement = (update(TABLE)
-                     .where(TABLE.c.id.in_(list(operation_ids)),
+                     .where(among(self.session, TABLE.c.id, operation_ids),
                             TABLE.c.state == OperationState.PENDING.value,
                             TABLE.c.lease_owner == owner)
                      .values(**values).returning(TABLE.c.id))

@@ -23,7 +23,7 @@ from typing import Any
 
 from bot.adapters.kubeconfig import KUBELOGIN_INSTALL_URL, kubeconfig, oidc_login_exec
 from bot.adapters.kubernetes import certificates
-from bot.adapters.kubernetes.api import KubernetesApi, Missing
+from bot.adapters.kubernetes.api import Conflict, KubernetesApi, Missing
 from bot.adapters.kubernetes.bindings import (
     REQUEST_ANNOTATION,
     BindingRef,
@@ -33,7 +33,7 @@ from bot.adapters.kubernetes.bindings import (
     refs_from,
 )
 from bot.config import Config, KubernetesClusterConfig
-from bot.domain.errors import PermanentBackendError, PolicyViolation
+from bot.domain.errors import PermanentBackendError, PolicyViolation, TemporaryBackendError
 from bot.domain.model import AccessRequest
 from bot.domain.ports import Delivery, GrantResult, GrantSpec, ManagedGrant, UserInfo
 
@@ -177,7 +177,7 @@ class KubernetesCertificateGranter(_KubernetesGranter):
             csr_pem = certificates.build_csr(private, spec.subject)
             key = certificates.key_pem(private)
         name = f"{self.owner.binding_name(spec.request_id)}-{secrets.token_hex(3)}"
-        self.api.request("POST", CSR_PATH, {
+        created = self.api.request("POST", CSR_PATH, {
             "apiVersion": "certificates.k8s.io/v1",
             "kind": "CertificateSigningRequest",
             "metadata": {"name": name, "labels": self.owner.labels,
@@ -185,7 +185,7 @@ class KubernetesCertificateGranter(_KubernetesGranter):
             "spec": {"request": base64.b64encode(csr_pem).decode(), "signerName": SIGNER,
                      "usages": ["client auth"], "expirationSeconds": seconds},
         })
-        self._approve(name, spec.request_id)
+        self._approve(name, spec.request_id, created)
         certificate = self._wait_for_certificate(name)
         issued = certificates.check_issued(certificate, spec.subject, csr_pem, spec.ends_at)
         log.info("certificate %s issued for request %s, valid until %s", f"{issued.serial:x}",
@@ -199,14 +199,26 @@ class KubernetesCertificateGranter(_KubernetesGranter):
                    "your own private key as `client-key-data` (or `client-key`) to use it.")
         return issued, key, how
 
-    def _approve(self, name: str, request_id: int) -> None:
-        csr = self.api.request("GET", f"{CSR_PATH}/{name}")
-        status = csr.setdefault("status", {})
-        status.setdefault("conditions", []).append({
-            "type": "Approved", "status": "True", "reason": "K8sAccessBotApproved",
-            "message": f"approved in Slack, k8s-access request #{request_id}",
-        })
-        self.api.request("PUT", f"{CSR_PATH}/{name}/approval", csr)
+    def _approve(self, name: str, request_id: int, created: dict[str, Any]) -> None:
+        """Approve the CSR as the API server returned it on creation; read it again only when
+        something changed it since (a conflict on its resourceVersion)."""
+        csr = created if created.get("metadata", {}).get("resourceVersion") \
+            else self.api.request("GET", f"{CSR_PATH}/{name}")
+        for attempt in (1, 2):
+            status = csr.setdefault("status", {})
+            status.setdefault("conditions", []).append({
+                "type": "Approved", "status": "True", "reason": "K8sAccessBotApproved",
+                "message": f"approved in Slack, k8s-access request #{request_id}",
+            })
+            try:
+                self.api.request("PUT", f"{CSR_PATH}/{name}/approval", csr)
+                return
+            except Conflict:
+                if attempt == 2:
+                    raise TemporaryBackendError(
+                        f"cluster {self.cluster}: CSR {name} kept changing while it was being "
+                        "approved") from None
+                csr = self.api.request("GET", f"{CSR_PATH}/{name}")
 
     def _wait_for_certificate(self, name: str) -> bytes:
         deadline = time.monotonic() + self.settings.csr_timeout.total_seconds()
