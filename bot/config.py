@@ -402,7 +402,11 @@ def _duration(value: Any) -> Any:
             raise ValueError(error.message) from None
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError(f"write durations with a unit, like '{value}m' or '{value}h'")
-    return value
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, float):  # YAML's 1.5 would be read as seconds
+        raise ValueError("write durations with a unit and whole numbers, like 90m or 1h30m")
+    raise ValueError("is not a duration: write it like 90m, 4h, 2d, 1w or 1h30m")
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
@@ -1133,6 +1137,8 @@ _TYPE_FIXES = {
     "int_from_float": "must be a whole number",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
+    "missing": "is required: add it (see examples/k8s-access.yaml)",
+    "too_short": "is empty: list at least 1 item",
 }
 """pydantic's type errors (its ``type`` codes), said with the fix."""
 

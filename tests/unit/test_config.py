@@ -85,6 +85,13 @@ def with_changes(**changes: Any) -> dict[str, Any]:
          "clusters.staging.roles.view.max_duration: '4x' is not a duration"),
         ({"clusters__staging__roles__view__max_duration": 4},
          "clusters.staging.roles.view.max_duration: write durations with a unit"),
+        ({"clusters__staging__roles__view__max_duration": 1.5},
+         "clusters.staging.roles.view.max_duration = 1.5: write durations with a unit and "
+         "whole numbers"),
+        ({"clusters__staging__roles__view__max_duration": ["1h"]},
+         "clusters.staging.roles.view.max_duration: is not a duration: write it like 90m"),
+        ({"clusters__staging__roles__view__default_duration": True},
+         "clusters.staging.roles.view.default_duration = true: is not a duration"),
         ({"clusters__staging__roles__view__colour": "blue"},
          "clusters.staging.roles.view.colour = 'blue': unknown field"),
         ({"clusters__staging__backend": "ldap"},
