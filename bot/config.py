@@ -1072,6 +1072,21 @@ def _merged_policy_problems(merged: Mapping[str, Any], layers: Mapping[str, Poli
         yield Problem(source, f"{setter('ticket_url')}.ticket_url", repr(merged["ticket_url"]),
                       f"{role} has no reason_pattern to find the ticket in a reason: set "
                       "reason_pattern (e.g. '[A-Z]+-[0-9]+') beside it")
+    # A key that only qualifies another, set on the role itself while that other is unset:
+    # it would do nothing (on a wider layer it may serve the roles that set the other).
+    own = layers[role]
+    if own.reason_hint and not merged["reason_pattern"]:
+        yield Problem(source, f"{role}.reason_hint", repr(own.reason_hint),
+                      "is said when a reason does not match reason_pattern, and the role has "
+                      "none: set reason_pattern (e.g. '[A-Z]+-[0-9]+') beside it, or leave "
+                      "reason_hint out")
+    if own.on_call_max_duration is not None and not any(
+            layer.auto_approve_on_call is not None for layer in layers.values()):
+        yield Problem(source, f"{role}.on_call_max_duration",
+                      format_duration(own.on_call_max_duration),
+                      "limits auto_approve_on_call, which the role does not have: add an "
+                      "auto_approve_on_call section (pagerduty: or opsgenie:) beside it, or "
+                      "leave on_call_max_duration out")
 
 
 def _on_call_policy(layers: list[PolicyFields], max_duration: timedelta) -> OnCallPolicy | None:

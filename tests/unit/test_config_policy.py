@@ -106,6 +106,12 @@ def test_each_policy_knows_which_principals_it_names_are_user_groups() -> None:
     ({"clusters__prod__reason_pattern": "(?:OPS-(?:[0-9]{1,3},?)+)+"},
      "make the inner repetition possessive ('[A-Z]++') or atomic ('(?>…)')"),
     ({"defaults": {"reason_pattern": r"(\w+ ?){1,20}!"}}, "defaults.reason_pattern = "),
+    ({"clusters__prod__roles__view__reason_hint": "name the ticket"},
+     "clusters.prod.roles.view.reason_hint = 'name the ticket': is said when a reason does "
+     "not match reason_pattern, and the role has none: set reason_pattern"),
+    ({"clusters__prod__roles__view__reason_hint": "name the ticket",
+      "clusters__prod__roles__view__reason_pattern": ""},
+     "clusters.prod.roles.view.reason_hint = 'name the ticket': is said when"),
     ({"clusters__prod__reason_pattern": "X-1",
       "clusters__prod__ticket_url": "https://jira.example.com/browse/"},
      "clusters.prod.ticket_url = 'https://jira.example.com/browse/': must hold {ticket} once"),

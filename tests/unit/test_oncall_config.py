@@ -82,8 +82,10 @@ ROLE = "clusters.staging.roles.edit"
      "unknown field"),
     ({"on_call_max_duration": "4"}, f"{ROLE}.on_call_max_duration",
      "'4' is not a duration"),
+    ({"on_call_max_duration": "2h"}, f"{ROLE}.on_call_max_duration",
+     "limits auto_approve_on_call, which the role does not have"),
 ], ids=["empty", "no targets", "a name for an ID", "level 0", "no schedules",
-        "unknown service", "bad duration"])
+        "unknown service", "bad duration", "a limit of nothing"])
 def test_mistakes_name_field_and_fix(role: dict[str, Any], field: str, says: str) -> None:
     with pytest.raises(ConfigProblems) as raised:
         parse_config(with_keys(role=role), Path("test.yaml"))
