@@ -873,6 +873,13 @@ class FileConfig(_Strict):
         if twice:
             raise ValueError(f"two sinks are called {', '.join(twice)}: give each a distinct "
                              "'name'")
+        # Two sinks writing to one place would write every event there twice.
+        places = [os.path.abspath(os.path.expanduser(sink.path)) if sink.path else sink.type
+                  for sink in value if sink.type != "webhook"]
+        again = sorted({place for place in places if places.count(place) > 1})
+        if again:
+            raise ValueError(f"two sinks write to {', '.join(again)}, so each event would be "
+                             "written there twice: keep one of them")
         return value
 
     @field_validator("clusters")
