@@ -250,6 +250,7 @@ def test_a_database_that_never_was_is_not_created(setup: Setup) -> None:
     assert not missing.exists()
     code, output = cli({**setup.env, "DATABASE_URL": f"sqlite:///{missing}"}, "grants", "list")
     assert code == 2 and "is not migrated" in output
+    assert not missing.exists()  # a command that needs the tables creates no empty file either
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="needs the PostgreSQL server")
