@@ -11,7 +11,7 @@ import dataclasses
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -1293,6 +1293,7 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
             gitlab_clusters.append(name)
     problems += _placeholders(config.file.model_dump(mode="json", exclude_none=True), where)
     problems += _on_call_token_problems(settings, config)
+    problems += _padded_secrets(settings, ("GITLAB_TOKEN", "PAGERDUTY_TOKEN", "OPSGENIE_API_KEY"))
     problems += audit_sink_problems(config)
     if gitlab_clusters and settings.gitlab_token is None:
         which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
@@ -1402,15 +1403,22 @@ def _token_kind(token: SecretStr) -> str:
                 "not a Slack token")
 
 
-def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
-    """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
-    bot, app = settings.slack_bot_token, settings.slack_app_token
-    for name, secret in (("SLACK_BOT_TOKEN", bot), ("SLACK_APP_TOKEN", app),
-                         ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)):
+def _padded_secrets(settings: Settings, names: Iterable[str]) -> Iterator[Problem]:
+    """The secrets among the variables ``names`` that are set with a space or a line break
+    around them, which every service would refuse."""
+    for name in names:
+        secret: SecretStr | None = getattr(settings, name.lower())
         if secret is not None and secret.get_secret_value() != secret.get_secret_value().strip():
             yield Problem("environment", name, None,
                           "has a space or a line break around it (a Secret made from a file "
                           "keeps the file's last line break): set it without")
+
+
+def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
+    """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
+    bot, app = settings.slack_bot_token, settings.slack_app_token
+    yield from _padded_secrets(settings, ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+                                          "SLACK_SIGNING_SECRET"))
     if bot is None:
         yield Problem("environment", "SLACK_BOT_TOKEN", None,
                       "not set: copy the Bot User OAuth Token (xoxb-…) from your Slack app's "
