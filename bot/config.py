@@ -1214,8 +1214,8 @@ def _commented_out(text: str) -> dict[str, str]:
         elif node.tag == "tag:yaml.org,2002:null" and node.value == "":
             mark = node.start_mark
             rest = lines[mark.line][mark.column:].strip() if mark.line < len(lines) else ""
-            if rest.startswith("#"):
-                found[".".join(path)] = rest
+            if rest.startswith("#"):  # its first word: what was meant as the value
+                found[".".join(path)] = rest.split(maxsplit=1)[0]
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
