@@ -335,9 +335,10 @@ def jobs() -> None:
 
 
 @jobs.command("run")
-@click.argument("job", type=click.Choice(sorted(JOBS)))
+@click.argument("job", type=click.Choice(sorted(JOBS)), metavar="JOB")
 @_explained
 def jobs_run(job: str) -> None:
+    """One pass of JOB: escalate, expire, reconcile, remind, retry, stream or timeout."""
     from bot.jobs import run_job
 
     ctx = _context()

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -408,7 +408,11 @@ def _duration(value: Any) -> Any:
             raise ValueError(error.message) from None
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError(f"write durations with a unit, like '{value}m' or '{value}h'")
-    return value
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, float):  # YAML's 1.5 would be read as seconds
+        raise ValueError("write durations with a unit and whole numbers, like 90m or 1h30m")
+    raise ValueError("is not a duration: write it like 90m, 4h, 2d, 1w or 1h30m")
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
@@ -875,6 +879,13 @@ class FileConfig(_Strict):
         if twice:
             raise ValueError(f"two sinks are called {', '.join(twice)}: give each a distinct "
                              "'name'")
+        # Two sinks writing to one place would write every event there twice.
+        places = [os.path.abspath(os.path.expanduser(sink.path)) if sink.path else sink.type
+                  for sink in value if sink.type != "webhook"]
+        again = sorted({place for place in places if places.count(place) > 1})
+        if again:
+            raise ValueError(f"two sinks write to {', '.join(again)}, so each event would be "
+                             "written there twice: keep one of them")
         return value
 
     @field_validator("clusters")
@@ -1074,6 +1085,21 @@ def _merged_policy_problems(merged: Mapping[str, Any], layers: Mapping[str, Poli
         yield Problem(source, f"{setter('ticket_url')}.ticket_url", repr(merged["ticket_url"]),
                       f"{role} has no reason_pattern to find the ticket in a reason: set "
                       "reason_pattern (e.g. '[A-Z]+-[0-9]+') beside it")
+    # A key that only qualifies another, set on the role itself while that other is unset:
+    # it would do nothing (on a wider layer it may serve the roles that set the other).
+    own = layers[role]
+    if own.reason_hint and not merged["reason_pattern"]:
+        yield Problem(source, f"{role}.reason_hint", repr(own.reason_hint),
+                      "is said when a reason does not match reason_pattern, and the role has "
+                      "none: set reason_pattern (e.g. '[A-Z]+-[0-9]+') beside it, or leave "
+                      "reason_hint out")
+    if own.on_call_max_duration is not None and not any(
+            layer.auto_approve_on_call is not None for layer in layers.values()):
+        yield Problem(source, f"{role}.on_call_max_duration",
+                      format_duration(own.on_call_max_duration),
+                      "limits auto_approve_on_call, which the role does not have: add an "
+                      "auto_approve_on_call section (pagerduty: or opsgenie:) beside it, or "
+                      "leave on_call_max_duration out")
 
 
 def _on_call_policy(layers: list[PolicyFields], max_duration: timedelta) -> OnCallPolicy | None:
@@ -1139,6 +1165,8 @@ _TYPE_FIXES = {
     "int_from_float": "must be a whole number",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
+    "missing": "is required: add it (see examples/k8s-access.yaml)",
+    "too_short": "is empty: list at least 1 item",
 }
 """pydantic's type errors (its ``type`` codes), said with the fix."""
 
@@ -1192,8 +1220,8 @@ def _commented_out(text: str) -> dict[str, str]:
         elif node.tag == "tag:yaml.org,2002:null" and node.value == "":
             mark = node.start_mark
             rest = lines[mark.line][mark.column:].strip() if mark.line < len(lines) else ""
-            if rest.startswith("#"):
-                found[".".join(path)] = rest
+            if rest.startswith("#"):  # its first word: what was meant as the value
+                found[".".join(path)] = rest.split(maxsplit=1)[0]
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
@@ -1271,6 +1299,7 @@ def environment_problems(settings: Settings, config: Config) -> list[Problem]:
             gitlab_clusters.append(name)
     problems += _placeholders(config.file.model_dump(mode="json", exclude_none=True), where)
     problems += _on_call_token_problems(settings, config)
+    problems += _padded_secrets(settings, ("GITLAB_TOKEN", "PAGERDUTY_TOKEN", "OPSGENIE_API_KEY"))
     problems += audit_sink_problems(config)
     if gitlab_clusters and settings.gitlab_token is None:
         which = (f"clusters {', '.join(gitlab_clusters)} use" if len(gitlab_clusters) > 1
@@ -1380,15 +1409,22 @@ def _token_kind(token: SecretStr) -> str:
                 "not a Slack token")
 
 
-def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
-    """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
-    bot, app = settings.slack_bot_token, settings.slack_app_token
-    for name, secret in (("SLACK_BOT_TOKEN", bot), ("SLACK_APP_TOKEN", app),
-                         ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)):
+def _padded_secrets(settings: Settings, names: Iterable[str]) -> Iterator[Problem]:
+    """The secrets among the variables ``names`` that are set with a space or a line break
+    around them, which every service would refuse."""
+    for name in names:
+        secret: SecretStr | None = getattr(settings, name.lower())
         if secret is not None and secret.get_secret_value() != secret.get_secret_value().strip():
             yield Problem("environment", name, None,
                           "has a space or a line break around it (a Secret made from a file "
                           "keeps the file's last line break): set it without")
+
+
+def slack_problems(settings: Settings, mode: SlackMode) -> Iterator[Problem]:
+    """The Slack credentials ``serve`` needs in ``mode``: there, and the right kind of token."""
+    bot, app = settings.slack_bot_token, settings.slack_app_token
+    yield from _padded_secrets(settings, ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+                                          "SLACK_SIGNING_SECRET"))
     if bot is None:
         yield Problem("environment", "SLACK_BOT_TOKEN", None,
                       "not set: copy the Bot User OAuth Token (xoxb-…) from your Slack app's "

@@ -24,6 +24,12 @@ def uses(config: Config, service: str) -> bool:
     return any(getattr(p.targets, service) is not None for p in _policies(config))
 
 
+def _counted(things: dict[str, None], one: str) -> str:
+    """``1 schedule``, ``2 schedules``, ``1 escalation policy``, ``0 escalation policies``."""
+    many = one[:-1] + "ies" if one.endswith("y") else one + "s"
+    return f"{len(things)} {one if len(things) == 1 else many}"
+
+
 def check_pagerduty(settings: Settings, config: Config, reporter: Reporter, *,
                     timeout: float) -> Findings:
     """PAGERDUTY_TOKEN against PagerDuty (or PAGERDUTY_API_URL): each escalation policy and
@@ -37,8 +43,8 @@ def check_pagerduty(settings: Settings, config: Config, reporter: Reporter, *,
     token = settings.pagerduty_token
     url = settings.pagerduty_api_url or "https://api.pagerduty.com"
     findings = Findings(reporter, "PagerDuty", url)
-    reporter.target("PagerDuty", url, f"the token and {len(policies) + len(schedules)} "
-                                      "escalation policies and schedules")
+    reporter.target("PagerDuty", url, f"the token, {_counted(policies, 'escalation policy')} "
+                                      f"and {_counted(schedules, 'schedule')}")
     if token is None:
         findings.failed("PagerDuty token", "PAGERDUTY_TOKEN is not set",
                         "create a read-only REST API key (Integrations → API Access Keys)")
@@ -83,8 +89,7 @@ def check_opsgenie(settings: Settings, config: Config, reporter: Reporter, *,
     client = OpsgenieOnCall(key.get_secret_value() if key else "", settings.opsgenie_api_url,
                             timeout=timeout)
     findings = Findings(reporter, "Opsgenie", client.url)
-    reporter.target("Opsgenie", client.url, f"the key and {len(schedules)} schedule"
-                                            f"{'' if len(schedules) == 1 else 's'}")
+    reporter.target("Opsgenie", client.url, f"the key and {_counted(schedules, 'schedule')}")
     if key is None:
         findings.failed("Opsgenie key", "OPSGENIE_API_KEY is not set",
                         "create an API integration (Settings → Integrations → API) and set "

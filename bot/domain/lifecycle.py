@@ -140,7 +140,9 @@ def _check_reason(policy: RolePolicy, reason: str, *, required: bool) -> str:
     return reason
 
 
-def _check_namespace(policy: RolePolicy, namespace: str | None) -> str | None:
+def check_namespace(policy: RolePolicy, namespace: str | None) -> str | None:
+    """The namespace a request of ``policy``'s role is for (its only one when left out);
+    :class:`InvalidInput` with the choices for one it does not have."""
     if not policy.namespaced:
         if namespace:
             raise InvalidInput(
@@ -164,7 +166,7 @@ def field_errors(
     checks: dict[str, Callable[[], object]] = {
         "duration": lambda: check_duration(policy, duration),
         "reason": lambda: _check_reason(policy, reason, required=break_glass),
-        "namespace": lambda: _check_namespace(policy, namespace),
+        "namespace": lambda: check_namespace(policy, namespace),
     }
     errors: dict[str, str] = {}
     for name, check in checks.items():
@@ -218,7 +220,7 @@ def file_request(
         requester_id=requester.user_id,
         cluster=policy.cluster,
         role=policy.role,
-        namespace=_check_namespace(policy, namespace),
+        namespace=check_namespace(policy, namespace),
         duration=duration,
         reason=_check_reason(policy, reason, required=break_glass),
         subject=subject,

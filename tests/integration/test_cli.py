@@ -237,3 +237,9 @@ def test_an_option_given_twice_is_refused_and_nothing_runs(env: dict[str, str],
     assert result.exit_code == 2, result.output
     assert "is given twice: give it once." in result.output
     assert "Traceback" not in result.output
+
+
+def test_jobs_run_names_each_job_in_its_help() -> None:
+    result = CliRunner().invoke(main, ["jobs", "run", "--help"])
+    assert "jobs run [OPTIONS] JOB\n" in result.output
+    assert "escalate, expire, reconcile, remind, retry, stream or\n  timeout" in result.output

@@ -250,6 +250,7 @@ def test_a_database_that_never_was_is_not_created(setup: Setup) -> None:
     assert not missing.exists()
     code, output = cli({**setup.env, "DATABASE_URL": f"sqlite:///{missing}"}, "grants", "list")
     assert code == 2 and "is not migrated" in output
+    assert not missing.exists()  # a command that needs the tables creates no empty file either
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="needs the PostgreSQL server")
@@ -392,7 +393,8 @@ def test_in_cluster_credentials_outside_a_pod_say_where_to_check(setup: Setup) -
     assert output.splitlines()[-1] == (
         f"  {setup.config}: clusters.dev: cluster dev: cannot load the in-cluster service "
         "account: Service host/port is not set; in_cluster: true works only inside a pod: run "
-        "the check there (kubectl exec deploy/k8s-access-bot -- k8s-access-bot config check)")
+        "the check there (kubectl -n k8s-access exec deploy/k8s-access-bot -- k8s-access-bot "
+        "config check)")
     assert code == 2
 
 

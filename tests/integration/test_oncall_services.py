@@ -286,6 +286,9 @@ def test_connect_checks_every_policy_and_schedule(pd: FakePagerDuty, og: FakeOps
          "not found (404 Schedule with identifier [no-such] not found)"),
     ]
     assert ("PagerDuty", pd.url) in [(t[0], t[1]) for t in recorder.targets]
+    assert ("PagerDuty", pd.url, "the token, 2 escalation policies and 1 schedule") \
+        in recorder.targets
+    assert ("Opsgenie", og.url, "the key and 3 schedules") in recorder.targets
 
 
 def test_connect_stops_at_a_refused_key(pd: FakePagerDuty, og: FakeOpsgenie) -> None:

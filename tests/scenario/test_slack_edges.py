@@ -139,6 +139,18 @@ def test_namespace_typed_in_the_command(driver: Driver, slack: FakeSlack) -> Non
     assert_inert(slack)
 
 
+@pytest.mark.parametrize("text", ["request staging deploy 1h -n kube-system",
+                                  "request staging edit 1h -n shop"])
+def test_a_namespace_the_role_lacks_is_refused_before_the_form(driver: Driver, slack: FakeSlack,
+                                                               text: str) -> None:
+    """Without a reason the form would open, and it offers only the role's namespaces: the
+    one typed would be dropped unseen."""
+    answer = driver.ask(ALICE, text)["text"]
+    assert answer in ("'kube-system' is not a namespace of staging/deploy: choose one of shop, "
+                      "payments.", "staging/edit is cluster-wide: leave the namespace out.")
+    assert not slack.called("views.open")
+
+
 # --- bounded numbers ----------------------------------------------------------------------
 
 

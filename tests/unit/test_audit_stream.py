@@ -137,6 +137,17 @@ def test_two_sinks_of_one_type_need_names(tmp_path: Path) -> None:
                      {"type": "file", "name": "copy", "path": str(tmp_path / "b")}]) == []
 
 
+def test_two_sinks_writing_to_one_place_are_refused(tmp_path: Path) -> None:
+    same = tmp_path / "audit.jsonl"
+    assert problems([{"type": "file", "path": str(same)},
+                     {"type": "file", "name": "copy", "path": str(tmp_path / "." / "audit.jsonl")}
+                     ]) == [f"f.yaml: audit_sinks: two sinks write to {same}, so each event "
+                            "would be written there twice: keep one of them"]
+    assert problems([{"type": "stdout"}, {"type": "stdout", "name": "copy"}]) == [
+        "f.yaml: audit_sinks: two sinks write to stdout, so each event would be written there "
+        "twice: keep one of them"]
+
+
 def test_a_missing_secret_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIEM_SECRET", raising=False)
     assert problems([{"type": "webhook", "url": "https://siem.example/in",

@@ -32,6 +32,12 @@ def test_request_ids_out_of_range_name_no_request(verb: str, number: str) -> Non
     assert error.value.message.startswith("There is no request #")
 
 
+def test_a_request_id_too_long_to_show_is_cut_visibly() -> None:
+    with pytest.raises(NotFound) as error:
+        commands.parse("approve " + "9" * 30)
+    assert error.value.message == f"There is no request #{'9' * 23}…."
+
+
 @pytest.mark.parametrize(("text", "request_id"), [("approve 2147483647", 2**31 - 1),
                                                   ("deny #42 no", 42), ("cancel 007", 7)])
 def test_request_ids_in_range(text: str, request_id: int) -> None:

@@ -50,6 +50,16 @@ def broken(tmp_path: Path, text: str) -> str:
     return message
 
 
+def test_an_unquoted_channel_name_is_shown_without_the_comment_after_it(tmp_path: Path) -> None:
+    message = broken(tmp_path, yaml.safe_dump(TEST_CONFIG).replace(
+        "clusters:\n", "defaults:\n  approvers_channel: #k8s-approvals   # approvals go here\n"
+        "clusters:\n", 1))
+    assert message.splitlines()[0] == (
+        f"{tmp_path / 'k8s-access.yaml'}: defaults.approvers_channel = #k8s-approvals: YAML "
+        "reads an unquoted value starting with # as a comment, so this is empty: quote it, and "
+        "write Slack IDs (C…, U…, S…) rather than names")
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no such file\. Set K8S_ACCESS_CONFIG"):
         load_config(tmp_path / "nope.yaml")
@@ -85,6 +95,13 @@ def with_changes(**changes: Any) -> dict[str, Any]:
          "clusters.staging.roles.view.max_duration: '4x' is not a duration"),
         ({"clusters__staging__roles__view__max_duration": 4},
          "clusters.staging.roles.view.max_duration: write durations with a unit"),
+        ({"clusters__staging__roles__view__max_duration": 1.5},
+         "clusters.staging.roles.view.max_duration = 1.5: write durations with a unit and "
+         "whole numbers"),
+        ({"clusters__staging__roles__view__max_duration": ["1h"]},
+         "clusters.staging.roles.view.max_duration: is not a duration: write it like 90m"),
+        ({"clusters__staging__roles__view__default_duration": True},
+         "clusters.staging.roles.view.default_duration = true: is not a duration"),
         ({"clusters__staging__roles__view__colour": "blue"},
          "clusters.staging.roles.view.colour = 'blue': unknown field"),
         ({"clusters__staging__backend": "ldap"},

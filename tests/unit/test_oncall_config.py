@@ -82,8 +82,10 @@ ROLE = "clusters.staging.roles.edit"
      "unknown field"),
     ({"on_call_max_duration": "4"}, f"{ROLE}.on_call_max_duration",
      "'4' is not a duration"),
+    ({"on_call_max_duration": "2h"}, f"{ROLE}.on_call_max_duration",
+     "limits auto_approve_on_call, which the role does not have"),
 ], ids=["empty", "no targets", "a name for an ID", "level 0", "no schedules",
-        "unknown service", "bad duration"])
+        "unknown service", "bad duration", "a limit of nothing"])
 def test_mistakes_name_field_and_fix(role: dict[str, Any], field: str, says: str) -> None:
     with pytest.raises(ConfigProblems) as raised:
         parse_config(with_keys(role=role), Path("test.yaml"))
@@ -104,6 +106,20 @@ def test_a_section_without_its_credentials_is_a_problem_where_it_is_written() ->
         problems["clusters.staging.auto_approve_on_call.opsgenie"].message
     given = Settings(pagerduty_token="u+token0123", opsgenie_api_key="og-key-0123456")
     assert not [p for p in environment_problems(given, config) if "on_call" in p.field]
+
+
+def test_a_credential_with_a_line_break_around_it_is_named() -> None:
+    config = parse_config(with_keys(
+        cluster={"auto_approve_on_call": {"pagerduty": PAGERDUTY, "opsgenie": OPSGENIE}}),
+        Path("test.yaml"))
+    padded = Settings(pagerduty_token="u+token0123\n", opsgenie_api_key="  ",
+                      gitlab_token=" glpat-0123")
+    problems = {p.field: str(p) for p in environment_problems(padded, config)}
+    for name in ("PAGERDUTY_TOKEN", "OPSGENIE_API_KEY", "GITLAB_TOKEN"):
+        assert problems[name] == (
+            f"environment: {name}: has a space or a line break around it (a Secret made from "
+            "a file keeps the file's last line break): set it without")
+    assert "u+token0123" not in " ".join(problems.values())
 
 
 def test_the_example_shows_the_keys_and_loads_without_credentials() -> None:

@@ -155,6 +155,10 @@ def test_schedules_come_from_the_file() -> None:
                                "write it like 90m"),
     ({"nudge_before": 60}, "test.yaml: schedules.nudge_before: write durations with a unit, "
                            "like '60m' or '60h'"),
+    ({"renotify_after": 0.5}, "test.yaml: schedules.renotify_after = 0.5: write durations "
+                              "with a unit and whole numbers, like 90m"),
+    ({"renotify_after": ["4h"]}, "test.yaml: schedules.renotify_after: is not a duration: "
+                                 "write it like 90m"),
     ({"timezone": "Mars/Olympus"}, "test.yaml: schedules.timezone: 'Mars/Olympus' is not a "
                                    "time zone, like 'UTC' or 'Europe/Berlin'"),
     ({"every": "1m"}, "test.yaml: schedules.every = '1m': unknown field"),

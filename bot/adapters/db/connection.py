@@ -91,6 +91,8 @@ def open_database(url: str, *, migrated: bool = True, existing: bool = False) ->
     if existing and path is not None and not path.is_file():
         raise DatabaseProblem(f"there is no SQLite file {path} (DATABASE_URL {shown(url)}): "
                               f"{UPGRADE} to create it, or correct the path")
+    if migrated and path is not None and not path.is_file():  # connecting would create it
+        raise DatabaseProblem(not_at_head(url, None, migrate.head()))
     try:
         engine = make_engine(url)
     except (SQLAlchemyError, ValueError) as error:

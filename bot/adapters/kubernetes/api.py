@@ -63,7 +63,8 @@ class KubernetesApi:
             source = "the in-cluster service account" if settings.in_cluster \
                 else f"kubeconfig {settings.kubeconfig}"
             hint = ("; in_cluster: true works only inside a pod: run the check there "
-                    "(kubectl exec deploy/k8s-access-bot -- k8s-access-bot config check)"
+                    "(kubectl -n k8s-access exec deploy/k8s-access-bot -- "
+                    "k8s-access-bot config check)"
                     if settings.in_cluster and "KUBERNETES_SERVICE_HOST" not in os.environ
                     else "")
             cause = str(error).rstrip(".")

@@ -68,7 +68,9 @@ def parse_request_id(word: str | None, verb: str) -> int:
         raise InvalidInput(f"'{shown}' is not a request ID: write {usage(verb)}, like `{verb} 42`.")
     digits = match.group(1).lstrip("0")
     if not digits or len(digits) > len(str(MAX_REQUEST_ID)) or int(digits) > MAX_REQUEST_ID:
-        raise NotFound(f"There is no request #{match.group(1)[:24]}.")
+        number = match.group(1)
+        shown = number if len(number) <= 24 else number[:23] + "…"  # cut, visibly
+        raise NotFound(f"There is no request #{shown}.")
     return int(digits)
 
 

@@ -100,7 +100,8 @@ class Handlers:
     def _complete(self, user_id: str, wanted: AccessWanted) -> bool:
         """Unknown cluster or role names raise, with the choices; so does a role the person
         may not ask for (for whom they ask), with who may, before any form opens; and so does
-        asking for someone whose account cannot receive access (:func:`asking.grantee`)."""
+        asking for someone whose account cannot receive access (:func:`asking.grantee`), and a
+        typed namespace the role does not have (the form could not show it)."""
         if wanted.cluster is None or wanted.role is None:
             if wanted.cluster is not None:
                 self.ctx.config.cluster(wanted.cluster)
@@ -111,6 +112,8 @@ class Handlers:
                                  break_glass=wanted.break_glass):
             return True  # filing checks who asks, for whom
         asking.check_may_ask(self.ctx, user_id, policy, wanted.grantee_id)
+        if wanted.namespace is not None:  # the form offers only the role's: refuse, not drop
+            lifecycle.check_namespace(policy, wanted.namespace)
         return False
 
     def approve(self, user_id: str, request_id: int, comment: str = "",
