@@ -252,6 +252,11 @@ class GitLabMembershipGranter:
         group = self._group(spec.role)
         user_id = int(prepared["user_id"])
         direct, effective = prepared.get("direct"), prepared.get("effective")
+        if direct is not None and direct.get("created_by") is not None and \
+                direct["created_by"] == self._bot_id() and self._membership(
+                    group.members, user_id, "read the membership") is None:
+            # another grant's membership, which ended since ``prepare``: added again
+            direct = effective = None
         if effective is not None and effective["access_level"] >= level and (
                 direct is None or direct["access_level"] >= level):
             action = "pre_existing"

@@ -674,3 +674,83 @@ def test_a_raised_membership_whose_own_expiry_passed_is_restored_as_lapsed(
     assert member is not None
     assert (member["access_level"], member["expires_at"]) == (
         20, datetime.now(UTC).date().isoformat())
+
+
+@pytest.mark.parametrize("ends", ["before_grant", "after_grant"])
+def test_a_grant_provisioned_while_the_shared_membership_ends_keeps_its_access(
+        engine: Engine, world: World, directory: StaticDirectory, ends: str) -> None:
+    """prod's grant made the membership; staging's grant of the same group is being
+    provisioned (it has seen the membership) when prod's grant expires: not yet active, it
+    is no holder to prod's ending, which removes the membership; staging's grant must still
+    end up with it."""
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    prod = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert prod.id is not None
+    access.approve(ctx, prod.id, BOB)
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    staging = access.file_request(later, ALICE, "staging", "view", duration=2 * H, reason="x")
+    assert staging.id is not None
+    granter = later.granter("staging")
+    original = granter.grant
+
+    def grant_while_prod_ends(spec: Any, prepared: dict[str, Any]) -> Any:
+        if ends == "before_grant":
+            assert grants.expire_due(later) == 1
+            return original(spec, prepared)
+        result = original(spec, prepared)
+        assert grants.expire_due(later) == 1
+        return result
+
+    granter.grant = grant_while_prod_ends  # type: ignore[method-assign]
+    access.approve(later, staging.id, BOB)
+    granter.grant = original  # type: ignore[method-assign]
+    operations.run_due(later)
+    assert grants.get(later, prod.id).state is State.EXPIRED
+    assert grants.get(later, staging.id).state is State.ACTIVE
+    member = world.gitlab.member(world.view, world.alice)
+    assert member is not None and member["access_level"] == 30
+    # and when staging's grant ends, nothing is left behind
+    grants.expire_due(dataclasses.replace(ctx, clock=lambda: clock() + 4 * H))
+    assert world.gitlab.member(world.view, world.alice) is None
+
+
+def test_an_extension_made_while_the_shared_membership_ends_keeps_its_new_end(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    """staging's grant is extended while prod's grant on the same group ends: prod's end
+    sets the membership to staging's end as it read it, the old one, after the extension
+    wrote the new one; the extension must still leave GitLab's expiry at its new end."""
+    evening = datetime.now(UTC).replace(hour=20, minute=0, second=0, microsecond=0)
+    ctx = dataclasses.replace(two_clusters_on_one_group(engine, world, directory),
+                              clock=lambda: evening)  # the extension ends past midnight
+    ids = {}
+    for cluster, hours in (("prod", 1), ("staging", 2)):
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=hours * H,
+                                    reason="x")
+        assert filed.id is not None
+        access.approve(ctx, filed.id, BOB)
+        ids[cluster] = filed.id
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    granter = later.granter("staging")
+    original = granter.extend
+
+    def extend_while_prod_ends(spec: Any, reference: dict[str, Any]) -> Any:
+        result = original(spec, reference)
+        assert grants.expire_due(later) == 1
+        return result
+
+    granter.extend = extend_while_prod_ends  # type: ignore[method-assign]
+    extension = access.extend(later, ids["staging"], ALICE, 6 * H, "longer")
+    if extension.state is State.PENDING:
+        assert extension.id is not None
+        access.approve(later, extension.id, BOB)
+    granter.extend = original  # type: ignore[method-assign]
+    operations.run_due(later)
+    staging = grants.get(later, ids["staging"])
+    assert grants.get(later, ids["prod"]).state is State.EXPIRED
+    assert staging.state is State.ACTIVE and staging.ends_at is not None
+    assert staging.ends_at == clock() + 8 * H
+    member = world.gitlab.member(world.view, world.alice)
+    assert member is not None
+    assert member["expires_at"] == (staging.ends_at + timedelta(days=1)).date().isoformat()
