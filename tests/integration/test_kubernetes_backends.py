@@ -28,7 +28,7 @@ from bot.adapters.kubernetes.granters import KubernetesCertificateGranter, Kuber
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import State
+from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
 from bot.services import access, grants, operations
@@ -551,3 +551,29 @@ def test_a_hung_api_server_holds_up_an_expiry_pass_for_its_timeout_only(
     operations.run_due(later)
     assert all(grants.get(later, i).state is State.EXPIRED for i in ids)
     assert not {f"k8s-access-{i}" for i in ids} & set(kube.cluster_role_bindings)
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("step", ["grant", "revoke"])
+def test_a_rate_limited_api_server_is_retried_no_sooner_than_it_asks(
+        kctx: Context, kube: FakeKubernetes, cluster: str, step: str) -> None:
+    """A 429 with Retry-After (API priority and fairness) is a temporary failure retried no
+    sooner than the API server asked, for grants and revocations alike."""
+    kube.retry_after = 300
+    request = access.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
+    assert request.id is not None
+    if step == "revoke":
+        access.approve(kctx, request.id, BOB)
+    asked = kctx.clock()
+    kube.fail_next = [429]
+    if step == "grant":
+        waiting = access.approve(kctx, request.id, BOB)
+        assert waiting.state is State.APPROVED
+    else:
+        waiting = grants.revoke(kctx, request.id, BOB, "over")
+    assert "API server answered 429" in (waiting.last_error or "")
+    assert "300 s" in (waiting.last_error or "")
+    with kctx.transaction() as uow:
+        operation = uow.operations.get(request.id, OperationKind.GRANT if step == "grant"
+                                       else OperationKind.REVOKE)
+    assert operation is not None and operation.next_attempt_at >= asked + timedelta(seconds=300)
