@@ -577,3 +577,34 @@ def test_a_rate_limited_api_server_is_retried_no_sooner_than_it_asks(
         operation = uow.operations.get(request.id, OperationKind.GRANT if step == "grant"
                                        else OperationKind.REVOKE)
     assert operation is not None and operation.next_attempt_at >= asked + timedelta(seconds=300)
+
+
+@pytest.mark.parametrize("answer", [409, 404])
+def test_a_csr_changed_or_gone_while_approved_is_tried_again(
+        kctx: Context, kube: FakeKubernetes, answer: int) -> None:
+    """Another controller writes the CSR between the bot's read and its approval (409, the
+    object has been modified), or it vanishes (404): a temporary failure said plainly, not an
+    unexpected error; the next attempt issues a new certificate."""
+    handle = kube.handle
+    failed: list[str] = []
+
+    def once(user: Any, method: str, path: str, query: dict[str, str],
+             body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        if method == "PUT" and path.endswith("/approval") and not failed:
+            failed.append(path)
+            return answer, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "code": answer, "reason": "Conflict" if answer == 409 else "NotFound",
+                            "message": "the object has been modified; please apply your "
+                            "changes to the latest version and try again"}
+        return handle(user, method, path, query, body)
+
+    kube.handle = once  # type: ignore[method-assign]
+    request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert request.id is not None
+    waiting = access.approve(kctx, request.id, BOB)
+    assert waiting.state is State.APPROVED
+    assert "while the bot approved it" in (waiting.last_error or "") or \
+        "before the bot approved it" in (waiting.last_error or "")
+    assert "unexpected" not in (waiting.last_error or "")
+    assert operations.run_due(kctx) == 1
+    assert grants.get(kctx, request.id).state is State.ACTIVE

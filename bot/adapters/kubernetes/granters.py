@@ -23,7 +23,7 @@ from typing import Any
 
 from bot.adapters.kubeconfig import KUBELOGIN_INSTALL_URL, kubeconfig, oidc_login_exec
 from bot.adapters.kubernetes import certificates
-from bot.adapters.kubernetes.api import KubernetesApi, Missing
+from bot.adapters.kubernetes.api import Conflict, KubernetesApi, Missing
 from bot.adapters.kubernetes.bindings import (
     REQUEST_ANNOTATION,
     BindingRef,
@@ -33,7 +33,7 @@ from bot.adapters.kubernetes.bindings import (
     refs_from,
 )
 from bot.config import Config, KubernetesClusterConfig
-from bot.domain.errors import PermanentBackendError, PolicyViolation
+from bot.domain.errors import PermanentBackendError, PolicyViolation, TemporaryBackendError
 from bot.domain.model import AccessRequest
 from bot.domain.ports import Delivery, GrantResult, GrantSpec, ManagedGrant, UserInfo
 
@@ -200,13 +200,22 @@ class KubernetesCertificateGranter(_KubernetesGranter):
         return issued, key, how
 
     def _approve(self, name: str, request_id: int) -> None:
-        csr = self.api.request("GET", f"{CSR_PATH}/{name}")
-        status = csr.setdefault("status", {})
-        status.setdefault("conditions", []).append({
-            "type": "Approved", "status": "True", "reason": "K8sAccessBotApproved",
-            "message": f"approved in Slack, k8s-access request #{request_id}",
-        })
-        self.api.request("PUT", f"{CSR_PATH}/{name}/approval", csr)
+        """Approve the CSR just made. It changing between reading and approving (409: another
+        controller wrote it) or vanishing (404) fails the attempt, to be tried again with a
+        new CSR."""
+        try:
+            csr = self.api.request("GET", f"{CSR_PATH}/{name}")
+            status = csr.setdefault("status", {})
+            status.setdefault("conditions", []).append({
+                "type": "Approved", "status": "True", "reason": "K8sAccessBotApproved",
+                "message": f"approved in Slack, k8s-access request #{request_id}",
+            })
+            self.api.request("PUT", f"{CSR_PATH}/{name}/approval", csr)
+        except (Conflict, Missing) as error:
+            what = "changed while the bot approved it" if isinstance(error, Conflict) \
+                else "vanished before the bot approved it"
+            raise TemporaryBackendError(
+                f"cluster {self.cluster}: CSR {name} {what}: {error}") from None
 
     def _wait_for_certificate(self, name: str) -> bytes:
         deadline = time.monotonic() + self.settings.csr_timeout.total_seconds()
