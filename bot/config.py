@@ -155,8 +155,9 @@ class RetryPolicy:
         """The wait before attempt ``attempts + 1``: ``first_delay`` doubled per attempt, at
         least ``hint_seconds`` (a backend's Retry-After), at most ``max_delay``, plus jitter."""
         base = self.first_delay * (2 ** max(attempts - 1, 0))
-        if hint_seconds is not None:
-            base = max(base, timedelta(seconds=hint_seconds))
+        if hint_seconds is not None:  # capped first: a huge Retry-After overflows timedelta
+            hint = min(hint_seconds, self.max_delay.total_seconds())
+            base = max(base, timedelta(seconds=hint))
         base = min(base, self.max_delay)
         jittered: timedelta = base * (1 + random.uniform(0, self.jitter))
         return jittered

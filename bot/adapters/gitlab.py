@@ -17,9 +17,10 @@ bot's records decide which of them it may remove.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import gitlab
@@ -32,6 +33,7 @@ from bot.adapters.kubeconfig import (
     glab_login_command,
     kubeconfig,
 )
+from bot.adapters.waits import asked_wait
 from bot.config import ACCESS_LEVELS, Config, GitLabClusterConfig
 from bot.domain.errors import (
     PermanentBackendError,
@@ -60,9 +62,38 @@ class _Conflict(PermanentBackendError):
     """409: the membership exists already (a refusal wherever nobody resolves it)."""
 
 
+_asked = threading.local()
+"""The wait the last 429 this thread met asked for (``seconds``), for :func:`_translated`."""
+
+
+def _note_rate_limit(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A response hook: remembers a 429's ``Retry-After``, which python-gitlab's errors drop."""
+    if response.status_code == 429:
+        _asked.seconds = asked_wait(response.headers)
+
+
+class _Client(gitlab.Gitlab):
+    """A python-gitlab client that never waits inside a call: by default each request sleeps
+    out a 429's ``Retry-After`` up to ten times, holding a grant (and its lease) for minutes
+    past every timeout. Here a 429 fails the call at once, as a temporary error that the
+    operation engine retries no sooner than GitLab asked."""
+
+    def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.update(obey_rate_limit=False, retry_transient_errors=False)
+        return super().http_request(*args, **kwargs)
+
+
+def client(url: str, token: str, timeout: float) -> gitlab.Gitlab:
+    session = requests.Session()
+    session.hooks["response"].append(_note_rate_limit)
+    return _Client(url, private_token=token, timeout=timeout, session=session)
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """GitLab's failures as the bot's errors: 5xx and network trouble pass, the rest not."""
+    """GitLab's failures as the bot's errors: 429, 5xx and network trouble pass, the rest not
+    (a 429 carries the wait GitLab asked for)."""
+    _asked.seconds = None
     try:
         yield
     except GitlabAuthenticationError:
@@ -80,7 +111,13 @@ def _translated(what: str) -> Iterator[None]:
             raise PermanentBackendError(
                 f"GitLab refused to {what} (403): the bot's token needs the Owner role on the "
                 "group (or an admin token).") from None
-        if code == 429 or code >= 500:
+        if code == 429:
+            wait = getattr(_asked, "seconds", None)
+            said = f"; it asks for {wait:.0f} s" if wait is not None else ""
+            raise TemporaryBackendError(
+                f"GitLab is rate-limiting the bot (429) while it tries to {what}{said}",
+                delay_seconds=wait) from None
+        if code >= 500:
             raise TemporaryBackendError(f"GitLab answered {code} while trying to {what}: "
                                         f"{message}") from None
         raise PermanentBackendError(f"GitLab refused to {what} ({code}): {message}") from None
@@ -112,7 +149,7 @@ class GitLabMembershipGranter:
             raise PermanentBackendError(
                 "backend gitlab needs GITLAB_TOKEN: a token with the api scope whose user is "
                 "Owner of each configured group")
-        return cls(config, cluster, gitlab.Gitlab(base, private_token=token, timeout=timeout))
+        return cls(config, cluster, client(base, token, timeout))
 
     # --- identities ---------------------------------------------------------------------
 
@@ -215,6 +252,11 @@ class GitLabMembershipGranter:
         group = self._group(spec.role)
         user_id = int(prepared["user_id"])
         direct, effective = prepared.get("direct"), prepared.get("effective")
+        if direct is not None and direct.get("created_by") is not None and \
+                direct["created_by"] == self._bot_id() and self._membership(
+                    group.members, user_id, "read the membership") is None:
+            # another grant's membership, which ended since ``prepare``: added again
+            direct = effective = None
         if effective is not None and effective["access_level"] >= level and (
                 direct is None or direct["access_level"] >= level):
             action = "pre_existing"
@@ -263,7 +305,7 @@ class GitLabMembershipGranter:
             with _translated("change the membership"):
                 member = group.members.get(user_id)
                 member.access_level = level
-                member.expires_at = expires
+                member.expires_at = _no_earlier_than_today(expires)
                 member.save()
         except _NotFound:
             raise TemporaryBackendError("the membership vanished while it was being changed") \
@@ -501,6 +543,19 @@ def _created_at(raw: object) -> datetime | None:
         return datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def _no_earlier_than_today(expires: str | None) -> str | None:
+    """An expiry GitLab takes: it refuses a day before today (400). A membership restored
+    after its own expiry passed (GitLab would have removed it meanwhile, had the bot not
+    raised it) gets today: lapsed, for GitLab's daily job to remove, as its owner meant."""
+    if not expires:
+        return expires
+    today = datetime.now(UTC).date()
+    try:
+        return max(date.fromisoformat(expires[:10]), today).isoformat()
+    except ValueError:
+        return expires
 
 
 def _expiry(ends_at: datetime) -> str:

@@ -5,8 +5,10 @@ members; ``members`` and ``members/all``, each member with ``created_at`` and ``
 user whose token added it, as GitLab's member entity shows); pagination headers; error bodies as
 GitLab sends them (``{"message": "404 Member Not Found"}``, ``{"message": "403 Forbidden"}``,
 409 ``{"message": "Member already exists"}``); tokens that are users, admins searching by private
-email, and Owner required to manage members. Faults: the next requests (or the next of one HTTP
-method) can fail with a status, fail after doing their work (an answer lost on the way), or hang;
+email, and Owner required to manage members; ``expires_at`` as GitLab takes it (a day no
+earlier than today, else 400; kept by a PUT that omits it, cleared by null). Faults: the next
+requests (or the next of one HTTP method) can fail with a status (a 429 saying
+``Retry-After``), fail after doing their work (an answer lost on the way), or hang;
 ``before_list`` runs once while the next list of a group's members is being answered.
 """
 
@@ -17,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -56,6 +58,8 @@ class FakeGitLab:
     """By HTTP method: the next requests of that method do their work, then answer this status."""
     before_list: Callable[[], None] | None = None
     """Runs once, before the next list of a group's members is answered."""
+    retry_after: int | None = None
+    """The ``Retry-After`` a failing 429 says, as GitLab's rate limiter does (None: not said)."""
     hang_next: int = 0
     hang_seconds: float = 2.0
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -150,6 +154,10 @@ class FakeGitLab:
             failing = self.fail_on.get(method)
             if self.fail_next or failing:
                 code = (failing or self.fail_next).pop(0)
+                if code == 429:
+                    said = {} if self.retry_after is None else {
+                        "Retry-After": str(self.retry_after)}
+                    return code, {"message": "Retry later"}, said
                 return code, {"message": f"{code} Internal Server Error"}, {}
             viewer_id = self.tokens.get(token or "")
             if viewer_id is None:
@@ -221,12 +229,15 @@ class FakeGitLab:
                 return 409, {"message": "Member already exists"}, {}
             inherited_level = (self._effective(group, user_id) or {}).get("access_level", 0)
             level = int(body["access_level"])
+            refused = _refused_expiry(body)
+            if refused is not None:
+                return refused
             if level < inherited_level:
                 return 400, {"message": {"access_level": [
                     f"should be greater than or equal to {inherited_level} inherited "
                     "membership from group"]}}, {}
             group.members[user_id] = {"access_level": level,
-                                      "expires_at": body.get("expires_at"),
+                                      "expires_at": body.get("expires_at") or None,
                                       "created_at": _timestamp(datetime.now(UTC)),
                                       "created_by": viewer.id}
             return 201, self._member_json(user_id, group.members[user_id]), {}
@@ -236,17 +247,36 @@ class FakeGitLab:
         if user_id not in group.members:
             return 404, {"message": "404 Member Not Found"}, {}
         if method == "PUT":
-            group.members[user_id] = {
-                **group.members[user_id],
-                "access_level": int(body.get("access_level",
-                                             group.members[user_id]["access_level"])),
-                "expires_at": body.get("expires_at"),
-            }
+            refused = _refused_expiry(body)
+            if refused is not None:
+                return refused
+            changed = {**group.members[user_id],
+                       "access_level": int(body.get("access_level",
+                                                    group.members[user_id]["access_level"]))}
+            if "expires_at" in body:  # omitted, it stays; null or "" clears it
+                changed["expires_at"] = body["expires_at"] or None
+            group.members[user_id] = changed
             return 200, self._member_json(user_id, group.members[user_id]), {}
         if method == "DELETE":
             del group.members[user_id]
             return 204, None, {}
         return 405, {"message": "405 Method Not Allowed"}, {}
+
+
+def _refused_expiry(body: dict[str, Any]) -> tuple[int, Any, dict[str, str]] | None:
+    """GitLab's answer to an ``expires_at`` it does not take: not a date (400 from the API's
+    parameter check), or a day before today (400 from the member's validation; today is
+    accepted). ``None`` when the body's expiry is absent, empty or acceptable."""
+    raw = body.get("expires_at")
+    if not raw:
+        return None
+    try:
+        day = date.fromisoformat(str(raw)[:10])
+    except ValueError:
+        return 400, {"error": "expires_at is invalid"}, {}
+    if day < datetime.now(UTC).date():
+        return 400, {"message": {"expires_at": ["cannot be a date in the past"]}}, {}
+    return None
 
 
 def _timestamp(moment: datetime) -> str:

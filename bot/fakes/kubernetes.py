@@ -6,9 +6,9 @@ the API's own checks: ``bind`` on the role a binding grants, ``approve`` on the 
 approval. Approved CSRs for ``kubernetes.io/kube-apiserver-client`` are signed with the test CA,
 honouring ``expirationSeconds``. Created bindings get ``creationTimestamp``, ``uid`` and
 ``resourceVersion``; lists filter by equality-based label selectors (``a=b,c!=d,!e,f``). Errors
-are ``Status`` objects like the API server sends. Faults (5xx, hangs, a signer that never signs)
-can be switched on, and ``before_list`` runs once while the next list of bindings is being
-answered, to put an event in the middle of a slow list.
+are ``Status`` objects like the API server sends. Faults (5xx, 429 with ``Retry-After``, hangs,
+a signer that never signs) can be switched on, and ``before_list`` runs once while the next
+list of bindings is being answered, to put an event in the middle of a slow list.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ class FakeKubernetes:
     namespaces: set[str] = field(default_factory=lambda: {"default", "shop", "payments"})
     signing: bool = True
     fail_next: list[int] = field(default_factory=list)
+    retry_after: int | None = None
+    """What a failing 429 asks for, in ``Retry-After`` and the Status's
+    ``details.retryAfterSeconds``, as the API server's priority and fairness does."""
     hang_next: int = 0
     hang_seconds: float = 3.0
     requests: list[tuple[str, str, str]] = field(default_factory=list)
@@ -226,6 +229,12 @@ class FakeKubernetes:
             self.requests.append((user.name, method, path))
             if self.fail_next:
                 code = self.fail_next.pop(0)
+                if code == 429:
+                    failure = _status(code, "TooManyRequests",
+                                      "Too many requests, please try again later.")
+                    if self.retry_after is not None:
+                        failure["details"] = {"retryAfterSeconds": self.retry_after}
+                    return code, failure
                 return code, _status(code, "InternalError", "etcdserver: request timed out")
         if path in ("/version", "/version/"):
             return 200, {"major": "1", "minor": "37", "gitVersion": "v1.37.0"}
@@ -486,8 +495,11 @@ def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
+            wait = (payload.get("details") or {}).get("retryAfterSeconds")
             try:
                 self.send_response(status)
+                if status == 429 and wait is not None:
+                    self.send_header("Retry-After", str(wait))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -312,6 +312,8 @@ def settle_failure(ctx: Context, operation: Operation,
 def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
                   parent: AccessRequest | None, started: datetime) -> GrantResult | None:
     granter = ctx.granter(request.cluster)
+    ended_before = set() if operation.kind is OperationKind.REVOKE else \
+        _ended_beside(ctx, parent or request, None)[0]
     if operation.kind is OperationKind.GRANT:
         scheduled.check_at_start(ctx, request, started)
         spec = spec_for(request, windows.planned_end(request, started))
@@ -323,6 +325,7 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
                     uow.operations.save(operation)
         granted = granter.grant(spec, operation.prepared)
         _share(ctx, request, granted.reference, keeps=spec)
+        _check_none_ended_beside(ctx, request, granted.reference, ended_before)
         return granted
     if operation.kind is OperationKind.EXTEND:
         assert parent is not None
@@ -332,6 +335,7 @@ def _call_backend(ctx: Context, operation: Operation, request: AccessRequest,
         spec = spec_for(parent, lifecycle.extended_end(request, parent))
         extended = granter.extend(spec, parent.backend_ref)
         _share(ctx, parent, extended.reference, keeps=spec)
+        _check_none_ended_beside(ctx, parent, extended.reference, ended_before)
         return extended
     revoke_in_backend(ctx, request, started)
     return None
@@ -388,6 +392,48 @@ def _share(ctx: Context, request: AccessRequest, reference: dict[str, Any],
         log.info("request %s ends; %s stays for request(s) %s", request.id, key,
                  ", ".join(str(other.id) for other in staying))
     return True
+
+
+RECENT_GRANTS = 200
+"""How many of a subject's newest grants :func:`_ended_beside` looks through."""
+
+
+def _ended_beside(ctx: Context, request: AccessRequest, reference: dict[str, Any] | None,
+                  ) -> tuple[set[int], list[AccessRequest]]:
+    """Of the grants to ``request``'s subject (with ``reference``, those on the same shared
+    backend object): the IDs of those that have ended, and those whose revocation is owed.
+    Nothing for a backend that shares no object."""
+    granter = ctx.granter(request.cluster)
+    if not isinstance(granter, SharedObjects):
+        return set(), []
+    key = None if reference is None else granter.shared_object(reference)
+    with ctx.transaction() as uow:
+        others = [other for other in uow.requests.find(
+                      subject=request.subject, kind=Kind.ACCESS, limit=RECENT_GRANTS,
+                      states=[State.ACTIVE, State.EXPIRED, State.REVOKED])
+                  if other.id != request.id and other.cluster in ctx.granters and (
+                      key is None
+                      or ctx.granter(other.cluster).shared_object(other.backend_ref) == key)]
+        ending = [other for other in others if other.state is State.ACTIVE
+                  and owes_revocation(uow.operations, other)]
+    return {other.id or 0 for other in others if other.state is not State.ACTIVE}, ending
+
+
+def _check_none_ended_beside(ctx: Context, request: AccessRequest, reference: dict[str, Any],
+                             ended_before: set[int]) -> None:
+    """After ``request``'s grant or extension left a shared backend object as it needs it
+    (an attempt begun when the grants ``ended_before`` had ended): raise
+    :class:`TemporaryBackendError` (try again) when another grant on that object is ending,
+    or ended during the attempt. That grant did not count ``request`` as a holder (not active
+    yet), or counted it at its old end, and may have removed the object, or shortened it,
+    after this attempt read or wrote it; the next attempt makes it again as ``request`` needs
+    it."""
+    ended, ending = _ended_beside(ctx, request, reference)
+    meanwhile = sorted({other.id or 0 for other in ending} | (ended - ended_before))
+    if meanwhile:
+        raise TemporaryBackendError(
+            f"request {meanwhile[0]}, on the same access, was ending at the same time; "
+            "trying again to make sure the access is there")
 
 
 def check_extensible(operations: OperationQueue, grant: AccessRequest) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from gitlab.exceptions import GitlabError, GitlabHttpError
 from sqlalchemy import Engine
 
 from bot.adapters.gitlab import GitLabMembershipGranter
@@ -582,3 +583,174 @@ def test_a_membership_made_again_by_hand_outlives_the_shared_grants(
     clock = ctx.clock
     grants.expire_due(dataclasses.replace(ctx, clock=lambda: clock() + 2 * H))
     assert world.gitlab.member(world.view, world.alice) == made
+
+
+def test_the_fake_takes_expires_at_as_gitlab_does(world: World) -> None:
+    """A PUT without ``expires_at`` keeps it, null clears it, a past day is refused (400),
+    today is taken: what GitLab's members API and member validation do."""
+    gl = GitLabMembershipGranter.connect(gitlab_config(world), "staging", None, BOT_TOKEN).gl
+    members = gl.groups.get(world.view.id).members
+    today = datetime.now(UTC).date()
+    members.create({"user_id": world.alice.id, "access_level": 20,
+                    "expires_at": "2099-01-31"})
+    gl.http_put(f"/groups/{world.view.id}/members/{world.alice.id}",
+                post_data={"access_level": 30})
+    assert world.gitlab.member(world.view, world.alice)["expires_at"] == "2099-01-31"  # type: ignore[index]
+    for bad in ((today - timedelta(days=1)).isoformat(), "soon"):
+        with pytest.raises(GitlabHttpError) as refused:
+            gl.http_put(f"/groups/{world.view.id}/members/{world.alice.id}",
+                        post_data={"access_level": 30, "expires_at": bad})
+        assert refused.value.response_code == 400
+    assert world.gitlab.member(world.view, world.alice)["expires_at"] == "2099-01-31"  # type: ignore[index]
+    gl.http_put(f"/groups/{world.view.id}/members/{world.alice.id}",
+                post_data={"access_level": 30, "expires_at": today.isoformat()})
+    gl.http_put(f"/groups/{world.view.id}/members/{world.alice.id}",
+                post_data={"access_level": 30, "expires_at": None})
+    assert world.gitlab.member(world.view, world.alice)["expires_at"] is None  # type: ignore[index]
+    carol = world.gitlab.add_user("carol", "carol@example.com")
+    with pytest.raises(GitlabError) as refused:
+        members.create({"user_id": carol.id, "access_level": 30,
+                        "expires_at": (today - timedelta(days=3)).isoformat()})
+    assert refused.value.response_code == 400
+    assert world.gitlab.member(world.view, carol) is None
+
+
+@pytest.mark.parametrize("kind", ["grant", "expiry"])
+def test_a_rate_limited_gitlab_is_retried_when_it_asks_not_waited_out(
+        gctx: Context, world: World, kind: str) -> None:
+    """python-gitlab would sleep out each 429's Retry-After, ten times over, holding the
+    operation's lease past every timeout; the bot fails the call at once and retries it on its
+    own schedule, no sooner than GitLab asked."""
+    world.gitlab.retry_after = 600
+    if kind == "grant":
+        request = access.file_request(gctx, ALICE, "staging", "view", duration=H, reason="x")
+        assert request.id is not None
+        world.gitlab.fail_next = [429] * 20
+        started, asked = time.monotonic(), gctx.clock()
+        waiting = access.approve(gctx, request.id, BOB)
+        assert waiting.state is State.APPROVED
+    else:
+        request_id = grant(gctx)
+        clock = gctx.clock
+        gctx = dataclasses.replace(gctx, clock=lambda: clock() + 3 * H)
+        world.gitlab.fail_next = [429] * 20
+        started, asked = time.monotonic(), gctx.clock()
+        assert grants.expire_due(gctx) == 1
+        waiting = grants.get(gctx, request_id)
+        assert waiting.state is State.ACTIVE
+    assert time.monotonic() - started < 5
+    assert len(world.gitlab.fail_next) == 19, "one call, not ten retries"
+    assert "rate-limiting" in (waiting.last_error or "") and "600 s" in waiting.last_error
+    with gctx.transaction() as uow:
+        operation = uow.operations.get(waiting.id or 0, OperationKind.GRANT if kind == "grant"
+                                       else OperationKind.REVOKE)
+    assert operation.next_attempt_at is not None
+    assert operation.next_attempt_at >= asked + timedelta(seconds=600)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["one-grant", "shared"])
+def test_a_raised_membership_whose_own_expiry_passed_is_restored_as_lapsed(
+        engine: Engine, world: World, directory: StaticDirectory, shared: bool) -> None:
+    """Alice was a Reporter until yesterday (GitLab's daily job has not removed her yet); a
+    grant raises her. GitLab refuses to set a past expiry (400), so restoring the old one
+    verbatim fails every time and leaves her raised: she gets her old level back, lapsing
+    today."""
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    world.gitlab.add_member(world.view, world.alice, 20, expires_at=yesterday)
+    ctx = two_clusters_on_one_group(engine, world, directory) if shared else \
+        context(engine, gitlab_config(world), directory)[0]
+    ids = []
+    for cluster in ("prod", "staging") if shared else ("staging",):
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=H, reason="x")
+        assert filed.id is not None
+        access.approve(ctx, filed.id, BOB)
+        ids.append(filed.id)
+    assert world.gitlab.member(world.view, world.alice)["access_level"] == 30  # type: ignore[index]
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + 2 * H)
+    grants.expire_due(later)
+    assert [grants.get(later, i).state for i in ids] == [State.EXPIRED] * len(ids)
+    member = world.gitlab.member(world.view, world.alice)
+    assert member is not None
+    assert (member["access_level"], member["expires_at"]) == (
+        20, datetime.now(UTC).date().isoformat())
+
+
+@pytest.mark.parametrize("ends", ["before_grant", "after_grant"])
+def test_a_grant_provisioned_while_the_shared_membership_ends_keeps_its_access(
+        engine: Engine, world: World, directory: StaticDirectory, ends: str) -> None:
+    """prod's grant made the membership; staging's grant of the same group is being
+    provisioned (it has seen the membership) when prod's grant expires: not yet active, it
+    is no holder to prod's ending, which removes the membership; staging's grant must still
+    end up with it."""
+    ctx = two_clusters_on_one_group(engine, world, directory)
+    prod = access.file_request(ctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert prod.id is not None
+    access.approve(ctx, prod.id, BOB)
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    staging = access.file_request(later, ALICE, "staging", "view", duration=2 * H, reason="x")
+    assert staging.id is not None
+    granter = later.granter("staging")
+    original = granter.grant
+
+    def grant_while_prod_ends(spec: Any, prepared: dict[str, Any]) -> Any:
+        if ends == "before_grant":
+            assert grants.expire_due(later) == 1
+            return original(spec, prepared)
+        result = original(spec, prepared)
+        assert grants.expire_due(later) == 1
+        return result
+
+    granter.grant = grant_while_prod_ends  # type: ignore[method-assign]
+    access.approve(later, staging.id, BOB)
+    granter.grant = original  # type: ignore[method-assign]
+    operations.run_due(later)
+    assert grants.get(later, prod.id).state is State.EXPIRED
+    assert grants.get(later, staging.id).state is State.ACTIVE
+    member = world.gitlab.member(world.view, world.alice)
+    assert member is not None and member["access_level"] == 30
+    # and when staging's grant ends, nothing is left behind
+    grants.expire_due(dataclasses.replace(ctx, clock=lambda: clock() + 4 * H))
+    assert world.gitlab.member(world.view, world.alice) is None
+
+
+def test_an_extension_made_while_the_shared_membership_ends_keeps_its_new_end(
+        engine: Engine, world: World, directory: StaticDirectory) -> None:
+    """staging's grant is extended while prod's grant on the same group ends: prod's end
+    sets the membership to staging's end as it read it, the old one, after the extension
+    wrote the new one; the extension must still leave GitLab's expiry at its new end."""
+    evening = datetime.now(UTC).replace(hour=20, minute=0, second=0, microsecond=0)
+    ctx = dataclasses.replace(two_clusters_on_one_group(engine, world, directory),
+                              clock=lambda: evening)  # the extension ends past midnight
+    ids = {}
+    for cluster, hours in (("prod", 1), ("staging", 2)):
+        filed = access.file_request(ctx, ALICE, cluster, "view", duration=hours * H,
+                                    reason="x")
+        assert filed.id is not None
+        access.approve(ctx, filed.id, BOB)
+        ids[cluster] = filed.id
+    clock = ctx.clock
+    later = dataclasses.replace(ctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    granter = later.granter("staging")
+    original = granter.extend
+
+    def extend_while_prod_ends(spec: Any, reference: dict[str, Any]) -> Any:
+        result = original(spec, reference)
+        assert grants.expire_due(later) == 1
+        return result
+
+    granter.extend = extend_while_prod_ends  # type: ignore[method-assign]
+    extension = access.extend(later, ids["staging"], ALICE, 6 * H, "longer")
+    if extension.state is State.PENDING:
+        assert extension.id is not None
+        access.approve(later, extension.id, BOB)
+    granter.extend = original  # type: ignore[method-assign]
+    operations.run_due(later)
+    staging = grants.get(later, ids["staging"])
+    assert grants.get(later, ids["prod"]).state is State.EXPIRED
+    assert staging.state is State.ACTIVE and staging.ends_at is not None
+    assert staging.ends_at == clock() + 8 * H
+    member = world.gitlab.member(world.view, world.alice)
+    assert member is not None
+    assert member["expires_at"] == (staging.ends_at + timedelta(days=1)).date().isoformat()

@@ -28,7 +28,7 @@ from bot.adapters.kubernetes.granters import KubernetesCertificateGranter, Kuber
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import InvalidInput, PolicyViolation
-from bot.domain.model import State
+from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
 from bot.services import access, grants, operations
@@ -569,3 +569,61 @@ def test_a_csr_is_approved_as_created_and_read_again_only_when_it_changed(
     assert grants.get(kctx, second).state is State.ACTIVE
     assert [method for _, method, path in kube.requests
             if "certificatesigningrequests" in path] == ["POST", "PUT", "GET", "PUT", "GET"]
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("step", ["grant", "revoke"])
+def test_a_rate_limited_api_server_is_retried_no_sooner_than_it_asks(
+        kctx: Context, kube: FakeKubernetes, cluster: str, step: str) -> None:
+    """A 429 with Retry-After (API priority and fairness) is a temporary failure retried no
+    sooner than the API server asked, for grants and revocations alike."""
+    kube.retry_after = 300
+    request = access.file_request(kctx, ALICE, cluster, "view", duration=H, reason="x")
+    assert request.id is not None
+    if step == "revoke":
+        access.approve(kctx, request.id, BOB)
+    asked = kctx.clock()
+    kube.fail_next = [429]
+    if step == "grant":
+        waiting = access.approve(kctx, request.id, BOB)
+        assert waiting.state is State.APPROVED
+    else:
+        waiting = grants.revoke(kctx, request.id, BOB, "over")
+    assert "API server answered 429" in (waiting.last_error or "")
+    assert "300 s" in (waiting.last_error or "")
+    with kctx.transaction() as uow:
+        operation = uow.operations.get(request.id, OperationKind.GRANT if step == "grant"
+                                       else OperationKind.REVOKE)
+    assert operation is not None and operation.next_attempt_at >= asked + timedelta(seconds=300)
+
+
+@pytest.mark.parametrize("answer", [409, 404])
+def test_a_csr_changed_or_gone_while_approved_is_tried_again(
+        kctx: Context, kube: FakeKubernetes, answer: int) -> None:
+    """Another controller keeps writing the CSR while the bot approves it (409 twice, the
+    object has been modified), or it vanishes (404): a temporary failure said plainly, not an
+    unexpected error; the next attempt issues a new certificate."""
+    handle = kube.handle
+    failed: list[str] = []
+
+    def once(user: Any, method: str, path: str, query: dict[str, str],
+             body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        if method == "PUT" and path.endswith("/approval") and \
+                len(failed) < (2 if answer == 409 else 1):  # one 409 is read again
+            failed.append(path)
+            return answer, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "code": answer, "reason": "Conflict" if answer == 409 else "NotFound",
+                            "message": "the object has been modified; please apply your "
+                            "changes to the latest version and try again"}
+        return handle(user, method, path, query, body)
+
+    kube.handle = once  # type: ignore[method-assign]
+    request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
+    assert request.id is not None
+    waiting = access.approve(kctx, request.id, BOB)
+    assert waiting.state is State.APPROVED
+    assert "while the bot approved it" in (waiting.last_error or "") or \
+        "before the bot approved it" in (waiting.last_error or "")
+    assert "unexpected" not in (waiting.last_error or "")
+    assert operations.run_due(kctx) == 1
+    assert grants.get(kctx, request.id).state is State.ACTIVE

@@ -197,3 +197,15 @@ def test_the_slack_client_waits_out_as_many_429s_as_set(monkeypatch: pytest.Monk
     handlers = make_client(load_settings()).retry_handlers
     limits = [h for h in handlers if isinstance(h, CountingRateLimitHandler)]
     assert [h.max_retry_count for h in limits] == [2]
+
+
+@pytest.mark.parametrize("said", ["1e300", "inf", "nan", "-5", "Wed, 21 Oct 2015 07:28:00 GMT",
+                                  "Wed, 21 Oct 9999 07:28:00 GMT", "soon"])
+def test_any_retry_after_a_service_says_gives_a_bounded_delay(said: str) -> None:
+    """A Retry-After read from any service (huge, infinite, not a number, a date long gone or
+    far off) waits between nothing and ``max_delay``, never overflowing a timedelta."""
+    from bot.adapters.waits import asked_wait
+    policy = RetryPolicy(jitter=0)
+    wait = asked_wait({"Retry-After": said})
+    assert wait is None or wait >= 0
+    assert timedelta(0) < policy.delay(1, wait) <= policy.max_delay

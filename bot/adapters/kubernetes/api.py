@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from bot.adapters.waits import asked_wait
 from bot.config import KubernetesClusterConfig
 from bot.domain.errors import PermanentBackendError, TemporaryBackendError
 
@@ -45,11 +46,14 @@ class KubernetesApi:
         """Credentials from a kubeconfig (and context) or the pod's service account.
 
         ``timeout`` bounds each request in seconds; without ``retries`` a failed connection is
-        reported at once instead of being tried again (urllib3 tries three more times).
+        reported at once instead of being tried again (urllib3 tries three more times). An
+        answer is never waited for again inside a call: urllib3 would sleep out each 429's
+        (or 503's) ``Retry-After`` three times over, holding the operation's lease past every
+        timeout; the operation engine retries no sooner than asked instead.
         """
         configuration = k8s.Configuration()
-        if not retries:
-            configuration.retries = False
+        configuration.retries = urllib3.util.Retry(
+            total=3, respect_retry_after_header=False) if retries else False
         try:
             if settings.in_cluster:
                 k8s_config.load_incluster_config(client_configuration=configuration)
@@ -121,8 +125,14 @@ class KubernetesApi:
                 f"cluster {self.cluster}: the bot lacks rights: {message}. Give its account "
                 "the RBAC listed in the README (certificate backend).")
         if status == 429 or status >= 500:
-            raise TemporaryBackendError(f"cluster {self.cluster}: API server answered {status}: "
-                                        f"{message}")
+            wait = asked_wait(response.headers)
+            if wait is None:  # the Status may say it instead
+                seconds = (payload.get("details") or {}).get("retryAfterSeconds")
+                wait = float(seconds) if isinstance(seconds, int) and seconds >= 0 else None
+            raise TemporaryBackendError(
+                f"cluster {self.cluster}: API server answered {status}: {message}"
+                + (f" (it asks to wait {wait:.0f} s)" if wait is not None else ""),
+                delay_seconds=wait)
         raise PermanentBackendError(f"cluster {self.cluster}: API server refused ({status}): "
                                     f"{message}")
 

@@ -201,24 +201,30 @@ class KubernetesCertificateGranter(_KubernetesGranter):
 
     def _approve(self, name: str, request_id: int, created: dict[str, Any]) -> None:
         """Approve the CSR as the API server returned it on creation; read it again only when
-        something changed it since (a conflict on its resourceVersion)."""
-        csr = created if created.get("metadata", {}).get("resourceVersion") \
-            else self.api.request("GET", f"{CSR_PATH}/{name}")
-        for attempt in (1, 2):
-            status = csr.setdefault("status", {})
-            status.setdefault("conditions", []).append({
-                "type": "Approved", "status": "True", "reason": "K8sAccessBotApproved",
-                "message": f"approved in Slack, k8s-access request #{request_id}",
-            })
-            try:
-                self.api.request("PUT", f"{CSR_PATH}/{name}/approval", csr)
-                return
-            except Conflict:
-                if attempt == 2:
-                    raise TemporaryBackendError(
-                        f"cluster {self.cluster}: CSR {name} kept changing while it was being "
-                        "approved") from None
-                csr = self.api.request("GET", f"{CSR_PATH}/{name}")
+        something changed it since (a conflict on its resourceVersion). It changing again
+        (409: another controller keeps writing it) or vanishing (404) fails the attempt, to be
+        tried again with a new CSR."""
+        try:
+            csr = created if created.get("metadata", {}).get("resourceVersion") \
+                else self.api.request("GET", f"{CSR_PATH}/{name}")
+            for attempt in (1, 2):
+                status = csr.setdefault("status", {})
+                status.setdefault("conditions", []).append({
+                    "type": "Approved", "status": "True", "reason": "K8sAccessBotApproved",
+                    "message": f"approved in Slack, k8s-access request #{request_id}",
+                })
+                try:
+                    self.api.request("PUT", f"{CSR_PATH}/{name}/approval", csr)
+                    return
+                except Conflict:
+                    if attempt == 2:
+                        raise
+                    csr = self.api.request("GET", f"{CSR_PATH}/{name}")
+        except (Conflict, Missing) as error:
+            what = "kept changing while the bot approved it" if isinstance(error, Conflict) \
+                else "vanished before the bot approved it"
+            raise TemporaryBackendError(
+                f"cluster {self.cluster}: CSR {name} {what}: {error}") from None
 
     def _wait_for_certificate(self, name: str) -> bytes:
         deadline = time.monotonic() + self.settings.csr_timeout.total_seconds()

@@ -12,10 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+from bot.adapters import waits
 from bot.domain.oncall import OnCallAnswer, OnCallStatus, OnCallTargets, combine
 
 log = logging.getLogger(__name__)
@@ -73,22 +72,7 @@ one is doubt at once."""
 def asked_wait(headers: Mapping[str, str]) -> float | None:
     """How many seconds a 429 asks the bot to wait: ``Retry-After`` (seconds, or an HTTP
     date), else PagerDuty's ``ratelimit-reset`` (seconds); None when it says nothing."""
-    for name in ("Retry-After", "ratelimit-reset"):
-        value = (headers.get(name) or "").strip()
-        if not value:
-            continue
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            pass
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            continue
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-    return None
+    return waits.asked_wait(headers, ("Retry-After", "ratelimit-reset"))
 
 
 def rate_limited_reason(message: str, wait: float | None) -> str:
