@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from bot.domain import escalation
+from bot.domain.errors import Undeliverable
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services import reviews
@@ -35,8 +36,10 @@ to the next week rather than send a stale reminder."""
 KEY_MARGIN = timedelta(days=1)
 
 
-def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
-    """Send under a claimed key; False when another replica or an earlier pass sent it."""
+def _once(ctx: Context, key: str, send: Callable[[], object],
+          released: Callable[[], None] = lambda: None) -> bool:
+    """Send under a claimed key; False when another replica or an earlier pass sent it.
+    ``released`` is called when the key was given back, for the next pass to send it."""
     with ctx.transaction() as uow:
         if not uow.once.claim_key(key, ctx.clock()):
             return False
@@ -44,6 +47,7 @@ def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
     def release() -> None:
         with ctx.transaction() as uow:
             uow.once.release_key(key)
+        released()
 
     return sent(key, send, release)
 
@@ -77,7 +81,7 @@ def weekly(ctx: Context) -> int:
                           u, g, admins)))
     for audience, grants in sorted(audiences.items()):
         tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: reviews.post(  # type: ignore[misc]
+                      lambda a=audience, g=grants: _review(  # type: ignore[misc]
                           ctx, period, a, g, admins)))
     reviews.count_unreviewed(ctx, period, active)
     return _send_all(ctx, tasks)
@@ -102,20 +106,62 @@ def _in_parallel(ctx: Context, sends: list[Callable[[], bool]]) -> int:
 def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
     """Each approvers channel, or each approver where a role has no channel, with its grants."""
     audiences: dict[str, list[AccessRequest]] = defaultdict(list)
+    unchannelled: list[AccessRequest] = []
     for grant in active:
-        policy = ctx.config.policies.get((grant.cluster, grant.role))
-        if policy is None:
+        if (grant.cluster, grant.role) not in ctx.config.policies:
             continue
         channel = ctx.config.approvers_channel(grant.cluster, grant.role)
         if channel:
             audiences[channel].append(grant)
+        else:
+            unchannelled.append(grant)
+    for person, grants in _by_approver(ctx, unchannelled).items():
+        audiences[person].extend(grants)
+    return audiences
+
+
+def _by_approver(ctx: Context, grants: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
+    """Each approver (user groups expanded) of ``grants``' roles, with the grants they
+    approve."""
+    found: dict[str, list[AccessRequest]] = defaultdict(list)
+    for grant in grants:
+        policy = ctx.config.policies.get((grant.cluster, grant.role))
+        if policy is None:
             continue
         people = ctx.directory.users(policy.approvers)
         for group in people.unlisted:  # the other audiences still get theirs
             log.error("the access review skips user group %s", group)
         for person in people.users:
-            audiences[person].append(grant)
-    return audiences
+            found[person].append(grant)
+    return found
+
+
+def _review(ctx: Context, period: str, audience: str, grants: list[AccessRequest],
+            admins: Sequence[str]) -> None:
+    """Post ``audience``'s review. An approvers channel the bot cannot post to (not invited,
+    archived, gone) falls back to DMs: each approver of its grants' roles gets the review,
+    each under a key of their own, and the channel's refusal is raised (kept: not tried
+    again); while one of them could not be reached for now, the channel's review fails as
+    temporary instead, so that the next pass sends what is missing."""
+    try:
+        reviews.post(ctx, period, audience, grants, admins)
+    except Undeliverable as error:
+        if error.kind != Undeliverable.RECIPIENT:
+            raise
+        log.error("the approvers channel %s refused the access review (%s); it goes to the "
+                  "approvers by DM", audience, error.error)
+        missing: list[str] = []
+        for person, theirs in sorted(_by_approver(ctx, grants).items()):
+            _once(ctx, f"review:{period}:{audience}:{person}",
+                  lambda p=person, g=theirs: reviews.post(  # type: ignore[misc]
+                      ctx, period, p, g, admins),
+                  lambda p=person: missing.append(p))  # type: ignore[misc]
+        if missing:
+            raise Undeliverable(
+                f"the access review for {audience} reached no DM yet of "
+                f"{', '.join(missing)}", recipient=audience, error=error.error,
+                kind=Undeliverable.TEMPORARY) from None
+        raise  # the channel's own review stays undelivered, and is not tried again
 
 
 def nudge_expiring(ctx: Context, limit: int | None = None) -> int:
