@@ -11,6 +11,7 @@ keeps its key: it is logged and counted, never sent again unchanged every minute
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -239,9 +240,16 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
 
 def _renotify(ctx: Context, notice: Notice) -> None:
     """Remind the approvers in the threads of the request's approval messages, or announce it
-    to them anew where it has none; a reminder that still reached nobody is undeliverable."""
-    reach = ctx.shown(notice, ctx.notifier.notify(notice)) if notice.messages \
-        else ctx.tell_approvers(notice, ctx.notifier.notify)
+    to them anew where it has none or none of them takes a reply any more (the approvers
+    channel falls back to DMs); a reminder that still reached nobody is undeliverable."""
+    reach = ctx.shown(notice, ctx.notifier.notify(notice)) if notice.messages else None
+    if not notice.messages or (reach is not None and not reach.reached
+                               and not reach.may_reach_later):
+        # Where the approval messages were takes nothing now (the bot was removed from the
+        # channel, or it was archived or deleted): the approvers are asked anew, by DM
+        # where the channel still refuses.
+        reach = ctx.tell_approvers(dataclasses.replace(notice, messages=()),
+                                   ctx.notifier.notify)
     check_reached(notice.request, reach)
 
 
