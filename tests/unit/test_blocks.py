@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from bot.adapters.slack import blocks
 from bot.config import Config, parse_config
-from bot.domain.model import AccessRequest, Approval, Decision, Kind, State
+from bot.domain.model import AccessRequest, Approval, Decision, Kind, Reach, State
 from bot.domain.ports import Delivery, Notice, NoticeKind
 from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 from tests.conftest import TEST_CONFIG
@@ -174,6 +174,8 @@ def requests(draw: st.DrawFn, state: State | None = None) -> AccessRequest:
         ended_by=draw(st.none() | SLACK_IDS | st.just("policy") | TYPED.map(lambda t: "cli:" + t)),
         end_reason=draw(st.none() | TYPED), last_error=draw(st.none() | TYPED),
         approvals=approvals, id=draw(st.integers(1, 2**31 - 1)),
+        grantee_id=draw(st.none() | SLACK_IDS), window_start=draw(st.none() | MOMENTS),
+        on_call=draw(st.none() | TYPED),
     )
 
 
@@ -384,3 +386,26 @@ def test_a_grant_whose_access_is_ending_shows_as_ended_without_buttons() -> None
                for line in lines)
     assert any("*#8*" in line and "expired, nothing to review" in line for line in lines)
     assert not any("accessory" in b or b["type"] == "actions" for b in content)
+
+
+@FEW
+@given(requests(), st.sampled_from(NoticeKind), st.integers(0, 20), TYPED)
+def test_the_newer_messages_fit_and_show_typed_text_as_text(
+        request: AccessRequest, kind: NoticeKind, missing: int, on_call: str) -> None:
+    """Escalations, on-call announcements, the DMs to who asked on someone's behalf, the
+    answer to a new request and the notices that nobody could be told: whatever was typed."""
+    if kind is NoticeKind.ON_CALL_APPROVED:
+        request.approvals.append(Approval("policy", Decision.APPROVE, NOW,
+                                          f"on-call: flagged for review; {on_call}"))
+    check_message(blocks.escalated(*blocks.approval_message(request, missing)))
+    check_message(blocks.on_call_announcement(request))
+    check_message(blocks.break_glass_announcement(*blocks.approval_message(request, missing)))
+    for reply in (blocks.outcome_reply(request, missing), blocks.waiting_reply(request, missing)):
+        check_message((reply, [blocks.section("-")]))  # a thread reply: its text alone
+    message = blocks.behalf_message(Notice(kind, request, approvals_missing=missing))
+    if message is not None:
+        check_message(message)
+    for text in (blocks.filed_message(request, missing, "Europe/Berlin"),
+                 blocks.unreachable_alert(request, Reach()),
+                 blocks.unreachable_message(request, Reach())):
+        check_message(blocks.reply(text))

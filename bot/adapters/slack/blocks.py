@@ -469,6 +469,19 @@ def approval_message(request: AccessRequest, missing: int, note: str | None = No
     return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
 
 
+def outcome_reply(request: AccessRequest, missing: int) -> str:
+    """The reply in an approval message's thread when the grant failed or is retried."""
+    return shorten(f":warning: Request #{request.id} ({target(request)}): "
+                   f"{status(request, missing)}", LIMITS["text_fallback"])
+
+
+def waiting_reply(request: AccessRequest, missing: int) -> str:
+    """The reminder in an approval message's thread that the request still waits."""
+    return shorten(f":hourglass: Request #{request.id} ({target(request)}) has waited since "
+                   f"{when(request.created_at)}: {status(request, missing)}",
+                   LIMITS["text_fallback"])
+
+
 def escalated(text: str, content: list[Block]) -> tuple[str, list[Block]]:
     """An approval message for approvers an escalation step added: why it comes to them."""
     why = (":arrow_double_up: Escalated to you: nobody has decided on this request yet, "
@@ -1082,7 +1095,12 @@ def on_call_announcement(request: AccessRequest) -> tuple[str, list[Block]]:
     """The approvers' message for a request approved because its requester is on call: loud
     (``@here``) like break-glass, without the siren."""
     text, content = approval_message(request, 0)
-    return f"<!here> :pager: ON-CALL: {text}", content
+    return fit_message(f"<!here> :pager: ON-CALL: {text}", content)
+
+
+def break_glass_announcement(text: str, content: list[Block]) -> tuple[str, list[Block]]:
+    """A break-glass request's approval message, loud (``@here``) with the siren."""
+    return fit_message(f"<!here> :rotating_light: BREAK-GLASS: {text}", content)
 
 
 def on_call_line(request: AccessRequest) -> str:

@@ -158,7 +158,7 @@ class SlackNotifier:
         text, content = blocks.approval_message(request, notice.approvals_missing,
                                                 links=self._links)
         if request.break_glass:
-            text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
+            text, content = blocks.break_glass_announcement(text, content)
         if notice.kind is NoticeKind.ON_CALL_APPROVED:
             text, content = blocks.on_call_announcement(request)
         if notice.kind is NoticeKind.ESCALATED:
@@ -238,8 +238,7 @@ class SlackNotifier:
 
     def _tell_approvers(self, notice: Notice) -> None:
         request = notice.request
-        text = (f":warning: Request #{request.id} ({blocks.target(request)}): "
-                f"{blocks.status(request, notice.approvals_missing)}")
+        text = blocks.outcome_reply(request, notice.approvals_missing)
         for ref in notice.messages[:1]:
             self._try(lambda c=ref.conversation, t=ref.message: self._call(  # type: ignore[misc]
                 "approval_thread", c, lambda: self._client.chat_postMessage(
@@ -251,9 +250,7 @@ class SlackNotifier:
         request = notice.request
         if not notice.messages:
             return self._announce(notice)
-        text = (f":hourglass: Request #{request.id} ({blocks.target(request)}) has waited since "
-                f"{blocks.when(request.created_at)}: "
-                f"{blocks.status(request, notice.approvals_missing)}")
+        text = blocks.waiting_reply(request, notice.approvals_missing)
         reached: list[str] = []
         undelivered: list[Undelivered] = []
         for ref in notice.messages:
