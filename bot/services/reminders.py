@@ -139,16 +139,13 @@ def _by_approver(ctx: Context, grants: list[AccessRequest]) -> dict[str, list[Ac
 
 def _review(ctx: Context, period: str, audience: str, grants: list[AccessRequest],
             admins: Sequence[str]) -> None:
-    """Post ``audience``'s review. An approvers channel the bot cannot post to (not invited,
-    archived, gone) falls back to DMs: each approver of its grants' roles gets the review,
-    each under a key of their own, and the channel's refusal is raised (kept: not tried
-    again); while one of them could not be reached for now, the channel's review fails as
-    temporary instead, so that the next pass sends what is missing."""
-    try:
-        reviews.post(ctx, period, audience, grants, admins)
-    except Undeliverable as error:
-        if error.kind != Undeliverable.RECIPIENT:
-            raise
+    """Post ``audience``'s review. An approvers channel that refuses the message (the bot not
+    invited, the channel archived or gone) falls back to DMs: each approver of its grants'
+    roles gets the review, each under a key of their own, and the channel's refusal is raised
+    (kept: not tried again); while one of them could not be reached for now, the channel's
+    review fails as temporary instead, so that the next pass sends what is missing."""
+
+    def by_dm(error: Undeliverable) -> None:
         log.error("the approvers channel %s refused the access review (%s); it goes to the "
                   "approvers by DM", audience, error.error)
         missing: list[str] = []
@@ -161,8 +158,10 @@ def _review(ctx: Context, period: str, audience: str, grants: list[AccessRequest
             raise Undeliverable(
                 f"the access review for {audience} reached no DM yet of "
                 f"{', '.join(missing)}", recipient=audience, error=error.error,
-                kind=Undeliverable.TEMPORARY) from None
-        raise  # the channel's own review stays undelivered, and is not tried again
+                kind=Undeliverable.TEMPORARY)
+        raise error  # the channel's own review stays undelivered, and is not tried again
+
+    reviews.post(ctx, period, audience, grants, admins, refused=by_dm)
 
 
 def nudge_expiring(ctx: Context, limit: int | None = None) -> int:

@@ -292,3 +292,19 @@ def test_a_review_the_approvers_channel_refuses_goes_to_each_approver_by_dm(
     answer = keep(driver, DAVE, grant, dms[DAVE][0], channel=slack.dm_channel(DAVE))
     assert "1 of 1 reviewed" in answer
     assert "1 of 1 reviewed" in slack.message(slack.dm_channel(BOB), dms[BOB][0])["text"]
+
+
+def test_a_review_whose_file_the_channel_refuses_stays_in_the_channel(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    """The channel took the message but refuses its CSV file: the review stands there, and
+    no approver gets a second copy by DM."""
+    first = active(driver, ALICE)
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(first)
+        for _ in range(blocks.REVIEW_DETAILED):
+            template.id, template.version = None, 0
+            uow.requests.add(template)
+    slack.fail("files.completeUploadExternal", "restricted_action", channel_id=APPROVALS_CHANNEL)
+    reminders.weekly(runtime.ctx)
+    assert len(reviews_in(slack, APPROVALS_CHANNEL)) == 1
+    assert all(reviews_in(slack, slack.dm_channel(user)) == [] for user in (BOB, DAVE))
