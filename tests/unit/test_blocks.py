@@ -64,11 +64,22 @@ def _element(element: dict[str, Any], seen: list[str]) -> None:
             _plain(confirm["confirm"], 30, "confirm button")
             _plain(confirm["deny"], 30, "deny button")
     elif kind == "static_select":
-        assert 0 < len(element["options"]) <= 100
-        for option in [*element["options"], element.get("initial_option")]:
+        # options, or option_groups (up to 100 of up to 100 options each), never both
+        assert ("options" in element) != ("option_groups" in element), element.keys()
+        groups = element.get("option_groups") or [{"options": element.get("options")}]
+        assert 0 < len(groups) <= 100
+        offered = []
+        for group in groups:
+            if "label" in group:
+                _plain(group["label"], 75, "option group label")
+            assert 0 < len(group["options"]) <= 100
+            offered += group["options"]
+        for option in [*offered, element.get("initial_option")]:
             if option is not None:
                 _plain(option["text"], 75, "option text")
                 assert len(option["value"]) <= 150
+        # Slack: initial_option "exactly matches one of the options".
+        assert element.get("initial_option") in [None, *offered], element["initial_option"]
     elif kind == "plain_text_input":
         assert len(element.get("initial_value", "")) <= 3000
     else:
@@ -409,3 +420,20 @@ def test_the_newer_messages_fit_and_show_typed_text_as_text(
                  blocks.unreachable_alert(request, Reach()),
                  blocks.unreachable_message(request, Reach())):
         check_message(blocks.reply(text))
+
+
+@pytest.mark.parametrize("pick", [0, 99, 100, 119])
+def test_a_role_with_more_namespaces_than_a_menu_holds_offers_and_keeps_each(pick: int) -> None:
+    """A role of 120 namespaces: every one can be picked in the form, and one chosen before
+    (a pre-filled form, "Request again") is shown as chosen."""
+    config = _config(1, 1, 0)
+    cluster = next(iter(config.clusters))
+    role = next(iter(config.clusters[cluster].roles))
+    namespaces = config.policy(cluster, role).namespaces
+    view = blocks.request_modal(config, {"cluster": cluster, "role": role,
+                                         "namespace": namespaces[pick]})
+    check_view(view)
+    [menu] = [b["element"] for b in view["blocks"] if b["block_id"] == "namespace"]
+    offered = [o["value"] for g in menu.get("option_groups") or [menu] for o in g["options"]]
+    assert offered == list(namespaces)
+    assert menu["initial_option"]["value"] == namespaces[pick]

@@ -156,8 +156,19 @@ def _fit_element(element: Any) -> None:
             element["value"] = element["value"][:LIMITS["button_value"]]
         _fit_confirm(element.get("confirm"))
     elif kind == "static_select":
-        element["options"] = list(element.get("options", []))[:LIMITS["select_options"]]
-        for option in [*element["options"], element.get("initial_option")]:
+        size = LIMITS["select_options"]
+        groups = element.get("option_groups")
+        if isinstance(groups, list):
+            element["option_groups"] = groups = groups[:size]
+            for group in groups:
+                group["options"] = list(group.get("options", []))[:size]
+                _cut(group.get("label"), LIMITS["option_text"])
+            offered = [o for group in groups for o in group["options"]]
+        else:
+            element["options"] = offered = list(element.get("options", []))[:size]
+        if element.get("initial_option") not in offered:  # Slack: one of the options
+            element.pop("initial_option", None)
+        for option in [*offered, element.get("initial_option")]:
             _fit_option(option)
         _cut(element.get("placeholder"), LIMITS["placeholder_text"])
     elif kind == "plain_text_input":
@@ -941,8 +952,16 @@ def _input(block_id: str, label: str, element: Block, optional: bool = False,
 
 
 def _select(action_id: str, options: Sequence[str], initial: str | None) -> Block:
-    element: Block = {"type": "static_select", "action_id": action_id,
-                      "options": [_option(o) for o in options][:100]}
+    """A menu of ``options``; more than one menu holds (Slack's 100) go in groups of 100,
+    each labelled by its first and last, so that every one can be picked."""
+    size = LIMITS["select_options"]
+    element: Block = {"type": "static_select", "action_id": action_id}
+    if len(options) <= size:
+        element["options"] = [_option(o) for o in options]
+    else:
+        element["option_groups"] = [
+            {"label": _plain(f"{chunk[0]} … {chunk[-1]}"), "options": [_option(o) for o in chunk]}
+            for chunk in (options[i:i + size] for i in range(0, len(options), size))]
     if initial in options:
         element["initial_option"] = _option(initial)  # type: ignore[arg-type]
     return element
