@@ -26,6 +26,7 @@ from bot.domain.model import (
     Undelivered,
 )
 from bot.domain.ports import Audience, Notice, NoticeKind, Posted
+from bot.domain.reasons import ReasonPiece
 from bot.domain.reviews import AccessReview, ReviewItem
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 
@@ -198,3 +199,20 @@ def test_a_weekly_message_refused_as_invalid_is_reported_to_the_admins_given(
         notifier.remind(BOB, [grant], admins=(ADMIN,))
 
     assert "was not sent" in slack.dms_to(ADMIN)[0]["text"]
+
+
+@pytest.mark.parametrize("kind", [NoticeKind.FILED, NoticeKind.ESCALATED,
+                                  NoticeKind.ON_CALL_APPROVED])
+def test_every_announcement_links_the_tickets_in_its_reason(
+        slack: FakeSlack, kind: NoticeKind) -> None:
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                        slack_api_url=slack.api_url)
+    notifier = SlackNotifier(make_client(settings), clock=lambda: NOW, links=lambda r: (
+        ReasonPiece("fix "), ReasonPiece("OPS-1", "https://jira.example.com/browse/OPS-1")))
+    on_call = [Approval("policy", Decision.APPROVE, NOW, "on-call: flagged for review; x")]
+    request = pending(approvals=on_call if kind is NoticeKind.ON_CALL_APPROVED else [])
+    notifier.notify(Notice(kind, request, audience=Audience(conversation=CHANNEL)))
+
+    [(channel, ts)] = list(slack.messages)
+    assert "<https://jira.example.com/browse/OPS-1|OPS-1>" in str(
+        slack.message(channel, ts)["blocks"])

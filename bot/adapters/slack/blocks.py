@@ -1110,10 +1110,12 @@ def on_call_note(request: AccessRequest) -> str | None:
             "Flagged for review: revoke it if it should not stand.")
 
 
-def on_call_announcement(request: AccessRequest) -> tuple[str, list[Block]]:
+def on_call_announcement(request: AccessRequest,
+                         links: ReasonLinks = unlinked) -> tuple[str, list[Block]]:
     """The approvers' message for a request approved because its requester is on call: loud
-    (``@here``) like break-glass, without the siren."""
-    text, content = approval_message(request, 0)
+    (``@here``) like break-glass, without the siren; its reason's tickets linked by
+    ``links`` like every approval message's."""
+    text, content = approval_message(request, 0, links=links)
     return fit_message(f"<!here> :pager: ON-CALL: {text}", content)
 
 

@@ -160,7 +160,7 @@ class SlackNotifier:
         if request.break_glass:
             text, content = blocks.break_glass_announcement(text, content)
         if notice.kind is NoticeKind.ON_CALL_APPROVED:
-            text, content = blocks.on_call_announcement(request)
+            text, content = blocks.on_call_announcement(request, self._links)
         if notice.kind is NoticeKind.ESCALATED:
             text, content = blocks.escalated(text, content)
         channel = audience.conversation
