@@ -5,6 +5,7 @@ Any SQL statement run while these tests run fails them (a listener on every engi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, event
 from bot.adapters.slack.client import make_client
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.config import Settings
+from bot.domain.errors import Undeliverable
 from bot.domain.model import (
     AccessRequest,
     Approval,
@@ -25,7 +27,7 @@ from bot.domain.model import (
     State,
     Undelivered,
 )
-from bot.domain.ports import Audience, Notice, NoticeKind, Posted
+from bot.domain.ports import Audience, Delivery, Notice, NoticeKind, Posted
 from bot.domain.reasons import ReasonPiece
 from bot.domain.reviews import AccessReview, ReviewItem
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
@@ -216,3 +218,28 @@ def test_every_announcement_links_the_tickets_in_its_reason(
     [(channel, ts)] = list(slack.messages)
     assert "<https://jira.example.com/browse/OPS-1|OPS-1>" in str(
         slack.message(channel, ts)["blocks"])
+
+
+@pytest.mark.parametrize(("method", "error"), [
+    ("chat.postMessage", "messages_tab_disabled"),
+    ("files.completeUploadExternal", "restricted_action"),
+    ("conversations.open", "user_not_visible")])
+def test_who_asked_on_someones_behalf_hears_the_truth_about_how_to_connect(
+        notifier: SlackNotifier, slack: FakeSlack, method: str, error: str) -> None:
+    """Bob asked for Alice; her DM or her kubeconfig could not be delivered: Bob is not told
+    she received how to connect, but that she did not, and why."""
+    dm = slack.dm_channel(ALICE)
+    slack.fail(method, error, **({"users": ALICE} if method == "conversations.open"
+                                 else {"channel_id": dm} if method.startswith("files")
+                                 else {"channel": dm}))
+    grant = dataclasses.replace(pending(), requester_id=BOB, grantee_id=ALICE,
+                                state=State.ACTIVE, activated_at=NOW,
+                                ends_at=NOW + timedelta(hours=1))
+    delivery = Delivery("Use the attached kubeconfig.", "kubeconfig.yaml", b"apiVersion: v1")
+
+    with contextlib.suppress(Undeliverable):
+        notifier.notify(Notice(NoticeKind.ACTIVE, grant, delivery=delivery))
+
+    [told] = [m["text"] for m in slack.dms_to(BOB) if "you made for" in m["text"]]
+    assert "received how to connect" not in told
+    assert f"could not be sent how to connect: Slack answered `{error}`" in told

@@ -586,15 +586,21 @@ BEHALF_OUTCOMES = frozenset({
 """What the requester of access on someone else's behalf hears of, beside the grantee."""
 
 
-def behalf_message(notice: Notice) -> tuple[str, list[Block]] | None:
-    """The DM to someone who asked on another's behalf: each outcome of their request (the
-    grantee receives how to connect), with "Request again" once it ended; None otherwise."""
+def behalf_message(notice: Notice,
+                   unsent: str | None = None) -> tuple[str, list[Block]] | None:
+    """The DM to someone who asked on another's behalf: each outcome of their request (that
+    the grantee received how to connect, or ``unsent``: Slack's error for the DM or file that
+    could not reach them), with "Request again" once it ended; None otherwise."""
     request = notice.request
     if not request.on_behalf or notice.kind not in BEHALF_OUTCOMES:
         return None
     text = (f"Request #{request.id} you made for {mention(request.grantee)} "
             f"({target(request)}): {status(request, notice.approvals_missing)}")
-    if notice.kind is NoticeKind.ACTIVE:
+    if notice.kind is NoticeKind.ACTIVE and unsent is not None:
+        text += (f"\n:warning: {mention(request.grantee)} could not be sent how to connect: "
+                 f"Slack answered `{escape(unsent)}`. Revoke it with `/k8s-access revoke "
+                 f"{request.id}` and ask again once they can get DMs from the bot.")
+    elif notice.kind is NoticeKind.ACTIVE:
         text += f"\n{mention(request.grantee)} received how to connect."
     buttons = [_actions(request.id, button("Request again", REQUEST_AGAIN, request.id))] \
         if notice.kind in (NoticeKind.EXPIRED, NoticeKind.REVOKED) else []

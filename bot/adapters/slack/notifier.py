@@ -127,23 +127,32 @@ class SlackNotifier:
             return self._remind_approvers(notice)
         later: list[Undeliverable] = []
         # The grantee (the requester unless asked on someone's behalf) hears of their access
-        # and receives how to connect; one who asked for them hears of each outcome.
-        for recipient, dm in ((request.grantee, blocks.requester_message(notice, self._links)),
-                              (request.requester_id, blocks.behalf_message(notice))):
-            if dm is not None:
-                try:
-                    self._dm("requester", recipient, *dm)
-                except Undeliverable as error:
-                    later.append(error)
+        # and receives how to connect; then one who asked for them hears of each outcome,
+        # and whether the grantee could be sent how to connect.
+        unsent: str | None = None
+        dm = blocks.requester_message(notice, self._links)
+        if dm is not None:
+            try:
+                self._dm("requester", request.grantee, *dm)
+            except Undeliverable as error:
+                later.append(error)
+                unsent = error.error
         if notice.delivery is not None and notice.delivery.content is not None:
             delivery = notice.delivery
             try:
                 self._send_file(request.grantee, delivery.filename or "kubeconfig.yaml",
                                 delivery.content or b"", f"Kubeconfig for request #{request.id}")
             except Undeliverable as error:  # the file is gone with it: say so
+                unsent = unsent or error.error
                 text = blocks.file_undelivered(request, error.error)
                 self._try(lambda: self._dm("requester", request.grantee, text,
                                            [blocks.section(text)]))
+        behalf = blocks.behalf_message(notice, unsent)
+        if behalf is not None:
+            try:
+                self._dm("requester", request.requester_id, *behalf)
+            except Undeliverable as error:
+                later.append(error)
         if later:  # everything else was tried; a caller that sends once decides what to do
             raise later[0]
         return None
