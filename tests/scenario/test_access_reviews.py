@@ -56,6 +56,15 @@ def active(driver: Driver, user: str, length: str = "10d") -> int:
     return request_id
 
 
+def more_than_shown(runtime: SlackRuntime, grant: int) -> None:
+    """Copies of ``grant``: more than the review message shows, so its CSV file goes too."""
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(grant)
+        for _ in range(blocks.REVIEW_DETAILED):
+            template.id, template.version = None, 0
+            uow.requests.add(template)
+
+
 def reviews_in(slack: FakeSlack, channel: str) -> list[str]:
     """The ``ts`` of the review messages in ``channel``, oldest first."""
     return sorted(ts for (c, ts), m in list(slack.messages.items())
@@ -222,11 +231,7 @@ def test_a_review_whose_csv_file_failed_is_posted_once_and_its_file_sent_next_pa
     message but not the file; the next pass sends the file and updates the message in
     place, never posting a second review."""
     first = active(driver, ALICE)
-    with runtime.ctx.transaction() as uow:
-        template = uow.requests.get(first)
-        for _ in range(blocks.REVIEW_DETAILED):
-            template.id, template.version = None, 0
-            uow.requests.add(template)
+    more_than_shown(runtime, first)
     slack.fail("files.completeUploadExternal", "service_unavailable", times=3,
                channel_id=APPROVALS_CHANNEL)
     assert reminders.weekly(runtime.ctx) == 0  # the file could not go: tried again later
@@ -299,11 +304,7 @@ def test_a_review_whose_file_the_channel_refuses_stays_in_the_channel(
     """The channel took the message but refuses its CSV file: the review stands there, and
     no approver gets a second copy by DM."""
     first = active(driver, ALICE)
-    with runtime.ctx.transaction() as uow:
-        template = uow.requests.get(first)
-        for _ in range(blocks.REVIEW_DETAILED):
-            template.id, template.version = None, 0
-            uow.requests.add(template)
+    more_than_shown(runtime, first)
     slack.fail("files.completeUploadExternal", "restricted_action", channel_id=APPROVALS_CHANNEL)
     reminders.weekly(runtime.ctx)
     assert len(reviews_in(slack, APPROVALS_CHANNEL)) == 1

@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import urllib.error
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
 from bot.adapters.slack.forms import open_form
 from bot.adapters.slack.handlers import Handlers
 from bot.domain.errors import InvalidInput
-
-
-class Unanswered(WebClient):
-    """A client whose views.open never gets Slack's answer (after its own retries)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(token="xoxb-test")
-        self.error = error
-
-    def views_open(self, **kwargs: Any) -> Any:
-        raise self.error
+from tests.fakes.clients import Failing
 
 
 @pytest.mark.parametrize("error", [
@@ -35,21 +23,10 @@ class Unanswered(WebClient):
     ConnectionResetError(104, "Connection reset by peer")])
 def test_a_form_slack_did_not_answer_for_says_what_to_type(error: Exception) -> None:
     with pytest.raises(InvalidInput) as refused:
-        open_form(Unanswered(error), "trigger-1", {"type": "modal"},
+        open_form(Failing(error, "views_open"), "trigger-1", {"type": "modal"},
                   instead="`/k8s-access deny 2 REASON`")
     assert "`/k8s-access deny 2 REASON`" in refused.value.message
     assert "Slack did not answer" in refused.value.message
-
-
-class NoDMs(WebClient):
-    """A client whose every DM fails as given, after the client's own retries."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(token="xoxb-test")
-        self.error = error
-
-    def conversations_open(self, **kwargs: Any) -> Any:
-        raise self.error
 
 
 @pytest.mark.parametrize("error", [
@@ -63,5 +40,5 @@ def test_admins_slack_cannot_reach_about_a_link_leave_the_link_asked_for(
     """The link is recorded before the admins are asked: an admin Slack cannot reach (or
     that does not answer) is told as such, never as "nothing was changed"."""
     handlers = Handlers(SimpleNamespace(admins=lambda: {"U0ADMIN05", "U0ADMIN06"}),  # type: ignore[arg-type]
-                        NoDMs(error))
+                        Failing(error, "conversations_open"))
     assert handlers._ask_admins("U0ALICE01", "alice") == "no admin could be told: ask one"
