@@ -412,7 +412,7 @@ def test_the_newer_messages_fit_and_show_typed_text_as_text(
     check_message(blocks.on_call_announcement(request))
     check_message(blocks.break_glass_announcement(*blocks.approval_message(request, missing)))
     for reply in (blocks.outcome_reply(request, missing), blocks.waiting_reply(request, missing)):
-        check_message((reply, [blocks.section("-")]))  # a thread reply: its text alone
+        check_message((reply, [{"type": "divider"}]))  # a thread reply: its text alone
     for unsent in (None, "messages_tab_disabled", on_call):
         message = blocks.behalf_message(Notice(kind, request, approvals_missing=missing),
                                         unsent)

@@ -243,3 +243,19 @@ def test_who_asked_on_someones_behalf_hears_the_truth_about_how_to_connect(
     [told] = [m["text"] for m in slack.dms_to(BOB) if "you made for" in m["text"]]
     assert "received how to connect" not in told
     assert f"could not be sent how to connect: Slack answered `{error}`" in told
+
+
+def test_nobody_reached_among_hundreds_of_approvers_is_still_told_within_slacks_limits(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    """A group of 300 approvers none of whom takes DMs from apps: the admins and the
+    requester still hear of it (Slack refuses a section over 3,000 characters)."""
+    nobody = Reach(undelivered=tuple(Undelivered(f"U0GONE{n:04d}", "messages_tab_disabled")
+                                     for n in range(300)))
+
+    posted = notifier.notify(Notice(NoticeKind.UNREACHABLE, pending(), reach=nobody,
+                                    audience=Audience(admins=(ADMIN,))))
+
+    assert posted == Posted(Reach(people=(ADMIN,)))
+    assert "reached no approver" in slack.dms_to(ADMIN)[0]["text"]
+    assert "an admin has been told" in slack.dms_to(ALICE)[0]["text"]
+    assert slack.errors() == []

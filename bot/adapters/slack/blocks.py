@@ -750,11 +750,6 @@ def _filed(request: AccessRequest, missing: int) -> str:
 # --- delivery -----------------------------------------------------------------------------
 
 
-def section(text: str) -> Block:
-    """One mrkdwn section, for messages that are a single paragraph."""
-    return _text(text)
-
-
 def _recipient(recipient: str) -> str:
     if is_conversation(recipient):
         return f"<#{recipient}>"
@@ -789,7 +784,7 @@ def reach_line(reach: Reach | None) -> str:
     that it went nowhere. A full stop when it is not known."""
     if reach is None:
         return "."
-    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered)
+    reasons = _listed(reach)
     if reach.channel is not None:
         return f" from the approvers in {_recipient(reach.channel)}."
     if reach.people:
@@ -809,7 +804,19 @@ def _nobody(reach: Reach, reasons: str) -> str:
 
 
 def _reasons(reach: Reach) -> str:
-    return "; ".join(undelivered_reason(u) for u in reach.undelivered) or "no approvers are set"
+    return _listed(reach) or "no approvers are set"
+
+
+REASONS_LISTED = 10
+"""Recipients not reached named one by one with why; the rest are counted."""
+
+
+def _listed(reach: Reach) -> str:
+    """Why each recipient was not reached, the first :data:`REASONS_LISTED`, then how many
+    more: a group of hundreds never pushes the rest of the message out."""
+    shown = [undelivered_reason(u) for u in reach.undelivered[:REASONS_LISTED]]
+    more = len(reach.undelivered) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more not reached" if more > 0 else "")
 
 
 def unreachable_message(request: AccessRequest, reach: Reach) -> str:

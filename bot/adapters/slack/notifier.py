@@ -145,8 +145,7 @@ class SlackNotifier:
             except Undeliverable as error:  # the file is gone with it: say so
                 unsent = unsent or error.error
                 text = blocks.file_undelivered(request, error.error)
-                self._try(lambda: self._dm("requester", request.grantee, text,
-                                           [blocks.section(text)]))
+                self._try(lambda: self._dm("requester", request.grantee, *blocks.reply(text)))
         behalf = blocks.behalf_message(notice, unsent)
         if behalf is not None:
             try:
@@ -213,7 +212,7 @@ class SlackNotifier:
         told: list[str] = []
         for admin in (notice.audience or Audience()).admins:
             try:
-                self._dm("admin", admin, alert, [blocks.section(alert)])
+                self._dm("admin", admin, *blocks.reply(alert))
                 told.append(admin)
             except Undeliverable:
                 pass  # logged and counted; the others are still told
@@ -222,8 +221,7 @@ class SlackNotifier:
         truth = blocks.unreachable_message(request, Reach(
             channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
             admins=tuple(told)))
-        self._try(lambda: self._dm("requester", request.requester_id, truth,
-                                   [blocks.section(truth)]))
+        self._try(lambda: self._dm("requester", request.requester_id, *blocks.reply(truth)))
         return Reach(people=tuple(told))
 
     def _report_refused(self, purpose: str, error: Undeliverable,
@@ -235,7 +233,7 @@ class SlackNotifier:
         text = blocks.refused_report(purpose, error.recipient, error.error)
         for admin in admins:
             self._try(lambda a=admin: self._dm(  # type: ignore[misc]
-                "admin", a, text, [blocks.section(text)]))
+                "admin", a, *blocks.reply(text)))
 
     def _update_approval(self, request: AccessRequest, missing: int,
                          messages: Sequence[MessageRef], note: str | None = None) -> None:
