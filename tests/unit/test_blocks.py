@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from bot.adapters.slack import blocks
 from bot.config import Config, parse_config
-from bot.domain.model import AccessRequest, Approval, Decision, Kind, Reach, State
+from bot.domain.model import AccessRequest, Approval, Decision, Kind, Reach, State, Undelivered
 from bot.domain.ports import Delivery, Notice, NoticeKind
 from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 from tests.conftest import TEST_CONFIG
@@ -439,3 +439,19 @@ def test_a_role_with_more_namespaces_than_a_menu_holds_offers_and_keeps_each(pic
     offered = [o["value"] for g in menu.get("option_groups") or [menu] for o in g["options"]]
     assert offered == list(namespaces)
     assert menu["initial_option"]["value"] == namespaces[pick]
+
+
+@pytest.mark.parametrize("state", [State.APPROVED, State.ACTIVE])
+def test_an_approved_request_nobody_could_be_told_of_is_not_said_to_be_pending(
+        state: State) -> None:
+    """On call or break-glass, approved at once, and the approvers who must review it could
+    not be told: neither the requester nor the admins read that it waits or that the
+    approvers are told again, which no pass does for an approved request."""
+    request = AccessRequest("U0ALICE01", "staging", "edit", timedelta(hours=1), "fix",
+                            "alice", NOW, state=state, id=7, break_glass=True)
+    reach = Reach(undelivered=(Undelivered("C0APPROVE", "not_in_channel"),))
+    told = blocks.unreachable_message(request, reach)
+    alert = blocks.unreachable_alert(request, reach)
+    assert "pending" not in told and "cancel" not in told and "told again" not in told
+    assert "told again" not in alert
+    assert "review" in told and "review" in alert

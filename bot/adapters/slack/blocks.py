@@ -820,10 +820,15 @@ def _listed(reach: Reach) -> str:
 
 
 def unreachable_message(request: AccessRequest, reach: Reach) -> str:
-    """The requester's DM when nobody could be told of their request."""
-    return (f":warning: Request #{request.id} ({target(request)}) reached no approver: "
-            f"{_reasons(reach)}; {_told(reach)}. It stays pending and the approvers are told again "
-            f"later; `/k8s-access cancel {request.id}` withdraws it.")
+    """The requester's DM when nobody could be told of their request: it waits and they are
+    told again; or, approved already (on call, break-glass), it stands unreviewed."""
+    head = (f":warning: Request #{request.id} ({target(request)}) reached no approver: "
+            f"{_reasons(reach)}; {_told(reach)}.")
+    if request.state is not State.PENDING:
+        return (f"{head} Your access stands; the approvers who review it were not told of "
+                "it.")
+    return (f"{head} It stays pending and the approvers are told again later; "
+            f"`/k8s-access cancel {request.id}` withdraws it.")
 
 
 def file_undelivered(request: AccessRequest, error: str) -> str:
@@ -842,9 +847,11 @@ def refused_report(purpose: str, recipient: str, error: str) -> str:
 
 def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
     """The admins' DM when nobody could be told of a request."""
+    then = ("the approvers are told again later" if request.state is State.PENDING
+            else "it was approved without them, so review it yourself")
     return (f":rotating_light: {title(request)} from {mention(request.requester_id)} "
             f"({target(request)}) reached no approver: {_reasons(reach)}. Fix the approvers "
-            "channel or the approvers in the configuration; the approvers are told again later.")
+            f"channel or the approvers in the configuration; {then}.")
 
 
 # --- lists and overviews ------------------------------------------------------------------
