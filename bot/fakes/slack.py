@@ -543,19 +543,45 @@ def _element_problems(element: dict[str, Any], pointer: str) -> list[str]:
         if len(str(element.get("value") or "")) > 2000:
             problems.append(f"must be less than 2001 characters [json-pointer:{pointer}/value]")
     elif kind == "static_select":
-        options = element.get("options") or []
-        if len(options) > 100:
-            problems.append(f"no more than 100 items allowed [json-pointer:{pointer}/options]")
-        for j, option in enumerate(options):
-            problems += _too_long(option.get("text"), 75, f"{pointer}/options/{j}/text")
-            if len(str(option.get("value") or "")) > 150:
-                problems.append(
-                    f"must be less than 151 characters [json-pointer:{pointer}/options/{j}/value]")
+        problems += _select_problems(element, pointer)
     elif kind == "plain_text_input":
         problems += _too_long(element.get("initial_value") or None, 3000,
                               f"{pointer}/initial_value")
     if len(str(element.get("action_id") or "")) > 255:
         problems.append(f"must be less than 256 characters [json-pointer:{pointer}/action_id]")
+    return problems
+
+
+def _select_problems(element: dict[str, Any], pointer: str) -> list[str]:
+    """A static menu: ``options`` (at most 100) or ``option_groups`` (at most 100, each of at
+    most 100 options and a label of 75), not both; an ``initial_option`` that exactly matches
+    one of them."""
+    problems: list[str] = []
+    if "options" in element and "option_groups" in element:
+        problems.append(f"must provide either options or option_groups [json-pointer:{pointer}]")
+    groups = element.get("option_groups")
+    if groups is None:
+        groups, where = [{"options": element.get("options") or []}], [f"{pointer}/options"]
+    else:
+        where = [f"{pointer}/option_groups/{g}/options" for g in range(len(groups))]
+        if len(groups) > 100:
+            problems.append(
+                f"no more than 100 items allowed [json-pointer:{pointer}/option_groups]")
+        for g, group in enumerate(groups):
+            problems += _too_long(group.get("label"), 75, f"{pointer}/option_groups/{g}/label")
+    offered: list[Any] = []
+    for group, at in zip(groups, where, strict=True):
+        options = group.get("options") or []
+        offered += options
+        if len(options) > 100:
+            problems.append(f"no more than 100 items allowed [json-pointer:{at}]")
+        for j, option in enumerate(options):
+            problems += _too_long(option.get("text"), 75, f"{at}/{j}/text")
+            if len(str(option.get("value") or "")) > 150:
+                problems.append(f"must be less than 151 characters [json-pointer:{at}/{j}/value]")
+    initial = element.get("initial_option")
+    if initial is not None and initial not in offered:
+        problems.append(f"must match one of the options [json-pointer:{pointer}/initial_option]")
     return problems
 
 

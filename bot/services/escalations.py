@@ -65,25 +65,29 @@ def _escalate(ctx: Context, request_id: int) -> bool:
     notice, added, before = applied
     request = notice.request
     with request_scope(request.id):
-        people = ctx.directory.users(added)  # outside the transaction: Slack may be slow
-        audience = Audience(
-            approvers=tuple(sorted(people.users - request.parties)),
-            unlisted=people.unlisted)
-        told = dataclasses.replace(notice, audience=audience)
+        told: list[str] = []
 
         def tell() -> None:
-            """Reaching nobody for now (Slack down) is a failure the next pass tries again;
-            reaching nobody ever (every one deactivated) is not."""
-            reach = ctx.remember(told, ctx.notifier.notify(told))
+            """Who the steps add is asked of Slack here, outside the transaction (Slack may
+            be slow or fail: the steps are then given back). Reaching nobody for now (Slack
+            down) is a failure the next pass tries again; reaching nobody ever (every one
+            deactivated) is not."""
+            people = ctx.directory.users(added)
+            audience = Audience(approvers=tuple(sorted(people.users - request.parties)),
+                                unlisted=people.unlisted)
+            if not (audience.approvers or audience.unlisted):
+                return
+            to = dataclasses.replace(notice, audience=audience)
+            reach = ctx.remember(to, ctx.notifier.notify(to))
+            told.extend(audience.approvers)
             if reach is not None and reach.may_reach_later:
                 claims.check_reached(request, reach)
 
-        if (audience.approvers or audience.unlisted) and not claims.sent(
-                f"escalation of request {request_id}", tell,
-                lambda: claims.give_back(ctx, request_id, "escalations_applied", before,
-                                            request.escalations_applied)):
+        if not claims.sent(f"escalation of request {request_id}", tell,
+                           lambda: claims.give_back(ctx, request_id, "escalations_applied",
+                                                    before, request.escalations_applied)):
             return False
-        log.info("escalated to %s", ", ".join(audience.approvers) or "nobody new")
+        log.info("escalated to %s", ", ".join(told) or "nobody new")
         with ctx.transaction() as uow:
             audit(uow.audit, ctx.clock(), POLICY_ACTOR, "escalated", request,
                   steps=list(range(before + 1, request.escalations_applied + 1)),

@@ -11,14 +11,16 @@ keeps its key: it is logged and counted, never sent again unchanged every minute
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 
 from bot.domain import escalation
+from bot.domain.errors import Undeliverable
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
 from bot.domain.ports import Notice, NoticeKind
 from bot.services import reviews
@@ -38,14 +40,19 @@ CLAIM_CHUNK = 4
 """Keys claimed together, per sending thread."""
 
 
-def _once(ctx: Context, key: str, send: Callable[[], object]) -> bool:
-    """Send under a claimed key; False when another replica or an earlier pass sent it."""
+def _once(ctx: Context, key: str, send: Callable[[], object],
+          released: Callable[[], None] = lambda: None) -> bool:
+    """Send under a claimed key; False when another replica or an earlier pass sent it.
+    ``released`` is called when the key was given back, for the next pass to send it."""
     with ctx.transaction() as uow:
         if not uow.once.claim_key(key, ctx.clock()):
             return False
 
-    return sent(key, send, partial(_release, ctx, key))
+    def release() -> None:
+        _release(ctx, key)
+        released()
 
+    return sent(key, send, release)
 
 
 def weekly(ctx: Context) -> int:
@@ -77,7 +84,7 @@ def weekly(ctx: Context) -> int:
                           u, g, admins)))
     for audience, grants in sorted(audiences.items()):
         tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: reviews.post(  # type: ignore[misc]
+                      lambda a=audience, g=grants: _review(  # type: ignore[misc]
                           ctx, period, a, g, admins)))
     reviews.count_unreviewed(ctx, period, active)
     return _send_all(ctx, tasks)
@@ -125,20 +132,61 @@ def _in_parallel(ctx: Context, sends: list[Callable[[], bool]]) -> int:
 def _review_audiences(ctx: Context, active: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
     """Each approvers channel, or each approver where a role has no channel, with its grants."""
     audiences: dict[str, list[AccessRequest]] = defaultdict(list)
+    unchannelled: list[AccessRequest] = []
     for grant in active:
-        policy = ctx.config.policies.get((grant.cluster, grant.role))
-        if policy is None:
+        if (grant.cluster, grant.role) not in ctx.config.policies:
             continue
         channel = ctx.config.approvers_channel(grant.cluster, grant.role)
         if channel:
             audiences[channel].append(grant)
+        else:
+            unchannelled.append(grant)
+    for person, grants in _by_approver(ctx, unchannelled).items():
+        audiences[person].extend(grants)
+    return audiences
+
+
+def _by_approver(ctx: Context, grants: list[AccessRequest]) -> dict[str, list[AccessRequest]]:
+    """Each approver (user groups expanded) of ``grants``' roles, with the grants they
+    approve."""
+    found: dict[str, list[AccessRequest]] = defaultdict(list)
+    for grant in grants:
+        policy = ctx.config.policies.get((grant.cluster, grant.role))
+        if policy is None:
             continue
         people = ctx.directory.users(policy.approvers)
         for group in people.unlisted:  # the other audiences still get theirs
             log.error("the access review skips user group %s", group)
         for person in people.users:
-            audiences[person].append(grant)
-    return audiences
+            found[person].append(grant)
+    return found
+
+
+def _review(ctx: Context, period: str, audience: str, grants: list[AccessRequest],
+            admins: Sequence[str]) -> None:
+    """Post ``audience``'s review. An approvers channel that refuses the message (the bot not
+    invited, the channel archived or gone) falls back to DMs: each approver of its grants'
+    roles gets the review, each under a key of their own, and the channel's refusal is raised
+    (kept: not tried again); while one of them could not be reached for now, the channel's
+    review fails as temporary instead, so that the next pass sends what is missing."""
+
+    def by_dm(error: Undeliverable) -> None:
+        log.error("the approvers channel %s refused the access review (%s); it goes to the "
+                  "approvers by DM", audience, error.error)
+        missing: list[str] = []
+        for person, theirs in sorted(_by_approver(ctx, grants).items()):
+            _once(ctx, f"review:{period}:{audience}:{person}",
+                  lambda p=person, g=theirs: reviews.post(  # type: ignore[misc]
+                      ctx, period, p, g, admins),
+                  lambda p=person: missing.append(p))  # type: ignore[misc]
+        if missing:
+            raise Undeliverable(
+                f"the access review for {audience} reached no DM yet of "
+                f"{', '.join(missing)}", recipient=audience, error=error.error,
+                kind=Undeliverable.TEMPORARY)
+        raise error  # the channel's own review stays undelivered, and is not tried again
+
+    reviews.post(ctx, period, audience, grants, admins, refused=by_dm)
 
 
 def nudge_expiring(ctx: Context, limit: int | None = None) -> int:
@@ -216,9 +264,16 @@ def renotify_step(waited: timedelta, after: timedelta) -> int:
 
 def _renotify(ctx: Context, notice: Notice) -> None:
     """Remind the approvers in the threads of the request's approval messages, or announce it
-    to them anew where it has none; a reminder that still reached nobody is undeliverable."""
-    reach = ctx.shown(notice, ctx.notifier.notify(notice)) if notice.messages \
-        else ctx.tell_approvers(notice, ctx.notifier.notify)
+    to them anew where it has none or none of them takes a reply any more (the approvers
+    channel falls back to DMs); a reminder that still reached nobody is undeliverable."""
+    reach = ctx.shown(notice, ctx.notifier.notify(notice)) if notice.messages else None
+    if not notice.messages or (reach is not None and not reach.reached
+                               and not reach.may_reach_later):
+        # Where the approval messages were takes nothing now (the bot was removed from the
+        # channel, or it was archived or deleted): the approvers are asked anew, by DM
+        # where the channel still refuses.
+        reach = ctx.tell_approvers(dataclasses.replace(notice, messages=()),
+                                   ctx.notifier.notify)
     check_reached(notice.request, reach)
 
 

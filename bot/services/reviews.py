@@ -34,13 +34,16 @@ ATTESTED = "attested"
 
 
 def post(ctx: Context, period: str, audience: str, active: Sequence[AccessRequest],
-         admins: Sequence[str] = ()) -> None:
+         admins: Sequence[str] = (),
+         refused: Callable[[Undeliverable], None] | None = None) -> None:
     """Post ``audience``'s review of ``period``: stored first with its grants (those nobody
     decided last week flagged as carried over), unless an earlier attempt stored it, then
     posted, and where it went remembered at once; then its attachment (all the grants as a
     file, when it has more than it shows). A message an earlier attempt posted is updated in
     place, never posted again: a retry after the attachment failed posts only the
-    attachment. Raises what the notifier raises (the message's failure first)."""
+    attachment. Raises what the notifier raises (the message's failure first); a message
+    refused for its recipient (a channel the bot cannot post to) goes to ``refused`` instead
+    when given, which decides what follows (nothing more is sent there)."""
     listed = {grant.id: grant for grant in active if grant.id is not None}
     with ctx.transaction() as uow:
         carried = rules.carried_over(listed, _undecided_last_time(uow, period))
@@ -50,23 +53,26 @@ def post(ctx: Context, period: str, audience: str, active: Sequence[AccessReques
         review = AccessReview(period, audience, tuple(
             ReviewItem(grant, i in carried) for i, grant in listed.items()), review_id) \
             if made else uow.reviews.get(review_id, ctx.clock())
-    refused: Undeliverable | None = None
+    invalid: Undeliverable | None = None
     if review.message is not None:
         ctx.notifier.update_review(review)
     else:
         try:
             ref = ctx.notifier.review(review, admins)
         except Undeliverable as error:
+            if error.kind == Undeliverable.RECIPIENT and refused is not None:
+                refused(error)  # the attachment would meet the same recipient
+                return
             if error.kind != Undeliverable.INVALID:
                 raise  # the attachment would meet the same recipient or outage
-            refused = error
+            invalid = error
         else:
             if ref is not None:
                 with ctx.transaction() as uow:
                     uow.reviews.set_message(review_id, ref)
     ctx.notifier.review_attachment(review, admins)
-    if refused is not None:
-        raise refused
+    if invalid is not None:
+        raise invalid
 
 
 def count_unreviewed(ctx: Context, period: str, active: Sequence[AccessRequest]) -> None:

@@ -176,6 +176,40 @@ def test_messages_at_slacks_limits_are_taken(slack: FakeSlack, client: WebClient
     assert refused.value.response["error"] == "invalid_blocks"
 
 
+def _menu(**element: Any) -> dict[str, Any]:
+    """A home view holding one static menu."""
+    return {"type": "home", "blocks": [{
+        "type": "section", "text": {"type": "mrkdwn", "text": "pick"},
+        "accessory": {"type": "static_select", "action_id": "pick", **element}}]}
+
+
+def _options(*values: str) -> list[dict[str, Any]]:
+    return [{"text": {"type": "plain_text", "text": v}, "value": v} for v in values]
+
+
+def _group(*values: str) -> dict[str, Any]:
+    return {"label": {"type": "plain_text", "text": "g"}, "options": _options(*values)}
+
+
+MANY = [f"ns{n}" for n in range(101)]
+
+
+@pytest.mark.parametrize(("view", "fits"), [
+    (_menu(options=_options(*MANY[:100])), True),
+    (_menu(options=_options(*MANY)), False),
+    (_menu(options=_options("a", "b"), initial_option=_options("b")[0]), True),
+    (_menu(options=_options("a", "b"), initial_option=_options("c")[0]), False),
+    (_menu(option_groups=[_group(*MANY[:100]), _group("ns100")],
+           initial_option=_options("ns100")[0]), True),
+    (_menu(option_groups=[_group(*MANY)]), False),
+    (_menu(option_groups=[_group("a")] * 101), False),
+    (_menu(options=_options("a"), option_groups=[_group("a")]), False),
+])
+def test_menus_over_slacks_limits_or_choosing_what_they_do_not_offer_are_refused(
+        view: dict[str, Any], fits: bool, client: WebClient) -> None:
+    test_views_over_slacks_limits_are_refused(view, fits, client)
+
+
 @pytest.mark.parametrize(("view", "fits"), [
     ({"type": "home", "blocks": [section("x")] * 100}, True),
     ({"type": "home", "blocks": [section("x")] * 101}, False),

@@ -286,6 +286,36 @@ def test_escalation_steps_add_their_approvers_once_each(
     assert approved.state is State.ACTIVE
 
 
+def test_a_directory_failing_mid_escalation_gives_the_step_back_and_spares_the_others(
+        runners: list[Context], notifier: RecordingNotifier, directory: StaticDirectory,
+        clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack fails while listing who a step adds (after the step was claimed): the step is
+    given back, the other waiting requests still escalate, and the next pass tells it."""
+    one = runners[0]
+    first = access.file_request(one, ALICE, "prod", "edit", duration=H, reason="x").id or 0
+    directory.groups[DEVS].add("U0ERIN005")
+    directory.emails["U0ERIN005"] = "erin@example.com"
+    second = access.file_request(one, "U0ERIN005", "prod", "edit", duration=H,
+                                 reason="y").id or 0
+    clock.advance(30 * M)
+    listed, calls = directory.users, []
+
+    def users(principals: Any) -> Any:
+        calls.append(principals)
+        if len(calls) == 1:  # the first request's step
+            raise RuntimeError("Slack went away mid-pass")
+        return listed(principals)
+
+    monkeypatch.setattr(directory, "users", users)
+    assert escalations.escalate_pending(one) == 1  # one failed, the other escalated
+    assert escalations.escalate_pending(one) == 1  # the one given back, now told
+    assert escalations.escalate_pending(one) == 0
+    escalated = sorted(n.request.id or 0 for n in notifier.notices
+                       if n.kind is NoticeKind.ESCALATED)
+    assert escalated == sorted([first, second])
+    assert all(grants.get(one, i).escalations_applied == 1 for i in (first, second))
+
+
 def test_steps_missed_while_the_bot_was_down_apply_together(
         runners: list[Context], notifier: RecordingNotifier, clock: FakeClock) -> None:
     one = runners[0]

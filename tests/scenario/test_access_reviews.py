@@ -56,6 +56,15 @@ def active(driver: Driver, user: str, length: str = "10d") -> int:
     return request_id
 
 
+def more_than_shown(runtime: SlackRuntime, grant: int) -> None:
+    """Copies of ``grant``: more than the review message shows, so its CSV file goes too."""
+    with runtime.ctx.transaction() as uow:
+        template = uow.requests.get(grant)
+        for _ in range(blocks.REVIEW_DETAILED):
+            template.id, template.version = None, 0
+            uow.requests.add(template)
+
+
 def reviews_in(slack: FakeSlack, channel: str) -> list[str]:
     """The ``ts`` of the review messages in ``channel``, oldest first."""
     return sorted(ts for (c, ts), m in list(slack.messages.items())
@@ -222,11 +231,7 @@ def test_a_review_whose_csv_file_failed_is_posted_once_and_its_file_sent_next_pa
     message but not the file; the next pass sends the file and updates the message in
     place, never posting a second review."""
     first = active(driver, ALICE)
-    with runtime.ctx.transaction() as uow:
-        template = uow.requests.get(first)
-        for _ in range(blocks.REVIEW_DETAILED):
-            template.id, template.version = None, 0
-            uow.requests.add(template)
+    more_than_shown(runtime, first)
     slack.fail("files.completeUploadExternal", "service_unavailable", times=3,
                channel_id=APPROVALS_CHANNEL)
     assert reminders.weekly(runtime.ctx) == 0  # the file could not go: tried again later
@@ -258,3 +263,49 @@ def test_keep_on_a_grant_whose_time_is_up_is_refused_and_the_review_shows_it(
     assert "1 of 1 reviewed" in review["text"] and actions_of(review) == []
     assert any(f"*#{grant}*" in b["elements"][0]["text"] and "ending, nothing to review" in
                b["elements"][0]["text"] for b in review["blocks"] if b["type"] == "context")
+
+
+@pytest.mark.parametrize("refusal", ["not_in_channel", "is_archived", "channel_not_found",
+                                     "temporary_then_kicked"])
+def test_a_review_the_approvers_channel_refuses_goes_to_each_approver_by_dm(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
+        refusal: str) -> None:
+    """An approvers channel the bot cannot post to falls back to DMs (SPEC, delivery): the
+    review goes to each of the role's approvers (a group's members too), once, and a Keep in
+    a DM decides for every copy."""
+    grant = active(driver, ALICE)
+    slack.channels.discard(APPROVALS_CHANNEL)
+    if refusal == "not_in_channel":
+        slack.outside.add(APPROVALS_CHANNEL)
+    elif refusal == "is_archived":
+        slack.archived.add(APPROVALS_CHANNEL)
+    elif refusal == "temporary_then_kicked":  # a DM that fails for now is sent next pass
+        slack.outside.add(APPROVALS_CHANNEL)
+        slack.fail("chat.postMessage", "service_unavailable", times=3,
+                   channel=slack.dm_channel(DAVE))
+    reminders.weekly(runtime.ctx)
+    if refusal == "temporary_then_kicked":
+        assert reviews_in(slack, slack.dm_channel(DAVE)) == []
+        clock.advance(timedelta(minutes=1))
+        reminders.weekly(runtime.ctx)
+    clock.advance(timedelta(minutes=1))
+    reminders.weekly(runtime.ctx)  # nothing is sent twice
+    dms = {user: reviews_in(slack, slack.dm_channel(user)) for user in (BOB, DAVE)}
+    assert all(len(found) == 1 for found in dms.values()), dms
+    assert reviews_in(slack, slack.dm_channel(CAROL)) == []  # approves nothing on staging
+
+    answer = keep(driver, DAVE, grant, dms[DAVE][0], channel=slack.dm_channel(DAVE))
+    assert "1 of 1 reviewed" in answer
+    assert "1 of 1 reviewed" in slack.message(slack.dm_channel(BOB), dms[BOB][0])["text"]
+
+
+def test_a_review_whose_file_the_channel_refuses_stays_in_the_channel(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    """The channel took the message but refuses its CSV file: the review stands there, and
+    no approver gets a second copy by DM."""
+    first = active(driver, ALICE)
+    more_than_shown(runtime, first)
+    slack.fail("files.completeUploadExternal", "restricted_action", channel_id=APPROVALS_CHANNEL)
+    reminders.weekly(runtime.ctx)
+    assert len(reviews_in(slack, APPROVALS_CHANNEL)) == 1
+    assert all(reviews_in(slack, slack.dm_channel(user)) == [] for user in (BOB, DAVE))

@@ -45,7 +45,13 @@ def slack_config(config: Config) -> Config:
         "cluster_role": "view", "requesters": [CAROL, APPROVER_GROUP],
         "reason_pattern": "[A-Z]+-[0-9]+", "reason_hint": HINT, "ticket_url": JIRA}
     staging["roles"]["logs"] = {"cluster_role": "view", "request_for_others": True}
+    staging["roles"]["tenants"] = {  # more namespaces than one Slack menu holds
+        "role": "view", "role_kind": "ClusterRole", "auto_approve_up_to": "2h",
+        "namespaces": TENANTS}
     return parse_config(data, config.source)
+
+
+TENANTS = [f"tenant-{n:03d}" for n in range(120)]
 
 
 def stored(runtime: SlackRuntime) -> int:
@@ -347,3 +353,21 @@ def test_request_again_after_a_revocation(driver: Driver, slack: FakeSlack,
     driver.ask(BOB, "revoke 1 done")
     revoked = dms(slack, ALICE, "was revoked")[0]
     assert actions(revoked) == ["request_again"]
+
+
+def test_request_again_in_a_namespace_past_the_first_hundred_opens_the_form_as_it_was(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock) -> None:
+    """A role of 120 namespaces: the form offers each (in groups, as Slack holds 100 a menu),
+    and Request again shows the one asked for before as chosen, which Slack requires to be
+    among those offered."""
+    driver.ask(ALICE, "request staging tenants 1h -n tenant-110 check the shop")
+    wait_for(lambda: state_of(runtime, 1) is State.ACTIVE)
+    clock.advance(timedelta(hours=2))
+    assert grants.expire_due(runtime.ctx) == 1
+    dms(slack, ALICE, "has expired")
+    driver.click(ALICE, "request_again", "1", channel=slack.dm_channel(ALICE))
+    opened = wait_for(lambda: slack.called("views.open"))
+    assert slack.errors("views.open") == []
+    [menu] = [b["element"] for b in opened[0]["view"]["blocks"] if b["block_id"] == "namespace"]
+    assert menu["initial_option"]["value"] == "tenant-110"
+    assert [o["value"] for g in menu["option_groups"] for o in g["options"]] == TENANTS

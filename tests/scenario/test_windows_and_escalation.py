@@ -21,6 +21,7 @@ from tests.scenario.conftest import (
     APPROVALS_CHANNEL,
     BOB,
     CAROL,
+    DAVE,
     Driver,
     approval_message,
     scenario_data,
@@ -311,4 +312,29 @@ def test_a_reminder_slack_could_not_take_is_sent_on_a_later_pass_once(
     assert run(runtime, "remind") == 0
     replies = [m for m in slack.channel_messages(APPROVALS_CHANNEL) if m.get("thread_ts") == ts]
     assert len(replies) == 1
+    assert actions_of(runtime, 1).count("renotified") == 1
+
+
+@pytest.mark.parametrize("refusal", ["not_in_channel", "is_archived", "channel_not_found"])
+def test_a_reminder_the_approvers_channel_now_refuses_goes_to_each_approver_by_dm(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
+        refusal: str) -> None:
+    """The approval message went to the channel; the bot was removed from it, or it was
+    archived or deleted since. An approvers channel the bot cannot post to falls back to
+    DMs: the reminder brings each approver the request with its buttons, once."""
+    driver.ask(ALICE, "request staging edit 1h deploy")
+    approval_ts(slack)
+    slack.channels.discard(APPROVALS_CHANNEL)
+    if refusal == "not_in_channel":
+        slack.outside.add(APPROVALS_CHANNEL)
+    elif refusal == "is_archived":
+        slack.archived.add(APPROVALS_CHANNEL)
+    clock.advance(4 * H)
+    assert run(runtime, "remind") == 1
+    assert run(runtime, "remind") == 0
+    for approver in (BOB, DAVE):
+        [dm] = [m for m in slack.dms_to(approver) if m.get("blocks")]
+        assert "approve" in buttons(dm), approver
+    assert "You approved request #1" in driver.press(
+        DAVE, "approve", "1", channel=slack.dm_channel(DAVE))
     assert actions_of(runtime, 1).count("renotified") == 1

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from bot.adapters.slack import blocks
 from bot.config import Config, parse_config
-from bot.domain.model import AccessRequest, Approval, Decision, Kind, State
+from bot.domain.model import AccessRequest, Approval, Decision, Kind, Reach, State, Undelivered
 from bot.domain.ports import Delivery, Notice, NoticeKind
 from bot.domain.reviews import AccessReview, ReviewDecision, ReviewItem, Verdict
 from tests.conftest import TEST_CONFIG
@@ -64,11 +64,22 @@ def _element(element: dict[str, Any], seen: list[str]) -> None:
             _plain(confirm["confirm"], 30, "confirm button")
             _plain(confirm["deny"], 30, "deny button")
     elif kind == "static_select":
-        assert 0 < len(element["options"]) <= 100
-        for option in [*element["options"], element.get("initial_option")]:
+        # options, or option_groups (up to 100 of up to 100 options each), never both
+        assert ("options" in element) != ("option_groups" in element), element.keys()
+        groups = element.get("option_groups") or [{"options": element.get("options")}]
+        assert 0 < len(groups) <= 100
+        offered = []
+        for group in groups:
+            if "label" in group:
+                _plain(group["label"], 75, "option group label")
+            assert 0 < len(group["options"]) <= 100
+            offered += group["options"]
+        for option in [*offered, element.get("initial_option")]:
             if option is not None:
                 _plain(option["text"], 75, "option text")
                 assert len(option["value"]) <= 150
+        # Slack: initial_option "exactly matches one of the options".
+        assert element.get("initial_option") in [None, *offered], element["initial_option"]
     elif kind == "plain_text_input":
         assert len(element.get("initial_value", "")) <= 3000
     else:
@@ -174,6 +185,8 @@ def requests(draw: st.DrawFn, state: State | None = None) -> AccessRequest:
         ended_by=draw(st.none() | SLACK_IDS | st.just("policy") | TYPED.map(lambda t: "cli:" + t)),
         end_reason=draw(st.none() | TYPED), last_error=draw(st.none() | TYPED),
         approvals=approvals, id=draw(st.integers(1, 2**31 - 1)),
+        grantee_id=draw(st.none() | SLACK_IDS), window_start=draw(st.none() | MOMENTS),
+        on_call=draw(st.none() | TYPED),
     )
 
 
@@ -384,3 +397,61 @@ def test_a_grant_whose_access_is_ending_shows_as_ended_without_buttons() -> None
                for line in lines)
     assert any("*#8*" in line and "expired, nothing to review" in line for line in lines)
     assert not any("accessory" in b or b["type"] == "actions" for b in content)
+
+
+@FEW
+@given(requests(), st.sampled_from(NoticeKind), st.integers(0, 20), TYPED)
+def test_the_newer_messages_fit_and_show_typed_text_as_text(
+        request: AccessRequest, kind: NoticeKind, missing: int, on_call: str) -> None:
+    """Escalations, on-call announcements, the DMs to who asked on someone's behalf, the
+    answer to a new request and the notices that nobody could be told: whatever was typed."""
+    if kind is NoticeKind.ON_CALL_APPROVED:
+        request.approvals.append(Approval("policy", Decision.APPROVE, NOW,
+                                          f"on-call: flagged for review; {on_call}"))
+    check_message(blocks.escalated(*blocks.approval_message(request, missing)))
+    check_message(blocks.on_call_announcement(request))
+    check_message(blocks.break_glass_announcement(*blocks.approval_message(request, missing)))
+    for reply in (blocks.outcome_reply(request, missing), blocks.waiting_reply(request, missing)):
+        check_message((reply, [{"type": "divider"}]))  # a thread reply: its text alone
+    for unsent in (None, "messages_tab_disabled", on_call):
+        message = blocks.behalf_message(Notice(kind, request, approvals_missing=missing),
+                                        unsent)
+        if message is not None:
+            check_message(message)
+    for text in (blocks.filed_message(request, missing, "Europe/Berlin"),
+                 blocks.unreachable_alert(request, Reach()),
+                 blocks.unreachable_message(request, Reach())):
+        check_message(blocks.reply(text))
+
+
+@pytest.mark.parametrize("pick", [0, 99, 100, 119])
+def test_a_role_with_more_namespaces_than_a_menu_holds_offers_and_keeps_each(pick: int) -> None:
+    """A role of 120 namespaces: every one can be picked in the form, and one chosen before
+    (a pre-filled form, "Request again") is shown as chosen."""
+    config = _config(1, 1, 0)
+    cluster = next(iter(config.clusters))
+    role = next(iter(config.clusters[cluster].roles))
+    namespaces = config.policy(cluster, role).namespaces
+    view = blocks.request_modal(config, {"cluster": cluster, "role": role,
+                                         "namespace": namespaces[pick]})
+    check_view(view)
+    [menu] = [b["element"] for b in view["blocks"] if b["block_id"] == "namespace"]
+    offered = [o["value"] for g in menu.get("option_groups") or [menu] for o in g["options"]]
+    assert offered == list(namespaces)
+    assert menu["initial_option"]["value"] == namespaces[pick]
+
+
+@pytest.mark.parametrize("state", [State.APPROVED, State.ACTIVE])
+def test_an_approved_request_nobody_could_be_told_of_is_not_said_to_be_pending(
+        state: State) -> None:
+    """On call or break-glass, approved at once, and the approvers who must review it could
+    not be told: neither the requester nor the admins read that it waits or that the
+    approvers are told again, which no pass does for an approved request."""
+    request = AccessRequest("U0ALICE01", "staging", "edit", timedelta(hours=1), "fix",
+                            "alice", NOW, state=state, id=7, break_glass=True)
+    reach = Reach(undelivered=(Undelivered("C0APPROVE", "not_in_channel"),))
+    told = blocks.unreachable_message(request, reach)
+    alert = blocks.unreachable_alert(request, reach)
+    assert "pending" not in told and "cancel" not in told and "told again" not in told
+    assert "told again" not in alert
+    assert "review" in told and "review" in alert

@@ -5,6 +5,7 @@ Any SQL statement run while these tests run fails them (a listener on every engi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, event
 from bot.adapters.slack.client import make_client
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.config import Settings
+from bot.domain.errors import Undeliverable
 from bot.domain.model import (
     AccessRequest,
     Approval,
@@ -25,7 +27,8 @@ from bot.domain.model import (
     State,
     Undelivered,
 )
-from bot.domain.ports import Audience, Notice, NoticeKind, Posted
+from bot.domain.ports import Audience, Delivery, Notice, NoticeKind, Posted
+from bot.domain.reasons import ReasonPiece
 from bot.domain.reviews import AccessReview, ReviewItem
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 
@@ -198,3 +201,61 @@ def test_a_weekly_message_refused_as_invalid_is_reported_to_the_admins_given(
         notifier.remind(BOB, [grant], admins=(ADMIN,))
 
     assert "was not sent" in slack.dms_to(ADMIN)[0]["text"]
+
+
+@pytest.mark.parametrize("kind", [NoticeKind.FILED, NoticeKind.ESCALATED,
+                                  NoticeKind.ON_CALL_APPROVED])
+def test_every_announcement_links_the_tickets_in_its_reason(
+        slack: FakeSlack, kind: NoticeKind) -> None:
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                        slack_api_url=slack.api_url)
+    notifier = SlackNotifier(make_client(settings), clock=lambda: NOW, links=lambda r: (
+        ReasonPiece("fix "), ReasonPiece("OPS-1", "https://jira.example.com/browse/OPS-1")))
+    on_call = [Approval("policy", Decision.APPROVE, NOW, "on-call: flagged for review; x")]
+    request = pending(approvals=on_call if kind is NoticeKind.ON_CALL_APPROVED else [])
+    notifier.notify(Notice(kind, request, audience=Audience(conversation=CHANNEL)))
+
+    [(channel, ts)] = list(slack.messages)
+    assert "<https://jira.example.com/browse/OPS-1|OPS-1>" in str(
+        slack.message(channel, ts)["blocks"])
+
+
+@pytest.mark.parametrize(("method", "error"), [
+    ("chat.postMessage", "messages_tab_disabled"),
+    ("files.completeUploadExternal", "restricted_action"),
+    ("conversations.open", "user_not_visible")])
+def test_who_asked_on_someones_behalf_hears_the_truth_about_how_to_connect(
+        notifier: SlackNotifier, slack: FakeSlack, method: str, error: str) -> None:
+    """Bob asked for Alice; her DM or her kubeconfig could not be delivered: Bob is not told
+    she received how to connect, but that she did not, and why."""
+    dm = slack.dm_channel(ALICE)
+    slack.fail(method, error, **({"users": ALICE} if method == "conversations.open"
+                                 else {"channel_id": dm} if method.startswith("files")
+                                 else {"channel": dm}))
+    grant = dataclasses.replace(pending(), requester_id=BOB, grantee_id=ALICE,
+                                state=State.ACTIVE, activated_at=NOW,
+                                ends_at=NOW + timedelta(hours=1))
+    delivery = Delivery("Use the attached kubeconfig.", "kubeconfig.yaml", b"apiVersion: v1")
+
+    with contextlib.suppress(Undeliverable):
+        notifier.notify(Notice(NoticeKind.ACTIVE, grant, delivery=delivery))
+
+    [told] = [m["text"] for m in slack.dms_to(BOB) if "you made for" in m["text"]]
+    assert "received how to connect" not in told
+    assert f"could not be sent how to connect: Slack answered `{error}`" in told
+
+
+def test_nobody_reached_among_hundreds_of_approvers_is_still_told_within_slacks_limits(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    """A group of 300 approvers none of whom takes DMs from apps: the admins and the
+    requester still hear of it (Slack refuses a section over 3,000 characters)."""
+    nobody = Reach(undelivered=tuple(Undelivered(f"U0GONE{n:04d}", "messages_tab_disabled")
+                                     for n in range(300)))
+
+    posted = notifier.notify(Notice(NoticeKind.UNREACHABLE, pending(), reach=nobody,
+                                    audience=Audience(admins=(ADMIN,))))
+
+    assert posted == Posted(Reach(people=(ADMIN,)))
+    assert "reached no approver" in slack.dms_to(ADMIN)[0]["text"]
+    assert "an admin has been told" in slack.dms_to(ALICE)[0]["text"]
+    assert slack.errors() == []

@@ -156,8 +156,19 @@ def _fit_element(element: Any) -> None:
             element["value"] = element["value"][:LIMITS["button_value"]]
         _fit_confirm(element.get("confirm"))
     elif kind == "static_select":
-        element["options"] = list(element.get("options", []))[:LIMITS["select_options"]]
-        for option in [*element["options"], element.get("initial_option")]:
+        size = LIMITS["select_options"]
+        groups = element.get("option_groups")
+        if isinstance(groups, list):
+            element["option_groups"] = groups = groups[:size]
+            for group in groups:
+                group["options"] = list(group.get("options", []))[:size]
+                _cut(group.get("label"), LIMITS["option_text"])
+            offered = [o for group in groups for o in group["options"]]
+        else:
+            element["options"] = offered = list(element.get("options", []))[:size]
+        if element.get("initial_option") not in offered:  # Slack: one of the options
+            element.pop("initial_option", None)
+        for option in [*offered, element.get("initial_option")]:
             _fit_option(option)
         _cut(element.get("placeholder"), LIMITS["placeholder_text"])
     elif kind == "plain_text_input":
@@ -469,6 +480,19 @@ def approval_message(request: AccessRequest, missing: int, note: str | None = No
     return fit_message(f"{summary(request)}: {status(request, missing)}", blocks)
 
 
+def outcome_reply(request: AccessRequest, missing: int) -> str:
+    """The reply in an approval message's thread when the grant failed or is retried."""
+    return shorten(f":warning: Request #{request.id} ({target(request)}): "
+                   f"{status(request, missing)}", LIMITS["text_fallback"])
+
+
+def waiting_reply(request: AccessRequest, missing: int) -> str:
+    """The reminder in an approval message's thread that the request still waits."""
+    return shorten(f":hourglass: Request #{request.id} ({target(request)}) has waited since "
+                   f"{when(request.created_at)}: {status(request, missing)}",
+                   LIMITS["text_fallback"])
+
+
 def escalated(text: str, content: list[Block]) -> tuple[str, list[Block]]:
     """An approval message for approvers an escalation step added: why it comes to them."""
     why = (":arrow_double_up: Escalated to you: nobody has decided on this request yet, "
@@ -562,15 +586,21 @@ BEHALF_OUTCOMES = frozenset({
 """What the requester of access on someone else's behalf hears of, beside the grantee."""
 
 
-def behalf_message(notice: Notice) -> tuple[str, list[Block]] | None:
-    """The DM to someone who asked on another's behalf: each outcome of their request (the
-    grantee receives how to connect), with "Request again" once it ended; None otherwise."""
+def behalf_message(notice: Notice,
+                   unsent: str | None = None) -> tuple[str, list[Block]] | None:
+    """The DM to someone who asked on another's behalf: each outcome of their request (that
+    the grantee received how to connect, or ``unsent``: Slack's error for the DM or file that
+    could not reach them), with "Request again" once it ended; None otherwise."""
     request = notice.request
     if not request.on_behalf or notice.kind not in BEHALF_OUTCOMES:
         return None
     text = (f"Request #{request.id} you made for {mention(request.grantee)} "
             f"({target(request)}): {status(request, notice.approvals_missing)}")
-    if notice.kind is NoticeKind.ACTIVE:
+    if notice.kind is NoticeKind.ACTIVE and unsent is not None:
+        text += (f"\n:warning: {mention(request.grantee)} could not be sent how to connect: "
+                 f"Slack answered `{escape(unsent)}`. Revoke it with `/k8s-access revoke "
+                 f"{request.id}` and ask again once they can get DMs from the bot.")
+    elif notice.kind is NoticeKind.ACTIVE:
         text += f"\n{mention(request.grantee)} received how to connect."
     buttons = [_actions(request.id, button("Request again", REQUEST_AGAIN, request.id))] \
         if notice.kind in (NoticeKind.EXPIRED, NoticeKind.REVOKED) else []
@@ -720,11 +750,6 @@ def _filed(request: AccessRequest, missing: int) -> str:
 # --- delivery -----------------------------------------------------------------------------
 
 
-def section(text: str) -> Block:
-    """One mrkdwn section, for messages that are a single paragraph."""
-    return _text(text)
-
-
 def _recipient(recipient: str) -> str:
     if is_conversation(recipient):
         return f"<#{recipient}>"
@@ -759,7 +784,7 @@ def reach_line(reach: Reach | None) -> str:
     that it went nowhere. A full stop when it is not known."""
     if reach is None:
         return "."
-    reasons = "; ".join(undelivered_reason(u) for u in reach.undelivered)
+    reasons = _listed(reach)
     if reach.channel is not None:
         return f" from the approvers in {_recipient(reach.channel)}."
     if reach.people:
@@ -779,14 +804,31 @@ def _nobody(reach: Reach, reasons: str) -> str:
 
 
 def _reasons(reach: Reach) -> str:
-    return "; ".join(undelivered_reason(u) for u in reach.undelivered) or "no approvers are set"
+    return _listed(reach) or "no approvers are set"
+
+
+REASONS_LISTED = 10
+"""Recipients not reached named one by one with why; the rest are counted."""
+
+
+def _listed(reach: Reach) -> str:
+    """Why each recipient was not reached, the first :data:`REASONS_LISTED`, then how many
+    more: a group of hundreds never pushes the rest of the message out."""
+    shown = [undelivered_reason(u) for u in reach.undelivered[:REASONS_LISTED]]
+    more = len(reach.undelivered) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more not reached" if more > 0 else "")
 
 
 def unreachable_message(request: AccessRequest, reach: Reach) -> str:
-    """The requester's DM when nobody could be told of their request."""
-    return (f":warning: Request #{request.id} ({target(request)}) reached no approver: "
-            f"{_reasons(reach)}; {_told(reach)}. It stays pending and the approvers are told again "
-            f"later; `/k8s-access cancel {request.id}` withdraws it.")
+    """The requester's DM when nobody could be told of their request: it waits and they are
+    told again; or, approved already (on call, break-glass), it stands unreviewed."""
+    head = (f":warning: Request #{request.id} ({target(request)}) reached no approver: "
+            f"{_reasons(reach)}; {_told(reach)}.")
+    if request.state is not State.PENDING:
+        return (f"{head} Your access stands; the approvers who review it were not told of "
+                "it.")
+    return (f"{head} It stays pending and the approvers are told again later; "
+            f"`/k8s-access cancel {request.id}` withdraws it.")
 
 
 def file_undelivered(request: AccessRequest, error: str) -> str:
@@ -805,9 +847,11 @@ def refused_report(purpose: str, recipient: str, error: str) -> str:
 
 def unreachable_alert(request: AccessRequest, reach: Reach) -> str:
     """The admins' DM when nobody could be told of a request."""
+    then = ("the approvers are told again later" if request.state is State.PENDING
+            else "it was approved without them, so review it yourself")
     return (f":rotating_light: {title(request)} from {mention(request.requester_id)} "
             f"({target(request)}) reached no approver: {_reasons(reach)}. Fix the approvers "
-            "channel or the approvers in the configuration; the approvers are told again later.")
+            f"channel or the approvers in the configuration; {then}.")
 
 
 # --- lists and overviews ------------------------------------------------------------------
@@ -928,8 +972,16 @@ def _input(block_id: str, label: str, element: Block, optional: bool = False,
 
 
 def _select(action_id: str, options: Sequence[str], initial: str | None) -> Block:
-    element: Block = {"type": "static_select", "action_id": action_id,
-                      "options": [_option(o) for o in options][:100]}
+    """A menu of ``options``; more than one menu holds (Slack's 100) go in groups of 100,
+    each labelled by its first and last, so that every one can be picked."""
+    size = LIMITS["select_options"]
+    element: Block = {"type": "static_select", "action_id": action_id}
+    if len(options) <= size:
+        element["options"] = [_option(o) for o in options]
+    else:
+        element["option_groups"] = [
+            {"label": _plain(f"{chunk[0]} … {chunk[-1]}"), "options": [_option(o) for o in chunk]}
+            for chunk in (options[i:i + size] for i in range(0, len(options), size))]
     if initial in options:
         element["initial_option"] = _option(initial)  # type: ignore[arg-type]
     return element
@@ -1078,11 +1130,18 @@ def on_call_note(request: AccessRequest) -> str | None:
             "Flagged for review: revoke it if it should not stand.")
 
 
-def on_call_announcement(request: AccessRequest) -> tuple[str, list[Block]]:
+def on_call_announcement(request: AccessRequest,
+                         links: ReasonLinks = unlinked) -> tuple[str, list[Block]]:
     """The approvers' message for a request approved because its requester is on call: loud
-    (``@here``) like break-glass, without the siren."""
-    text, content = approval_message(request, 0)
-    return f"<!here> :pager: ON-CALL: {text}", content
+    (``@here``) like break-glass, without the siren; its reason's tickets linked by
+    ``links`` like every approval message's."""
+    text, content = approval_message(request, 0, links=links)
+    return fit_message(f"<!here> :pager: ON-CALL: {text}", content)
+
+
+def break_glass_announcement(text: str, content: list[Block]) -> tuple[str, list[Block]]:
+    """A break-glass request's approval message, loud (``@here``) with the siren."""
+    return fit_message(f"<!here> :rotating_light: BREAK-GLASS: {text}", content)
 
 
 def on_call_line(request: AccessRequest) -> str:

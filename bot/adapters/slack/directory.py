@@ -61,6 +61,9 @@ class SlackDirectory:
             raise TemporaryBackendError(
                 f"Slack did not say who {user_id} is: {error.response.get('error')}"
             ) from None
+        except OSError as error:  # no answer: a timeout or a dropped connection
+            raise TemporaryBackendError(
+                f"Slack did not say who {user_id} is: it did not answer ({error})") from None
         profile = user.get("profile", {})
         return UserInfo(
             slack_user_id=user_id,
@@ -88,6 +91,10 @@ class SlackDirectory:
                 return frozenset()
             raise TemporaryBackendError(
                 f"Slack did not list user group {group_id}: {error.response.get('error')}"
+            ) from None
+        except OSError as error:  # no answer: a timeout or a dropped connection
+            raise TemporaryBackendError(
+                f"Slack did not list user group {group_id}: it did not answer ({error})"
             ) from None
         return frozenset(users)
 

@@ -108,7 +108,7 @@ def access_wanted(view: dict[str, Any]) -> AccessWanted:
 def open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *,
               instead: str) -> None:
     """Open ``view``; when Slack will not open it (the trigger too old or used, the view
-    refused, Slack busy), :class:`InvalidInput` says what to type instead."""
+    refused, Slack busy or not answering), :class:`InvalidInput` says what to type instead."""
     try:
         client.views_open(trigger_id=trigger_id or "", view=view)
     except SlackApiError as error:
@@ -121,6 +121,10 @@ def open_form(client: WebClient, trigger_id: str | None, view: dict[str, Any], *
             why = "Slack would not show it"
         raise InvalidInput(f"The form could not open: Slack answered `{code}` ({why}). Type "
                            f"the command instead: {instead}") from None
+    except OSError as error:  # a timeout or a dropped connection, after the client's retries
+        log.warning("views.open got no answer from Slack: %s", error)
+        raise InvalidInput("The form could not open: Slack did not answer in time. Type the "
+                           f"command instead: {instead}") from None
 
 
 class Forms:

@@ -212,6 +212,8 @@ class Handlers:
             except SlackApiError as error:
                 log.warning("could not ask admin %s to confirm a GitLab link: %s", admin,
                             error.response.get("error"))
+            except OSError as error:  # Slack did not answer: a timeout, a dropped connection
+                log.warning("could not ask admin %s to confirm a GitLab link: %s", admin, error)
         return "the admins have been asked" if asked else "no admin could be told: ask one"
 
     # --- access reviews -----------------------------------------------------------------

@@ -127,23 +127,31 @@ class SlackNotifier:
             return self._remind_approvers(notice)
         later: list[Undeliverable] = []
         # The grantee (the requester unless asked on someone's behalf) hears of their access
-        # and receives how to connect; one who asked for them hears of each outcome.
-        for recipient, dm in ((request.grantee, blocks.requester_message(notice, self._links)),
-                              (request.requester_id, blocks.behalf_message(notice))):
-            if dm is not None:
-                try:
-                    self._dm("requester", recipient, *dm)
-                except Undeliverable as error:
-                    later.append(error)
+        # and receives how to connect; then one who asked for them hears of each outcome,
+        # and whether the grantee could be sent how to connect.
+        unsent: str | None = None
+        dm = blocks.requester_message(notice, self._links)
+        if dm is not None:
+            try:
+                self._dm("requester", request.grantee, *dm)
+            except Undeliverable as error:
+                later.append(error)
+                unsent = error.error
         if notice.delivery is not None and notice.delivery.content is not None:
             delivery = notice.delivery
             try:
                 self._send_file(request.grantee, delivery.filename or "kubeconfig.yaml",
                                 delivery.content or b"", f"Kubeconfig for request #{request.id}")
             except Undeliverable as error:  # the file is gone with it: say so
+                unsent = unsent or error.error
                 text = blocks.file_undelivered(request, error.error)
-                self._try(lambda: self._dm("requester", request.grantee, text,
-                                           [blocks.section(text)]))
+                self._try(lambda: self._dm("requester", request.grantee, *blocks.reply(text)))
+        behalf = blocks.behalf_message(notice, unsent)
+        if behalf is not None:
+            try:
+                self._dm("requester", request.requester_id, *behalf)
+            except Undeliverable as error:
+                later.append(error)
         if later:  # everything else was tried; a caller that sends once decides what to do
             raise later[0]
         return None
@@ -158,9 +166,9 @@ class SlackNotifier:
         text, content = blocks.approval_message(request, notice.approvals_missing,
                                                 links=self._links)
         if request.break_glass:
-            text = f"<!here> :rotating_light: BREAK-GLASS: {text}"
+            text, content = blocks.break_glass_announcement(text, content)
         if notice.kind is NoticeKind.ON_CALL_APPROVED:
-            text, content = blocks.on_call_announcement(request)
+            text, content = blocks.on_call_announcement(request, self._links)
         if notice.kind is NoticeKind.ESCALATED:
             text, content = blocks.escalated(text, content)
         channel = audience.conversation
@@ -204,7 +212,7 @@ class SlackNotifier:
         told: list[str] = []
         for admin in (notice.audience or Audience()).admins:
             try:
-                self._dm("admin", admin, alert, [blocks.section(alert)])
+                self._dm("admin", admin, *blocks.reply(alert))
                 told.append(admin)
             except Undeliverable:
                 pass  # logged and counted; the others are still told
@@ -213,8 +221,7 @@ class SlackNotifier:
         truth = blocks.unreachable_message(request, Reach(
             channel=reach.channel, people=reach.people, undelivered=reach.undelivered,
             admins=tuple(told)))
-        self._try(lambda: self._dm("requester", request.requester_id, truth,
-                                   [blocks.section(truth)]))
+        self._try(lambda: self._dm("requester", request.requester_id, *blocks.reply(truth)))
         return Reach(people=tuple(told))
 
     def _report_refused(self, purpose: str, error: Undeliverable,
@@ -226,7 +233,7 @@ class SlackNotifier:
         text = blocks.refused_report(purpose, error.recipient, error.error)
         for admin in admins:
             self._try(lambda a=admin: self._dm(  # type: ignore[misc]
-                "admin", a, text, [blocks.section(text)]))
+                "admin", a, *blocks.reply(text)))
 
     def _update_approval(self, request: AccessRequest, missing: int,
                          messages: Sequence[MessageRef], note: str | None = None) -> None:
@@ -238,8 +245,7 @@ class SlackNotifier:
 
     def _tell_approvers(self, notice: Notice) -> None:
         request = notice.request
-        text = (f":warning: Request #{request.id} ({blocks.target(request)}): "
-                f"{blocks.status(request, notice.approvals_missing)}")
+        text = blocks.outcome_reply(request, notice.approvals_missing)
         for ref in notice.messages[:1]:
             self._try(lambda c=ref.conversation, t=ref.message: self._call(  # type: ignore[misc]
                 "approval_thread", c, lambda: self._client.chat_postMessage(
@@ -251,9 +257,7 @@ class SlackNotifier:
         request = notice.request
         if not notice.messages:
             return self._announce(notice)
-        text = (f":hourglass: Request #{request.id} ({blocks.target(request)}) has waited since "
-                f"{blocks.when(request.created_at)}: "
-                f"{blocks.status(request, notice.approvals_missing)}")
+        text = blocks.waiting_reply(request, notice.approvals_missing)
         reached: list[str] = []
         undelivered: list[Undelivered] = []
         for ref in notice.messages:
