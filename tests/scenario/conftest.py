@@ -4,6 +4,7 @@ test database, with an in-memory backend. Requests are signed like Slack signs t
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -184,11 +185,20 @@ class Driver:
         return self.dispatch(body, content_type="application/json")
 
 
+def as_slack_sends(text: str) -> str:
+    """``text`` typed in Slack, as Slack sends a slash command's text: its own markup
+    (``<@U…>``, ``<#C…>``, ``<!here>``) kept, and ``&``, ``<`` and ``>`` elsewhere as entities."""
+    return "".join(
+        part if re.fullmatch(r"<[@#!][^<>\s]*>", part)
+        else part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        for part in re.split(r"(<[@#!][^<>\s]*>)", text))
+
+
 def command_body(slack: FakeSlack, user: str, text: str, response_url: str,
                  channel: str = "C0GENERAL") -> str:
     return urlencode({
         "token": "legacy", "team_id": "T0TEAM", "user_id": user, "user_name": user.lower(),
-        "channel_id": channel, "command": "/k8s-access", "text": text,
+        "channel_id": channel, "command": "/k8s-access", "text": as_slack_sends(text),
         "response_url": response_url, "trigger_id": f"trigger-{time.time_ns()}",
         "api_app_id": "A0APP",
     })

@@ -324,3 +324,15 @@ def test_two_approvers_clicking_at_once_leave_every_message_showing_the_grant(
     for message in shown():
         assert "Active until" in message["text"], message["text"]
         assert "approve" not in buttons(message)
+
+
+def test_a_reason_with_markup_characters_is_kept_and_shown_as_typed(
+        driver: Driver, slack: FakeSlack, runtime: SlackRuntime) -> None:
+    """Slack sends ``&``, ``<`` and ``>`` of a slash command's text as entities: the reason is
+    stored as the person typed it, and every message shows it escaped once, never ``&amp;lt;``."""
+    driver.ask(ALICE, "request staging edit 2h fix p99 > 2s & <script> in checkout")
+    assert grants.get(runtime.ctx, 1).reason == "fix p99 > 2s & <script> in checkout"
+    _, message = approval_message(slack)
+    rendered = str(message["blocks"])
+    assert "fix p99 &gt; 2s &amp; &lt;script&gt; in checkout" in rendered
+    assert "&amp;gt;" not in rendered and "&amp;lt;" not in rendered and "&amp;amp;" not in rendered

@@ -227,9 +227,17 @@ def _when(first: str | None, following: Iterator[str]) -> str:
     return first
 
 
+def unescape(text: str) -> str:
+    """``text`` as the person typed it: Slack sends the three characters it uses for markup
+    as entities (``&`` as ``&amp;``, ``<`` as ``&lt;``, ``>`` as ``&gt;``; "Escaping text" in
+    Slack's formatting reference), and keeps its own markup (``<@U…>`` mentions) as it is."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def parse(text: str) -> Command:
-    """The command in ``text``; :class:`InvalidInput` that shows the right form otherwise."""
-    words = text.split()
+    """The command in ``text``, a slash command's text as Slack sends it (:func:`unescape`);
+    :class:`InvalidInput` that shows the right form otherwise."""
+    words = unescape(text).split()
     if not words:
         return Command("help")
     verb, rest = words[0].lower(), words[1:]
