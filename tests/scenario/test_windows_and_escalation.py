@@ -15,12 +15,10 @@ from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.jobs import JOBS
 from bot.services import grants
+from tests.conftest import ALICE, BOB, CAROL
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
-    ALICE,
     APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
     Driver,
     approval_message,
     scenario_data,
