@@ -97,6 +97,12 @@ _DATABASE_DRIVERS = {
 }
 
 
+def _check_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("https://", "http://")):
+        raise ValueError(f"'{value}' is not a URL: write it as https://…")
+    return value
+
+
 def normalise_database_url(value: str) -> str:
     """``value`` with the SQLAlchemy driver this bot uses: ``postgres://`` and
     ``postgresql://`` become ``postgresql+psycopg://``. Raises ``ValueError`` naming the scheme
@@ -322,12 +328,8 @@ class Settings(BaseSettings):
 
     _database_url = field_validator("database_url")(normalise_database_url)
 
-    @field_validator("slack_api_url", "gitlab_url", "pagerduty_api_url", "opsgenie_api_url")
-    @classmethod
-    def _a_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError(f"'{value}' is not a URL: write it as https://…")
-        return value
+    _a_url = field_validator("slack_api_url", "gitlab_url", "pagerduty_api_url",
+                             "opsgenie_api_url")(_check_url)
 
     @field_validator("pagerduty_api_url")
     @classmethod
@@ -645,12 +647,7 @@ class GitLabClusterConfig(_Strict):
     url: str | None = None
     """GitLab's URL; ``GITLAB_URL`` when left out."""
 
-    @field_validator("kas_proxy_url", "url")
-    @classmethod
-    def _https(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError(f"'{value}' is not a URL: write it as https://…")
-        return value
+    _https = field_validator("kas_proxy_url", "url")(_check_url)
 
 
 class KubernetesClusterConfig(_Strict):

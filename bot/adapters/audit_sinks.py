@@ -113,7 +113,10 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class _BoundedHTTP(urllib.request.HTTPHandler):
+class _Bounded(urllib.request.AbstractHTTPHandler):
+    """Opens its connections within a :class:`_Deadline`, over HTTP or HTTPS by the handler it
+    goes with."""
+
     def __init__(self, deadline: _Deadline) -> None:
         super().__init__()
         self._deadline = deadline
@@ -123,14 +126,12 @@ class _BoundedHTTP(urllib.request.HTTPHandler):
         return super().do_open(self._deadline.connection(http_class), req, **http_conn_args)
 
 
-class _BoundedHTTPS(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
+class _BoundedHTTP(_Bounded, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class: Any, req: urllib.request.Request,
-                **http_conn_args: Any) -> http.client.HTTPResponse:
-        return super().do_open(self._deadline.connection(http_class), req, **http_conn_args)
+
+class _BoundedHTTPS(_Bounded, urllib.request.HTTPSHandler):
+    pass
 
 
 def source(installation: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -24,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from bot.fakes.server import BackgroundServer
+from bot.fakes.server import HeldAnswers, JsonHandler, Served
 
 OWNER = 50
 
@@ -47,7 +46,7 @@ class Group:
 
 
 @dataclass
-class FakeGitLab:
+class FakeGitLab(Served, HeldAnswers):
     users: dict[int, GitLabUser] = field(default_factory=dict)
     groups: dict[int, Group] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
@@ -67,15 +66,7 @@ class FakeGitLab:
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
-        self._server = BackgroundServer(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
-        self.url = self._server.url
-
-    def start(self) -> FakeGitLab:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        self._serve_on(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
 
     # --- helpers for tests ---------------------------------------------------------------
 
@@ -285,33 +276,19 @@ def _timestamp(moment: datetime) -> str:
 
 
 def _handler(fake: FakeGitLab) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _serve(self) -> None:
             url = urlparse(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             body: dict[str, Any] = {}
             if raw and "json" in self.headers.get("Content-Type", ""):
                 body = json.loads(raw)
             elif raw:
                 body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-            with fake.lock:
-                hang = fake.hang_next > 0
-                if hang:
-                    fake.hang_next -= 1
-            if hang:
-                time.sleep(fake.hang_seconds)
+            fake.hang_if_due()
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             if self.command == "GET" and url.path.endswith("/members"):
-                with fake.lock:
-                    hook, fake.before_list = fake.before_list, None
-                if hook is not None:
-                    hook()
+                fake.run_before_list()
             status, payload, headers = fake.handle(self.headers.get("PRIVATE-TOKEN"),
                                                    self.command, url.path, query, body)
             with fake.lock:
@@ -319,17 +296,7 @@ def _handler(fake: FakeGitLab) -> type[BaseHTTPRequestHandler]:
                 if lost and 200 <= status < 300:
                     code = lost.pop(0)
                     status, payload, headers = (code, {"message": f"{code} Bad Gateway"}, {})
-            data = b"" if payload is None else json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            self.send_json(status, payload, headers)
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve
 

@@ -18,7 +18,6 @@ import json
 import re
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from bot.fakes.pki import TestCA
-from bot.fakes.server import BackgroundServer, TLSServer
+from bot.fakes.server import HeldAnswers, JsonHandler, Served, TLSServer
 
 RBAC = "rbac.authorization.k8s.io"
 CERTS = "certificates.k8s.io"
@@ -89,7 +88,7 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 @dataclass
-class FakeKubernetes:
+class FakeKubernetes(Served, HeldAnswers):
     folder: Path
     superusers: set[str] = field(default_factory=lambda: {"admin"})
     namespaces: set[str] = field(default_factory=lambda: {"default", "shop", "payments"})
@@ -127,16 +126,7 @@ class FakeKubernetes:
         context.load_verify_locations(self.ca_path)
         context.verify_mode = ssl.CERT_REQUIRED
         self.tls = context
-        self._server = BackgroundServer(TLSServer(("127.0.0.1", 0), _handler(self), context),
-                                        scheme="https")
-        self.url = self._server.url
-
-    def start(self) -> FakeKubernetes:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        self._serve_on(TLSServer(("127.0.0.1", 0), _handler(self), context), scheme="https")
 
     # --- setting up ---------------------------------------------------------------------
 
@@ -256,10 +246,7 @@ class FakeKubernetes:
                                   "kind": r.capitalize(), "verbs": verbs}
                                  for r, ns, verbs in resources]}
         if method == "GET" and path.endswith("rolebindings"):
-            with self.lock:
-                hook, self.before_list = self.before_list, None
-            if hook is not None:
-                hook()
+            self.run_before_list()
         with self.lock:
             return self._resource(user, method, path, query, body)
 
@@ -453,15 +440,11 @@ def _selected(labels: dict[str, str], selector: str) -> bool:
 
 
 def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(JsonHandler):
         # The headers and the body go out as two writes; on a kept-alive connection Nagle's
         # algorithm would hold the body for the client's delayed ACK (40 ms), a wait no real
         # API server makes.
         disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
         def _user(self) -> User:
             certificate = self.connection.getpeercert()
@@ -476,36 +459,18 @@ def _handler(kube: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             url = urlparse(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             content_type = self.headers.get("Content-Type", "")
             if raw and "protobuf" in content_type:
                 body = _from_protobuf(url.path, raw)  # kubectl sends auth reviews as protobuf
             else:
                 body = json.loads(raw) if raw else None
-            with kube.lock:
-                hang = kube.hang_next > 0
-                if hang:
-                    kube.hang_next -= 1
-            if hang:
-                time.sleep(kube.hang_seconds)
+            kube.hang_if_due()
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             status, payload = kube.handle(self._user(), self.command, url.path, query, body)
-            self._reply(status, payload)
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
             wait = (payload.get("details") or {}).get("retryAfterSeconds")
-            try:
-                self.send_response(status)
-                if status == 429 and wait is not None:
-                    self.send_header("Retry-After", str(wait))
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (TimeoutError, BrokenPipeError, ConnectionResetError):
-                pass
+            self.send_json(status, payload, {"Retry-After": str(wait)}
+                           if status == 429 and wait is not None else None)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 

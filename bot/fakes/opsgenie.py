@@ -21,7 +21,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from bot.fakes.server import BackgroundServer, FaultSwitches, JsonAnswer, json_get_handler
+from bot.fakes.server import FaultSwitches, JsonAnswer, Served, json_get_handler
 
 API_KEY = "og-test-key-0123456789"
 
@@ -50,7 +50,7 @@ class Schedule:
 
 
 @dataclass
-class FakeOpsgenie(FaultSwitches[list[int | None]]):
+class FakeOpsgenie(Served, FaultSwitches[list[int | None]]):
     """Its faults are ``[status, times left, Retry-After]`` (times None: until :meth:`heal`;
     Retry-After None: not said)."""
 
@@ -61,16 +61,8 @@ class FakeOpsgenie(FaultSwitches[list[int | None]]):
 
     def __post_init__(self) -> None:
         self._init_switches()
-        self._server = BackgroundServer(ThreadingHTTPServer(
-            ("127.0.0.1", 0), json_get_handler(self.answer, self.delay)))
-        self.url = self._server.url
-
-    def start(self) -> FakeOpsgenie:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        self._serve_on(ThreadingHTTPServer(("127.0.0.1", 0),
+                                           json_get_handler(self.answer, self.delay)))
 
     # --- what tests arrange -------------------------------------------------------------
 

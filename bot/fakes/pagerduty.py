@@ -27,9 +27,9 @@ from urllib.parse import unquote
 
 from bot.fakes.pki import TestCA
 from bot.fakes.server import (
-    BackgroundServer,
     FaultSwitches,
     JsonAnswer,
+    Served,
     TLSServer,
     json_get_handler,
 )
@@ -69,7 +69,7 @@ class Fault:
 
 
 @dataclass
-class FakePagerDuty(FaultSwitches[Fault]):
+class FakePagerDuty(Served, FaultSwitches[Fault]):
     tokens: set[str] = field(default_factory=lambda: {TOKEN})
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     """ID → ``{"name", "email"}``."""
@@ -95,16 +95,10 @@ class FakePagerDuty(FaultSwitches[Fault]):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         handler = json_get_handler(self.handle, self.delay)
-        self._server = BackgroundServer(TLSServer(("127.0.0.1", 0), handler, context),
-                                        scheme="https")
-        self.url = self._server.url
-
-    def start(self) -> FakePagerDuty:
-        self._server.start()
-        return self
+        self._serve_on(TLSServer(("127.0.0.1", 0), handler, context), scheme="https")
 
     def stop(self) -> None:
-        self._server.stop()
+        super().stop()
         self._folder.cleanup()
 
     # --- what tests arrange -------------------------------------------------------------

@@ -6,9 +6,9 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 
@@ -25,6 +25,79 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Served:
+    """A fake API served in the background: :meth:`_serve_on` while it is set up, then
+    :meth:`start` and :meth:`stop`."""
+
+    _server: BackgroundServer
+    url: str
+
+    def _serve_on(self, server: ThreadingHTTPServer, scheme: str = "http") -> None:
+        self._server = BackgroundServer(server, scheme)
+        self.url = self._server.url
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """What the fakes' handlers share: HTTP/1.1 with connections kept alive, no request log,
+    the body read whole, and JSON answers to a client that may have given up waiting."""
+
+    protocol_version = "HTTP/1.1"
+    content_type = "application/json"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def send_json(self, status: int, payload: Any,
+                  headers: Mapping[str, str] | None = None) -> None:
+        """Answer ``payload`` as JSON (None: no body)."""
+        data = b"" if payload is None else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", self.content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the client gave up waiting (a slow answer)
+
+
+class HeldAnswers:
+    """Switches of a fake with a lock: the next ``hang_next`` answers are held
+    ``hang_seconds`` (a hung API), and ``before_list`` runs once before the next list is
+    answered (a change made meanwhile)."""
+
+    lock: threading.RLock
+    hang_next: int
+    hang_seconds: float
+    before_list: Callable[[], None] | None
+
+    def hang_if_due(self) -> None:
+        with self.lock:
+            hang = self.hang_next > 0
+            if hang:
+                self.hang_next -= 1
+        if hang:
+            time.sleep(self.hang_seconds)
+
+    def run_before_list(self) -> None:
+        with self.lock:
+            hook, self.before_list = self.before_list, None
+        if hook is not None:
+            hook()
 
 
 class TLSServer(ThreadingHTTPServer):
@@ -87,11 +160,8 @@ def json_get_handler(answer: Callable[[str, dict[str, list[str]], str], JsonAnsw
     """A handler answering GET requests with JSON: ``answer(path, query, authorization)``,
     after holding the answer for ``delay()`` seconds (a slow service)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    class Handler(JsonHandler):
+        content_type = "application/json; charset=utf-8"
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
@@ -100,16 +170,6 @@ def json_get_handler(answer: Callable[[str, dict[str, list[str]], str], JsonAnsw
                 time.sleep(seconds)
             status, payload, headers = answer(url.path, parse_qs(url.query),
                                               self.headers.get("Authorization", ""))
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-                pass  # the client gave up waiting (a slow answer)
+            self.send_json(status, payload, headers)
 
     return Handler

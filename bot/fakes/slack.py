@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.fakes.server import BackgroundServer
+from bot.fakes.server import JsonHandler, Served
 
 BOT_TOKEN = "xoxb-test-token-0123456789"
 APP_TOKEN = "xapp-test-token-0123456789"
@@ -124,7 +124,7 @@ class Failure:
 
 
 @dataclass
-class FakeSlack:
+class FakeSlack(Served):
     users: dict[str, dict[str, str]] = field(default_factory=dict)
     """Users by ID: ``email``, ``name`` and ``tz`` (an IANA zone, ``Europe/London`` when not
     given), answered by ``users.info`` as Slack does (``tz``, ``tz_label``, ``tz_offset``;
@@ -180,21 +180,16 @@ class FakeSlack:
         self._last_post: dict[str, float] = {}
         self._window: deque[float] = deque()
         self._ts = itertools.count(1)
-        self._server = BackgroundServer(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
+        self._serve_on(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
         self.connections = 0
         """Connections clients opened."""
         self._open: set[socket.socket] = set()
         """Connections kept alive by clients (HTTP/1.1, as Slack keeps them): closed on stop,
         so that a stopped Slack answers nobody, however they connected."""
-        self.url = self._server.url
         self.api_url = self.url + "/api/"
 
-    def start(self) -> FakeSlack:
-        self._server.start()
-        return self
-
     def stop(self) -> None:
-        self._server.stop()
+        super().stop()
         self.hang_up()
 
     def hang_up(self) -> None:
@@ -630,12 +625,9 @@ def _block_problems(blocks: list[dict[str, Any]], limit: int, pointer: str) -> l
 
 
 def _handler(slack: FakeSlack) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # connections kept alive, as Slack keeps them
+    class Handler(JsonHandler):  # connections kept alive, as Slack keeps them
+        content_type = "application/json; charset=utf-8"
         disable_nagle_algorithm = True  # headers and body leave in two writes
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
         def setup(self) -> None:
             super().setup()
@@ -648,26 +640,12 @@ def _handler(slack: FakeSlack) -> type[BaseHTTPRequestHandler]:
                 slack._open.discard(self.connection)
             super().finish()
 
-        def _body(self) -> bytes:
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-        def _send(self, status: int, payload: dict[str, Any],
-                  headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self) -> None:
             self.do_POST()
 
         def do_POST(self) -> None:
             url = urlparse(self.path)
-            raw = self._body()
+            raw = self.read_body()
             if url.path.startswith("/respond/"):
                 with slack._lock:
                     slack.responses.append({**json.loads(raw or b"{}"), "_url": url.path})
@@ -684,7 +662,7 @@ def _handler(slack: FakeSlack) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"OK")
                 return
             if not url.path.startswith("/api/"):
-                self._send(404, {"ok": False, "error": "not_found"})
+                self.send_json(404, {"ok": False, "error": "not_found"})
                 return
             params: dict[str, Any] = {k: v[0] for k, v in parse_qs(url.query).items()}
             content_type = self.headers.get("Content-Type", "")
@@ -695,7 +673,7 @@ def _handler(slack: FakeSlack) -> type[BaseHTTPRequestHandler]:
             auth = self.headers.get("Authorization", "")
             token = auth.removeprefix("Bearer ") if auth else params.get("token")
             status, payload, headers = slack.handle(url.path.removeprefix("/api/"), params, token)
-            self._send(status, payload, headers)
+            self.send_json(status, payload, headers)
 
     return Handler
 

@@ -28,12 +28,12 @@ from typing import Any
 
 from cloudevents.core.bindings.http import HTTPMessage, from_structured_event
 
-from bot.fakes.server import BackgroundServer
+from bot.fakes.server import JsonHandler, Served
 
 CONTENT_TYPE = "application/cloudevents+json"
 
 
-class WebhookReceiver:
+class WebhookReceiver(Served):
     def __init__(self, secret: str, *, tolerance: float = 300,
                  basic_auth: tuple[str, str] | None = None) -> None:
         self.secret = secret.encode()
@@ -51,16 +51,12 @@ class WebhookReceiver:
         self._fault: tuple[str, int, float] | None = None
         self._recovered = threading.Event()
         self._lock = threading.Lock()
-        self._server = BackgroundServer(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
-        self.url = self._server.url + "/audit"
-
-    def start(self) -> WebhookReceiver:
-        self._server.start()
-        return self
+        self._serve_on(ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)))
+        self.url += "/audit"
 
     def stop(self) -> None:
         self.recover()
-        self._server.stop()
+        super().stop()
 
     def outage(self, kind: str, *, status: int = 503, delay: float = 30) -> None:
         """Fail every request from now until :meth:`recover`: ``down``, ``error`` (``status``),
@@ -132,14 +128,9 @@ class WebhookReceiver:
 
 
 def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             fault = receiver._fault_now()
             if fault is not None:
                 kind, status, delay = fault
@@ -148,10 +139,10 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                     self.connection.close()
                     return
                 if kind == "error":
-                    self._answer(status, {"error": "unavailable"})
+                    self.send_json(status, {"error": "unavailable"})
                     return
                 if kind == "moved":
-                    self._answer(status, {"error": "moved"}, location="/moved")
+                    self.send_json(status, {"error": "moved"}, {"Location": "/moved"})
                     return
                 if kind == "trickle":
                     self._trickle(delay)
@@ -159,7 +150,7 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 receiver._recovered.wait(delay)
             status, answer = receiver._take({k.lower(): v for k, v in self.headers.items()},
                                             body)
-            self._answer(status, answer)
+            self.send_json(status, answer)
 
         def _trickle(self, delay: float) -> None:
             """An answer that never ends: a byte of headers every ``delay`` seconds, each
@@ -176,17 +167,6 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 return  # the bot gave up and shut the connection
 
         def do_GET(self) -> None:
-            self._answer(200, {"page": self.path})
-
-        def _answer(self, status: int, payload: dict[str, Any],
-                    location: str | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            if location is not None:
-                self.send_header("Location", location)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(200, {"page": self.path})
 
     return Handler

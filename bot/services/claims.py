@@ -8,13 +8,68 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
 
 from bot.domain.errors import ConcurrentModification, Undeliverable
 from bot.domain.model import AccessRequest, Reach
-from bot.services.context import Context
+from bot.domain.policy import RolePolicy
+from bot.domain.ports import Notice, NoticeKind
+from bot.services.context import Context, retrying
 
 log = logging.getLogger(__name__)
+
+Counter = Literal["renotified", "escalations_applied"]
+"""What a pass counts on a request to claim its work there."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim(Generic[T]):
+    """A counter a pass advanced on a request: the notice to send for it, the counter before
+    and after, and what the rule that advanced it returned."""
+
+    notice: Notice
+    counter: Counter
+    before: int
+    after: int
+    found: T
+
+
+def claim(ctx: Context, request_id: int, counter: Counter, kind: NoticeKind,
+          advance: Callable[[AccessRequest, RolePolicy, datetime], T]) -> Claim[T] | None:
+    """Advance ``counter`` on a request by the rule ``advance(request, policy, now)``, in a
+    transaction of its own with the request's row locked, and prepare the notice of ``kind``;
+    None when the request has no policy or the rule advanced nothing (another replica, or a
+    decision, came first)."""
+
+    def take() -> Claim[T] | None:
+        now = ctx.clock()
+        with ctx.transaction() as uow:
+            request = uow.requests.get(request_id, for_update=True)
+            policy = ctx.config.policies.get((request.cluster, request.role))
+            if policy is None:
+                return None
+            before = getattr(request, counter)
+            found = advance(request, policy, now)
+            after = getattr(request, counter)
+            if after == before:
+                return None
+            uow.requests.save(request)
+            return Claim(ctx.prepared(uow, Notice(kind, request)), counter, before, after, found)
+
+    return retrying(take)
+
+
+def deliver(ctx: Context, what: str, claimed: Claim[T], send: Callable[[], object]) -> bool:
+    """:func:`sent` for a claim on a request: its counter is given back when the send may work
+    later. True when sent."""
+    request_id = claimed.notice.request.id
+    assert request_id is not None
+    return sent(what, send, lambda: give_back(ctx, request_id, claimed.counter, claimed.before,
+                                              claimed.after))
 
 
 def sent(what: str, send: Callable[[], object], give_back: Callable[[], None]) -> bool:
@@ -38,8 +93,8 @@ def sent(what: str, send: Callable[[], object], give_back: Callable[[], None]) -
     return True
 
 
-def give_back(ctx: Context, request_id: int, counter: Literal["renotified", "escalations_applied"],
-              before: int, claimed: int) -> None:
+def give_back(ctx: Context, request_id: int, counter: Counter, before: int,
+              claimed: int) -> None:
     """Give back what a pass claimed on a request by counting it (its reminders sent, its
     escalation steps applied), unless the request moved on meanwhile: the next pass claims
     it again."""

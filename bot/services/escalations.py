@@ -15,10 +15,10 @@ import logging
 
 from bot.domain import escalation
 from bot.domain.model import POLICY_ACTOR
-from bot.domain.ports import Audience, Notice, NoticeKind
+from bot.domain.ports import Audience, NoticeKind
 from bot.logcontext import request_scope
 from bot.services import claims
-from bot.services.context import Context, audit, retrying
+from bot.services.context import Context, audit
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +45,11 @@ def _escalate(ctx: Context, request_id: int) -> bool:
     another replica (or a decision) came first, or when Slack could take the message to
     nobody for now: the steps are then given back, for the next pass to apply and tell."""
 
-    def apply() -> tuple[Notice, frozenset[str], int] | None:
-        now = ctx.clock()
-        with ctx.transaction() as uow:
-            request = uow.requests.get(request_id, for_update=True)
-            policy = ctx.config.policies.get((request.cluster, request.role))
-            if policy is None:
-                return None
-            before = request.escalations_applied
-            added = escalation.escalate(request, policy, now)
-            if request.escalations_applied == before:
-                return None
-            uow.requests.save(request)
-            return ctx.prepared(uow, Notice(NoticeKind.ESCALATED, request)), added, before
-
-    applied = retrying(apply)
+    applied = claims.claim(ctx, request_id, "escalations_applied", NoticeKind.ESCALATED,
+                           escalation.escalate)
     if applied is None:
         return False
-    notice, added, before = applied
+    notice, added, before = applied.notice, applied.found, applied.before
     request = notice.request
     with request_scope(request.id):
         told: list[str] = []
@@ -83,9 +70,7 @@ def _escalate(ctx: Context, request_id: int) -> bool:
             if reach is not None and reach.may_reach_later:
                 claims.check_reached(request, reach)
 
-        if not claims.sent(f"escalation of request {request_id}", tell,
-                           lambda: claims.give_back(ctx, request_id, "escalations_applied",
-                                                    before, request.escalations_applied)):
+        if not claims.deliver(ctx, f"escalation of request {request_id}", applied, tell):
             return False
         log.info("escalated to %s", ", ".join(told) or "nobody new")
         with ctx.transaction() as uow:

@@ -23,7 +23,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from bot.domain import lifecycle, windows
 from bot.domain.errors import (
@@ -182,26 +182,19 @@ def _hold(ctx: Context, operations: OperationQueue, operation: Operation) -> dat
     return until
 
 
-class Heartbeat:
-    """Renews an operation's lease every ``RetryPolicy.heartbeat`` while its backend call runs,
-    and tells the approvers and the requester, once, when a grant is slow.
+class LeaseKeeper:
+    """Renews leases every ``RetryPolicy.heartbeat`` on a thread of its own while a backend
+    call runs, so that a call that blocks does not stop it; a worker that dies takes it along,
+    and its leases lapse. :meth:`renew` says whether any lease is left to keep; a renewal the
+    database refused is logged and tried again at the next beat."""
 
-    It runs on a thread of its own, so a backend call that blocks does not stop it; a worker
-    that dies takes it along, and its lease lapses.
-    """
-
-    def __init__(self, ctx: Context, operation: Operation, request: AccessRequest,
-                 started: datetime) -> None:
+    def __init__(self, ctx: Context, name: str, leases: str) -> None:
         self._ctx = ctx
-        self._operation = operation
-        self._request = request
-        self._started = started
+        self._leases = leases
         self._stop = threading.Event()
-        self._told_slow = operation.kind is OperationKind.REVOKE
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"heartbeat-{operation.id}")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -209,17 +202,40 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
 
+    def renew(self) -> bool:
+        """Renew the leases once; False when none is left to keep."""
+        raise NotImplementedError
+
     def _run(self) -> None:
         interval = self._ctx.retry.heartbeat.total_seconds()
         while not self._stop.wait(interval):
             try:
-                self.beat()
-            except LeaseLost:
-                log.warning("the lease on request %s's %s was taken over; this worker will "
-                            "write nothing", self._request.id, self._operation.kind.value)
-                return
-            except Exception:  # the database hiccupped: the lease still runs, try again
-                log.exception("renewing the lease of request %s failed", self._request.id)
+                if not self.renew():
+                    return
+            except Exception:  # the database hiccupped: the leases still run, try again
+                log.exception("renewing %s failed", self._leases)
+
+
+class Heartbeat(LeaseKeeper):
+    """Keeps an operation's lease while its backend call runs, and tells the approvers and the
+    requester, once, when a grant is slow."""
+
+    def __init__(self, ctx: Context, operation: Operation, request: AccessRequest,
+                 started: datetime) -> None:
+        super().__init__(ctx, f"heartbeat-{operation.id}", f"the lease of request {request.id}")
+        self._operation = operation
+        self._request = request
+        self._started = started
+        self._told_slow = operation.kind is OperationKind.REVOKE
+
+    def renew(self) -> bool:
+        try:
+            self.beat()
+        except LeaseLost:
+            log.warning("the lease on request %s's %s was taken over; this worker will "
+                        "write nothing", self._request.id, self._operation.kind.value)
+            return False
+        return True
 
     def beat(self) -> None:
         """Renew the lease once; announce the delay when the call has become slow."""

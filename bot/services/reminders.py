@@ -16,16 +16,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from bot.domain import escalation
 from bot.domain.errors import Undeliverable
 from bot.domain.model import POLICY_ACTOR, AccessRequest, Kind, State
+from bot.domain.policy import RolePolicy
 from bot.domain.ports import Notice, NoticeKind
 from bot.services import reviews
-from bot.services.claims import check_reached, give_back, sent
-from bot.services.context import Context, audit, retrying
+from bot.services.claims import check_reached, claim, deliver, sent
+from bot.services.context import Context, audit
 from bot.services.schedule import last_occurrence
 
 log = logging.getLogger(__name__)
@@ -230,25 +231,15 @@ def _renotify_once(ctx: Context, request_id: int, after: timedelta) -> bool:
     """Claim the reminder due on one request, send it, and give the claim back when the send
     may work later; False when nothing was sent (another replica claimed it, or it failed)."""
 
-    def claim() -> tuple[Notice, int, int] | None:
-        now = ctx.clock()
-        with ctx.transaction() as uow:
-            request = uow.requests.get(request_id, for_update=True)
-            policy = ctx.config.policies.get((request.cluster, request.role))
-            step = escalation.renotify_due(request, policy, after, now) if policy else 0
-            if not step:
-                return None
-            before = request.renotified
-            escalation.mark_renotified(request, step)
-            uow.requests.save(request)
-            return ctx.prepared(uow, Notice(NoticeKind.STILL_PENDING, request)), before, step
+    def advance(request: AccessRequest, policy: RolePolicy, now: datetime) -> None:
+        escalation.mark_renotified(request, escalation.renotify_due(request, policy, after, now))
 
-    claimed = retrying(claim)
+    claimed = claim(ctx, request_id, "renotified", NoticeKind.STILL_PENDING, advance)
     if claimed is None:
         return False
-    reminder, before, step = claimed
-    if not sent(f"reminder {step} of request {request_id}", lambda: _renotify(ctx, reminder),
-                 lambda: give_back(ctx, request_id, "renotified", before, step)):
+    reminder, step = claimed.notice, claimed.after
+    if not deliver(ctx, f"reminder {step} of request {request_id}",
+                   claimed, lambda: _renotify(ctx, reminder)):
         return False
     with ctx.transaction() as uow:
         audit(uow.audit, ctx.clock(), POLICY_ACTOR, "renotified", reminder.request,

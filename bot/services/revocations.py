@@ -22,7 +22,6 @@ A worker that dies mid-batch leaves its leases to lapse; the retry pass finishes
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ from bot.domain.ports import Notice
 from bot.logcontext import request_scope
 from bot.services.context import Context, retrying
 from bot.services.operations import (
+    LeaseKeeper,
     LeaseLost,
     _lease_owner,
     end_grant,
@@ -185,40 +185,27 @@ def _settle(ctx: Context, claimed: Claimed, error: Exception) -> str:
     return outcome
 
 
-class _Renewal:
-    """Renews the leases of a batch every ``RetryPolicy.heartbeat`` on a thread of its own,
-    and remembers which were taken over, so that their calls are left to the taker."""
+class _Renewal(LeaseKeeper):
+    """Keeps the leases of a batch, and remembers which were taken over, so that their calls
+    are left to the taker."""
 
     def __init__(self, ctx: Context, batch: Batch) -> None:
-        self._ctx = ctx
+        super().__init__(ctx, "renew-batch", "the leases of a batch of revocations")
         self._owner = batch.owner
         self._held = frozenset(c.operation.id or 0 for c in batch.claimed)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="renew-batch")
-
-    def __enter__(self) -> _Renewal:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def holds(self, operation_id: int) -> bool:
         return operation_id in self._held
 
-    def _run(self) -> None:
-        interval = self._ctx.retry.heartbeat.total_seconds()
-        while self._held and not self._stop.wait(interval):
-            try:
-                with self._ctx.transaction() as uow:
-                    kept = uow.operations.renew_many(self._held, self._owner,
-                                                     self._ctx.clock() + self._ctx.retry.lease)
-            except Exception:  # the database hiccupped: the leases still run, try again
-                log.exception("renewing the leases of a batch of revocations failed")
-                continue
-            if len(kept) < len(self._held):
-                log.warning("%d revocation lease(s) of this batch were taken over",
-                            len(self._held) - len(kept))
-            self._held = frozenset(kept)
+    def renew(self) -> bool:
+        if not self._held:
+            return False
+        with self._ctx.transaction() as uow:
+            kept = uow.operations.renew_many(self._held, self._owner,
+                                             self._ctx.clock() + self._ctx.retry.lease)
+        if len(kept) < len(self._held):
+            log.warning("%d revocation lease(s) of this batch were taken over",
+                        len(self._held) - len(kept))
+        self._held = frozenset(kept)
+        return bool(self._held)
 

@@ -89,6 +89,14 @@ def owed(engine: Engine) -> list[tuple[int, str, bool]]:
                    AuditDeliveryRow.delivered_at).order_by(AuditDeliveryRow.id))]
 
 
+def with_webhook_timeout(ctx: Context, receiver: WebhookReceiver, timeout: float) -> Context:
+    """``ctx`` with its webhook sink giving up on the receiver after ``timeout`` seconds."""
+    assert ctx.stream is not None
+    webhook = WebhookSink("webhook", receiver.url, _secret(), "default", timeout=timeout)
+    return dataclasses.replace(ctx, stream=dataclasses.replace(
+        ctx.stream, sinks=[webhook, *ctx.stream.sinks[1:]]))
+
+
 def file_ids(path: Path) -> list[str]:
     return [json.loads(line)["id"] for line in path.read_text().splitlines()] \
         if path.exists() else []
@@ -181,10 +189,7 @@ def test_a_receiver_down_gets_every_event_once_it_is_back_and_holds_back_no_othe
 
 def test_a_slow_receiver_is_retried_and_keeps_each_event_once(
         sctx: Context, receiver: WebhookReceiver, clock: FakeClock) -> None:
-    assert sctx.stream is not None
-    webhook = WebhookSink("webhook", receiver.url, _secret(), "default", timeout=0.2)
-    slow = dataclasses.replace(sctx, stream=dataclasses.replace(
-        sctx.stream, sinks=[webhook, *sctx.stream.sinks[1:]]))
+    slow = with_webhook_timeout(sctx, receiver, 0.2)
     receiver.outage("slow", delay=2)
     record(slow, 2)
     assert audit_stream.deliver(slow) == 2  # the file's; the webhook timed out
@@ -218,10 +223,7 @@ def test_a_receiver_refusing_events_keeps_them_waiting_until_it_takes_them(
 
 def test_a_receiver_that_never_finishes_answering_holds_the_stream_no_longer_than_the_timeout(
         sctx: Context, receiver: WebhookReceiver, clock: FakeClock) -> None:
-    assert sctx.stream is not None
-    webhook = WebhookSink("webhook", receiver.url, _secret(), "default", timeout=0.5)
-    trickled = dataclasses.replace(sctx, stream=dataclasses.replace(
-        sctx.stream, sinks=[webhook, *sctx.stream.sinks[1:]]))
+    trickled = with_webhook_timeout(sctx, receiver, 0.5)
     receiver.outage("trickle", delay=0.05)
     record(trickled, 2)
     started = time.monotonic()

@@ -22,18 +22,9 @@ from bot.config import Config, parse_config
 from bot.domain.model import AuditEvent, State
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from bot.services import access, grants, reminders
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock
-from tests.scenario.conftest import (
-    ADMIN,
-    ALICE,
-    APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    DAVE,
-    Driver,
-    scenario_data,
-    wait_for,
-)
+from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, scenario_data, wait_for
 
 WEEK = timedelta(days=7)
 FIRST_WEEK, SECOND_WEEK = "2026-11-30T09:00", "2026-12-07T09:00"

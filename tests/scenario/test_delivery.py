@@ -21,18 +21,9 @@ from bot.config import Config, Settings
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import access, reminders
+from tests.conftest import ADMIN, ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter
-from tests.scenario.conftest import (
-    ADMIN,
-    ALICE,
-    APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    DAVE,
-    Driver,
-    state_of,
-    wait_for,
-)
+from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, state_of, wait_for
 
 H = timedelta(hours=1)
 

@@ -17,16 +17,8 @@ from bot.app import SlackRuntime
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
-from tests.conftest import ADMIN
-from tests.scenario.conftest import (
-    ALICE,
-    APPROVALS_CHANNEL,
-    BOB,
-    Driver,
-    selected,
-    text_input,
-    wait_for,
-)
+from tests.conftest import ADMIN, ALICE, BOB
+from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, selected, text_input, wait_for
 
 BROKEN = "That button is broken or out of date; type `/k8s-access "
 FORGED_IDS = ["abc", "0", "-1", "1.0", "99999999999999999999", "2147483648", '{"id": 1}',

@@ -21,16 +21,9 @@ from bot.app import SlackRuntime, slack_http
 from bot.domain.model import State
 from bot.fakes.slack import SIGNING_SECRET, FakeSlack, signed_headers
 from bot.services import grants
+from tests.conftest import ALICE, BOB, CAROL
 from tests.fakes.ports import InMemoryGranter
-from tests.scenario.conftest import (
-    ALICE,
-    APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    Driver,
-    command_body,
-    wait_for,
-)
+from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, command_body, wait_for
 
 
 @pytest.fixture

@@ -20,12 +20,10 @@ from bot.domain.model import State
 from bot.fakes.opsgenie import API_KEY, FakeOpsgenie
 from bot.fakes.pagerduty import TOKEN, FakePagerDuty
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
-from tests.conftest import PD_POLICY
+from tests.conftest import ALICE, BOB, PD_POLICY
 from tests.fakes.ports import InMemoryGranter
 from tests.scenario.conftest import (
-    ALICE,
     APPROVALS_CHANNEL,
-    BOB,
     Driver,
     command_body,
     scenario_data,

@@ -16,14 +16,10 @@ from bot.config import Config, parse_config
 from bot.domain.model import AuditEvent, State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
-from tests.conftest import ADMIN, APPROVER_GROUP
+from tests.conftest import ADMIN, ALICE, APPROVER_GROUP, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
-    ALICE,
     APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    DAVE,
     Driver,
     approval_message,
     scenario_data,

@@ -12,8 +12,9 @@ from bot.app import SlackRuntime
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
+from tests.conftest import ALICE, BOB, CAROL
 from tests.fakes.ports import FakeClock
-from tests.scenario.conftest import ALICE, BOB, CAROL, Driver, wait_for
+from tests.scenario.conftest import Driver, wait_for
 
 
 def stored(runtime: SlackRuntime) -> int:

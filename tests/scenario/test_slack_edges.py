@@ -13,18 +13,9 @@ from bot.domain.model import Actor, State
 from bot.domain.ports import ExternalAccount
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, ALICE, BOB, CAROL
 from tests.fakes.ports import InMemoryGranter
-from tests.scenario.conftest import (
-    ALICE,
-    APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    Driver,
-    selected,
-    text_input,
-    wait_for,
-)
+from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, selected, text_input, wait_for
 
 HOSTILE = "db down <!channel> ask <@U0BOB000001> see <https://sso.evil.example|the SSO page>"
 RAW = ("<!channel>", "<@U0BOB000001>", "<https://sso.evil.example")

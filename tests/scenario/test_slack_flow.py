@@ -12,13 +12,10 @@ from bot.app import SlackRuntime
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import grants
+from tests.conftest import ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import InMemoryGranter
 from tests.scenario.conftest import (
-    ALICE,
     APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    DAVE,
     Driver,
     approval_message,
     selected,

@@ -17,15 +17,8 @@ from bot.app import SlackRuntime
 from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.services import access, grants
-from tests.scenario.conftest import (
-    ALICE,
-    BOB,
-    CAROL,
-    Driver,
-    selected,
-    text_input,
-    wait_for,
-)
+from tests.conftest import ALICE, BOB, CAROL
+from tests.scenario.conftest import Driver, selected, text_input, wait_for
 
 
 def kept(engine: Engine) -> list[dict[str, Any]]:

@@ -36,7 +36,8 @@ from bot.domain.ports import UnitOfWork
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from bot.services import grants
 from bot.services.context import Context, receipt
-from tests.scenario.conftest import ALICE, APPROVALS_CHANNEL, BOB, Driver, wait_for
+from tests.conftest import ALICE, BOB
+from tests.scenario.conftest import APPROVALS_CHANNEL, Driver, wait_for
 
 MOST = 5
 BEFORE = 10

@@ -15,13 +15,10 @@ from bot.domain.model import State
 from bot.fakes.slack import FakeSlack
 from bot.jobs import JOBS
 from bot.services import grants
+from tests.conftest import ALICE, BOB, CAROL, DAVE
 from tests.fakes.ports import FakeClock, InMemoryGranter
 from tests.scenario.conftest import (
-    ALICE,
     APPROVALS_CHANNEL,
-    BOB,
-    CAROL,
-    DAVE,
     Driver,
     approval_message,
     scenario_data,
@@ -272,13 +269,19 @@ def test_approvers_are_reminded_with_back_off_until_the_timeout(
 SLACK_DOWN = ["service_unavailable", "fatal_error", "request_timeout", "ratelimited"]
 
 
+def request_awaiting_approval(driver: Driver, slack: FakeSlack) -> str:
+    """Alice's request #1, announced by a Slack whose 429s ask for no wait; its approval
+    message's ts."""
+    slack.retry_after = 0
+    driver.ask(ALICE, "request staging edit 1h deploy")
+    return approval_ts(slack)
+
+
 @pytest.mark.parametrize("error", SLACK_DOWN)
 def test_an_escalation_slack_could_not_take_is_applied_again_and_told_once(
         driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
         error: str) -> None:
-    slack.retry_after = 0
-    driver.ask(ALICE, "request staging edit 1h deploy")
-    approval_ts(slack)
+    request_awaiting_approval(driver, slack)
     clock.advance(30 * M)
     slack.fail("chat.postMessage", error)
     slack.fail("conversations.open", error)
@@ -300,9 +303,7 @@ def test_an_escalation_slack_could_not_take_is_applied_again_and_told_once(
 def test_a_reminder_slack_could_not_take_is_sent_on_a_later_pass_once(
         driver: Driver, slack: FakeSlack, runtime: SlackRuntime, clock: FakeClock,
         error: str) -> None:
-    slack.retry_after = 0
-    driver.ask(ALICE, "request staging edit 1h deploy")
-    ts = approval_ts(slack)
+    ts = request_awaiting_approval(driver, slack)
     clock.advance(4 * H)
     slack.fail("chat.postMessage", error)
     assert run(runtime, "remind") == 0
