@@ -6,6 +6,12 @@ answers like a workspace does where Slack would refuse:
 - channels it does not know are ``channel_not_found``; channels the bot was not invited to
   (``outside``) are ``not_in_channel``; archived ones are ``is_archived``; deactivated users
   cannot be DMed (``user_disabled``), nor can bot users (``cannot_dm_bot``);
+- ``chat.postMessage`` takes a user ID as ``channel`` and posts in the app's DM with that
+  user, answering that DM's ID (``D…``) as ``channel``, as Slack does: the DM is opened as
+  ``conversations.open`` would open it, so the user's refusals (deactivated, a bot, and any
+  failure arranged for ``conversations.open`` with that user) are the post's answer; once the
+  DM is open the post is recorded, and matched by failures arranged for a channel, as posted
+  in that DM;
 - messages over Slack's limits are refused: more than 50 blocks, section text over 3,000
   characters, fields over 2,000, button text over 75, … answer ``invalid_blocks`` with Slack's
   ``errors`` list (JSON pointers); ``text`` over 40,000 characters is ``msg_too_long``; views
@@ -48,6 +54,10 @@ SIGNING_SECRET = "test-signing-secret-abcdef0123456789"
 class Call:
     method: str
     params: dict[str, Any]
+    """For a post addressed to a user, ``channel`` is the DM it went to (the user's ID when
+    the DM could not be opened)."""
+    user: str | None = None
+    """The user ID a post was addressed to, in place of a channel."""
 
 
 ERRORS: dict[str, frozenset[str]] = {
@@ -213,6 +223,11 @@ class FakeSlack(Served):
         channel = self.dm_channel(user_id)
         return [p for p in self.called("chat.postMessage") if p.get("channel") == channel]
 
+    def addressed_to_users(self) -> list[str]:
+        """The users posts were addressed to by their ID (each post once)."""
+        with self._lock:
+            return [c.user for c in self.calls if c.user is not None]
+
     def message(self, channel: str, ts: str) -> dict[str, Any]:
         with self._lock:
             return self.messages[(channel, ts)]
@@ -280,8 +295,17 @@ class FakeSlack(Served):
     def _answer(self, method: str, params: dict[str, Any],
                 token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
-            self.calls.append(Call(method, params))
-            injected = self._injected(method, params)
+            user = self._addressed_user(method, params)
+            injected = None
+            if user is not None:  # the DM is opened first, then posted in
+                injected = self._injected("conversations.open", {"users": user})
+                refused = self._refused_dm(user) if injected is None else None
+                if refused is not None:
+                    injected = 200, {"ok": False, "error": refused}, {}
+                if injected is None:
+                    params = {**params, "channel": self.dm_channel(user)}
+            self.calls.append(Call(method, params, user))
+            injected = injected or self._injected(method, params)
             if injected is not None:
                 if injected[0] == 429:
                     self.limited += 1
@@ -374,12 +398,25 @@ class FakeSlack(Served):
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": self.usergroups[group]}
 
+    @staticmethod
+    def _addressed_user(method: str, params: dict[str, Any]) -> str | None:
+        """The user a ``chat.postMessage`` names as its ``channel`` (``U…``/``W…``)."""
+        channel = str(params.get("channel", "")) if method == "chat.postMessage" else ""
+        return channel if channel[:1] in ("U", "W") else None
+
+    def _refused_dm(self, user: str) -> str | None:
+        """Why Slack will not open a DM with ``user``; None when it will."""
+        if user in self.deactivated:
+            return "user_disabled"
+        if user in self.bot_users:
+            return "cannot_dm_bot"
+        return None
+
     def api_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         users = params.get("users", "")
-        if users in self.deactivated:
-            return {"ok": False, "error": "user_disabled"}
-        if users in self.bot_users:
-            return {"ok": False, "error": "cannot_dm_bot"}
+        refused = self._refused_dm(users)
+        if refused is not None:
+            return {"ok": False, "error": refused}
         return {"ok": True, "channel": {"id": self.dm_channel(users)}}
 
     def api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:

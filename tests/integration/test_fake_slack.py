@@ -129,6 +129,44 @@ def test_users_who_cannot_get_dms(slack: FakeSlack, client: WebClient) -> None:
         assert refused.value.response["error"] == error
 
 
+def test_a_post_addressed_to_a_user_goes_to_the_dm_with_them(
+        slack: FakeSlack, client: WebClient) -> None:
+    posted = client.chat_postMessage(channel=USER, text="hi")
+    dm = slack.dm_channel(USER)
+    assert posted["channel"] == dm  # Slack answers the DM's ID, as conversations.open would
+    assert slack.message(dm, posted["ts"])["text"] == "hi"
+    assert [p["text"] for p in slack.dms_to(USER)] == ["hi"]
+    assert slack.addressed_to_users() == [USER] and not slack.called("conversations.open")
+    client.chat_update(channel=posted["channel"], ts=posted["ts"], text="changed")
+    assert slack.message(dm, posted["ts"])["text"] == "changed"
+
+
+def test_a_post_addressed_to_a_user_who_cannot_get_dms_is_refused_as_the_dm_is(
+        slack: FakeSlack, client: WebClient) -> None:
+    slack.deactivated.add(USER)
+    slack.bot_users.add(OTHER)
+    for user, error in ((USER, "user_disabled"), (OTHER, "cannot_dm_bot")):
+        with pytest.raises(SlackApiError) as refused:
+            client.chat_postMessage(channel=user, text="hi")
+        assert refused.value.response["error"] == error
+    assert not slack.messages and not slack.dms_to(USER) and not slack.dms_to(OTHER)
+
+
+@pytest.mark.parametrize(("method", "error", "match"), [
+    ("conversations.open", "user_not_found", {"users": USER}),
+    ("conversations.open", "service_unavailable", {"users": USER}),
+    ("chat.postMessage", "messages_tab_disabled", {"channel": "D" + USER}),
+])
+def test_failures_arranged_for_a_dm_apply_to_a_post_addressed_to_its_user(
+        method: str, error: str, match: dict[str, str], slack: FakeSlack,
+        client: WebClient) -> None:
+    slack.fail(method, error, **match)
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel=USER, text="hi")
+    assert refused.value.response["error"] == error
+    assert client.chat_postMessage(channel=OTHER, text="hi")["channel"] == "D" + OTHER
+
+
 def test_conversations_info(client: WebClient) -> None:
     member = client.conversations_info(channel=MEMBER)["channel"]
     assert (member["name"], member["is_member"], member["is_archived"]) == \

@@ -266,7 +266,7 @@ def test_a_weekly_message_slack_refuses_is_not_retried_unchanged(
     channel = arrange_refusal(slack, purpose, method, error)
     active = access.file_request(runtime.ctx, ALICE, "staging", "view", duration=H)
     assert active.state is State.ACTIVE  # auto-approved: ends within the week
-    before = len(slack.called(method))
+    before = len(slack.calls)
 
     with caplog.at_level(logging.ERROR):
         assert reminders.weekly(runtime.ctx) == 1  # the other one of the two went out
@@ -274,8 +274,11 @@ def test_a_weekly_message_slack_refuses_is_not_retried_unchanged(
         clock.advance(timedelta(minutes=1))
         assert reminders.weekly(runtime.ctx) == 0
 
-    tried = [p for p in slack.called(method)[before:]
-             if p.get("channel", p.get("users")) in (channel, ALICE)]
+    # A DM is one post addressed to Alice (Slack opens the DM for it): its refusal for her
+    # (an error of conversations.open) or for the message ends the one attempt.
+    tried = [c for c in slack.calls[before:]
+             if c.method in ("chat.postMessage", "conversations.open")
+             and c.params.get("channel", c.params.get("users")) in (channel, ALICE)]
     assert len(tried) == 1  # tried once, never again unchanged
     assert undelivered(metrics, purpose, error, kind) == 1
     assert any("is not tried again" in r.getMessage() and error in r.getMessage()

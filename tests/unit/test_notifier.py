@@ -259,3 +259,31 @@ def test_nobody_reached_among_hundreds_of_approvers_is_still_told_within_slacks_
     assert "reached no approver" in slack.dms_to(ADMIN)[0]["text"]
     assert "an admin has been told" in slack.dms_to(ALICE)[0]["text"]
     assert slack.errors() == []
+
+
+def test_a_message_to_a_person_is_one_call_and_a_file_opens_their_dm(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    request = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
+    notifier.notify(Notice(NoticeKind.EXPIRED, dataclasses.replace(
+        request, state=State.EXPIRED)))
+    assert slack.addressed_to_users() == [ALICE]  # posted by her user ID: Slack opens the DM
+    assert not slack.called("conversations.open")
+    assert len(slack.dms_to(ALICE)) == 1
+
+    notifier.notify(Notice(NoticeKind.APPROVED, request, delivery=Delivery(
+        "use the file", filename="kubeconfig.yaml", content=b"kubeconfig")))
+    assert [c["users"] for c in slack.called("conversations.open")] == [ALICE]  # the file
+    assert slack.uploaded_to(slack.dm_channel(ALICE))
+
+
+def test_a_person_who_cannot_get_dms_is_reported_of_their_kind(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    request = dataclasses.replace(pending(state=State.EXPIRED), requester_id=CAROL)
+    with pytest.raises(Undeliverable) as refused:
+        notifier.notify(Notice(NoticeKind.EXPIRED, request))
+    assert (refused.value.error, refused.value.kind) == ("user_disabled",
+                                                           Undeliverable.RECIPIENT)
+    slack.fail("conversations.open", "service_unavailable", users=ALICE)
+    with pytest.raises(Undeliverable) as later:
+        notifier.notify(Notice(NoticeKind.EXPIRED, pending(state=State.EXPIRED)))
+    assert later.value.kind == Undeliverable.TEMPORARY

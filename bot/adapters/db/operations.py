@@ -11,7 +11,6 @@ from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.adapters.db.among import among
@@ -37,14 +36,9 @@ class SqlAlchemyOperationQueue:
         self.session = session
 
     def enqueue(self, operation: Operation) -> bool:
-        row = OperationRow(**OPERATION.values(operation))
-        try:
-            with self.session.begin_nested():
-                self.session.add(row)
-        except IntegrityError:
-            return False
-        operation.id = row.id
-        return True
+        """Owe ``operation`` unless its request owes one of its kind already: one statement
+        (INSERT … ON CONFLICT DO NOTHING), no savepoint."""
+        return bool(self.enqueue_many([operation]))
 
     def get(self, request_id: int, kind: OperationKind) -> Operation | None:
         row = self.session.scalars(
@@ -55,11 +49,12 @@ class SqlAlchemyOperationQueue:
         return None if row is None else OPERATION.load(row)
 
     def save(self, operation: Operation) -> None:
-        row = self.session.get(OperationRow, operation.id)
-        if row is None:
+        """Write ``operation`` onto its row: one UPDATE, the row not read first."""
+        result = self.session.execute(
+            update(OperationRow).where(OperationRow.id == operation.id)
+            .values(**OPERATION.values(operation)))
+        if getattr(result, "rowcount", 0) != 1:
             raise NotFound(f"There is no operation {operation.id}.")
-        OPERATION.write(row, operation)
-        self.session.flush()
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
         result = self.session.execute(

@@ -206,8 +206,7 @@ class Handlers:
         asked = 0
         for admin in sorted(admins):  # one admin Slack cannot reach never stops the others
             try:
-                dm = self.client.conversations_open(users=admin)["channel"]["id"]
-                self.client.chat_postMessage(channel=dm, text=text, blocks=content)
+                self.client.chat_postMessage(channel=admin, text=text, blocks=content)
                 asked += 1
             except SlackApiError as error:
                 log.warning("could not ask admin %s to confirm a GitLab link: %s", admin,

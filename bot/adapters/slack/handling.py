@@ -239,8 +239,7 @@ class Handling:
             client.chat_postEphemeral(channel=channel, user=user_id, text=answer.text,
                                       blocks=answer.blocks)
             return
-        dm = client.conversations_open(users=user_id)["channel"]["id"]
-        client.chat_postMessage(channel=dm, text=answer.text, blocks=answer.blocks)
+        client.chat_postMessage(channel=user_id, text=answer.text, blocks=answer.blocks)
 
 
 def _user_id(body: dict[str, Any]) -> str:

@@ -1,5 +1,7 @@
 """Tell people in Slack: approval messages kept up to date in place, DMs to the requester,
-files (kubeconfigs) uploaded into a DM opened with ``conversations.open``.
+files (kubeconfigs) uploaded into a DM opened with ``conversations.open``. A message to one
+person is posted with their user ID as the channel (Slack posts it in the app's DM with them):
+one call, where opening the DM first would take two.
 
 Delivery is checked, never assumed. Every Slack call is made for one recipient and what Slack
 answers is translated into an :class:`Undeliverable` of a kind (see
@@ -186,8 +188,7 @@ class SlackNotifier:
         messages: list[MessageRef] = []
         for user in audience.approvers:
             try:
-                dm = self._open_dm("approval_dm", user)
-                messages.append(self._post_approval("approval_dm", user, dm, text, content))
+                messages.append(self._post_approval("approval_dm", user, user, text, content))
                 reached.append(user)
             except Undeliverable as error:
                 undelivered.append(Undelivered(user, error.error, error.retryable))
@@ -311,8 +312,9 @@ class SlackNotifier:
 
     def _post(self, purpose: str, channel: str, text: str, content: list[blocks.Block],
               paced: bool = False, recipient: str | None = None) -> MessageRef:
-        """Post a message; ``paced`` bulk sends keep to one message a second per channel, as
-        Slack asks. 429s are waited out by the client either way."""
+        """Post a message in ``channel`` (a user's ID posts in the DM with them); ``paced``
+        bulk sends keep to one message a second per channel, as Slack asks. 429s are waited
+        out by the client either way."""
         if paced:
             with self._lock:
                 wait = self._next_post.get(channel, 0.0) - time.monotonic()
@@ -327,8 +329,7 @@ class SlackNotifier:
 
     def _dm(self, purpose: str, user_id: str, text: str, content: list[blocks.Block],
             paced: bool = False) -> None:
-        self._post(purpose, self._open_dm(purpose, user_id), text, content, paced,
-                   recipient=user_id)
+        self._post(purpose, user_id, text, content, paced, recipient=user_id)
 
     def _send_file(self, user_id: str, filename: str, content: bytes, title: str) -> None:
         channel = self._open_dm("file", user_id)
