@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.domain.durations import parse_duration
+from bot.domain.durations import LONGEST, parse_duration
 from bot.domain.errors import InvalidInput, NotAuthorized
 from bot.domain.exports import csv_line
 from bot.domain.model import AuditEvent
@@ -16,6 +17,8 @@ from bot.services import reviews
 from bot.services.context import Context
 
 FORMATS = ("jsonl", "csv")
+_BACK = re.compile(r"(?:\d+[wdhm])+", re.ASCII)
+"""A duration as typed, whatever its size: ``5000d`` is one, too long to read."""
 _COLUMNS = ["id", "at", "actor", "action", "request_id", "details"]
 
 
@@ -29,8 +32,14 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
         try:
             return now - parse_duration(text)
         except InvalidInput:
+            shown = text if len(text) <= 40 else text[:39] + "…"
+            if _BACK.fullmatch(text.strip().lower()) and re.search(r"[1-9]", text):
+                raise InvalidInput(
+                    f"'{shown}' goes back further than {LONGEST.days} days, the longest "
+                    "duration the bot reads: write the date instead, like 2016-01-01."
+                ) from None
             raise InvalidInput(
-                f"'{text}' is not a time: write a date like 2026-11-01, an ISO timestamp, "
+                f"'{shown}' is not a time: write a date like 2026-11-01, an ISO timestamp, "
                 "or a duration back from now like 7d."
             ) from None
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
