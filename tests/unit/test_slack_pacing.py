@@ -118,3 +118,7 @@ def test_retry_after_reads_the_header_however_written() -> None:
     assert retry_after(answer({"Retry-After": "0.5"})) == 0.5
     assert retry_after(answer({})) == 1
     assert retry_after(answer({"Retry-After": ["soon"]})) == 1
+    assert retry_after(answer({"Retry-After": ["inf"]})) == 1  # no wait forever
+    assert retry_after(answer({"Retry-After": ["nan"]})) == 1
+    assert retry_after(answer({"Retry-After": ["-5"]})) == 0
+    assert retry_after(answer({"Retry-After": ["Wed, 21 Oct 2099 07:28:00 GMT"]})) > 0

@@ -28,6 +28,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.file_upload_v2_result import FileUploadV2Result
 
+from bot.adapters.waits import asked_wait
 from bot.config import ConfigError, Settings
 from bot.domain.errors import Undeliverable
 
@@ -300,15 +301,12 @@ class CountingRateLimitHandler(RateLimitErrorRetryHandler):
 
 
 def retry_after(response: HttpResponse) -> float:
-    """The seconds a 429's ``Retry-After`` asks for; one when it gives none."""
-    for name, values in response.headers.items():
-        if name.lower() == "retry-after":
-            value = values[0] if isinstance(values, list) else values
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                break
-    return 1.0
+    """The seconds a 429's ``Retry-After`` asks for, read as every adapter reads it
+    (:func:`bot.adapters.waits.asked_wait`); one when it gives none usable."""
+    headers = {name.lower(): str(values[0] if isinstance(values, list) and values else values)
+               for name, values in response.headers.items()}
+    wait = asked_wait(headers, ("retry-after",))
+    return 1.0 if wait is None else wait
 
 
 def make_client(settings: Settings, *, on_error: ErrorCounter | None = None) -> WebClient:
