@@ -52,13 +52,6 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
         row.approvals.append(ApprovalRow(**APPROVAL.values(approval)))
 
 
-class _Written:
-    """What :func:`_write_request` would write to a row, collected instead of written."""
-
-    def __init__(self, approvals: list[ApprovalRow]) -> None:
-        self.approvals = approvals
-
-
 TABLE: Table = RequestRow.__table__  # type: ignore[assignment]
 
 
@@ -161,10 +154,8 @@ class SqlAlchemyAccessRequests:
             row = self._read[request.id or 0]
             if row.version != request.version:
                 raise _changed(request)
-            written = _Written(row.approvals)
-            _write_request(written, request)  # type: ignore[arg-type]
-            changed = {column: value for column, value in vars(written).items()
-                       if column != "approvals" and getattr(row, column) != value}
+            changed = {column: value for column, value in REQUEST.values(request).items()
+                       if getattr(row, column) != value}  # no approval added (_batchable)
             changes.setdefault(tuple(sorted(changed)), []).append(
                 {**{f"new_{column}": value for column, value in changed.items()},
                  "row_id": row.id, "row_version": row.version})
