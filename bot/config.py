@@ -1098,6 +1098,14 @@ def _merged_policy_problems(merged: Mapping[str, Any], layers: Mapping[str, Poli
                       "limits auto_approve_on_call, which the role does not have: add an "
                       "auto_approve_on_call section (pagerduty: or opsgenie:) beside it, or "
                       "leave on_call_max_duration out")
+    elif (own.on_call_max_duration is not None
+          and own.on_call_max_duration > merged["max_duration"]):
+        limit = format_duration(merged["max_duration"])
+        yield Problem(source, f"{role}.on_call_max_duration",
+                      format_duration(own.on_call_max_duration),
+                      f"is longer than max_duration ({limit}), which refuses a longer request "
+                      f"before on-call is asked: make it {limit} or less, or raise "
+                      "max_duration")
 
 
 def _on_call_policy(layers: list[PolicyFields], max_duration: timedelta) -> OnCallPolicy | None:

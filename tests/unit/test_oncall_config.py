@@ -84,14 +84,33 @@ ROLE = "clusters.staging.roles.edit"
      "'4' is not a duration"),
     ({"on_call_max_duration": "2h"}, f"{ROLE}.on_call_max_duration",
      "limits auto_approve_on_call, which the role does not have"),
+    ({"auto_approve_on_call": {"opsgenie": OPSGENIE}, "max_duration": "2h",
+      "on_call_max_duration": "3h"}, f"{ROLE}.on_call_max_duration",
+     "is longer than max_duration (2h), which refuses a longer request before on-call is "
+     "asked: make it 2h or less"),
 ], ids=["empty", "no targets", "a name for an ID", "level 0", "no schedules",
-        "unknown service", "bad duration", "a limit of nothing"])
+        "unknown service", "bad duration", "a limit of nothing", "past max_duration"])
 def test_mistakes_name_field_and_fix(role: dict[str, Any], field: str, says: str) -> None:
     with pytest.raises(ConfigProblems) as raised:
         parse_config(with_keys(role=role), Path("test.yaml"))
     found = [p for p in raised.value.problems if p.field == field]
     assert found, [str(p) for p in raised.value.problems]
     assert says in found[0].message
+
+
+def test_a_limit_within_max_duration_or_set_wider_is_taken() -> None:
+    """Only a role's own on_call_max_duration past its own max_duration is a mistake: one set on
+    the cluster serves the cluster's other roles too."""
+    config = parse_config(with_keys(
+        cluster={"auto_approve_on_call": {"opsgenie": OPSGENIE}, "on_call_max_duration": "6h"},
+        role={"max_duration": "2h"}), Path("test.yaml"))
+    on_call = config.policy("staging", "edit").on_call
+    assert on_call is not None and on_call.max_duration == timedelta(hours=6)
+    config = parse_config(with_keys(role={"auto_approve_on_call": {"opsgenie": OPSGENIE},
+                                          "max_duration": "2h", "on_call_max_duration": "2h"}),
+                          Path("test.yaml"))
+    on_call = config.policy("staging", "edit").on_call
+    assert on_call is not None and on_call.max_duration == timedelta(hours=2)
 
 
 def test_a_section_without_its_credentials_is_a_problem_where_it_is_written() -> None:
