@@ -110,8 +110,10 @@ class AuditOutbox(Protocol):
         """What each of ``sinks`` has not received yet."""
         ...
 
-    def forget(self, delivered_before: datetime) -> int:
-        """Delete rows delivered before ``delivered_before``; how many."""
+    def forget(self, delivered_before: datetime, sinks: Sequence[str]) -> int:
+        """Delete rows delivered before ``delivered_before``, and rows owed to a sink not among
+        ``sinks`` (removed from the configuration) that nothing has offered since then; how
+        many. The audit log itself keeps every event."""
         ...
 
 

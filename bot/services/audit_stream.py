@@ -33,7 +33,8 @@ LEASE = timedelta(minutes=2)
 """Longer than a turn and one more send: a lease never lapses while its worker sends."""
 BACK_OFF = RetryPolicy(first_delay=timedelta(seconds=5), max_delay=timedelta(minutes=10))
 KEEP_DELIVERED = timedelta(days=7)
-"""Delivered rows are deleted after this; the audit log itself keeps everything."""
+"""Delivered rows are deleted after this, and so are the rows owed to a sink removed from the
+configuration that have waited this long; the audit log itself keeps everything."""
 BEHIND_AFTER = timedelta(minutes=2)
 """A sink whose oldest undelivered event is older than this is named in ``/readyz``."""
 
@@ -43,7 +44,7 @@ def deliver(ctx: Context) -> int:
     stream = ctx.stream
     if stream is None or not stream.sinks:
         return 0
-    stream.outbox.forget(ctx.clock() - KEEP_DELIVERED)
+    stream.outbox.forget(ctx.clock() - KEEP_DELIVERED, [sink.name for sink in stream.sinks])
     if len(stream.sinks) == 1:
         return _deliver_to(ctx, stream, stream.sinks[0])
     with ThreadPoolExecutor(len(stream.sinks), thread_name_prefix="audit-sink") as pool:

@@ -363,6 +363,31 @@ def test_delivered_rows_are_forgotten_after_a_week(sctx: Context, engine: Engine
     assert owed(engine) == []
 
 
+def test_rows_owed_to_a_removed_sink_are_forgotten_after_a_week_a_down_sinks_kept(
+        sctx: Context, engine: Engine, clock: FakeClock, receiver: WebhookReceiver,
+        audit_file: Path) -> None:
+    receiver.outage("error")
+    record(sctx, 2)
+    assert audit_stream.deliver(sctx) == 2  # the file took its two; the webhook backs off
+    file_only = replica(engine, parse_config({**TEST_CONFIG, "audit_sinks": [
+        {"type": "file", "path": str(audit_file)}]}, Path("test.yaml")), clock)
+    clock.advance(timedelta(days=6))
+    audit_stream.deliver(file_only)
+    assert [(sink, done) for _, sink, done in owed(engine)] == [
+        ("webhook", False), ("file", True), ("webhook", False), ("file", True)]
+
+    clock.advance(timedelta(days=2))  # a week since the webhook was last offered anything
+    audit_stream.deliver(sctx)  # still configured here: its rows wait, however long it is down
+    assert [(sink, done) for _, sink, done in owed(engine)] == [
+        ("webhook", False), ("webhook", False)]
+    audit_stream.deliver(file_only)  # removed here: what was not offered for a week goes
+    assert [(sink, done) for _, sink, done in owed(engine)] == [("webhook", False)]
+    clock.advance(timedelta(days=8))  # the row the other replica offered just now, later
+    audit_stream.deliver(file_only)
+    assert owed(engine) == []
+    assert len(event_ids(sctx)) == 2 and len(file_ids(audit_file)) == 2  # the log keeps all
+
+
 def test_the_stream_is_a_job_that_runs_every_few_seconds(sctx: Context) -> None:
     assert JOBS["stream"] is audit_stream.deliver
     every = {job.name: job.every for job in default_jobs(sctx)}

@@ -122,9 +122,11 @@ class SqlAlchemyAuditOutbox:
                 found[sink] = SinkBacklog(int(count), oldest, int(attempts or 0), error)
         return found
 
-    def forget(self, delivered_before: datetime) -> int:
+    def forget(self, delivered_before: datetime, sinks: Sequence[str]) -> int:
+        delivered = and_(ROW.delivered_at.is_not(None), ROW.delivered_at < delivered_before)
+        orphaned = and_(ROW.delivered_at.is_(None), ROW.sink.not_in(list(sinks)),
+                        ROW.next_attempt_at < delivered_before, _free(delivered_before))
         with self._engine.begin() as connection:
-            result = connection.execute(delete(ROW).where(
-                ROW.delivered_at.is_not(None), ROW.delivered_at < delivered_before))
+            result = connection.execute(delete(ROW).where(or_(delivered, orphaned)))
         return int(getattr(result, "rowcount", 0) or 0)
 
