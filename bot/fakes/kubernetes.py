@@ -415,9 +415,27 @@ class FakeKubernetes(Served, HeldAnswers):
         if method == "GET":
             return 200, store[key]
         if method == "DELETE":
+            failed = _precondition_failed(store[key], body)
+            if failed:
+                return 409, _status(409, "Conflict",
+                                    f'Operation cannot be fulfilled on {plural}.{RBAC} "{name}": '
+                                    f"Precondition failed: {failed}")
             del store[key]
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
         return 405, _status(405, "MethodNotAllowed", "method not allowed")
+
+
+def _precondition_failed(stored: dict[str, Any], options: dict[str, Any] | None) -> str | None:
+    """What a DeleteOptions body's ``preconditions`` (UID, resourceVersion) find changed in the
+    object, in the API server's words; None when they hold or there are none."""
+    preconditions = (options or {}).get("preconditions") or {}
+    metadata = stored.get("metadata", {})
+    for key, name in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        wanted = preconditions.get(key)
+        if wanted is not None and wanted != metadata.get(key):
+            return (f"{name} in precondition: {wanted}, {name} in object meta: "
+                    f"{metadata.get(key, '')}")
+    return None
 
 
 def _selected(labels: dict[str, str], selector: str) -> bool:

@@ -24,10 +24,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import Engine, MetaData, select
 
 from bot.adapters.kubernetes.api import KubernetesApi
+from bot.adapters.kubernetes.bindings import BindingRef, Bindings
 from bot.adapters.kubernetes.granters import KubernetesCertificateGranter, KubernetesRbacGranter
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
-from bot.domain.errors import InvalidInput, PolicyViolation
+from bot.domain.errors import (
+    InvalidInput,
+    PermanentBackendError,
+    PolicyViolation,
+    TemporaryBackendError,
+)
 from bot.domain.model import OperationKind, State
 from bot.domain.ports import Granter, NoticeKind
 from bot.fakes.kubernetes import BOT_RULES, FakeKubernetes
@@ -457,6 +463,65 @@ def test_a_binding_of_the_same_name_made_by_another_is_not_taken_over(
     failed = access.approve(kctx, request.id, BOB)
     assert failed.state is State.FAILED
     assert "exists and was not made by this bot" in (failed.end_reason or "")
+    assert kube.cluster_role_bindings[name] == theirs
+
+
+def bindings_of(ctx: Context, cluster: str) -> Bindings:
+    bindings = ctx.granter(cluster).bindings  # type: ignore[attr-defined]
+    assert isinstance(bindings, Bindings)
+    return bindings
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+def test_a_revocation_deletes_the_bots_bindings_beside_one_it_does_not_own(
+        kctx: Context, kube: FakeKubernetes, cluster: str) -> None:
+    request_id = grant(kctx, cluster, "deploy", namespace="shop")
+    name = f"k8s-access-{request_id}"
+    # A grant over several namespaces, as a role's grant without one was planned before.
+    ours = copy.deepcopy(kube.role_bindings[("shop", name)])
+    ours["metadata"]["namespace"] = "payments"
+    kube.role_bindings[("payments", name)] = ours
+    theirs = copy.deepcopy(kube.role_bindings[("shop", name)])
+    theirs["metadata"]["labels"]["k8s-access-bot/installation"] = "blue"
+    kube.role_bindings[("shop", name)] = theirs
+    refs = [BindingRef(name, "shop"), BindingRef(name, "payments")]
+    with pytest.raises(PermanentBackendError,
+                       match=f"RoleBinding shop/{name} is not labelled as this bot's"):
+        bindings_of(kctx, cluster).delete(refs, request_id)
+    assert ("payments", name) not in kube.role_bindings  # no access left behind
+    assert kube.role_bindings[("shop", name)] == theirs
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("change", ["replaced", "relabelled"])
+def test_a_binding_changed_between_judging_and_deleting_is_not_deleted(
+        kctx: Context, kube: FakeKubernetes, monkeypatch: pytest.MonkeyPatch, cluster: str,
+        change: str) -> None:
+    request_id = grant(kctx, cluster, "view")
+    name = f"k8s-access-{request_id}"
+    bindings = bindings_of(kctx, cluster)
+    theirs = copy.deepcopy(kube.cluster_role_bindings[name])
+    theirs["metadata"]["labels"]["k8s-access-bot/installation"] = "blue"
+    if change == "replaced":  # deleted and made again by someone else: a new UID
+        theirs["metadata"]["uid"] = "another-uid"
+    else:  # the same object, changed: a new resourceVersion
+        theirs["metadata"]["resourceVersion"] += "1"
+    request = bindings.api.request
+
+    def judged_then_changed(method: str, path: str, body: dict[str, Any] | None = None,
+                            query: dict[str, str] | None = None) -> dict[str, Any]:
+        answer = request(method, path, body, query)
+        if method == "GET":
+            kube.cluster_role_bindings[name] = theirs
+        return answer
+
+    monkeypatch.setattr(bindings.api, "request", judged_then_changed)
+    with pytest.raises(TemporaryBackendError, match="changed while the bot deleted it"):
+        bindings.delete([BindingRef(name, None)], request_id)
+    assert kube.cluster_role_bindings[name] == theirs
+    monkeypatch.undo()
+    with pytest.raises(PermanentBackendError, match="not labelled as this bot's"):
+        bindings.delete([BindingRef(name, None)], request_id)  # judged again: not the bot's
     assert kube.cluster_role_bindings[name] == theirs
 
 

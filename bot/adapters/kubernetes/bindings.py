@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.adapters.kubernetes.api import Conflict, KubernetesApi, Missing
 from bot.config import RoleConfig
-from bot.domain.errors import PermanentBackendError
+from bot.domain.errors import PermanentBackendError, TemporaryBackendError
 from bot.domain.ports import ManagedGrant
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -183,7 +183,12 @@ class Bindings:
 
     def delete(self, refs: list[BindingRef], request_id: int | None = None) -> None:
         """Delete each binding the bot made (for ``request_id``, when given); one already gone
-        counts as deleted. A binding of another installation or cluster is never deleted."""
+        counts as deleted. A binding of another installation or cluster is never deleted: the
+        bot's own among ``refs`` are deleted all the same, then :class:`PermanentBackendError`
+        names the others. Each deletion carries the UID and resourceVersion the bot judged as
+        preconditions, so a binding replaced or relabelled in between is not deleted
+        (:class:`TemporaryBackendError`: judged again on the next try)."""
+        refused = []
         for ref in refs:
             try:
                 existing = self.api.request("GET", ref.path)
@@ -192,15 +197,28 @@ class Bindings:
             claim = self.owner.claim(existing)
             if claim is Claim.OTHERS or (
                     request_id is not None and _request_id(existing) != request_id):
-                raise PermanentBackendError(
-                    f"cluster {self.api.cluster}: {ref.describe()} is not labelled as this "
-                    f"bot's for cluster {self.owner.cluster}"
-                    + (f" and request #{request_id}" if request_id is not None else "")
-                    + "; it leaves it alone, remove it by hand if it must go")
+                refused.append(ref.describe())
+                continue
+            metadata = existing.get("metadata", {})
+            preconditions = {field: metadata[field] for field in ("uid", "resourceVersion")
+                             if metadata.get(field)}
             try:
-                self.api.request("DELETE", ref.path)
+                self.api.request("DELETE", ref.path, body={
+                    "kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions})
             except Missing:
                 continue
+            except Conflict:
+                raise TemporaryBackendError(
+                    f"cluster {self.api.cluster}: {ref.describe()} changed while the bot "
+                    "deleted it; it is judged again on the next try") from None
+        if refused:
+            raise PermanentBackendError(
+                f"cluster {self.api.cluster}: {', '.join(refused)} "
+                f"{'is' if len(refused) == 1 else 'are'} not labelled as this bot's for cluster "
+                f"{self.owner.cluster}"
+                + (f" and request #{request_id}" if request_id is not None else "")
+                + ("; it leaves it alone, remove it by hand if it must go" if len(refused) == 1
+                   else "; it leaves them alone, remove them by hand if they must go"))
 
     def managed(self) -> list[ManagedGrant]:
         """Every binding on the API server labelled as this installation's for this configured
