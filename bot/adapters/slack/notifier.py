@@ -238,6 +238,8 @@ class SlackNotifier:
 
     def _update_approval(self, request: AccessRequest, missing: int,
                          messages: Sequence[MessageRef], note: str | None = None) -> None:
+        if not messages:  # none to update: nothing to build
+            return
         text, content = blocks.approval_message(request, missing, note, self._links)
         for ref in messages:
             self._try(lambda c=ref.conversation, t=ref.message: self._call(  # type: ignore[misc]
