@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,16 @@ from bench.processes import (
     run_cli,
     serve,
     serving,
+)
+from bot.adapters.kubernetes.bindings import (
+    BOT as BINDINGS_BY,
+)
+from bot.adapters.kubernetes.bindings import (
+    DEFAULT_INSTALLATION,
+    MANAGED_BY,
+    RBAC,
+    REQUEST_ANNOTATION,
+    Owner,
 )
 
 Row = Callable[[str, str, str, str], None]
@@ -351,12 +362,19 @@ def bench_kubeconfig(bot: Bot, row: Row, count: int, port: int, bare_port: int) 
 # --- 3. expiry -----------------------------------------------------------------------------
 
 
-def insert_due(engine: Engine, count: int, window: timedelta, now: datetime,
-               who: str = "U0DUE") -> None:
-    """``count`` active grants of people ``who`` + a number (certificate backend, nothing made
-    yet to remove), their ends spread evenly over the ``window`` before ``now``."""
-    with engine.begin() as connection:
-        connection.execute(text("""
+APPROVERS_CHANNEL = "C0REVIEW"
+BOT_LABEL = f"{MANAGED_BY}={BINDINGS_BY}"
+
+
+def insert_due(bot: Bot, count: int, window: timedelta, now: datetime,
+               who: str = "U0DUE") -> list[int]:
+    """``count`` active grants of people ``who`` + a number, their ends spread evenly over the
+    ``window`` before ``now``, each with what a grant the bot made has: its
+    ClusterRoleBinding on the local Kubernetes, labelled as the bot's; the backend reference
+    the bot stored (the binding, its UID, the certificate); its approval message in the
+    approvers' channel of the local Slack, and that message's row. Their IDs."""
+    with bot.engine.begin() as connection:
+        grants = connection.execute(text("""
             INSERT INTO access_requests (kind, requester_id, cluster, role,
                 duration_seconds, reason, subject, state, break_glass,
                 approved_by_policy, created_at, activated_at, ends_at, backend_ref,
@@ -367,8 +385,36 @@ def insert_due(engine: Engine, count: int, window: timedelta, now: datetime,
                 :now - make_interval(secs => :window * i / CAST(:count AS integer)),
                 '{}'::json, 0
             FROM generate_series(1, CAST(:count AS integer)) AS i
+            RETURNING id, requester_id, subject, ends_at
         """), {"now": now, "count": count, "window": window.total_seconds(),
-              "who": who})
+              "who": who}).all()
+    owner = Owner(DEFAULT_INSTALLATION, "staging")
+    uids = bot.cluster.create([{
+        "apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": owner.binding_name(grant), "labels": owner.labels,
+                     "annotations": {REQUEST_ANNOTATION: str(grant),
+                                     "k8s-access-bot/requester": requester_id,
+                                     "k8s-access-bot/ends-at": ends_at.isoformat()}},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "apiGroup": RBAC, "name": subject}]}
+        for grant, requester_id, subject, ends_at in grants])
+    stamps = bot.slack.post(APPROVERS_CHANNEL, len(grants))
+    made = [{"id": grant, "ts": ts, "ref": {
+        "bindings": [{"name": owner.binding_name(grant), "namespace": None, "uid": uid}],
+        "certificate_not_after": (ends_at + timedelta(minutes=1)).isoformat(),
+        "certificate_serial": f"{grant:x}"}}
+        for (grant, _, _, ends_at), uid, ts in zip(grants, uids, stamps, strict=True)]
+    with bot.engine.begin() as connection:
+        connection.execute(text("""
+            UPDATE access_requests AS r SET backend_ref = v.ref
+            FROM json_to_recordset(CAST(:made AS json)) AS v(id integer, ref json)
+            WHERE r.id = v.id"""), {"made": json.dumps(made)})
+        connection.execute(text("""
+            INSERT INTO messages (request_id, purpose, channel, ts)
+            SELECT v.id, 'approval', :channel, v.ts
+            FROM json_to_recordset(CAST(:made AS json)) AS v(id integer, ts text)"""),
+            {"made": json.dumps(made), "channel": APPROVERS_CHANNEL})
+    return [grant for grant, *_ in grants]
 
 
 def lags(engine: Engine) -> list[float]:
@@ -391,6 +437,12 @@ class Passes:
     """The passes' own time, as each reports it: the start-up left out."""
     pass_cpu_seconds: float = 0.0
     """The CPU each pass reports it spent (its threads included; the start-up left out)."""
+
+
+def per_call(calls: Counter[str], grants: int) -> str:
+    """Calls by method, per grant: ``DELETE 1.00 + GET 1.00``."""
+    return " + ".join(f"{method} {number / grants:.2f}"
+                      for method, number in sorted(calls.items())) or "none"
 
 
 PASS_SUMMARY = re.compile(r"expire: (\d+) handled in ([\d.]+) s \(CPU ([\d.]+) s\)")
@@ -444,10 +496,15 @@ def bench_expiry(engine: Engine, database_url: str, row: Row, sizes: list[int], 
         for size in sizes:
             seed(engine, size)
             clear(engine)
-            insert_due(engine, due, timedelta(minutes=1), datetime.now(UTC))
+            insert_due(bot, due, timedelta(minutes=1), datetime.now(UTC))
+            assert bot.cluster.bindings(BOT_LABEL) == due
+            kube, slack = bot.cluster.requests(), bot.slack.calls()
             passes = sweep_passes(bot.env, due)
+            kube, slack = bot.cluster.requests() - kube, bot.slack.calls() - slack
             count = len(passes.handled)
             assert sum(passes.handled) == due, passes.handled
+            left = bot.cluster.bindings(BOT_LABEL)
+            assert not left, f"{left} bindings of expired grants are still there"
             per_grant = passes.pass_seconds / due
             per_cpu = (passes.pass_cpu_seconds - count * idle_cpu) / due
             outside_cpu = (passes.cpu_seconds - count * start_cpu) / due
@@ -458,11 +515,16 @@ def bench_expiry(engine: Engine, database_url: str, row: Row, sizes: list[int], 
             row("expiry", "  the same from outside: the processes' wall / CPU less a start-up "
                 "each", f"{(passes.seconds - count * start) / due * 1000:.1f} / "
                 f"{outside_cpu * 1000:.1f} ms", "")
+            row("expiry", "  calls per grant: Kubernetes, Slack (each binding deleted, its "
+                "approval message updated)", f"{per_call(kube, due)}; {per_call(slack, due)}",
+                "")
         clear(engine)
-        insert_due(engine, scale, SWEEP, datetime.now(UTC))
+        insert_due(bot, scale, SWEEP, datetime.now(UTC))
         handled = sweep_passes(bot.env, scale).handled
         lag = lags(engine)
         assert len(lag) == scale, len(lag)
+        left = bot.cluster.bindings(BOT_LABEL)
+        assert not left, f"{left} bindings of expired grants are still there"
         row("expiry", f"{scale:,} ending within the last minute, {sizes[-1]:,} rows, PostgreSQL:"
             f" lag p50 / p99 / max; {len(handled)} pass(es) of ≤{max(handled)} back to back",
             spread(lag, 1, 1) + " s", f"{percentile(lag, 0.99) / SWEEP.total_seconds():.2f}× "
@@ -557,7 +619,7 @@ def bench_replicas(engine: Engine, database_url: str, row: Row, count: int, due:
             row("replicas", "expiry with one replica, then two", "left out of --quick", "")
         for replicas in (1, 2) if due is not None else ():
             clear(engine)
-            insert_due(engine, due or 0, SWEEP, datetime.now(UTC), who=f"U0DUE{replicas}X")
+            insert_due(bot, due or 0, SWEEP, datetime.now(UTC), who=f"U0DUE{replicas}X")
             with ExitStack() as sweeping:
                 for port in (first, second)[:replicas]:
                     sweeping.enter_context(serve(bot.env, port, jobs=True))

@@ -115,6 +115,21 @@ class SlackProcess:
         fresh, self._read = complete[self._read:], len(complete)
         return [json.loads(line) for line in fresh]
 
+    def _ask(self, command: dict[str, Any]) -> Any:
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._child.stdin.write(json.dumps(command) + "\n")
+        self._child.stdin.flush()
+        return json.loads(self._child.stdout.readline())
+
+    def post(self, channel: str, count: int) -> list[str]:
+        """``count`` messages put in ``channel`` as the bot's (no call counted): their ts."""
+        stamps: list[str] = self._ask({"post": {"channel": channel, "count": count}})["ts"]
+        return stamps
+
+    def calls(self) -> Counter[str]:
+        """The calls received so far, by method."""
+        return Counter(self._ask({"calls": True}))
+
     def stop(self) -> SlackCounts:
         output, _ = self._child.communicate(timeout=60)
         self.events.unlink(missing_ok=True)
@@ -153,6 +168,25 @@ class ClusterProcess:
         assert self._child.stdout is not None
         self.credentials: dict[str, str] = json.loads(self._child.stdout.readline())
         self.url = self.credentials["url"]
+
+    def _ask(self, command: dict[str, Any]) -> Any:
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._child.stdin.write(json.dumps(command) + "\n")
+        self._child.stdin.flush()
+        return json.loads(self._child.stdout.readline())
+
+    def create(self, bindings: list[dict[str, Any]]) -> list[str]:
+        """Bindings created as the API creates them (not counted as requests): their UIDs."""
+        uids: list[str] = self._ask({"create": bindings})["uids"]
+        return uids
+
+    def bindings(self, label: str) -> int:
+        """How many bindings carry ``label`` (``key=value``)."""
+        return int(self._ask({"count": label})["bindings"])
+
+    def requests(self) -> Counter[str]:
+        """The requests received so far, by method."""
+        return Counter(self._ask({"requests": True}))
 
     def stop(self) -> Counter[str]:
         """Requests received, by method."""

@@ -7,6 +7,11 @@ it counted (:class:`bench.processes.SlackCounts`). It knows ME, the approver and
 people; ``--rate`` and ``--per-channel`` turn on Slack's posting limits (429 with
 ``Retry-After``). Each form opened (``views.open``), file shared and message posted is
 appended to ``FILE`` as it arrives, with the moment on the machine's monotonic clock.
+
+While it runs it answers commands, one line of JSON each on its stdin, with one line of JSON:
+``{"post": {"channel": C, "count": n}}`` puts ``n`` messages in channel ``C`` as if the bot had
+posted them, without a call counted (``{"ts": [...]}``); ``{"calls": true}`` says the calls
+received so far by method (``{"chat.update": n, ...}``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ from bench.processes import APPROVER, ME, requester
 from bot.fakes.slack import FakeSlack
 
 TIMED = {"views.open", "files.completeUploadExternal", "chat.postMessage"}
+
+
+def posted(slack: FakeSlack, channel: str, count: int) -> list[str]:
+    """``count`` messages in ``channel``, as the bot's approval messages: their ``ts``."""
+    with slack._lock:
+        stamps = [slack._ts_now() for _ in range(count)]
+        for ts in stamps:
+            slack.messages[(channel, ts)] = {"text": "Access request", "blocks": [],
+                                             "thread_ts": None}
+    return stamps
 
 
 def main() -> None:
@@ -55,7 +70,15 @@ def main() -> None:
                       per_channel_interval=args.per_channel,
                       global_per_second=args.rate).start()
     print(slack.url, flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:
+        command = json.loads(line)
+        if "post" in command:
+            answer: Any = {"ts": posted(slack, command["post"]["channel"],
+                                        command["post"]["count"])}
+        else:
+            with slack._lock:
+                answer = Counter(call.method for call in slack.calls)
+        print(json.dumps(answer), flush=True)
     slack.stop()
     answers = Counter(response["_url"] for response in slack.responses)
     posts = [params.get("channel", "") for params in slack.called("chat.postMessage")]
