@@ -525,6 +525,84 @@ def test_a_binding_changed_between_judging_and_deleting_is_not_deleted(
     assert kube.cluster_role_bindings[name] == theirs
 
 
+def calls_during(kube: FakeKubernetes, action: Any) -> list[tuple[str, str]]:
+    """``action()``'s requests to the API server: (method, path)."""
+    before = len(kube.requests)
+    action()
+    return [(method, path) for _, method, path in kube.requests[before:]]
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("namespace", [None, "shop"])
+def test_a_grant_keeps_each_bindings_uid_and_its_expiry_deletes_it_in_one_request(
+        kctx: Context, kube: FakeKubernetes, cluster: str, namespace: str | None) -> None:
+    request_id = grant(kctx, cluster, "deploy" if namespace else "view", namespace=namespace)
+    name = f"k8s-access-{request_id}"
+    made = kube.role_bindings[(namespace, name)] if namespace \
+        else kube.cluster_role_bindings[name]
+    assert grants.get(kctx, request_id).backend_ref["bindings"] == [
+        {"name": name, "namespace": namespace, "uid": made["metadata"]["uid"]}]
+    clock = kctx.clock
+    later = dataclasses.replace(kctx, clock=lambda: clock() + H + timedelta(minutes=1))
+    path = (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}"
+            if namespace else f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+    assert calls_during(kube, lambda: grants.expire_due(later)) == [("DELETE", path)]
+    assert grants.get(later, request_id).state is State.EXPIRED
+    assert (namespace, name) not in kube.role_bindings
+    assert name not in kube.cluster_role_bindings
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("whose", ["another installation", "no label", "the bot, made again"])
+def test_a_binding_replaced_since_the_grant_is_judged_before_it_is_deleted(
+        kctx: Context, kube: FakeKubernetes, cluster: str, whose: str) -> None:
+    """Another object of the same name (a new UID) is no proof: it is read and judged, and
+    deleted only when its labels make it the bot's for this request."""
+    request_id = grant(kctx, cluster, "view")
+    name = f"k8s-access-{request_id}"
+    granted = grants.get(kctx, request_id)
+    replacement = copy.deepcopy(kube.cluster_role_bindings[name])
+    replacement["metadata"]["uid"] = "another-uid"
+    if whose == "another installation":
+        replacement["metadata"]["labels"]["k8s-access-bot/installation"] = "blue"
+    elif whose == "no label":
+        replacement["metadata"]["labels"] = {}
+    kube.cluster_role_bindings[name] = replacement
+    granter = kctx.granter(cluster)
+    spec = operations.spec_for(granted, datetime.now(UTC))
+
+    def revoke() -> None:
+        granter.revoke(spec, granted.backend_ref)
+
+    if whose == "the bot, made again":
+        assert [method for method, _ in calls_during(kube, revoke)] == ["DELETE", "GET",
+                                                                         "DELETE"]
+        assert name not in kube.cluster_role_bindings
+        return
+    before = len(kube.requests)
+    with pytest.raises(PermanentBackendError, match="not labelled as this bot's"):
+        revoke()
+    assert [method for _, method, _ in kube.requests[before:]] == ["DELETE", "GET"]
+    assert kube.cluster_role_bindings[name] == replacement
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+def test_a_grant_recorded_without_uids_is_revoked_as_before(
+        kctx: Context, kube: FakeKubernetes, cluster: str) -> None:
+    """A backend reference written before the bot kept UIDs: read, judged, then deleted."""
+    request_id = grant(kctx, cluster, "view")
+    name = f"k8s-access-{request_id}"
+    with kctx.transaction() as uow:
+        granted = uow.requests.get(request_id, for_update=True)
+        granted.backend_ref = {**granted.backend_ref,
+                               "bindings": [{"name": name, "namespace": None}]}
+        uow.requests.save(granted)
+    calls = calls_during(kube, lambda: grants.revoke(kctx, request_id, ALICE, "done"))
+    assert [method for method, _ in calls] == ["GET", "DELETE"]
+    assert name not in kube.cluster_role_bindings
+    assert grants.get(kctx, request_id).state is State.REVOKED
+
+
 @pytest.mark.parametrize("backends", [("certificate", "rbac"), ("rbac", "rbac"),
                                       ("certificate", "certificate")])
 def test_clusters_sharing_an_api_server_leave_each_other_alone(

@@ -6,7 +6,9 @@ and ``k8s-access-bot/cluster: <configured cluster>``, and the annotation
 ``k8s-access-bot/request-id``. The bot deletes nothing without the first label, nothing labelled
 for another installation or another configured cluster (several may share one API server), and
 treats a binding of an older version (only the first label) as its own only where its records
-say so.
+say so. A grant's record keeps each binding's UID from its creation: revoking deletes that very
+object in one request (the UID as precondition), and judges by the labels only what it cannot
+prove so (no UID recorded, or another object of that name since).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ class Owner:
 class BindingRef:
     name: str
     namespace: str | None
+    uid: str | None = None
+    """``metadata.uid`` of the binding the bot created, as its creation answered; None for a
+    binding only planned, listed, or recorded before the bot kept UIDs."""
 
     @property
     def path(self) -> str:
@@ -84,7 +89,12 @@ class BindingRef:
         return self.path.rsplit("/", 1)[0]
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"name": self.name, "namespace": self.namespace}
+        """``{"name", "namespace"}``, and ``"uid"`` when known: what a grant's backend
+        reference holds of each binding."""
+        made: dict[str, str | None] = {"name": self.name, "namespace": self.namespace}
+        if self.uid is not None:
+            made["uid"] = self.uid
+        return made
 
     def describe(self) -> str:
         return f"RoleBinding {self.namespace}/{self.name}" if self.namespace \
@@ -160,13 +170,14 @@ class Bindings:
         self.owner = owner
 
     def create(self, refs: list[BindingRef], role: RoleConfig, username: str, request_id: int,
-               requester: str, ends_at: datetime) -> None:
+               requester: str, ends_at: datetime) -> list[BindingRef]:
         """Create each binding; one this installation's cluster made before for the same request
-        and user counts as made."""
+        and user counts as made. The bindings made, each with its ``metadata.uid``."""
+        made = []
         for ref in refs:
             body = _body(self.owner, ref, role, username, request_id, requester, ends_at)
             try:
-                self.api.request("POST", ref.collection, body)
+                created = self.api.request("POST", ref.collection, body)
             except Conflict:
                 existing = self.api.request("GET", ref.path)
                 if not (self.owner.claim(existing) is Claim.OURS
@@ -176,20 +187,31 @@ class Bindings:
                         f"cluster {self.api.cluster}: {ref.describe()} exists and was not made "
                         f"by this bot for request #{request_id} and {username}; remove or "
                         "rename it") from None
+                created = existing
             except Missing:
                 raise PermanentBackendError(
                     f"cluster {self.api.cluster}: namespace {ref.namespace} does not exist"
                 ) from None
+            uid = created.get("metadata", {}).get("uid")
+            made.append(BindingRef(ref.name, ref.namespace, str(uid) if uid else None))
+        return made
 
     def delete(self, refs: list[BindingRef], request_id: int | None = None) -> None:
         """Delete each binding the bot made (for ``request_id``, when given); one already gone
         counts as deleted. A binding of another installation or cluster is never deleted: the
         bot's own among ``refs`` are deleted all the same, then :class:`PermanentBackendError`
-        names the others. Each deletion carries the UID and resourceVersion the bot judged as
-        preconditions, so a binding replaced or relabelled in between is not deleted
+        names the others.
+
+        A ref with a UID is deleted in one request, with that UID as precondition: the UID
+        proves the object is the very one the bot created. When it is not (409: replaced by
+        another object of the same name), and for a ref without a UID, the binding is read and
+        judged by its labels, then deleted with the UID and resourceVersion judged as
+        preconditions, so that one replaced or relabelled in between is not deleted
         (:class:`TemporaryBackendError`: judged again on the next try)."""
         refused = []
         for ref in refs:
+            if ref.uid is not None and self._deleted_as_made(ref):
+                continue
             try:
                 existing = self.api.request("GET", ref.path)
             except Missing:
@@ -203,8 +225,7 @@ class Bindings:
             preconditions = {field: metadata[field] for field in ("uid", "resourceVersion")
                              if metadata.get(field)}
             try:
-                self.api.request("DELETE", ref.path, body={
-                    "kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions})
+                self._delete(ref, preconditions)
             except Missing:
                 continue
             except Conflict:
@@ -219,6 +240,23 @@ class Bindings:
                 + (f" and request #{request_id}" if request_id is not None else "")
                 + ("; it leaves it alone, remove it by hand if it must go" if len(refused) == 1
                    else "; it leaves them alone, remove them by hand if they must go"))
+
+    def _deleted_as_made(self, ref: BindingRef) -> bool:
+        """Delete the very object the bot created (its UID as precondition): True when it is
+        deleted or gone; False when another object of that name stands there now."""
+        try:
+            self._delete(ref, {"uid": str(ref.uid)})
+        except Missing:
+            return True
+        except Conflict:
+            return False
+        return True
+
+    def _delete(self, ref: BindingRef, preconditions: dict[str, str]) -> None:
+        """One DELETE, on ``preconditions`` (``uid``, ``resourceVersion``); :class:`Missing`
+        when the binding is gone, :class:`Conflict` when a precondition fails."""
+        self.api.request("DELETE", ref.path, body={
+            "kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions})
 
     def managed(self) -> list[ManagedGrant]:
         """Every binding on the API server labelled as this installation's for this configured
@@ -245,4 +283,6 @@ class Bindings:
 
 
 def refs_from(reference: dict[str, Any]) -> list[BindingRef]:
-    return [BindingRef(b["name"], b.get("namespace")) for b in reference.get("bindings", [])]
+    """The bindings a grant's backend reference names (their UIDs where it kept them)."""
+    return [BindingRef(b["name"], b.get("namespace"), b.get("uid"))
+            for b in reference.get("bindings", [])]

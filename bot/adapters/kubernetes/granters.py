@@ -95,9 +95,9 @@ class _KubernetesGranter:
     def _bind(self, spec: GrantSpec) -> list[dict[str, str | None]]:
         role = self.config.role(spec.cluster, spec.role)
         refs = plan(self.owner, spec.request_id, role, spec.namespace)
-        self.bindings.create(refs, role, spec.subject, spec.request_id, spec.requester_id,
-                             spec.ends_at)
-        return [ref.as_dict() for ref in refs]
+        made = self.bindings.create(refs, role, spec.subject, spec.request_id,
+                                    spec.requester_id, spec.ends_at)
+        return [ref.as_dict() for ref in made]
 
     def revoke(self, spec: GrantSpec, reference: dict[str, Any]) -> None:
         refs = refs_from(reference)
