@@ -479,17 +479,28 @@ def _finish(operations: OperationQueue, operation: Operation, state: OperationSt
     operations.save(operation)
 
 
+def _finish_held(operations: OperationQueue, operation: Operation) -> None:
+    """Mark ``operation`` done and release its lease, in one UPDATE fenced by the lease (its row
+    locked first, as :func:`_hold` does), or raise :class:`LeaseLost`: the completion's
+    transaction writes nothing then. ``operation`` itself is left as it was, for a retry of
+    the transaction."""
+    assert operation.id is not None and operation.lease_owner is not None
+    if not operations.finish_many([operation.id], operation.lease_owner):
+        raise LeaseLost(operation.lease_owner)
+
+
 def _complete(ctx: Context, operation: Operation, result: GrantResult | None,
               started: datetime) -> AccessRequest:
     def commit() -> tuple[AccessRequest, list[Notice]]:
         now = ctx.clock()
         with ctx.transaction() as uow:
-            _hold(ctx, uow.operations, operation)
+            _finish_held(uow.operations, operation)
             request = uow.requests.get(operation.request_id, for_update=True)
             notices = [ctx.prepared(uow, notice) for notice
                        in _apply(uow, operation, request, result, started, now)]
-            _finish(uow.operations, operation, OperationState.DONE)
             ctx.settle(uow)
+        operation.state, operation.last_error = OperationState.DONE, None
+        operation.lease_owner = operation.lease_until = None
         return request, notices
 
     request, notices = retrying(commit)

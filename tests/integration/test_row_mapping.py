@@ -88,3 +88,39 @@ def test_an_operation_comes_back_as_it_was_stored(ctx: Context) -> None:
         assert uow.operations.enqueue(operation)
     with ctx.transaction() as uow:
         assert uow.operations.get(request.id, OperationKind.REVOKE) == operation
+
+
+def test_a_request_saved_by_its_id_is_read_afresh_by_a_list_in_the_same_transaction(
+        ctx: Context) -> None:
+    """A request read by its ID is saved without the ORM: a row the ORM held for it (read in a
+    batch) is dropped, so that a later list reads the saved state, not the copy."""
+    filed = _filed(ctx)
+    assert filed.id is not None
+    with ctx.transaction() as uow:
+        assert [r.state for r in uow.requests.get_many([filed.id])] == [State.PENDING]
+        request = uow.requests.get(filed.id, for_update=True)
+        request.state = State.DENIED
+        request.approvals.append(Approval(BOB, Decision.DENY, ctx.clock()))
+        uow.requests.save(request)
+        found = uow.requests.find(requester_id=ALICE)
+    assert [(r.state, [a.approver_id for a in r.approvals]) for r in found] == [
+        (State.DENIED, [BOB])]
+    with ctx.transaction() as uow:
+        again = uow.requests.get(filed.id)
+    assert (again.state, again.version, again.approvals) == (
+        State.DENIED, request.version, request.approvals)
+
+
+def test_audit_events_are_read_back_in_their_own_transaction_in_order(ctx: Context) -> None:
+    """Events are inserted together at the commit; reading them first inserts those kept."""
+    filed = _filed(ctx)
+    with ctx.transaction() as uow:
+        for action in ("first", "second"):
+            uow.audit.record(AuditEvent(at=ctx.clock(), actor=ALICE, action=action,
+                                        request_id=filed.id, details={"n": action}))
+        assert [e.action for e in uow.audit.events()] == ["first", "second"]
+    with ctx.transaction() as uow:
+        uow.audit.record(AuditEvent(at=ctx.clock(), actor=ALICE, action="third",
+                                    request_id=filed.id))
+    with ctx.transaction() as uow:
+        assert [e.action for e in uow.audit.events()] == ["first", "second", "third"]

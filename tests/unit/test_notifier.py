@@ -261,7 +261,7 @@ def test_nobody_reached_among_hundreds_of_approvers_is_still_told_within_slacks_
     assert slack.errors() == []
 
 
-def test_a_message_to_a_person_is_one_call_and_a_file_opens_their_dm(
+def test_a_message_to_a_person_is_one_call_and_a_file_goes_to_the_dm_it_answered(
         notifier: SlackNotifier, slack: FakeSlack) -> None:
     request = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
     notifier.notify(Notice(NoticeKind.EXPIRED, dataclasses.replace(
@@ -272,7 +272,18 @@ def test_a_message_to_a_person_is_one_call_and_a_file_opens_their_dm(
 
     notifier.notify(Notice(NoticeKind.APPROVED, request, delivery=Delivery(
         "use the file", filename="kubeconfig.yaml", content=b"kubeconfig")))
-    assert [c["users"] for c in slack.called("conversations.open")] == [ALICE]  # the file
+    assert not slack.called("conversations.open")  # the message's answer named the DM
+    assert slack.uploaded_to(slack.dm_channel(ALICE))
+
+
+def test_a_file_whose_message_did_not_go_opens_the_dm(
+        notifier: SlackNotifier, slack: FakeSlack) -> None:
+    request = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
+    slack.fail("chat.postMessage", "channel_not_found", times=1, channel=slack.dm_channel(ALICE))
+    with pytest.raises(Undeliverable):  # the message, after the file was tried
+        notifier.notify(Notice(NoticeKind.APPROVED, request, delivery=Delivery(
+            "use the file", filename="kubeconfig.yaml", content=b"kubeconfig")))
+    assert [c["users"] for c in slack.called("conversations.open")] == [ALICE]
     assert slack.uploaded_to(slack.dm_channel(ALICE))
 
 
@@ -287,3 +298,18 @@ def test_a_person_who_cannot_get_dms_is_reported_of_their_kind(
     with pytest.raises(Undeliverable) as later:
         notifier.notify(Notice(NoticeKind.EXPIRED, pending(state=State.EXPIRED)))
     assert later.value.kind == Undeliverable.TEMPORARY
+
+
+def test_only_the_latest_dm_channels_are_kept(notifier: SlackNotifier, slack: FakeSlack,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.adapters.slack.notifier.DM_CHANNELS", 1)
+    request = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
+    notifier.notify(Notice(NoticeKind.EXPIRED, dataclasses.replace(request, state=State.EXPIRED)))
+    notifier.notify(Notice(NoticeKind.EXPIRED, dataclasses.replace(
+        request, state=State.EXPIRED, requester_id=BOB)))  # Bob's DM replaces Alice's
+    slack.fail("chat.postMessage", "channel_not_found", times=1, channel=slack.dm_channel(ALICE))
+    with pytest.raises(Undeliverable):  # her message, this time: its answer names no DM
+        notifier.notify(Notice(NoticeKind.APPROVED, request, delivery=Delivery(
+            "use the file", filename="kubeconfig.yaml", content=b"kubeconfig")))
+    assert [c["users"] for c in slack.called("conversations.open")] == [ALICE]
+    assert slack.uploaded_to(slack.dm_channel(ALICE))

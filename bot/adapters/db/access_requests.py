@@ -3,6 +3,11 @@
 Two writers never both win: every request row carries a version that each UPDATE compares and
 bumps, and ``get(..., for_update=True)`` also takes the row lock on PostgreSQL so that
 concurrent approvers queue instead of retrying.
+
+One request read by its ID (what a decision or a grant's completion reads and saves) goes
+through the record's column mapping as plain statements: one SELECT with its approvals joined,
+one UPDATE (and an INSERT for approvals added), instead of the ORM's loading, identity map and
+flush, which cost more than the database did. Lists and batches keep their ORM rows.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, bindparam, exists, func, or_, select, update
+from sqlalchemy import Engine, Select, Table, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -53,6 +58,40 @@ def _write_request(row: RequestRow, request: AccessRequest) -> None:
 
 
 TABLE: Table = RequestRow.__table__  # type: ignore[assignment]
+APPROVALS: Table = ApprovalRow.__table__  # type: ignore[assignment]
+_APPROVAL_COLUMNS = ("approver_id", "decision", "decided_at", "comment", "approved_seconds")
+_ONE = (select(TABLE, *(APPROVALS.c[name].label(f"approval_{name}") for name in _APPROVAL_COLUMNS))
+        .select_from(TABLE.outerjoin(APPROVALS, APPROVALS.c.request_id == TABLE.c.id))
+        .where(TABLE.c.id == bindparam("request_id"))
+        .order_by(APPROVALS.c.id))
+"""A request and its approvals, oldest first: one row per approval (one with NULLs when it
+has none)."""
+_LOCKED = select(TABLE).where(TABLE.c.id == bindparam("request_id")).with_for_update()
+"""A request, its row locked (PostgreSQL)."""
+_APPROVALS_OF = (select(*(APPROVALS.c[name].label(f"approval_{name}")
+                          for name in _APPROVAL_COLUMNS))
+                 .where(APPROVALS.c.request_id == bindparam("request_id"))
+                 .order_by(APPROVALS.c.id))
+"""A request's approvals, oldest first, read after its row is locked: a statement that waited
+for the lock sees the row as the transaction it waited for left it, but joined rows as they
+were when it began, without the approval that transaction added."""
+_SAVE_ONE = (update(TABLE)
+             .where(TABLE.c.id == bindparam("row_id"), TABLE.c.version == bindparam("row_version"))
+             .values({**{column: bindparam(f"new_{column}") for column in REQUEST.columns},
+                      "version": TABLE.c.version + 1}))
+"""Every column a request writes, its version compared and bumped."""
+
+
+class _Approval:
+    """An approval's columns in a joined row, by the names :data:`APPROVAL` reads."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, f"approval_{name}")
 
 
 def _changed(request: AccessRequest | None) -> ConcurrentModification:
@@ -68,6 +107,9 @@ class SqlAlchemyAccessRequests:
         and a row it forgot would be read again to be saved."""
         self._locked_ids: set[int] = set()
         """Requests whose rows this transaction read for update."""
+        self._loaded: dict[int, int] = {}
+        """Requests read by :meth:`get` in this transaction, by ID: how many approvals their
+        rows have. Saved by :meth:`_save_loaded`."""
 
     def add(self, request: AccessRequest) -> AccessRequest:
         row = RequestRow()
@@ -96,12 +138,34 @@ class SqlAlchemyAccessRequests:
         return row
 
     def get(self, request_id: int, *, for_update: bool = False) -> AccessRequest:
-        return _to_request(self._row(request_id, for_update))
+        """The request and its approvals, through the column mapping: one statement, or, to
+        lock its row (PostgreSQL) when ``for_update``, one for the row and one for its
+        approvals (:data:`_APPROVALS_OF`)."""
+        connection, key = self.session.connection(), {"request_id": request_id}
+        if for_update:
+            row = connection.execute(_LOCKED, key).one_or_none()
+            approved = connection.execute(_APPROVALS_OF, key).all() if row is not None else []
+        else:
+            approved = connection.execute(_ONE, key).all()
+            row = approved[0] if approved else None
+        if row is None:
+            raise NotFound(f"There is no request #{request_id}.")
+        approvals = [APPROVAL.load(_Approval(found)) for found in approved
+                     if found.approval_approver_id is not None]
+        request = REQUEST.load(row, approvals=approvals)
+        self._loaded[request_id] = len(approvals)
+        return request
 
     def save(self, request: AccessRequest) -> None:
         self.save_many([request])
 
     def save_many(self, requests: Sequence[AccessRequest]) -> None:
+        loaded = [request for request in requests if (request.id or 0) in self._loaded]
+        if loaded:
+            self._save_loaded(loaded)
+            requests = [request for request in requests if (request.id or 0) not in self._loaded]
+            if not requests:
+                return
         if len(requests) > 1:
             locked = [request for request in requests if self._batchable(request)]
             if locked:
@@ -126,6 +190,42 @@ class SqlAlchemyAccessRequests:
             raise _changed(requests[0] if len(requests) == 1 else None) from None
         for request, row in zip(requests, rows, strict=True):
             request.version = row.version
+
+    def _save_loaded(self, requests: Sequence[AccessRequest]) -> None:
+        """Save requests :meth:`get` read: one UPDATE of their columns, their versions
+        compared and bumped, sent together; one INSERT of the approvals added since."""
+        added = []
+        for request in requests:
+            assert request.id is not None
+            added += [{**APPROVAL.values(approval), "request_id": request.id}
+                      for approval in request.approvals[self._loaded[request.id]:]]
+        connection = self.session.connection()
+        parameters = [{**{f"new_{column}": value
+                          for column, value in REQUEST.values(request).items()},
+                       "row_id": request.id, "row_version": request.version}
+                      for request in requests]
+        try:
+            result = connection.execute(_SAVE_ONE, parameters)
+            if result.rowcount != len(parameters):
+                raise _changed(requests[0] if len(requests) == 1 else None)
+            if added:
+                connection.execute(insert(APPROVALS), added)
+        except IntegrityError:  # an approval by the same person, stored meanwhile
+            raise _changed(requests[0] if len(requests) == 1 else None) from None
+        for request in requests:
+            assert request.id is not None
+            request.version += 1
+            self._loaded[request.id] = len(request.approvals)
+            self._forget_row(request.id)
+
+    def _forget_row(self, request_id: int) -> None:
+        """The ORM's copy of a row written without it, if it holds one, dropped: a later read
+        reads it again rather than the copy from before."""
+        self._read.pop(request_id, None)
+        self._locked_ids.discard(request_id)
+        held = self.session.identity_map.get(self.session.identity_key(RequestRow, request_id))
+        if held is not None:
+            self.session.expunge(held)
 
     def get_many(self, request_ids: Collection[int], *,
                  for_update: bool = False) -> list[AccessRequest]:

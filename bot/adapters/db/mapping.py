@@ -69,6 +69,11 @@ class Columns(Generic[Record]):
         return frozenset((*self._alike, *self._loaded_only,
                           *(c.attribute for c in self._converted)))
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns :meth:`values` writes, by name."""
+        return (*self._alike, *(c.column for c in self._converted))
+
     def load(self, row: Any, **more: Any) -> Record:
         """The record of ``row``; ``more`` gives what the row keeps elsewhere (related rows)."""
         values = {name: getattr(row, name) for name in (*self._alike, *self._loaded_only)}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import builtins
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from bot.adapters.db.among import among
 from bot.adapters.db.models import MessageRow
 from bot.domain.model import MessageRef
+
+TABLE: Table = MessageRow.__table__  # type: ignore[assignment]
 
 
 class SqlAlchemyMessageReferences:
@@ -36,11 +38,10 @@ class SqlAlchemyMessageReferences:
         found: dict[int, builtins.list[MessageRef]] = {}
         if not request_ids:
             return found
-        rows = self.session.scalars(
-            select(MessageRow)
-            .where(among(self.session, MessageRow.request_id, request_ids),
-                   MessageRow.purpose == purpose)
-            .order_by(MessageRow.id)
+        rows = self.session.connection().execute(
+            select(TABLE.c.request_id, TABLE.c.channel, TABLE.c.ts)
+            .where(among(self.session, TABLE.c.request_id, request_ids), TABLE.c.purpose == purpose)
+            .order_by(TABLE.c.id)
         )
         for row in rows:
             found.setdefault(row.request_id, []).append(MessageRef(row.channel, row.ts))

@@ -1,5 +1,8 @@
 """The operation queue on SQLAlchemy: one row per request and kind makes a backend call owed
-once; a lease, taken and renewed by conditional UPDATEs, lets one worker hold it at a time."""
+once; a lease, taken and renewed by conditional UPDATEs, lets one worker hold it at a time.
+
+Operations are read and written as plain statements on the transaction's connection, through
+the record's column mapping: no ORM row of an operation is ever held, so none can be stale."""
 
 from __future__ import annotations
 
@@ -40,44 +43,39 @@ class SqlAlchemyOperationQueue:
         (INSERT … ON CONFLICT DO NOTHING), no savepoint."""
         return bool(self.enqueue_many([operation]))
 
+    def _execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.session.connection().execute(statement, parameters)
+
     def get(self, request_id: int, kind: OperationKind) -> Operation | None:
-        row = self.session.scalars(
-            select(OperationRow).where(
-                OperationRow.request_id == request_id, OperationRow.kind == kind.value
-            )
-        ).one_or_none()
+        row = self._execute(_OWED, {"request_id": request_id, "kind": kind.value}).one_or_none()
         return None if row is None else OPERATION.load(row)
 
     def save(self, operation: Operation) -> None:
         """Write ``operation`` onto its row: one UPDATE, the row not read first."""
-        result = self.session.execute(
-            update(OperationRow).where(OperationRow.id == operation.id)
-            .values(**OPERATION.values(operation)))
-        if getattr(result, "rowcount", 0) != 1:
+        result = self._execute(_SAVE, {**{f"new_{column}": value for column, value
+                                          in OPERATION.values(operation).items()},
+                                       "row_id": operation.id})
+        if result.rowcount != 1:
             raise NotFound(f"There is no operation {operation.id}.")
 
     def claim(self, operation_id: int, owner: str, now: datetime, until: datetime) -> bool:
-        result = self.session.execute(
-            update(OperationRow)
-            .where(OperationRow.id == operation_id, *_claimable(now))
-            .values(
-                lease_owner=owner, lease_until=until, attempts=OperationRow.attempts + 1
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
+        result = self._execute(
+            update(TABLE)
+            .where(TABLE.c.id == operation_id, *_claimable(now))
+            .values(lease_owner=owner, lease_until=until, attempts=TABLE.c.attempts + 1))
+        return bool(result.rowcount == 1)
 
     def renew(self, operation_id: int, owner: str, until: datetime) -> bool:
         return operation_id in self.renew_many([operation_id], owner, until)
 
     def due(self, now: datetime, limit: int) -> list[Operation]:
         query = (
-            select(OperationRow)
+            select(TABLE)
             .where(*_claimable(now))
-            .order_by(OperationRow.next_attempt_at)
+            .order_by(TABLE.c.next_attempt_at)
             .limit(limit)
         )
-        return [OPERATION.load(row) for row in self.session.scalars(query)]
+        return [OPERATION.load(row) for row in self._execute(query)]
 
     # --- many at a time: one statement for a whole batch --------------------------------
 
@@ -105,7 +103,7 @@ class SqlAlchemyOperationQueue:
         returning = (statement.on_conflict_do_nothing(index_elements=["request_id", "kind"])
                      .returning(TABLE.c.id, TABLE.c.request_id, TABLE.c.kind))
         made = {(request_id, kind): id_ for id_, request_id, kind
-                in self.session.execute(returning, parameters)}
+                in self._execute(returning, parameters)}
         owed = []
         for operation in operations:
             operation.id = made.get((operation.request_id, operation.kind.value))
@@ -131,12 +129,18 @@ class SqlAlchemyOperationQueue:
                             TABLE.c.state == OperationState.PENDING.value,
                             TABLE.c.lease_owner == owner)
                      .values(**values).returning(TABLE.c.id))
-        return {id_ for (id_,) in self.session.execute(statement)}
+        return {id_ for (id_,) in self._execute(statement)}
 
+
+
+_OWED = select(TABLE).where(TABLE.c.request_id == bindparam("request_id"),
+                            TABLE.c.kind == bindparam("kind"))
+_SAVE = (update(TABLE).where(TABLE.c.id == bindparam("row_id"))
+         .values({column: bindparam(f"new_{column}") for column in OPERATION.columns}))
 
 
 def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
     """An operation a worker may take at ``now``: still owed, due, and its lease lapsed."""
-    return (OperationRow.state == OperationState.PENDING.value,
-            OperationRow.next_attempt_at <= now,
-            OperationRow.lease_until.is_(None) | (OperationRow.lease_until < now))
+    return (TABLE.c.state == OperationState.PENDING.value,
+            TABLE.c.next_attempt_at <= now,
+            TABLE.c.lease_until.is_(None) | (TABLE.c.lease_until < now))

@@ -1,7 +1,7 @@
 """The audit outbox on SQLAlchemy: one row per audit event and configured sink.
 
-:func:`owe_to_sinks` adds the rows beside the audit row, in its session, so that the event and
-what it owes commit or roll back together. :class:`SqlAlchemyAuditOutbox` is the delivery side:
+:func:`owe_to_sinks` adds the rows beside the audit rows, in their transaction, so that the events
+and what they owe commit or roll back together. :class:`SqlAlchemyAuditOutbox` is the delivery side:
 a worker leases due rows with one statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so that
 replicas take different rows without waiting for each other; SQLite has one writer at a time),
 as the Slack inbox does. A worker that dies leaves its lease to run out.
@@ -12,7 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.adapters.db.models import AuditDeliveryRow, AuditRow
@@ -22,6 +33,7 @@ from bot.domain.stream import PendingDelivery, SinkBacklog
 SINKS_KEY = "k8s_access_audit_sinks"
 """Where a session keeps the names of the sinks each audit event is owed to."""
 ROW = AuditDeliveryRow
+TABLE: Table = AuditDeliveryRow.__table__  # type: ignore[assignment]
 
 
 def route_to_sinks(sessions: sessionmaker[Session], sinks: Sequence[str]) -> None:
@@ -29,12 +41,19 @@ def route_to_sinks(sessions: sessionmaker[Session], sinks: Sequence[str]) -> Non
     sessions.configure(info={SINKS_KEY: tuple(sinks)})
 
 
-def owe_to_sinks(session: Session, event: AuditRow) -> None:
-    """Add an outbox row for ``event`` (just added to ``session``) and each sink its session is
-    routed to; nothing when no sink is configured."""
-    for sink in session.info.get(SINKS_KEY, ()):
-        session.add(AuditDeliveryRow(event=event, sink=sink, attempts=0,
-                                     next_attempt_at=event.at))
+def sinks_of(session: Session) -> tuple[str, ...]:
+    """The sinks ``session``'s audit events are owed to (:func:`route_to_sinks`)."""
+    return tuple(session.info.get(SINKS_KEY, ()))
+
+
+def owe_to_sinks(session: Session, sinks: Sequence[str],
+                 events: Sequence[tuple[int, datetime]]) -> None:
+    """Insert an outbox row for each of ``events`` (their IDs and times, just inserted in
+    ``session``'s transaction) and each of ``sinks``, in one statement."""
+    rows = [{"event_id": event_id, "sink": sink, "attempts": 0, "next_attempt_at": at}
+            for event_id, at in events for sink in sinks]
+    if rows:
+        session.connection().execute(insert(TABLE), rows)
 
 
 def _free(now: datetime) -> ColumnElement[bool]:

@@ -55,6 +55,7 @@ class SqlAlchemyUnitOfWork:
 
     def commit(self) -> None:
         try:
+            self.audit.write()
             self.session.commit()
         except (StaleDataError, IntegrityError):
             self.session.rollback()

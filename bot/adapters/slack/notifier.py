@@ -1,7 +1,9 @@
 """Tell people in Slack: approval messages kept up to date in place, DMs to the requester,
-files (kubeconfigs) uploaded into a DM opened with ``conversations.open``. A message to one
-person is posted with their user ID as the channel (Slack posts it in the app's DM with them):
-one call, where opening the DM first would take two.
+files (kubeconfigs) uploaded into their DM. A message to one person is posted with their user
+ID as the channel (Slack posts it in the app's DM with them, and answers that DM's ID): one
+call, where opening the DM first would take two. A file needs the DM's ID: the one the message
+before it answered (a kubeconfig follows the message saying the access is active), else
+``conversations.open``'s.
 
 Delivery is checked, never assumed. Every Slack call is made for one recipient and what Slack
 answers is translated into an :class:`Undeliverable` of a kind (see
@@ -41,6 +43,8 @@ from bot.slack_ids import is_person
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DM_CHANNELS = 4096
+"""DM channel IDs kept, by user (about 100 bytes each): the most recent people messaged."""
 UNLISTED = "usergroup_unavailable"
 """How an approver group whose members Slack could not list is reported (see ``blocks``)."""
 
@@ -301,16 +305,23 @@ class SlackNotifier:
     # --- direct messages --------------------------------------------------------------
 
     def _open_dm(self, purpose: str, user_id: str) -> str:
-        """The DM channel with ``user_id``; Slack keeps it stable, so it is asked for once."""
+        """The DM channel with ``user_id``; Slack keeps it stable, so it is asked for once, and
+        not at all when a message posted to them has answered it (:meth:`_dm`)."""
         with self._lock:
             known = self._dm_channels.get(user_id)
         if known is not None:
             return known
         channel: str = self._call(purpose, user_id, lambda: self._client.conversations_open(
             users=user_id))["channel"]["id"]
+        self._remember_dm(user_id, channel)
+        return channel
+
+    def _remember_dm(self, user_id: str, channel: str) -> None:
+        """Keep the DM channel with ``user_id``, the oldest forgotten past :data:`DM_CHANNELS`."""
         with self._lock:
             self._dm_channels[user_id] = channel
-        return channel
+            if len(self._dm_channels) > DM_CHANNELS:
+                del self._dm_channels[next(iter(self._dm_channels))]
 
     def _post(self, purpose: str, channel: str, text: str, content: list[blocks.Block],
               paced: bool = False, recipient: str | None = None) -> MessageRef:
@@ -331,7 +342,11 @@ class SlackNotifier:
 
     def _dm(self, purpose: str, user_id: str, text: str, content: list[blocks.Block],
             paced: bool = False) -> None:
-        self._post(purpose, user_id, text, content, paced, recipient=user_id)
+        """Post to ``user_id``; Slack answers the DM's channel ID, kept for a file sent them
+        next (a kubeconfig after the message saying the access is active)."""
+        posted = self._post(purpose, user_id, text, content, paced, recipient=user_id)
+        if is_person(user_id) and posted.conversation.startswith("D"):
+            self._remember_dm(user_id, posted.conversation)
 
     def _send_file(self, user_id: str, filename: str, content: bytes, title: str) -> None:
         channel = self._open_dm("file", user_id)
