@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,16 +78,18 @@ def weekly(ctx: Context) -> int:
             ending[grant.grantee].append(grant)
     audiences = _review_audiences(ctx, active)
     admins = ctx.admins() if ending or audiences else ()
+    # The reviews first: each is one message (and its file) with the most to store, which
+    # then goes on while the DMs go, not after the last of them.
     tasks: list[tuple[str, Callable[[], object]]] = []
+    for audience, grants in sorted(audiences.items()):
+        tasks.append((f"review:{period}:{audience}",
+                      lambda a=audience, g=grants: _review(  # type: ignore[misc]
+                          ctx, period, a, g, admins)))
     for user_id, grants in sorted(ending.items()):
         ordered = sorted(grants, key=lambda g: g.ends_at or now)
         tasks.append((f"remind:{period}:{user_id}",
                       lambda u=user_id, g=ordered: ctx.notifier.remind(  # type: ignore[misc]
                           u, g, admins)))
-    for audience, grants in sorted(audiences.items()):
-        tasks.append((f"review:{period}:{audience}",
-                      lambda a=audience, g=grants: _review(  # type: ignore[misc]
-                          ctx, period, a, g, admins)))
     reviews.count_unreviewed(ctx, period, active)
     return _send_all(ctx, tasks)
 
@@ -94,25 +97,33 @@ def weekly(ctx: Context) -> int:
 def _send_all(ctx: Context, tasks: list[tuple[str, Callable[[], object]]]) -> int:
     """Send many messages a few at a time, each under its key (as :func:`_once` does). The
     keys are claimed a chunk at a time, one statement for the chunk, just before its messages
-    go: a chunk is claimed when the one before it is on its way, so that a pass that dies
-    leaves at most two chunks claimed and unsent (each key at most once, as with one)."""
+    go: the next chunk is claimed once every message of the one before it has started on its
+    way, so that a pass that dies leaves at most two chunks claimed and unsent (each key at
+    most once, as with one). Started, not finished: one slow message (a review, with its
+    file) holds up only its own thread, never the claims."""
     if len(tasks) <= 1:
         return sum(_once(ctx, key, send) for key, send in tasks)
     threads = ctx.tuning.concurrency.messages
     size = threads * CLAIM_CHUNK
-    done = 0
+    started = threading.Semaphore(0)
+
+    def send_one(key: str, send: Callable[[], object]) -> bool:
+        started.release()
+        return sent(key, send, partial(_release, ctx, key))
+
+    futures: list[Future[bool]] = []
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="reminders") as pool:
-        going: list[Future[bool]] = []
+        before = 0  # messages of the chunk before this one, to see started
         for start in range(0, len(tasks), size):
             chunk = tasks[start:start + size]
             with ctx.transaction() as uow:
                 mine = uow.once.claim_keys([key for key, _ in chunk], ctx.clock())
-            coming = [pool.submit(sent, key, send, partial(_release, ctx, key))
-                      for key, send in chunk if key in mine]
-            done += sum(future.result() for future in going)
-            going = coming
-        done += sum(future.result() for future in going)
-    return done
+            coming = [pool.submit(send_one, key, send) for key, send in chunk if key in mine]
+            for _ in range(before):  # the pool starts them in the order they came
+                started.acquire()
+            futures.extend(coming)
+            before = len(coming)
+    return sum(future.result() for future in futures)
 
 
 def _release(ctx: Context, key: str) -> None:

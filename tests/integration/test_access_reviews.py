@@ -14,10 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from bot.adapters.db.reviews import SqlAlchemyAccessReviews
 from bot.domain.errors import DomainError, InvalidTransition, NotAuthorized, NotFound, Undeliverable
-from bot.domain.model import State
+from bot.domain.model import MessageRef, State
 from bot.domain.reviews import AccessReview
 from bot.services import access, grants, reminders, reviews
 from bot.services import audit as audit_service
@@ -291,3 +292,30 @@ def test_the_attestations_export_names_grantee_and_reviewer_in_cells_no_spreadsh
     everything = "".join(audit_service.export(ctx, fmt="csv"))
     for line in csv.reader(io.StringIO(everything, newline="")):
         assert not any(cell.startswith(("=", "+", "-", "@")) for cell in line), line
+
+
+def test_where_a_review_was_posted_is_remembered_without_loading_its_grants(
+        ctx: Context, engine: Any) -> None:
+    """One statement on the review's own row: its items (thousands, in a large workspace)
+    are not read to set it; a review that is not there is not found."""
+    reviewed_grant(ctx)
+    with engine.connect() as connection:
+        review_id = connection.exec_driver_sql(
+            "SELECT id FROM access_reviews ORDER BY id DESC").scalars().first()
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with ctx.transaction() as uow:
+            uow.reviews.set_message(review_id, MessageRef("C0MOVED", "42.1"))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    ours = [s for s in statements if "ACCESS_REVIEW" in s]
+    assert len(ours) == 1 and ours[0].startswith("UPDATE ACCESS_REVIEWS"), ours
+    with ctx.transaction() as uow:
+        assert uow.reviews.get(review_id, ctx.clock()).message == MessageRef("C0MOVED", "42.1")
+        with pytest.raises(NotFound):
+            uow.reviews.set_message(review_id + 1000, MessageRef("C0MOVED", "42.2"))

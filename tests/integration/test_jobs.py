@@ -18,8 +18,9 @@ from sqlalchemy import Engine, text
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import Undeliverable
-from bot.domain.model import AccessRequest, State
+from bot.domain.model import AccessRequest, MessageRef, State
 from bot.domain.ports import NoticeKind
+from bot.domain.reviews import AccessReview
 from bot.jobs import Job, Scheduler
 from bot.services import access, grants, operations, reminders
 from bot.services.context import Context, RetryPolicy
@@ -312,6 +313,53 @@ def test_racing_weekly_runs_over_many_people_remind_each_once(
     assert sent == len(users) + 1  # and the review
     assert Counter(u for u, _ in notifier.reminders) == Counter(users)
     assert reminders.weekly(runners[2]) == 0
+
+
+class SlowReview(RecordingNotifier):
+    """A review that takes until every reminder has gone (or ``patience`` has passed)."""
+
+    def __init__(self, expected: int, patience: float = 10) -> None:
+        super().__init__()
+        self.expected = expected
+        self.patience = patience
+        self.reminded_before_review = -1
+        self.all_reminded = threading.Event()
+        self.reminded_meanwhile = False
+
+    def remind(self, user_id: str, grants: Sequence[AccessRequest],
+               admins: Sequence[str] = ()) -> None:
+        super().remind(user_id, grants, admins)
+        with self.lock:
+            if len(self.reminders) == self.expected:
+                self.all_reminded.set()
+
+    def review(self, review: AccessReview, admins: Sequence[str] = ()) -> MessageRef | None:
+        with self.lock:
+            self.reminded_before_review = len(self.reminders)
+        self.reminded_meanwhile = self.all_reminded.wait(self.patience)
+        return super().review(review, admins)
+
+
+def test_the_review_goes_first_and_holds_up_no_reminder(
+        engine: Engine, jobs_config: Config, granter: InMemoryGranter,
+        directory: StaticDirectory, clock: FakeClock) -> None:
+    """The review (the message with the most to store, and a file) does not wait behind the
+    weekly DMs, and every DM goes while it is still on its way: more chunks of keys than two
+    are claimed meanwhile."""
+    clock.now = MONDAY_8
+    users = [f"U0MANY{n:04d}" for n in range(3 * 8 * reminders.CLAIM_CHUNK + 5)]
+    notifier = SlowReview(expected=len(users))
+    ctx = make_context(engine, jobs_config, granter, notifier, directory, clock)
+    for user in users:
+        directory.emails[user] = f"{user.lower()}@example.com"
+        active_grant(ctx, user, 3 * D)
+    clock.advance(H)
+    assert reminders.weekly(ctx) == len(users) + 1
+    assert 0 <= notifier.reminded_before_review < len(users)  # not behind them
+    assert notifier.reminded_meanwhile
+    assert [audience for audience, _ in notifier.reviews] == ["C0APPROVE"]
+    assert Counter(u for u, _ in notifier.reminders) == Counter(users)
+    assert reminders.weekly(ctx) == 0
 
 
 def test_scheduler_runs_the_passes(jctx: Context, clock: FakeClock) -> None:

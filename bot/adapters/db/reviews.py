@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -89,11 +89,13 @@ class SqlAlchemyAccessReviews:
                                           AccessReviewDecisionRow.grant_id.in_(listed))) or 0
 
     def set_message(self, review_id: int, ref: MessageRef) -> None:
-        row = self.session.get(AccessReviewRow, review_id)
-        if row is None:
+        # One statement: loading the row would load its items (thousands) with it.
+        changed = self.session.execute(
+            update(AccessReviewRow).where(AccessReviewRow.id == review_id)
+            .values(channel=ref.conversation, ts=ref.message)
+            .execution_options(synchronize_session=False))
+        if not getattr(changed, "rowcount", 0):
             raise NotFound(f"There is no access review {review_id}.")
-        row.channel, row.ts = ref.conversation, ref.message
-        self.session.flush()
 
     def previous_period(self, period: str) -> str | None:
         return self.session.scalars(

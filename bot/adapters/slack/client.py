@@ -147,7 +147,16 @@ class _Pace:
     """Seconds between two calls since a limit was met; 0 while none was."""
     next_at: float = 0.0
     """The next call's slot."""
+    learnt_at: float = float("-inf")
+    """When the limit was met while the calls went free."""
+    accepted: int = 0
+    """The calls Slack accepted in the ``window`` before then, and those on their way then
+    that it accepted after: how many it takes in a window."""
+    slowed: float = 1.0
+    """How much slower than ``accepted`` the pace goes: each 429 met at the pace adds to it."""
     limited_at: float = float("-inf")
+    """When the pace was last set: a 429 to a call let go before then is to calls the pace
+    already answers."""
     answered: deque[float] = field(default_factory=deque)
     """When the calls of the last window were answered."""
 
@@ -157,15 +166,20 @@ class Pacing:
 
     Calls go as fast as they come until Slack answers one with 429. Then every caller of that
     method waits until the ``Retry-After`` it gave has passed, exactly, and the calls go on
-    evenly spaced at the rate Slack accepted in the last ``window`` (the calls it answered, a
-    little under its limit: some were still on their way), each further 429 slowing the pace
-    by ``slower``: a bulk run settles at the limit instead of bursting into it again and again.
-    The learnt pace holds for ``keep`` after the last 429, then calls go free again. A 429 after
-    only a few calls (fewer than ``learn_from`` in the window: one conversation's own limit,
-    not the method's) is waited out by its caller alone.
+    evenly spaced at ``margin`` times the rate Slack accepted in the last ``window`` (the calls
+    it answered, and those on their way then that it answered after): a bulk run settles just
+    under the limit instead of bursting into it again and again. The margin leaves room for
+    the calls in flight that a hiccup on the way (a pause of Slack's, or of this process)
+    makes arrive together: eight callers at 300 a second need 3%. Each 429 to a call let go at
+    the pace slows it by ``slower``; one to a call that was on its way when the pace was set
+    (the other callers' calls sent with the one that met the limit) is waited out without
+    slowing it again: each caller knows when its own call went. The learnt pace holds for
+    ``keep`` after the last 429, then calls go free again. A 429 after only a few calls
+    (fewer than ``learn_from`` in the window: one conversation's own limit, not the method's)
+    is waited out by its caller alone.
     """
 
-    def __init__(self, *, window: float = 1.0, margin: float = 1.0, slower: float = 1.01,
+    def __init__(self, *, window: float = 1.0, margin: float = 0.97, slower: float = 1.01,
                  learn_from: int = 20, keep: float = 600.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -178,35 +192,50 @@ class Pacing:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._paces: dict[str, _Pace] = {}
+        self._let_go = threading.local()
+        """When this thread's last call was let go."""
 
     def wait(self, method: str) -> None:
-        """Before a call of ``method``: wait for its turn."""
-        with self._lock:
-            pace = self._paces.get(method)
-            if pace is None:
-                return
+        """Before a call of ``method``: wait for its turn (a turn a 429 put off while this
+        caller waited for it is taken anew)."""
+        while True:
             now = self._clock()
-            if pace.interval and now - pace.limited_at > self._keep:
-                pace.interval = 0.0
-            at = max(now, pace.resume_at, pace.next_at)
-            if pace.interval:
-                pace.next_at = at + pace.interval
-        if at > now:
+            with self._lock:
+                pace = self._paces.get(method)
+                if pace is None:
+                    self._let_go.at = now
+                    return
+                if pace.interval and now - pace.limited_at > self._keep:
+                    pace.interval = 0.0
+                at = max(now, pace.resume_at, pace.next_at)
+                if pace.interval:
+                    pace.next_at = at + pace.interval
+            self._let_go.at = at
+            if at <= now:
+                return
             self._sleep(at - now)
+            with self._lock:
+                if pace.resume_at <= at:
+                    return
 
     def answered(self, method: str) -> None:
         """A call of ``method`` was answered (not with a 429)."""
         now = self._clock()
+        let_go: float = getattr(self._let_go, "at", now)
         with self._lock:
-            answered = self._paces.setdefault(method, _Pace()).answered
-            answered.append(now)
-            while answered and now - answered[0] > self._window:
-                answered.popleft()
+            pace = self._paces.setdefault(method, _Pace())
+            pace.answered.append(now)
+            while pace.answered and now - pace.answered[0] > self._window:
+                pace.answered.popleft()
+            if pace.interval and let_go < pace.learnt_at:  # on its way when it was learnt
+                pace.accepted += 1
+                self._set_interval(pace)
 
     def limited(self, method: str, retry_after: float) -> None:
         """Slack answered a call of ``method`` with 429 and ``Retry-After``: wait it out, and
         pace the method's calls from now on."""
         now = self._clock()
+        let_go: float = getattr(self._let_go, "at", now)
         with self._lock:
             pace = self._paces.setdefault(method, _Pace())
             while pace.answered and now - pace.answered[0] > self._window:
@@ -214,16 +243,22 @@ class Pacing:
             accepted = len(pace.answered)
             if accepted >= self._learn_from or pace.interval:
                 pace.resume_at = max(pace.resume_at, now + retry_after)
-                # Learnt once, from the calls Slack accepted while they went free; paced
-                # already, a little slower each time Slack still refuses one.
-                pace.interval = pace.interval * self._slower if pace.interval \
-                    else self._window / (accepted * self._margin)
-                pace.limited_at = now
+                if not pace.interval:  # learnt from the calls that went free
+                    pace.accepted, pace.slowed = accepted, 1.0
+                    pace.learnt_at = pace.limited_at = now
+                    self._set_interval(pace)
+                elif let_go > pace.limited_at:  # let go at the pace, and still too fast
+                    pace.slowed *= self._slower
+                    pace.limited_at = now
+                    self._set_interval(pace)
                 accepted = self._learn_from
         if accepted < self._learn_from:
             self._sleep(retry_after)
         else:
             self.wait(method)
+
+    def _set_interval(self, pace: _Pace) -> None:
+        pace.interval = self._window / (pace.accepted * self._margin) * pace.slowed
 
 
 class CountingWebClient(WebClient):
