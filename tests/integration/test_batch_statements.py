@@ -22,9 +22,9 @@ from tests.fakes.ports import FakeClock
 def _filed(ctx: Context, *subjects: str) -> list[int]:
     with ctx.transaction() as uow:
         ids = [uow.requests.add(AccessRequest(
-            requester_id=f"{ALICE}{subject}", cluster="staging", role="edit", duration=timedelta(hours=2),
-            reason="r", subject=subject, created_at=ctx.clock())).id or 0
-            for subject in subjects]
+            requester_id=f"{ALICE}{subject}", cluster="staging", role="edit",
+            duration=timedelta(hours=2), reason="r", subject=subject,
+            created_at=ctx.clock())).id or 0 for subject in subjects]
     return ids
 
 
