@@ -23,3 +23,13 @@ def among(session: Session, column: Any, ids: Collection[int]) -> ColumnElement[
             bindparam(None, values, type_=ARRAY(Integer)))
         return condition
     return column.in_(values)  # type: ignore[no-any-return]
+
+
+def among_parameter(postgresql: bool, column: Any, name: str) -> ColumnElement[bool]:
+    """:func:`among` for a statement built once: the IDs are given at execution, as the
+    parameter ``name`` (a list): one array on PostgreSQL, an IN list SQLite expands."""
+    if postgresql:
+        condition: ColumnElement[bool] = column == any_(
+            bindparam(name, type_=ARRAY(Integer)))
+        return condition
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]

@@ -20,7 +20,6 @@ import psycopg
 from sqlalchemy import (
     Engine,
     Table,
-    Update,
     bindparam,
     create_engine,
     delete,
@@ -39,6 +38,20 @@ from bot.domain.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
 TABLE: Table = SlackInboxRow.__table__  # type: ignore[assignment]
+
+
+_WAITING = (select(TABLE.c.key)
+            .where(TABLE.c.done_at.is_(None),
+                   or_(TABLE.c.lease_until.is_(None), TABLE.c.lease_until < bindparam("now")))
+            .order_by(TABLE.c.received_at).limit(bindparam("limit"))
+            .with_for_update(skip_locked=True))
+_CLAIM = (update(TABLE).where(TABLE.c.key.in_(_WAITING.scalar_subquery()))
+          .values(attempts=TABLE.c.attempts + 1, lease_until=bindparam("until"))
+          .returning(TABLE.c.key, TABLE.c.body, TABLE.c.attempts, TABLE.c.received_at))
+"""Lease the oldest waiting requests (parameters ``now``, ``until``, ``limit``): built once."""
+_DONE = (update(TABLE).where(TABLE.c.key == bindparam("done_key"))
+         .values(done_at=bindparam("now"), body=None, lease_until=None))
+"""Mark a request done (parameters ``done_key``, ``now``): its body dropped, its key kept."""
 
 
 @dataclass(frozen=True)
@@ -137,17 +150,9 @@ class SqlAlchemyInbox:
     def claim(self, worker: str, limit: int) -> list[InboxEntry]:
         """Up to ``limit`` waiting requests, oldest first, leased to ``worker``."""
         now = self._clock()
-        waiting = (select(TABLE.c.key)
-                   .where(TABLE.c.done_at.is_(None),
-                          or_(TABLE.c.lease_until.is_(None), TABLE.c.lease_until < now))
-                   .order_by(TABLE.c.received_at).limit(limit)
-                   .with_for_update(skip_locked=True))
-        statement = (update(TABLE).where(TABLE.c.key.in_(waiting.scalar_subquery()))
-                     .values(attempts=TABLE.c.attempts + 1, lease_until=now + self._lease)
-                     .returning(TABLE.c.key, TABLE.c.body, TABLE.c.attempts,
-                                TABLE.c.received_at))
         with self._engine.begin() as connection:
-            rows = connection.execute(statement).all()
+            rows = connection.execute(_CLAIM, {"now": now, "until": now + self._lease,
+                                               "limit": limit}).all()
         if rows:
             log.debug("%s claimed %s requests from the inbox", worker, len(rows))
         return [InboxEntry(key, body or "", attempts)
@@ -156,16 +161,13 @@ class SqlAlchemyInbox:
     def done(self, key: str) -> None:
         """Finished (or given up): drop the body, keep the key for ``keep_done``."""
         with self._engine.begin() as connection:
-            connection.execute(self._done(key))
+            connection.execute(_DONE, {"done_key": key, "now": self._clock()})
 
     def done_in(self, uow: UnitOfWork, key: str) -> None:
-        """:meth:`done`, inside ``uow``'s transaction (a unit of work on this database)."""
+        """:meth:`done`, inside ``uow``'s transaction (a unit of work on this database): a
+        plain statement on its connection."""
         assert isinstance(uow, SqlAlchemyUnitOfWork)
-        uow.session.execute(self._done(key))
-
-    def _done(self, key: str) -> Update:
-        return (update(TABLE).where(TABLE.c.key == key)
-                .values(done_at=self._clock(), body=None, lease_until=None))
+        uow.session.connection().execute(_DONE, {"done_key": key, "now": self._clock()})
 
     def waiting(self) -> int:
         with self._engine.connect() as connection:

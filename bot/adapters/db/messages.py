@@ -6,10 +6,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Collection
 
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from bot.adapters.db.among import among
+from bot.adapters.db.among import among_parameter
 from bot.adapters.db.models import MessageRow
 from bot.domain.model import MessageRef
 
@@ -38,11 +38,21 @@ class SqlAlchemyMessageReferences:
         found: dict[int, builtins.list[MessageRef]] = {}
         if not request_ids:
             return found
-        rows = self.session.connection().execute(
-            select(TABLE.c.request_id, TABLE.c.channel, TABLE.c.ts)
-            .where(among(self.session, TABLE.c.request_id, request_ids), TABLE.c.purpose == purpose)
-            .order_by(TABLE.c.id)
-        )
+        connection = self.session.connection()
+        rows = connection.execute(_LISTED[connection.dialect.name == "postgresql"],
+                                  {"request_ids": list(request_ids), "purpose": purpose})
         for row in rows:
             found.setdefault(row.request_id, []).append(MessageRef(row.channel, row.ts))
         return found
+
+
+def _listed(postgresql: bool) -> Select[tuple[int, str, str]]:
+    return (select(TABLE.c.request_id, TABLE.c.channel, TABLE.c.ts)
+            .where(among_parameter(postgresql, TABLE.c.request_id, "request_ids"),
+                   TABLE.c.purpose == bindparam("purpose"))
+            .order_by(TABLE.c.id))
+
+
+_LISTED = {postgresql: _listed(postgresql) for postgresql in (False, True)}
+"""The messages of some requests for one purpose, oldest first; built once (by whether the
+database is PostgreSQL), the requests and the purpose given at execution."""

@@ -10,13 +10,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, select, update
+from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.adapters.db.among import among
+from bot.adapters.db.among import among_parameter
 from bot.adapters.db.mapping import Columns, document, enum
 from bot.adapters.db.models import OperationRow
 from bot.domain.errors import NotFound
@@ -91,19 +91,14 @@ class SqlAlchemyOperationQueue:
                 == shared for row in rows[1:]):
             # One statement whatever the batch's size: the request IDs as one array, the
             # rest once (a batch of revocations differs only in its requests).
-            request_ids = func.unnest(bindparam(None, [row["request_id"] for row in rows],
-                                                type_=ARRAY(Integer)))
-            columns = ["request_id", *shared]
-            statement = insert(TABLE).from_select(columns, select(
-                request_ids, *(literal(value, TABLE.c[column].type)
-                               for column, value in shared.items())))
-            parameters: Any = None
+            statement: Any = _ENQUEUE_SHARED
+            parameters: Any = {**{f"shared_{column}": value for column, value in shared.items()},
+                               "request_ids": [row["request_id"] for row in rows]}
         else:
-            statement, parameters = insert(TABLE), rows
-        returning = (statement.on_conflict_do_nothing(index_elements=["request_id", "kind"])
-                     .returning(TABLE.c.id, TABLE.c.request_id, TABLE.c.kind))
+            statement = _ENQUEUE_PG if insert is pg_insert else _ENQUEUE_SQLITE
+            parameters = rows
         made = {(request_id, kind): id_ for id_, request_id, kind
-                in self._execute(returning, parameters)}
+                in self._execute(statement, parameters)}
         owed = []
         for operation in operations:
             operation.id = made.get((operation.request_id, operation.kind.value))
@@ -113,23 +108,22 @@ class SqlAlchemyOperationQueue:
 
     def renew_many(self, operation_ids: Collection[int], owner: str,
                    until: datetime) -> set[int]:
-        return self._held_by(operation_ids, owner, lease_until=until)
+        return self._held_by(_RENEW, operation_ids, owner, {"until": until})
 
     def finish_many(self, operation_ids: Collection[int], owner: str) -> set[int]:
-        return self._held_by(operation_ids, owner, state=OperationState.DONE.value,
-                             lease_owner=None, lease_until=None, last_error=None)
+        return self._held_by(_FINISH, operation_ids, owner)
 
-    def _held_by(self, operation_ids: Collection[int], owner: str, **values: Any) -> set[int]:
-        """Set ``values`` on those of ``operation_ids`` still pending under ``owner``'s lease
-        (their rows stay locked until the transaction ends); their IDs."""
+    def _held_by(self, statements: dict[bool, Any], operation_ids: Collection[int], owner: str,
+                 parameters: dict[str, Any] | None = None) -> set[int]:
+        """Run one of ``statements`` (:func:`_held`) on those of ``operation_ids`` still pending
+        under ``owner``'s lease (their rows stay locked until the transaction ends); their
+        IDs."""
         if not operation_ids:
             return set()
-        statement = (update(TABLE)
-                     .where(among(self.session, TABLE.c.id, operation_ids),
-                            TABLE.c.state == OperationState.PENDING.value,
-                            TABLE.c.lease_owner == owner)
-                     .values(**values).returning(TABLE.c.id))
-        return {id_ for (id_,) in self._execute(statement)}
+        connection = self.session.connection()
+        statement = statements[connection.dialect.name == "postgresql"]
+        return {id_ for (id_,) in connection.execute(
+            statement, {**(parameters or {}), "ids": list(operation_ids), "owner": owner})}
 
 
 
@@ -137,6 +131,39 @@ _OWED = select(TABLE).where(TABLE.c.request_id == bindparam("request_id"),
                             TABLE.c.kind == bindparam("kind"))
 _SAVE = (update(TABLE).where(TABLE.c.id == bindparam("row_id"))
          .values({column: bindparam(f"new_{column}") for column in OPERATION.columns}))
+
+
+def _held(values: dict[str, Any]) -> dict[bool, Any]:
+    """An UPDATE setting ``values`` on the operations (parameter ``ids``) still pending under
+    one lease (parameter ``owner``), returning their IDs; built once for each kind of
+    database (keyed by whether it is PostgreSQL)."""
+    return {postgresql: (update(TABLE)
+                         .where(among_parameter(postgresql, TABLE.c.id, "ids"),
+                                TABLE.c.state == OperationState.PENDING.value,
+                                TABLE.c.lease_owner == bindparam("owner"))
+                         .values(**values).returning(TABLE.c.id))
+            for postgresql in (False, True)}
+
+
+def _owing(statement: Any) -> Any:
+    """``statement`` (an INSERT of operations) leaving alone what is owed already, and
+    returning the IDs, requests and kinds of the operations it made."""
+    return (statement.on_conflict_do_nothing(index_elements=["request_id", "kind"])
+            .returning(TABLE.c.id, TABLE.c.request_id, TABLE.c.kind))
+
+
+_SHARED = tuple(column for column in OPERATION.columns if column != "request_id")
+_ENQUEUE_SHARED = _owing(pg_insert(TABLE).from_select(["request_id", *_SHARED], select(
+    func.unnest(bindparam("request_ids", type_=ARRAY(Integer))),
+    *(bindparam(f"shared_{column}", type_=TABLE.c[column].type) for column in _SHARED))))
+"""Operations alike but for their requests (PostgreSQL): the request IDs as one array
+(parameter ``request_ids``), every other column once (``shared_<column>``)."""
+_ENQUEUE_PG = _owing(pg_insert(TABLE))
+_ENQUEUE_SQLITE = _owing(sqlite_insert(TABLE))
+
+_RENEW = _held({"lease_until": bindparam("until")})
+_FINISH = _held({"state": OperationState.DONE.value, "lease_owner": None, "lease_until": None,
+                 "last_error": None})
 
 
 def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
