@@ -7,7 +7,8 @@ line of JSON each on its stdin, with one line of JSON on its stdout:
 
 - ``{"create": [binding, ...]}``: ClusterRoleBindings and RoleBindings created as the API
   creates them (``uid``, ``resourceVersion``, ``creationTimestamp``), without a request over
-  the network or in the counts: ``{"uids": [...]}`` in the same order;
+  the network or in the counts: ``{"made": [{"uid": …, "resourceVersion": …}, ...]}`` in the
+  same order;
 - ``{"count": label}``: the ClusterRoleBindings and RoleBindings carrying the label
   ``label`` (``key=value``): ``{"bindings": n}``;
 - ``{"requests": true}``: the requests received so far, by method: ``{"GET": n, ...}``.
@@ -36,19 +37,20 @@ from bot.fakes.kubernetes import RBAC, FakeKubernetes, User, _selected
 SEEDER = User("admin", [])
 
 
-def create(kube: FakeKubernetes, bindings: list[dict[str, Any]]) -> list[str]:
-    """Each binding created as a POST would create it, its UID; none counted as a request."""
-    uids = []
+def create(kube: FakeKubernetes, bindings: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each binding created as a POST would create it, its ``uid`` and ``resourceVersion``;
+    none counted as a request."""
+    made = []
     for body in bindings:
         namespace = body["metadata"].get("namespace")
         path = f"/apis/{RBAC}/v1/clusterrolebindings" if namespace is None \
             else f"/apis/{RBAC}/v1/namespaces/{namespace}/rolebindings"
         status, created = kube.handle(SEEDER, "POST", path, {}, body)
         assert status == 201, created
-        uids.append(created["metadata"]["uid"])
+        made.append({key: created["metadata"][key] for key in ("uid", "resourceVersion")})
     with kube.lock:
         kube.requests[:] = [r for r in kube.requests if r[0] != SEEDER.name]
-    return uids
+    return made
 
 
 def count(kube: FakeKubernetes, label: str) -> int:
@@ -85,7 +87,7 @@ def main() -> None:
         for line in sys.stdin:
             command = json.loads(line)
             if "create" in command:
-                answer: Any = {"uids": create(kube, command["create"])}
+                answer: Any = {"made": create(kube, command["create"])}
             elif "count" in command:
                 answer = {"bindings": count(kube, command["count"])}
             else:

@@ -389,7 +389,7 @@ def insert_due(bot: Bot, count: int, window: timedelta, now: datetime,
         """), {"now": now, "count": count, "window": window.total_seconds(),
               "who": who}).all()
     owner = Owner(DEFAULT_INSTALLATION, "staging")
-    uids = bot.cluster.create([{
+    created = bot.cluster.create([{
         "apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": owner.binding_name(grant), "labels": owner.labels,
                      "annotations": {REQUEST_ANNOTATION: str(grant),
@@ -400,10 +400,11 @@ def insert_due(bot: Bot, count: int, window: timedelta, now: datetime,
         for grant, requester_id, subject, ends_at in grants])
     stamps = bot.slack.post(APPROVERS_CHANNEL, len(grants))
     made = [{"id": grant, "ts": ts, "ref": {
-        "bindings": [{"name": owner.binding_name(grant), "namespace": None, "uid": uid}],
+        "bindings": [{"name": owner.binding_name(grant), "namespace": None,
+                      "uid": binding["uid"], "resource_version": binding["resourceVersion"]}],
         "certificate_not_after": (ends_at + timedelta(minutes=1)).isoformat(),
         "certificate_serial": f"{grant:x}"}}
-        for (grant, _, _, ends_at), uid, ts in zip(grants, uids, stamps, strict=True)]
+        for (grant, _, _, ends_at), binding, ts in zip(grants, created, stamps, strict=True)]
     with bot.engine.begin() as connection:
         connection.execute(text("""
             UPDATE access_requests AS r SET backend_ref = v.ref

@@ -175,10 +175,11 @@ class ClusterProcess:
         self._child.stdin.flush()
         return json.loads(self._child.stdout.readline())
 
-    def create(self, bindings: list[dict[str, Any]]) -> list[str]:
-        """Bindings created as the API creates them (not counted as requests): their UIDs."""
-        uids: list[str] = self._ask({"create": bindings})["uids"]
-        return uids
+    def create(self, bindings: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Bindings created as the API creates them (not counted as requests): the ``uid`` and
+        ``resourceVersion`` of each."""
+        made: list[dict[str, str]] = self._ask({"create": bindings})["made"]
+        return made
 
     def bindings(self, label: str) -> int:
         """How many bindings carry ``label`` (``key=value``)."""

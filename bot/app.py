@@ -232,11 +232,10 @@ def build_context(
 
 
 def build_audit_stream(config: Config, engine: Engine, sessions: sessionmaker[Session],
-                       metrics: object = None) -> AuditStream | None:
+                       metrics: object = None) -> AuditStream:
     """The configured audit sinks and their outbox; every session of ``sessions`` then owes
-    each audit event it records to each sink. None when no sink is configured."""
-    if not config.file.audit_sinks:
-        return None
+    each audit event it records to each sink. With no sink configured the stream has none,
+    and its outbox is there to forget what sinks removed since were owed."""
     from bot.adapters.audit_sinks import build_sinks
     from bot.adapters.db.outbox import SqlAlchemyAuditOutbox, route_to_sinks
 

@@ -42,9 +42,11 @@ BEHIND_AFTER = timedelta(minutes=2)
 def deliver(ctx: Context) -> int:
     """One pass over every sink; how many events were delivered."""
     stream = ctx.stream
-    if stream is None or not stream.sinks:
+    if stream is None:
         return 0
     stream.outbox.forget(ctx.clock() - KEEP_DELIVERED, [sink.name for sink in stream.sinks])
+    if not stream.sinks:
+        return 0
     if len(stream.sinks) == 1:
         return _deliver_to(ctx, stream, stream.sinks[0])
     with ThreadPoolExecutor(len(stream.sinks), thread_name_prefix="audit-sink") as pool:

@@ -477,3 +477,14 @@ def test_a_sink_failing_unexpectedly_keeps_its_event_waiting_and_holds_back_no_o
     clock.advance(timedelta(minutes=1))
     assert audit_stream.deliver(sctx) == 2
     assert receiver.ids() == event_ids(sctx)
+
+
+def test_rows_owed_to_the_last_sink_removed_are_forgotten_after_a_week(
+        sctx: Context, engine: Engine, clock: FakeClock) -> None:
+    record(sctx, 2)  # owed to the webhook and the file sink, never delivered
+    assert len(owed(engine)) == 4
+    no_sinks = replica(engine, parse_config({**TEST_CONFIG}, Path("test.yaml")), clock)
+    assert no_sinks.stream is not None and not no_sinks.stream.sinks  # every sink removed
+    clock.advance(timedelta(days=8))
+    JOBS["stream"](no_sinks)  # what `jobs run stream` / the scheduler run
+    assert owed(engine) == []

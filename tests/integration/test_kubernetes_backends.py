@@ -541,7 +541,8 @@ def test_a_grant_keeps_each_bindings_uid_and_its_expiry_deletes_it_in_one_reques
     made = kube.role_bindings[(namespace, name)] if namespace \
         else kube.cluster_role_bindings[name]
     assert grants.get(kctx, request_id).backend_ref["bindings"] == [
-        {"name": name, "namespace": namespace, "uid": made["metadata"]["uid"]}]
+        {"name": name, "namespace": namespace, "uid": made["metadata"]["uid"],
+         "resource_version": made["metadata"]["resourceVersion"]}]
     clock = kctx.clock
     later = dataclasses.replace(kctx, clock=lambda: clock() + H + timedelta(minutes=1))
     path = (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}"
@@ -770,3 +771,25 @@ def test_a_csr_changed_or_gone_while_approved_is_tried_again(
     assert "unexpected" not in (waiting.last_error or "")
     assert operations.run_due(kctx) == 1
     assert grants.get(kctx, request.id).state is State.ACTIVE
+
+
+@pytest.mark.parametrize("cluster", ["prod", "oidc"])
+@pytest.mark.parametrize("relabel", ["another installation", "no managed-by label"])
+def test_a_binding_relabelled_in_place_is_not_deleted_by_its_uid(
+        kctx: Context, kube: FakeKubernetes, cluster: str, relabel: str) -> None:
+    request_id = grant(kctx, cluster, "view")
+    name = f"k8s-access-{request_id}"
+    granted = grants.get(kctx, request_id)
+    assert granted.backend_ref["bindings"][0].get("uid")  # kept from its creation
+    binding = kube.cluster_role_bindings[name]  # the same object (same UID), relabelled
+    labels = binding["metadata"]["labels"]
+    if relabel == "another installation":
+        labels["k8s-access-bot/installation"] = "blue"
+    else:
+        del labels["app.kubernetes.io/managed-by"]
+    binding["metadata"]["resourceVersion"] = str(binding["metadata"].get("resourceVersion",
+                                                                         "")) + "1"
+    spec = operations.spec_for(granted, datetime.now(UTC))
+    with pytest.raises(PermanentBackendError, match="not labelled as this bot's"):
+        kctx.granter(cluster).revoke(spec, granted.backend_ref)
+    assert name in kube.cluster_role_bindings  # left alone, as a binding without a UID is

@@ -313,3 +313,24 @@ def test_only_the_latest_dm_channels_are_kept(notifier: SlackNotifier, slack: Fa
             "use the file", filename="kubeconfig.yaml", content=b"kubeconfig")))
     assert [c["users"] for c in slack.called("conversations.open")] == [ALICE]
     assert slack.uploaded_to(slack.dm_channel(ALICE))
+
+
+def test_a_person_messaged_again_keeps_their_dm_channel(
+        notifier: SlackNotifier, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.adapters.slack.notifier.DM_CHANNELS", 2)
+    request = pending(state=State.ACTIVE, activated_at=NOW, ends_at=NOW + timedelta(hours=1))
+
+    def expired_to(person: str) -> None:
+        notifier.notify(Notice(NoticeKind.EXPIRED, dataclasses.replace(
+            request, state=State.EXPIRED, requester_id=person)))
+
+    expired_to(ALICE)
+    expired_to(BOB)
+    expired_to(ALICE)  # Alice messaged again: Bob is now the least recent
+    expired_to(ADMIN)  # one more than the bound: Bob's channel should go, not Alice's
+    slack.fail("chat.postMessage", "channel_not_found", times=1, channel=slack.dm_channel(ALICE))
+    with pytest.raises(Undeliverable):  # her message fails: the file uses the channel kept
+        notifier.notify(Notice(NoticeKind.APPROVED, request, delivery=Delivery(
+            "use the file", filename="kubeconfig.yaml", content=b"kubeconfig")))
+    assert slack.uploaded_to(slack.dm_channel(ALICE))
+    assert slack.called("conversations.open") == []  # Alice's DM was kept as recent

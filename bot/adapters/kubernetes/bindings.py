@@ -77,6 +77,9 @@ class BindingRef:
     uid: str | None = None
     """``metadata.uid`` of the binding the bot created, as its creation answered; None for a
     binding only planned, listed, or recorded before the bot kept UIDs."""
+    resource_version: str | None = None
+    """``metadata.resourceVersion`` of that binding as the bot created it: any change since
+    (a label edited by hand) gives it another."""
 
     @property
     def path(self) -> str:
@@ -89,11 +92,13 @@ class BindingRef:
         return self.path.rsplit("/", 1)[0]
 
     def as_dict(self) -> dict[str, str | None]:
-        """``{"name", "namespace"}``, and ``"uid"`` when known: what a grant's backend
-        reference holds of each binding."""
+        """``{"name", "namespace"}``, and ``"uid"`` and ``"resource_version"`` when known:
+        what a grant's backend reference holds of each binding."""
         made: dict[str, str | None] = {"name": self.name, "namespace": self.namespace}
         if self.uid is not None:
             made["uid"] = self.uid
+        if self.resource_version is not None:
+            made["resource_version"] = self.resource_version
         return made
 
     def describe(self) -> str:
@@ -192,8 +197,10 @@ class Bindings:
                 raise PermanentBackendError(
                     f"cluster {self.api.cluster}: namespace {ref.namespace} does not exist"
                 ) from None
-            uid = created.get("metadata", {}).get("uid")
-            made.append(BindingRef(ref.name, ref.namespace, str(uid) if uid else None))
+            metadata = created.get("metadata", {})
+            uid, version = metadata.get("uid"), metadata.get("resourceVersion")
+            made.append(BindingRef(ref.name, ref.namespace, str(uid) if uid else None,
+                                   str(version) if version else None))
         return made
 
     def delete(self, refs: list[BindingRef], request_id: int | None = None) -> None:
@@ -202,15 +209,17 @@ class Bindings:
         bot's own among ``refs`` are deleted all the same, then :class:`PermanentBackendError`
         names the others.
 
-        A ref with a UID is deleted in one request, with that UID as precondition: the UID
-        proves the object is the very one the bot created. When it is not (409: replaced by
-        another object of the same name), and for a ref without a UID, the binding is read and
-        judged by its labels, then deleted with the UID and resourceVersion judged as
+        A ref with the UID and resourceVersion the creation answered is deleted in one
+        request, with both as preconditions: they prove the object is the very one the bot
+        created, unchanged since. When it is not (409: replaced by another object of the same
+        name, or changed, relabelled perhaps), and for a ref without them, the binding is read
+        and judged by its labels, then deleted with the UID and resourceVersion judged as
         preconditions, so that one replaced or relabelled in between is not deleted
         (:class:`TemporaryBackendError`: judged again on the next try)."""
         refused = []
         for ref in refs:
-            if ref.uid is not None and self._deleted_as_made(ref):
+            if ref.uid is not None and ref.resource_version is not None \
+                    and self._deleted_as_made(ref):
                 continue
             try:
                 existing = self.api.request("GET", ref.path)
@@ -242,10 +251,13 @@ class Bindings:
                    else "; it leaves them alone, remove them by hand if they must go"))
 
     def _deleted_as_made(self, ref: BindingRef) -> bool:
-        """Delete the very object the bot created (its UID as precondition): True when it is
-        deleted or gone; False when another object of that name stands there now."""
+        """Delete the very object the bot created, as it created it (its UID and
+        resourceVersion as preconditions): True when it is deleted or gone; False when another
+        object of that name stands there now, or the bot's was changed since (relabelled: it
+        is then read and judged)."""
         try:
-            self._delete(ref, {"uid": str(ref.uid)})
+            self._delete(ref, {"uid": str(ref.uid),
+                               "resourceVersion": str(ref.resource_version)})
         except Missing:
             return True
         except Conflict:
@@ -283,6 +295,7 @@ class Bindings:
 
 
 def refs_from(reference: dict[str, Any]) -> list[BindingRef]:
-    """The bindings a grant's backend reference names (their UIDs where it kept them)."""
-    return [BindingRef(b["name"], b.get("namespace"), b.get("uid"))
+    """The bindings a grant's backend reference names (their UIDs and resourceVersions where
+    it kept them)."""
+    return [BindingRef(b["name"], b.get("namespace"), b.get("uid"), b.get("resource_version"))
             for b in reference.get("bindings", [])]

@@ -317,8 +317,10 @@ class SlackNotifier:
         return channel
 
     def _remember_dm(self, user_id: str, channel: str) -> None:
-        """Keep the DM channel with ``user_id``, the oldest forgotten past :data:`DM_CHANNELS`."""
+        """Keep the DM channel with ``user_id`` as the most recent; past :data:`DM_CHANNELS`,
+        the least recently messaged is forgotten."""
         with self._lock:
+            self._dm_channels.pop(user_id, None)  # to the end: a dict keeps insertion order
             self._dm_channels[user_id] = channel
             if len(self._dm_channels) > DM_CHANNELS:
                 del self._dm_channels[next(iter(self._dm_channels))]
