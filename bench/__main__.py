@@ -46,7 +46,7 @@ from bot.config import Config, Settings, parse_config
 from bot.domain.errors import PolicyViolation
 from bot.domain.ports import Delivery, GrantResult, GrantSpec, UserInfo
 from bot.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, signed_headers
-from bot.services import access
+from bot.services import access, grants
 
 ROWS: list[tuple[str, str, str, str]] = []
 
@@ -387,6 +387,7 @@ def bench_queries(engine: Engine, sizes: list[int], repeat: int) -> None:
             runtime.ctx, APPROVER, "all"),
         "App Home (both lists + render + publish)": lambda: home.publish(
             runtime.client, APPROVER),
+        "next grant due (the expiry job's wake)": lambda: grants.next_expiry(runtime.ctx),
     }
     base: dict[str, float] = {}
     seed_my_history(engine)
@@ -412,6 +413,12 @@ def bench_queries(engine: Engine, sizes: list[int], repeat: int) -> None:
                            for _ in re.findall(r"Seq Scan on access_requests", plan))
         row("queries", "EXPLAIN at the largest size: scans used",
             ", ".join(f"{k}×{v}" for k, v in sorted(indexes.items())), "")
+        wake = StatementLog(engine)
+        grants.next_expiry(runtime.ctx)
+        wake.close()
+        row("queries", "  the expiry job's wake (next grant due): its plan's scans",
+            ", ".join(re.findall(r"(?:Index (?:Only )?Scan(?: Backward)?|Seq Scan) (?:using|on) "
+                                 r"\S+", "\n".join(wake.plans()))), "")
     finally:
         slack.stop()
         clear_live(engine)
@@ -481,7 +488,8 @@ def main() -> None:
             with took("expiry"):
                 start = outside.bench_expiry(
                     engine, url, row, [sizes[-1]] if quick else [sizes[0], sizes[-1]],
-                    100 if quick else 1000, 300 if quick else 10_000, seed_history, clear_live,
+                    100 if quick else 1000, 300 if quick else 10_000,
+                    timedelta(seconds=10) if quick else outside.SWEEP, seed_history, clear_live,
                     1 if quick else 3)
         if "reminders" in only:
             with took("reminders"):

@@ -731,7 +731,9 @@ class Schedules(_Strict):
     reminders: str = "0 9 * * MON"
     """A cron expression: when the weekly DMs and access reviews go out."""
     expiry_sweep: Duration = timedelta(minutes=1)
-    """How often each pass runs inside ``serve`` (expiry, retries, timeouts, reminders)."""
+    """The longest wait between two passes of each job inside ``serve`` (expiry, retries,
+    timeouts, reminders); the expiry job also wakes as soon as the next grant is due
+    (:data:`bot.jobs.NEXT_DUE`)."""
     nudge_before: Duration = timedelta(hours=1)
     """How long before a grant ends its grantee is told."""
     renotify_after: Duration = timedelta(hours=4)

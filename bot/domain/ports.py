@@ -431,6 +431,12 @@ class AccessRequests(Protocol):
         another transaction holds (another replica's batch), where the database can."""
         ...
 
+    def next_to_expire(self) -> datetime | None:
+        """The soonest end (UTC) among the grants :meth:`due_to_expire` would return once it
+        has come, past when one is due already; ``None`` when there is none. Grants whose
+        revocation is owed (being revoked, or failed and left to the retries) are not counted."""
+        ...
+
     def pending_created_before(self, before: datetime, limit: int) -> list[AccessRequest]:
         """Pending requests filed at or before ``before``, oldest first."""
         ...

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.domain import lifecycle
 from bot.domain.errors import (
@@ -93,6 +93,15 @@ def expire_due(ctx: Context, limit: int | None = None) -> int:
     finally:
         _tell(ctx, notices)
     return owed
+
+
+def next_expiry(ctx: Context) -> datetime | None:
+    """When the next grant :func:`expire_due` would revoke comes due (UTC; in the past when
+    one is due already), or ``None`` when no active grant is left to end. A grant whose
+    revocation is owed already (under way, or failed and left to the retry pass) does not
+    count: it is not this pass's to end."""
+    with ctx.transaction() as uow:
+        return uow.requests.next_to_expire()
 
 
 def _tell(ctx: Context, notices: list[Notice]) -> None:

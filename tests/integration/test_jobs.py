@@ -21,15 +21,22 @@ from bot.domain.errors import Undeliverable
 from bot.domain.model import AccessRequest, MessageRef, State
 from bot.domain.ports import NoticeKind
 from bot.domain.reviews import AccessReview
-from bot.jobs import Job, Scheduler
+from bot.jobs import WAKE_FLOOR, Job, Scheduler, default_jobs
 from bot.services import access, grants, operations, reminders
 from bot.services.context import Context, RetryPolicy
 from bot.services.schedule import last_occurrence
 from tests.conftest import ALICE, BOB, CAROL, DAVE
-from tests.fakes.ports import FakeClock, InMemoryGranter, RecordingNotifier, StaticDirectory
+from tests.fakes.ports import (
+    FakeClock,
+    InMemoryGranter,
+    RecordingNotifier,
+    StaticDirectory,
+    temporary,
+)
 
 MONDAY_8 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 H, M, D = timedelta(hours=1), timedelta(minutes=1), timedelta(days=1)
+S = timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -414,3 +421,116 @@ def test_a_slow_job_never_holds_back_another(jctx: Context) -> None:
     finally:
         release.set()
         scheduler.stop()
+
+
+def expiry_job(ctx: Context) -> Job:
+    return next(job for job in default_jobs(ctx) if job.name == "expire")
+
+
+def test_the_expiry_job_waits_until_the_next_grant_is_due_floored_and_capped(
+        jctx: Context, clock: FakeClock, granter: InMemoryGranter) -> None:
+    scheduler, expire = Scheduler(jctx, []), expiry_job(jctx)
+    assert expire.every == M and WAKE_FLOOR == S
+    assert scheduler.wait_after(expire) == M  # nothing active: the sweep
+    first = active_grant(jctx, ALICE, H)  # ends at 09:00:00
+    second = active_grant(jctx, BOB, H + 40 * S)  # ends at 09:00:40
+    assert scheduler.wait_after(expire) == M  # an hour away: at most the sweep
+    clock.advance(H - 25 * S)
+    assert scheduler.wait_after(expire) == 25 * S  # until the first is due
+    assert scheduler.wait_after(expire, failed=True) == M  # a failed pass waits the sweep
+    clock.advance(24.5 * S)
+    assert scheduler.wait_after(expire) == WAKE_FLOOR  # half a second away: the floor
+    clock.advance(S)
+    assert scheduler.wait_after(expire) == WAKE_FLOOR  # due and not ended yet
+
+    granter.fail_next.append(temporary("the API server is restarting"))
+    assert grants.expire_due(jctx) == 1
+    assert grants.get(jctx, first).state is State.ACTIVE  # owed: the retry pass's now
+    # The failed revocation does not make the job wake every second: the next grant counts.
+    assert scheduler.wait_after(expire) == 39.5 * S
+    clock.advance(39.5 * S)
+    assert grants.expire_due(jctx) == 1
+    assert grants.get(jctx, second).state is State.EXPIRED
+    assert grants.get(jctx, first).state is State.ACTIVE
+    assert scheduler.wait_after(expire) == M  # none left that this pass would end
+
+
+class FakeWaits:
+    """The scheduler's waits on a fake clock: ``during(turn)`` runs in each (it may move the
+    clock part of the way), then the clock is at the wait's end; the ``turns``-th wait stops
+    the scheduler."""
+
+    def __init__(self, clock: FakeClock, turns: int,
+                 during: Callable[[int], None] = lambda turn: None) -> None:
+        self.clock, self.turns, self.during = clock, turns, during
+        self.waits: list[timedelta] = []
+        self.done = threading.Event()
+
+    def __call__(self, seconds: float) -> bool:
+        started = self.clock()
+        self.waits.append(timedelta(seconds=seconds))
+        self.during(len(self.waits))
+        self.clock.advance(started + timedelta(seconds=seconds) - self.clock())
+        if len(self.waits) >= self.turns:
+            self.done.set()
+            return True
+        return False
+
+
+def run_until_done(ctx: Context, job: Job, waits: FakeWaits) -> None:
+    scheduler = Scheduler(ctx, [job], wait=waits)
+    scheduler.start()
+    try:
+        assert waits.done.wait(20)
+    finally:
+        scheduler.stop()
+
+
+def test_the_expiry_loop_ends_a_grant_approved_meanwhile_when_it_is_due(
+        jctx: Context, clock: FakeClock) -> None:
+    granted: list[int] = []
+
+    def approve_twenty_seconds_in(turn: int) -> None:
+        if turn == 1:
+            clock.advance(20 * S)
+            granted.append(active_grant(jctx, ALICE, 10 * M))  # ends at 08:10:20
+
+    waits = FakeWaits(clock, 12, approve_twenty_seconds_in)
+    run_until_done(jctx, expiry_job(jctx), waits)
+    # Passes at 08:00 … 08:10 a sweep apart, then one when the grant is due, then nothing due.
+    assert waits.waits == [M] * 10 + [20 * S, M]
+    ended = grants.get(jctx, granted[0])
+    assert ended.state is State.EXPIRED
+    assert ended.ended_at == ended.ends_at == MONDAY_8 + 10 * M + 20 * S
+
+
+def test_a_grant_approved_while_the_loop_waits_ends_at_the_next_wake_at_the_latest(
+        jctx: Context, clock: FakeClock) -> None:
+    """The sweep is the longest wait: a grant approved during one, whatever its end, is seen
+    at the next wake."""
+    granted: list[int] = []
+
+    def approve(turn: int) -> None:
+        if turn == 1:
+            granted.append(active_grant(jctx, ALICE, H))
+
+    waits = FakeWaits(clock, 2, approve)
+    job = dataclasses.replace(expiry_job(jctx), every=2 * H)
+    run_until_done(jctx, job, waits)
+    assert waits.waits == [2 * H, 2 * H]  # nothing active at either pass
+    ended = grants.get(jctx, granted[0])
+    assert ended.state is State.EXPIRED and ended.ended_at == MONDAY_8 + 2 * H
+
+
+def test_stopping_the_scheduler_ends_a_long_wait_at_once(jctx: Context) -> None:
+    ran = threading.Event()
+
+    def expire(ctx: Context) -> int:
+        ran.set()
+        return 0
+
+    scheduler = Scheduler(jctx, [Job("expire", expire, H, grants.next_expiry)])
+    scheduler.start()
+    assert ran.wait(5)
+    scheduler.stop(timeout=5)
+    assert not [thread for thread in threading.enumerate() if thread.name == "job-expire"]

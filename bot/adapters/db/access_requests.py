@@ -94,6 +94,16 @@ class _Approval:
         return getattr(self._row, f"approval_{name}")
 
 
+_EXPIRABLE = (
+    RequestRow.state == State.ACTIVE.value,
+    RequestRow.kind == Kind.ACCESS.value,
+    ~exists().where(OperationRow.request_id == RequestRow.id,
+                    OperationRow.kind == OperationKind.REVOKE.value),
+)
+"""Grants the expiry pass ends once their time is up: active access grants whose revocation
+is not owed already (one that failed is the retry pass's)."""
+
+
 def _changed(request: AccessRequest | None) -> ConcurrentModification:
     what = f"Request {request.label}" if request is not None else "A request"
     return ConcurrentModification(f"{what} was changed by someone else meanwhile; try again.")
@@ -330,24 +340,26 @@ class SqlAlchemyAccessRequests:
 
     def due_to_expire(self, now: datetime, limit: int, *,
                       skip_locked: bool = False) -> list[AccessRequest]:
-        owed = exists().where(
-            OperationRow.request_id == RequestRow.id,
-            OperationRow.kind == OperationKind.REVOKE.value,
-        )
         query = (
             select(RequestRow)
-            .where(
-                RequestRow.state == State.ACTIVE.value,
-                RequestRow.ends_at <= now,
-                RequestRow.kind == Kind.ACCESS.value,
-                ~owed,
-            )
+            .where(*_EXPIRABLE, RequestRow.ends_at <= now)
             .order_by(RequestRow.ends_at)
             .limit(limit)
         )
         if skip_locked:  # PostgreSQL; SQLite has one writer at a time (BEGIN IMMEDIATE)
             query = query.with_for_update(skip_locked=True, of=RequestRow)
         return self._all(query)
+
+    def next_to_expire(self) -> datetime | None:
+        # ORDER BY … LIMIT 1 rather than min(): the (state, ends_at) index is read in order and
+        # the scan stops at the first grant with no revocation owed (min() over the anti-join
+        # would aggregate every active grant).
+        return self.session.scalar(
+            select(RequestRow.ends_at)
+            .where(*_EXPIRABLE, RequestRow.ends_at.is_not(None))
+            .order_by(RequestRow.ends_at)
+            .limit(1)
+        )
 
     def active_ending_before(self, until: datetime, limit: int) -> list[AccessRequest]:
         query = (
