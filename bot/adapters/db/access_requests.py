@@ -5,9 +5,10 @@ bumps, and ``get(..., for_update=True)`` also takes the row lock on PostgreSQL s
 concurrent approvers queue instead of retrying.
 
 One request read by its ID (what a decision or a grant's completion reads and saves) goes
-through the record's column mapping as plain statements: one SELECT with its approvals joined,
-one UPDATE (and an INSERT for approvals added), instead of the ORM's loading, identity map and
-flush, which cost more than the database did. Lists and batches keep their ORM rows.
+through the record's column mapping as plain statements: one SELECT with its approvals joined
+(or, to lock its row, one for the row and one for its approvals), one UPDATE (and an INSERT for
+approvals added), instead of the ORM's loading, identity map and flush, which cost more than the
+database did. Lists and batches keep their ORM rows.
 """
 
 from __future__ import annotations
