@@ -732,8 +732,8 @@ class Schedules(_Strict):
     """A cron expression: when the weekly DMs and access reviews go out."""
     expiry_sweep: Duration = timedelta(minutes=1)
     """The longest wait between two passes of each job inside ``serve`` (expiry, retries,
-    timeouts, reminders); the expiry job also wakes as soon as the next grant is due
-    (:data:`bot.jobs.NEXT_DUE`)."""
+    timeouts, reminders); the expiry and retry jobs also wake as soon as their next work is
+    due (:data:`bot.jobs.NEXT_DUE`)."""
     nudge_before: Duration = timedelta(hours=1)
     """How long before a grant ends its grantee is told."""
     renotify_after: Duration = timedelta(hours=4)

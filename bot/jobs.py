@@ -51,9 +51,13 @@ backend objects no grant explains (see :func:`bot.services.grants.reconcile`); `
 adds the approvers of escalation steps due on waiting requests."""
 EVERY = {"stream": timedelta(seconds=5)}
 """Jobs that run at a fixed interval instead: the audit stream keeps up within seconds."""
-NEXT_DUE: dict[str, Callable[[Context], datetime | None]] = {"expire": grants.next_expiry}
+NEXT_DUE: dict[str, Callable[[Context], datetime | None]] = {
+    "expire": grants.next_expiry,
+    "retry": operations.next_due,
+}
 """Jobs that wake when their next work is due, within their interval: a grant ends on time,
-not up to a sweep late."""
+and a scheduled window's grant starts on time, not up to a sweep late (a window would be cut
+short: it ends on time); a retry comes when its back-off ends."""
 
 
 def default_jobs(ctx: Context) -> list[Job]:

@@ -491,6 +491,12 @@ class OperationQueue(Protocol):
         """Pending operations whose time has come and whose lease (if any) has lapsed."""
         ...
 
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the soonest pending operation no live lease holds at ``now`` comes due (UTC;
+        past when one is due already), ``None`` when none is owed: when :meth:`due` next has
+        work, unless a worker holding one dies."""
+        ...
+
     def enqueue_many(self, operations: Sequence[Operation]) -> list[Operation]:
         """:meth:`enqueue` for each of ``operations`` in one statement, as they are (a lease
         named in them is taken with them); those owed here, their ``id`` set. The others were

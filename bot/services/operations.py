@@ -137,6 +137,13 @@ def run_due(ctx: Context, limit: int | None = None) -> int:
     return run_all(ctx, due)
 
 
+def next_due(ctx: Context) -> datetime | None:
+    """When :func:`run_due` next has work (UTC; past when it has some already): a grant owed
+    at its window's start, a retry after its back-off; ``None`` when nothing is owed."""
+    with ctx.transaction() as uow:
+        return uow.operations.next_due(ctx.clock())
+
+
 def run_all(ctx: Context, operations: list[Operation]) -> int:
     """Run owed operations a few at a time (backends answer slowly, not one after another);
     returns how many were run here, not held by another worker."""

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from bot.app import build_context
 from bot.config import Config, Settings, parse_config
 from bot.domain.errors import Undeliverable
-from bot.domain.model import AccessRequest, MessageRef, State
+from bot.domain.model import AccessRequest, MessageRef, Operation, OperationKind, State
 from bot.domain.ports import NoticeKind
 from bot.domain.reviews import AccessReview
 from bot.jobs import WAKE_FLOOR, Job, Scheduler, default_jobs
@@ -534,3 +534,37 @@ def test_stopping_the_scheduler_ends_a_long_wait_at_once(jctx: Context) -> None:
     assert ran.wait(5)
     scheduler.stop(timeout=5)
     assert not [thread for thread in threading.enumerate() if thread.name == "job-expire"]
+
+
+def test_a_scheduled_window_starts_at_its_start_and_ends_on_time_in_serve(
+        jctx: Context, clock: FakeClock) -> None:
+    """The retry loop wakes when a window's grant comes due, as the expiry loop wakes when it
+    ends: the window is [start, start + duration], not cut short by the loops' phase."""
+    clock.advance(30 * S)  # serve started at 08:00:30: its sweeps come at hh:mm:30
+    request = access.file_request(jctx, ALICE, "staging", "edit", duration=H,
+                                  at="2026-11-30T08:10Z")  # approved by policy; it waits
+    assert request.state is State.APPROVED and request.id is not None
+    retry = next(job for job in default_jobs(jctx) if job.name == "retry")
+    waits = FakeWaits(clock, 12)
+    run_until_done(jctx, retry, waits)
+    started = grants.get(jctx, request.id)
+    assert started.state is State.ACTIVE
+    assert started.activated_at == MONDAY_8 + 10 * M
+    assert started.ends_at == MONDAY_8 + 10 * M + H
+    assert waits.waits[:10] == [M] * 9 + [30 * S]  # a sweep at most, then to the start
+
+
+def test_the_retry_loop_wakes_for_an_owed_operation_no_live_lease_holds(
+        jctx: Context, clock: FakeClock) -> None:
+    retry = next(job for job in default_jobs(jctx) if job.name == "retry")
+    scheduler = Scheduler(jctx, [retry])
+    assert scheduler.wait_after(retry) == M  # nothing owed: the sweep
+    first, second = active_grant(jctx, ALICE, 2 * H), active_grant(jctx, BOB, 2 * H)
+    with jctx.transaction() as uow:  # one held by a live worker, one backing off 25 s
+        uow.operations.enqueue(Operation(first, OperationKind.REVOKE, clock() - S,
+                                         lease_owner="other", lease_until=clock() + 5 * M))
+        uow.operations.enqueue(Operation(second, OperationKind.REVOKE, clock() + 25 * S))
+    assert scheduler.wait_after(retry) == 25 * S
+    clock.advance(6 * M)  # the other worker died: its lease lapsed
+    assert scheduler.wait_after(retry) == WAKE_FLOOR
+

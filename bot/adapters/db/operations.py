@@ -77,6 +77,19 @@ class SqlAlchemyOperationQueue:
         )
         return [OPERATION.load(row) for row in self._execute(query)]
 
+    def next_due(self, now: datetime) -> datetime | None:
+        # ORDER BY … LIMIT 1 on the (state, next_attempt_at) index: the scan stops at the
+        # first operation no live lease holds.
+        query = (
+            select(TABLE.c.next_attempt_at)
+            .where(TABLE.c.state == OperationState.PENDING.value,
+                   TABLE.c.lease_until.is_(None) | (TABLE.c.lease_until < now))
+            .order_by(TABLE.c.next_attempt_at)
+            .limit(1)
+        )
+        found: datetime | None = self.session.execute(query).scalar()
+        return found
+
     # --- many at a time: one statement for a whole batch --------------------------------
 
     def enqueue_many(self, operations: Sequence[Operation]) -> list[Operation]:
