@@ -148,7 +148,7 @@ def test_outbox_rows_commit_and_roll_back_with_their_audit_event(
 
 
 def test_no_outbox_rows_without_sinks(ctx: Context, engine: Engine) -> None:
-    assert ctx.stream is None
+    assert ctx.stream is not None and not ctx.stream.sinks
     record(ctx, 2)
     assert owed(engine) == []
     assert audit_stream.deliver(ctx) == 0
@@ -488,3 +488,27 @@ def test_rows_owed_to_the_last_sink_removed_are_forgotten_after_a_week(
     clock.advance(timedelta(days=8))
     JOBS["stream"](no_sinks)  # what `jobs run stream` / the scheduler run
     assert owed(engine) == []
+
+
+def test_rows_of_removed_sinks_are_looked_for_at_most_hourly(
+        sctx: Context, engine: Engine, clock: FakeClock, audit_file: Path) -> None:
+    """Finding them reads every row still waiting; the stream runs every few seconds."""
+    file_only = replica(engine, parse_config({**TEST_CONFIG, "audit_sinks": [
+        {"type": "file", "path": str(audit_file)}]}, Path("test.yaml")), clock)
+
+    def waiting_for_the_webhook() -> int:
+        return sum(sink == "webhook" for _, sink, _ in owed(engine))
+
+    record(sctx, 1)
+    clock.advance(timedelta(minutes=30))
+    record(sctx, 1)
+    clock.advance(timedelta(days=7, minutes=-20))  # the first a week old, the second not
+    audit_stream.deliver(file_only)
+    assert waiting_for_the_webhook() == 1
+    clock.advance(timedelta(minutes=30))  # the second a week old now, but looked 30 min ago
+    audit_stream.deliver(file_only)
+    assert waiting_for_the_webhook() == 1
+    clock.advance(timedelta(minutes=30))
+    audit_stream.deliver(file_only)
+    assert waiting_for_the_webhook() == 0
+

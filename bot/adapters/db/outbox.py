@@ -10,7 +10,7 @@ as the Slack inbox does. A worker that dies leaves its lease to run out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
@@ -33,6 +33,8 @@ from bot.domain.stream import PendingDelivery, SinkBacklog
 SINKS_KEY = "k8s_access_audit_sinks"
 """Where a session keeps the names of the sinks each audit event is owed to."""
 ROW = AuditDeliveryRow
+ORPHANS_EVERY = timedelta(hours=1)
+"""How often one process looks for rows owed to sinks removed from the configuration."""
 TABLE: Table = AuditDeliveryRow.__table__  # type: ignore[assignment]
 
 
@@ -65,6 +67,8 @@ class SqlAlchemyAuditOutbox:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._orphans_forgotten: datetime | None = None
+        """``delivered_before`` of the last :meth:`forget` that looked for orphaned rows."""
 
     def claim(self, sink: str, owner: str, now: datetime, until: datetime,
               limit: int) -> list[PendingDelivery]:
@@ -142,10 +146,19 @@ class SqlAlchemyAuditOutbox:
         return found
 
     def forget(self, delivered_before: datetime, sinks: Sequence[str]) -> int:
-        delivered = and_(ROW.delivered_at.is_not(None), ROW.delivered_at < delivered_before)
-        orphaned = and_(ROW.delivered_at.is_(None), ROW.sink.not_in(list(sinks)),
-                        ROW.next_attempt_at < delivered_before, _free(delivered_before))
+        """Delivered rows each time (a range of an index); the rows of removed sinks at most
+        every :data:`ORPHANS_EVERY` (finding them reads every row still waiting, a sink that
+        is down may have many, and the stream runs every few seconds)."""
+        gone = delete(ROW).where(ROW.delivered_at.is_not(None),
+                                 ROW.delivered_at < delivered_before)
+        last = self._orphans_forgotten
+        if last is None or delivered_before - last >= ORPHANS_EVERY:
+            self._orphans_forgotten = delivered_before
+            gone = delete(ROW).where(or_(
+                and_(ROW.delivered_at.is_not(None), ROW.delivered_at < delivered_before),
+                and_(ROW.delivered_at.is_(None), ROW.sink.not_in(list(sinks)),
+                     ROW.next_attempt_at < delivered_before, _free(delivered_before))))
         with self._engine.begin() as connection:
-            result = connection.execute(delete(ROW).where(or_(delivered, orphaned)))
+            result = connection.execute(gone)
         return int(getattr(result, "rowcount", 0) or 0)
 
