@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import json
 import logging
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -475,19 +477,36 @@ def bindings_of(ctx: Context, cluster: str) -> Bindings:
 @pytest.mark.parametrize("cluster", ["prod", "oidc"])
 def test_a_revocation_deletes_the_bots_bindings_beside_one_it_does_not_own(
         kctx: Context, kube: FakeKubernetes, cluster: str) -> None:
+    """The grant's own record: the binding unchanged since its creation goes in one DELETE,
+    the one relabelled since (through the API: a new resourceVersion) is read, judged
+    another's, left alone and named."""
     request_id = grant(kctx, cluster, "deploy", namespace="shop")
     name = f"k8s-access-{request_id}"
-    # A grant over several namespaces, as a role's grant without one was planned before.
-    ours = copy.deepcopy(kube.role_bindings[("shop", name)])
-    ours["metadata"]["namespace"] = "payments"
-    kube.role_bindings[("payments", name)] = ours
+    granted = grants.get(kctx, request_id)
+    # A grant over several namespaces, as a role's grant without one was planned before: the
+    # second binding made through the API and recorded as the bot records what it makes.
+    body = copy.deepcopy(kube.role_bindings[("shop", name)])
+    body["metadata"] = {key: value for key, value in body["metadata"].items()
+                        if key in ("name", "labels", "annotations")}
+    made = as_admin(kube, "POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/payments/"
+                    "rolebindings", body)
+    assert made.status_code == 201, made.text
+    reference = {**granted.backend_ref, "bindings": [
+        *granted.backend_ref["bindings"],
+        BindingRef(name, "payments", made.json()["metadata"]["uid"],
+                   made.json()["metadata"]["resourceVersion"]).as_dict()]}
+    relabelled = kubectl(kube.kubeconfig("admin", "admin"), "label", "rolebinding", name,
+                         "-n", "shop", "k8s-access-bot/installation=blue", "--overwrite")
+    assert relabelled.returncode == 0, relabelled.stderr
     theirs = copy.deepcopy(kube.role_bindings[("shop", name)])
-    theirs["metadata"]["labels"]["k8s-access-bot/installation"] = "blue"
-    kube.role_bindings[("shop", name)] = theirs
-    refs = [BindingRef(name, "shop"), BindingRef(name, "payments")]
+    spec = operations.spec_for(granted, datetime.now(UTC))
+    before = len(kube.requests)
     with pytest.raises(PermanentBackendError,
                        match=f"RoleBinding shop/{name} is not labelled as this bot's"):
-        bindings_of(kctx, cluster).delete(refs, request_id)
+        kctx.granter(cluster).revoke(spec, reference)
+    assert [(m, p) for _, m, p in kube.requests[before:]] == [
+        ("DELETE", binding_path(name, "shop")), ("GET", binding_path(name, "shop")),
+        ("DELETE", binding_path(name, "payments"))]  # the bot's own: one request
     assert ("payments", name) not in kube.role_bindings  # no access left behind
     assert kube.role_bindings[("shop", name)] == theirs
 
@@ -751,7 +770,7 @@ def test_a_csr_changed_or_gone_while_approved_is_tried_again(
     failed: list[str] = []
 
     def once(user: Any, method: str, path: str, query: dict[str, str],
-             body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+             body: Any, content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
         if method == "PUT" and path.endswith("/approval") and \
                 len(failed) < (2 if answer == 409 else 1):  # one 409 is read again
             failed.append(path)
@@ -759,7 +778,7 @@ def test_a_csr_changed_or_gone_while_approved_is_tried_again(
                             "code": answer, "reason": "Conflict" if answer == 409 else "NotFound",
                             "message": "the object has been modified; please apply your "
                             "changes to the latest version and try again"}
-        return handle(user, method, path, query, body)
+        return handle(user, method, path, query, body, content_type)
 
     kube.handle = once  # type: ignore[method-assign]
     request = access.file_request(kctx, ALICE, "prod", "view", duration=H, reason="x")
@@ -793,3 +812,173 @@ def test_a_binding_relabelled_in_place_is_not_deleted_by_its_uid(
     with pytest.raises(PermanentBackendError, match="not labelled as this bot's"):
         kctx.granter(cluster).revoke(spec, granted.backend_ref)
     assert name in kube.cluster_role_bindings  # left alone, as a binding without a UID is
+
+
+# --- bindings changed by a person ---------------------------------------------------------
+
+
+def binding_path(name: str, namespace: str | None) -> str:
+    return (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}"
+            if namespace else f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+
+
+def stored_binding(kube: FakeKubernetes, name: str, namespace: str | None) -> dict[str, Any]:
+    return kube.role_bindings[(namespace, name)] if namespace \
+        else kube.cluster_role_bindings[name]
+
+
+def as_admin(kube: FakeKubernetes, method: str, path: str, body: Any,
+             content_type: str = "application/json") -> requests.Response:
+    """One request to the local API server over TLS as ``admin``, a raw body and media type
+    as given (kubectl sends only the media types it knows)."""
+    cert, key = kube.ca.write(kube.folder, "admin-raw", "admin")
+    return requests.request(method, kube.url + path, cert=(str(cert), str(key)),
+                            verify=str(kube.ca_path), timeout=10,
+                            data=body if isinstance(body, str | bytes) else json.dumps(body),
+                            headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize(("cluster", "namespace"), [("prod", None), ("oidc", "shop")])
+@pytest.mark.parametrize("change", ["label", "annotate"])
+def test_a_binding_changed_with_kubectl_gets_a_new_resource_version_and_is_judged_on_revocation(
+        kctx: Context, kube: FakeKubernetes, cluster: str, namespace: str | None,
+        change: str) -> None:
+    """``kubectl label``/``annotate --overwrite`` (a merge PATCH) change a binding as on a real
+    API server: a new resourceVersion, the same UID. The revocation's one DELETE on the
+    creation's UID and resourceVersion then fails its precondition, so the binding is read and
+    judged: relabelled as another installation's, it is left alone and named; only annotated,
+    it is still the bot's and is deleted."""
+    request_id = grant(kctx, cluster, "deploy" if namespace else "view", namespace=namespace)
+    name = f"k8s-access-{request_id}"
+    made = copy.deepcopy(stored_binding(kube, name, namespace)["metadata"])
+    admin = kube.kubeconfig("admin", "admin")
+    where = ["rolebinding", name, "-n", namespace] if namespace \
+        else ["clusterrolebinding", name]
+    edit = "k8s-access-bot/installation=blue" if change == "label" else "note=looked-at"
+    changed = kubectl(admin, change, *where, edit, "--overwrite")
+    assert changed.returncode == 0, changed.stderr
+    metadata = stored_binding(kube, name, namespace)["metadata"]
+    assert metadata["resourceVersion"] != made["resourceVersion"]  # every change gets a new one
+    assert (metadata["uid"], metadata["creationTimestamp"]) == (made["uid"],
+                                                                made["creationTimestamp"])
+    if change == "label":
+        assert metadata["labels"]["k8s-access-bot/installation"] == "blue"
+    else:
+        assert metadata["annotations"] == {**made["annotations"], "note": "looked-at"}
+    granted = grants.get(kctx, request_id)
+    spec = operations.spec_for(granted, datetime.now(UTC))
+    path = binding_path(name, namespace)
+
+    def revoke() -> None:
+        kctx.granter(cluster).revoke(spec, granted.backend_ref)
+
+    if change == "annotate":  # still the bot's: read, judged, deleted
+        assert calls_during(kube, revoke) == [("DELETE", path), ("GET", path), ("DELETE", path)]
+        assert name not in kube.cluster_role_bindings
+        assert (namespace, name) not in kube.role_bindings
+        return
+    described = f"RoleBinding {namespace}/{name}" if namespace else f"ClusterRoleBinding {name}"
+    before = len(kube.requests)
+    with pytest.raises(PermanentBackendError, match=f"{described} is not labelled as this bot's"):
+        revoke()
+    assert [(m, p) for _, m, p in kube.requests[before:]] == [("DELETE", path), ("GET", path)]
+    assert stored_binding(kube, name, namespace)["metadata"] == metadata  # left alone
+
+
+@pytest.mark.parametrize("namespace", [None, "shop"])
+def test_a_binding_replaced_with_a_stale_resource_version_is_refused_with_409(
+        kctx: Context, kube: FakeKubernetes, namespace: str | None) -> None:
+    """PUT replaces a binding only as last read: a resourceVersion changed since is a 409 in
+    the API server's words; the current one replaces it, keeping its UID and creation time,
+    with a new resourceVersion."""
+    request_id = grant(kctx, "oidc", "deploy" if namespace else "view", namespace=namespace)
+    name = f"k8s-access-{request_id}"
+    path = binding_path(name, namespace)
+    read = as_admin(kube, "GET", path, None).json()
+    relabelled = as_admin(kube, "PATCH", path, {"metadata": {"labels": {"team": "a"}}},
+                          "application/strategic-merge-patch+json")
+    assert relabelled.status_code == 200, relabelled.text
+    assert relabelled.json()["metadata"]["resourceVersion"] != read["metadata"]["resourceVersion"]
+    stale = copy.deepcopy(read)
+    stale["metadata"]["labels"]["team"] = "b"
+    refused = as_admin(kube, "PUT", path, stale)
+    plural = "rolebindings" if namespace else "clusterrolebindings"
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "Conflict", "code": 409,
+        "message": f'Operation cannot be fulfilled on {plural}.rbac.authorization.k8s.io '
+                   f'"{name}": the object has been modified; please apply your changes to the '
+                   "latest version and try again"}
+    assert stored_binding(kube, name, namespace)["metadata"]["labels"]["team"] == "a"
+    current = as_admin(kube, "GET", path, None).json()
+    current["metadata"]["labels"]["team"] = "b"
+    del current["metadata"]["uid"], current["metadata"]["creationTimestamp"]
+    replaced = as_admin(kube, "PUT", path, current)
+    assert replaced.status_code == 200, replaced.text
+    metadata = stored_binding(kube, name, namespace)["metadata"]
+    assert metadata["labels"]["team"] == "b"
+    assert (metadata["uid"], metadata["creationTimestamp"]) == (
+        read["metadata"]["uid"], read["metadata"]["creationTimestamp"])
+    assert metadata["resourceVersion"] not in (read["metadata"]["resourceVersion"],
+                                               current["metadata"]["resourceVersion"])
+    assert replaced.json() == stored_binding(kube, name, namespace)
+
+
+def test_patches_of_a_binding_follow_their_media_type(kctx: Context,
+                                                      kube: FakeKubernetes) -> None:
+    """A merge patch merges labels and removes one set to null; a JSON patch (RFC 6902)
+    applies its operations, a failed ``test`` changing nothing (422); a media type the API
+    server does not take is 415 and changes nothing; the roleRef cannot change (422); each
+    accepted patch gives a new resourceVersion."""
+    request_id = grant(kctx, "oidc", "view")
+    name = f"k8s-access-{request_id}"
+    path = binding_path(name, None)
+    versions = [kube.cluster_role_bindings[name]["metadata"]["resourceVersion"]]
+
+    def labels() -> dict[str, str]:
+        return dict(kube.cluster_role_bindings[name]["metadata"]["labels"])
+
+    merged = as_admin(kube, "PATCH", path, {"metadata": {"labels": {
+        "team": "a", "k8s-access-bot/cluster": None}}}, "application/merge-patch+json")
+    assert merged.status_code == 200, merged.text
+    assert labels() == {"app.kubernetes.io/managed-by": "k8s-access-bot",
+                        "k8s-access-bot/installation": "default", "team": "a"}
+    versions.append(kube.cluster_role_bindings[name]["metadata"]["resourceVersion"])
+    patched = as_admin(kube, "PATCH", path, [
+        {"op": "test", "path": "/metadata/labels/team", "value": "a"},
+        {"op": "replace", "path": "/metadata/labels/team", "value": "b"}],
+        "application/json-patch+json")
+    assert patched.status_code == 200, patched.text
+    assert labels()["team"] == "b"
+    versions.append(kube.cluster_role_bindings[name]["metadata"]["resourceVersion"])
+    assert len(set(versions)) == 3
+    before = copy.deepcopy(kube.cluster_role_bindings[name])
+    failed_test = as_admin(kube, "PATCH", path, [
+        {"op": "test", "path": "/metadata/labels/team", "value": "a"},
+        {"op": "remove", "path": "/metadata/labels/team"}], "application/json-patch+json")
+    assert (failed_test.status_code, failed_test.json()["reason"]) == (422, "Invalid")
+    unknown = as_admin(kube, "PATCH", path, "metadata:\n  labels: {team: c}\n",
+                       "application/x-yaml")
+    assert unknown.status_code == 415
+    assert unknown.json()["reason"] == "UnsupportedMediaType"
+    assert unknown.json()["message"].startswith(
+        "the body of the request was in an unknown format - accepted media types include: ")
+    other_role = as_admin(kube, "PATCH", path, {"roleRef": {"name": "cluster-admin"}},
+                          "application/merge-patch+json")
+    assert (other_role.status_code, other_role.json()["reason"]) == (422, "Invalid")
+    assert "cannot change roleRef" in other_role.json()["message"]
+    assert kube.cluster_role_bindings[name] == before
+
+
+def test_changing_a_binding_takes_the_update_and_patch_verbs(kctx: Context,
+                                                            kube: FakeKubernetes) -> None:
+    """The bot's own account (the README's RBAC) may not patch or replace a binding: 403, as
+    for any verb its role does not hold."""
+    request_id = grant(kctx, "oidc", "view")
+    name = f"k8s-access-{request_id}"
+    bot = kube.kubeconfig("bot-again", "k8s-access-bot")
+    refused = kubectl(bot, "label", "clusterrolebinding", name, "team=a")
+    assert refused.returncode != 0
+    assert 'cannot patch resource "clusterrolebindings"' in refused.stderr
+    assert "team" not in kube.cluster_role_bindings[name]["metadata"]["labels"]
