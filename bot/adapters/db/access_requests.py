@@ -137,8 +137,8 @@ class SqlAlchemyAccessRequests:
         """The rows read for writing, held: the session holds only weakly what is unchanged,
         and a row it forgot would be read again to be saved."""
         self._loaded: dict[int, int] = {}
-        """Requests read by :meth:`get` in this transaction, by ID: how many approvals their
-        rows have. Saved by :meth:`_save_loaded`."""
+        """Requests read by :meth:`get` or :meth:`get_many` in this transaction, by ID: how
+        many approvals their rows have. Saved by :meth:`_save_loaded`."""
 
     def add(self, request: AccessRequest) -> AccessRequest:
         row = RequestRow()
