@@ -174,9 +174,12 @@ class Concurrency:
     """How many things one process does at once (each a thread)."""
 
     backend_calls: int = 8
-    """Backend operations one retry or expiry pass runs together (``BACKEND_CONCURRENCY``)."""
+    """Backend operations one retry or expiry pass runs together (``BACKEND_CONCURRENCY``);
+    an expiry pass adds each only while the calls under way wait
+    (:func:`bot.services.fanout.fan_out`)."""
     messages: int = 8
-    """Reminder messages one pass sends together (``SEND_CONCURRENCY``)."""
+    """Reminder messages one pass sends together (``SEND_CONCURRENCY``); also the most expiry
+    notices sent together, each added only while those under way wait."""
     slack_requests: int = 8
     """Slack requests a worker process handles together (``WORKER_THREADS``)."""
     worker_processes: int = 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,6 +31,7 @@ from bot.domain.ports import AccessRequests, ManagedGrant, Notice, Reconcilable,
 from bot.logcontext import scoped
 from bot.services import revocations
 from bot.services.context import Context, audit
+from bot.services.fanout import fan_out
 from bot.services.operations import owe, run_operation
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,9 @@ def next_expiry(ctx: Context) -> datetime | None:
 
 
 def _tell(ctx: Context, notices: list[Notice]) -> None:
-    """Send ``notices``, a few at a time (``Concurrency.messages``)."""
-    if len(notices) > 1:
-        with ThreadPoolExecutor(max_workers=ctx.tuning.concurrency.messages,
-                                thread_name_prefix="expiry-notices") as telling:
-            list(telling.map(ctx.notify, notices))
-    else:
-        ctx.notify(*notices)
+    """Send ``notices``, a few at a time while Slack keeps them waiting
+    (``Concurrency.messages``, :func:`bot.services.fanout.fan_out`)."""
+    fan_out(ctx.notify, notices, ctx.tuning.concurrency.messages, "expiry-notices")
 
 
 RECONCILE_GRACE = timedelta(minutes=5)

@@ -7,9 +7,9 @@ A batch keeps every guarantee of the engine in three steps:
    leases on them (:func:`claim_expired`). Replicas take different grants: the rows another
    replica is claiming are passed over (``SKIP LOCKED`` on PostgreSQL; SQLite has one writer
    at a time), and a revocation owed already is never owed twice (one per request and kind).
-2. The backend calls run a few at a time outside any transaction
-   (``Concurrency.backend_calls``), while one heartbeat renews every lease of the batch
-   (:func:`run_batch`).
+2. The backend calls run outside any transaction, a few at a time while they wait
+   (``Concurrency.backend_calls``, :func:`bot.services.fanout.fan_out`), while one heartbeat
+   renews every lease of the batch (:func:`run_batch`).
 3. One transaction completes every revocation the backend confirmed and this worker still
    holds: the grants and their extensions ended, an audit event each, the operations done and
    the notices prepared, approval messages read together. A lease taken over meanwhile writes
@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot.domain.errors import DomainError
@@ -38,6 +37,7 @@ from bot.domain.model import (
 from bot.domain.ports import Notice
 from bot.logcontext import request_scope
 from bot.services.context import Context, retrying
+from bot.services.fanout import fan_out
 from bot.services.operations import (
     LeaseKeeper,
     LeaseLost,
@@ -93,10 +93,9 @@ def run_batch(ctx: Context, batch: Batch) -> list[Notice]:
     notices for the grantees, to send after this returns."""
     if not batch.claimed:
         return []
-    with _Renewal(ctx, batch) as renewal, ThreadPoolExecutor(
-            max_workers=min(ctx.tuning.concurrency.backend_calls, len(batch.claimed)),
-            thread_name_prefix="revocations") as pool:
-        calls = list(pool.map(lambda claimed: _call(ctx, claimed, renewal.holds), batch.claimed))
+    with _Renewal(ctx, batch) as renewal:
+        calls = fan_out(lambda claimed: _call(ctx, claimed, renewal.holds), batch.claimed,
+                        ctx.tuning.concurrency.backend_calls, "revocations")
     confirmed = [call.claimed for call in calls if call.error is None]
     notices, refused, lost = retrying(lambda: _complete(ctx, batch.owner, confirmed))
     failed = [(call.claimed, call.error) for call in calls if call.error is not None]

@@ -455,3 +455,24 @@ def test_an_approved_request_nobody_could_be_told_of_is_not_said_to_be_pending(
     assert "pending" not in told and "cancel" not in told and "told again" not in told
     assert "told again" not in alert
     assert "review" in told and "review" in alert
+
+
+def test_fitting_cuts_a_copy_and_leaves_the_builders_blocks_as_they_were() -> None:
+    long = "x" * 5000
+    content = [{"type": "section", "fields": [{"type": "mrkdwn", "text": long}],
+                "accessory": {"type": "static_select", "options": ({"text": {
+                    "type": "plain_text", "text": long}, "value": "v"},)}},
+               {"type": "context", "elements": [{"type": "mrkdwn", "text": long}]}]
+    view = {"type": "modal", "title": {"type": "plain_text", "text": long}, "blocks": content}
+    _, fitted = blocks.fit_message(long, content)
+    fitted_view = blocks.fit_view(view)
+
+    assert len(fitted[0]["fields"][0]["text"]) == blocks.LIMITS["field_text"]
+    assert len(fitted[0]["accessory"]["options"][0]["text"]["text"]) == \
+        blocks.LIMITS["option_text"]
+    assert len(fitted[1]["elements"][0]["text"]) == blocks.LIMITS["context_text"]
+    assert len(fitted_view["title"]["text"]) == blocks.LIMITS["modal_title"]
+    assert content[0]["fields"][0]["text"] == long
+    assert content[0]["accessory"]["options"][0]["text"]["text"] == long
+    assert content[1]["elements"][0]["text"] == long
+    assert view["title"]["text"] == long

@@ -4,11 +4,11 @@ Two writers never both win: every request row carries a version that each UPDATE
 bumps, and ``get(..., for_update=True)`` also takes the row lock on PostgreSQL so that
 concurrent approvers queue instead of retrying.
 
-One request read by its ID (what a decision or a grant's completion reads and saves) goes
-through the record's column mapping as plain statements: one SELECT with its approvals joined
-(or, to lock its row, one for the row and one for its approvals), one UPDATE (and an INSERT for
-approvals added), instead of the ORM's loading, identity map and flush, which cost more than the
-database did. Lists and batches keep their ORM rows.
+Requests read by their IDs (what a decision or a grant's completion reads and saves, one at a
+time or an expiry batch's hundreds) go through the record's column mapping as plain
+statements: a SELECT of the rows and one of their approvals, one UPDATE sent for all (and an INSERT
+for approvals added), instead of the ORM's loading, identity map and flush, which cost more
+than the database did. Lists keep their ORM rows.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from bot.adapters.db.among import among
+from bot.adapters.db.among import among, among_parameter
 from bot.adapters.db.mapping import Columns, document, enum, seconds
 from bot.adapters.db.models import ONE_PENDING_INDEX, ApprovalRow, OperationRow, RequestRow
 from bot.domain.errors import ConcurrentModification, NotFound
@@ -83,6 +83,26 @@ _SAVE_ONE = (update(TABLE)
 """Every column a request writes, its version compared and bumped."""
 
 
+def _by_ids(postgresql: bool, locked: bool) -> Select[Any]:
+    query = select(TABLE).where(among_parameter(postgresql, TABLE.c.id, "ids")) \
+        .order_by(TABLE.c.id)
+    return query.with_for_update() if locked else query
+
+
+_MANY = {(postgresql, locked): _by_ids(postgresql, locked)
+         for postgresql in (False, True) for locked in (False, True)}
+"""Requests by their IDs (the parameter ``ids``), their rows locked (PostgreSQL) or not; by
+(PostgreSQL?, locked?)."""
+_APPROVALS_OF_MANY = {postgresql: (
+    select(APPROVALS.c.request_id.label("approval_request_id"),
+           *(APPROVALS.c[name].label(f"approval_{name}") for name in _APPROVAL_COLUMNS))
+    .where(among_parameter(postgresql, APPROVALS.c.request_id, "ids"))
+    .order_by(APPROVALS.c.id))
+    for postgresql in (False, True)}
+"""The approvals of requests by their IDs, oldest first (read after their rows are locked, as
+:data:`_APPROVALS_OF`)."""
+
+
 class _Approval:
     """An approval's columns in a joined row, by the names :data:`APPROVAL` reads."""
 
@@ -116,11 +136,9 @@ class SqlAlchemyAccessRequests:
         self._read: dict[int, RequestRow] = {}
         """The rows read for writing, held: the session holds only weakly what is unchanged,
         and a row it forgot would be read again to be saved."""
-        self._locked_ids: set[int] = set()
-        """Requests whose rows this transaction read for update."""
         self._loaded: dict[int, int] = {}
-        """Requests read by :meth:`get` in this transaction, by ID: how many approvals their
-        rows have. Saved by :meth:`_save_loaded`."""
+        """Requests read by :meth:`get` or :meth:`get_many` in this transaction, by ID: how
+        many approvals their rows have. Saved by :meth:`_save_loaded`."""
 
     def add(self, request: AccessRequest) -> AccessRequest:
         row = RequestRow()
@@ -177,14 +195,6 @@ class SqlAlchemyAccessRequests:
             requests = [request for request in requests if (request.id or 0) not in self._loaded]
             if not requests:
                 return
-        if len(requests) > 1:
-            locked = [request for request in requests if self._batchable(request)]
-            if locked:
-                self._update_locked(locked)
-                done = {id(request) for request in locked}
-                requests = [request for request in requests if id(request) not in done]
-            if not requests:
-                return
         rows = []
         for request in requests:
             assert request.id is not None
@@ -203,8 +213,9 @@ class SqlAlchemyAccessRequests:
             request.version = row.version
 
     def _save_loaded(self, requests: Sequence[AccessRequest]) -> None:
-        """Save requests :meth:`get` read: one UPDATE of their columns, their versions
-        compared and bumped, sent together; one INSERT of the approvals added since."""
+        """Save requests :meth:`get` or :meth:`get_many` read: one UPDATE of their columns,
+        their versions compared and bumped, sent together; one INSERT of the approvals added
+        since."""
         added = []
         for request in requests:
             assert request.id is not None
@@ -233,59 +244,36 @@ class SqlAlchemyAccessRequests:
         """The ORM's copy of a row written without it, if it holds one, dropped: a later read
         reads it again rather than the copy from before."""
         self._read.pop(request_id, None)
-        self._locked_ids.discard(request_id)
         held = self.session.identity_map.get(self.session.identity_key(RequestRow, request_id))
         if held is not None:
             self.session.expunge(held)
 
     def get_many(self, request_ids: Collection[int], *,
                  for_update: bool = False) -> list[AccessRequest]:
-        query = select(RequestRow).where(among(self.session, RequestRow.id, request_ids)) \
-            .order_by(RequestRow.id)
-        found = self._held(_locked(query) if for_update else query) if request_ids else []
-        if for_update:
-            self._locked_ids.update(request.id or 0 for request in found)
-        return found
-
-    def _batchable(self, request: AccessRequest) -> bool:
-        """Read for update in this transaction (its row locked, so no one else can change it
-        before the commit), and no approval added since."""
-        row = self._read.get(request.id or 0)
-        return request.id in self._locked_ids and row is not None \
-            and len(row.approvals) == len(request.approvals)
-
-    def _update_locked(self, requests: Sequence[AccessRequest]) -> None:
-        """Save rows this transaction holds locked in one UPDATE per set of changed columns,
-        sent together (an executemany), instead of one flush of each row through the ORM: a
-        batch of expiries ends hundreds of grants at once. Each row's version is still compared
-        and bumped; the rows saved leave the session, to be read again if asked for."""
-        changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        rows = []
+        """Requests by ID, in ID order, as :meth:`get` reads one (its rows locked on
+        PostgreSQL when ``for_update``): one statement for the rows, one for their approvals;
+        saved together as :meth:`get`'s are (:meth:`_save_loaded`)."""
+        if not request_ids:
+            return []
+        postgresql = self.session.get_bind().dialect.name == "postgresql"
+        requests = self._with_approvals(self.session.connection().execute(
+            _MANY[postgresql, for_update], {"ids": list(request_ids)}).all())
         for request in requests:
-            row = self._read[request.id or 0]
-            if row.version != request.version:
-                raise _changed(request)
-            changed = {column: value for column, value in REQUEST.values(request).items()
-                       if getattr(row, column) != value}  # no approval added (_batchable)
-            changes.setdefault(tuple(sorted(changed)), []).append(
-                {**{f"new_{column}": value for column, value in changed.items()},
-                 "row_id": row.id, "row_version": row.version})
-            rows.append(row)
-        self.session.flush()  # what the ORM holds goes first (audit events, approvals)
-        for columns, parameters in changes.items():
-            statement = (update(TABLE)
-                         .where(TABLE.c.id == bindparam("row_id"),
-                                TABLE.c.version == bindparam("row_version"))
-                         .values({**{column: bindparam(f"new_{column}") for column in columns},
-                                  "version": TABLE.c.version + 1}))
-            result = self.session.connection().execute(statement, parameters)
-            if result.rowcount != len(parameters):
-                raise _changed(requests[0] if len(requests) == 1 else None)
-        for request, row in zip(requests, rows, strict=True):
-            request.version = row.version + 1
-            self.session.expunge(row)
-            del self._read[request.id or 0]
-            self._locked_ids.discard(request.id or 0)
+            self._loaded[request.id or 0] = len(request.approvals)
+        return requests
+
+    def _with_approvals(self, rows: Sequence[Any]) -> list[AccessRequest]:
+        """Requests from their rows (``select(TABLE)``), their approvals read in one statement
+        (after the rows, as :data:`_APPROVALS_OF`)."""
+        if not rows:
+            return []
+        postgresql = self.session.get_bind().dialect.name == "postgresql"
+        approvals: dict[int, list[Approval]] = {}
+        for found in self.session.connection().execute(_APPROVALS_OF_MANY[postgresql],
+                                                       {"ids": [row.id for row in rows]}):
+            approvals.setdefault(found.approval_request_id, []).append(
+                APPROVAL.load(_Approval(found)))
+        return [REQUEST.load(row, approvals=approvals.get(row.id, [])) for row in rows]
 
     def extensions_of(self, grant_ids: Collection[int],
                       states: Sequence[State]) -> list[AccessRequest]:
@@ -341,15 +329,16 @@ class SqlAlchemyAccessRequests:
 
     def due_to_expire(self, now: datetime, limit: int, *,
                       skip_locked: bool = False) -> list[AccessRequest]:
+        """Through the column mapping, as :meth:`get_many` reads (hundreds at a time)."""
         query = (
-            select(RequestRow)
-            .where(*_EXPIRABLE, RequestRow.ends_at <= now)
-            .order_by(RequestRow.ends_at)
+            select(TABLE)
+            .where(*_EXPIRABLE, TABLE.c.ends_at <= now)
+            .order_by(TABLE.c.ends_at)
             .limit(limit)
         )
         if skip_locked:  # PostgreSQL; SQLite has one writer at a time (BEGIN IMMEDIATE)
-            query = query.with_for_update(skip_locked=True, of=RequestRow)
-        return self._all(query)
+            query = query.with_for_update(skip_locked=True, of=TABLE)
+        return self._with_approvals(self.session.connection().execute(query).all())
 
     def next_to_expire(self) -> datetime | None:
         # ORDER BY … LIMIT 1 rather than min(): the (state, ends_at) index is read in order and

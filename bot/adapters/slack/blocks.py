@@ -14,7 +14,6 @@ Two rules hold for everything built here, each in one place:
 
 from __future__ import annotations
 
-import copy
 import html
 import json
 import re
@@ -204,8 +203,18 @@ def _fit_block(block: Block) -> None:
         _fit_element(block.get("element"))
 
 
+def _copied(value: Any) -> Any:
+    """A copy of Block Kit JSON (dicts, lists or tuples, plain values) to cut without
+    touching the builder's: what ``copy.deepcopy`` does for it, in a fraction of the time."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copied(item) for item in value]
+    return value
+
+
 def _fit_blocks(content: Sequence[Block], limit: int) -> list[Block]:
-    fitted = [copy.deepcopy(block) for block in content]
+    fitted = [_copied(block) for block in content]
     if len(fitted) > limit:
         left_out = len(fitted) - limit + 1
         fitted = [*fitted[:limit - 1], _context(f"…and {left_out} more not shown here.")]
@@ -226,7 +235,7 @@ def fit_view(view: dict[str, Any]) -> dict[str, Any]:
     fitted = {**view, "blocks": _fit_blocks(view.get("blocks", []), LIMITS["view_blocks"])}
     for key in ("title", "submit", "close"):
         if key in fitted:
-            fitted[key] = copy.deepcopy(fitted[key])
+            fitted[key] = _copied(fitted[key])
             _cut(fitted[key], LIMITS["modal_title" if key == "title" else "modal_button"])
     metadata = fitted.get("private_metadata")
     if isinstance(metadata, str) and len(metadata) > LIMITS["private_metadata"]:
