@@ -6,9 +6,10 @@ concurrent approvers queue instead of retrying.
 
 Requests read by their IDs (what a decision or a grant's completion reads and saves, one at a
 time or an expiry batch's hundreds) go through the record's column mapping as plain
-statements: a SELECT of the rows and one of their approvals, one UPDATE sent for all (and an INSERT
-for approvals added), instead of the ORM's loading, identity map and flush, which cost more
-than the database did. Lists keep their ORM rows.
+statements: the rows and their approvals read (joined, or in a second SELECT once the rows are
+locked), one UPDATE sent for all (and an INSERT for approvals added), instead of the ORM's
+loading, identity map and flush, which cost more than the database did. Lists keep their ORM
+rows.
 """
 
 from __future__ import annotations
