@@ -29,7 +29,7 @@ def fan_out(call: Callable[[T], R], items: Sequence[T], most: int, name: str,
     (see the module); the results in the items' order. A call that raises does not stop the
     others: the first exception is raised once every call has returned."""
     if len(items) <= 1 or most <= 1:
-        return [call(item) for item in items]
+        return _one_after_another(call, items)
     fan = _Fan(call, items)
     threads: list[threading.Thread] = []
 
@@ -47,6 +47,21 @@ def fan_out(call: Callable[[T], R], items: Sequence[T], most: int, name: str,
     for thread in threads:
         thread.join()
     return fan.results()
+
+
+def _one_after_another(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``call`` on each of ``items`` on this thread; as :func:`fan_out`, one that raises does
+    not stop the others, and the first exception is raised after the last call."""
+    results: list[R] = []
+    error: BaseException | None = None
+    for item in items:
+        try:
+            results.append(call(item))
+        except BaseException as raised:  # the other items are still called
+            error = error or raised
+    if error is not None:
+        raise error
+    return results
 
 
 class _Fan(Generic[T, R]):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from bot.services import grants
 from bot.services.fanout import fan_out
 
 NEVER = 3600.0
@@ -74,3 +77,33 @@ def test_a_call_that_raises_stops_none_of_the_others() -> None:
     with pytest.raises(ValueError, match="two"):
         fan_out(call, list(range(6)), 4, "fan", patience=NEVER)
     assert sorted(called) == list(range(6))
+
+
+def test_one_at_a_time_a_call_that_raises_stops_none_of_the_others() -> None:
+    called: list[int] = []
+
+    def call(item: int) -> int:
+        called.append(item)
+        if item == 0:
+            raise ValueError("zero")
+        return item
+
+    with pytest.raises(ValueError, match="zero"):
+        fan_out(call, [0, 1, 2, 3], 1, "fan")
+    assert called == [0, 1, 2, 3]
+
+
+def test_expiry_notices_sent_one_at_a_time_are_all_tried_when_one_fails() -> None:
+    told: list[str] = []
+
+    def notify(notice: Any) -> None:
+        told.append(notice)
+        if notice == "first":
+            raise RuntimeError("storing the approval messages failed")
+
+    ctx: Any = SimpleNamespace(
+        notify=notify,
+        tuning=SimpleNamespace(concurrency=SimpleNamespace(messages=1)))
+    with pytest.raises(RuntimeError):
+        grants._tell(ctx, ["first", "second", "third"])
+    assert told == ["first", "second", "third"]
