@@ -4,9 +4,10 @@ A pass calls a backend or Slack once per grant, up to ``Concurrency`` at a time,
 API server or Slack's latency does not add up call after call. A call that is answered at once
 gains nothing from company: threads taking turns on the interpreter cost more CPU than the
 overlap saves. So :func:`fan_out` makes the calls one after another on one thread, and adds a
-thread each time every call under way has waited ``patience`` (a slow backend, the network),
-up to the most allowed: against Slack or a remote cluster all of them are busy within a few
-of those moments; against a backend that answers at once, one thread does the work.
+thread each time every worker waits, or waited on its last call, ``patience`` or longer (a slow
+backend, the network), up to the most allowed: against Slack or a remote cluster all of them
+are busy within a few of those moments; against a backend that answers at once, one thread does
+the work.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 PATIENCE = 0.005
-"""Seconds every call under way waits before one more thread starts calling."""
+"""Seconds a call takes, every worker's, before one more thread starts calling."""
 
 
 def fan_out(call: Callable[[T], R], items: Sequence[T], most: int, name: str,
@@ -42,7 +43,7 @@ def fan_out(call: Callable[[T], R], items: Sequence[T], most: int, name: str,
 
     start()
     while not fan.finished.wait(patience):
-        if len(threads) < most and fan.all_waited(patience):
+        if len(threads) < most and fan.all_waiting(patience):
             start()
     for thread in threads:
         thread.join()
@@ -75,6 +76,8 @@ class _Fan(Generic[T, R]):
         self._workers = 0
         self._calling: dict[int, float] = {}
         """Worker → when its call under way began (monotonic seconds)."""
+        self._took: dict[int, float] = {}
+        """Worker → how long its last finished call took (seconds)."""
         self._results: dict[int, R] = {}
         self._error: BaseException | None = None
         self.finished = threading.Event()
@@ -101,18 +104,27 @@ class _Fan(Generic[T, R]):
             except BaseException as error:  # the other items are still called
                 with self._lock:
                     self._error = self._error or error
-                    self._calling.pop(worker, None)
+                    self._finished_call(worker)
                 continue
             with self._lock:
                 self._results[index] = result
-                self._calling.pop(worker, None)
+                self._finished_call(worker)
 
-    def all_waited(self, patience: float) -> bool:
-        """Items are left, and every worker is in a call begun ``patience`` ago or earlier."""
+    def _finished_call(self, worker: int) -> None:
+        """Under the lock: ``worker`` is between calls; how long its call took is kept."""
+        began = self._calling.pop(worker, None)
+        if began is not None:
+            self._took[worker] = time.monotonic() - began
+
+    def all_waiting(self, patience: float) -> bool:
+        """Items are left, and every worker is in a call begun ``patience`` ago or earlier, or
+        in one that follows a call that took that long (a worker that has just begun its next
+        call waits as long again, most likely)."""
         now = time.monotonic()
         with self._lock:
             return self._next < len(self._items) and len(self._calling) == self._workers \
-                and all(now - began >= patience for began in self._calling.values())
+                and all(now - began >= patience or self._took.get(worker, 0.0) >= patience
+                        for worker, began in self._calling.items())
 
     def results(self) -> list[R]:
         if self._error is not None:

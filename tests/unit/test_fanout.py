@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -77,6 +78,31 @@ def test_a_call_that_raises_stops_none_of_the_others() -> None:
     with pytest.raises(ValueError, match="two"):
         fan_out(call, list(range(6)), 4, "fan", patience=NEVER)
     assert sorted(called) == list(range(6))
+
+
+class Taking(Calls):
+    """Calls that each take ``seconds`` (a backend a little slower than the patience)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, item: int) -> int:
+        with self._lock:
+            self.under_way += 1
+            self.most_at_once = max(self.most_at_once, self.under_way)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.under_way -= 1
+        return item
+
+
+def test_calls_a_little_slower_than_the_patience_reach_the_most_allowed() -> None:
+    """A worker that has just begun its next call is waiting, when its last call took the
+    patience or longer: workers out of step are all waiting together only now and then."""
+    calls = Taking(0.013)
+    assert fan_out(calls, list(range(80)), 6, "fan", patience=0.01) == list(range(80))
+    assert calls.most_at_once == 6
 
 
 def test_one_at_a_time_a_call_that_raises_stops_none_of_the_others() -> None:
