@@ -2,9 +2,10 @@
 (which check the IDs a config file names) and by the Slack adapter (which sends to them).
 
 ``U…``/``W…`` are users (``W…`` in an Enterprise Grid organisation), ``S…`` user groups,
-``C…``/``G…`` conversations (``G…`` a private channel of the older kind); after the letter,
-upper-case letters and digits (Slack's "Formatting text for app surfaces" reference). The use
-cases and the domain never look: to them these are opaque principals.
+``C…``/``G…`` conversations (``G…`` a private channel of the older kind), ``D…`` direct
+messages; after the letter, upper-case letters and digits (Slack's "Formatting text for app
+surfaces" reference). The use cases and the domain never look: to them these are opaque
+principals.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def is_person(slack_id: str) -> bool:
 def is_conversation(slack_id: str) -> bool:
     """A channel (``C…``) or a private channel of the older kind (``G…``)."""
     return slack_id[:1] in ("C", "G")
+
+
+def is_direct_message(slack_id: str) -> bool:
+    """A direct message conversation (``D…``), as Slack names the DM it posted a message to a
+    user's ID in."""
+    return slack_id.startswith("D")
 
 
 def is_principal_id(value: str) -> bool:

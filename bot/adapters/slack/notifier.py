@@ -39,7 +39,7 @@ from bot.domain.model import AccessRequest, MessageRef, Reach, Undelivered
 from bot.domain.ports import Audience, Metrics, Notice, NoticeKind, Posted
 from bot.domain.reasons import ReasonLinks, unlinked
 from bot.domain.reviews import AccessReview
-from bot.slack_ids import is_person
+from bot.slack_ids import is_direct_message, is_person
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -347,7 +347,7 @@ class SlackNotifier:
         """Post to ``user_id``; Slack answers the DM's channel ID, kept for a file sent them
         next (a kubeconfig after the message saying the access is active)."""
         posted = self._post(purpose, user_id, text, content, paced, recipient=user_id)
-        if is_person(user_id) and posted.conversation.startswith("D"):
+        if is_person(user_id) and is_direct_message(posted.conversation):
             self._remember_dm(user_id, posted.conversation)
 
     def _send_file(self, user_id: str, filename: str, content: bytes, title: str) -> None:
