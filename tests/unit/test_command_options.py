@@ -37,6 +37,7 @@ TWICE = "is given twice: give it once, `/k8s-access "
     ("approve 12 --for=", "`--for` needs a duration"),
     ("approve 12 --for", "`--for` needs a duration"),
     ("approve 12 --for=soon", "'soon' is not a duration"),
+    ("approve 12 --for soon", "'soon' is not a duration"),
     ("approve 12 --at 10:00", "Unknown option `--at`: `/k8s-access approve"),
     ("deny 12 --for 1h no", "Unknown option `--for`: `/k8s-access deny"),
     ("cancel 12 --force", "Unknown option `--force`: `/k8s-access cancel"),

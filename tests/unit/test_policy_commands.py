@@ -59,16 +59,6 @@ def test_approve_for_less(text: str, duration: timedelta | None, comment: str) -
         "approve", 4, duration, comment)
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("approve 4 --for", "`--for` needs a duration"),
-    ("approve 4 --for soon", "is not a duration"),
-])
-def test_approve_for_without_a_duration_says_how(text: str, says: str) -> None:
-    with pytest.raises(InvalidInput) as refused:
-        parse(text)
-    assert says in refused.value.message
-
-
 def request(**changes: object) -> AccessRequest:
     fields: dict[str, object] = dict(
         requester_id="U0ALICE01", cluster="staging", role="edit", duration=2 * H,
