@@ -82,8 +82,7 @@ class SqlAlchemyOperationQueue:
         # first operation no live lease holds.
         query = (
             select(TABLE.c.next_attempt_at)
-            .where(TABLE.c.state == OperationState.PENDING.value,
-                   TABLE.c.lease_until.is_(None) | (TABLE.c.lease_until < now))
+            .where(*_unheld(now))
             .order_by(TABLE.c.next_attempt_at)
             .limit(1)
         )
@@ -179,8 +178,12 @@ _FINISH = _held({"state": OperationState.DONE.value, "lease_owner": None, "lease
                  "last_error": None})
 
 
+def _unheld(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """An operation still owed that no live lease holds at ``now``."""
+    return (TABLE.c.state == OperationState.PENDING.value,
+            TABLE.c.lease_until.is_(None) | (TABLE.c.lease_until < now))
+
+
 def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
     """An operation a worker may take at ``now``: still owed, due, and its lease lapsed."""
-    return (TABLE.c.state == OperationState.PENDING.value,
-            TABLE.c.next_attempt_at <= now,
-            TABLE.c.lease_until.is_(None) | (TABLE.c.lease_until < now))
+    return (*_unheld(now), TABLE.c.next_attempt_at <= now)

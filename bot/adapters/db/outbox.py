@@ -149,16 +149,14 @@ class SqlAlchemyAuditOutbox:
         """Delivered rows each time (a range of an index); the rows of removed sinks at most
         every :data:`ORPHANS_EVERY` (finding them reads every row still waiting, a sink that
         is down may have many, and the stream runs every few seconds)."""
-        gone = delete(ROW).where(ROW.delivered_at.is_not(None),
-                                 ROW.delivered_at < delivered_before)
+        gone = and_(ROW.delivered_at.is_not(None), ROW.delivered_at < delivered_before)
         last = self._orphans_forgotten
         if last is None or delivered_before - last >= ORPHANS_EVERY:
             self._orphans_forgotten = delivered_before
-            gone = delete(ROW).where(or_(
-                and_(ROW.delivered_at.is_not(None), ROW.delivered_at < delivered_before),
-                and_(ROW.delivered_at.is_(None), ROW.sink.not_in(list(sinks)),
-                     ROW.next_attempt_at < delivered_before, _free(delivered_before))))
+            gone = or_(gone, and_(ROW.delivered_at.is_(None), ROW.sink.not_in(list(sinks)),
+                                  ROW.next_attempt_at < delivered_before,
+                                  _free(delivered_before)))
         with self._engine.begin() as connection:
-            result = connection.execute(gone)
+            result = connection.execute(delete(ROW).where(gone))
         return int(getattr(result, "rowcount", 0) or 0)
 
