@@ -106,6 +106,13 @@ def _modified(qualified: str, name: str) -> tuple[int, dict[str, Any]]:
                         "again")
 
 
+def _precondition_conflict(qualified: str, name: str, failed: str) -> tuple[int, dict[str, Any]]:
+    """409: a precondition (UID, resourceVersion) the object no longer meets, ``failed`` saying
+    which (:func:`_precondition_failed`)."""
+    return 409, _status(409, "Conflict", f'Operation cannot be fulfilled on {qualified} '
+                        f'"{name}": Precondition failed: {failed}')
+
+
 @dataclass
 class FakeKubernetes(Served, HeldAnswers):
     folder: Path
@@ -383,10 +390,7 @@ class FakeKubernetes(Served, HeldAnswers):
                                     f'"{signer}"')
             version = body.get("metadata", {}).get("resourceVersion")
             if version and version != stored["metadata"].get("resourceVersion"):
-                return 409, _status(409, "Conflict",
-                                    f'Operation cannot be fulfilled on certificatesigningrequests.'
-                                    f'{CERTS} "{name}": the object has been modified; please '
-                                    "apply your changes to the latest version and try again")
+                return _modified(f"certificatesigningrequests.{CERTS}", name)
             stored["metadata"]["resourceVersion"] = self.next_version()
             stored["status"]["conditions"] = body.get("status", {}).get("conditions", [])
             approved = any(c.get("type") == "Approved" for c in stored["status"]["conditions"])
@@ -456,9 +460,7 @@ class FakeKubernetes(Served, HeldAnswers):
         if method == "DELETE":
             failed = _precondition_failed(store[key], body)
             if failed:
-                return 409, _status(409, "Conflict",
-                                    f'Operation cannot be fulfilled on {plural}.{RBAC} "{name}": '
-                                    f"Precondition failed: {failed}")
+                return _precondition_conflict(f"{plural}.{RBAC}", name, failed)
             del store[key]
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
         current = store[key]
@@ -512,8 +514,7 @@ class FakeKubernetes(Served, HeldAnswers):
         failed = _precondition_failed(current,
                                       {"preconditions": {"uid": metadata.get("uid") or None}})
         if failed:
-            return 409, _status(409, "Conflict", f'Operation cannot be fulfilled on {qualified} '
-                                f'"{name}": Precondition failed: {failed}')
+            return _precondition_conflict(qualified, name, failed)
         if changed.get("roleRef") != current.get("roleRef"):
             ref = changed.get("roleRef")
             return 422, _status(422, "Invalid",
